@@ -30,6 +30,57 @@ def cli() -> None:
 # (hardware / validation commands, then model / trace commands, then simulate / sweep.)
 
 
+# -- model / trace commands (speedsim.model.train, speedsim.trace)
+
+
+@cli.command("train")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="training YAML (experiments/models/*.yaml)")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="run directory; re-running resumes from its checkpoint")
+@click.option("--json", "as_json", is_flag=True, help="print the final metrics as one JSON object")
+def train_cmd(config_path: str, out_dir: str, as_json: bool) -> None:
+    """Train a functional SPEED model on CPU (resumable)."""
+    from speedsim.model.train import train
+
+    metrics = train(config_path, out_dir, progress=not as_json)
+    if as_json:
+        emit_json(metrics)
+        return
+    click.echo(f"{metrics['name']}: {metrics['step']} steps, {metrics['train_seconds']:.0f} s of training")
+    per_exit = " ".join(f"{x:.3f}" for x in metrics["val_loss_per_exit"])
+    click.echo(f"validation loss (nats/token) per exit: {per_exit}")
+    click.echo(f"validation ROUGE-L F1 ({metrics['rouge_examples']} greedy decodes): {metrics['val_rougeL']:.4f}")
+    click.echo(f"checkpoint: {out_dir}")
+
+
+@cli.command("trace")
+@click.option("--checkpoint", required=True, type=click.Path(), help="run directory written by `speedsim train`")
+@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "validation", "test"]))
+@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False), help="trace file (.jsonl or .jsonl.gz)")
+@click.option("--limit", type=int, default=None, help="decode a seeded sample of at most N examples")
+@click.option("--max-new-tokens", type=int, default=None, help="decode length cap (default: the config's)")
+@click.option("--json", "as_json", is_flag=True, help="print the statistics as one JSON object")
+def trace_cmd(checkpoint: str, split: str, out_file: str, limit: int | None, max_new_tokens: int | None, as_json: bool) -> None:
+    """Decode a split with SPEED, write its exit traces, print their statistics."""
+    from speedsim.trace import trace_stats, write_traces
+    from speedsim.trace.record import record_traces
+
+    traces, quality = record_traces(checkpoint, split, limit, max_new_tokens, progress=not as_json)
+    write_traces(out_file, traces)
+    stats = {**trace_stats(traces), **quality, "out": out_file}
+    if as_json:
+        emit_json(stats)
+        return
+    agree = " ".join(f"{a:.3f}" for a in stats["agreement"])
+    lengths = stats["lengths"]
+    click.echo(f"wrote {len(traces)} traces ({stats['tokens']} tokens) to {out_file}")
+    click.echo(f"agreement with the final exit, per exit: {agree}")
+    click.echo(f"first-exit misprediction: {stats['first_exit_miss']:.4f}")
+    click.echo(f"flushes per emitted token: {stats['flushes_per_token']:.4f}")
+    click.echo(f"mean tokens in flight: {stats['mean_in_flight']:.3f}")
+    click.echo(f"output length (tokens): mean {lengths['mean']:.1f}, median {lengths['median']:.0f}, min {lengths['min']}, max {lengths['max']}")
+    click.echo(f"ROUGE-L F1 on {split}: {stats['rougeL']:.4f}")
+
+
 def main() -> None:
     """Console entry point: runs the CLI, turning user errors into exit status 2."""
     try:

@@ -74,7 +74,6 @@ class TrainSection(_Section):
     checkpoint_every: int = Field(100, ge=1, description="steps between checkpoints")
     eval_every: int = Field(0, ge=0, description="steps between validation-loss evaluations (0: only at the end)")
     threads: int = Field(1, ge=1, description="torch intra-op CPU threads")
-    exit_weights: list[float] | None = Field(None, description="loss weight per exit; None: default_exit_weights(R)")
 
 
 class EvalSection(_Section):
@@ -87,7 +86,9 @@ class EvalSection(_Section):
 class TrainConfig(_Section):
     name: str = Field(description="run name, e.g. 4x3")
     data: DataSection = DataSection()
-    model: dict[str, Any] = Field(description="SpeedConfig fields except vocab_size (taken from the tokenizer)")
+    model: dict[str, Any] = Field(
+        description="SpeedConfig fields (exit_weights included) except vocab_size, pad_id, bos_id (from the tokenizer)"
+    )
     train: TrainSection
     eval: EvalSection = EvalSection()
 
@@ -106,14 +107,19 @@ def parse_train_config(raw: Any, where: str) -> TrainConfig:
         e = err.errors()[0]
         field = ".".join(str(p) for p in e["loc"])
         raise UserError(f"{field}: {e['msg']}", where=where) from None
-    if "vocab_size" in cfg.model:
-        raise UserError("model.vocab_size: set data.vocab_size instead (the tokenizer decides it)", where=where)
+    for key in ("vocab_size", "pad_id", "bos_id"):
+        if key in cfg.model:
+            raise UserError(f"model.{key}: set by the tokenizer (use data.vocab_size)", where=where)
     if cfg.decoder_only != (cfg.data.task == "continue"):
         raise UserError(
             f"data.task {cfg.data.task!r} does not match model.encoder_layers "
             "(summarize needs an encoder, continue is decoder-only)",
             where=where,
         )
+    for key in ("unique_layers", "repeats"):
+        value = cfg.model.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise UserError(f"model.{key}: must be an integer >= 1, got {value!r}", where=where)
     speed_config(cfg, cfg.data.vocab_size, where)  # fail early on bad model fields (U or R < 1, ...)
     return cfg
 
@@ -131,11 +137,12 @@ def load_train_config(path: Path | str) -> TrainConfig:
 
 
 def speed_config(cfg: TrainConfig, vocab_size: int, where: str = "config") -> Any:
-    """The model's `SpeedConfig`, with `vocab_size` from the tokenizer."""
+    """The model's `SpeedConfig`, with vocab size and special ids from the tokenizer
+    (`speedsim.data.tokenizer` reserves <pad> = 0, <bos> = 1, <eos> = 2)."""
     from speedsim.model import SpeedConfig
 
     try:
-        return SpeedConfig.from_dict({**cfg.model, "vocab_size": vocab_size})
+        return SpeedConfig.from_dict({**cfg.model, "vocab_size": vocab_size, "pad_id": 0, "bos_id": 1})
     except UserError as err:
         raise UserError(f"model.{err}", where=where) from None
     except (TypeError, ValueError) as err:
@@ -284,9 +291,9 @@ def train(
     `stop_after` ends the loop after that many total steps with a checkpoint, as an interrupt
     would (tests use it); `evaluate=False` skips the final ROUGE decoding.
     """
+    cfg = load_train_config(config_path)  # first: bad input fails before any import or I/O
     from speedsim.model import SharedDecoder, default_exit_weights, exit_loss
 
-    cfg = load_train_config(config_path)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / CHECKPOINT_FILE
@@ -312,9 +319,7 @@ def train(
         step, history, elapsed = ckpt["step"], list(ckpt.get("history", [])), float(ckpt.get("train_seconds", 0.0))
 
     R = int(sc.repeats)
-    weights = torch.tensor(cfg.train.exit_weights) if cfg.train.exit_weights else default_exit_weights(R)
-    if len(weights) != R:
-        raise UserError(f"train.exit_weights has {len(weights)} entries, model has R={R} exits", where=str(config_path))
+    weights = list(sc.exit_weights) if sc.exit_weights else default_exit_weights(R)
     stream = BatchStream(enc["train"], cfg.train.batch_size, cfg.train.seed, pad, cfg.decoder_only)
     val_items = enc["validation"][: cfg.eval.val_examples]
 
@@ -347,12 +352,12 @@ def train(
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
         opt.step()
         step += 1
-        rec: dict[str, Any] = {"step": step, "loss": float(loss)}
+        rec: dict[str, Any] = {"step": step, "loss": loss.item()}
         if cfg.train.eval_every and step % cfg.train.eval_every == 0:
             rec["val_loss"] = validation_loss(model, val_items, pad, cfg.decoder_only, cfg.eval.batch_size)["val_loss"]
         history.append(rec)
         bar.update(1)
-        bar.set_postfix(loss=f"{float(loss):.3f}")
+        bar.set_postfix(loss=f"{rec['loss']:.3f}")
         if step % cfg.train.checkpoint_every == 0 or step == end:
             elapsed += time.perf_counter() - t0
             t0 = time.perf_counter()
@@ -360,16 +365,27 @@ def train(
     bar.close()
     if step < cfg.train.steps or not evaluate:
         return {"name": cfg.name, "step": step, "finished": step >= cfg.train.steps}
+    metrics_path = out / METRICS_FILE
+    if metrics_path.exists():  # a finished run re-run: nothing to do unless ROUGE was skipped
+        done = json.loads(metrics_path.read_text(encoding="utf-8"))
+        if done.get("step") == step and done.get("val_rougeL") is not None:
+            return done
 
     metrics: dict[str, Any] = {"name": cfg.name, "step": step, "finished": True, "train_seconds": elapsed}
     metrics["unique_layers"], metrics["repeats"] = int(sc.unique_layers), R
     metrics["parameters"] = sum(p.numel() for p in model.parameters())
     metrics.update(validation_loss(model, val_items, pad, cfg.decoder_only, cfg.eval.batch_size))
     rouge_items = enc["validation"][: cfg.eval.rouge_examples]
-    preds = decode_texts(model, tok, rouge_items, cfg.eval.max_new_tokens)
-    metrics["val_rougeL"] = rouge_l(preds, [it.reference for it in rouge_items])
     metrics["rouge_examples"] = len(rouge_items)
-    metrics["samples"] = [{"id": it.id, "prediction": p, "reference": it.reference} for it, p in zip(rouge_items[:5], preds, strict=False)]
-    _atomic_write_text(out / METRICS_FILE, json.dumps(metrics, indent=1))
+    try:
+        preds = decode_texts(model, tok, rouge_items, cfg.eval.max_new_tokens)
+    except ImportError:  # decoding not installed yet: re-run the same command later for ROUGE
+        metrics["val_rougeL"] = None
+    else:
+        metrics["val_rougeL"] = rouge_l(preds, [it.reference for it in rouge_items])
+        metrics["samples"] = [
+            {"id": it.id, "prediction": p, "reference": it.reference} for it, p in zip(rouge_items[:5], preds, strict=False)
+        ]
+    _atomic_write_text(metrics_path, json.dumps(metrics, indent=1))
     _atomic_write_text(out / "tokenizer.json", tok.to_str())
     return metrics
