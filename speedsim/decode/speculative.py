@@ -1,0 +1,85 @@
+"""SPEED: speculative pipelined greedy decoding of a parameter-shared decoder.
+
+Every step runs ONE batched pass through the U shared layers over all in-flight tokens,
+each at its own repeat and sequence position, each reading and writing its own
+(layer, repeat) slot of the KV cache; the shared exit (norm + LM head) is applied to all of
+them. The `PipelineController` decides from the exit predictions what to launch, verify,
+flush and emit; this module does the tensor work and rolls the KV cache back on flushes.
+Greedy output is identical to `greedy` (lossless).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from speedsim.decode.sequential import DecodeState, eval_mode, make_trace, prefill
+from speedsim.model import SharedDecoder
+from speedsim.pipeline import PipelineController, Policy, Step
+from speedsim.trace.schema import ExitTrace
+
+
+@dataclass(frozen=True)
+class SpeedResult:
+    """What a SPEED decode produced, as data."""
+
+    tokens: list[int]  # emitted tokens (EOS included if reached), identical to greedy()
+    steps: list[Step]  # the step log (position 0 comes from the prefill and has no step)
+    trace: ExitTrace  # exits of every position's surviving computation
+
+
+def speculative_step(model: SharedDecoder, state: DecodeState, ctrl: PipelineController) -> Step:
+    """Compute one pipeline step: every in-flight token advances one repeat; returns the Step."""
+    work = ctrl.work()
+    device = state.cache.k.device
+    repeats = [r for _, r, _ in work]
+    seq = [state.offset + p for p, _, _ in work]
+    new = [i for i, r in enumerate(repeats) if r == 0]  # launched this step: embed their input tokens
+    emb = iter(
+        model.embed(
+            torch.tensor([work[i][2] for i in new], device=device), torch.tensor([seq[i] for i in new], device=device)
+        )
+        if new
+        else []
+    )
+    x = torch.stack([next(emb) if r == 0 else state.hidden[p] for p, r, _ in work])  # (N, C)
+    x = model.group_pass(x, repeats, seq, state.cache, state.cross_kv)  # (N, C): one batched pass
+    preds = model.exit_logits(x).argmax(dim=-1).tolist()  # (N,) exit predictions
+    step = ctrl.advance(preds)
+    for i, (p, _, _) in enumerate(work):
+        state.hidden[p] = x[i]
+    for p in (*step.emitted, *step.flushed, *step.discarded):
+        state.hidden.pop(p, None)
+    gone = (*step.flushed, *step.discarded)
+    if gone:
+        state.cache.rollback(state.offset + min(gone))  # flushed positions are always a suffix
+    return step
+
+
+def speed(
+    model: SharedDecoder,
+    src_ids: Sequence[int] | torch.Tensor,
+    max_new_tokens: int,
+    eos_id: int | None = None,
+    policy: Policy | None = None,
+    *,
+    seq_id: str = "0",
+    model_name: str | None = None,
+) -> SpeedResult:
+    """SPEED pipelined greedy decoding; same arguments and same tokens as `greedy`.
+
+    `policy` chooses the launch exit, the verify exits and the most tokens in flight
+    (default: launch from exit 0, verify at every later exit, up to R in flight).
+    `seq_id` and `model_name` label the returned trace.
+    """
+    with eval_mode(model):
+        if max_new_tokens == 0:
+            return SpeedResult([], [], make_trace(model, src_ids, [], eos_id, seq_id, model_name))
+        state = prefill(model, src_ids, max_new_tokens)
+        ctrl = PipelineController(model.config.repeats, policy, state.first_exits, state.max_new_tokens, eos_id)
+        steps = []
+        while not ctrl.done:
+            steps.append(speculative_step(model, state, ctrl))
+    return SpeedResult(list(ctrl.tokens), steps, make_trace(model, src_ids, ctrl.exits, eos_id, seq_id, model_name))
