@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -28,6 +29,101 @@ def cli() -> None:
 # ---------------------------------------------------------------- commands
 # Each command is a thin wrapper: parse options, call one library function, print.
 # (hardware / validation commands, then model / trace commands, then simulate / sweep.)
+
+# hardware and validation ---------------------------------------------------------------------
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--dir", "directory", type=click.Path(path_type=Path), default=None,
+              help="Profile directory (default: the project's hw_profiles/).")
+def profiles(as_json: bool, directory: Path | None) -> None:
+    """List and validate every hardware profile."""
+    from speedsim.hardware.summary import profile_table
+
+    rows = profile_table(directory)
+    if as_json:
+        emit_json({"profiles": rows})
+        return
+    from speedsim.report.tables import format_table
+
+    click.echo(format_table(rows, ["name", "kind", "units", "matrix_bf16_TFLOPS", "dram_GBps", "onchip_MiB",
+                                   "memory_GiB", "kernel_latency_us", "eager_launch_us"]))
+
+
+def _models_option(fn):
+    return click.option("--model-spec", "model_specs", multiple=True, type=click.Path(path_type=Path),
+                        help="YAML spec of a model not built in (repeatable).")(fn)
+
+
+@cli.command()
+@click.option("--measured", type=click.Path(path_type=Path), default=None,
+              help="Measured CSV (default: the shipped H200 measurements).")
+@click.option("--profile", "profile_name", default="h200", show_default=True, help="Profile name or YAML path.")
+@click.option("--mode", type=click.Choice(["graph", "eager", "all"]), default="graph", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--worst", default=10, show_default=True, help="How many worst rows to list.")
+@_models_option
+def validate(measured: Path | None, profile_name: str, mode: str, as_json: bool, worst: int,
+             model_specs: tuple[Path, ...]) -> None:
+    """Simulate every measured row and print per-section and overall error (MAPE)."""
+    from speedsim.hardware import load_profile
+    from speedsim.paths import H200_MEASURED
+    from speedsim.validation import read_measured
+    from speedsim.validation import validate as run_validation
+    from speedsim.workload import resolve_models
+
+    path = measured or H200_MEASURED
+    profile = load_profile(profile_name)
+    models = resolve_models(model_specs)
+    rows = read_measured(path)
+    report = run_validation(profile, rows, models, mode, source=str(path))
+    result = report.as_json(worst)
+    if as_json:
+        emit_json(result)
+        return
+    from speedsim.report.tables import format_validation
+
+    click.echo(format_validation(result, report))
+
+
+@cli.command()
+@click.option("--measured", type=click.Path(path_type=Path), default=None,
+              help="Measured CSV (default: the shipped H200 measurements).")
+@click.option("--profile", "profile_name", required=True, help="Starting profile (name or YAML path).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Where to write the fitted profile.")
+@click.option("--name", default=None, help="Name of the fitted profile (default: the starting profile's).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_models_option
+def calibrate(measured: Path | None, profile_name: str, out: Path, name: str | None, as_json: bool,
+              model_specs: tuple[Path, ...]) -> None:
+    """Fit a profile's few free parameters (efficiencies, latencies, in-flight bytes) to measurements."""
+    from speedsim.hardware import load_profile, save_profile
+    from speedsim.paths import H200_MEASURED
+    from speedsim.validation import read_measured
+    from speedsim.validation.calibrate import calibrate as fit
+    from speedsim.workload import resolve_models
+
+    path = measured or H200_MEASURED
+    profile = load_profile(profile_name)
+    rows = read_measured(path)
+    result = fit(profile, rows, resolve_models(model_specs), source=str(path))
+    from speedsim.paths import relative
+
+    fitted = result.profile
+    note = f"measured: {relative(path)} (fitted by speedsim calibrate)"
+    sources = [s for s in fitted.sources if not s.startswith(f"measured: {relative(path)}")] + [note]
+    fitted = fitted.model_copy(update={"sources": sources, "name": name or fitted.name})
+    save_profile(fitted, out)
+    summary = {"profile": fitted.name, "out": str(out), "mape_before": result.before,
+               "mape_after": result.after, "parameters": result.values}
+    if as_json:
+        emit_json(summary)
+        return
+    click.echo(f"wrote {out}")
+    for key, before in result.before.items():
+        click.echo(f"  {key:5s} MAPE {before:.1%} -> {result.after[key]:.1%}")
+    for key, value in result.values.items():
+        click.echo(f"  {key} = {value:.4g}")
 
 
 # -- model / trace commands (speedsim.model.train, speedsim.trace)

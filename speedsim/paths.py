@@ -11,3 +11,11 @@ MEASURED_DIR = ROOT / "experiments" / "measured"
 H200_MEASURED = MEASURED_DIR / "h200" / "measured.csv"
 TRACE_DIR = ROOT / "experiments" / "traces"
 REPORT_DIR = ROOT / "reports"
+
+
+def relative(path: Path) -> str:
+    """`path` relative to the project root when it lies inside it (for portable `sources:` entries)."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)

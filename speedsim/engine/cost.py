@@ -1,0 +1,110 @@
+"""Time of one kernel on a profile, given where its bytes come from.
+
+    t = latency + softmax_p(t_memory, t_compute)
+
+    t_memory  = max(dram_bytes   / dram_rate,                      DRAM bandwidth, shared
+                    onchip_bytes / onchip_rate,                    on-chip bandwidth
+                    dram_bytes / (active * inflight / dram_latency)      loads in flight per unit
+                    + hit_bytes / (active * inflight / onchip_latency))  (Little's law)
+
+(`onchip_bytes` counts every byte that passes the on-chip level, DRAM-sourced ones included;
+`hit_bytes` = onchip_bytes - dram_bytes are served on-chip.)
+    t_compute = flops / (path_peak * efficiency * wave_utilisation)
+
+`active = min(units, parallel_work)`: a GEMV with 36 blocks on a 132-unit GPU keeps at most 36
+units' worth of loads in flight; `inflight` is the profile's bytes in flight per unit (smaller
+for attention kernels that walk all keys in one block). `softmax_p` is the soft
+maximum (m^p + c^p)^(1/p): memory and compute overlap well but not perfectly near the ridge.
+
+`roofline_us` is the closed-form lower bound (bytes at peak DRAM bandwidth, FLOPs at the
+datasheet peak): every simulated kernel time must be at least this.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from speedsim.hardware.profile import HardwareProfile
+from speedsim.workload.kernels import ATTENTION, Kernel
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """The profile's numbers the per-kernel formula needs, unpacked once for speed (bytes/us, FLOP/us)."""
+
+    units: int
+    latency_us: float
+    p: float
+    dram_Bpus: float
+    onchip_Bpus: float
+    unit_dram_Bpus: float        # per-unit streaming rate from DRAM (inflight / DRAM latency)
+    unit_onchip_Bpus: float      # ... and from on-chip memory
+    attn_dram_Bpus: float        # the same for unsplit attention kernels
+    attn_onchip_Bpus: float
+    matrix_FLOPpus: dict[str, float]
+    vector_FLOPpus: dict[str, float]
+    dram_peak_Bpus: float
+    matrix_datasheet_FLOPpus: dict[str, float]
+    vector_datasheet_FLOPpus: dict[str, float]
+
+    @classmethod
+    def from_profile(cls, profile: HardwareProfile) -> CostModel:
+        c, m = profile.compute, profile.memory
+        dtypes = set(c.matrix_peak_TFLOPS) | set(c.vector_peak_TFLOPS) | {"bf16", "fp16", "fp32", "tf32", "int8"}
+        return cls(
+            units=c.units,
+            latency_us=profile.kernel.latency_us,
+            p=profile.kernel.overlap_exponent,
+            dram_Bpus=m.dram.achievable_Bps / 1e6,
+            onchip_Bpus=profile.l2.achievable_Bps / 1e6,
+            # bytes / ns = GB/s = 1e3 bytes/us
+            unit_dram_Bpus=c.unit_inflight_KiB * 1024 / m.dram.latency_ns * 1e3,
+            unit_onchip_Bpus=c.unit_inflight_KiB * 1024 / profile.l2.latency_ns * 1e3,
+            attn_dram_Bpus=c.unit_attention_inflight_KiB * 1024 / m.dram.latency_ns * 1e3,
+            attn_onchip_Bpus=c.unit_attention_inflight_KiB * 1024 / profile.l2.latency_ns * 1e3,
+            matrix_FLOPpus={d: profile.matrix_peak(d) / 1e6 for d in dtypes},
+            vector_FLOPpus={d: profile.vector_peak(d) / 1e6 for d in dtypes},
+            dram_peak_Bpus=m.dram.bandwidth_GBps * 1e3,
+            matrix_datasheet_FLOPpus={d: profile.matrix_peak(d) / c.matrix_efficiency / 1e6 for d in dtypes},
+            vector_datasheet_FLOPpus={d: profile.vector_peak(d) / c.vector_efficiency / 1e6 for d in dtypes},
+        )
+
+    def kernel_us(self, k: Kernel, dram_bytes: float, onchip_bytes: float, dram_share: float = 1.0) -> float:
+        """Device time of kernel `k` (us) moving `onchip_bytes` through on-chip memory, `dram_bytes` of them from DRAM.
+
+        `dram_share` is the fraction of DRAM bandwidth this kernel gets (1 when it runs alone).
+        """
+        work = k.parallel_work
+        units = self.units
+        active = work if work < units else units
+        hits = onchip_bytes - dram_bytes
+        if k.kind == ATTENTION:
+            t_units = (dram_bytes / self.attn_dram_Bpus + hits / self.attn_onchip_Bpus) / active
+        else:
+            t_units = (dram_bytes / self.unit_dram_Bpus + hits / self.unit_onchip_Bpus) / active
+        t_mem = max(dram_bytes / (self.dram_Bpus * dram_share), onchip_bytes / self.onchip_Bpus, t_units)
+        if k.flops:
+            waves = -(-work // units)
+            util = work / (waves * units)
+            peak = (self.matrix_FLOPpus if k.matrix else self.vector_FLOPpus)[k.dtype]
+            t_comp = k.flops / (peak * util)
+            p = self.p
+            if t_mem <= 0.0:
+                t_body = t_comp
+            else:
+                ratio = t_comp / t_mem
+                t_body = t_mem * (1.0 + ratio**p) ** (1.0 / p) if ratio < 1e6 else t_comp
+        else:
+            t_body = t_mem
+        return self.latency_us + t_body
+
+    def roofline_us(self, k: Kernel, dram_bytes: float) -> float:
+        """Closed-form lower bound: DRAM bytes at the datasheet bandwidth, FLOPs at the datasheet peak."""
+        peak = (self.matrix_datasheet_FLOPpus if k.matrix else self.vector_datasheet_FLOPpus)[k.dtype]
+        return max(dram_bytes / self.dram_peak_Bpus, k.flops / peak)
+
+
+def smooth_max(a: float, b: float, p: float) -> float:
+    """(a^p + b^p)^(1/p): the soft maximum used to combine memory and compute time."""
+    return math.pow(math.pow(a, p) + math.pow(b, p), 1.0 / p)

@@ -1,0 +1,77 @@
+"""On-chip residency: which tensors stay in the outermost on-chip level between kernels and steps.
+
+The level is modelled as a least-recently-used set of whole tensors whose total footprint is at
+most the level's usable capacity. A read of a resident tensor is served on-chip; a read of a
+non-resident one comes from DRAM and makes it resident (evicting the least recently used) if it
+fits at all. A tensor larger than the usable capacity is streamed from DRAM every time. Writes
+land on-chip (write-back) and reach DRAM only for tensors too large to stay resident.
+
+So parameter sharing shows up by itself: a shared group whose weights fit is read from DRAM
+once and then from on-chip memory every repeat and every step; an unshared deep decoder cycles
+through more weights than fit and streams them from DRAM.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from speedsim.workload.kernels import TENSOR_CLASSES, Kernel
+
+
+class OnChipCache:
+    """LRU residency of whole tensors in one on-chip level of `capacity_bytes`."""
+
+    __slots__ = ("capacity", "resident", "used")
+
+    def __init__(self, capacity_bytes: float):
+        self.capacity = float(capacity_bytes)
+        self.resident: OrderedDict[str, float] = OrderedDict()
+        self.used = 0.0
+
+    def _insert(self, tensor: str, size: float) -> None:
+        if size > self.capacity:
+            return
+        resident = self.resident
+        while self.used + size > self.capacity and resident:
+            _, freed = resident.popitem(last=False)
+            self.used -= freed
+        resident[tensor] = size
+        self.used += size
+
+    def serve(self, kernel: Kernel, dram_by_class: dict[str, float]) -> tuple[float, float]:
+        """Account one kernel's accesses; return (dram_bytes, onchip_bytes) and add DRAM bytes per class."""
+        dram = 0.0
+        onchip = 0.0
+        resident = self.resident
+        cap = self.capacity
+        for a in kernel.accesses:
+            size = a.footprint_bytes or (a.read_bytes + a.write_bytes)
+            if a.read_bytes:
+                if a.tensor in resident:
+                    resident.move_to_end(a.tensor)
+                    old = resident[a.tensor]
+                    if size > old:  # the tensor grew (a KV cache): the new part comes from DRAM
+                        grown = min(a.read_bytes, size - old)
+                        dram += grown
+                        dram_by_class[a.tclass] += grown
+                        self.used += size - old
+                        resident[a.tensor] = size
+                        if self.used > cap:
+                            del resident[a.tensor]
+                            self.used -= size
+                            self._insert(a.tensor, size)
+                else:
+                    dram += a.read_bytes
+                    dram_by_class[a.tclass] += a.read_bytes
+                    self._insert(a.tensor, size)
+                onchip += a.read_bytes
+            if a.write_bytes:
+                onchip += a.write_bytes
+                if size > cap:
+                    dram += a.write_bytes
+                    dram_by_class[a.tclass] += a.write_bytes
+        return dram, onchip
+
+
+def empty_class_totals() -> dict[str, float]:
+    return dict.fromkeys(TENSOR_CLASSES, 0.0)

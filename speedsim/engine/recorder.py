@@ -1,0 +1,56 @@
+"""Recording, kept apart from simulating: kernel spans to a DataFrame or a Chrome trace.
+
+The Chrome trace event format ({"ph": "X", "ts", "dur", "pid", "tid"}, microseconds) opens
+in Perfetto (ui.perfetto.dev) and chrome://tracing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+class Recorder:
+    """Collects one record per kernel span; exports a DataFrame or a Chrome trace."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[str, int, float, float, float, float, int]] = []
+        self.host: list[tuple[float, str]] = []
+
+    def kernel(self, name: str, stream: int, start_us: float, dur_us: float, dram_bytes: float,
+               onchip_bytes: float, program: int) -> None:
+        self.spans.append((name, stream, start_us, dur_us, dram_bytes, onchip_bytes, program))
+
+    def host_spans(self, starts: list[float], mode: str) -> None:
+        self.host = [(t, mode) for t in starts]
+
+    def dataframe(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.spans, columns=["kernel", "stream", "start_us", "dur_us", "dram_bytes",
+                                                 "onchip_bytes", "program"])
+
+    def chrome_trace(self, offset_programs: int = 0) -> dict:
+        events: list[dict] = [
+            {"ph": "M", "pid": 0, "name": "process_name", "args": {"name": "host"}},
+            {"ph": "M", "pid": 1, "name": "process_name", "args": {"name": "device"}},
+            {"ph": "M", "pid": 2, "name": "process_name", "args": {"name": "memory"}},
+        ]
+        for i, (t, mode) in enumerate(self.host):
+            events.append({"ph": "i", "pid": 0, "tid": 0, "ts": t, "name": f"issue step {i} ({mode})", "s": "t"})
+        for name, stream, start, dur, dram, chip, prog in self.spans:
+            if prog < offset_programs:
+                continue
+            events.append({"ph": "X", "pid": 1, "tid": stream, "ts": start, "dur": dur, "name": name,
+                           "args": {"dram_bytes": dram, "onchip_bytes": chip, "step": prog}})
+            if dram:
+                events.append({"ph": "X", "pid": 2, "tid": 0, "ts": start, "dur": dur, "name": "dram",
+                               "args": {"bytes": dram, "GBps": dram / dur / 1e3 if dur else 0.0}})
+        return {"traceEvents": events, "displayTimeUnit": "ns"}
+
+    def write_chrome_trace(self, path: Path) -> None:
+        tmp = Path(str(path) + ".tmp")
+        with open(tmp, "w") as f:
+            json.dump(self.chrome_trace(), f)
+        os.replace(tmp, path)

@@ -1,0 +1,202 @@
+"""The SimPy discrete-event engine: a host that issues kernels, a device that runs them.
+
+Processes and resources (SimPy's own idiom):
+
+- `host`: walks the programs (one per decode step, or per measured call). In eager mode it
+  spends the profile's per-kernel launch overhead before putting each kernel on its stream; in
+  graph mode it spends one graph launch per program and puts the whole program at once; the
+  device then starts at most one graph node per `launch_overhead_us.graph`, overlapped with the
+  previous node's execution.
+- one `stream` process per device stream: takes kernels in order from its `simpy.Store`,
+  acquires the units the kernel can use from the device's `compute` container, runs for the
+  kernel's time, releases them. Kernels on different streams overlap and then share DRAM
+  bandwidth (each gets 1/k of it while k kernels stream from DRAM).
+- `OnChipCache`: which tensors are resident on-chip, so bytes split into DRAM and on-chip
+  traffic as the program runs, across kernels and steps.
+
+Results (`SimResult`): end time of every program, bytes per level and per tensor class, busy
+time per resource, and, when a `Recorder` is attached, every kernel span for a Chrome trace.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import simpy
+
+from speedsim.engine.cost import CostModel
+from speedsim.engine.memory import OnChipCache, empty_class_totals
+from speedsim.engine.recorder import Recorder
+from speedsim.hardware.profile import HardwareProfile
+from speedsim.workload.kernels import Program
+
+Mode = Literal["eager", "graph"]
+
+
+@dataclass
+class SimResult:
+    """What one simulation produced. Times in microseconds, traffic in bytes."""
+
+    mode: str
+    program_end_us: list[float]
+    kernels: int
+    flops: float
+    dram_bytes: float
+    onchip_bytes: float
+    dram_bytes_by_class: dict[str, float]
+    busy_us: dict[str, float]
+    roofline_us: float
+    events: int = 0
+    program_start_us: list[float] = field(default_factory=list)
+
+    @property
+    def total_us(self) -> float:
+        return self.program_end_us[-1] if self.program_end_us else 0.0
+
+    def program_us(self) -> list[float]:
+        """Time attributed to each program: the gap between consecutive program ends."""
+        out, prev = [], 0.0
+        for end in self.program_end_us:
+            out.append(end - prev)
+            prev = end
+        return out
+
+
+class Engine:
+    """One simulated device plus its host, for one hardware profile and execution mode."""
+
+    def __init__(self, profile: HardwareProfile, mode: Mode = "graph", streams: int = 1,
+                 recorder: Recorder | None = None):
+        if mode not in ("eager", "graph"):
+            raise ValueError(f"mode must be eager or graph, not {mode}")
+        self.profile = profile
+        self.mode = mode
+        self.cost = CostModel.from_profile(profile)
+        self.host_overhead_us = profile.host.launch_overhead_us[mode]
+        self.graph_launch_us = profile.host.graph_launch_us
+        self.onchip = OnChipCache(profile.l2.usable_bytes)
+        self.recorder = recorder
+        self.n_streams = streams
+        # running totals (kept across `run` calls so a warm-up run can precede a timed one)
+        self.dram_by_class = empty_class_totals()
+        self._reset_counters()
+
+    def _reset_counters(self) -> None:
+        self.kernels = 0
+        self.flops = 0.0
+        self.dram_bytes = 0.0
+        self.onchip_bytes = 0.0
+        self.roofline_us = 0.0
+        self.busy = {"host": 0.0, "device": 0.0, "dram": 0.0}
+        for key in self.dram_by_class:
+            self.dram_by_class[key] = 0.0
+
+    # ------------------------------------------------------------------ processes
+
+    def _host(self, env: simpy.Environment, programs: list[tuple[Program, int]], queues: list[simpy.Store],
+              starts: list[float]):
+        graph = self.mode == "graph"
+        for index, (program, stream) in enumerate(programs):
+            starts.append(env.now)
+            if graph:
+                if self.graph_launch_us:
+                    yield env.timeout(self.graph_launch_us)
+                    self.busy["host"] += self.graph_launch_us
+                queues[stream].put((index, program.kernels, True))
+            else:
+                kernels = program.kernels
+                last = len(kernels) - 1
+                for i, k in enumerate(kernels):
+                    yield env.timeout(self.host_overhead_us)
+                    self.busy["host"] += self.host_overhead_us
+                    queues[stream].put((index, (k,), i == last))
+
+    def _stream(self, env: simpy.Environment, sid: int, queue: simpy.Store, compute: simpy.Container | None,
+                ends: dict[int, float], active_dram: list[int]):
+        cost = self.cost
+        onchip = self.onchip
+        by_class = self.dram_by_class
+        node_us = self.host_overhead_us if self.mode == "graph" else 0.0
+        rec = self.recorder
+        units = cost.units
+        while True:
+            index, kernels, last = yield queue.get()
+            # Kernels of one graph run back to back on this stream; with a single stream nothing
+            # else can compete for units or DRAM, so their spans are summed into one timeout.
+            span_start = env.now
+            elapsed = 0.0
+            for k in kernels:
+                dram, chip = onchip.serve(k, by_class)
+                share = 1.0 / (active_dram[0] + 1) if compute is not None else 1.0
+                t = cost.kernel_us(k, dram, chip, share)
+                if t < node_us:  # a replayed graph issues at most one node per node_us
+                    t = node_us
+                if compute is not None:
+                    need = min(units, k.parallel_work)
+                    yield compute.get(need)
+                    if dram:
+                        active_dram[0] += 1
+                    yield env.timeout(t)
+                    if dram:
+                        active_dram[0] -= 1
+                    yield compute.put(need)
+                    start = env.now - t
+                else:
+                    start = span_start + elapsed
+                    elapsed += t
+                self.kernels += 1
+                self.flops += k.flops
+                self.dram_bytes += dram
+                self.onchip_bytes += chip
+                self.roofline_us += cost.roofline_us(k, dram)
+                self.busy["device"] += t
+                if dram:
+                    self.busy["dram"] += min(t, dram / cost.dram_Bpus)
+                if rec is not None:
+                    rec.kernel(k.name, sid, start, t, dram, chip, index)
+            if elapsed:
+                yield env.timeout(elapsed)
+            if last:
+                ends[index] = env.now
+
+    # ------------------------------------------------------------------ entry points
+
+    def run(self, programs: list[Program], streams: list[int] | None = None) -> SimResult:
+        """Issue `programs` in order (program i on stream `streams[i]`, default 0) and run to the end."""
+        self._reset_counters()
+        env = simpy.Environment()
+        n = max(self.n_streams, 1 + max(streams or [0]))
+        queues = [simpy.Store(env) for _ in range(n)]
+        compute = simpy.Container(env, capacity=self.cost.units, init=self.cost.units) if n > 1 else None
+        ends: dict[int, float] = {}
+        starts: list[float] = []
+        active_dram = [0]
+        for sid, q in enumerate(queues):
+            env.process(self._stream(env, sid, q, compute, ends, active_dram))
+        assigned = list(zip(programs, streams or [0] * len(programs), strict=True))
+        env.process(self._host(env, assigned, queues, starts))
+        env.run()
+        if self.recorder is not None:
+            self.recorder.host_spans(starts, self.mode)
+        return SimResult(
+            mode=self.mode,
+            program_end_us=[ends[i] for i in range(len(programs))],
+            program_start_us=starts,
+            kernels=self.kernels,
+            flops=self.flops,
+            dram_bytes=self.dram_bytes,
+            onchip_bytes=self.onchip_bytes,
+            dram_bytes_by_class=dict(self.dram_by_class),
+            busy_us=dict(self.busy),
+            roofline_us=self.roofline_us,
+            events=getattr(env, "_eid", 0),
+        )
+
+
+def time_call(profile: HardwareProfile, program: Program, mode: Mode, warmup: int = 1, repeats: int = 2) -> float:
+    """Per-call time (us) of `program` replayed back to back, as measured: warm-up calls first."""
+    engine = Engine(profile, mode)
+    result = engine.run([program] * (warmup + repeats))
+    ends = result.program_end_us
+    return (ends[-1] - ends[warmup - 1]) / repeats if warmup else ends[-1] / repeats

@@ -1,0 +1,243 @@
+"""Hardware profiles: YAML files validated into frozen pydantic models.
+
+Every number carries its unit in its field name (`bandwidth_GBps`, `capacity_MiB`,
+`latency_us`); every profile lists its `sources`. A new chip is a new YAML file in
+`hw_profiles/`, never a new class.
+
+The cost model that reads these fields is `speedsim.engine.cost`; what each field means to it
+is said in the field's description.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from speedsim.errors import UserError
+
+Dtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "int8"]
+
+BYTES_PER_ELEMENT: dict[str, int] = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class ComputeSpec(_Frozen):
+    """The device's compute units (SMs, cores, systolic arrays)."""
+
+    units: int = Field(gt=0, description="independent compute units (SMs, cores, arrays)")
+    clock_MHz: float = Field(gt=0, description="sustained clock of the units")
+    matrix_peak_TFLOPS: dict[Dtype, float] = Field(
+        description="dense peak of the matrix path (tensor cores, systolic array) per dtype, whole device"
+    )
+    vector_peak_TFLOPS: dict[Dtype, float] = Field(
+        description="peak of the vector/SIMD path per dtype, whole device (softmax, norms, elementwise)"
+    )
+    matrix_efficiency: float = Field(
+        gt=0, le=1, description="achievable fraction of the matrix peak for a large, well-shaped GEMM"
+    )
+    vector_efficiency: float = Field(0.5, gt=0, le=1, description="achievable fraction of the vector peak")
+    unit_inflight_KiB: float = Field(
+        gt=0,
+        description="bytes one unit keeps in flight in a pipelined streaming kernel (GEMV, copy). By "
+        "Little's law a unit then streams inflight / latency from a memory level, so a kernel with few "
+        "blocks cannot use the whole bandwidth, and on-chip hits stream faster than DRAM reads",
+    )
+    unit_attention_inflight_KiB: float = Field(
+        gt=0,
+        description="bytes in flight per unit in an attention kernel that walks the whole key range in one "
+        "block (no split over keys): the softmax recurrence keeps fewer loads outstanding",
+    )
+    # Kernel-selection rules of the software stack (defaults: cuBLAS/cuDNN on Hopper, as seen in
+    # experiments/measured/h200/kernels.csv). They set how much parallel work a kernel exposes.
+    attention_split_keys: int = Field(
+        256, gt=0, description="keys per block when the attention kernel splits the key range (flash-decoding)"
+    )
+    attention_query_tile: int = Field(64, gt=0, description="queries per block of an unsplit attention kernel")
+    gemm_tile_rows: int = Field(
+        64, gt=0, description="output features per block of a skinny GEMM/GEMV (sets its parallel work)"
+    )
+    gemm_tile_k: int = Field(2048, gt=0, description="input features per block of a split-K GEMV")
+    splitk_min_in_features: int = Field(
+        3072, gt=0, description="a GEMV whose output tiles do not fill the units is split over K from this width"
+    )
+
+
+class MemoryLevel(_Frozen):
+    """One level of the memory hierarchy."""
+
+    name: str
+    capacity_MiB: float = Field(gt=0, description="capacity of the level")
+    bandwidth_GBps: float = Field(gt=0, description="peak bandwidth (datasheet), reads plus writes")
+    efficiency: float = Field(gt=0, le=1, description="achievable fraction of the peak bandwidth")
+    latency_ns: float = Field(gt=0, description="load-to-use latency of a read served by this level")
+    usable_fraction: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="fraction of the capacity that holds data reused across kernels (on-chip levels: "
+        "partitioning, replication and other tenants leave less than the whole)",
+    )
+
+    @property
+    def capacity_bytes(self) -> float:
+        return self.capacity_MiB * 2**20
+
+    @property
+    def usable_bytes(self) -> float:
+        return self.capacity_bytes * self.usable_fraction
+
+    @property
+    def achievable_Bps(self) -> float:
+        return self.bandwidth_GBps * 1e9 * self.efficiency
+
+
+class MemorySpec(_Frozen):
+    """DRAM (device memory) and the on-chip levels, nearest to the units last."""
+
+    dram: MemoryLevel
+    onchip: list[MemoryLevel] = Field(min_length=1, description="on-chip levels, largest (outermost) first")
+
+
+class KernelSpec(_Frozen):
+    """Fixed costs of one kernel on the device."""
+
+    latency_us: float = Field(
+        ge=0, description="fixed device time of any kernel (launch on the device, ramp, tail, epilogue)"
+    )
+    overlap_exponent: float = Field(
+        4.0,
+        ge=1,
+        description="p of the soft maximum (m^p + c^p)^(1/p) that combines memory and compute time: "
+        "1 = no overlap, large = perfect overlap",
+    )
+
+
+class HostSpec(_Frozen):
+    """The host that issues kernels, per execution mode."""
+
+    launch_overhead_us: dict[Literal["eager", "graph"], float] = Field(
+        description="host time to issue one kernel: eager = framework dispatch + driver launch; "
+        "graph = least time per node of a replayed graph (node launch, overlapped with execution)"
+    )
+    graph_launch_us: float = Field(0.0, ge=0, description="host time to launch one whole graph")
+
+    @model_validator(mode="after")
+    def _both_modes(self) -> HostSpec:
+        for mode in ("eager", "graph"):
+            if mode not in self.launch_overhead_us:
+                raise ValueError(f"launch_overhead_us needs a value for '{mode}'")
+            if self.launch_overhead_us[mode] < 0:
+                raise ValueError(f"launch_overhead_us.{mode} must be >= 0")
+        return self
+
+
+class HardwareProfile(_Frozen):
+    """A whole device: compute, memory hierarchy, kernel and host costs, and where each came from."""
+
+    name: str
+    description: str = ""
+    kind: Literal["gpu", "accelerator", "cpu"]
+    default_dtype: Dtype = "bf16"
+    memory_capacity_GiB: float = Field(gt=0, description="device memory a model must fit in")
+    compute: ComputeSpec
+    memory: MemorySpec
+    kernel: KernelSpec
+    host: HostSpec
+    sources: list[str] = Field(
+        min_length=1, description="datasheet URLs, 'measured: <file>', or 'rule: <what was derived how>'"
+    )
+
+    @model_validator(mode="after")
+    def _positive_peaks(self) -> HardwareProfile:
+        for path, table in (("compute.matrix_peak_TFLOPS", self.compute.matrix_peak_TFLOPS),
+                            ("compute.vector_peak_TFLOPS", self.compute.vector_peak_TFLOPS)):
+            if not table:
+                raise ValueError(f"{path} is empty")
+            for dtype, value in table.items():
+                if value <= 0:
+                    raise ValueError(f"{path}.{dtype} must be > 0")
+        return self
+
+    @property
+    def l2(self) -> MemoryLevel:
+        """The outermost on-chip level (L2 on GPUs, scratchpad on accelerators, LLC on CPUs)."""
+        return self.memory.onchip[0]
+
+    def matrix_peak(self, dtype: str) -> float:
+        """Achievable FLOP/s of the matrix path for `dtype` (falls back to the widest listed)."""
+        return _peak(self.compute.matrix_peak_TFLOPS, dtype, self.name) * self.compute.matrix_efficiency
+
+    def vector_peak(self, dtype: str) -> float:
+        """Achievable FLOP/s of the vector path for `dtype`."""
+        return _peak(self.compute.vector_peak_TFLOPS, dtype, self.name) * self.compute.vector_efficiency
+
+
+def _peak(table: dict[str, float], dtype: str, name: str) -> float:
+    if dtype in table:
+        return table[dtype] * 1e12
+    for fallback in ("bf16", "fp16", "fp32", "tf32", "int8"):
+        if fallback in table:
+            return table[fallback] * 1e12
+    raise UserError(f"no peak rate for dtype {dtype}", where=name)
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "missing":
+        msg = "missing field"
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"field '{loc}': {msg}{more}"
+
+
+def load_profile_file(path: Path) -> HardwareProfile:
+    """Read and validate one profile YAML; raise `UserError` naming the file and field."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise UserError(f"cannot read profile: {err.strerror}", where=str(path)) from None
+    except yaml.YAMLError as err:
+        raise UserError(f"not valid YAML: {str(err).splitlines()[0]}", where=str(path)) from None
+    if not isinstance(data, dict):
+        raise UserError("a profile must be a YAML mapping", where=str(path))
+    try:
+        return HardwareProfile.model_validate(data)
+    except ValidationError as err:
+        raise UserError(_format_validation_error(err), where=str(path)) from None
+
+
+def profile_dir() -> Path:
+    from speedsim.paths import PROFILE_DIR
+
+    return PROFILE_DIR
+
+
+def list_profile_files(directory: Path | None = None) -> list[Path]:
+    return sorted((directory or profile_dir()).glob("*.yaml"))
+
+
+def load_profile(name_or_path: str) -> HardwareProfile:
+    """A profile by name (`h200`, a file in hw_profiles/) or by path to a YAML file."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") and candidate.exists():
+        return load_profile_file(candidate)
+    path = profile_dir() / f"{name_or_path}.yaml"
+    if not path.exists():
+        known = ", ".join(p.stem for p in list_profile_files())
+        raise UserError(f"unknown profile '{name_or_path}' (known: {known})", where="--profile")
+    return load_profile_file(path)
+
+
+def save_profile(profile: HardwareProfile, path: Path) -> None:
+    """Write a profile as YAML, atomically (write then rename)."""
+    data = profile.model_dump(mode="json")
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False, width=100))
+    tmp.replace(path)

@@ -1,0 +1,38 @@
+"""Key numbers of every profile, for `speedsim profiles`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from speedsim.errors import UserError
+from speedsim.hardware.profile import list_profile_files, load_profile_file
+
+
+def profile_table(directory: Path | None = None) -> list[dict]:
+    """Validate every profile file; one row of key numbers each. The first invalid file is a `UserError`."""
+    files = list_profile_files(directory)
+    if not files:
+        raise UserError("no *.yaml profiles found", where=str(directory or "hw_profiles"))
+    rows = []
+    for path in files:
+        p = load_profile_file(path)
+        if p.name != path.stem:
+            raise UserError(f"field 'name': '{p.name}' does not match the file name '{path.stem}'", where=str(path))
+        rows.append({
+            "name": p.name,
+            "kind": p.kind,
+            "units": p.compute.units,
+            "clock_MHz": p.compute.clock_MHz,
+            "matrix_bf16_TFLOPS": p.compute.matrix_peak_TFLOPS.get("bf16", p.compute.matrix_peak_TFLOPS.get("int8")),
+            "dram_GBps": p.memory.dram.bandwidth_GBps,
+            "dram_efficiency": p.memory.dram.efficiency,
+            "onchip_MiB": p.l2.capacity_MiB,
+            "onchip_GBps": p.l2.bandwidth_GBps,
+            "memory_GiB": p.memory_capacity_GiB,
+            "kernel_latency_us": p.kernel.latency_us,
+            "eager_launch_us": p.host.launch_overhead_us["eager"],
+            "graph_node_us": p.host.launch_overhead_us["graph"],
+            "file": str(path),
+            "sources": list(p.sources),
+        })
+    return rows

@@ -1,0 +1,254 @@
+"""Kernels of a decode step: FLOPs, bytes per tensor, exposed parallel work.
+
+A kernel is a plain record (`Kernel`): what it computes (FLOPs on the matrix or vector path),
+which tensors it touches and how many bytes it reads and writes of each (`Access`, tagged with
+a tensor class: weights, kv, activations, embeddings), and how many independent blocks of
+work it exposes to the device (`parallel_work`). The engine decides where each byte comes
+from (on-chip or DRAM) by tracking which tensors are resident.
+
+The kernel list of one decoder layer follows what PyTorch runs for the measured layer
+(`experiments/measured/h200/measure.py`, per-kernel breakdown in `kernels.csv`): pre-norm
+RMSNorm, fused QKV, two copies into the KV cache, scaled-dot-product attention, output
+projection, residual add, optional cross-attention block, FFN. Kernel-selection rules of the
+library stack (split-KV attention for a single unmasked query; mask preparation for n > 1;
+split-K GEMV with a reduction kernel) are taken from that breakdown and named below.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from speedsim.workload.models import ModelSpec
+
+WEIGHTS, KV, ACTIVATIONS, EMBEDDINGS = "weights", "kv", "activations", "embeddings"
+TENSOR_CLASSES = (WEIGHTS, KV, ACTIVATIONS, EMBEDDINGS)
+
+# Kernel kinds: how the engine bounds a kernel's memory rate per unit of parallel work.
+STREAM = "stream"          # GEMV/GEMM, copies, elementwise: pipelined loads
+ATTENTION = "attention"    # one block walks its whole key range (softmax recurrence)
+
+ACT = "act"  # all activation buffers share one identity: small and always recently written
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """Bytes one kernel reads and writes of one tensor."""
+
+    tensor: str          # identity used for on-chip residency ("L0.qkv", "kv.L1.r2", "lm_head")
+    tclass: str          # one of TENSOR_CLASSES
+    read_bytes: float
+    write_bytes: float = 0.0
+    footprint_bytes: float = 0.0  # bytes of the tensor that stay live (for residency); 0 = read+write
+
+    @property
+    def footprint(self) -> float:
+        return self.footprint_bytes or (self.read_bytes + self.write_bytes)
+
+
+@dataclass(frozen=True, slots=True)
+class Kernel:
+    """One device kernel."""
+
+    name: str
+    flops: float
+    accesses: tuple[Access, ...]
+    parallel_work: int           # independent blocks (CTAs, tiles) the kernel exposes
+    matrix: bool = False         # runs on the matrix path (tensor cores / systolic array)
+    kind: str = STREAM
+    dtype: str = "bf16"
+
+    @property
+    def bytes_total(self) -> float:
+        return sum(a.read_bytes + a.write_bytes for a in self.accesses)
+
+
+@dataclass(frozen=True)
+class KernelRules:
+    """Kernel-selection rules of the software stack, read from the profile's compute section."""
+
+    tile_rows: int        # output features per GEMV block
+    tile_k: int           # input features per block once split-K applies
+    splitk_min_in: int    # split-K (and a reduction kernel) when in >= this ...
+    units: int            # ... and the output tiles do not fill the device's units
+    split_keys: int       # keys per block of split-KV attention
+    query_tile: int       # queries per attention block when not split
+
+    @classmethod
+    def from_profile(cls, profile) -> KernelRules:
+        c = profile.compute
+        return cls(tile_rows=c.gemm_tile_rows, tile_k=c.gemm_tile_k, splitk_min_in=c.splitk_min_in_features,
+                   units=c.units, split_keys=c.attention_split_keys, query_tile=c.attention_query_tile)
+
+
+@dataclass
+class Program:
+    """The kernels of one step (or one measured call), in issue order."""
+
+    kernels: list[Kernel] = field(default_factory=list)
+
+    def add(self, *kernels: Kernel) -> None:
+        self.kernels.extend(kernels)
+
+    def extend(self, other: Program) -> None:
+        self.kernels.extend(other.kernels)
+
+    def __len__(self) -> int:
+        return len(self.kernels)
+
+    @property
+    def flops(self) -> float:
+        return sum(k.flops for k in self.kernels)
+
+
+def _elt(dtype: str) -> int:
+    from speedsim.hardware.profile import BYTES_PER_ELEMENT
+
+    return BYTES_PER_ELEMENT[dtype]
+
+
+# ------------------------------------------------------------------------------ building blocks
+
+def linear(name: str, weight_id: str, rows: int, d_in: int, d_out: int, dtype: str, rules: KernelRules,
+           tclass: str = WEIGHTS) -> list[Kernel]:
+    """y(rows x d_out) = x(rows x d_in) @ W^T: one GEMV/GEMM, plus a split-K reduction when chosen."""
+    b = _elt(dtype)
+    out_tiles = math.ceil(d_out / rules.tile_rows) * math.ceil(rows / 128)
+    split = d_in >= rules.splitk_min_in and out_tiles < rules.units
+    k_blocks = math.ceil(d_in / rules.tile_k) if split else 1
+    main = Kernel(
+        name=name, flops=2.0 * rows * d_in * d_out, matrix=True, dtype=dtype,
+        parallel_work=out_tiles * k_blocks,
+        accesses=(Access(weight_id, tclass, d_in * d_out * b),
+                  Access(ACT, ACTIVATIONS, rows * d_in * b, rows * d_out * (4 if split else b))),
+    )
+    if not split:
+        return [main]
+    reduce = Kernel(name=name + ".splitk_reduce", flops=float(rows * d_out * k_blocks), dtype=dtype,
+                    parallel_work=max(1, math.ceil(rows * d_out / 4096)),
+                    accesses=(Access(ACT, ACTIVATIONS, rows * d_out * 4 * k_blocks, rows * d_out * b),))
+    return [main, reduce]
+
+
+def elementwise(name: str, elements: int, inputs: int, dtype: str, flops_per_element: float = 1.0) -> Kernel:
+    """A vector kernel over `elements` outputs reading `inputs` operands of the same size."""
+    b = _elt(dtype)
+    return Kernel(name=name, flops=flops_per_element * elements, dtype=dtype,
+                  parallel_work=max(1, math.ceil(elements / 4096)),
+                  accesses=(Access(ACT, ACTIVATIONS, inputs * elements * b, elements * b),))
+
+
+def rmsnorm(name: str, rows: int, d: int, dtype: str) -> Kernel:
+    b = _elt(dtype)
+    return Kernel(name=name, flops=4.0 * rows * d, dtype=dtype, parallel_work=rows,
+                  accesses=(Access(ACT, ACTIVATIONS, rows * d * b + d * b, rows * d * b),))
+
+
+def kv_write(name: str, cache_ids: list[str], rows_each: int, d: int, dtype: str) -> Kernel:
+    """Copy the new K (or V) rows of every batch item into its cache."""
+    b = _elt(dtype)
+    acc = [Access(ACT, ACTIVATIONS, len(cache_ids) * rows_each * d * b)]
+    acc += [Access(cid, KV, 0.0, rows_each * d * b, footprint_bytes=0.0) for cid in cache_ids]
+    return Kernel(name=name, flops=0.0, dtype=dtype,
+                  parallel_work=max(1, math.ceil(len(cache_ids) * rows_each * d / 4096)), accesses=tuple(acc))
+
+
+def attention(name: str, spec: ModelSpec, queries: int, keys: list[int], cache_ids: list[str],
+              masked: bool, dtype: str, rules: KernelRules, tclass: str = KV) -> list[Kernel]:
+    """Scaled-dot-product attention of `queries` rows per batch item over that item's `keys`.
+
+    One batch item per entry of `keys`/`cache_ids` (SPEED's pipelined step stacks the in-flight
+    tokens, each with the cache of its own repeat, on the batch axis). A single unmasked query
+    uses the split-KV (flash-decoding) kernel: blocks over heads x key chunks, then a
+    reduction. Otherwise one block per (head, query tile) walks all keys, after the boolean
+    mask is turned into a bias (fill, where) and the output is cleared (memset).
+    """
+    b = _elt(dtype)
+    h, dh, d = spec.n_heads, spec.d_head, spec.d_model
+    split = queries == 1 and not masked
+    accesses = [Access(ACT, ACTIVATIONS, len(keys) * queries * d * b, len(keys) * queries * d * b)]
+    flops = 0.0
+    work = 0
+    for kv_len, cid in zip(keys, cache_ids, strict=True):
+        kv_bytes = 2.0 * kv_len * d * b  # K and V rows
+        accesses.append(Access(cid, tclass, kv_bytes, footprint_bytes=kv_bytes))
+        flops += 4.0 * queries * kv_len * d
+        work += h * (math.ceil(kv_len / rules.split_keys) if split else math.ceil(queries / rules.query_tile))
+    main = Kernel(name=name, flops=flops, matrix=True, dtype=dtype, parallel_work=work,
+                  kind=STREAM if split else ATTENTION, accesses=tuple(accesses))
+    if split:
+        if work <= h * len(keys):
+            return [main]
+        partial = work * dh * 4.0 * queries
+        return [main, Kernel(name=name + ".reduce", flops=float(work * dh), dtype=dtype,
+                             parallel_work=max(1, h * len(keys)),
+                             accesses=(Access(ACT, ACTIVATIONS, partial, len(keys) * queries * d * b),))]
+    prep: list[Kernel] = []
+    if masked:
+        mask_elems = queries * max(keys)
+        prep += [elementwise(name + ".mask_fill", mask_elems, 0, dtype),
+                 elementwise(name + ".mask_fill", mask_elems, 0, dtype),
+                 elementwise(name + ".mask_where", mask_elems, 2, dtype)]
+    prep.append(elementwise(name + ".memset", len(keys) * queries * h, 0, "fp32"))
+    return prep + [main]
+
+
+# ------------------------------------------------------------------------------ layers and heads
+
+def decoder_layer(spec: ModelSpec, layer_id: str, kv_lens: list[int], cache_ids: list[str],
+                  queries: int, dtype: str, rules: KernelRules,
+                  cross_ids: list[str] | None = None) -> Program:
+    """One pre-norm decoder layer over `len(kv_lens)` batch items of `queries` tokens each.
+
+    `kv_lens[i]`: keys already cached for item i (its new rows are appended before attention).
+    `cache_ids[i]`: identity of item i's self-attention KV cache for this layer (and repeat).
+    `cross_ids[i]`: identity of item i's encoder K/V (cross-attention models).
+    """
+    d, dff = spec.d_model, spec.d_ff
+    batch = len(kv_lens)
+    rows = batch * queries
+    masked = queries > 1
+    p = Program()
+    p.add(rmsnorm(f"{layer_id}.norm1", rows, d, dtype))
+    p.add(*linear(f"{layer_id}.qkv", f"{layer_id}.qkv", rows, d, 3 * d, dtype, rules))
+    p.add(kv_write(f"{layer_id}.k_write", cache_ids, queries, d, dtype),
+          kv_write(f"{layer_id}.v_write", cache_ids, queries, d, dtype))
+    p.add(*attention(f"{layer_id}.attn", spec, queries, [n + queries for n in kv_lens], cache_ids,
+                     masked, dtype, rules))
+    p.add(*linear(f"{layer_id}.o", f"{layer_id}.o", rows, d, d, dtype, rules))
+    p.add(elementwise(f"{layer_id}.add1", rows * d, 2, dtype))
+    if spec.cross_attention_len:
+        ids = cross_ids or [f"cross.{layer_id}"] * batch
+        p.add(rmsnorm(f"{layer_id}.norm_x", rows, d, dtype))
+        p.add(*linear(f"{layer_id}.xq", f"{layer_id}.xq", rows, d, d, dtype, rules))
+        p.add(*attention(f"{layer_id}.xattn", spec, queries, [spec.cross_attention_len] * batch, ids,
+                         False, dtype, rules))
+        p.add(*linear(f"{layer_id}.xo", f"{layer_id}.xo", rows, d, d, dtype, rules))
+        p.add(elementwise(f"{layer_id}.add_x", rows * d, 2, dtype))
+    p.add(rmsnorm(f"{layer_id}.norm2", rows, d, dtype))
+    p.add(*linear(f"{layer_id}.w1", f"{layer_id}.w1", rows, d, (2 if spec.gated else 1) * dff, dtype, rules))
+    if spec.gated:
+        p.add(elementwise(f"{layer_id}.silu", rows * dff, 1, dtype, 4.0),
+              elementwise(f"{layer_id}.mul", rows * dff, 2, dtype))
+    else:
+        p.add(elementwise(f"{layer_id}.{spec.ffn}", rows * dff, 1, dtype))
+    p.add(*linear(f"{layer_id}.w2", f"{layer_id}.w2", rows, dff, d, dtype, rules))
+    p.add(elementwise(f"{layer_id}.add2", rows * d, 2, dtype))
+    return p
+
+
+def lm_head(spec: ModelSpec, rows: int, dtype: str, rules: KernelRules, final_norm: bool = True) -> Program:
+    """Final norm (optional) and the vocabulary projection for `rows` exits."""
+    p = Program()
+    if final_norm:
+        p.add(rmsnorm("head.norm", rows, spec.d_model, dtype))
+    p.add(*linear("lm_head", "lm_head", rows, spec.d_model, spec.vocab, dtype, rules, tclass=EMBEDDINGS))
+    return p
+
+
+def embed(spec: ModelSpec, rows: int, dtype: str) -> Kernel:
+    """Gather the embeddings of `rows` newly launched tokens."""
+    b = _elt(dtype)
+    return Kernel(name="embed", flops=0.0, dtype=dtype, parallel_work=max(1, rows),
+                  accesses=(Access("embedding_rows", EMBEDDINGS, rows * spec.d_model * b),
+                            Access(ACT, ACTIVATIONS, 0.0, rows * spec.d_model * b)))

@@ -1,0 +1,108 @@
+"""Model specs: the dimensions a step workload needs (not weights).
+
+Built in: the three shapes of the measured H200 data (`experiments/measured/h200/README.md`):
+
+| model  | d_model | heads (d_head 64) | d_ff  | FFN                          | cross-attention | vocab  |
+|--------|---------|-------------------|-------|------------------------------|-----------------|--------|
+| t5base | 768     | 12                | 3072  | ReLU                         | 512 positions   | 32128  |
+| dec1b  | 2048    | 32                | 8192  | SwiGLU, w1 fused d->2*d_ff   | no              | 128256 |
+| dec7b  | 4096    | 32                | 11008 | SwiGLU                       | no              | 32000  |
+
+Users add their own with a YAML file (`--model-spec FILE`): name, d_model, n_heads, d_ff,
+ffn (relu | gelu | swiglu), cross_attention_len (0 = decoder-only), vocab.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from speedsim.errors import UserError
+
+
+class ModelSpec(BaseModel):
+    """Dimensions of one transformer decoder layer stack (one layer's shape; depth comes from UxR)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    d_model: int = Field(gt=0)
+    n_heads: int = Field(gt=0)
+    d_ff: int = Field(gt=0)
+    ffn: Literal["relu", "gelu", "swiglu"] = "relu"
+    cross_attention_len: int = Field(0, ge=0, description="encoder positions attended by cross-attention; 0 = none")
+    vocab: int = Field(gt=0)
+    encoder_layers: int = Field(0, ge=0, description="encoder depth (prefill only); 0 = decoder-only")
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> ModelSpec:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        return self
+
+    @property
+    def d_head(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def gated(self) -> bool:
+        return self.ffn == "swiglu"
+
+    def layer_weight_elements(self) -> int:
+        """Weight elements of one decoder layer (norm scales included)."""
+        d = self.d_model
+        attn = d * 3 * d + d * d
+        cross = 2 * d * d if self.cross_attention_len else 0
+        ffn = d * (2 if self.gated else 1) * self.d_ff + self.d_ff * d
+        norms = (3 if self.cross_attention_len else 2) * d
+        return attn + cross + ffn + norms
+
+    def head_weight_elements(self) -> int:
+        return self.vocab * self.d_model
+
+
+BUILTIN_MODELS: dict[str, ModelSpec] = {
+    "t5base": ModelSpec(name="t5base", d_model=768, n_heads=12, d_ff=3072, ffn="relu",
+                        cross_attention_len=512, vocab=32128, encoder_layers=12),
+    "dec1b": ModelSpec(name="dec1b", d_model=2048, n_heads=32, d_ff=8192, ffn="swiglu", vocab=128256),
+    "dec7b": ModelSpec(name="dec7b", d_model=4096, n_heads=32, d_ff=11008, ffn="swiglu", vocab=32000),
+}
+
+
+def load_model_spec_file(path: Path) -> ModelSpec:
+    """Read a user model spec YAML; raise `UserError` naming the file and field."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as err:
+        raise UserError(f"cannot read model spec: {err.strerror}", where=str(path)) from None
+    except yaml.YAMLError as err:
+        raise UserError(f"not valid YAML: {str(err).splitlines()[0]}", where=str(path)) from None
+    if not isinstance(data, dict):
+        raise UserError("a model spec must be a YAML mapping", where=str(path))
+    try:
+        return ModelSpec.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        msg = "missing field" if first["type"] == "missing" else first["msg"]
+        raise UserError(f"field '{loc}': {msg}", where=str(path)) from None
+
+
+def resolve_models(spec_files: list[Path] | tuple[Path, ...] = ()) -> dict[str, ModelSpec]:
+    """Built-in models plus user specs (a user spec of the same name overrides the built-in)."""
+    models = dict(BUILTIN_MODELS)
+    for path in spec_files:
+        spec = load_model_spec_file(path)
+        models[spec.name] = spec
+    return models
+
+
+def get_model(name: str, models: dict[str, ModelSpec] | None = None) -> ModelSpec:
+    models = BUILTIN_MODELS if models is None else models
+    if name not in models:
+        raise UserError(f"unknown model '{name}' (known: {', '.join(sorted(models))}; "
+                        "give others with --model-spec FILE)", where="--model")
+    return models[name]

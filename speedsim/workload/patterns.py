@@ -1,0 +1,136 @@
+"""The measured patterns (`experiments/measured/*/measured.csv`) as kernel programs.
+
+Each function builds exactly what `measure.py` times for one row, so the simulator is checked
+against the same work: tensor identities follow which weights and caches that script shares
+(e.g. a sequential group reuses L layer weights R times, each repeat with its own KV cache).
+"""
+
+from __future__ import annotations
+
+import re
+
+from speedsim.errors import UserError
+from speedsim.workload.kernels import (
+    ACT,
+    ACTIVATIONS,
+    Access,
+    Kernel,
+    KernelRules,
+    Program,
+    decoder_layer,
+    linear,
+    lm_head,
+)
+from speedsim.workload.models import ModelSpec
+
+SECTIONS = {
+    "ceiling": {"copy_1GiB", "gemm_bf16_8192", "gemm_tf32_8192", "launch_add_x100"},
+    "gemv": {"W256MiB", "W16MiB"},
+    "layer": {"multitoken"},
+    "group": {"distinct", "sequential", "pipelined"},
+    "lmhead": {"lmhead"},
+}
+GEMV_SHAPES = {"W256MiB": (16384, 8192), "W16MiB": (2048, 4096)}  # (out, in) of measure.py's GEMVs
+
+
+def copy(nbytes: float, dtype: str = "bf16") -> Program:
+    """Device-to-device copy of `nbytes` (read + write)."""
+    return Program([Kernel("copy", 0.0, (Access("copy.src", ACTIVATIONS, nbytes),
+                                          Access("copy.dst", ACTIVATIONS, 0.0, nbytes)),
+                           parallel_work=max(1, int(nbytes // 65536)), dtype=dtype)])
+
+
+def gemm(n: int, dtype: str) -> Program:
+    """Square n x n x n matrix product."""
+    from speedsim.hardware.profile import BYTES_PER_ELEMENT
+
+    b = BYTES_PER_ELEMENT[dtype]
+    tiles = max(1, (n // 128) ** 2)
+    return Program([Kernel(f"gemm_{dtype}", 2.0 * n**3,
+                           (Access("gemm.a", ACTIVATIONS, n * n * b), Access("gemm.b", ACTIVATIONS, n * n * b),
+                            Access("gemm.c", ACTIVATIONS, 0.0, n * n * b)),
+                           parallel_work=tiles, matrix=True, dtype=dtype)])
+
+
+def tiny_adds(count: int, dtype: str = "fp32") -> Program:
+    """`count` one-element in-place adds: the per-launch (eager) or per-node (graph) floor."""
+    add = Kernel("add", 1.0, (Access(ACT, ACTIVATIONS, 4.0, 4.0),), parallel_work=1, dtype=dtype)
+    return Program([add] * count)
+
+
+def gemv(tag: str, rows: int, rules: KernelRules, dtype: str = "bf16") -> Program:
+    out_f, in_f = GEMV_SHAPES[tag]
+    return Program(linear(f"gemv.{tag}", f"gemv.{tag}", rows, in_f, out_f, dtype, rules))
+
+
+def layer_multitoken(spec: ModelSpec, n: int, ctx: int, rules: KernelRules, dtype: str) -> Program:
+    """One layer, n query tokens at the same depth, `ctx` keys already cached."""
+    return decoder_layer(spec, "L0", [ctx], ["kv.L0"], n, dtype, rules, cross_ids=["cross.0"])
+
+
+def group_distinct(spec: ModelSpec, L: int, R: int, ctx: int, rules: KernelRules, dtype: str) -> Program:
+    """R*L different layers, 1 token each, then the LM head on 1 row (unshared deep decoder)."""
+    p = Program()
+    for i in range(R * L):
+        p.extend(decoder_layer(spec, f"L{i}", [ctx], [f"kv.L{i}"], 1, dtype, rules, cross_ids=["cross.0"]))
+    p.extend(lm_head(spec, 1, dtype, rules, final_norm=False))
+    return p
+
+
+def group_sequential(spec: ModelSpec, L: int, R: int, ctx: int, rules: KernelRules, dtype: str) -> Program:
+    """L shared layers applied R times to 1 token, each repeat with its own KV cache, then the head."""
+    p = Program()
+    for r in range(R):
+        for layer in range(L):
+            p.extend(decoder_layer(spec, f"L{layer}", [ctx], [f"kv.L{layer}.r{r}"], 1, dtype, rules,
+                                   cross_ids=[f"cross.{r}"]))
+    p.extend(lm_head(spec, 1, dtype, rules, final_norm=False))
+    return p
+
+
+def group_pipelined(spec: ModelSpec, L: int, R: int, ctx: int, rules: KernelRules, dtype: str) -> Program:
+    """SPEED's pipelined step: L shared layers once over R tokens at R repeats, then the head on R rows."""
+    p = Program()
+    caches = [[f"kv.L{layer}.r{r}" for r in range(R)] for layer in range(L)]
+    cross = [f"cross.{r}" for r in range(R)]
+    for layer in range(L):
+        p.extend(decoder_layer(spec, f"L{layer}", [ctx] * R, caches[layer], 1, dtype, rules, cross_ids=cross))
+    p.extend(lm_head(spec, R, dtype, rules, final_norm=False))
+    return p
+
+
+def program_for_row(row: dict, models: dict[str, ModelSpec], rules: KernelRules, dtype: str,
+                    where: str) -> tuple[Program, int]:
+    """Kernel program of one measured row and how many launches one reported time covers.
+
+    Returns (program, divisor): the row's time is the program's per-call time divided by divisor
+    (`launch_add_x100` runs 100 launches and reports the time per launch).
+    """
+    section, pattern = row["section"], row["pattern"]
+    if section not in SECTIONS:
+        raise UserError(f"unknown section '{section}' (known: {', '.join(SECTIONS)})", where=where)
+    if pattern not in SECTIONS[section]:
+        raise UserError(f"unknown pattern '{pattern}' for section '{section}'", where=where)
+    n, ctx, L, R = int(row["n"]), int(row["ctx"]), int(row["L"]), int(row["R"])
+    if section == "ceiling":
+        if pattern == "copy_1GiB":
+            return copy(float(1 << 30)), 1
+        if pattern == "launch_add_x100":
+            return tiny_adds(100), 100
+        m = re.fullmatch(r"gemm_(bf16|tf32)_(\d+)", pattern)
+        assert m is not None
+        return gemm(int(m.group(2)), m.group(1)), 1
+    if section == "gemv":
+        return gemv(pattern, max(1, n), rules), 1
+    model = row.get("model") or ""
+    if model not in models:
+        raise UserError(f"unknown model '{model}': give its dimensions with --model-spec FILE", where=where)
+    spec = models[model]
+    if section == "layer":
+        return layer_multitoken(spec, max(1, n), ctx, rules, dtype), 1
+    if section == "lmhead":
+        return lm_head(spec, max(1, n), dtype, rules, final_norm=False), 1
+    if L < 1 or R < 1:
+        raise UserError(f"group row needs L >= 1 and R >= 1 (got L={L}, R={R})", where=where)
+    build = {"distinct": group_distinct, "sequential": group_sequential, "pipelined": group_pipelined}[pattern]
+    return build(spec, L, R, ctx, rules, dtype), 1
