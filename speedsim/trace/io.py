@@ -18,10 +18,25 @@ from speedsim.trace.schema import ExitTrace
 
 def _open_text(path: Path, mode: str) -> IO[str]:
     if path.suffix == ".gz":
-        # mtime=0: the same traces give byte-identical files (stable in git)
-        raw = gzip.GzipFile(path, mode[0] + "b", mtime=0) if mode.startswith("w") else gzip.open(path, "rb")
-        return io.TextIOWrapper(raw, encoding="utf-8")
+        if mode.startswith("w"):
+            # no name and mtime=0 in the header: the same traces give byte-identical files
+            raw = gzip.GzipFile(filename="", mode="wb", fileobj=path.open("wb"), mtime=0)
+            return _OwningText(raw)
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
     return path.open(mode, encoding="utf-8")
+
+
+class _OwningText(io.TextIOWrapper):
+    """Text over a GzipFile that also closes the file object the GzipFile was given."""
+
+    def __init__(self, raw: gzip.GzipFile):
+        super().__init__(raw, encoding="utf-8")  # type: ignore[arg-type]
+        self._file = raw.fileobj
+
+    def close(self) -> None:
+        super().close()
+        if self._file is not None:
+            self._file.close()
 
 
 def iter_traces(path: Path | str) -> Iterator[ExitTrace]:

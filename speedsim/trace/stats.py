@@ -2,7 +2,8 @@
 
 Agreement and lengths come from the traces alone. Flushes and tokens in flight come from
 replaying each trace through the pipeline controller (`speedsim.pipeline.replay`) under a
-policy (default: the first exit launches, every later exit verifies).
+policy (default: the first exit launches, every later exit verifies) and pooling the
+schedules with `speedsim.pipeline.schedule_stats`.
 """
 
 from __future__ import annotations
@@ -34,35 +35,25 @@ def length_stats(traces: Sequence[ExitTrace]) -> dict[str, float]:
 
 
 def schedule_stats(traces: Sequence[ExitTrace], policy: Any = None) -> dict[str, float]:
-    """Replay every trace; pooled flushes, steps and tokens in flight.
+    """Replay every trace through the pipeline controller and pool the schedules' statistics.
 
-    flush_events: steps at which at least one token was flushed; flushed_tokens: tokens
-    discarded in all. Per-token figures divide by emitted tokens; mean_in_flight is the mean
-    over all steps of the number of tokens in the pipeline.
+    Keys are those of `speedsim.pipeline.ScheduleStats` (steps, emitted, flushes,
+    flushed_tokens, discarded_tokens, token_passes, wasted_passes, mean_in_flight: tokens
+    computed per step), plus per-output-token rates. The controller counts the token of the
+    prefill outside the steps; here `flushes_per_token` and `steps_per_token` divide by all
+    output tokens (trace positions), which is what a user means by "per emitted token".
     """
     from speedsim.pipeline import Policy, replay
+    from speedsim.pipeline import schedule_stats as pooled
 
     policy = policy if policy is not None else Policy()
-    steps = flush_events = flushed = emitted = in_flight = 0
-    for tr in traces:
-        for s in replay(tr, policy):
-            steps += 1
-            n_fl = len(s.flushed)
-            flush_events += n_fl > 0
-            flushed += n_fl
-            emitted += len(s.emitted)
-            in_flight += len(s.in_flight)
-    per = max(emitted, 1)
-    return {
-        "steps": steps,
-        "emitted": emitted,
-        "flush_events": flush_events,
-        "flushed_tokens": flushed,
-        "flushes_per_token": flush_events / per,
-        "flushed_tokens_per_token": flushed / per,
-        "steps_per_token": steps / per,
-        "mean_in_flight": in_flight / max(steps, 1),
-    }
+    st = pooled([replay(tr, policy) for tr in traces])
+    out: dict[str, float] = {k: v for k, v in st.to_dict().items() if k not in ("flushes_per_token", "steps_per_token")}
+    tokens = max(sum(len(t.exits) for t in traces), 1)
+    out["flushes_per_token"] = st.flushes / tokens
+    out["flushed_tokens_per_token"] = st.flushed_tokens / tokens
+    out["steps_per_token"] = st.steps / tokens
+    return out
 
 
 def trace_stats(traces: Sequence[ExitTrace], policy: Any = None, replay_schedule: bool = True) -> dict[str, Any]:
