@@ -53,9 +53,8 @@ def record_traces(
     traces, preds = [], []
     with torch.no_grad():
         for it in tqdm(items, desc=f"trace {cfg.name}", disable=not progress, unit="seq"):
-            res = speed(model, torch.tensor(it.src, dtype=torch.long), n_new, eos_id=eos)
-            tr = res.trace
-            traces.append(tr.model_copy(update={"seq_id": it.id, "src_len": len(it.src), "model": name, "eos_id": eos}))
+            res = speed(model, torch.tensor(it.src, dtype=torch.long), n_new, eos_id=eos, seq_id=it.id, model_name=name)
+            traces.append(res.trace)
             preds.append(tok.decode(list(res.tokens), skip_special_tokens=True))
     quality = {"rougeL": rouge_l(preds, [it.reference for it in items]), "split": split, "examples": len(items)}
     return traces, quality
