@@ -1,0 +1,59 @@
+"""Write reports/models.md from experiments/models/results/*.json (see README.md).
+
+Inputs per config NAME: `NAME.train.json` (the run's metrics.json from `speedsim train`) and
+`NAME.trace.json` (the `--json` output of `speedsim trace` on the test split).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "experiments" / "models" / "results"
+ORDER = ["12x1", "4x1", "4x3", "3x4", "2x6", "6x2", "continue-4x3"]
+PAPER_MISS = {"4x3": "6-14%", "2x6": "13-17%"}  # Hooper et al. 2023, T5-Base size, C4-pretrained
+
+
+def load(name: str) -> tuple[dict, dict] | None:
+    tr, tc = RESULTS / f"{name}.train.json", RESULTS / f"{name}.trace.json"
+    if not (tr.exists() and tc.exists()):
+        return None
+    return json.loads(tr.read_text()), json.loads(tc.read_text())
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def main() -> str:
+    rows = {n: r for n in ORDER if (r := load(n)) is not None}
+    lines = [
+        "| config | task | params | train time (s) | val loss (final / first exit, nats/token) | val ROUGE-L | test ROUGE-L | "
+        "first-exit miss | flushes / token | mean in flight | steps / token | output length (mean / median / max) |",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for n, (m, t) in rows.items():
+        le = t["lengths"]
+        lines.append(
+            f"| {n} | {'continue' if n.startswith('continue') else 'summarize'} | {m['parameters'] / 1e6:.2f} M | "
+            f"{m['train_seconds']:.0f} | {m['val_loss']:.3f} / {m['val_loss_per_exit'][0]:.3f} | {m['val_rougeL']:.3f} | "
+            f"{t['rougeL']:.3f} | {pct(t['first_exit_miss'])} | {t['flushes_per_token']:.3f} | {t['mean_in_flight']:.2f} | "
+            f"{t['steps_per_token']:.2f} | {le['mean']:.1f} / {le['median']:.0f} / {le['max']} |"
+        )
+    agree = ["| config | test sequences / tokens | agreement with the final exit, exit 0 .. R-1 | val loss per exit |", "|---|---|---|---|"]
+    for n, (m, t) in rows.items():
+        a = " · ".join(f"{x:.3f}" for x in t["agreement"])
+        v = " · ".join(f"{x:.2f}" for x in m["val_loss_per_exit"])
+        agree.append(f"| {n} | {t['sequences']} / {t['tokens']} | {a} | {v} |")
+    paper = ["| config | first-exit misprediction, ours | SPEED paper |", "|---|---:|---:|"]
+    for n, ref in PAPER_MISS.items():
+        ours = pct(rows[n][1]["first_exit_miss"]) if n in rows else "not run"
+        paper.append(f"| {n} | {ours} | {ref} |")
+    return "\n".join(lines), "\n".join(agree), "\n".join(paper)
+
+
+if __name__ == "__main__":
+    main_table, agree_table, paper_table = main()
+    sys.stdout.write(f"{main_table}\n\n{agree_table}\n\n{paper_table}\n")
