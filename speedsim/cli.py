@@ -144,7 +144,9 @@ def train_cmd(config_path: str, out_dir: str, as_json: bool) -> None:
     click.echo(f"{metrics['name']}: {metrics['step']} steps, {metrics['train_seconds']:.0f} s of training")
     per_exit = " ".join(f"{x:.3f}" for x in metrics["val_loss_per_exit"])
     click.echo(f"validation loss (nats/token) per exit: {per_exit}")
-    click.echo(f"validation ROUGE-L F1 ({metrics['rouge_examples']} greedy decodes): {metrics['val_rougeL']:.4f}")
+    rouge = metrics["val_rougeL"]
+    rouge_text = "not computed (re-run once speedsim.decode is installed)" if rouge is None else f"{rouge:.4f}"
+    click.echo(f"validation ROUGE-L F1 ({metrics['rouge_examples']} greedy decodes): {rouge_text}")
     click.echo(f"checkpoint: {out_dir}")
 
 
