@@ -22,7 +22,6 @@ datasheet peak): every simulated kernel time must be at least this.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from speedsim.hardware.profile import HardwareProfile
@@ -89,12 +88,7 @@ class CostModel:
             util = work / (waves * units)
             peak = (self.matrix_FLOPpus if k.matrix else self.vector_FLOPpus)[k.dtype]
             t_comp = k.flops / (peak * util)
-            p = self.p
-            if t_mem <= 0.0:
-                t_body = t_comp
-            else:
-                ratio = t_comp / t_mem
-                t_body = t_mem * (1.0 + ratio**p) ** (1.0 / p) if ratio < 1e6 else t_comp
+            t_body = smooth_max(t_mem, t_comp, self.p)
         else:
             t_body = t_mem
         return self.latency_us + t_body
@@ -106,5 +100,8 @@ class CostModel:
 
 
 def smooth_max(a: float, b: float, p: float) -> float:
-    """(a^p + b^p)^(1/p): the soft maximum used to combine memory and compute time."""
-    return math.pow(math.pow(a, p) + math.pow(b, p), 1.0 / p)
+    """(a^p + b^p)^(1/p): the soft maximum used to combine memory and compute time (a, b >= 0)."""
+    hi, lo = (a, b) if a >= b else (b, a)
+    if hi <= 0.0:
+        return 0.0
+    return hi * (1.0 + (lo / hi) ** p) ** (1.0 / p)

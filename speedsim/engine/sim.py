@@ -10,7 +10,7 @@ Processes and resources (SimPy's own idiom):
 - one `stream` process per device stream: takes kernels in order from its `simpy.Store`,
   acquires the units the kernel can use from the device's `compute` container, runs for the
   kernel's time, releases them. Kernels on different streams overlap and then share DRAM
-  bandwidth (each gets 1/k of it while k kernels stream from DRAM).
+  bandwidth through a fluid max-min fair channel (`SharedBandwidth`).
 - `OnChipCache`: which tensors are resident on-chip, so bytes split into DRAM and on-chip
   traffic as the program runs, across kernels and steps.
 
@@ -25,6 +25,7 @@ from typing import Literal
 
 import simpy
 
+from speedsim.engine.bandwidth import SharedBandwidth
 from speedsim.engine.cost import CostModel
 from speedsim.engine.memory import OnChipCache, empty_class_totals
 from speedsim.engine.recorder import Recorder
@@ -52,7 +53,7 @@ class SimResult:
 
     @property
     def total_us(self) -> float:
-        return self.program_end_us[-1] if self.program_end_us else 0.0
+        return max(self.program_end_us, default=0.0)
 
     def program_us(self) -> list[float]:
         """Time attributed to each program: the gap between consecutive program ends."""
@@ -113,7 +114,7 @@ class Engine:
                     queues[stream].put((index, (k,), i == last))
 
     def _stream(self, env: simpy.Environment, sid: int, queue: simpy.Store, compute: simpy.Container | None,
-                ends: dict[int, float], active_dram: list[int]):
+                ends: dict[int, float], dram_channel: SharedBandwidth | None):
         cost = self.cost
         onchip = self.onchip
         by_class = self.dram_by_class
@@ -128,20 +129,21 @@ class Engine:
             elapsed = 0.0
             for k in kernels:
                 dram, chip = onchip.serve(k, by_class)
-                share = 1.0 / (active_dram[0] + 1) if compute is not None else 1.0
-                t = cost.kernel_us(k, dram, chip, share)
+                t = cost.kernel_us(k, dram, chip)
                 if t < node_us:  # a replayed graph issues at most one node per node_us
                     t = node_us
-                if compute is not None:
+                if compute is not None and dram_channel is not None:
+                    # concurrent streams: hold the units this kernel can use, and move its DRAM
+                    # bytes through the shared channel at no more than its stand-alone pace
                     need = min(units, k.parallel_work)
                     yield compute.get(need)
+                    start = env.now
                     if dram:
-                        active_dram[0] += 1
-                    yield env.timeout(t)
-                    if dram:
-                        active_dram[0] -= 1
+                        yield env.all_of([env.timeout(t), dram_channel.transfer(dram, dram / t)])
+                    else:
+                        yield env.timeout(t)
+                    t = env.now - start
                     yield compute.put(need)
-                    start = env.now - t
                 else:
                     start = span_start + elapsed
                     elapsed += t
@@ -171,9 +173,9 @@ class Engine:
         compute = simpy.Container(env, capacity=self.cost.units, init=self.cost.units) if n > 1 else None
         ends: dict[int, float] = {}
         starts: list[float] = []
-        active_dram = [0]
+        channel = SharedBandwidth(env, self.cost.dram_Bpus) if n > 1 else None
         for sid, q in enumerate(queues):
-            env.process(self._stream(env, sid, q, compute, ends, active_dram))
+            env.process(self._stream(env, sid, q, compute, ends, channel))
         assigned = list(zip(programs, streams or [0] * len(programs), strict=True))
         env.process(self._host(env, assigned, queues, starts))
         env.run()

@@ -72,13 +72,15 @@ class KernelRules:
     splitk_min_in: int    # split-K (and a reduction kernel) when in >= this ...
     units: int            # ... and the output tiles do not fill the device's units
     split_keys: int       # keys per block of split-KV attention
+    split_min_keys: int   # split-KV only from this many keys
     query_tile: int       # queries per attention block when not split
 
     @classmethod
     def from_profile(cls, profile) -> KernelRules:
         c = profile.compute
         return cls(tile_rows=c.gemm_tile_rows, tile_k=c.gemm_tile_k, splitk_min_in=c.splitk_min_in_features,
-                   units=c.units, split_keys=c.attention_split_keys, query_tile=c.attention_query_tile)
+                   units=c.units, split_keys=c.attention_split_keys, split_min_keys=c.attention_split_min_keys,
+                   query_tile=c.attention_query_tile)
 
 
 @dataclass
@@ -159,13 +161,15 @@ def attention(name: str, spec: ModelSpec, queries: int, keys: list[int], cache_i
 
     One batch item per entry of `keys`/`cache_ids` (SPEED's pipelined step stacks the in-flight
     tokens, each with the cache of its own repeat, on the batch axis). A single unmasked query
-    uses the split-KV (flash-decoding) kernel: blocks over heads x key chunks, then a
-    reduction. Otherwise one block per (head, query tile) walks all keys, after the boolean
-    mask is turned into a bias (fill, where) and the output is cleared (memset).
+    over enough keys uses the split-KV (flash-decoding) kernel: blocks over heads x key chunks,
+    then a reduction; below that, one block per head, still a streaming decode kernel. Several
+    queries (n > 1, with a boolean mask) use the prefill kernel: one block per (head, query
+    tile) walks all keys under the softmax recurrence (the slower ATTENTION kind), after the
+    mask is turned into a bias (fill, where) and the output cleared (memset).
     """
     b = _elt(dtype)
     h, dh, d = spec.n_heads, spec.d_head, spec.d_model
-    split = queries == 1 and not masked
+    split = queries == 1 and not masked and max(keys) >= rules.split_min_keys
     accesses = [Access(ACT, ACTIVATIONS, len(keys) * queries * d * b, len(keys) * queries * d * b)]
     flops = 0.0
     work = 0
@@ -175,7 +179,7 @@ def attention(name: str, spec: ModelSpec, queries: int, keys: list[int], cache_i
         flops += 4.0 * queries * kv_len * d
         work += h * (math.ceil(kv_len / rules.split_keys) if split else math.ceil(queries / rules.query_tile))
     main = Kernel(name=name, flops=flops, matrix=True, dtype=dtype, parallel_work=work,
-                  kind=STREAM if split else ATTENTION, accesses=tuple(accesses))
+                  kind=STREAM if queries == 1 else ATTENTION, accesses=tuple(accesses))
     if split:
         if work <= h * len(keys):
             return [main]
@@ -183,6 +187,8 @@ def attention(name: str, spec: ModelSpec, queries: int, keys: list[int], cache_i
         return [main, Kernel(name=name + ".reduce", flops=float(work * dh), dtype=dtype,
                              parallel_work=max(1, h * len(keys)),
                              accesses=(Access(ACT, ACTIVATIONS, partial, len(keys) * queries * d * b),))]
+    if queries == 1 and not masked:
+        return [main]  # the single-query kernel needs no preparation
     prep: list[Kernel] = []
     if masked:
         mask_elems = queries * max(keys)

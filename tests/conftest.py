@@ -1,0 +1,72 @@
+"""Shared fixtures: a tiny hardware profile with round numbers, models, and a CLI runner."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from speedsim.hardware import HardwareProfile, load_profile
+from speedsim.workload import BUILTIN_MODELS, KernelRules, ModelSpec
+
+TINY_PROFILE = {
+    "name": "tiny",
+    "kind": "gpu",
+    "default_dtype": "bf16",
+    "memory_capacity_GiB": 1.0,
+    "compute": {
+        "units": 4, "clock_MHz": 1000.0,
+        "matrix_peak_TFLOPS": {"bf16": 1.0}, "vector_peak_TFLOPS": {"bf16": 0.1, "fp32": 0.1},
+        "matrix_efficiency": 1.0, "vector_efficiency": 1.0,
+        "unit_inflight_KiB": 1000.0, "unit_attention_inflight_KiB": 1000.0,
+    },
+    "memory": {
+        # 1 GB/s = 1000 bytes/us DRAM, 10x faster on-chip, 1 MiB on-chip
+        "dram": {"name": "dram", "capacity_MiB": 1024, "bandwidth_GBps": 1.0, "efficiency": 1.0, "latency_ns": 1.0},
+        "onchip": [{"name": "sram", "capacity_MiB": 1.0, "bandwidth_GBps": 10.0, "efficiency": 1.0,
+                    "latency_ns": 1.0, "usable_fraction": 1.0}],
+    },
+    "kernel": {"latency_us": 0.0, "overlap_exponent": 64.0},
+    "host": {"launch_overhead_us": {"eager": 5.0, "graph": 0.0}, "graph_launch_us": 0.0},
+    "sources": ["test fixture"],
+}
+
+
+@pytest.fixture
+def tiny_profile() -> HardwareProfile:
+    """A 4-unit device with 1 GB/s DRAM, 10 GB/s on-chip (1 MiB), 1 TFLOP/s matrix, no fixed latencies."""
+    return HardwareProfile.model_validate(TINY_PROFILE)
+
+
+@pytest.fixture
+def tiny_profile_dict() -> dict:
+    import copy
+
+    return copy.deepcopy(TINY_PROFILE)
+
+
+@pytest.fixture(scope="session")
+def h200() -> HardwareProfile:
+    return load_profile("h200")
+
+
+@pytest.fixture
+def t5base() -> ModelSpec:
+    return BUILTIN_MODELS["t5base"]
+
+
+@pytest.fixture
+def rules(h200) -> KernelRules:
+    return KernelRules.from_profile(h200)
+
+
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `speedsim ARGS` in a subprocess (as a user would) and capture its output."""
+    return subprocess.run([sys.executable, "-m", "speedsim.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture
+def cli():
+    return run_cli

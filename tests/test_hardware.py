@@ -1,0 +1,90 @@
+"""Hardware profiles: every shipped file validates; bad files fail with one line naming the field."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from speedsim.errors import UserError
+from speedsim.hardware import list_profile_files, load_profile, load_profile_file
+from speedsim.hardware.derive import derive_gpu, load_datasheets
+from speedsim.paths import ROOT
+
+REQUIRED = {"h200", "h100-sxm", "a100-80gb", "rtx-a5000", "l4", "jetson-agx-orin", "gemmini", "cpu-host"}
+
+
+def test_required_profiles_ship_and_validate():
+    """Every profile the issue names is shipped, and each file loads, has sources, and matches its name."""
+    names = {p.stem for p in list_profile_files()}
+    assert REQUIRED <= names
+    for path in list_profile_files():
+        profile = load_profile_file(path)
+        assert profile.name == path.stem
+        assert profile.sources
+
+
+def test_profiles_command_json(cli):
+    """`speedsim profiles --json` lists every profile with key numbers, and nothing else on stdout."""
+    out = cli("profiles", "--json")
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)["profiles"]
+    assert {r["name"] for r in rows} >= REQUIRED
+    h200 = next(r for r in rows if r["name"] == "h200")
+    assert h200["dram_GBps"] == 4800 and h200["units"] == 132
+
+
+def test_derived_profiles_follow_the_rule():
+    """The shipped non-H200 GPU profiles are exactly what the documented derivation rule gives."""
+    ref = load_profile("h200")
+    for sheet in load_datasheets(ROOT / "experiments" / "hardware" / "gpu_datasheets.yaml"):
+        assert load_profile(sheet.name) == derive_gpu(sheet, ref)
+
+
+def test_derivation_scales_cycle_times_with_clock():
+    """A GPU at half the H200's clock gets twice its per-kernel latency and the same efficiencies."""
+    ref = load_profile("h200")
+    sheet = load_datasheets(ROOT / "experiments" / "hardware" / "gpu_datasheets.yaml")[0]
+    half = sheet.model_copy(update={"clock_MHz": ref.compute.clock_MHz / 2})
+    derived = derive_gpu(half, ref)
+    assert derived.kernel.latency_us == pytest.approx(2 * ref.kernel.latency_us, rel=1e-3)
+    assert derived.memory.dram.efficiency == ref.memory.dram.efficiency
+
+
+@pytest.mark.parametrize("mutate, field", [
+    (lambda d: d["compute"].pop("units"), "compute.units"),
+    (lambda d: d["memory"]["dram"].__setitem__("bandwidth_GBps", -5), "memory.dram.bandwidth_GBps"),
+    (lambda d: d["kernel"].__setitem__("latency_us", "fast"), "kernel.latency_us"),
+    (lambda d: d["host"]["launch_overhead_us"].pop("eager"), "host.launch_overhead_us"),
+    (lambda d: d.__setitem__("sources", []), "sources"),
+])
+def test_bad_profile_names_the_field(tmp_path, tiny_profile_dict, mutate, field):
+    """A missing, negative or mistyped field is a UserError naming the file and the field."""
+    mutate(tiny_profile_dict)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_profile_dict))
+    with pytest.raises(UserError) as err:
+        load_profile_file(path)
+    assert str(path) in str(err.value) and field in str(err.value)
+
+
+def test_bad_profile_cli_exit_2(tmp_path, tiny_profile_dict):
+    """`speedsim profiles` on a directory with a broken file exits 2 with one line, no traceback."""
+    tiny_profile_dict["memory"]["dram"]["efficiency"] = 1.5
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny_profile_dict))
+    out = subprocess.run([sys.executable, "-m", "speedsim.cli", "profiles", "--dir", str(tmp_path)],
+                         capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert "memory.dram.efficiency" in out.stderr
+
+
+def test_unknown_profile_exit_2(cli):
+    """An unknown profile name exits 2 naming it."""
+    out = cli("validate", "--profile", "no-such-chip")
+    assert out.returncode == 2
+    assert "no-such-chip" in out.stderr and "Traceback" not in out.stderr

@@ -1,0 +1,55 @@
+"""Step workloads: kernel counts, FLOPs and bytes of the measured layer shapes."""
+
+from __future__ import annotations
+
+import pytest
+
+from speedsim.paths import H200_MEASURED
+from speedsim.validation import read_measured
+from speedsim.workload import BUILTIN_MODELS
+from speedsim.workload.kernels import decoder_layer, lm_head
+from speedsim.workload.patterns import group_pipelined, group_sequential, program_for_row
+
+
+@pytest.mark.parametrize("model, n, kernels", [("t5base", 1, 19), ("dec1b", 1, 15)])
+def test_layer_kernel_count_matches_profiled_breakdown(model, n, kernels, rules):
+    """A one-token layer launches as many kernels as torch.profiler saw on the H200 (kernels.csv)."""
+    layer = decoder_layer(BUILTIN_MODELS[model], "L0", [1024], ["kv"], n, "bf16", rules, cross_ids=["x"])
+    assert len(layer) == kernels
+
+
+def test_layer_bytes_and_flops(rules):
+    """Weight bytes of a layer equal its parameter count x 2 bytes; FLOPs ~ 2 x weights x tokens."""
+    spec = BUILTIN_MODELS["dec1b"]
+    layer = decoder_layer(spec, "L0", [128], ["kv"], 4, "bf16", rules)
+    weights = sum(a.read_bytes for k in layer.kernels for a in k.accesses if a.tclass == "weights")
+    norms = 2 * spec.d_model
+    assert weights == pytest.approx((spec.layer_weight_elements() - norms) * 2)
+    linear_flops = sum(k.flops for k in layer.kernels if k.matrix and k.kind == "stream")
+    assert linear_flops == pytest.approx(2 * 4 * (spec.layer_weight_elements() - norms), rel=1e-6)
+
+
+def test_pipelined_step_reads_group_weights_once(rules):
+    """SPEED's pipelined step reads each shared weight once for R tokens; sequential reads it R times."""
+    spec = BUILTIN_MODELS["t5base"]
+
+    def weight_reads(p):
+        return sum(a.read_bytes for k in p.kernels for a in k.accesses if a.tclass == "weights")
+
+    seq = group_sequential(spec, 3, 4, 512, rules, "bf16")
+    pipe = group_pipelined(spec, 3, 4, 512, rules, "bf16")
+    assert weight_reads(seq) == pytest.approx(4 * weight_reads(pipe))
+
+
+def test_lm_head_bytes_are_embeddings_class(rules):
+    spec = BUILTIN_MODELS["dec1b"]
+    head = lm_head(spec, 2, "bf16", rules, final_norm=False)
+    emb = sum(a.read_bytes for k in head.kernels for a in k.accesses if a.tclass == "embeddings")
+    assert emb == spec.vocab * spec.d_model * 2
+
+
+def test_every_measured_row_has_a_program(rules):
+    """Every pattern of the measured CSV is expressible as a kernel program."""
+    for row in read_measured(H200_MEASURED):
+        program, divisor = program_for_row(row.__dict__, BUILTIN_MODELS, rules, "bf16", where="test")
+        assert len(program) >= 1 and divisor >= 1
