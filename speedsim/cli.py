@@ -179,6 +179,61 @@ def trace_cmd(checkpoint: str, split: str, out_file: str, limit: int | None, max
     click.echo(f"ROUGE-L F1 on {split}: {stats['rougeL']:.4f}")
 
 
+# simulation ------------------------------------------------------------------------------------
+
+@cli.command("simulate")
+@click.option("--profile", "profile_name", required=True, help="Profile name or YAML path.")
+@click.option("--model", "model_name", required=True, help="Model dimensions: t5base, dec1b, dec7b or a --model-spec.")
+@click.option("--sharing", required=True, help="UxR: U distinct layers repeated R times (e.g. 4x3).")
+@click.option("--trace", "trace_file", type=click.Path(path_type=Path), default=None,
+              help="Recorded exit trace (JSON Lines, .gz allowed).")
+@click.option("--synthetic", default=None,
+              help="perfect | mispredict=P | agree=A0/A1/..., plus len=N, seqs=K, src=N, burst=B, seed=S.")
+@click.option("--baseline", type=click.Choice(["unshared", "sequential", "both", "none"]), default="both",
+              show_default=True)
+@click.option("--mode", type=click.Choice(["graph", "eager"]), default="graph", show_default=True)
+@click.option("--src-len", type=click.IntRange(min=1), default=None,
+              help="Source (encoder input or prompt) length; default: each trace's own.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Simulate only the first N sequences.")
+@click.option("--launch-exit", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Exit whose prediction launches the next token.")
+@click.option("--max-in-flight", type=click.IntRange(min=1), default=None, help="Most tokens in flight (default R).")
+@click.option("--timeline", type=click.Path(path_type=Path), default=None,
+              help="Write SPEED's timeline as a Chrome trace (open in Perfetto).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_models_option
+def simulate_cmd(profile_name: str, model_name: str, sharing: str, trace_file: Path | None, synthetic: str | None,
+                 baseline: str, mode: str, src_len: int | None, limit: int | None, launch_exit: int,
+                 max_in_flight: int | None, timeline: Path | None, as_json: bool,
+                 model_specs: tuple[Path, ...]) -> None:
+    """Simulate SPEED decoding of exit traces against the unshared and shared-sequential baselines."""
+    from speedsim.hardware import load_profile
+    from speedsim.pipeline import Policy
+    from speedsim.simulate import simulate, synthetic_traces
+    from speedsim.trace.io import read_traces
+    from speedsim.workload import get_model, resolve_models
+    from speedsim.workload.steps import Sharing
+
+    shared = Sharing.parse(sharing)
+    if (trace_file is None) == (synthetic is None):
+        raise UserError("give exactly one of --trace FILE or --synthetic SPEC", where="--trace/--synthetic")
+    profile = load_profile(profile_name)
+    spec = get_model(model_name, resolve_models(model_specs))
+    traces = read_traces(trace_file) if trace_file else synthetic_traces(synthetic or "", shared.repeats)
+    if limit:
+        traces = traces[:limit]
+    policy = Policy(launch_exit=launch_exit, max_in_flight=max_in_flight)
+    policy.check(shared.repeats)
+    baselines = {"both": ("unshared", "sequential"), "none": ()}.get(baseline, (baseline,))
+    result = simulate(profile, spec, shared, traces, mode, baselines, policy, src_len, timeline)
+    if as_json:
+        emit_json(result)
+        return
+    from speedsim.report.tables import format_simulation
+
+    click.echo(format_simulation(result))
+
+
 def main() -> None:
     """Console entry point: runs the CLI, turning user errors into exit status 2."""
     try:

@@ -32,3 +32,24 @@ def format_validation(result: dict, report) -> str:
     for s in result.get("skipped_rows", []):
         out.append(f"skipped line {s['line']}: {s['reason']}")
     return "\n".join(out)
+
+
+def format_simulation(r: dict) -> str:
+    out = [f"{r['model']} {r['sharing']} on {r['profile']} ({r['mode']} mode), {r['sequences']} sequence(s), "
+           f"{r['tokens']} decoded tokens"]
+    rows = [{"method": "speed", **{k: r[k] for k in ("per_token_us", "p50_token_us", "p99_token_us",
+                                                      "prefill_us", "dram_bytes_per_token")}, "speedup": 1.0}]
+    for name, b in r["baselines"].items():
+        rows.append({"method": name, **{k: b[k] for k in ("per_token_us", "p50_token_us", "p99_token_us",
+                                                           "prefill_us", "dram_bytes_per_token")},
+                     "speedup": b["speedup"]})
+    out.append(format_table(rows, ["method", "per_token_us", "p50_token_us", "p99_token_us", "prefill_us",
+                                   "dram_bytes_per_token", "speedup"]))
+    out.append(f"steps {r['steps']}, flushes {r['flushes']}, wasted token passes {r['wasted_token_passes']}, "
+               f"mean in flight {r['mean_in_flight']:.2f}")
+    by = ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in r["dram_bytes_by_class"].items())
+    u = r["utilization"]
+    out.append(f"SPEED DRAM traffic per token: {by}")
+    out.append(f"utilisation: compute {u['compute']:.1%} of peak, DRAM {u['dram']:.0%}, device busy "
+               f"{u['device_busy']:.0%}, host {u['host']:.0%}")
+    return "\n".join(out)

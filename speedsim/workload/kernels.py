@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 
+from speedsim.hardware.profile import BYTES_PER_ELEMENT
 from speedsim.workload.models import ModelSpec
 
 WEIGHTS, KV, ACTIVATIONS, EMBEDDINGS = "weights", "kv", "activations", "embeddings"
@@ -104,8 +106,6 @@ class Program:
 
 
 def _elt(dtype: str) -> int:
-    from speedsim.hardware.profile import BYTES_PER_ELEMENT
-
     return BYTES_PER_ELEMENT[dtype]
 
 
@@ -210,24 +210,31 @@ def decoder_layer(spec: ModelSpec, layer_id: str, kv_lens: list[int], cache_ids:
     `cache_ids[i]`: identity of item i's self-attention KV cache for this layer (and repeat).
     `cross_ids[i]`: identity of item i's encoder K/V (cross-attention models).
     """
+    cross = tuple(cross_ids or [f"cross.{layer_id}"] * len(kv_lens)) if spec.cross_attention_len else ()
+    before, after = _layer_parts(spec, layer_id, tuple(cache_ids), queries, dtype, rules, cross)
+    attn = attention(f"{layer_id}.attn", spec, queries, [n + queries for n in kv_lens], cache_ids,
+                     queries > 1, dtype, rules)
+    return Program([*before, *attn, *after])
+
+
+@lru_cache(maxsize=4096)
+def _layer_parts(spec: ModelSpec, layer_id: str, cache_ids: tuple[str, ...], queries: int, dtype: str,
+                 rules: KernelRules, cross_ids: tuple[str, ...]) -> tuple[tuple[Kernel, ...], tuple[Kernel, ...]]:
+    """The kernels of a layer before and after its self-attention (they do not depend on KV length)."""
     d, dff = spec.d_model, spec.d_ff
-    batch = len(kv_lens)
+    batch = len(cache_ids)
     rows = batch * queries
-    masked = queries > 1
+    before = [rmsnorm(f"{layer_id}.norm1", rows, d, dtype),
+              *linear(f"{layer_id}.qkv", f"{layer_id}.qkv", rows, d, 3 * d, dtype, rules),
+              kv_write(f"{layer_id}.k_write", list(cache_ids), queries, d, dtype),
+              kv_write(f"{layer_id}.v_write", list(cache_ids), queries, d, dtype)]
     p = Program()
-    p.add(rmsnorm(f"{layer_id}.norm1", rows, d, dtype))
-    p.add(*linear(f"{layer_id}.qkv", f"{layer_id}.qkv", rows, d, 3 * d, dtype, rules))
-    p.add(kv_write(f"{layer_id}.k_write", cache_ids, queries, d, dtype),
-          kv_write(f"{layer_id}.v_write", cache_ids, queries, d, dtype))
-    p.add(*attention(f"{layer_id}.attn", spec, queries, [n + queries for n in kv_lens], cache_ids,
-                     masked, dtype, rules))
     p.add(*linear(f"{layer_id}.o", f"{layer_id}.o", rows, d, d, dtype, rules))
     p.add(elementwise(f"{layer_id}.add1", rows * d, 2, dtype))
     if spec.cross_attention_len:
-        ids = cross_ids or [f"cross.{layer_id}"] * batch
         p.add(rmsnorm(f"{layer_id}.norm_x", rows, d, dtype))
         p.add(*linear(f"{layer_id}.xq", f"{layer_id}.xq", rows, d, d, dtype, rules))
-        p.add(*attention(f"{layer_id}.xattn", spec, queries, [spec.cross_attention_len] * batch, ids,
+        p.add(*attention(f"{layer_id}.xattn", spec, queries, [spec.cross_attention_len] * batch, list(cross_ids),
                          False, dtype, rules))
         p.add(*linear(f"{layer_id}.xo", f"{layer_id}.xo", rows, d, d, dtype, rules))
         p.add(elementwise(f"{layer_id}.add_x", rows * d, 2, dtype))
@@ -240,7 +247,7 @@ def decoder_layer(spec: ModelSpec, layer_id: str, kv_lens: list[int], cache_ids:
         p.add(elementwise(f"{layer_id}.{spec.ffn}", rows * dff, 1, dtype))
     p.add(*linear(f"{layer_id}.w2", f"{layer_id}.w2", rows, dff, d, dtype, rules))
     p.add(elementwise(f"{layer_id}.add2", rows * d, 2, dtype))
-    return p
+    return tuple(before), tuple(p.kernels)
 
 
 def lm_head(spec: ModelSpec, rows: int, dtype: str, rules: KernelRules, final_norm: bool = True) -> Program:

@@ -1,0 +1,181 @@
+"""Decode-step workloads of a UxR shared model: SPEED's pipelined steps, the baselines, prefill.
+
+Positions follow the pipeline controller (`speedsim.pipeline`): position 0 is computed by the
+prefill (BOS for an encoder-decoder, the prompt's last token for a decoder-only model) through
+all R repeats; decode steps compute positions 1, 2, .... A token at position t attends to
+`t` earlier decoder positions (encoder-decoder) or `prompt_len - 1 + t` (decoder-only).
+
+Tensor identities make parameter sharing visible to the on-chip model: the U shared layers are
+`L0..L{U-1}` whatever the repeat; each (layer, repeat) has its own KV cache `kv.L{u}.r{r}`;
+an unshared decoder of the same depth has `L0..L{U*R-1}` with one cache each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from speedsim.errors import UserError
+from speedsim.hardware.profile import BYTES_PER_ELEMENT
+from speedsim.workload.kernels import (
+    KernelRules,
+    Program,
+    attention,
+    decoder_layer,
+    elementwise,
+    embed,
+    linear,
+    lm_head,
+    rmsnorm,
+)
+from speedsim.workload.models import ModelSpec
+
+
+@dataclass(frozen=True)
+class Sharing:
+    """UxR parameter sharing: U distinct layers applied R times."""
+
+    unique: int
+    repeats: int
+
+    @classmethod
+    def parse(cls, text: str) -> Sharing:
+        parts = text.lower().split("x")
+        try:
+            u, r = (int(p) for p in parts)
+        except ValueError:
+            raise UserError(f"'{text}' is not of the form UxR (e.g. 4x3)", where="--sharing") from None
+        if u < 1 or r < 1:
+            raise UserError(f"'{text}': U and R must be >= 1", where="--sharing")
+        return cls(u, r)
+
+    @property
+    def depth(self) -> int:
+        return self.unique * self.repeats
+
+    def __str__(self) -> str:
+        return f"{self.unique}x{self.repeats}"
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What every step program of one sequence shares."""
+
+    spec: ModelSpec          # dimensions; spec.cross_attention_len is the source length (enc-dec)
+    sharing: Sharing
+    src_len: int             # encoder input length, or prompt length (decoder-only)
+    dtype: str
+    rules: KernelRules
+
+    @property
+    def encoder_decoder(self) -> bool:
+        return self.spec.cross_attention_len > 0
+
+    def kv_before(self, position: int) -> int:
+        """Decoder positions already cached when `position` is computed."""
+        return position if self.encoder_decoder else max(self.src_len, 1) - 1 + position
+
+
+def with_source(spec: ModelSpec, src_len: int) -> ModelSpec:
+    """The spec with cross-attention over `src_len` encoder positions (encoder-decoder models)."""
+    if spec.cross_attention_len and src_len != spec.cross_attention_len:
+        return spec.model_copy(update={"cross_attention_len": max(1, src_len)})
+    return spec
+
+
+def pipelined_step(ctx: StepContext, in_flight: list[tuple[int, int]], launched: int) -> Program:
+    """One SPEED step: the U shared layers once over every in-flight token, each at its own repeat
+    and attending to its own (layer, repeat) cache; the LM head on every in-flight token's exit."""
+    p = Program()
+    if launched:
+        p.add(embed(ctx.spec, launched, ctx.dtype))
+    kv_lens = [ctx.kv_before(pos) for pos, _ in in_flight]
+    cross = ["cross"] * len(in_flight)
+    for u in range(ctx.sharing.unique):
+        caches = [f"kv.L{u}.r{r}" for _, r in in_flight]
+        p.extend(decoder_layer(ctx.spec, f"L{u}", kv_lens, caches, 1, ctx.dtype, ctx.rules, cross_ids=cross))
+    p.extend(lm_head(ctx.spec, len(in_flight), ctx.dtype, ctx.rules))
+    return p
+
+
+def sequential_token(ctx: StepContext, position: int) -> Program:
+    """The shared model without pipelining: one token through U layers R times, then the head once."""
+    p = Program([embed(ctx.spec, 1, ctx.dtype)])
+    kv = [ctx.kv_before(position)]
+    for r in range(ctx.sharing.repeats):
+        for u in range(ctx.sharing.unique):
+            p.extend(decoder_layer(ctx.spec, f"L{u}", kv, [f"kv.L{u}.r{r}"], 1, ctx.dtype, ctx.rules,
+                                   cross_ids=["cross"]))
+    p.extend(lm_head(ctx.spec, 1, ctx.dtype, ctx.rules))
+    return p
+
+
+def unshared_token(ctx: StepContext, position: int) -> Program:
+    """An unshared decoder of the same depth (U*R distinct layers): one token, then the head."""
+    p = Program([embed(ctx.spec, 1, ctx.dtype)])
+    kv = [ctx.kv_before(position)]
+    for i in range(ctx.sharing.depth):
+        p.extend(decoder_layer(ctx.spec, f"L{i}", kv, [f"kv.L{i}"], 1, ctx.dtype, ctx.rules, cross_ids=["cross"]))
+    p.extend(lm_head(ctx.spec, 1, ctx.dtype, ctx.rules))
+    return p
+
+
+def encoder_layer(spec: ModelSpec, layer_id: str, tokens: int, dtype: str, rules: KernelRules) -> Program:
+    """One bidirectional encoder layer over `tokens` positions (no mask, no cross-attention)."""
+    d, dff = spec.d_model, spec.d_ff
+    p = Program()
+    p.add(rmsnorm(f"{layer_id}.norm1", tokens, d, dtype))
+    p.add(*linear(f"{layer_id}.qkv", f"{layer_id}.qkv", tokens, d, 3 * d, dtype, rules))
+    p.add(*attention(f"{layer_id}.attn", spec, tokens, [tokens], [f"{layer_id}.kv"], False, dtype, rules,
+                     tclass="activations"))
+    p.add(*linear(f"{layer_id}.o", f"{layer_id}.o", tokens, d, d, dtype, rules))
+    p.add(elementwise(f"{layer_id}.add1", tokens * d, 2, dtype))
+    p.add(rmsnorm(f"{layer_id}.norm2", tokens, d, dtype))
+    p.add(*linear(f"{layer_id}.w1", f"{layer_id}.w1", tokens, d, (2 if spec.gated else 1) * dff, dtype, rules))
+    p.add(elementwise(f"{layer_id}.act", tokens * dff * (2 if spec.gated else 1), 1, dtype))
+    p.add(*linear(f"{layer_id}.w2", f"{layer_id}.w2", tokens, dff, d, dtype, rules))
+    p.add(elementwise(f"{layer_id}.add2", tokens * d, 2, dtype))
+    return p
+
+
+def prefill(ctx: StepContext, unshared: bool = False) -> Program:
+    """Everything before the first decode step: the encoder and cross K/V (encoder-decoder) or the
+    prompt (decoder-only), and position 0 through all R repeats with its R exits."""
+    spec, dtype, rules = ctx.spec, ctx.dtype, ctx.rules
+    depth, unique = ctx.sharing.depth, ctx.sharing.unique
+    p = Program()
+    layer_ids = [f"L{i}" for i in range(depth)] if unshared else [f"L{i % unique}" for i in range(depth)]
+    caches = [f"kv.L{i}" for i in range(depth)] if unshared else \
+        [f"kv.L{i % unique}.r{i // unique}" for i in range(depth)]
+    if ctx.encoder_decoder:
+        src = max(1, ctx.src_len)
+        p.add(embed(spec, src, dtype))
+        for i in range(spec.encoder_layers):
+            p.extend(encoder_layer(spec, f"E{i}", src, dtype, rules))
+        for lid in dict.fromkeys(layer_ids):  # cross K/V of every distinct decoder layer
+            p.add(*linear(f"{lid}.xkv", f"{lid}.xkv", src, spec.d_model, 2 * spec.d_model, dtype, rules))
+        p.add(embed(spec, 1, dtype))
+        for lid, cache in zip(layer_ids, caches, strict=True):
+            p.extend(decoder_layer(spec, lid, [0], [cache], 1, dtype, rules, cross_ids=["cross"]))
+    else:
+        prompt = max(1, ctx.src_len)
+        p.add(embed(spec, prompt, dtype))
+        for lid, cache in zip(layer_ids, caches, strict=True):
+            p.extend(decoder_layer(spec, lid, [0], [cache], prompt, dtype, rules))
+    exits = 1 if unshared else ctx.sharing.repeats
+    p.extend(lm_head(spec, exits, dtype, rules))
+    return p
+
+
+def memory_footprint(spec: ModelSpec, sharing: Sharing, max_positions: int, src_len: int, dtype: str,
+                     unshared: bool = False) -> dict[str, float]:
+    """Bytes the model needs resident in device memory for one sequence of `max_positions`."""
+    b = BYTES_PER_ELEMENT[dtype]
+    layers = sharing.depth if unshared else sharing.unique
+    d = spec.d_model
+    weights = layers * spec.layer_weight_elements() * b
+    encoder = spec.encoder_layers * (spec.layer_weight_elements() - 2 * d * d) * b if spec.cross_attention_len else 0
+    embeddings = 2 * spec.head_weight_elements() * b  # input embedding and LM head
+    kv = sharing.depth * max_positions * 2 * d * b
+    cross = layers * src_len * 2 * d * b if spec.cross_attention_len else 0
+    return {"weights": float(weights + encoder), "embeddings": float(embeddings), "kv": float(kv),
+            "cross_kv": float(cross), "total": float(weights + encoder + embeddings + kv + cross)}

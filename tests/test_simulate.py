@@ -1,0 +1,130 @@
+"""Trace-driven SPEED simulation: schedules, baselines, the measured H200 ratios, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from speedsim.paths import H200_MEASURED
+from speedsim.simulate import simulate, synthetic_traces
+from speedsim.trace.io import write_traces
+from speedsim.validation import read_measured, validate
+from speedsim.workload import BUILTIN_MODELS
+from speedsim.workload.steps import Sharing
+
+REQUIRED_KEYS = {"per_token_us", "p50_token_us", "p99_token_us", "total_us", "tokens", "steps", "flushes",
+                 "wasted_token_passes", "mean_in_flight", "dram_bytes_per_token", "dram_bytes_by_class",
+                 "onchip_bytes_per_token", "utilization", "baselines", "prefill_us"}
+
+
+def test_perfect_acceptance_fills_the_pipeline(h200):
+    """With every early exit right, SPEED runs R tokens in flight, never flushes, and beats sequential."""
+    traces = synthetic_traces("perfect,len=64", 3)
+    r = simulate(h200, BUILTIN_MODELS["t5base"], Sharing(4, 3), traces, "graph", ("sequential", "unshared"))
+    assert r["flushes"] == 0 and r["wasted_token_passes"] == 0
+    assert r["tokens"] == 63
+    assert r["steps"] == r["tokens"] + 3 - 1   # fill (R-1 steps) then one token per step
+    assert r["mean_in_flight"] > 2.8
+    assert r["baselines"]["sequential"]["speedup"] > 2.0
+    assert r["baselines"]["sequential"]["tokens"] == r["tokens"]
+    assert REQUIRED_KEYS <= set(r)
+    assert set(r["dram_bytes_by_class"]) == {"weights", "kv", "activations", "embeddings"}
+
+
+def test_mispredictions_cost_steps(h200):
+    """More first-exit mispredictions mean more flushes, more steps and a slower SPEED."""
+    spec, shared = BUILTIN_MODELS["t5base"], Sharing(2, 6)
+    good = simulate(h200, spec, shared, synthetic_traces("mispredict=0.0,len=100", 6), "graph", ())
+    bad = simulate(h200, spec, shared, synthetic_traces("mispredict=0.3,len=100", 6), "graph", ())
+    assert bad["flushes"] > 10 and good["flushes"] == 0
+    assert bad["steps"] > good["steps"]
+    assert bad["per_token_us"] > good["per_token_us"]
+
+
+def test_h200_group_ratios_match_measured(h200):
+    """Unshared-deep / pipelined and shared-sequential / pipelined per-step time ratios agree with the
+    measured H200 ratios within 10% (t5base L=3, dec1b L=2, R=2..8, ctx 512 and 2048, graph mode)."""
+    rep = validate(h200, read_measured(H200_MEASURED), BUILTIN_MODELS, "graph")
+    g = {(r.row.model, r.row.ctx, r.row.R, r.row.pattern): (r.row.us_median, r.simulated_us)
+         for r in rep.results if r.row.section == "group"}
+    checked = 0
+    for model in ("t5base", "dec1b"):
+        for ctx in (512, 2048):
+            for R in (2, 3, 4, 6, 8):
+                pipe_m, pipe_s = g[(model, ctx, R, "pipelined")]
+                for base in ("distinct", "sequential"):
+                    base_m, base_s = g[(model, ctx, R, base)]
+                    assert (base_s / pipe_s) / (base_m / pipe_m) == pytest.approx(1.0, abs=0.10), (model, ctx, R, base)
+                    checked += 1
+    assert checked == 40
+
+
+def test_prefill_is_separate_and_positive(h200):
+    r = simulate(h200, BUILTIN_MODELS["dec1b"], Sharing(2, 4), synthetic_traces("perfect,len=16,src=256", 4),
+                 "graph", ())
+    assert r["prefill_us"] > 0 and r["decode_us"] > 0
+    assert r["total_us"] == pytest.approx(r["prefill_us"] + r["decode_us"], rel=1e-6)
+
+
+def test_eager_mode_is_slower_than_graph(h200):
+    traces = synthetic_traces("perfect,len=16", 3)
+    eager = simulate(h200, BUILTIN_MODELS["t5base"], Sharing(4, 3), traces, "eager", ())
+    graph = simulate(h200, BUILTIN_MODELS["t5base"], Sharing(4, 3), traces, "graph", ())
+    assert eager["per_token_us"] > 2 * graph["per_token_us"]
+
+
+def test_cli_simulate_json_and_timeline(cli, tmp_path):
+    timeline = tmp_path / "t.json"
+    out = cli("simulate", "--profile", "h200", "--model", "t5base", "--sharing", "4x3",
+              "--synthetic", "mispredict=0.1,len=32", "--timeline", str(timeline), "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert REQUIRED_KEYS <= set(result)
+    assert set(result["baselines"]) == {"unshared", "sequential"}
+    events = json.loads(timeline.read_text())["traceEvents"]
+    assert any(e["ph"] == "X" and e["pid"] == 1 for e in events)
+
+
+def test_cli_simulate_from_trace_file(cli, tmp_path):
+    path = tmp_path / "t.jsonl.gz"
+    write_traces(path, synthetic_traces("mispredict=0.2,len=20,seqs=2", 3))
+    out = cli("simulate", "--profile", "l4", "--model", "t5base", "--sharing", "4x3", "--trace", str(path),
+              "--baseline", "sequential", "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["sequences"] == 2 and list(result["baselines"]) == ["sequential"]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--sharing", "4by3", "--synthetic", "perfect"], "--sharing"),
+    (["--sharing", "0x3", "--synthetic", "perfect"], "--sharing"),
+    (["--sharing", "4x3", "--synthetic", "mispredict=1.5"], "--synthetic"),
+    (["--sharing", "4x3", "--synthetic", "colour=blue"], "--synthetic"),
+    (["--sharing", "4x3"], "--trace"),
+])
+def test_cli_simulate_bad_input(cli, args, needle):
+    out = cli("simulate", "--profile", "h200", "--model", "t5base", *args)
+    assert out.returncode == 2, out.stderr
+    assert needle in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_cli_simulate_trace_repeats_must_match(cli, tmp_path):
+    path = tmp_path / "t.jsonl"
+    write_traces(path, synthetic_traces("perfect,len=8", 2))
+    out = cli("simulate", "--profile", "h200", "--model", "t5base", "--sharing", "4x3", "--trace", str(path))
+    assert out.returncode == 2 and "R=2" in out.stderr
+
+
+def test_model_that_does_not_fit_is_reported(cli):
+    """dec7b as a 128-layer unshared decoder does not fit an L4's 24 GB: exit 2 with the sizes."""
+    out = cli("simulate", "--profile", "l4", "--model", "dec7b", "--sharing", "32x4", "--synthetic", "perfect,len=8",
+              "--baseline", "unshared")
+    assert out.returncode == 2
+    assert "GiB" in out.stderr and "l4" in out.stderr
+
+
+def test_unknown_model_exit_2(cli):
+    out = cli("simulate", "--profile", "h200", "--model", "gpt9", "--sharing", "4x3", "--synthetic", "perfect")
+    assert out.returncode == 2 and "gpt9" in out.stderr
