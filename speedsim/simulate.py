@@ -167,6 +167,7 @@ def _summarise(phase: Phase, profile: HardwareProfile, mode: str, timeline: Path
             tokens += phase.emits[i]
             last_emit = ends[i]
     per_token = decode_us / tokens if tokens else math.nan
+    sequences = sum(phase.prefill)
     total_time = result.total_us
     return {
         "per_token_us": per_token,
@@ -176,6 +177,8 @@ def _summarise(phase: Phase, profile: HardwareProfile, mode: str, timeline: Path
         "prefill_us": prefill_us,
         "total_us": total_time,
         "tokens": tokens,
+        # the whole decode (prefill included) over every emitted token (position 0 included)
+        "e2e_per_token_us": total_time / (tokens + sequences) if tokens + sequences else math.nan,
         "kernels": result.kernels,
         "dram_bytes_per_token": result.dram_bytes / max(tokens, 1),
         "dram_bytes_by_class": {k: result.dram_bytes_by_class[k] / max(tokens, 1) for k in TENSOR_CLASSES},

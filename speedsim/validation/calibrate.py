@@ -93,48 +93,65 @@ def _log_errors(profile: HardwareProfile, usable) -> np.ndarray:
                      for row, mode, (prog, div) in usable])
 
 
+def _fit(profile: HardwareProfile, params: tuple[FreeParameter, ...], usable, max_evals: int) -> HardwareProfile:
+    """Robust (soft L1) least squares on log errors, in log-parameter space, within the bounds."""
+    lows = np.log([p.low for p in params])
+    highs = np.log([p.high for p in params])
+    start = np.log([max(p.low, min(p.high, _get(profile.model_dump(), p.path))) for p in params])
+
+    def residuals(x: np.ndarray) -> np.ndarray:
+        return _log_errors(with_values(profile, params, np.exp(x)), usable)
+
+    best = least_squares(residuals, np.clip(start, lows + 1e-9, highs - 1e-9), bounds=(lows, highs),
+                         loss="soft_l1", f_scale=0.05, diff_step=1e-3, max_nfev=max_evals, x_scale=1.0)
+    return with_values(profile, params, np.exp(best.x))
+
+
 def calibrate(profile: HardwareProfile, rows: list[MeasuredRow], models: dict[str, ModelSpec],
               source: str = "measured", max_evals: int = 60) -> CalibrationResult:
-    """Fit the device parameters on graph rows, then the eager overhead on eager rows."""
-    graph = _objective_rows(profile, rows_for_mode(rows, "graph"), models, source)
-    eager_pairs = [(r, m) for r, m in rows_for_mode(rows, "eager") if r.mode == "eager"]
+    """Fit the device parameters on graph rows, then the eager overhead on eager rows.
+
+    Without graph-mode rows (a CPU, where PyTorch runs eager only) the device parameters and the
+    eager overhead are fitted together on the eager rows. Whole-decode rows (section `decode`)
+    are never fitted: they stay an out-of-sample check for `validate`.
+    """
+    def components(mode: str) -> list:
+        return [(r, m) for r, m in rows_for_mode(rows, mode) if r.section != "decode" and (r.mode or m) == mode]
 
     def mape(prof: HardwareProfile, usable) -> float:
         return float(np.mean(np.abs(np.expm1(_log_errors(prof, usable)))))
 
-    before = {"graph": mape(profile, graph)}
-    lows = np.log([p.low for p in DEVICE_PARAMETERS])
-    highs = np.log([p.high for p in DEVICE_PARAMETERS])
-    start = np.log([max(p.low, min(p.high, _get(profile.model_dump(), p.path))) for p in DEVICE_PARAMETERS])
-
-    def residuals(x: np.ndarray) -> np.ndarray:
-        return _log_errors(with_values(profile, DEVICE_PARAMETERS, np.exp(x)), graph)
-
-    # robust (soft L1) least squares on log errors, in log-parameter space, within the bounds
-    best = least_squares(residuals, np.clip(start, lows + 1e-9, highs - 1e-9), bounds=(lows, highs),
-                         loss="soft_l1", f_scale=0.05, diff_step=1e-3, max_nfev=max_evals, x_scale=1.0)
-    fitted = with_values(profile, DEVICE_PARAMETERS, np.exp(best.x))
-    after = {"graph": mape(fitted, graph)}
-
+    graph_pairs, eager_pairs = components("graph"), components("eager")
+    has_graph = any(r.mode == "graph" for r, _ in graph_pairs)
+    before: dict[str, float] = {}
+    after: dict[str, float] = {}
+    fitted = profile
+    if has_graph:
+        graph = _objective_rows(profile, graph_pairs, models, source)
+        before["graph"] = mape(profile, graph)
+        fitted = _fit(profile, DEVICE_PARAMETERS, graph, max_evals)
     if eager_pairs:
         eager = _objective_rows(fitted, eager_pairs, models, source)
-        before["eager"] = mape(fitted, eager)
+        before["eager"] = mape(profile, eager)
+        if has_graph:
+            def eager_loss(logv: float) -> float:
+                prof = with_values(fitted, (EAGER_PARAMETER,), [math.exp(logv)])
+                return float(np.mean(np.abs(_log_errors(prof, eager))))
 
-        def eager_loss(logv: float) -> float:
-            prof = with_values(fitted, (EAGER_PARAMETER,), [math.exp(logv)])
-            return float(np.mean(np.abs(_log_errors(prof, eager))))
-
-        res = minimize_scalar(eager_loss, bounds=(math.log(EAGER_PARAMETER.low), math.log(EAGER_PARAMETER.high)),
-                              method="bounded", options={"xatol": 1e-3})
-        fitted = with_values(fitted, (EAGER_PARAMETER,), [math.exp(res.x)])
-        after["eager"] = mape(fitted, eager)
+            res = minimize_scalar(eager_loss, bounds=(math.log(EAGER_PARAMETER.low), math.log(EAGER_PARAMETER.high)),
+                                  method="bounded", options={"xatol": 1e-3})
+            fitted = with_values(fitted, (EAGER_PARAMETER,), [math.exp(res.x)])
+        else:
+            fitted = _fit(profile, (*DEVICE_PARAMETERS, EAGER_PARAMETER), eager, max_evals)
+    if not before:
+        raise UserError("no measured rows to fit (only whole-decode rows?)", where=source)
 
     # round to 4 significant digits for a readable profile (changes the error by < 0.1%)
     all_params = (*DEVICE_PARAMETERS, EAGER_PARAMETER)
     fitted = with_values(fitted, all_params, [_get(fitted.model_dump(), p.path) for p in all_params], digits=4)
-    after["graph"] = mape(fitted, graph)
+    if has_graph:
+        after["graph"] = mape(fitted, _objective_rows(fitted, graph_pairs, models, source))
     if eager_pairs:
         after["eager"] = mape(fitted, _objective_rows(fitted, eager_pairs, models, source))
-    values = {".".join(map(str, p.path)): _get(fitted.model_dump(), p.path)
-              for p in (*DEVICE_PARAMETERS, EAGER_PARAMETER)}
+    values = {".".join(map(str, p.path)): _get(fitted.model_dump(), p.path) for p in all_params}
     return CalibrationResult(fitted, before, after, values)

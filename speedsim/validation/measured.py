@@ -29,6 +29,15 @@ class MeasuredRow:
     L: int
     R: int
     us_median: float
+    extra: str = ""
+
+    def extra_field(self, name: str) -> str | None:
+        """Value of `name=value` in the `extra` column (entries separated by ';')."""
+        for item in self.extra.split(";"):
+            key, _, value = item.partition("=")
+            if key.strip() == name:
+                return value.strip()
+        return None
 
     @property
     def key(self) -> tuple:
@@ -69,7 +78,8 @@ def read_measured(path: Path) -> list[MeasuredRow]:
         if any(v < 0 for v in ints.values()):
             raise UserError("n, ctx, L and R must be >= 0", where=where)
         rows.append(MeasuredRow(line=line, section=section, model=rec["model"].strip(), mode=mode,
-                                pattern=rec["pattern"].strip(), us_median=us, **ints))
+                                pattern=rec["pattern"].strip(), us_median=us, extra=rec.get("extra", "") or "",
+                                **ints))
     return rows
 
 

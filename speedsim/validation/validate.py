@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from speedsim.engine.sim import time_call
 from speedsim.errors import UserError
@@ -69,7 +70,7 @@ def build_programs(pairs: list[tuple[MeasuredRow, str]], models: dict[str, Model
     """One (program, divisor) per distinct scenario (shared by its graph and eager rows)."""
     programs: dict[tuple, tuple[Program, int]] = {}
     for row, _ in pairs:
-        if row.key not in programs:
+        if row.section != "decode" and row.key not in programs:
             programs[row.key] = program_for_row(row.__dict__, models, rules, dtype, where=f"{source}:{row.line}")
     return programs
 
@@ -82,16 +83,46 @@ def validate(profile: HardwareProfile, rows: list[MeasuredRow], models: dict[str
     report = ValidationReport(profile=profile.name, mode=mode)
     # an unknown model is an error, not a skip: check every row before simulating any
     for row, _ in pairs:
-        if row.section in ("layer", "group", "lmhead") and row.model not in models:
+        if row.section in ("layer", "group", "lmhead", "decode") and row.model not in models:
             raise UserError(f"unknown model '{row.model}': give its dimensions with --model-spec FILE",
                             where=f"{source}:{row.line}")
     programs = build_programs(pairs, models, rules, profile.default_dtype, source)
+    decodes: dict = {}
     for row, sim_mode in pairs:
         if not (row.us_median > 0 and math.isfinite(row.us_median)):
             report.skipped.append({"line": row.line, **row.as_dict(), "mode": row.mode,
                                    "reason": "no measured time (us_median empty, zero or NaN)"})
             continue
-        program, divisor = programs[row.key]
-        simulated = time_call(profile, program, sim_mode) / divisor  # type: ignore[arg-type]
+        if row.section == "decode":
+            simulated = _decode_row(profile, row, models, sim_mode, source, decodes)
+        else:
+            program, divisor = programs[row.key]
+            simulated = time_call(profile, program, sim_mode) / divisor  # type: ignore[arg-type]
         report.results.append(RowResult(row, sim_mode, simulated))
     return report
+
+
+def _decode_row(profile: HardwareProfile, row: MeasuredRow, models: dict[str, ModelSpec], mode: str,
+                source: str, cache: dict) -> float:
+    """Per emitted token time of a whole measured decode, simulated from the exit trace it names."""
+    from speedsim.simulate import simulate
+    from speedsim.trace.io import read_traces
+    from speedsim.workload.steps import Sharing
+
+    where = f"{source}:{row.line}"
+    name = row.extra_field("trace")
+    if not name:
+        raise UserError("a decode row needs trace=FILE in its extra column", where=where)
+    path = Path(name) if Path(name).is_absolute() else Path(source).parent / name
+    if not path.exists():
+        raise UserError(f"trace file {path} not found", where=where)
+    key = (str(path), row.model, row.L, row.R, mode)
+    if key not in cache:
+        if row.L < 1 or row.R < 1:
+            raise UserError(f"decode row needs L >= 1 and R >= 1 (got L={row.L}, R={row.R})", where=where)
+        traces = read_traces(path)
+        cache[key] = simulate(profile, models[row.model], Sharing(row.L, row.R), traces, mode, ("sequential",))
+    result = cache[key]
+    if row.pattern == "pipelined":
+        return result["e2e_per_token_us"]
+    return result["baselines"]["sequential"]["e2e_per_token_us"]

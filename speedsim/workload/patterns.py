@@ -29,6 +29,9 @@ SECTIONS = {
     "layer": {"multitoken"},
     "group": {"distinct", "sequential", "pipelined"},
     "lmhead": {"lmhead"},
+    # whole decodes of recorded sequences (speedsim measure), per emitted token; simulated from the
+    # exit trace named in `extra` (trace=FILE) by speedsim.simulate, not by a single program
+    "decode": {"sequential", "pipelined"},
 }
 GEMV_SHAPES = {"W256MiB": (16384, 8192), "W16MiB": (2048, 4096)}  # (out, in) of measure.py's GEMVs
 
@@ -112,6 +115,8 @@ def program_for_row(row: dict, models: dict[str, ModelSpec], rules: KernelRules,
     if pattern not in SECTIONS[section]:
         raise UserError(f"unknown pattern '{pattern}' for section '{section}'", where=where)
     n, ctx, L, R = int(row["n"]), int(row["ctx"]), int(row["L"]), int(row["R"])
+    if section == "decode":
+        raise UserError("decode rows are whole decodes, not one program", where=where)
     if section == "ceiling":
         if pattern == "copy_1GiB":
             return copy(float(1 << 30)), 1
