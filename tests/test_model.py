@@ -10,6 +10,15 @@ from speedsim.errors import UserError
 from speedsim.model import SharedDecoder, SpeedConfig, default_exit_weights, exit_loss
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one intra-op thread is far faster than several on a shared CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def tiny(**kw) -> SpeedConfig:
     base = dict(vocab_size=23, d_model=16, n_heads=2, d_ff=32, unique_layers=2, repeats=3, encoder_layers=1, max_len=32)
     return SpeedConfig(**{**base, **kw})
