@@ -234,6 +234,27 @@ def simulate_cmd(profile_name: str, model_name: str, sharing: str, trace_file: P
     click.echo(format_simulation(result))
 
 
+# sweeps and reports ----------------------------------------------------------------------------
+
+@cli.command("sweep")
+@click.argument("spec_file", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Results directory (results.parquet, results.csv, runs.jsonl); re-running resumes.")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Local worker processes.")
+@click.option("--scheduler", default=None, help="Address of a running Dask scheduler (tcp://host:8786).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (no progress bar).")
+def sweep_cmd(spec_file: Path, out: Path, workers: int, scheduler: str | None, as_json: bool) -> None:
+    """Run every simulation of a sweep spec (experiments/*.yaml) into one results table."""
+    from speedsim.experiments import run_sweep
+
+    summary = run_sweep(spec_file, out, workers=workers, scheduler=scheduler, progress=not as_json)
+    if as_json:
+        emit_json(summary.as_dict())
+        return
+    click.echo(f"{summary.name}: {summary.total} runs, {summary.skipped} already done, {summary.ran} ran, "
+               f"{summary.failed} failed, in {summary.seconds:.1f} s; table: {out / 'results.parquet'}")
+
+
 def main() -> None:
     """Console entry point: runs the CLI, turning user errors into exit status 2."""
     try:

@@ -1,0 +1,309 @@
+"""Sweep specs: a YAML file of axes whose product (or explicit list) is the set of runs.
+
+A spec (`experiments/*.yaml`)::
+
+    name: acceptance
+    description: speedup against misprediction rate
+    fixed: {model: t5base, mode: graph}      # every run's defaults
+    blocks:                                  # or top-level `axes:` / `runs:` for one block
+      - label: mispredict                    # a tag kept in the results table
+        fixed: {out_len: 64}
+        axes:                                # the Cartesian product of these lists
+          profile: [h200, rtx-a5000]
+          sharing: [4x3, 2x6]
+          mispredict: [0.0, 0.1, 0.2]
+        runs:                                # and/or explicit runs (merged over `fixed`)
+          - {profile: h200, sharing: 12x1, trace: 12x1}
+
+Every run is a `RunParams`: its fields are the only axes (an unknown one is an error naming
+it). `profile: all` expands to every shipped profile. Sharing is `sharing: UxR` or two of
+`unique`, `repeats`, `depth` (layers). The workload is a shipped or given exit trace
+(`trace`, optionally its first `limit` sequences) or seeded synthetic traces (`mispredict`
+or `agree`, `out_len`, `src_len`, `seqs`, `burst`, `seed`).
+
+`plan(spec)` checks everything a run needs (profiles, models, sharing, traces, synthetic
+parameters) and raises `UserError` before any run starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from speedsim.errors import UserError
+
+SHARING_AXES = ("unique", "repeats", "depth")
+ALL_PROFILES = "all"
+
+
+class RunParams(BaseModel):
+    """The parameters of one simulation; its key is a hash of them (the label included)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    label: str = Field("", description="tag of the spec block that produced the run")
+    profile: str = Field(description="hardware profile name (hw_profiles/NAME.yaml) or YAML path")
+    model: str = Field("t5base", description="model dimensions: built-in name or a spec's model_specs entry")
+    sharing: str = Field(description="UxR: U distinct layers applied R times")
+    mode: Literal["graph", "eager"] = "graph"
+    trace: str | None = Field(None, description="exit trace: shipped name (experiments/traces/NAME.jsonl.gz) "
+                              "or a path; None = synthetic traces")
+    limit: int | None = Field(None, ge=1, description="simulate only the first N sequences of the trace")
+    mispredict: float | None = Field(None, ge=0, le=1, description="synthetic: first-exit misprediction rate")
+    agree: str | None = Field(None, description="synthetic: per-exit agreement with the final exit, 'a0/a1/..'")
+    burst: float | None = Field(None, ge=0, le=1, description="synthetic: P(miss | previous position missed)")
+    out_len: int = Field(64, ge=1, description="synthetic: output length in tokens")
+    src_len: int | None = Field(None, ge=1, description="source length in tokens (synthetic default 128; "
+                                "with a trace: overrides each sequence's own)")
+    seqs: int = Field(1, ge=1, description="synthetic: number of sequences")
+    seed: int = Field(0, description="synthetic: seed of the trace generator")
+    baselines: tuple[Literal["unshared", "sequential"], ...] = ("unshared", "sequential")
+    launch_exit: int = Field(0, ge=0, description="exit whose prediction launches the next token")
+    max_in_flight: int | None = Field(None, ge=1, description="most tokens in flight (default R)")
+
+    @property
+    def key(self) -> str:
+        """Stable identity of the run: 16 hex digits of a hash of its canonical JSON."""
+        canon = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canon.encode()).hexdigest()[:16]
+
+    @property
+    def synthetic(self) -> str:
+        """The `--synthetic` text of this run's traces (only meaningful without a trace)."""
+        acc = f"agree={self.agree}" if self.agree else f"mispredict={self.mispredict or 0.0:g}"
+        parts = [acc, f"len={self.out_len}", f"seqs={self.seqs}", f"src={self.src_len or 128}",
+                 f"seed={self.seed}"]
+        if self.burst is not None:
+            parts.append(f"burst={self.burst:g}")
+        return ",".join(parts)
+
+
+KNOWN_AXES = tuple(RunParams.model_fields) + SHARING_AXES
+
+
+class Block(BaseModel):
+    """One group of runs: a product of axes and/or an explicit list, over shared fixed values."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: str = ""
+    fixed: dict[str, Any] = Field(default_factory=dict)
+    axes: dict[str, list[Any]] = Field(default_factory=dict)
+    runs: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class SweepSpec(BaseModel):
+    """A whole sweep: shared fixed values and one or more blocks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    fixed: dict[str, Any] = Field(default_factory=dict)
+    axes: dict[str, list[Any]] = Field(default_factory=dict)
+    runs: list[dict[str, Any]] = Field(default_factory=list)
+    blocks: list[Block] = Field(default_factory=list)
+    model_specs: list[str] = Field(default_factory=list, description="model spec YAML files (relative to the spec)")
+    base_dir: str = Field("", exclude=True, description="directory of the spec file (set by load_spec)")
+
+    def all_blocks(self) -> list[Block]:
+        top = [Block(label="", axes=self.axes, runs=self.runs)] if (self.axes or self.runs) else []
+        return top + list(self.blocks)
+
+
+# ------------------------------------------------------------------------------ loading
+
+def load_spec(path: Path | str) -> SweepSpec:
+    """Read a spec YAML; `UserError` naming the file and key on anything malformed."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise UserError(f"cannot read sweep spec: {err.strerror}", where=str(path)) from None
+    except yaml.YAMLError as err:
+        raise UserError(f"not valid YAML: {str(err).splitlines()[0]}", where=str(path)) from None
+    if not isinstance(data, dict):
+        raise UserError("a sweep spec must be a YAML mapping", where=str(path))
+    data.setdefault("name", path.stem.split(".")[0])
+    try:
+        spec = SweepSpec.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        raise UserError(f"key '{loc}': {msg}", where=str(path)) from None
+    return spec.model_copy(update={"base_dir": str(path.parent)})
+
+
+# ------------------------------------------------------------------------------ expansion
+
+def shipped_profiles() -> list[str]:
+    from speedsim.hardware import list_profile_files
+
+    return [p.stem for p in list_profile_files()]
+
+
+def _resolve_sharing(raw: dict[str, Any], where: str) -> dict[str, Any]:
+    given = {k: raw[k] for k in SHARING_AXES if raw.get(k) is not None}
+    out = {k: v for k, v in raw.items() if k not in SHARING_AXES}
+    if not given:
+        return out
+    if "sharing" in out or len(given) != 2:
+        raise UserError(f"give 'sharing', or exactly two of unique/repeats/depth (got {', '.join(given)})",
+                        where=where)
+    try:
+        g = {k: int(v) for k, v in given.items()}
+    except (TypeError, ValueError):
+        raise UserError(f"unique/repeats/depth must be integers (got {given})", where=where) from None
+    u, r = g.get("unique"), g.get("repeats")
+    if u is None or r is None:
+        known, other = ("repeats", "unique") if r is not None else ("unique", "repeats")
+        d = g["depth"]
+        if g[known] < 1 or d % g[known]:
+            raise UserError(f"depth {d} is not a multiple of {known} {g[known]}", where=where)
+        g[other] = d // g[known]
+        u, r = g["unique"], g["repeats"]
+    out["sharing"] = f"{u}x{r}"
+    return out
+
+
+def _expand_block(spec: SweepSpec, index: int, block: Block, where: str) -> list[dict[str, Any]]:
+    base = {**spec.fixed, **block.fixed}
+    if block.label:
+        base["label"] = block.label
+    bwhere = f"{where}: blocks[{index}]" if block.label or spec.blocks else where
+    for name in list(base) + list(block.axes):
+        if name not in KNOWN_AXES and name != "label":
+            raise UserError(f"unknown axis '{name}' (known: {', '.join(KNOWN_AXES)})", where=bwhere)
+    for name, values in block.axes.items():
+        if not isinstance(values, list) or not values:
+            raise UserError(f"axis '{name}' is empty: the product has no runs", where=bwhere)
+    if not block.axes and not block.runs:
+        raise UserError("block has neither axes nor runs", where=bwhere)
+    combos: list[dict[str, Any]] = []
+    if block.axes:
+        names = list(block.axes)
+        for values in itertools.product(*(block.axes[n] for n in names)):
+            combos.append({**base, **dict(zip(names, values, strict=True))})
+    for j, run in enumerate(block.runs):
+        for name in run:
+            if name not in KNOWN_AXES:
+                raise UserError(f"unknown axis '{name}' (known: {', '.join(KNOWN_AXES)})",
+                                where=f"{bwhere}.runs[{j}]")
+        combos.append({**base, **run})
+    out = []
+    for raw in combos:
+        if raw.get("profile") == ALL_PROFILES:
+            out += [{**raw, "profile": p} for p in shipped_profiles()]
+        else:
+            out.append(raw)
+    return [_resolve_sharing(r, bwhere) for r in out]
+
+
+def expand(spec: SweepSpec, where: str = "spec") -> list[RunParams]:
+    """Every run of the spec, in spec order, duplicates (same key) dropped."""
+    blocks = spec.all_blocks()
+    if not blocks:
+        raise UserError("the spec has no axes, runs or blocks: the product is empty", where=where)
+    runs: dict[str, RunParams] = {}
+    for i, block in enumerate(blocks):
+        for raw in _expand_block(spec, i, block, where):
+            if "profile" not in raw or "sharing" not in raw:
+                missing = "profile" if "profile" not in raw else "sharing"
+                raise UserError(f"no value for '{missing}' (set it in fixed, axes or runs)", where=where)
+            try:
+                run = RunParams.model_validate(raw)
+            except ValidationError as err:
+                first = err.errors()[0]
+                loc = ".".join(str(p) for p in first["loc"]) or "(run)"
+                raise UserError(f"key '{loc}': {first['msg']} (in run {_short(raw)})", where=where) from None
+            runs.setdefault(run.key, run)
+    return list(runs.values())
+
+
+def _short(raw: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in raw.items() if k != "label")
+
+
+# ------------------------------------------------------------------------------ checks
+
+def trace_path(name: str, base_dir: str = "") -> Path:
+    """A shipped trace name (`4x3`) or a path (absolute, or relative to the spec or the cwd)."""
+    from speedsim.paths import TRACE_DIR
+
+    shipped = TRACE_DIR / f"{name}.jsonl.gz"
+    if shipped.exists() or "/" not in name and not name.endswith((".jsonl", ".gz")):
+        return shipped
+    path = Path(name)
+    if not path.is_absolute() and base_dir and (Path(base_dir) / path).exists():
+        return Path(base_dir) / path
+    return path
+
+
+@lru_cache(maxsize=64)
+def trace_repeats(path: str) -> int:
+    """R of a trace file (its first sequence)."""
+    from speedsim.trace.io import iter_traces
+
+    for trace in iter_traces(path):
+        return trace.repeats
+    raise UserError("trace file has no sequences", where=path)
+
+
+def check_runs(spec: SweepSpec, runs: list[RunParams], where: str = "spec") -> None:
+    """Raise `UserError` (naming the key) for anything that would make a run fail on bad input."""
+    from speedsim.hardware import load_profile
+    from speedsim.simulate import parse_synthetic
+    from speedsim.workload import get_model
+    from speedsim.workload.steps import Sharing
+
+    models = spec_models(spec)
+    seen: set[tuple] = set()
+    for run in runs:
+        checks = (("profile", run.profile), ("model", run.model), ("sharing", run.sharing),
+                  ("trace", run.trace), ("synthetic", run.synthetic if run.trace is None else None))
+        for key, value in checks:
+            if value is None or (key, value, run.sharing) in seen:
+                continue
+            seen.add((key, value, run.sharing))
+            try:
+                if key == "profile":
+                    load_profile(value)
+                elif key == "model":
+                    get_model(value, models)
+                elif key == "sharing":
+                    Sharing.parse(value)
+                elif key == "trace":
+                    path = trace_path(value, spec.base_dir)
+                    if not path.exists():
+                        raise UserError(f"no trace file {path}")
+                    r = trace_repeats(str(path))
+                    if r != Sharing.parse(run.sharing).repeats:
+                        raise UserError(f"trace has R={r} exits but sharing is {run.sharing}")
+                else:
+                    parse_synthetic(value, Sharing.parse(run.sharing).repeats)
+            except UserError as err:
+                msg = str(err).split(": ", 1)[-1] if err.where else str(err)
+                raise UserError(f"key '{key}': {msg}", where=where) from None
+
+
+def spec_models(spec: SweepSpec) -> dict:
+    """Built-in models plus the spec's `model_specs` files (paths relative to the spec)."""
+    from speedsim.workload import resolve_models
+
+    base = Path(spec.base_dir or ".")
+    return resolve_models([p if Path(p).is_absolute() else base / p for p in map(Path, spec.model_specs)])
+
+
+def plan(spec: SweepSpec, where: str = "spec") -> list[RunParams]:
+    """Expand and check a spec: the runs, or a `UserError` before any of them starts."""
+    runs = expand(spec, where)
+    check_runs(spec, runs, where)
+    return runs
