@@ -126,7 +126,7 @@ def _dask_results(todo: list[RunParams], args: tuple, scheduler: str, chunk: int
     """Submit batches to a Dask cluster; yield each batch's rows as it completes."""
     from distributed import Client, as_completed
 
-    client = Client(scheduler, set_as_default=False)
+    client = Client(scheduler)
     futures = []
     batches = {}
     try:

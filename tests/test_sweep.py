@@ -1,0 +1,151 @@
+"""Sweeps: spec expansion and checks, resumable results table, failures, Dask, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+from speedsim.errors import UserError
+from speedsim.experiments import ResultStore, load_spec, plan, read_results, run_sweep
+from speedsim.experiments.store import JOURNAL
+
+SMALL = {
+    "name": "small",
+    "fixed": {"model": "t5base", "out_len": 8, "src_len": 32},
+    "axes": {"profile": ["h200", "l4"], "sharing": ["4x3", "2x6"], "mispredict": [0.0, 0.3]},
+}
+
+
+def write_spec(tmp_path, spec: dict, name: str = "spec.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def numbers(df: pd.DataFrame) -> pd.DataFrame:
+    return df.sort_values(["run_key", "method"]).reset_index(drop=True)
+
+
+def test_product_and_explicit_runs_expand(tmp_path):
+    """Axes multiply, explicit runs add, `profile: all` is every shipped profile, depth/repeats give UxR."""
+    spec = load_spec(write_spec(tmp_path, {
+        "name": "x", "fixed": {"model": "t5base"},
+        "blocks": [
+            {"label": "a", "axes": {"profile": ["h200"], "depth": [6, 12], "repeats": [2, 3]}},
+            {"label": "b", "axes": {"profile": ["all"], "sharing": ["4x3"]}},
+            {"label": "c", "runs": [{"profile": "l4", "unique": 2, "repeats": 4}]},
+        ]}))
+    runs = plan(spec)
+    a = [r for r in runs if r.label == "a"]
+    assert sorted(r.sharing for r in a) == ["2x3", "3x2", "4x3", "6x2"]
+    assert len([r for r in runs if r.label == "b"]) >= 8
+    assert [r.sharing for r in runs if r.label == "c"] == ["2x4"]
+    assert len({r.key for r in runs}) == len(runs)
+
+
+@pytest.mark.parametrize("change, needle", [
+    ({"axes": {**SMALL["axes"], "colour": ["blue"]}}, "colour"),
+    ({"axes": {**SMALL["axes"], "profile": ["h900"]}}, "profile"),
+    ({"axes": {**SMALL["axes"], "mispredict": []}}, "mispredict"),
+    ({"axes": {**SMALL["axes"], "model": ["gpt9"]}}, "model"),
+    ({"axes": {**SMALL["axes"], "sharing": ["4by3"]}}, "sharing"),
+    ({"axes": {**SMALL["axes"], "trace": ["no-such-trace"]}}, "trace"),
+    ({"axes": {}}, "empty"),
+])
+def test_bad_spec_fails_before_any_run(tmp_path, change, needle):
+    path = write_spec(tmp_path, {**SMALL, **change})
+    with pytest.raises(UserError, match=needle):
+        run_sweep(path, tmp_path / "out", workers=1, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_bad_spec_exit_2_names_key(cli, tmp_path):
+    path = write_spec(tmp_path, {**SMALL, "axes": {**SMALL["axes"], "colour": ["blue"]}})
+    out = cli("sweep", str(path), "--out", str(tmp_path / "out"))
+    assert out.returncode == 2
+    assert "colour" in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_sweep_writes_table_and_resume_skips_finished(tmp_path):
+    """A second invocation runs nothing and leaves the table unchanged; numbers are deterministic."""
+    path = write_spec(tmp_path, SMALL)
+    first = run_sweep(path, tmp_path / "a", workers=1, progress=False)
+    assert (first.total, first.ran, first.failed) == (8, 8, 0)
+    table = pd.read_parquet(tmp_path / "a" / "results.parquet")
+    assert len(table) == 8 * 3 and set(table["method"]) == {"speed", "unshared", "sequential"}
+    assert (tmp_path / "a" / "results.csv").exists()
+    again = run_sweep(path, tmp_path / "a", workers=1, progress=False)
+    assert (again.skipped, again.ran) == (8, 0)
+    pd.testing.assert_frame_equal(table, pd.read_parquet(tmp_path / "a" / "results.parquet"))
+    other = run_sweep(path, tmp_path / "b", workers=1, progress=False)
+    assert other.ran == 8
+    pd.testing.assert_frame_equal(numbers(table), numbers(read_results(tmp_path / "b")))
+
+
+def test_interrupted_sweep_loses_and_duplicates_nothing(tmp_path):
+    """Interrupt after 3 runs (and tear the journal's last line); resuming completes the table exactly once."""
+    path = write_spec(tmp_path, SMALL)
+    seen = []
+
+    def stop_after_three(key, rows):
+        seen.append(key)
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(path, tmp_path / "out", workers=1, progress=False, on_run=stop_after_three)
+    assert len(read_results(tmp_path / "out")["run_key"].unique()) == 3
+    with open(tmp_path / "out" / JOURNAL, "a") as fh:
+        fh.write('{"key": "torn", "rows": [{"run_')  # a write cut short by a kill
+    resumed = run_sweep(path, tmp_path / "out", workers=1, progress=False)
+    assert (resumed.skipped, resumed.ran) == (3, 5)
+    table = pd.read_parquet(tmp_path / "out" / "results.parquet")
+    assert table["run_key"].nunique() == 8 and len(table) == 24
+    assert not table.duplicated(["run_key", "method"]).any()
+    full = run_sweep(path, tmp_path / "full", workers=1, progress=False)
+    assert full.ran == 8
+    pd.testing.assert_frame_equal(numbers(table), numbers(pd.read_parquet(tmp_path / "full" / "results.parquet")))
+    lines = (tmp_path / "out" / JOURNAL).read_text().splitlines()
+    assert len(lines) == 8 and all(json.loads(line)["key"] for line in lines)
+
+
+def test_failing_run_is_recorded_and_sweep_continues(tmp_path):
+    """A model too large for the device (dec7b 32x4 unshared on an L4) fails; the other runs finish."""
+    path = write_spec(tmp_path, {"name": "f", "fixed": {"out_len": 8, "src_len": 16},
+                                 "runs": [{"profile": "l4", "model": "dec7b", "sharing": "32x4"},
+                                          {"profile": "h200", "model": "t5base", "sharing": "4x3"}]})
+    summary = run_sweep(path, tmp_path / "out", workers=1, progress=False)
+    assert (summary.ran, summary.failed) == (2, 1)
+    table = read_results(tmp_path / "out")
+    bad = table[table["status"] == "error"]
+    assert len(bad) == 1 and "GiB" in bad["error"].iloc[0] and bad["profile"].iloc[0] == "l4"
+    assert (table[table["status"] == "ok"]["per_token_us"] > 0).all()
+    # failures are retried on resume (and fail again here), successes are skipped
+    again = run_sweep(path, tmp_path / "out", workers=1, progress=False)
+    assert (again.skipped, again.ran, again.failed) == (1, 1, 1)
+    assert ResultStore(tmp_path / "out").failed()
+
+
+def test_dask_local_cluster_matches_local_run(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    path = write_spec(tmp_path, SMALL)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=None) as cluster:
+        summary = run_sweep(path, tmp_path / "dask", scheduler=cluster.scheduler_address, progress=False)
+    assert (summary.ran, summary.failed) == (8, 0)
+    run_sweep(path, tmp_path / "local", workers=1, progress=False)
+    pd.testing.assert_frame_equal(numbers(read_results(tmp_path / "dask")),
+                                  numbers(read_results(tmp_path / "local")))
+
+
+def test_cli_sweep_process_pool_json(cli, tmp_path):
+    path = write_spec(tmp_path, SMALL)
+    out = cli("sweep", str(path), "--out", str(tmp_path / "out"), "--workers", "2", "--json")
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["runs"] == 8 and summary["ran"] == 8 and summary["failed"] == 0
+    assert pd.read_csv(tmp_path / "out" / "results.csv")["run_key"].nunique() == 8
