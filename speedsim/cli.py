@@ -234,6 +234,30 @@ def simulate_cmd(profile_name: str, model_name: str, sharing: str, trace_file: P
     click.echo(format_simulation(result))
 
 
+@cli.command("measure")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), required=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Measured CSV to write.")
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
+              help="Trained run directory (speedsim train); its test split is decoded.")
+@click.option("--config", type=click.Path(path_type=Path), default=None,
+              help="Model config (experiments/models/*.yaml) with random weights, when no checkpoint is given.")
+@click.option("--sequences", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Sequences decoded end to end.")
+@click.option("--quick", is_flag=True, help="A few samples of a reduced set (smoke test).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def measure_cmd(device: str, out: Path, checkpoint: Path | None, config: Path | None, sequences: int, quick: bool,
+                as_json: bool) -> None:
+    """Time real decode steps of speedsim's own decoder on this machine, in the measured-CSV schema."""
+    from speedsim.measure import measure
+
+    summary = measure(device, out, checkpoint, config, sequences, quick)
+    if as_json:
+        emit_json(summary)
+        return
+    click.echo(f"wrote {summary['out']} ({summary['rows']} rows, {summary['elapsed_s']} s); model spec "
+               f"{summary['model_spec']}")
+
+
 # sweeps and reports ----------------------------------------------------------------------------
 
 @cli.command("sweep")

@@ -23,8 +23,9 @@ from speedsim.workload.kernels import (
 )
 from speedsim.workload.models import ModelSpec
 
+CEILING_PATTERNS = re.compile(r"copy_(\d+)(MiB|GiB)|gemm_(bf16|tf32|fp32|fp16)_(\d+)|launch_add_x100")
 SECTIONS = {
-    "ceiling": {"copy_1GiB", "gemm_bf16_8192", "gemm_tf32_8192", "launch_add_x100"},
+    "ceiling": CEILING_PATTERNS,
     "gemv": {"W256MiB", "W16MiB"},
     "layer": {"multitoken"},
     "group": {"distinct", "sequential", "pipelined"},
@@ -71,34 +72,37 @@ def layer_multitoken(spec: ModelSpec, n: int, ctx: int, rules: KernelRules, dtyp
     return decoder_layer(spec, "L0", [ctx], ["kv.L0"], n, dtype, rules, cross_ids=["cross.0"])
 
 
-def group_distinct(spec: ModelSpec, L: int, R: int, ctx: int, rules: KernelRules, dtype: str) -> Program:
+def group_distinct(spec: ModelSpec, L: int, R: int, ctx: int, rules: KernelRules, dtype: str,
+                   final_norm: bool = False) -> Program:
     """R*L different layers, 1 token each, then the LM head on 1 row (unshared deep decoder)."""
     p = Program()
     for i in range(R * L):
         p.extend(decoder_layer(spec, f"L{i}", [ctx], [f"kv.L{i}"], 1, dtype, rules, cross_ids=["cross.0"]))
-    p.extend(lm_head(spec, 1, dtype, rules, final_norm=False))
+    p.extend(lm_head(spec, 1, dtype, rules, final_norm=final_norm))
     return p
 
 
-def group_sequential(spec: ModelSpec, L: int, R: int, ctx: int, rules: KernelRules, dtype: str) -> Program:
+def group_sequential(spec: ModelSpec, L: int, R: int, ctx: int, rules: KernelRules, dtype: str,
+                     final_norm: bool = False) -> Program:
     """L shared layers applied R times to 1 token, each repeat with its own KV cache, then the head."""
     p = Program()
     for r in range(R):
         for layer in range(L):
             p.extend(decoder_layer(spec, f"L{layer}", [ctx], [f"kv.L{layer}.r{r}"], 1, dtype, rules,
                                    cross_ids=[f"cross.{r}"]))
-    p.extend(lm_head(spec, 1, dtype, rules, final_norm=False))
+    p.extend(lm_head(spec, 1, dtype, rules, final_norm=final_norm))
     return p
 
 
-def group_pipelined(spec: ModelSpec, L: int, R: int, ctx: int, rules: KernelRules, dtype: str) -> Program:
+def group_pipelined(spec: ModelSpec, L: int, R: int, ctx: int, rules: KernelRules, dtype: str,
+                    final_norm: bool = False) -> Program:
     """SPEED's pipelined step: L shared layers once over R tokens at R repeats, then the head on R rows."""
     p = Program()
     caches = [[f"kv.L{layer}.r{r}" for r in range(R)] for layer in range(L)]
     cross = [f"cross.{r}" for r in range(R)]
     for layer in range(L):
         p.extend(decoder_layer(spec, f"L{layer}", [ctx] * R, caches[layer], 1, dtype, rules, cross_ids=cross))
-    p.extend(lm_head(spec, R, dtype, rules, final_norm=False))
+    p.extend(lm_head(spec, R, dtype, rules, final_norm=final_norm))
     return p
 
 
@@ -112,30 +116,33 @@ def program_for_row(row: dict, models: dict[str, ModelSpec], rules: KernelRules,
     section, pattern = row["section"], row["pattern"]
     if section not in SECTIONS:
         raise UserError(f"unknown section '{section}' (known: {', '.join(SECTIONS)})", where=where)
-    if pattern not in SECTIONS[section]:
+    known = SECTIONS[section]
+    if not (known.fullmatch(pattern) if isinstance(known, re.Pattern) else pattern in known):
         raise UserError(f"unknown pattern '{pattern}' for section '{section}'", where=where)
     n, ctx, L, R = int(row["n"]), int(row["ctx"]), int(row["L"]), int(row["R"])
     if section == "decode":
         raise UserError("decode rows are whole decodes, not one program", where=where)
     if section == "ceiling":
-        if pattern == "copy_1GiB":
-            return copy(float(1 << 30)), 1
         if pattern == "launch_add_x100":
             return tiny_adds(100), 100
-        m = re.fullmatch(r"gemm_(bf16|tf32)_(\d+)", pattern)
+        m = CEILING_PATTERNS.fullmatch(pattern)
         assert m is not None
-        return gemm(int(m.group(2)), m.group(1)), 1
+        if m.group(1):
+            return copy(float(int(m.group(1)) << (20 if m.group(2) == "MiB" else 30))), 1
+        return gemm(int(m.group(4)), m.group(3)), 1
     if section == "gemv":
         return gemv(pattern, max(1, n), rules), 1
     model = row.get("model") or ""
     if model not in models:
         raise UserError(f"unknown model '{model}': give its dimensions with --model-spec FILE", where=where)
     spec = models[model]
+    # rows measured by `speedsim measure` include the final norm in every exit (final_norm=1)
+    norm = "final_norm=1" in (row.get("extra") or "")
     if section == "layer":
         return layer_multitoken(spec, max(1, n), ctx, rules, dtype), 1
     if section == "lmhead":
-        return lm_head(spec, max(1, n), dtype, rules, final_norm=False), 1
+        return lm_head(spec, max(1, n), dtype, rules, final_norm=norm), 1
     if L < 1 or R < 1:
         raise UserError(f"group row needs L >= 1 and R >= 1 (got L={L}, R={R})", where=where)
     build = {"distinct": group_distinct, "sequential": group_sequential, "pipelined": group_pipelined}[pattern]
-    return build(spec, L, R, ctx, rules, dtype), 1
+    return build(spec, L, R, ctx, rules, dtype, final_norm=norm), 1
