@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from speedsim.errors import UserError
+from speedsim.yamlio import read_mapping, validate_as
 
 Dtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "int8"]
 
@@ -190,30 +191,9 @@ def _peak(table: dict[str, float], dtype: str, name: str) -> float:
     raise UserError(f"no peak rate for dtype {dtype}", where=name)
 
 
-def _format_validation_error(err: ValidationError) -> str:
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    msg = first["msg"]
-    if first["type"] == "missing":
-        msg = "missing field"
-    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return f"field '{loc}': {msg}{more}"
-
-
 def load_profile_file(path: Path) -> HardwareProfile:
     """Read and validate one profile YAML; raise `UserError` naming the file and field."""
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise UserError(f"cannot read profile: {err.strerror}", where=str(path)) from None
-    except yaml.YAMLError as err:
-        raise UserError(f"not valid YAML: {str(err).splitlines()[0]}", where=str(path)) from None
-    if not isinstance(data, dict):
-        raise UserError("a profile must be a YAML mapping", where=str(path))
-    try:
-        return HardwareProfile.model_validate(data)
-    except ValidationError as err:
-        raise UserError(_format_validation_error(err), where=str(path)) from None
+    return validate_as(HardwareProfile, read_mapping(path, "profile"), str(path))
 
 
 def profile_dir() -> Path:

@@ -17,10 +17,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from speedsim.errors import UserError
+from speedsim.yamlio import read_mapping, validate_as
 
 
 class ModelSpec(BaseModel):
@@ -74,21 +74,7 @@ BUILTIN_MODELS: dict[str, ModelSpec] = {
 
 def load_model_spec_file(path: Path) -> ModelSpec:
     """Read a user model spec YAML; raise `UserError` naming the file and field."""
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except OSError as err:
-        raise UserError(f"cannot read model spec: {err.strerror}", where=str(path)) from None
-    except yaml.YAMLError as err:
-        raise UserError(f"not valid YAML: {str(err).splitlines()[0]}", where=str(path)) from None
-    if not isinstance(data, dict):
-        raise UserError("a model spec must be a YAML mapping", where=str(path))
-    try:
-        return ModelSpec.model_validate(data)
-    except ValidationError as err:
-        first = err.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        msg = "missing field" if first["type"] == "missing" else first["msg"]
-        raise UserError(f"field '{loc}': {msg}", where=str(path)) from None
+    return validate_as(ModelSpec, read_mapping(path, "model spec"), str(path))
 
 
 def resolve_models(spec_files: list[Path] | tuple[Path, ...] = ()) -> dict[str, ModelSpec]:
