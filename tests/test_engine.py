@@ -102,3 +102,16 @@ def test_chrome_trace_has_a_span_per_kernel(tiny_profile, tmp_path):
     starts = [e["ts"] for e in spans]
     assert starts == sorted(starts)
     assert len(rec.dataframe()) == 5
+
+
+def test_synchronous_host_does_not_overlap_issue_and_execution(tiny_profile_dict):
+    """On a CPU (synchronous host) each op costs its launch overhead plus its run time; on a GPU they overlap."""
+    from speedsim.hardware import HardwareProfile
+
+    k = weights_kernel("w", "big", 2e6)  # 2000 us alone, 5 us launch overhead (eager)
+    program = Program([k] * 4)
+    gpu = Engine(HardwareProfile.model_validate(tiny_profile_dict), "eager").run([program]).total_us
+    tiny_profile_dict["host"]["synchronous"] = True
+    cpu = Engine(HardwareProfile.model_validate(tiny_profile_dict), "eager").run([program]).total_us
+    assert gpu == pytest.approx(5.0 + 4 * 2000.0, rel=1e-6)
+    assert cpu == pytest.approx(4 * (5.0 + 2000.0), rel=1e-6)

@@ -3,7 +3,8 @@
 Processes and resources (SimPy's own idiom):
 
 - `host`: walks the programs (one per decode step, or per measured call). In eager mode it
-  spends the profile's per-kernel launch overhead before putting each kernel on its stream; in
+  spends the profile's per-kernel launch overhead before putting each kernel on its stream (and,
+  on a host that runs the ops itself, a CPU, waits for each to finish before the next); in
   graph mode it spends one graph launch per program and puts the whole program at once; the
   device then starts at most one graph node per `launch_overhead_us.graph`, overlapped with the
   previous node's execution.
@@ -76,6 +77,7 @@ class Engine:
         self.cost = CostModel.from_profile(profile)
         self.host_overhead_us = profile.host.launch_overhead_us[mode]
         self.graph_launch_us = profile.host.graph_launch_us
+        self.synchronous = profile.host.synchronous
         self.onchip = OnChipCache(profile.l2.usable_bytes)
         self.recorder = recorder
         self.n_streams = streams
@@ -104,14 +106,17 @@ class Engine:
                 if self.graph_launch_us:
                     yield env.timeout(self.graph_launch_us)
                     self.busy["host"] += self.graph_launch_us
-                queues[stream].put((index, program.kernels, True))
+                queues[stream].put((index, program.kernels, True, None))
             else:
                 kernels = program.kernels
                 last = len(kernels) - 1
                 for i, k in enumerate(kernels):
                     yield env.timeout(self.host_overhead_us)
                     self.busy["host"] += self.host_overhead_us
-                    queues[stream].put((index, (k,), i == last))
+                    done = env.event() if self.synchronous else None
+                    queues[stream].put((index, (k,), i == last, done))
+                    if done is not None:
+                        yield done  # the host runs the op itself (a CPU): it waits for it
 
     def _stream(self, env: simpy.Environment, sid: int, queue: simpy.Store, compute: simpy.Container | None,
                 ends: dict[int, float], dram_channel: SharedBandwidth | None):
@@ -122,7 +127,7 @@ class Engine:
         rec = self.recorder
         units = cost.units
         while True:
-            index, kernels, last = yield queue.get()
+            index, kernels, last, done = yield queue.get()
             # Kernels of one graph run back to back on this stream; with a single stream nothing
             # else can compete for units or DRAM, so their spans are summed into one timeout.
             span_start = env.now
@@ -161,6 +166,8 @@ class Engine:
                 yield env.timeout(elapsed)
             if last:
                 ends[index] = env.now
+            if done is not None:
+                done.succeed()
 
     # ------------------------------------------------------------------ entry points
 

@@ -139,6 +139,8 @@ class HostSpec(_Frozen):
 
     launch_overhead_us: LaunchOverhead
     graph_launch_us: float = Field(0.0, ge=0, description="host time to launch one whole graph")
+    synchronous: bool = Field(False, description="the host runs each op itself and waits for it (a CPU): "
+                              "issue and execution do not overlap")
 
 
 class HardwareProfile(_Frozen):
