@@ -225,3 +225,15 @@ def test_kv_rollback_restores_sequential_cache(enc, R, seed):
                     assert not state.cache.k[u, r, :, length:].any() and not state.cache.v[u, r, :, length:].any()
     assert ctrl.tokens == ref_tokens
     assert flushes > 0  # the test exercised rollback
+
+
+def test_each_step_is_one_batched_pass_over_the_in_flight_tokens():
+    """Every shared layer runs once per pipeline step, on all in-flight tokens as one batch."""
+    m = make_model(2, 3, enc=1, seed=4, std=0.5)
+    rows: list[int] = []
+    hook = m.layers[1].ffn.register_forward_hook(lambda _m, inp, _out: rows.append(inp[0].shape[0]))
+    res = speed(m, [3, 1, 4, 1, 5], 10)
+    hook.remove()
+    assert rows[:3] == [1, 1, 1]  # prefill: BOS through the R repeats
+    assert rows[3:] == [len(s.in_flight) for s in res.steps]
+    assert max(rows) == 3
