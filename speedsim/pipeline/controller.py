@@ -34,10 +34,17 @@ caught at once (its predecessor's next exits agree with the stale value and only
 exit disagrees) may itself reach exits and launch a successor before it is flushed; a
 trace cannot know what such a wrong-path token predicted. `replay` assumes it predicts what
 the trace records for its position (and EOS past the end of a trace that stopped on EOS).
-The schedule of the surviving computations (when each token is launched for good and
-emitted, hence the number of steps) never depends on wrong-path predictions, so it is
-always reproduced exactly; the details of wrong-path tokens (their input ids and, for R >= 4
-or sparse verify exits, flushes among them) can differ from a live run.
+Consequences, checked by tests/test_pipeline.py against live decoding:
+
+- always: the surviving computations' schedule (when each token is launched for good and
+  emitted, hence the number of steps) is reproduced exactly; it never depends on
+  wrong-path predictions;
+- R <= 2: the whole step log is reproduced exactly (a stale launch is caught one step later,
+  before it reaches an exit);
+- R = 3 with the default policy: exactly, except the input ids of tokens launched by
+  wrong-path tokens;
+- R >= 4 or sparse verify exits: wrong-path tokens can flush each other, so their part of
+  the schedule is a model (the trace's statistics stand in for the unknown predictions).
 """
 
 from __future__ import annotations
