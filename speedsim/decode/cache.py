@@ -36,6 +36,7 @@ class KVCache:
         self.v = torch.zeros(shape, dtype=dtype, device=device)  # (U, R, H, L, D)
         self.lengths = [[0] * repeats for _ in range(layers)]  # valid prefix of each slot, in positions
         self.max_len = max_len
+        self._high = 0  # 1 + highest position written in any slot: rollback zeroes only below it
 
     @classmethod
     def for_model(cls, model: torch.nn.Module) -> KVCache:
@@ -59,6 +60,7 @@ class KVCache:
         self.k[layer, repeat, :, positions] = k.transpose(0, 1)  # (H, n, D)
         self.v[layer, repeat, :, positions] = v.transpose(0, 1)  # (H, n, D)
         self.lengths[layer][repeat] = max(n, hi + 1)
+        self._high = max(self._high, hi + 1)
 
     def keys_values(self, layer: int, repeat: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The first `length` positions of slot (layer, repeat): k, v each (H, length, D)."""
@@ -72,5 +74,7 @@ class KVCache:
         for row in self.lengths:
             for r, n in enumerate(row):
                 row[r] = min(n, length)
-        self.k[..., length:, :] = 0
-        self.v[..., length:, :] = 0
+        if length < self._high:  # zero only what was written (a flush spans a few positions)
+            self.k[..., length : self._high, :] = 0
+            self.v[..., length : self._high, :] = 0
+            self._high = length
