@@ -279,6 +279,32 @@ def sweep_cmd(spec_file: Path, out: Path, workers: int, scheduler: str | None, a
                f"{summary.failed} failed, in {summary.seconds:.1f} s; table: {out / 'results.parquet'}")
 
 
+@cli.command("report")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Report directory (default: the project's reports/).")
+@click.option("--full", is_flag=True, help="Run the full latency_vs_depth and acceptance specs, not the reduced default.")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Local worker processes.")
+@click.option("--scheduler", default=None, help="Address of a running Dask scheduler (tcp://host:8786).")
+@click.option("--cache", type=click.Path(path_type=Path), default=None,
+              help="Keep the sweeps' results here and resume from them (default: recompute in a temporary directory).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (no progress bar).")
+def report_cmd(out: Path | None, full: bool, workers: int, scheduler: str | None, cache: Path | None,
+               as_json: bool) -> None:
+    """Run the default study and the SPEED-paper comparison, validate, write figures and reports/README.md."""
+    from speedsim.paths import REPORT_DIR
+    from speedsim.report.build import build_report
+
+    summary = build_report(out or REPORT_DIR, full=full, workers=workers, scheduler=scheduler, cache=cache,
+                           progress=not as_json)
+    if as_json:
+        emit_json(summary)
+        return
+    click.echo(f"wrote {summary['readme']} and {len(summary['figures'])} figures ({summary['study_runs']} runs, "
+               f"{summary['failed_runs']} failed rows); SPEED-paper comparison: {summary['paper']}")
+    for mode, mape in summary["mape"].items():
+        click.echo(f"  h200 {mode} MAPE: " + ", ".join(f"{k} {v:.1%}" for k, v in mape.items()))
+
+
 def main() -> None:
     """Console entry point: runs the CLI, turning user errors into exit status 2."""
     try:

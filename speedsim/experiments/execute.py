@@ -122,14 +122,14 @@ def execute(params: dict[str, Any], model_specs: tuple[str, ...] = (), base_dir:
     try:
         sharing = Sharing.parse(sharing_text)
         head.update(U=sharing.unique, R=sharing.repeats, depth=sharing.depth,
-                    workload=f"trace:{run.trace}" if run.trace else f"synthetic:{run.synthetic}")
+                    workload=f"trace:{run.trace}" if run.trace else f"synthetic:{run.synthetic(sharing.repeats)}")
         profile = _profile(run.profile)
         spec = get_model(run.model, _models(model_specs))
         if run.trace:
             traces = list(_trace_file(str(trace_path(run.trace, base_dir))))
             src_len = run.src_len
         else:
-            traces = list(_synthetic(run.synthetic, sharing.repeats))
+            traces = list(_synthetic(run.synthetic(sharing.repeats), sharing.repeats))
             src_len = None
         if run.limit:
             traces = traces[: run.limit]

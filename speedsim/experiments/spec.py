@@ -74,10 +74,17 @@ class RunParams(BaseModel):
         canon = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canon.encode()).hexdigest()[:16]
 
-    @property
-    def synthetic(self) -> str:
-        """The `--synthetic` text of this run's traces (only meaningful without a trace)."""
-        acc = f"agree={self.agree}" if self.agree else f"mispredict={self.mispredict or 0.0:g}"
+    def synthetic(self, repeats: int) -> str:
+        """The `--synthetic` text of this run's traces (only meaningful without a trace).
+
+        With R = 1 there is no early exit, so nothing can be mispredicted: the text is `perfect`'s.
+        """
+        if repeats == 1:
+            acc = "mispredict=0"
+        elif self.agree:
+            acc = f"agree={self.agree}"
+        else:
+            acc = f"mispredict={self.mispredict or 0.0:g}"
         parts = [acc, f"len={self.out_len}", f"seqs={self.seqs}", f"src={self.src_len or 128}",
                  f"seed={self.seed}"]
         if self.burst is not None:
@@ -268,7 +275,7 @@ def check_runs(spec: SweepSpec, runs: list[RunParams], where: str = "spec") -> N
     seen: set[tuple] = set()
     for run in runs:
         checks = (("profile", run.profile), ("model", run.model), ("sharing", run.sharing),
-                  ("trace", run.trace), ("synthetic", run.synthetic if run.trace is None else None))
+                  ("trace", run.trace), ("synthetic", run.synthetic(_repeats(run.sharing)) if run.trace is None else None))
         for key, value in checks:
             if value is None or (key, value, run.sharing) in seen:
                 continue
@@ -292,6 +299,15 @@ def check_runs(spec: SweepSpec, runs: list[RunParams], where: str = "spec") -> N
             except UserError as err:
                 msg = str(err).split(": ", 1)[-1] if err.where else str(err)
                 raise UserError(f"key '{key}': {msg}", where=where) from None
+
+
+def _repeats(sharing: str) -> int:
+    from speedsim.workload.steps import Sharing
+
+    try:
+        return Sharing.parse(sharing).repeats
+    except UserError:
+        return 1  # reported by the sharing check
 
 
 def spec_models(spec: SweepSpec) -> dict:

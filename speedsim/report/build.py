@@ -1,0 +1,170 @@
+"""`speedsim report`: run the study, validate the simulator, draw the figures, write reports/README.md.
+
+The study is two sweeps (`experiments/default.yaml`, or the full `latency_vs_depth.yaml` plus
+`acceptance.yaml`, and `experiments/speed_paper.yaml` on the shipped real exit traces). Their
+results go to a cache directory (a fresh temporary one unless given, so the command recomputes
+everything; give `--cache DIR` to resume). Everything written under `out` depends only on the
+inputs: no timestamps, no wall times, tables sorted, PNGs without metadata.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from speedsim.errors import UserError
+from speedsim.experiments import read_results, run_sweep
+from speedsim.paths import ROOT
+from speedsim.report import figures
+from speedsim.report.readme import write_readme
+
+EXPERIMENTS = ROOT / "experiments"
+DEFAULT_STUDY = (EXPERIMENTS / "default.yaml",)
+FULL_STUDY = (EXPERIMENTS / "latency_vs_depth.yaml", EXPERIMENTS / "acceptance.yaml")
+PAPER_SPEC = EXPERIMENTS / "speed_paper.yaml"
+ROOFLINE_CONFIG = ("t5base", "4x3", "mispredict=0.1,len=24,seqs=1,src=128")
+
+
+@dataclass
+class ReportData:
+    """Everything the figures and the markdown read."""
+
+    study: pd.DataFrame
+    paper: pd.DataFrame | None
+    paper_note: str
+    validation: dict[str, pd.DataFrame]
+    mape: dict[str, dict[str, float]]
+    steps: pd.DataFrame
+    peaks: dict[str, dict[str, float]]
+    specs: list[str]
+    figures: dict[str, str] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------ inputs
+
+def run_study(specs: tuple[Path, ...], cache: Path, workers: int, scheduler: str | None,
+              progress: bool) -> pd.DataFrame:
+    frames = []
+    for spec in specs:
+        out = cache / Path(spec).stem
+        run_sweep(spec, out, workers=workers, scheduler=scheduler, progress=progress)
+        frames.append(read_results(out).assign(spec=Path(spec).stem))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def run_paper(spec: Path, cache: Path, workers: int, scheduler: str | None,
+              progress: bool) -> tuple[pd.DataFrame | None, str]:
+    """The paper comparison on the real traces; (None, why) when the traces are not shipped yet."""
+    try:
+        run_sweep(spec, cache / "speed_paper", workers=workers, scheduler=scheduler, progress=progress)
+    except UserError as err:
+        return None, str(err).replace(str(ROOT) + "/", "")
+    return read_results(cache / "speed_paper").assign(spec=Path(spec).stem), ""
+
+
+def run_validation(profile_name: str = "h200") -> tuple[dict[str, pd.DataFrame], dict[str, dict[str, float]]]:
+    """Every measured H200 row simulated in graph and eager mode: per-row table and MAPE per section."""
+    from speedsim.hardware import load_profile
+    from speedsim.paths import H200_MEASURED
+    from speedsim.validation import read_measured, validate
+    from speedsim.workload import BUILTIN_MODELS
+
+    profile = load_profile(profile_name)
+    rows = read_measured(H200_MEASURED)
+    tables, mape = {}, {}
+    for mode in ("graph", "eager"):
+        report = validate(profile, rows, BUILTIN_MODELS, mode)
+        tables[mode] = pd.DataFrame([{**r.as_dict(), "profile": profile.name} for r in report.results])
+        mape[mode] = report.mape()
+    return tables, mape
+
+
+def roofline_points(profile_names: list[str]) -> tuple[pd.DataFrame, dict[str, dict[str, float]]]:
+    """Every decode step of one small decode, simulated alone (on-chip state carried between steps)."""
+    from speedsim.engine import Engine
+    from speedsim.hardware import load_profile
+    from speedsim.simulate import build_phases, synthetic_traces
+    from speedsim.workload import BUILTIN_MODELS
+    from speedsim.workload.steps import Sharing
+
+    model, sharing_text, synthetic = ROOFLINE_CONFIG
+    sharing = Sharing.parse(sharing_text)
+    traces = synthetic_traces(synthetic, sharing.repeats)
+    rows, peaks = [], {}
+    for name in profile_names:
+        profile = load_profile(name)
+        phases, _ = build_phases(BUILTIN_MODELS[model], sharing, traces, profile, ("unshared", "sequential"), None, None)
+        for method, phase in phases.items():
+            engine = Engine(profile, "graph")
+            for program, is_prefill in zip(phase.programs, phase.prefill, strict=True):
+                r = engine.run([program])
+                if not is_prefill and r.dram_bytes > 0:
+                    rows.append({"profile": name, "method": method, "model": model, "sharing": sharing_text,
+                                 "workload": f"synthetic {synthetic}", "flops": r.flops,
+                                 "dram_bytes": r.dram_bytes, "us": r.total_us})
+        dtype = profile.default_dtype
+        eff = profile.compute.matrix_efficiency
+        peaks[name] = {"flops": profile.matrix_peak(dtype) / eff, "flops_eff": profile.matrix_peak(dtype),
+                       "bw": profile.memory.dram.bandwidth_GBps * 1e9, "bw_eff": profile.memory.dram.achievable_Bps}
+    return pd.DataFrame(rows), peaks
+
+
+# ------------------------------------------------------------------------------ outputs
+
+def draw(data: ReportData, out: Path) -> dict[str, str]:
+    """All figures under out/figures; {name: path relative to out}."""
+    fig_dir = out / "figures"
+    made: dict[str, Path | None] = {}
+    for profile in figures._profiles(data.study):
+        made[f"latency_vs_depth_{profile}"] = figures.latency_vs_depth(
+            data.study, profile, fig_dir / f"latency_vs_depth_{profile}.png")
+    made["speedup_vs_mispredict"] = figures.speedup_vs_mispredict(
+        data.study, fig_dir / "speedup_vs_mispredict.png", data.paper)
+    made["speedup_vs_output_length"] = figures.speedup_vs_output_length(
+        data.study, fig_dir / "speedup_vs_output_length.png")
+    made["dram_traffic_vs_depth"] = figures.dram_traffic_vs_depth(data.study, fig_dir / "dram_traffic_vs_depth.png")
+    made["roofline"] = figures.roofline(data.steps, data.peaks, fig_dir / "roofline.png")
+    made["parity"] = figures.parity(data.validation, fig_dir / "parity.png")
+    if data.paper is not None:
+        made["speed_paper"] = figures.speed_paper(data.paper, fig_dir / "speed_paper.png")
+    return {k: str(v.relative_to(out)) for k, v in made.items() if v is not None}
+
+
+def write_data(data: ReportData, out: Path) -> None:
+    """The tidy tables behind the figures, as CSV (sorted, so the files are stable)."""
+    d = out / "data"
+    d.mkdir(parents=True, exist_ok=True)
+    data.study.to_csv(d / "study.csv", index=False)
+    if data.paper is not None:
+        data.paper.to_csv(d / "speed_paper.csv", index=False)
+    val = pd.concat([v.assign(sim_mode=m) for m, v in data.validation.items()], ignore_index=True)
+    val.to_csv(d / "validation.csv", index=False)
+
+
+def build_report(out: Path | str, *, full: bool = False, specs: tuple[Path, ...] | None = None,
+                 paper_spec: Path | None = PAPER_SPEC, workers: int = 2, scheduler: str | None = None,
+                 cache: Path | str | None = None, progress: bool = True) -> dict:
+    """Run the study and write figures, data and README.md under `out`; a summary dict."""
+    out = Path(out)
+    specs = specs if specs is not None else (FULL_STUDY if full else DEFAULT_STUDY)
+    with tempfile.TemporaryDirectory(prefix="speedsim-report-") as tmp:
+        work = Path(cache) if cache else Path(tmp)
+        study = run_study(tuple(specs), work, workers, scheduler, progress)
+        paper, note = (run_paper(paper_spec, work, workers, scheduler, progress) if paper_spec
+                       else (None, "no paper spec given"))
+    validation, mape = run_validation()
+    steps, peaks = roofline_points(figures._profiles(study) if not study.empty else ["h200"])
+    data = ReportData(study, paper, note, validation, mape, steps, peaks,
+                      [str(Path(s).resolve().relative_to(ROOT)) if Path(s).resolve().is_relative_to(ROOT)
+                       else Path(s).name for s in specs])
+    data.figures = draw(data, out)
+    write_data(data, out)
+    readme = write_readme(data, out)
+    failed = int((study["status"] != "ok").sum()) if not study.empty else 0
+    return {"out": str(out), "readme": str(readme), "figures": sorted(data.figures.values()),
+            "study_runs": int(study["run_key"].nunique()) if not study.empty else 0, "failed_runs": failed,
+            "paper": "ok" if paper is not None else note,
+            "mape": {m: {k: round(v, 4) for k, v in s.items()} for m, s in mape.items()}}

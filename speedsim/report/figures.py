@@ -1,0 +1,323 @@
+"""Matplotlib figures of sweep results, each readable on its own (title, units, legend).
+
+Every function takes tidy tables (see `speedsim.experiments.execute.COLUMNS`) and writes one
+PNG. Rendering uses the Agg backend and PNGs are saved without a timestamp or software tag,
+so the same data gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+METHOD_STYLE = {
+    "speed": {"label": "SPEED (shared, pipelined)", "color": "tab:green", "marker": "o"},
+    "sequential": {"label": "shared, sequential", "color": "tab:orange", "marker": "s"},
+    "unshared": {"label": "unshared, same depth", "color": "tab:blue", "marker": "^"},
+}
+CLASS_COLORS = {"weights": "tab:blue", "kv": "tab:orange", "activations": "tab:gray", "embeddings": "tab:purple"}
+PAPER_MISS = {"4x3": (0.06, 0.14), "2x6": (0.13, 0.17)}  # Hooper et al. 2023, first-exit misprediction
+DPI = 100
+
+
+def save(fig, path: Path) -> Path:
+    """Write a figure deterministically (no timestamp, no software tag) and close it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, metadata={"Software": None}, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def ok(df: pd.DataFrame, label: str | None = None) -> pd.DataFrame:
+    out = df[df["status"] == "ok"]
+    return out[out["label"] == label] if label is not None else out
+
+
+def _profiles(df: pd.DataFrame, preferred: tuple[str, ...] = ("h200", "rtx-a5000")) -> list[str]:
+    names = sorted(df["profile"].unique())
+    return [p for p in preferred if p in names] + [p for p in names if p not in preferred]
+
+
+# ------------------------------------------------------------------------------ latency vs depth
+
+def latency_vs_depth(df: pd.DataFrame, profile: str, path: Path) -> Path | None:
+    """Two panels: a fixed weight budget (U = 3, depth 3R) and a fixed depth reached with R repeats."""
+    budget = ok(df, "weight_budget")
+    budget = budget[budget["profile"] == profile]
+    fixed = ok(df, "fixed_depth")
+    fixed = fixed[fixed["profile"] == profile]
+    if budget.empty and fixed.empty:
+        return None
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6), layout="constrained")
+    if not budget.empty:
+        u = int(budget["U"].iloc[0])
+        deep = budget[budget["depth"] >= 6]
+        for method, style in METHOD_STYLE.items():
+            part = deep[deep["method"] == method].sort_values("depth")
+            left.plot(part["depth"], part["per_token_us"], **style)
+        shallow = budget[(budget["R"] == 1) & (budget["method"] == "speed")]
+        if not shallow.empty:
+            left.axhline(shallow["per_token_us"].iloc[0], color="k", ls=":",
+                         label=f"unshared, same weights ({u} layers)")
+        left.set_title(f"fixed weight budget: {u} distinct layers, depth = {u} x R")
+        left.set_xlabel("effective depth (decoder layers)")
+        left.set_ylabel("per-token decode latency (µs)")
+        left.set_ylim(bottom=0)
+        left.grid(alpha=0.3)
+        left.legend(fontsize=8)
+    if not fixed.empty:
+        cmap = plt.get_cmap("viridis")
+        rs = sorted(fixed["R"].unique())
+        for i, r in enumerate(rs):
+            color = cmap(i / max(len(rs) - 1, 1))
+            part = fixed[fixed["R"] == r]
+            speed = part[part["method"] == "speed"].sort_values("depth")
+            name = "unshared (R = 1)" if r == 1 else f"SPEED, R = {r}"
+            right.plot(speed["depth"], speed["per_token_us"], color=color, marker="o", label=name)
+            if r > 1:
+                seq = part[part["method"] == "sequential"].sort_values("depth")
+                right.plot(seq["depth"], seq["per_token_us"], color=color, marker="s", ls="--",
+                           label=f"sequential, R = {r}")
+        right.set_title("fixed depth: U = depth / R distinct layers")
+        right.set_xlabel("effective depth (decoder layers)")
+        right.set_ylabel("per-token decode latency (µs)")
+        right.set_ylim(bottom=0)
+        right.grid(alpha=0.3)
+        right.legend(fontsize=8, ncol=2)
+    first = (budget if not budget.empty else fixed).iloc[0]
+    fig.suptitle(f"{profile}: per-token latency vs decoder depth ({first['model']} dimensions, "
+                 f"{first['mode']} mode, {_workload_text(first)})")
+    return save(fig, path)
+
+
+def _workload_text(row: pd.Series) -> str:
+    if isinstance(row.get("trace"), str) and row["trace"]:
+        return f"exit traces of {row['trace']}"
+    miss = row.get("mispredict")
+    miss = 0.0 if miss is None or (isinstance(miss, float) and np.isnan(miss)) else float(miss)
+    return f"{miss:.0%} first-exit misses, {int(row['out_len'])}-token outputs"
+
+
+# ------------------------------------------------------------------------------ acceptance
+
+def speedup_vs_mispredict(df: pd.DataFrame, path: Path, paper: pd.DataFrame | None = None) -> Path | None:
+    """SPEED's speedup over shared-sequential (solid) and unshared (dashed) against the miss rate."""
+    data = ok(df, "mispredict")
+    if data.empty:
+        return None
+    profiles = _profiles(data)
+    fig, axes = plt.subplots(1, len(profiles), figsize=(5.5 * len(profiles), 4.4), squeeze=False, layout="constrained")
+    colors = dict(zip(sorted(data["sharing"].unique()), plt.get_cmap("tab10").colors, strict=False))
+    for ax, profile in zip(axes[0], profiles, strict=True):
+        part = data[data["profile"] == profile]
+        for sharing, color in colors.items():
+            for method, ls in (("sequential", "-"), ("unshared", "--")):
+                rows = part[(part["sharing"] == sharing) & (part["method"] == method)].sort_values("mispredict")
+                if not rows.empty:
+                    ax.plot(100 * rows["mispredict"], rows["speedup"], ls=ls, marker="o", color=color,
+                            label=f"{sharing} vs {'shared sequential' if method == 'sequential' else 'unshared'}")
+            if sharing in PAPER_MISS:
+                lo, hi = PAPER_MISS[sharing]
+                ax.axvspan(100 * lo, 100 * hi, color=color, alpha=0.08)
+        if paper is not None and not paper.empty:
+            real = ok(paper)
+            real = real[(real["profile"] == profile) & (real["method"] == "sequential")]
+            for _, row in real.iterrows():
+                color = colors.get(row["sharing"], "k")
+                ax.plot(100 * row["first_exit_miss"], row["speedup"], marker="*", ms=13, color=color, ls="",
+                        markeredgecolor="k")
+            if not real.empty:
+                ax.plot([], [], marker="*", ms=11, ls="", color="w", markeredgecolor="k",
+                        label="real exit traces (trained models)")
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set_title(f"{profile}")
+        ax.set_xlabel("first-exit misprediction rate (% of tokens)")
+        ax.set_ylabel("SPEED speedup (baseline µs/token ÷ SPEED µs/token)")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("SPEED speedup vs first-exit misprediction rate (shaded: the SPEED paper's reported "
+                 "rates for 4x3 and 2x6)")
+    return save(fig, path)
+
+
+def speedup_vs_output_length(df: pd.DataFrame, path: Path) -> Path | None:
+    """Speedup over shared-sequential against output length: fill and drain dominate short outputs."""
+    data = ok(df, "out_len")
+    if data.empty:
+        return None
+    profiles = _profiles(data)
+    fig, axes = plt.subplots(1, len(profiles), figsize=(5.5 * len(profiles), 4.4), squeeze=False, layout="constrained")
+    colors = dict(zip(sorted(data["sharing"].unique()), plt.get_cmap("tab10").colors, strict=False))
+    for ax, profile in zip(axes[0], profiles, strict=True):
+        part = data[(data["profile"] == profile) & (data["method"] == "sequential")]
+        for sharing, color in colors.items():
+            for miss, ls in zip(sorted(part["mispredict"].unique()), ("-", "--", ":", "-."), strict=False):
+                rows = part[(part["sharing"] == sharing) & (part["mispredict"] == miss)].sort_values("out_len")
+                r = int(sharing.split("x")[1])
+                ax.plot(rows["out_len"], rows["speedup"], ls=ls, marker="o", color=color,
+                        label=f"{sharing}, {miss:.0%} misses (ideal {r}x)")
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set_xscale("log", base=2)
+        ax.set_title(profile)
+        ax.set_xlabel("output length (tokens)")
+        ax.set_ylabel("speedup over shared-sequential (x)")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("SPEED speedup vs output length: short outputs pay pipeline fill and drain")
+    return save(fig, path)
+
+
+# ------------------------------------------------------------------------------ traffic
+
+def dram_traffic_vs_depth(df: pd.DataFrame, path: Path, profiles: tuple[str, ...] = ("h200", "rtx-a5000")) -> Path | None:
+    """Stacked DRAM bytes per emitted token by tensor class, per method, against depth (weight budget)."""
+    data = ok(df, "weight_budget")
+    profiles = tuple(p for p in profiles if p in set(data["profile"])) or tuple(_profiles(data)[:2])
+    if data.empty or not profiles:
+        return None
+    methods = list(METHOD_STYLE)
+    fig, axes = plt.subplots(len(profiles), len(methods), figsize=(13, 3.8 * len(profiles)), squeeze=False,
+                             sharey="row", layout="constrained")
+    for row, profile in zip(axes, profiles, strict=True):
+        part = data[data["profile"] == profile]
+        for ax, method in zip(row, methods, strict=True):
+            rows = part[part["method"] == method].sort_values("depth")
+            bottom = np.zeros(len(rows))
+            x = np.arange(len(rows))
+            for cls, color in CLASS_COLORS.items():
+                values = rows[f"dram_{cls}_bytes_per_token"].to_numpy(dtype=float) / 1e6
+                ax.bar(x, values, bottom=bottom, color=color, label=cls, width=0.7)
+                bottom += values
+            ax.set_xticks(x, [f"{d}\n({s})" for d, s in zip(rows["depth"], rows["sharing"], strict=True)], fontsize=7)
+            ax.set_title(f"{profile}: {METHOD_STYLE[method]['label']}", fontsize=10)
+            ax.set_xlabel("depth in layers (UxR)")
+            ax.grid(alpha=0.3, axis="y")
+        row[0].set_ylabel("DRAM traffic per token (MB)")
+        row[0].legend(fontsize=8, title="tensor class")
+    fig.suptitle("DRAM traffic per emitted token vs depth, by tensor class\n(3 distinct layers applied R times; "
+                 "the unshared decoder has as many distinct layers as its depth)")
+    return save(fig, path)
+
+
+# ------------------------------------------------------------------------------ roofline
+
+def roofline(points: pd.DataFrame, peaks: dict[str, dict[str, float]], path: Path) -> Path | None:
+    """Each profile's roofline (datasheet and achievable) with every simulated decode step placed on it.
+
+    `points`: profile, method, flops, dram_bytes, us (one row per decode step); `peaks[profile]`:
+    flops (datasheet matrix FLOP/s), flops_eff (achievable), bw (datasheet DRAM B/s), bw_eff.
+    """
+    if points.empty:
+        return None
+    profiles = _profiles(points)
+    cols = min(4, len(profiles))
+    rows_n = -(-len(profiles) // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(4.4 * cols, 3.9 * rows_n), squeeze=False, layout="constrained")
+    for ax in axes.flat[len(profiles):]:
+        ax.axis("off")
+    for ax, profile in zip(axes.flat, profiles, strict=False):
+        pk = peaks[profile]
+        part = points[points["profile"] == profile]
+        intensity = part["flops"] / part["dram_bytes"].clip(lower=1.0)
+        lo = max(min(0.3, float(intensity.min()) / 2), 1e-2)
+        hi = max(pk["flops"] / pk["bw"] * 4, float(intensity.max()) * 2)
+        x = np.logspace(np.log10(lo), np.log10(hi), 200)
+        ax.plot(x, np.minimum(pk["flops"], pk["bw"] * x) / 1e12, color="k", lw=1.4, label="roofline (datasheet)")
+        ax.plot(x, np.minimum(pk["flops_eff"], pk["bw_eff"] * x) / 1e12, color="k", lw=1, ls="--",
+                label="achievable")
+        for method, style in METHOD_STYLE.items():
+            sel = part[part["method"] == method]
+            if sel.empty:
+                continue
+            xi = sel["flops"] / sel["dram_bytes"].clip(lower=1.0)
+            yi = sel["flops"] / (sel["us"] * 1e-6) / 1e12
+            ax.scatter(xi, yi, s=14, alpha=0.6, color=style["color"], marker=style["marker"],
+                       label=style["label"].replace(", same depth", ""))
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(profile, fontsize=10)
+        ax.set_xlabel("arithmetic intensity (FLOP per DRAM byte)")
+        ax.set_ylabel("achieved TFLOP/s")
+        ax.grid(alpha=0.3, which="both")
+    axes.flat[0].legend(fontsize=7, loc="lower right")
+    first = points.iloc[0]
+    fig.suptitle(f"Roofline of each profile with the simulated decode steps of {first['model']} {first['sharing']} "
+                 f"(one point per step; {first['workload']})")
+    return save(fig, path)
+
+
+# ------------------------------------------------------------------------------ validation
+
+def parity(validation: dict[str, pd.DataFrame], path: Path) -> Path | None:
+    """Measured vs simulated time of every measured row (log-log), one panel per execution mode."""
+    modes = [m for m, v in validation.items() if not v.empty]
+    if not modes:
+        return None
+    fig, axes = plt.subplots(1, len(modes), figsize=(6 * len(modes), 5.4), squeeze=False, layout="constrained")
+    sections = ["layer", "group", "lmhead", "gemv", "ceiling", "decode"]
+    markers = dict(zip(sections, "os^Dvp", strict=True))
+    colors = dict(zip(sections, plt.get_cmap("tab10").colors, strict=False))
+    for ax, mode in zip(axes[0], modes, strict=True):
+        v = validation[mode]
+        lo = 0.7 * float(min(v["measured_us"].min(), v["simulated_us"].min()))
+        hi = 1.4 * float(max(v["measured_us"].max(), v["simulated_us"].max()))
+        x = np.array([lo, hi])
+        ax.fill_between(x, x / 1.25, x * 1.25, color="tab:gray", alpha=0.15, label="±25%")
+        ax.fill_between(x, x / 1.10, x * 1.10, color="tab:green", alpha=0.2, label="±10%")
+        ax.plot(x, x, color="k", lw=0.8, label="simulated = measured")
+        for section, part in v.groupby("section", sort=True):
+            ape = float((abs(part["simulated_us"] - part["measured_us"]) / part["measured_us"]).mean())
+            ax.scatter(part["measured_us"], part["simulated_us"], s=16, marker=markers.get(section, "o"),
+                       color=colors.get(section, "k"), label=f"{section} ({len(part)} rows, MAPE {ape:.1%})", alpha=0.8)
+        mape = float((abs(v["simulated_us"] - v["measured_us"]) / v["measured_us"]).mean())
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_xlabel("measured time per call (µs)")
+        ax.set_ylabel("simulated time per call (µs)")
+        ax.set_title(f"{mode} mode: {len(v)} rows, MAPE {mape:.1%}")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"Simulated vs measured {validation[modes[0]]['profile'].iloc[0]} decode-step times "
+                 "(experiments/measured/h200/measured.csv)")
+    return save(fig, path)
+
+
+# ------------------------------------------------------------------------------ the paper's comparison
+
+def speed_paper(df: pd.DataFrame, path: Path) -> Path | None:
+    """Per-token latency of each trained config on each profile, with its measured quality annotated."""
+    data = ok(df)
+    data = data[data["method"] == "speed"]
+    if data.empty:
+        return None
+    profiles = _profiles(data)
+    configs = [c for c in ("12x1", "4x1", "4x3", "2x6", "3x4", "6x2") if c in set(data["sharing"])]
+    fig, ax = plt.subplots(figsize=(10, 4.6), layout="constrained")
+    width = 0.8 / len(profiles)
+    x = np.arange(len(configs))
+    for i, profile in enumerate(profiles):
+        part = data[data["profile"] == profile].set_index("sharing").reindex(configs)
+        bars = ax.bar(x + i * width, part["per_token_us"], width, label=profile)
+        for bar, rouge in zip(bars, part["test_rougeL"], strict=True):
+            if rouge == rouge:  # not NaN
+                ax.annotate(f"R-L {rouge:.3f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                            ha="center", va="bottom", fontsize=7)
+    names = {"12x1": "12x1\nunshared deep", "4x1": "4x1\nunshared shallow"}
+    ax.set_xticks(x + width * (len(profiles) - 1) / 2, [names.get(c, f"{c}\nSPEED") for c in configs])
+    ax.set_ylabel("per-token decode latency (µs)")
+    ax.set_xlabel("trained config (each on its own real exit traces; R-L = test ROUGE-L of the trained model)")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend()
+    ax.set_title("The SPEED paper's comparison: unshared deep and shallow decoders vs shared models with SPEED "
+                 "(T5-Base dimensions)", fontsize=10)
+    return save(fig, path)
