@@ -25,7 +25,7 @@ from typing import Any
 
 import pandas as pd
 
-from speedsim.experiments.execute import COLUMNS
+from speedsim.experiments.execute import COLUMNS, DERIVED, METRICS, QUALITY
 
 JOURNAL = "runs.jsonl"
 PARQUET = "results.parquet"
@@ -101,6 +101,8 @@ class ResultStore:
         for col in COLUMNS:
             if col not in df:
                 df[col] = None
+        for col in METRICS + QUALITY + DERIVED[:3]:  # numbers, NaN where missing (JSON null)
+            df[col] = pd.to_numeric(df[col], errors="coerce")
         extra = [c for c in df.columns if c not in COLUMNS]
         df = df[COLUMNS + extra]
         order = {"speed": 0, "unshared": 1, "sequential": 2, "": 3}

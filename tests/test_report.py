@@ -1,0 +1,82 @@
+"""speedsim report: figures, data and README from a tiny study; deterministic output; missing traces."""
+
+from __future__ import annotations
+
+import yaml
+
+from speedsim.report.build import build_report
+from speedsim.simulate import synthetic_traces
+from speedsim.trace.io import write_traces
+
+# The same block labels as experiments/default.yaml, on two profiles with short outputs.
+TINY_STUDY = {
+    "name": "tiny_study",
+    "fixed": {"model": "t5base", "src_len": 32, "seed": 0},
+    "blocks": [
+        {"label": "weight_budget", "fixed": {"mispredict": 0.1, "out_len": 8},
+         "axes": {"profile": ["h200", "gemmini"], "unique": [3], "repeats": [1, 2, 4]}},
+        {"label": "fixed_depth", "fixed": {"mispredict": 0.1, "out_len": 8},
+         "axes": {"profile": ["h200", "gemmini"], "depth": [6, 12], "repeats": [1, 2]}},
+        {"label": "mispredict", "fixed": {"out_len": 8},
+         "axes": {"profile": ["h200"], "sharing": ["4x3", "2x6"], "mispredict": [0.0, 0.3]}},
+        {"label": "out_len", "axes": {"profile": ["h200"], "sharing": ["4x3"], "mispredict": [0.0],
+                                      "out_len": [2, 8]}},
+    ],
+}
+
+FIGURES = {"latency_vs_depth_h200", "latency_vs_depth_gemmini", "speedup_vs_mispredict",
+           "speedup_vs_output_length", "dram_traffic_vs_depth", "roofline", "parity"}
+
+
+def tiny_paper(tmp_path) -> dict:
+    """A speed_paper-like spec on small trace files written here (R = 1 and R = 3)."""
+    write_traces(tmp_path / "deep.jsonl", synthetic_traces("perfect,len=6,seqs=2,src=16", 1))
+    write_traces(tmp_path / "shared.jsonl", synthetic_traces("mispredict=0.2,len=6,seqs=2,src=16", 3))
+    return {"name": "speed_paper", "fixed": {"label": "paper", "model": "t5base"},
+            "runs": [{"profile": "h200", "sharing": "12x1", "trace": str(tmp_path / "deep.jsonl"), "baselines": []},
+                     {"profile": "h200", "sharing": "4x3", "trace": str(tmp_path / "shared.jsonl")}]}
+
+
+def write(tmp_path, spec: dict, name: str):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_report_writes_figures_readme_and_is_deterministic(tmp_path):
+    """Every figure and the README are written; a second build (resuming the cache) is byte-identical."""
+    study = write(tmp_path, TINY_STUDY, "study.yaml")
+    paper = write(tmp_path, tiny_paper(tmp_path), "paper.yaml")
+    kwargs = {"specs": (study,), "paper_spec": paper, "workers": 1, "progress": False, "cache": tmp_path / "cache"}
+    first = build_report(tmp_path / "a", **kwargs)
+    assert first["failed_runs"] == 0 and first["paper"] == "ok"
+    names = {f.removeprefix("figures/").removesuffix(".png") for f in first["figures"]}
+    assert FIGURES | {"speed_paper"} <= names
+    readme = (tmp_path / "a" / "README.md").read_text()
+    for figure in first["figures"]:
+        assert f"]({figure})" in readme
+        data = (tmp_path / "a" / figure).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and b"tEXt" not in data and b"tIME" not in data
+    assert "MAPE graph" in readme and "MAPE eager" in readme and "**Reading.**" in readme
+    assert (tmp_path / "a" / "data" / "study.csv").exists() and (tmp_path / "a" / "data" / "validation.csv").exists()
+    build_report(tmp_path / "b", **kwargs)
+    for path in sorted((tmp_path / "a").rglob("*")):
+        if path.is_file():
+            assert path.read_bytes() == (tmp_path / "b" / path.relative_to(tmp_path / "a")).read_bytes(), path
+
+
+def test_report_without_traces_says_so(tmp_path):
+    """Missing exit traces do not stop the report: the paper section says what is missing."""
+    study = write(tmp_path, {**TINY_STUDY, "blocks": TINY_STUDY["blocks"][:1]}, "study.yaml")
+    spec = tiny_paper(tmp_path)
+    spec["runs"][0]["trace"] = str(tmp_path / "missing.jsonl")
+    paper = write(tmp_path, spec, "paper.yaml")
+    result = build_report(tmp_path / "out", specs=(study,), paper_spec=paper, workers=1, progress=False)
+    assert "trace" in result["paper"]
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert "Not available yet" in readme and "latency_vs_depth_h200.png" in readme
+
+
+def test_cli_report_help(cli):
+    out = cli("report", "--help")
+    assert out.returncode == 0 and "--out" in out.stdout and "--scheduler" in out.stdout
