@@ -19,7 +19,7 @@ from speedsim.errors import UserError
 from speedsim.experiments import read_results, run_sweep
 from speedsim.paths import ROOT
 from speedsim.report import figures
-from speedsim.report.readme import write_readme
+from speedsim.report.readme import write_readme, write_validation
 
 EXPERIMENTS = ROOT / "experiments"
 DEFAULT_STUDY = (EXPERIMENTS / "default.yaml",)
@@ -163,6 +163,7 @@ def build_report(out: Path | str, *, full: bool = False, specs: tuple[Path, ...]
     data.figures = draw(data, out)
     write_data(data, out)
     readme = write_readme(data, out)
+    write_validation(data, out)
     failed = int((study["status"] != "ok").sum()) if not study.empty else 0
     return {"out": str(out), "readme": str(readme), "figures": sorted(data.figures.values()),
             "study_runs": int(study["run_key"].nunique()) if not study.empty else 0, "failed_runs": failed,
