@@ -62,6 +62,29 @@ class KVCache:
         self.lengths[layer][repeat] = max(n, hi + 1)
         self._high = max(self._high, hi + 1)
 
+    def update_tokens(
+        self, layer: int, repeats: torch.Tensor, positions: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+    ) -> None:
+        """Write k, v (N, H, D) of N tokens, token i into slot (layer, repeats[i]) at positions[i].
+
+        One scatter per tensor (SPEED's pipelined step: every token in its own slot); the
+        same rules as `update` apply to each token.
+        """
+        for r, p in zip(repeats.tolist(), positions.tolist(), strict=True):
+            n = self.lengths[layer][r]
+            if p > n:
+                raise ValueError(f"write at position {p} leaves a hole in slot ({layer}, {r}) of length {n}")
+            if p >= self.max_len:
+                raise ValueError(f"position {p} exceeds the cache's max_len={self.max_len}")
+            self.lengths[layer][r] = max(n, p + 1)
+            self._high = max(self._high, p + 1)
+        self.k[layer, repeats, :, positions] = k  # (N, H, D)
+        self.v[layer, repeats, :, positions] = v
+
+    def gather(self, layer: int, repeats: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first `length` positions of slots (layer, repeats[i]): k, v each (N, H, length, D)."""
+        return self.k[layer, repeats, :, :length], self.v[layer, repeats, :, :length]
+
     def keys_values(self, layer: int, repeat: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The first `length` positions of slot (layer, repeat): k, v each (H, length, D)."""
         return self.k[layer, repeat, :, :length], self.v[layer, repeat, :, :length]

@@ -154,6 +154,12 @@ class KVCacheLike(Protocol):
 
     def keys_values(self, layer: int, repeat: int, length: int) -> tuple[torch.Tensor, torch.Tensor]: ...
 
+    def update_tokens(
+        self, layer: int, repeats: torch.Tensor, positions: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+    ) -> None: ...
+
+    def gather(self, layer: int, repeats: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]: ...
+
 
 # ------------------------------------------------------------------------------ building blocks
 class RMSNorm(nn.Module):
@@ -183,18 +189,24 @@ class SelfAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)  # (B, H, T, D)
         return self.drop(self.proj(y.transpose(1, 2).reshape(B, T, C)))
 
-    def step(self, x: torch.Tensor, layer: int, groups: list[_RepeatGroup], cache: KVCacheLike) -> torch.Tensor:
+    def step(self, x: torch.Tensor, layer: int, plan: _AttentionPlan, cache: KVCacheLike) -> torch.Tensor:
         """Cached attention for N tokens, each at its own (repeat, position); x is (N, C).
 
         Every token first writes its K/V into its repeat's slot, then attends over that slot up
-        to its own position. Tokens are grouped by repeat (in SPEED's steady state every
-        in-flight token is at a different repeat, so the groups are single tokens; in a
-        prefill they are the whole prompt).
+        to its own position. In SPEED's steady state every in-flight token is at a different
+        repeat: then all N tokens write with one scatter, read their slots with one gather
+        (padded to the longest) and attend in one batched call under a length mask. Tokens that
+        share a repeat (a prefill: the whole prompt) are handled per repeat with a causal mask.
         """
         N, C = x.shape
         q, k, v = self.qkv(x).view(N, 3, self.n_heads, self.head_dim).unbind(1)  # 3 x (N, H, D)
+        if isinstance(plan, _TokenBatch):
+            cache.update_tokens(layer, plan.repeats, plan.positions, k, v)
+            keys, values = cache.gather(layer, plan.repeats, plan.length)  # (N, H, L, D) each
+            y = F.scaled_dot_product_attention(q.unsqueeze(2), keys, values, attn_mask=plan.allowed)  # (N, H, 1, D)
+            return self.proj(y.reshape(N, C))
         y = torch.empty_like(q)  # (N, H, D)
-        for g in groups:
+        for g in plan:
             cache.update(layer, g.repeat, g.positions, k[g.index], v[g.index])
             keys, values = cache.keys_values(layer, g.repeat, g.length)  # (H, L, D) each
             qg = q[g.index].transpose(0, 1).unsqueeze(0)  # (1, H, n, D)
@@ -279,8 +291,8 @@ class DecoderLayer(nn.Module):
             x = x + self.cross(self.ln2(x), cross_kv, cross_allowed)
         return x + self.ffn(self.ln3(x))
 
-    def step(self, x: torch.Tensor, layer: int, groups: list[_RepeatGroup], cache: KVCacheLike, cross_kv: Any) -> torch.Tensor:
-        x = x + self.attn.step(self.ln1(x), layer, groups, cache)
+    def step(self, x: torch.Tensor, layer: int, plan: _AttentionPlan, cache: KVCacheLike, cross_kv: Any) -> torch.Tensor:
+        x = x + self.attn.step(self.ln1(x), layer, plan, cache)
         if self.cross is not None:
             x = x + self.cross.step(self.ln2(x), cross_kv)
         return x + self.ffn(self.ln3(x))
@@ -295,6 +307,29 @@ class _RepeatGroup:
     positions: torch.Tensor  # (n,) sequence positions
     length: int  # keys to read: max position + 1
     allowed: torch.Tensor  # (n, length) True where key j <= the query's position
+
+
+@dataclass(frozen=True)
+class _TokenBatch:
+    """The tokens of one `group_pass` when each sits at its own repeat (SPEED's pipelined step)."""
+
+    repeats: torch.Tensor  # (N,) KV-cache slot of each token
+    positions: torch.Tensor  # (N,) sequence positions
+    length: int  # keys to gather: max position + 1
+    allowed: torch.Tensor  # (N, 1, 1, length) True where key j <= the token's position
+
+
+def _attention_plan(repeats: list[int], positions: list[int], device: torch.device) -> list[_RepeatGroup] | _TokenBatch:
+    """One batched attention call if every token is at its own repeat, else one call per repeat."""
+    if len(set(repeats)) == len(repeats):
+        pos = torch.tensor(positions, device=device)
+        length = max(positions) + 1
+        allowed = (torch.arange(length, device=device)[None, :] <= pos[:, None])[:, None, None, :]  # (N, 1, 1, L)
+        return _TokenBatch(torch.tensor(repeats, device=device), pos, length, allowed)
+    return _repeat_groups(repeats, positions, device)
+
+
+_AttentionPlan = list[_RepeatGroup] | _TokenBatch
 
 
 def _repeat_groups(repeats: list[int], positions: list[int], device: torch.device) -> list[_RepeatGroup]:
@@ -421,9 +456,9 @@ class SharedDecoder(nn.Module):
         Self-attention of token i reads and writes KV-cache slot (layer, repeats[i]); all
         linear layers run once over the N tokens (the weight reads SPEED amortises).
         """
-        groups = _repeat_groups(repeats, positions, x.device)
+        plan = _attention_plan(repeats, positions, x.device)
         for u, layer in enumerate(self.layers):
-            x = layer.step(x, u, groups, cache, cross_kv[u] if cross_kv is not None else None)
+            x = layer.step(x, u, plan, cache, cross_kv[u] if cross_kv is not None else None)
         return x
 
     def exit_logits(self, x: torch.Tensor) -> torch.Tensor:
