@@ -115,9 +115,20 @@ def paper_section(data: ReportData) -> list[str]:
         part = p[p["profile"] == profile]
         deep, shallow = _val(part, sharing="12x1", method="speed"), _val(part, sharing="4x1", method="speed")
         s43, s26 = _val(part, sharing="4x3", method="speed"), _val(part, sharing="2x6", method="speed")
-        reading.append(f"on {profile}, 4x3 and 2x6 with SPEED run at {_us(s43)} and {_us(s26)} µs/token against "
+        reading.append(f"On {profile}, 4x3 and 2x6 with SPEED run at {_us(s43)} and {_us(s26)} µs/token against "
                        f"{_us(deep)} for the 12-layer unshared decoder ({_x(deep / s43)} and {_x(deep / s26)}) and "
                        f"{_us(shallow)} for the 4-layer one")
+    quality = []
+    speed_rows = p[(p["method"] == "speed") & (p["profile"] == p["profile"].iloc[0])] if len(p) else p
+    for cfg in ("12x1", "4x1", "4x3", "2x6", "3x4", "6x2"):
+        sel = speed_rows[speed_rows["sharing"] == cfg]
+        if len(sel) and sel["test_rougeL"].iloc[0] == sel["test_rougeL"].iloc[0]:
+            quality.append(f"{cfg} {sel['test_rougeL'].iloc[0]:.3f}")
+    quality_text = (f"Measured test ROUGE-L of the trained models: {', '.join(quality)}; the SPEED paper's claim is "
+                    "that the shared models keep much of the deep decoder's quality at close to the shallow "
+                    "decoder's latency." if quality else
+                    "The trained models' quality files (`experiments/models/results/`) are not shipped yet, so "
+                    "the quality columns are empty.")
     return head + [
         "Each trained config (`experiments/models/`, d_model 256 on CPU) decoded its own test examples; its exit "
         "trace drives a T5-Base-sized model (the paper's dimensions) on the paper's GPU (`rtx-a5000`) and on "
@@ -128,9 +139,8 @@ def paper_section(data: ReportData) -> list[str]:
         "",
         f"![SPEED paper comparison]({data.figures['speed_paper']})" if "speed_paper" in data.figures else "",
         "",
-        "**Reading.** " + "; ".join(reading) + ". The shared models keep (most of) the deep decoder's quality at "
-        "close to the shallow decoder's latency when their first exit is usually right; the quality columns show "
-        "how much of it the small CPU-trained models keep.",
+        "**Reading.** " + ". ".join(reading) + ". SPEED's gain over the shared model decoded sequentially grows "
+        "with R and shrinks with the first-exit miss rate. " + quality_text,
         "",
     ]
 
