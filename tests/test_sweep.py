@@ -149,3 +149,16 @@ def test_cli_sweep_process_pool_json(cli, tmp_path):
     summary = json.loads(out.stdout)
     assert summary["runs"] == 8 and summary["ran"] == 8 and summary["failed"] == 0
     assert pd.read_csv(tmp_path / "out" / "results.csv")["run_key"].nunique() == 8
+
+
+def test_cli_sweep_on_dask_scheduler(cli, tmp_path):
+    """`--scheduler ADDRESS` sends the runs to an existing cluster (here a LocalCluster in this process)."""
+    distributed = pytest.importorskip("distributed")
+    path = write_spec(tmp_path, {**SMALL, "axes": {**SMALL["axes"], "profile": ["h200"]}})
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, protocol="tcp",
+                                  host="127.0.0.1", dashboard_address=None) as cluster:
+        out = cli("sweep", str(path), "--out", str(tmp_path / "out"), "--scheduler", cluster.scheduler_address,
+                  "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["ran"] == 4
+    assert read_results(tmp_path / "out")["status"].eq("ok").all()

@@ -45,6 +45,17 @@ def _chunks(items: list, size: int) -> Iterator[list]:
         yield items[i:i + size]
 
 
+def _cost_estimate(run: RunParams) -> float:
+    """Rough relative cost of a run: layer passes x tokens x simulated methods (for ordering only)."""
+    u, _, r = run.sharing.lower().partition("x")
+    try:
+        depth = int(u) * int(r)
+    except ValueError:
+        depth = 1
+    tokens = (run.limit or 200) * 40 if run.trace else run.out_len * run.seqs
+    return depth * tokens * (1 + len(run.baselines))
+
+
 def execute_many(batch: list[dict[str, Any]], model_specs: tuple[str, ...], base_dir: str) -> list[Rows]:
     """Several runs in one task (cuts per-task overhead for small runs)."""
     return [execute(p, model_specs, base_dir) for p in batch]
@@ -93,7 +104,8 @@ def run_sweep(spec: SweepSpec | Path | str, out: Path | str, workers: int = 2, s
     if spec_path is not None:
         shutil.copyfile(spec_path, out / "spec.yaml")
     done = store.finished()
-    todo = [r for r in runs if r.key not in done]
+    # longest runs first, so no worker is left with a long run at the end (results do not depend on order)
+    todo = sorted((r for r in runs if r.key not in done), key=_cost_estimate, reverse=True)
     skipped = len(runs) - len(todo)
     args = (tuple(str(Path(spec.base_dir or ".") / p) for p in spec.model_specs), spec.base_dir)
     if chunk is None:
