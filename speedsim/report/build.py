@@ -130,6 +130,10 @@ def draw(data: ReportData, out: Path) -> dict[str, str]:
     made["parity"] = figures.parity(data.validation, fig_dir / "parity.png")
     if data.paper is not None:
         made["speed_paper"] = figures.speed_paper(data.paper, fig_dir / "speed_paper.png")
+    kept = {v for v in made.values() if v is not None}
+    for stale in fig_dir.glob("*.png"):  # figures of an earlier report that this one did not draw
+        if stale not in kept:
+            stale.unlink()
     return {k: str(v.relative_to(out)) for k, v in made.items() if v is not None}
 
 

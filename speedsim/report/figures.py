@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -121,7 +122,7 @@ def speedup_vs_mispredict(df: pd.DataFrame, path: Path, paper: pd.DataFrame | No
                 rows = part[(part["sharing"] == sharing) & (part["method"] == method)].sort_values("mispredict")
                 if not rows.empty:
                     ax.plot(100 * rows["mispredict"], rows["speedup"], ls=ls, marker="o", color=color,
-                            label=f"{sharing} vs {'shared sequential' if method == 'sequential' else 'unshared'}")
+                            label=f"{sharing} (R = {sharing.split('x')[1]})" if method == "sequential" else None)
             if sharing in PAPER_MISS:
                 lo, hi = PAPER_MISS[sharing]
                 ax.axvspan(100 * lo, 100 * hi, color=color, alpha=0.08)
@@ -135,6 +136,8 @@ def speedup_vs_mispredict(df: pd.DataFrame, path: Path, paper: pd.DataFrame | No
             if not real.empty:
                 ax.plot([], [], marker="*", ms=11, ls="", color="w", markeredgecolor="k",
                         label="real exit traces (trained models)")
+        ax.plot([], [], color="k", ls="-", label="vs shared, sequential")
+        ax.plot([], [], color="k", ls="--", label="vs unshared, same depth")
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set_title(f"{profile}")
         ax.set_xlabel("first-exit misprediction rate (% of tokens)")
@@ -165,6 +168,7 @@ def speedup_vs_output_length(df: pd.DataFrame, path: Path) -> Path | None:
                         label=f"{sharing}, {miss:.0%} misses (ideal {r}x)")
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
         ax.set_title(profile)
         ax.set_xlabel("output length (tokens)")
         ax.set_ylabel("speedup over shared-sequential (x)")
