@@ -162,3 +162,26 @@ def test_cli_sweep_on_dask_scheduler(cli, tmp_path):
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["ran"] == 4
     assert read_results(tmp_path / "out")["status"].eq("ok").all()
+
+
+@pytest.mark.parametrize("name, at_least", [("latency_vs_depth", 150), ("acceptance", 100), ("default", 100)])
+def test_shipped_specs_plan(name, at_least):
+    """The shipped sweep specs expand and pass every check (profiles, models, sharing, synthetic traces)."""
+    from speedsim.paths import ROOT
+
+    runs = plan(load_spec(ROOT / "experiments" / f"{name}.yaml"))
+    assert len(runs) >= at_least
+
+
+def test_speed_paper_spec_needs_the_shipped_traces():
+    """speed_paper.yaml plans when the real traces are shipped, and otherwise names the missing trace."""
+    from speedsim.paths import ROOT, TRACE_DIR
+
+    spec = load_spec(ROOT / "experiments" / "speed_paper.yaml")
+    names = {"12x1", "4x1", "4x3", "2x6", "3x4", "6x2"}
+    if all((TRACE_DIR / f"{n}.jsonl.gz").exists() for n in names):
+        runs = plan(spec)
+        assert {r.trace for r in runs} == names and {r.profile for r in runs} == {"rtx-a5000", "h200"}
+    else:
+        with pytest.raises(UserError, match="trace"):
+            plan(spec)
