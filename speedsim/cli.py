@@ -241,16 +241,17 @@ def simulate_cmd(profile_name: str, model_name: str, sharing: str, trace_file: P
               help="Trained run directory (speedsim train); its test split is decoded.")
 @click.option("--config", type=click.Path(path_type=Path), default=None,
               help="Model config (experiments/models/*.yaml) with random weights, when no checkpoint is given.")
-@click.option("--sequences", type=click.IntRange(min=1), default=16, show_default=True,
+@click.option("--sequences", type=click.IntRange(min=1), default=8, show_default=True,
               help="Sequences decoded end to end.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU intra-op threads (default 1).")
 @click.option("--quick", is_flag=True, help="A few samples of a reduced set (smoke test).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def measure_cmd(device: str, out: Path, checkpoint: Path | None, config: Path | None, sequences: int, quick: bool,
-                as_json: bool) -> None:
+def measure_cmd(device: str, out: Path, checkpoint: Path | None, config: Path | None, sequences: int,
+                threads: int | None, quick: bool, as_json: bool) -> None:
     """Time real decode steps of speedsim's own decoder on this machine, in the measured-CSV schema."""
     from speedsim.measure import measure
 
-    summary = measure(device, out, checkpoint, config, sequences, quick)
+    summary = measure(device, out, checkpoint, config, sequences, quick, threads)
     if as_json:
         emit_json(summary)
         return

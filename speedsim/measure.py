@@ -222,11 +222,13 @@ def ceilings(rec: Recorder, device: str, dtype: torch.dtype) -> None:
     med, lo, hi = time_fn(adds, device, Budget(rec.budget.samples, 5, 2))
     rec.add(section="ceiling", mode="eager", pattern="launch_add_x100", us_median=med / 100, us_min=lo / 100,
             us_max=hi / 100, extra="per launch")
+    # GEMVs stream their whole weight per call: a few calls per sample are enough on a CPU
+    gemv_budget = rec.budget if device == "cuda" else Budget(rec.budget.samples, 2, 1)
     for tag, (out_f, in_f) in {"W256MiB": (16384, 8192), "W16MiB": (2048, 4096)}.items():
         w = torch.randn(out_f, in_f, device=device, dtype=dtype)
         for n_rows in (1, 4, 16, 64):
             xx = torch.randn(n_rows, in_f, device=device, dtype=dtype)
-            med, lo, hi = time_fn(lambda: F.linear(xx, w), device, rec.budget)  # noqa: B023
+            med, lo, hi = time_fn(lambda: F.linear(xx, w), device, gemv_budget)  # noqa: B023
             rec.add(section="gemv", mode="eager", pattern=tag, n=n_rows, us_median=med, us_min=lo, us_max=hi)
 
 
@@ -311,8 +313,12 @@ def decode_rows(rec: Recorder, model, name: str, sources: list, eos_id: int | No
 
 
 def measure(device: str, out: Path, checkpoint: Path | None = None, config: Path | None = None,
-            sequences: int = 16, quick: bool = False) -> dict:
-    """Run every section; return a summary. The CSV is rewritten after every section."""
+            sequences: int = 8, quick: bool = False, threads: int | None = None) -> dict:
+    """Run every section; return a summary. The CSV is rewritten after every section.
+
+    On a CPU PyTorch runs with `threads` intra-op threads (default 1: batch-1 decoding gains
+    little from more, and one thread is far less disturbed by other work on the machine).
+    """
     if device not in ("cpu", "cuda"):
         raise UserError(f"unknown device '{device}' (cpu or cuda)", where="--device")
     if device == "cuda" and not torch.cuda.is_available():
@@ -322,6 +328,8 @@ def measure(device: str, out: Path, checkpoint: Path | None = None, config: Path
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    if device == "cpu":
+        torch.set_num_threads(threads or 1)
     budget = Budget(samples=3, inner=2, warmup=1) if quick else Budget()
     rec = Recorder(out, device, budget)
     started = time.time()
