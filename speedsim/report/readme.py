@@ -129,6 +129,8 @@ def paper_section(data: ReportData) -> list[str]:
                     "decoder's latency." if quality else
                     "The trained models' quality files (`experiments/models/results/`) are not shipped yet, so "
                     "the quality columns are empty.")
+    if data.paper_note:
+        head += [f"Partial: {data.paper_note}; those configs are missing below until their traces are shipped.", ""]
     return head + [
         "Each trained config (`experiments/models/`, d_model 256 on CPU) decoded its own test examples; its exit "
         "trace drives a T5-Base-sized model (the paper's dimensions) on the paper's GPU (`rtx-a5000`) and on "
