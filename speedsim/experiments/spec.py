@@ -181,11 +181,10 @@ def _resolve_sharing(raw: dict[str, Any], where: str) -> dict[str, Any]:
     return out
 
 
-def _expand_block(spec: SweepSpec, index: int, block: Block, where: str) -> list[dict[str, Any]]:
+def _expand_block(spec: SweepSpec, block: Block, bwhere: str) -> list[dict[str, Any]]:
     base = {**spec.fixed, **block.fixed}
     if block.label:
         base["label"] = block.label
-    bwhere = f"{where}: blocks[{index}]" if block.label or spec.blocks else where
     for name in list(base) + list(block.axes):
         if name not in KNOWN_AXES and name != "label":
             raise UserError(f"unknown axis '{name}' (known: {', '.join(KNOWN_AXES)})", where=bwhere)
@@ -219,9 +218,11 @@ def expand(spec: SweepSpec, where: str = "spec") -> list[RunParams]:
     blocks = spec.all_blocks()
     if not blocks:
         raise UserError("the spec has no axes, runs or blocks: the product is empty", where=where)
+    top = len(blocks) - len(spec.blocks)  # 1 when top-level axes/runs form an implicit first block
     runs: dict[str, RunParams] = {}
     for i, block in enumerate(blocks):
-        for raw in _expand_block(spec, i, block, where):
+        bwhere = where if i < top else f"{where}: blocks[{i - top}]"
+        for raw in _expand_block(spec, block, bwhere):
             if "profile" not in raw or "sharing" not in raw:
                 missing = "profile" if "profile" not in raw else "sharing"
                 raise UserError(f"no value for '{missing}' (set it in fixed, axes or runs)", where=where)
