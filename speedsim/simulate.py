@@ -100,6 +100,11 @@ class Phase:
     emits: list[int]        # tokens emitted by each program
     prefill: list[bool]     # whether each program is a prefill
 
+    def add(self, program: Program, emits: int, is_prefill: bool = False) -> None:
+        self.programs.append(program)
+        self.emits.append(emits)
+        self.prefill.append(is_prefill)
+
 
 def _spec_for(spec: ModelSpec, trace: ExitTrace, src_len: int | None) -> tuple[ModelSpec, int]:
     n = src_len if src_len is not None else (trace.src_len or spec.cross_attention_len or 1)
@@ -121,27 +126,19 @@ def build_phases(spec: ModelSpec, sharing: Sharing, traces: list[ExitTrace], pro
         ctx = StepContext(seq_spec, sharing, n_src, dtype, rules)
         steps = replay(trace, policy)
         schedules.append(steps)
-        ph = phases["speed"]
-        ph.programs.append(prefill(ctx)), ph.emits.append(1), ph.prefill.append(True)
+        speed = phases["speed"]
+        speed.add(prefill(ctx), 1, is_prefill=True)
         for step in steps:
-            ph.programs.append(pipelined_step(ctx, [(p, r) for p, r, _ in step.in_flight], len(step.launched)))
-            ph.emits.append(len(step.emitted))
-            ph.prefill.append(False)
+            speed.add(pipelined_step(ctx, [(p, r) for p, r, _ in step.in_flight], len(step.launched)),
+                      len(step.emitted))
         emitted = 1 + sum(len(s.emitted) for s in steps)
         for method in methods:
-            ph = phases[method]
             unshared = method == "unshared"
-            ph.programs.append(prefill(ctx, unshared=unshared)), ph.emits.append(1), ph.prefill.append(True)
+            phases[method].add(prefill(ctx, unshared=unshared), 1, is_prefill=True)
             token = unshared_token if unshared else sequential_token
             for pos in range(1, emitted):
-                ph.programs.append(token(ctx, pos))
-                ph.emits.append(1)
-                ph.prefill.append(False)
-    return phases, schedules_stats(schedules)
-
-
-def schedules_stats(schedules):
-    return schedule_stats(schedules) if schedules else None
+                phases[method].add(token(ctx, pos), 1)
+    return phases, schedule_stats(schedules)
 
 
 def _summarise(phase: Phase, profile: HardwareProfile, mode: str, timeline: Path | None = None) -> dict:
