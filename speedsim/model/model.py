@@ -171,7 +171,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(d))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+        # one fused op (x * rsqrt(mean(x^2) + eps) * weight): on a CPU at batch 1 op count is latency
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
 
 
 class SelfAttention(nn.Module):
