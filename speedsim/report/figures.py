@@ -128,14 +128,19 @@ def speedup_vs_mispredict(df: pd.DataFrame, path: Path, paper: pd.DataFrame | No
                 ax.axvspan(100 * lo, 100 * hi, color=color, alpha=0.08)
         if paper is not None and not paper.empty:
             real = ok(paper)
-            real = real[(real["profile"] == profile) & (real["method"] == "sequential")]
+            real = real[real["profile"] == profile]
+            miss = real[real["method"] == "speed"].set_index("run_key")["first_exit_miss"]
+            real = real[real["method"] == "sequential"]
+            real = real.assign(first_exit_miss=real["run_key"].map(miss))
             for _, row in real.iterrows():
                 color = colors.get(row["sharing"], "k")
                 ax.plot(100 * row["first_exit_miss"], row["speedup"], marker="*", ms=13, color=color, ls="",
                         markeredgecolor="k")
+                ax.annotate(row["sharing"], (100 * row["first_exit_miss"], row["speedup"]), xytext=(6, -3),
+                            textcoords="offset points", fontsize=7)
             if not real.empty:
                 ax.plot([], [], marker="*", ms=11, ls="", color="w", markeredgecolor="k",
-                        label="real exit traces (trained models)")
+                        label="real exit traces of the trained models\n(vs sequential; their own output lengths)")
         ax.plot([], [], color="k", ls="-", label="vs shared, sequential")
         ax.plot([], [], color="k", ls="--", label="vs unshared, same depth")
         ax.axhline(1.0, color="k", lw=0.8)

@@ -269,13 +269,22 @@ def acceptance_sections(data: ReportData) -> list[str]:
                 lo, hi = part["mispredict"].min(), part["mispredict"].max()
                 notes.append(f"{profile} {sharing}: {_x(_val(part, mispredict=lo, col='speedup'))} at "
                              f"{lo:.0%} misses, {_x(_val(part, mispredict=hi, col='speedup'))} at {hi:.0%}")
+        stars = ""
+        if data.paper is not None:
+            sp = ok(data.paper)
+            sp = sp[(sp["method"] == "speed") & (sp["R"] > 1)]
+            if len(sp):
+                mean_len = float((sp["tokens"] / sp["sequences"]).mean())
+                curve_len = int(m["out_len"].iloc[0])
+                stars = (f"Stars are the trained models' real exit traces at their own miss rates; their outputs "
+                         f"average {mean_len:.0f} tokens against the curves' {curve_len}, so pipeline fill and drain "
+                         "cost them more (see the output-length figure below).")
         out += ["## Speedup vs misprediction rate", "",
                 f"![speedup vs misprediction]({data.figures['speedup_vs_mispredict']})", "",
                 "**Reading.** Speedup of SPEED over the same shared model decoded sequentially (solid) and over an "
                 "unshared decoder of the same depth (dashed). " + "; ".join(notes) + ". Every first-exit miss "
                 "flushes the tokens launched from it and refills the pipeline, so the gain falls with the miss "
-                "rate, and faster for deeper pipelines (more repeats: more work flushed per miss). Stars are the "
-                "trained models' real traces where shipped.", ""]
+                "rate, and faster for deeper pipelines (more repeats: more work flushed per miss). " + stars, ""]
     n = ok(data.study, "out_len")
     if not n.empty and "speedup_vs_output_length" in data.figures:
         notes = []
