@@ -150,8 +150,9 @@ def draw(data: ReportData, out: Path) -> dict[str, str]:
     if data.paper is not None:
         made["speed_paper"] = figures.speed_paper(data.paper, fig_dir / "speed_paper.png")
     kept = {v for v in made.values() if v is not None}
+    ours = ("latency_vs_depth_", "speedup_vs_", "dram_traffic_vs_depth", "roofline", "parity", "speed_paper")
     for stale in fig_dir.glob("*.png"):  # figures of an earlier report that this one did not draw
-        if stale not in kept:
+        if stale not in kept and stale.name.startswith(ours):
             stale.unlink()
     return {k: str(v.relative_to(out)) for k, v in made.items() if v is not None}
 

@@ -336,7 +336,9 @@ def write_readme(data: ReportData, out: Path) -> Path:
         "default study, about a minute on 2 cores) or `speedsim report --full` (the full `latency_vs_depth.yaml` "
         "and `acceptance.yaml`). The tidy result tables behind every figure are in `data/` (one row per run and "
         "decoding method; `speedup` = that method's µs/token over SPEED's). All latencies are simulated "
-        "per-token decode times (prefill excluded).",
+        "per-token decode times (prefill excluded). Also here: [validation.md](validation.md) (the simulator's "
+        "error per measured row, generated with this report) and [models.md](models.md) (the trained models' "
+        "quality and exit statistics, from `experiments/models/make_report.py`).",
         "",
     ]
     lines += validation_section(data)
