@@ -177,6 +177,7 @@ def _summarise(phase: Phase, profile: HardwareProfile, mode: str, timeline: Path
         # the whole decode (prefill included) over every emitted token (position 0 included)
         "e2e_per_token_us": total_time / (tokens + sequences) if tokens + sequences else math.nan,
         "kernels": result.kernels,
+        "events": result.events,
         "dram_bytes_per_token": result.dram_bytes / max(tokens, 1),
         "dram_bytes_by_class": {k: result.dram_bytes_by_class[k] / max(tokens, 1) for k in TENSOR_CLASSES},
         "onchip_bytes_per_token": result.onchip_bytes / max(tokens, 1),
