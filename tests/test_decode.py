@@ -20,13 +20,7 @@ from speedsim.pipeline import PipelineController, Policy, schedule_stats
 V = 12
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread is far faster than several on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_model(U: int = 2, R: int = 3, enc: int = 1, seed: int = 0, std: float = 1.0, **kw) -> SharedDecoder:

@@ -9,14 +9,7 @@ import torch.nn.functional as F
 from speedsim.errors import UserError
 from speedsim.model import SharedDecoder, SpeedConfig, default_exit_weights, exit_loss
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread is far faster than several on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(**kw) -> SpeedConfig:

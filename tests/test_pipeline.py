@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,14 +14,7 @@ from speedsim.model import SharedDecoder, SpeedConfig
 from speedsim.pipeline import PipelineController, Policy, Step, replay, schedule_stats
 from speedsim.trace.schema import ExitTrace
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread is far faster than several on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def trace(exits: list[list[int]], eos_id: int | None = None) -> ExitTrace:

@@ -34,10 +34,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from speedsim.errors import UserError
+from speedsim.yamlio import read_mapping
 
 SHARING_AXES = ("unique", "repeats", "depth")
 ALL_PROFILES = "all"
@@ -130,14 +130,7 @@ class SweepSpec(BaseModel):
 def load_spec(path: Path | str) -> SweepSpec:
     """Read a spec YAML; `UserError` naming the file and key on anything malformed."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise UserError(f"cannot read sweep spec: {err.strerror}", where=str(path)) from None
-    except yaml.YAMLError as err:
-        raise UserError(f"not valid YAML: {str(err).splitlines()[0]}", where=str(path)) from None
-    if not isinstance(data, dict):
-        raise UserError("a sweep spec must be a YAML mapping", where=str(path))
+    data = read_mapping(path, "sweep spec")
     data.setdefault("name", path.stem.split(".")[0])
     try:
         spec = SweepSpec.model_validate(data)
