@@ -57,6 +57,18 @@ def main() -> str:
         a = " · ".join(f"{x:.3f}" for x in t["agreement"])
         v = " · ".join(f"{x:.2f}" for x in m["val_loss_per_exit"])
         agree.append(f"| {n} | {t['sequences']} / {t['tokens']} | {a} | {v} |")
+    from speedsim.trace import fit, read_traces
+
+    synth = [
+        "| config | fitted agreement, exit 0 .. R-1 | fitted burst: P(miss after a miss) | first-exit miss |",
+        "|---|---|---:|---:|",
+    ]
+    for n, (_, t) in rows.items():
+        if t["repeats"] > 1:
+            f = fit(read_traces(TRACES / f"{n}.jsonl.gz"))
+            burst = "-" if f.burst is None else f"{f.burst:.3f}"
+            synth.append(f"| {n} | {' · '.join(f'{a:.3f}' for a in f.agreement)} | {burst} | {f.miss_rate:.3f} |")
+    agree += ["", "Synthetic-trace parameters fitted to each trace (`speedsim.trace.fit`):", ""] + synth
     paper = ["| config | first-exit misprediction, ours | SPEED paper |", "|---|---:|---:|"]
     for n, ref in PAPER_MISS.items():
         ours = pct(rows[n][1]["first_exit_miss"]) if n in rows else "not run"
