@@ -16,7 +16,8 @@ against (`section,model,mode,pattern,n,ctx,L,R,us_median,us_min,us_max,extra`, s
 The model's dimensions are written as a model spec beside the CSV (`<out>.<model>.yaml`, for
 `validate --model-spec`). Timing: warm-up, then the median (and min, max) of several samples of
 back-to-back calls; on CUDA with CUDA events, and also replayed from a CUDA graph where the
-step can be captured. Rows carry `final_norm=1` in `extra` where the exit includes the final norm.
+step can be captured. Rows carry `impl=speedsim` in `extra`: they time speedsim's own decoder (exits
+with the final norm, a host-side attention plan per pass), not measure.py's reference layer.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import yaml
 
 from speedsim.errors import UserError
 
+IMPL = "impl=speedsim"  # marks rows that time speedsim's own decoder (see the module docstring)
 COLUMNS = ["section", "model", "mode", "pattern", "n", "ctx", "L", "R", "us_median", "us_min", "us_max", "extra"]
 
 
@@ -243,7 +245,7 @@ def layer_rows(rec: Recorder, model, name: str, src_len: int, ctxs: tuple[int, .
             x = torch.randn(n, one.config.d_model, device=p.device, dtype=p.dtype)
             pos = list(range(ctx, ctx + n))
             rec.time(lambda: one.group_pass(x, [0] * n, pos, cache, cross),  # noqa: B023
-                     section="layer", model=name, pattern="multitoken", n=n, ctx=ctx)
+                     section="layer", model=name, pattern="multitoken", n=n, ctx=ctx, extra=IMPL)
 
 
 def group_rows(rec: Recorder, model, name: str, src_len: int, ctxs: tuple[int, ...]) -> None:
@@ -273,11 +275,11 @@ def group_rows(rec: Recorder, model, name: str, src_len: int, ctxs: tuple[int, .
             return model.exit_logits(y)
 
         for pattern, fn, n in (("distinct", distinct, 1), ("sequential", sequential, 1), ("pipelined", pipelined, R)):
-            rec.time(fn, section="group", model=name, pattern=pattern, n=n, ctx=ctx, L=U, R=R, extra="final_norm=1")
+            rec.time(fn, section="group", model=name, pattern=pattern, n=n, ctx=ctx, L=U, R=R, extra=IMPL)
     for n in (1, 2, 4, 8):
         xx = torch.randn(n, d, device=p.device, dtype=p.dtype)
         rec.time(lambda: model.exit_logits(xx), section="lmhead", model=name, pattern="lmhead", n=n,  # noqa: B023
-                 extra="final_norm=1")
+                 extra=IMPL)
 
 
 def decode_rows(rec: Recorder, model, name: str, sources: list, eos_id: int | None, max_new: int,
@@ -348,9 +350,9 @@ def measure(device: str, out: Path, checkpoint: Path | None = None, config: Path
         rec.flush()
         group_rows(rec, model, name, src_len, ctxs)
         rec.flush()
-    decode_rows(rec, model, name, sources, eos_id, max_new if not quick else 8, 2 if quick else sequences,
-                out.with_name(f"{out.stem}.traces.jsonl.gz"), 1 if quick else 3)
-    rec.flush()
+        decode_rows(rec, model, name, sources, eos_id, max_new if not quick else 8, 2 if quick else sequences,
+                    out.with_name(f"{out.stem}.traces.jsonl.gz"), 1 if quick else 3)
+        rec.flush()
     env = {"device": device, "torch": str(torch.__version__), "python": platform.python_version(),
            "threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine(),
            "model": name, "rows": len(rec.rows), "elapsed_s": round(time.time() - started, 1),

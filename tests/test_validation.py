@@ -89,3 +89,23 @@ def test_calibrate_fits_a_detuned_profile(h200):
 def test_unknown_mode_is_a_user_error(h200):
     with pytest.raises(UserError):
         validate(h200, read_measured(H200_MEASURED), BUILTIN_MODELS, "turbo")
+
+
+def test_cpu_host_whole_decodes_within_bounds():
+    """Simulated per-token time of sequential and SPEED decoding of the shipped 4x3 model on cpu-host is
+    within 20% of the measured (experiments/measured/cpu-host), and the SPEED speedup within 15%."""
+    from speedsim.hardware import load_profile
+    from speedsim.paths import MEASURED_DIR
+    from speedsim.workload import resolve_models
+
+    folder = MEASURED_DIR / "cpu-host"
+    models = resolve_models([folder / "measured.speed-4x3.yaml"])
+    rows = [r for r in read_measured(folder / "measured.csv") if r.section == "decode"]
+    report = validate(load_profile("cpu-host"), rows, models, "eager", source=str(folder / "measured.csv"))
+    by = {r.row.pattern: r for r in report.results}
+    assert set(by) == {"sequential", "pipelined"}
+    for r in by.values():
+        assert r.ape <= 0.20, (r.row.pattern, r.row.us_median, r.simulated_us)
+    measured = by["sequential"].row.us_median / by["pipelined"].row.us_median
+    simulated = by["sequential"].simulated_us / by["pipelined"].simulated_us
+    assert simulated / measured == pytest.approx(1.0, abs=0.15)

@@ -123,8 +123,9 @@ class Engine:
                 kernels = program.kernels
                 last = len(kernels) - 1
                 for i, k in enumerate(kernels):
-                    yield env.timeout(self.host_overhead_us)
-                    self.busy["host"] += self.host_overhead_us
+                    issue = self.host_overhead_us * k.host_ops  # per framework op the kernel takes
+                    yield env.timeout(issue)
+                    self.busy["host"] += issue
                     done = env.event() if self.synchronous else None
                     queues[stream].put((index, (k,), i == last, done))
                     if done is not None:
@@ -145,6 +146,8 @@ class Engine:
             span_start = env.now
             elapsed = 0.0
             for k in kernels:
+                if not k.launches:  # host-side framework work: no device time
+                    continue
                 dram, chip = onchip.serve(k, by_class)
                 t = cost.kernel_us(k, dram, chip)
                 if t < node_us:  # a replayed graph issues at most one node per node_us

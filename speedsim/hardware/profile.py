@@ -68,6 +68,10 @@ class ComputeSpec(_Frozen):
         64, gt=0, description="output features per block of a skinny GEMM/GEMV (sets its parallel work)"
     )
     gemm_tile_k: int = Field(2048, gt=0, description="input features per block of a split-K GEMV")
+    gemm_row_reuse_min: int = Field(
+        1, gt=0, description="a skinny GEMM with fewer rows than this runs one GEMV per row, reading the "
+        "weights once per row (MKL on a CPU below 4 rows); 1 = the weights are read once for all rows"
+    )
     splitk_min_in_features: int = Field(
         3072, gt=0, description="a GEMV whose output tiles do not fill the units is split over K from this width"
     )
@@ -126,7 +130,7 @@ class KernelSpec(_Frozen):
 class LaunchOverhead(_Frozen):
     """Per-kernel issue cost in each execution mode (us)."""
 
-    eager: float = Field(ge=0, description="framework dispatch + driver launch, paid by the host per kernel")
+    eager: float = Field(ge=0, description="framework dispatch + driver launch, paid by the host per framework op")
     graph: float = Field(ge=0, description="least time per node of a replayed graph (node launch, overlapped "
                          "with the previous node's execution)")
 

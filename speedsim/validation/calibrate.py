@@ -36,8 +36,8 @@ class FreeParameter:
 DEVICE_PARAMETERS: tuple[FreeParameter, ...] = (
     FreeParameter(("kernel", "latency_us"), 0.1, 20.0, "fixed device time per kernel"),
     FreeParameter(("host", "launch_overhead_us", "graph"), 0.01, 10.0, "per-node overhead of a replayed graph"),
-    FreeParameter(("compute", "unit_inflight_KiB"), 1.0, 1024.0, "bytes in flight per unit, streaming"),
-    FreeParameter(("compute", "unit_attention_inflight_KiB"), 0.5, 1024.0, "bytes in flight per unit, attention"),
+    FreeParameter(("compute", "unit_inflight_KiB"), 0.1, 1024.0, "bytes in flight per unit, streaming"),
+    FreeParameter(("compute", "unit_attention_inflight_KiB"), 0.1, 1024.0, "bytes in flight per unit, attention"),
     FreeParameter(("memory", "onchip", 0, "latency_ns"), 20.0, 2000.0, "on-chip load latency"),
     FreeParameter(("memory", "dram", "efficiency"), 0.3, 1.0, "achievable DRAM fraction"),
     FreeParameter(("memory", "onchip", 0, "efficiency"), 0.05, 1.0, "achievable on-chip fraction"),

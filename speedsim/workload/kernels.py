@@ -16,6 +16,7 @@ split-K GEMV with a reduction kernel) are taken from that breakdown and named be
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -59,6 +60,8 @@ class Kernel:
     matrix: bool = False         # runs on the matrix path (tensor cores / systolic array)
     kind: str = STREAM
     dtype: str = "bf16"
+    host_ops: int = 1            # framework ops the host dispatches for it in eager mode (views included)
+    launches: bool = True        # False: host-side framework work only, nothing runs on the device
 
     @property
     def bytes_total(self) -> float:
@@ -76,13 +79,14 @@ class KernelRules:
     split_keys: int       # keys per block of split-KV attention
     split_min_keys: int   # split-KV only from this many keys
     query_tile: int       # queries per attention block when not split
+    row_reuse_min: int = 1  # fewer rows than this: one GEMV per row (weights read once per row)
 
     @classmethod
     def from_profile(cls, profile) -> KernelRules:
         c = profile.compute
         return cls(tile_rows=c.gemm_tile_rows, tile_k=c.gemm_tile_k, splitk_min_in=c.splitk_min_in_features,
                    units=c.units, split_keys=c.attention_split_keys, split_min_keys=c.attention_split_min_keys,
-                   query_tile=c.attention_query_tile)
+                   query_tile=c.attention_query_tile, row_reuse_min=c.gemm_row_reuse_min)
 
 
 @dataclass
@@ -118,16 +122,17 @@ def linear(name: str, weight_id: str, rows: int, d_in: int, d_out: int, dtype: s
     out_tiles = math.ceil(d_out / rules.tile_rows) * math.ceil(rows / 128)
     split = d_in >= rules.splitk_min_in and out_tiles < rules.units
     k_blocks = math.ceil(d_in / rules.tile_k) if split else 1
+    passes = rows if rows < rules.row_reuse_min else 1  # weight reads: once, or once per row
     main = Kernel(
         name=name, flops=2.0 * rows * d_in * d_out, matrix=True, dtype=dtype,
         parallel_work=out_tiles * k_blocks,
-        accesses=(Access(weight_id, tclass, d_in * d_out * b),
+        accesses=(Access(weight_id, tclass, passes * d_in * d_out * b, footprint_bytes=d_in * d_out * b),
                   Access(ACT, ACTIVATIONS, rows * d_in * b, rows * d_out * (4 if split else b))),
     )
     if not split:
         return [main]
     reduce = Kernel(name=name + ".splitk_reduce", flops=float(rows * d_out * k_blocks), dtype=dtype,
-                    parallel_work=max(1, math.ceil(rows * d_out / 4096)),
+                    parallel_work=max(1, math.ceil(rows * d_out / 4096)), host_ops=0,
                     accesses=(Access(ACT, ACTIVATIONS, rows * d_out * 4 * k_blocks, rows * d_out * b),))
     return [main, reduce]
 
@@ -151,12 +156,21 @@ def kv_write(name: str, cache_ids: list[str], rows_each: int, d: int, dtype: str
     b = _elt(dtype)
     acc = [Access(ACT, ACTIVATIONS, len(cache_ids) * rows_each * d * b)]
     acc += [Access(cid, KV, 0.0, rows_each * d * b, footprint_bytes=0.0) for cid in cache_ids]
-    return Kernel(name=name, flops=0.0, dtype=dtype,
+    return Kernel(name=name, flops=0.0, dtype=dtype, host_ops=2,  # index into the cache, then write
                   parallel_work=max(1, math.ceil(len(cache_ids) * rows_each * d / 4096)), accesses=tuple(acc))
 
 
+# Host ops of one attention call in PyTorch eager: splitting q/k/v out of the fused projection,
+# slicing or gathering the cache, the reshapes around scaled_dot_product_attention and the call
+# itself (counted with torch.profiler on speedsim's decoder: about a dozen top-level ops for
+# self-attention, half that for cross-attention over a fixed memory).
+SELF_ATTENTION_HOST_OPS = 12
+CROSS_ATTENTION_HOST_OPS = 6
+
+
 def attention(name: str, spec: ModelSpec, queries: int, keys: list[int], cache_ids: list[str],
-              masked: bool, dtype: str, rules: KernelRules, tclass: str = KV) -> list[Kernel]:
+              masked: bool, dtype: str, rules: KernelRules, tclass: str = KV,
+              host_ops: int = SELF_ATTENTION_HOST_OPS) -> list[Kernel]:
     """Scaled-dot-product attention of `queries` rows per batch item over that item's `keys`.
 
     One batch item per entry of `keys`/`cache_ids` (SPEED's pipelined step stacks the in-flight
@@ -178,13 +192,13 @@ def attention(name: str, spec: ModelSpec, queries: int, keys: list[int], cache_i
         accesses.append(Access(cid, tclass, kv_bytes, footprint_bytes=kv_bytes))
         flops += 4.0 * queries * kv_len * d
         work += h * (math.ceil(kv_len / rules.split_keys) if split else math.ceil(queries / rules.query_tile))
-    main = Kernel(name=name, flops=flops, matrix=True, dtype=dtype, parallel_work=work,
+    main = Kernel(name=name, flops=flops, matrix=True, dtype=dtype, parallel_work=work, host_ops=host_ops,
                   kind=STREAM if queries == 1 else ATTENTION, accesses=tuple(accesses))
     if split:
         if work <= h * len(keys):
             return [main]
         partial = work * dh * 4.0 * queries
-        return [main, Kernel(name=name + ".reduce", flops=float(work * dh), dtype=dtype,
+        return [main, Kernel(name=name + ".reduce", flops=float(work * dh), dtype=dtype, host_ops=0,
                              parallel_work=max(1, h * len(keys)),
                              accesses=(Access(ACT, ACTIVATIONS, partial, len(keys) * queries * d * b),))]
     if queries == 1 and not masked:
@@ -196,7 +210,8 @@ def attention(name: str, spec: ModelSpec, queries: int, keys: list[int], cache_i
                  elementwise(name + ".mask_fill", mask_elems, 0, dtype),
                  elementwise(name + ".mask_where", mask_elems, 2, dtype)]
     prep.append(elementwise(name + ".memset", len(keys) * queries * h, 0, "fp32"))
-    return prep + [main]
+    # issued from inside the one attention op: no host ops of their own
+    return [dataclasses.replace(k, host_ops=0) for k in prep] + [main]
 
 
 # ------------------------------------------------------------------------------ layers and heads
@@ -235,7 +250,7 @@ def _layer_parts(spec: ModelSpec, layer_id: str, cache_ids: tuple[str, ...], que
         p.add(rmsnorm(f"{layer_id}.norm_x", rows, d, dtype))
         p.add(*linear(f"{layer_id}.xq", f"{layer_id}.xq", rows, d, d, dtype, rules))
         p.add(*attention(f"{layer_id}.xattn", spec, queries, [spec.cross_attention_len] * batch, list(cross_ids),
-                         False, dtype, rules))
+                         False, dtype, rules, host_ops=CROSS_ATTENTION_HOST_OPS))
         p.add(*linear(f"{layer_id}.xo", f"{layer_id}.xo", rows, d, d, dtype, rules))
         p.add(elementwise(f"{layer_id}.add_x", rows * d, 2, dtype))
     p.add(rmsnorm(f"{layer_id}.norm2", rows, d, dtype))
@@ -259,9 +274,20 @@ def lm_head(spec: ModelSpec, rows: int, dtype: str, rules: KernelRules, final_no
     return p
 
 
+# Framework ops a decoder pass spends before its layers, building the positions, KV slots and
+# length mask of its tokens (speedsim's decoder: tensor(), arange, compare, index views; counted
+# with torch.profiler).
+PASS_BOOKKEEPING_HOST_OPS = 6
+
+
+def bookkeeping(name: str, host_ops: int = PASS_BOOKKEEPING_HOST_OPS) -> Kernel:
+    """Host-only framework work of one decoder pass: costs host time in eager mode, no device time."""
+    return Kernel(name=name, flops=0.0, accesses=(), parallel_work=1, host_ops=host_ops, launches=False)
+
+
 def embed(spec: ModelSpec, rows: int, dtype: str) -> Kernel:
     """Gather the embeddings of `rows` newly launched tokens."""
     b = _elt(dtype)
-    return Kernel(name="embed", flops=0.0, dtype=dtype, parallel_work=max(1, rows),
+    return Kernel(name="embed", flops=0.0, dtype=dtype, parallel_work=max(1, rows), host_ops=3,
                   accesses=(Access("embedding_rows", EMBEDDINGS, rows * spec.d_model * b),
                             Access(ACT, ACTIVATIONS, 0.0, rows * spec.d_model * b)))

@@ -17,6 +17,7 @@ from speedsim.workload.kernels import (
     Kernel,
     KernelRules,
     Program,
+    bookkeeping,
     decoder_layer,
     linear,
     lm_head,
@@ -67,42 +68,51 @@ def gemv(tag: str, rows: int, rules: KernelRules, dtype: str = "bf16") -> Progra
     return Program(linear(f"gemv.{tag}", f"gemv.{tag}", rows, in_f, out_f, dtype, rules))
 
 
-def layer_multitoken(spec: ModelSpec, n: int, ctx: int, rules: KernelRules, dtype: str) -> Program:
+def _pass(functional: bool, name: str) -> list[Kernel]:
+    """speedsim's decoder builds each pass's attention plan on the host first (measure.py does not)."""
+    return [bookkeeping(name)] if functional else []
+
+
+def layer_multitoken(spec: ModelSpec, n: int, ctx: int, rules: KernelRules, dtype: str,
+                     functional: bool = False) -> Program:
     """One layer, n query tokens at the same depth, `ctx` keys already cached."""
-    return decoder_layer(spec, "L0", [ctx], ["kv.L0"], n, dtype, rules, cross_ids=["cross.0"])
+    p = Program(_pass(functional, "pass"))
+    p.extend(decoder_layer(spec, "L0", [ctx], ["kv.L0"], n, dtype, rules, cross_ids=["cross.0"]))
+    return p
 
 
 def group_distinct(spec: ModelSpec, L: int, R: int, ctx: int, rules: KernelRules, dtype: str,
-                   final_norm: bool = False) -> Program:
+                   functional: bool = False) -> Program:
     """R*L different layers, 1 token each, then the LM head on 1 row (unshared deep decoder)."""
-    p = Program()
+    p = Program(_pass(functional, "pass"))
     for i in range(R * L):
         p.extend(decoder_layer(spec, f"L{i}", [ctx], [f"kv.L{i}"], 1, dtype, rules, cross_ids=["cross.0"]))
-    p.extend(lm_head(spec, 1, dtype, rules, final_norm=final_norm))
+    p.extend(lm_head(spec, 1, dtype, rules, final_norm=functional))
     return p
 
 
 def group_sequential(spec: ModelSpec, L: int, R: int, ctx: int, rules: KernelRules, dtype: str,
-                     final_norm: bool = False) -> Program:
+                     functional: bool = False) -> Program:
     """L shared layers applied R times to 1 token, each repeat with its own KV cache, then the head."""
     p = Program()
     for r in range(R):
+        p.add(*_pass(functional, f"pass.r{r}"))
         for layer in range(L):
             p.extend(decoder_layer(spec, f"L{layer}", [ctx], [f"kv.L{layer}.r{r}"], 1, dtype, rules,
                                    cross_ids=[f"cross.{r}"]))
-    p.extend(lm_head(spec, 1, dtype, rules, final_norm=final_norm))
+    p.extend(lm_head(spec, 1, dtype, rules, final_norm=functional))
     return p
 
 
 def group_pipelined(spec: ModelSpec, L: int, R: int, ctx: int, rules: KernelRules, dtype: str,
-                    final_norm: bool = False) -> Program:
+                    functional: bool = False) -> Program:
     """SPEED's pipelined step: L shared layers once over R tokens at R repeats, then the head on R rows."""
-    p = Program()
+    p = Program(_pass(functional, "pass"))
     caches = [[f"kv.L{layer}.r{r}" for r in range(R)] for layer in range(L)]
     cross = [f"cross.{r}" for r in range(R)]
     for layer in range(L):
         p.extend(decoder_layer(spec, f"L{layer}", [ctx] * R, caches[layer], 1, dtype, rules, cross_ids=cross))
-    p.extend(lm_head(spec, R, dtype, rules, final_norm=final_norm))
+    p.extend(lm_head(spec, R, dtype, rules, final_norm=functional))
     return p
 
 
@@ -136,13 +146,14 @@ def program_for_row(row: dict, models: dict[str, ModelSpec], rules: KernelRules,
     if model not in models:
         raise UserError(f"unknown model '{model}': give its dimensions with --model-spec FILE", where=where)
     spec = models[model]
-    # rows measured by `speedsim measure` include the final norm in every exit (final_norm=1)
-    norm = "final_norm=1" in (row.get("extra") or "")
+    # rows measured by `speedsim measure` (impl=speedsim) time speedsim's own decoder: its exits
+    # include the final norm and each pass first builds its attention plan on the host
+    functional = "impl=speedsim" in (row.get("extra") or "")
     if section == "layer":
-        return layer_multitoken(spec, max(1, n), ctx, rules, dtype), 1
+        return layer_multitoken(spec, max(1, n), ctx, rules, dtype, functional), 1
     if section == "lmhead":
-        return lm_head(spec, max(1, n), dtype, rules, final_norm=norm), 1
+        return lm_head(spec, max(1, n), dtype, rules, final_norm=functional), 1
     if L < 1 or R < 1:
         raise UserError(f"group row needs L >= 1 and R >= 1 (got L={L}, R={R})", where=where)
     build = {"distinct": group_distinct, "sequential": group_sequential, "pipelined": group_pipelined}[pattern]
-    return build(spec, L, R, ctx, rules, dtype, final_norm=norm), 1
+    return build(spec, L, R, ctx, rules, dtype, functional=functional), 1

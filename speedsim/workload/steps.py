@@ -20,6 +20,7 @@ from speedsim.workload.kernels import (
     KernelRules,
     Program,
     attention,
+    bookkeeping,
     decoder_layer,
     elementwise,
     embed,
@@ -85,7 +86,7 @@ def with_source(spec: ModelSpec, src_len: int) -> ModelSpec:
 def pipelined_step(ctx: StepContext, in_flight: list[tuple[int, int]], launched: int) -> Program:
     """One SPEED step: the U shared layers once over every in-flight token, each at its own repeat
     and attending to its own (layer, repeat) cache; the LM head on every in-flight token's exit."""
-    p = Program()
+    p = Program([bookkeeping("step.plan")])
     if launched:
         p.add(embed(ctx.spec, launched, ctx.dtype))
     kv_lens = [ctx.kv_before(pos) for pos, _ in in_flight]
@@ -102,6 +103,7 @@ def sequential_token(ctx: StepContext, position: int) -> Program:
     p = Program([embed(ctx.spec, 1, ctx.dtype)])
     kv = [ctx.kv_before(position)]
     for r in range(ctx.sharing.repeats):
+        p.add(bookkeeping(f"pass.r{r}"))  # one decoder pass per repeat
         for u in range(ctx.sharing.unique):
             p.extend(decoder_layer(ctx.spec, f"L{u}", kv, [f"kv.L{u}.r{r}"], 1, ctx.dtype, ctx.rules,
                                    cross_ids=["cross"]))
@@ -111,7 +113,7 @@ def sequential_token(ctx: StepContext, position: int) -> Program:
 
 def unshared_token(ctx: StepContext, position: int) -> Program:
     """An unshared decoder of the same depth (U*R distinct layers): one token, then the head."""
-    p = Program([embed(ctx.spec, 1, ctx.dtype)])
+    p = Program([embed(ctx.spec, 1, ctx.dtype), bookkeeping("pass")])
     kv = [ctx.kv_before(position)]
     for i in range(ctx.sharing.depth):
         p.extend(decoder_layer(ctx.spec, f"L{i}", kv, [f"kv.L{i}"], 1, ctx.dtype, ctx.rules, cross_ids=["cross"]))
