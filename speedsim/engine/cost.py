@@ -69,10 +69,10 @@ class CostModel:
             vector_datasheet_FLOPpus={d: profile.vector_peak(d) / c.vector_efficiency / 1e6 for d in dtypes},
         )
 
-    def kernel_us(self, k: Kernel, dram_bytes: float, onchip_bytes: float, dram_share: float = 1.0) -> float:
+    def kernel_us(self, k: Kernel, dram_bytes: float, onchip_bytes: float) -> float:
         """Device time of kernel `k` (us) moving `onchip_bytes` through on-chip memory, `dram_bytes` of them from DRAM.
 
-        `dram_share` is the fraction of DRAM bandwidth this kernel gets (1 when it runs alone).
+        This is the kernel alone; with concurrent streams the engine shares DRAM among kernels.
         """
         work = k.parallel_work
         units = self.units
@@ -82,7 +82,7 @@ class CostModel:
             t_units = (dram_bytes / self.attn_dram_Bpus + hits / self.attn_onchip_Bpus) / active
         else:
             t_units = (dram_bytes / self.unit_dram_Bpus + hits / self.unit_onchip_Bpus) / active
-        t_mem = max(dram_bytes / (self.dram_Bpus * dram_share), onchip_bytes / self.onchip_Bpus, t_units)
+        t_mem = max(dram_bytes / self.dram_Bpus, onchip_bytes / self.onchip_Bpus, t_units)
         if k.flops:
             waves = -(-work // units)
             util = work / (waves * units)
