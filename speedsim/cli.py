@@ -50,6 +50,12 @@ def profiles(as_json: bool, directory: Path | None) -> None:
                                    "memory_GiB", "kernel_latency_us", "eager_launch_us"]))
 
 
+def _writable(path: Path | None, option: str) -> None:
+    """A file to be written must have an existing directory: say so before any work is done."""
+    if path is not None and not Path(path).resolve().parent.is_dir():
+        raise UserError(f"directory {Path(path).resolve().parent} does not exist", where=option)
+
+
 def _models_option(fn):
     return click.option("--model-spec", "model_specs", multiple=True, type=click.Path(path_type=Path),
                         help="YAML spec of a model not built in (repeatable).")(fn)
@@ -92,10 +98,11 @@ def validate(measured: Path | None, profile_name: str, mode: str, as_json: bool,
 @click.option("--profile", "profile_name", required=True, help="Starting profile (name or YAML path).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Where to write the fitted profile.")
 @click.option("--name", default=None, help="Name of the fitted profile (default: the starting profile's).")
+@click.option("--sections", default=None, help="Fit only rows of these sections (comma-separated, e.g. layer,group).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_models_option
-def calibrate(measured: Path | None, profile_name: str, out: Path, name: str | None, as_json: bool,
-              model_specs: tuple[Path, ...]) -> None:
+def calibrate(measured: Path | None, profile_name: str, out: Path, name: str | None, sections: str | None,
+              as_json: bool, model_specs: tuple[Path, ...]) -> None:
     """Fit a profile's few free parameters (efficiencies, latencies, in-flight bytes) to measurements."""
     from speedsim.hardware import load_profile, save_profile
     from speedsim.paths import H200_MEASURED
@@ -103,10 +110,12 @@ def calibrate(measured: Path | None, profile_name: str, out: Path, name: str | N
     from speedsim.validation.calibrate import calibrate as fit
     from speedsim.workload import resolve_models
 
+    _writable(out, "--out")
     path = measured or H200_MEASURED
     profile = load_profile(profile_name)
     rows = read_measured(path)
-    result = fit(profile, rows, resolve_models(model_specs), source=str(path))
+    chosen = tuple(x.strip() for x in sections.split(",")) if sections else None
+    result = fit(profile, rows, resolve_models(model_specs), source=str(path), sections=chosen)
     from speedsim.paths import relative
 
     fitted = result.profile
@@ -215,6 +224,7 @@ def simulate_cmd(profile_name: str, model_name: str, sharing: str, trace_file: P
     from speedsim.workload.steps import Sharing
 
     shared = Sharing.parse(sharing)
+    _writable(timeline, "--timeline")
     if (trace_file is None) == (synthetic is None):
         raise UserError("give exactly one of --trace FILE or --synthetic SPEC", where="--trace/--synthetic")
     profile = load_profile(profile_name)

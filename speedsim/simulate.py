@@ -34,6 +34,8 @@ from speedsim.workload.steps import (
 )
 
 BASELINES = ("unshared", "sequential")
+MAX_SYNTHETIC_LEN = 65536     # tokens per synthetic sequence (output or source)
+MAX_SYNTHETIC_SEQS = 10000
 
 
 # ------------------------------------------------------------------------------ synthetic specs
@@ -59,6 +61,8 @@ def parse_synthetic(text: str, repeats: int):
     if unknown:
         raise UserError(f"unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})",
                         where="--synthetic")
+    if "agree" in fields and "mispredict" in fields:
+        raise UserError("give agree=... or mispredict=..., not both", where="--synthetic")
     try:
         if "agree" in fields:
             agreement = [float(v) for v in fields["agree"].split("/")]
@@ -74,8 +78,10 @@ def parse_synthetic(text: str, repeats: int):
         burst = float(fields["burst"]) if "burst" in fields else None
     except ValueError as err:
         raise UserError(f"not a number: {err}", where="--synthetic") from None
-    if seqs < 1:
-        raise UserError("seqs must be >= 1", where="--synthetic")
+    if not 1 <= seqs <= MAX_SYNTHETIC_SEQS:
+        raise UserError(f"seqs must be in 1..{MAX_SYNTHETIC_SEQS}", where="--synthetic")
+    if not 1 <= lengths[0] <= MAX_SYNTHETIC_LEN or not 0 <= src[0] <= MAX_SYNTHETIC_LEN:
+        raise UserError(f"len and src must be in 1..{MAX_SYNTHETIC_LEN}", where="--synthetic")
     try:
         spec = SyntheticSpec(repeats=repeats, agreement=agreement, burst=burst, lengths=lengths, src_lens=src)
     except ValidationError as err:
@@ -185,8 +191,8 @@ def _summarise(phase: Phase, profile: HardwareProfile, mode: str, timeline: Path
         # compute: achieved FLOP/s over the datasheet matrix peak; dram: time DRAM was streaming at
         # its achievable rate; device_busy / host: time a kernel ran / the host was issuing
         "utilization": {
-            "compute": result.flops / (total_time * 1e-6 * profile.matrix_peak(profile.default_dtype)
-                                       / profile.compute.matrix_efficiency) if total_time else 0.0,
+            "compute": result.flops / (total_time * 1e-6 * profile.matrix_peak(profile.default_dtype, False))
+            if total_time else 0.0,
             "dram": result.busy_us["dram"] / total_time if total_time else 0.0,
             "device_busy": result.busy_us["device"] / total_time if total_time else 0.0,
             "host": result.busy_us["host"] / total_time if total_time else 0.0,

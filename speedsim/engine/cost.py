@@ -65,8 +65,8 @@ class CostModel:
             matrix_FLOPpus={d: profile.matrix_peak(d) / 1e6 for d in dtypes},
             vector_FLOPpus={d: profile.vector_peak(d) / 1e6 for d in dtypes},
             dram_peak_Bpus=m.dram.bandwidth_GBps * 1e3,
-            matrix_datasheet_FLOPpus={d: profile.matrix_peak(d) / c.matrix_efficiency / 1e6 for d in dtypes},
-            vector_datasheet_FLOPpus={d: profile.vector_peak(d) / c.vector_efficiency / 1e6 for d in dtypes},
+            matrix_datasheet_FLOPpus={d: profile.matrix_peak(d, achievable=False) / 1e6 for d in dtypes},
+            vector_datasheet_FLOPpus={d: profile.vector_peak(d, achievable=False) / 1e6 for d in dtypes},
         )
 
     def kernel_us(self, k: Kernel, dram_bytes: float, onchip_bytes: float) -> float:

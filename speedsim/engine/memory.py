@@ -3,8 +3,11 @@
 The level is modelled as a least-recently-used set of whole tensors whose total footprint is at
 most the level's usable capacity. A read of a resident tensor is served on-chip; a read of a
 non-resident one comes from DRAM and makes it resident (evicting the least recently used) if it
-fits at all. A tensor larger than the usable capacity is streamed from DRAM every time. Writes
-land on-chip (write-back) and reach DRAM only for tensors too large to stay resident.
+fits at all. A tensor larger than the usable capacity is streamed from DRAM every time. A
+resident tensor read with a larger footprint (a KV cache that grew) is charged its new part
+from DRAM; one read with a smaller footprint (a cache reused by the next sequence) shrinks.
+Writes are absorbed on-chip (write-back) without changing residency, and reach DRAM only for
+tensors too large to stay resident.
 
 So parameter sharing shows up by itself: a shared group whose weights fit is read from DRAM
 once and then from on-chip memory every repeat and every step; an unshared deep decoder cycles
@@ -50,7 +53,10 @@ class OnChipCache:
                 if a.tensor in resident:
                     resident.move_to_end(a.tensor)
                     old = resident[a.tensor]
-                    if size > old:  # the tensor grew (a KV cache): the new part comes from DRAM
+                    if size < old:  # reused with a smaller footprint (the next sequence's cache)
+                        self.used -= old - size
+                        resident[a.tensor] = size
+                    elif size > old:  # the tensor grew (a KV cache): the new part comes from DRAM
                         grown = min(a.read_bytes, size - old)
                         dram += grown
                         dram_by_class[a.tclass] += grown

@@ -93,7 +93,7 @@ class Engine:
         self.onchip = OnChipCache(profile.l2.usable_bytes)
         self.recorder = recorder
         self.n_streams = streams
-        # running totals (kept across `run` calls so a warm-up run can precede a timed one)
+        # running totals, reset by every `run` (the on-chip state carries over between runs)
         self.dram_by_class = empty_class_totals()
         self._reset_counters()
 

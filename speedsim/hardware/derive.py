@@ -1,7 +1,7 @@
 """Derive a GPU profile from its datasheet and the rule learned on the calibrated H200.
 
 Only the H200 has measurements in the repository, so the other GPU profiles take
-- from their datasheet (`hw_profiles/datasheets.yaml`, each number with its source): units, clock,
+- from their datasheet (`experiments/hardware/gpu_datasheets.yaml`, each number with its source): units, clock,
   matrix and vector peaks, DRAM bandwidth and capacity, L2 capacity, shared memory per unit;
 - from the calibrated H200 profile, by this rule:
   - achievable fractions (DRAM, on-chip, matrix, vector), on-chip usable fraction, the soft-max

@@ -179,22 +179,21 @@ class HardwareProfile(_Frozen):
         """The outermost on-chip level (L2 on GPUs, scratchpad on accelerators, LLC on CPUs)."""
         return self.memory.onchip[0]
 
-    def matrix_peak(self, dtype: str) -> float:
-        """Achievable FLOP/s of the matrix path for `dtype` (falls back to the widest listed)."""
-        return _peak(self.compute.matrix_peak_TFLOPS, dtype, self.name) * self.compute.matrix_efficiency
+    def matrix_peak(self, dtype: str, achievable: bool = True) -> float:
+        """FLOP/s of the matrix path for `dtype` (achievable, or the datasheet peak).
 
-    def vector_peak(self, dtype: str) -> float:
-        """Achievable FLOP/s of the vector path for `dtype`."""
-        return _peak(self.compute.vector_peak_TFLOPS, dtype, self.name) * self.compute.vector_efficiency
+        A dtype the matrix path does not list (fp32 on a GPU without TF32) runs on the vector path.
+        """
+        if dtype not in self.compute.matrix_peak_TFLOPS:
+            return self.vector_peak(dtype, achievable)
+        eff = self.compute.matrix_efficiency if achievable else 1.0
+        return self.compute.matrix_peak_TFLOPS[dtype] * 1e12 * eff
 
-
-def _peak(table: dict[str, float], dtype: str, name: str) -> float:
-    if dtype in table:
-        return table[dtype] * 1e12
-    for fallback in ("bf16", "fp16", "fp32", "tf32", "int8"):
-        if fallback in table:
-            return table[fallback] * 1e12
-    raise UserError(f"no peak rate for dtype {dtype}", where=name)
+    def vector_peak(self, dtype: str, achievable: bool = True) -> float:
+        """FLOP/s of the vector path for `dtype` (the slowest listed rate if `dtype` is not listed)."""
+        table = self.compute.vector_peak_TFLOPS
+        peak = table[dtype] if dtype in table else min(table.values())
+        return peak * 1e12 * (self.compute.vector_efficiency if achievable else 1.0)
 
 
 def load_profile_file(path: Path) -> HardwareProfile:

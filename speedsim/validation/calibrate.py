@@ -44,7 +44,7 @@ DEVICE_PARAMETERS: tuple[FreeParameter, ...] = (
     FreeParameter(("compute", "matrix_efficiency"), 0.2, 1.0, "achievable matrix fraction"),
 )
 EAGER_PARAMETER = FreeParameter(("host", "launch_overhead_us", "eager"), 0.1, 500.0,
-                                "host time per kernel in eager mode")
+                                "host time per framework op in eager mode")
 
 __doc__ += "\n".join(f"- {'.'.join(map(str, p.path))} in [{p.low}, {p.high}]: {p.what}"
                      for p in (*DEVICE_PARAMETERS, EAGER_PARAMETER))
@@ -108,13 +108,17 @@ def _fit(profile: HardwareProfile, params: tuple[FreeParameter, ...], usable, ma
 
 
 def calibrate(profile: HardwareProfile, rows: list[MeasuredRow], models: dict[str, ModelSpec],
-              source: str = "measured", max_evals: int = 60) -> CalibrationResult:
+              source: str = "measured", max_evals: int = 60,
+              sections: tuple[str, ...] | None = None) -> CalibrationResult:
     """Fit the device parameters on graph rows, then the eager overhead on eager rows.
 
     Without graph-mode rows (a CPU, where PyTorch runs eager only) the device parameters and the
     eager overhead are fitted together on the eager rows. Whole-decode rows (section `decode`)
-    are never fitted: they stay an out-of-sample check for `validate`.
+    are never fitted: they stay an out-of-sample check for `validate`. `sections` limits the fit
+    to rows of those sections (e.g. the decode-shaped layer, group and lmhead rows).
     """
+    if sections:
+        rows = [r for r in rows if r.section in sections]
     def components(mode: str) -> list:
         return [(r, m) for r, m in rows_for_mode(rows, mode) if r.section != "decode" and (r.mode or m) == mode]
 

@@ -41,7 +41,9 @@ class MeasuredRow:
 
     @property
     def key(self) -> tuple:
-        return (self.section, self.model, self.pattern, self.n, self.ctx, self.L, self.R)
+        """Identity of the simulated scenario (rows that time speedsim's own decoder differ)."""
+        return (self.section, self.model, self.pattern, self.n, self.ctx, self.L, self.R,
+                "impl=speedsim" in self.extra)
 
     def as_dict(self) -> dict:
         return {"section": self.section, "model": self.model, "pattern": self.pattern, "n": self.n,
@@ -73,8 +75,8 @@ def read_measured(path: Path) -> list[MeasuredRow]:
         try:
             ints = {k: int(float(rec[k] or 0)) for k in ("n", "ctx", "L", "R")}
             us = float(rec["us_median"]) if rec["us_median"].strip() else math.nan
-        except ValueError as err:
-            raise UserError(f"not a number: {err}", where=where) from None
+        except (ValueError, OverflowError) as err:
+            raise UserError(f"not a finite number: {err}", where=where) from None
         if any(v < 0 for v in ints.values()):
             raise UserError("n, ctx, L and R must be >= 0", where=where)
         rows.append(MeasuredRow(line=line, section=section, model=rec["model"].strip(), mode=mode,

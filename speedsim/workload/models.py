@@ -55,7 +55,7 @@ class ModelSpec(BaseModel):
         """Weight elements of one decoder layer (norm scales included)."""
         d = self.d_model
         attn = d * 3 * d + d * d
-        cross = 2 * d * d if self.cross_attention_len else 0
+        cross = 4 * d * d if self.cross_attention_len else 0  # query, output, and the fused K/V of the memory
         ffn = d * (2 if self.gated else 1) * self.d_ff + self.d_ff * d
         norms = (3 if self.cross_attention_len else 2) * d
         return attn + cross + ffn + norms

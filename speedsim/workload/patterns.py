@@ -141,7 +141,7 @@ def program_for_row(row: dict, models: dict[str, ModelSpec], rules: KernelRules,
             return copy(float(int(m.group(1)) << (20 if m.group(2) == "MiB" else 30))), 1
         return gemm(int(m.group(4)), m.group(3)), 1
     if section == "gemv":
-        return gemv(pattern, max(1, n), rules), 1
+        return gemv(pattern, max(1, n), rules, dtype), 1
     model = row.get("model") or ""
     if model not in models:
         raise UserError(f"unknown model '{model}': give its dimensions with --model-spec FILE", where=where)

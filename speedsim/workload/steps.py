@@ -7,7 +7,8 @@ all R repeats; decode steps compute positions 1, 2, .... A token at position t a
 
 Tensor identities make parameter sharing visible to the on-chip model: the U shared layers are
 `L0..L{U-1}` whatever the repeat; each (layer, repeat) has its own KV cache `kv.L{u}.r{r}`;
-an unshared decoder of the same depth has `L0..L{U*R-1}` with one cache each.
+each distinct layer has its own encoder K/V `cross.L{u}`; an unshared decoder of the same
+depth has `L0..L{U*R-1}` with one cache and one encoder K/V each.
 """
 
 from __future__ import annotations
@@ -90,10 +91,10 @@ def pipelined_step(ctx: StepContext, in_flight: list[tuple[int, int]], launched:
     if launched:
         p.add(embed(ctx.spec, launched, ctx.dtype))
     kv_lens = [ctx.kv_before(pos) for pos, _ in in_flight]
-    cross = ["cross"] * len(in_flight)
     for u in range(ctx.sharing.unique):
         caches = [f"kv.L{u}.r{r}" for _, r in in_flight]
-        p.extend(decoder_layer(ctx.spec, f"L{u}", kv_lens, caches, 1, ctx.dtype, ctx.rules, cross_ids=cross))
+        p.extend(decoder_layer(ctx.spec, f"L{u}", kv_lens, caches, 1, ctx.dtype, ctx.rules,
+                               cross_ids=[f"cross.L{u}"] * len(in_flight)))
     p.extend(lm_head(ctx.spec, len(in_flight), ctx.dtype, ctx.rules))
     return p
 
@@ -106,7 +107,7 @@ def sequential_token(ctx: StepContext, position: int) -> Program:
         p.add(bookkeeping(f"pass.r{r}"))  # one decoder pass per repeat
         for u in range(ctx.sharing.unique):
             p.extend(decoder_layer(ctx.spec, f"L{u}", kv, [f"kv.L{u}.r{r}"], 1, ctx.dtype, ctx.rules,
-                                   cross_ids=["cross"]))
+                                   cross_ids=[f"cross.L{u}"]))
     p.extend(lm_head(ctx.spec, 1, ctx.dtype, ctx.rules))
     return p
 
@@ -116,7 +117,8 @@ def unshared_token(ctx: StepContext, position: int) -> Program:
     p = Program([embed(ctx.spec, 1, ctx.dtype), bookkeeping("pass")])
     kv = [ctx.kv_before(position)]
     for i in range(ctx.sharing.depth):
-        p.extend(decoder_layer(ctx.spec, f"L{i}", kv, [f"kv.L{i}"], 1, ctx.dtype, ctx.rules, cross_ids=["cross"]))
+        p.extend(decoder_layer(ctx.spec, f"L{i}", kv, [f"kv.L{i}"], 1, ctx.dtype, ctx.rules,
+                               cross_ids=[f"cross.L{i}"]))
     p.extend(lm_head(ctx.spec, 1, ctx.dtype, ctx.rules))
     return p
 
@@ -157,7 +159,7 @@ def prefill(ctx: StepContext, unshared: bool = False) -> Program:
             p.add(*linear(f"{lid}.xkv", f"{lid}.xkv", src, spec.d_model, 2 * spec.d_model, dtype, rules))
         p.add(embed(spec, 1, dtype))
         for lid, cache in zip(layer_ids, caches, strict=True):
-            p.extend(decoder_layer(spec, lid, [0], [cache], 1, dtype, rules, cross_ids=["cross"]))
+            p.extend(decoder_layer(spec, lid, [0], [cache], 1, dtype, rules, cross_ids=[f"cross.{lid}"]))
     else:
         prompt = max(1, ctx.src_len)
         p.add(embed(spec, prompt, dtype))
