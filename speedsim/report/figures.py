@@ -107,15 +107,21 @@ def _workload_text(row: pd.Series) -> str:
 
 # ------------------------------------------------------------------------------ acceptance
 
+def _panel_per_profile(data: pd.DataFrame):
+    """One panel per profile side by side, and one colour per sharing (UxR)."""
+    profiles = _profiles(data)
+    fig, axes = plt.subplots(1, len(profiles), figsize=(5.5 * len(profiles), 4.4), squeeze=False, layout="constrained")
+    colors = dict(zip(sorted(data["sharing"].unique()), plt.get_cmap("tab10").colors, strict=False))
+    return fig, list(zip(axes[0], profiles, strict=True)), colors
+
+
 def speedup_vs_mispredict(df: pd.DataFrame, path: Path, paper: pd.DataFrame | None = None) -> Path | None:
     """SPEED's speedup over shared-sequential (solid) and unshared (dashed) against the miss rate."""
     data = ok(df, "mispredict")
     if data.empty:
         return None
-    profiles = _profiles(data)
-    fig, axes = plt.subplots(1, len(profiles), figsize=(5.5 * len(profiles), 4.4), squeeze=False, layout="constrained")
-    colors = dict(zip(sorted(data["sharing"].unique()), plt.get_cmap("tab10").colors, strict=False))
-    for ax, profile in zip(axes[0], profiles, strict=True):
+    fig, panels, colors = _panel_per_profile(data)
+    for ax, profile in panels:
         part = data[data["profile"] == profile]
         for sharing, color in colors.items():
             for method, ls in (("sequential", "-"), ("unshared", "--")):
@@ -160,10 +166,8 @@ def speedup_vs_output_length(df: pd.DataFrame, path: Path) -> Path | None:
     data = ok(df, "out_len")
     if data.empty:
         return None
-    profiles = _profiles(data)
-    fig, axes = plt.subplots(1, len(profiles), figsize=(5.5 * len(profiles), 4.4), squeeze=False, layout="constrained")
-    colors = dict(zip(sorted(data["sharing"].unique()), plt.get_cmap("tab10").colors, strict=False))
-    for ax, profile in zip(axes[0], profiles, strict=True):
+    fig, panels, colors = _panel_per_profile(data)
+    for ax, profile in panels:
         part = data[(data["profile"] == profile) & (data["method"] == "sequential")]
         for sharing, color in colors.items():
             for miss, ls in zip(sorted(part["mispredict"].unique()), ("-", "--", ":", "-."), strict=False):
