@@ -8,7 +8,7 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from speedsim.errors import UserError
+from speedsim.errors import UserError, user_error
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -27,18 +27,9 @@ def read_mapping(path: Path | str, what: str) -> dict:
     return data
 
 
-def describe(err: ValidationError) -> str:
-    """The first problem of a pydantic error as `field 'a.b': message`."""
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    msg = "missing field" if first["type"] == "missing" else first["msg"].removeprefix("Value error, ")
-    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return f"field '{loc}': {msg}{more}"
-
-
 def validate_as(model: type[M], data: dict, where: str) -> M:
     """`model.model_validate(data)`, with a validation error turned into a `UserError` at `where`."""
     try:
         return model.model_validate(data)
     except ValidationError as err:
-        raise UserError(describe(err), where=where) from None
+        raise user_error(err, where) from None

@@ -1,0 +1,82 @@
+"""Writing output files: atomically, to regular files only, never touching what is not ours.
+
+Every file speedsim writes goes through `atomic_write`: the bytes go to a temporary file in
+the destination's directory, are flushed and fsynced, and the temporary file is renamed over
+the destination. An interrupt leaves either the old file or the new one, never half of one.
+A destination that exists and is not a regular file (a directory, a device node such as
+/dev/null, a FIFO) is refused before anything is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from speedsim.errors import UserError
+
+
+def check_output(path: Path | str, where: str | None = None) -> Path:
+    """`path` as a Path if speedsim may write it; else a `UserError` naming it (exit 2).
+
+    Call it before long work, so a bad output path fails at once rather than at the end.
+    """
+    path = Path(path)
+    label = where or str(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        st = None
+    except OSError as err:
+        raise UserError(f"cannot use as output: {err.strerror}", where=label) from None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise UserError(f"{path} is {kind}; outputs are written to regular files only", where=label)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UserError(f"directory {parent} does not exist", where=label)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"directory {parent} is not writable", where=label)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_write(path: Path | str, mode: str = "w", where: str | None = None, **open_kwargs: Any) -> Iterator[IO]:
+    """Open a temporary file beside `path` (text with `mode="w"`, bytes with `"wb"`); on a
+    clean exit it is fsynced and renamed over `path`, on an error it is removed."""
+    path = check_output(path, where)
+    if "b" not in mode:
+        open_kwargs.setdefault("encoding", "utf-8")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    except OSError as err:
+        raise UserError(f"cannot write: {err.strerror}", where=where or str(path)) from None
+    try:
+        with os.fdopen(fd, mode, **open_kwargs) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text(path: Path | str, text: str, where: str | None = None) -> Path:
+    """Write `text` to `path` atomically."""
+    with atomic_write(path, "w", where) as fh:
+        fh.write(text)
+    return Path(path)
+
+
+def write_bytes(path: Path | str, data: bytes, where: str | None = None) -> Path:
+    """Write `data` to `path` atomically."""
+    with atomic_write(path, "wb", where) as fh:
+        fh.write(data)
+    return Path(path)
