@@ -16,9 +16,9 @@ import sys
 import time
 
 from speedsim.hardware import load_profile
+from speedsim.sharing import Sharing
 from speedsim.simulate import simulate, synthetic_traces
 from speedsim.workload import BUILTIN_MODELS
-from speedsim.workload.steps import Sharing
 
 
 def main() -> int:

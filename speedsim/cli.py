@@ -218,10 +218,10 @@ def simulate_cmd(profile_name: str, model_name: str, sharing: str, trace_file: P
     """Simulate SPEED decoding of exit traces against the unshared and shared-sequential baselines."""
     from speedsim.hardware import load_profile
     from speedsim.pipeline import Policy
+    from speedsim.sharing import Sharing
     from speedsim.simulate import simulate, synthetic_traces
     from speedsim.trace.io import read_traces
     from speedsim.workload import get_model, resolve_models
-    from speedsim.workload.steps import Sharing
 
     shared = Sharing.parse(sharing)
     _writable(timeline, "--timeline")

@@ -19,11 +19,11 @@ from speedsim.engine import Engine, Recorder
 from speedsim.errors import UserError
 from speedsim.hardware.profile import HardwareProfile
 from speedsim.pipeline import Policy, replay, schedule_stats
+from speedsim.sharing import Sharing
 from speedsim.trace.schema import ExitTrace
 from speedsim.workload.kernels import TENSOR_CLASSES, KernelRules, Program
 from speedsim.workload.models import ModelSpec
 from speedsim.workload.steps import (
-    Sharing,
     StepContext,
     memory_footprint,
     pipelined_step,

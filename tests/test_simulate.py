@@ -7,11 +7,11 @@ import json
 import pytest
 
 from speedsim.paths import H200_MEASURED
+from speedsim.sharing import Sharing
 from speedsim.simulate import simulate, synthetic_traces
 from speedsim.trace.io import write_traces
 from speedsim.validation import read_measured, validate
 from speedsim.workload import BUILTIN_MODELS
-from speedsim.workload.steps import Sharing
 
 REQUIRED_KEYS = {"per_token_us", "p50_token_us", "p99_token_us", "total_us", "tokens", "steps", "flushes",
                  "wasted_token_passes", "mean_in_flight", "dram_bytes_per_token", "dram_bytes_by_class",

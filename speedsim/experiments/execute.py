@@ -111,9 +111,9 @@ def _metrics(r: dict) -> dict[str, Any]:
 def execute(params: dict[str, Any], model_specs: tuple[str, ...] = (), base_dir: str = "") -> list[dict[str, Any]]:
     """Simulate one run; its rows (speed first, then each baseline), or one error row."""
     from speedsim.pipeline import Policy
+    from speedsim.sharing import Sharing
     from speedsim.simulate import simulate
     from speedsim.workload import get_model
-    from speedsim.workload.steps import Sharing
 
     run = RunParams.model_validate(params)
     head = {"run_key": run.key, **run.model_dump(mode="json")}

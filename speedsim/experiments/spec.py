@@ -261,9 +261,9 @@ def trace_repeats(path: str) -> int:
 def check_runs(spec: SweepSpec, runs: list[RunParams], where: str = "spec") -> None:
     """Raise `UserError` (naming the key) for anything that would make a run fail on bad input."""
     from speedsim.hardware import load_profile
+    from speedsim.sharing import Sharing
     from speedsim.simulate import parse_synthetic
     from speedsim.workload import get_model
-    from speedsim.workload.steps import Sharing
 
     models = spec_models(spec)
     seen: set[tuple] = set()
@@ -296,7 +296,7 @@ def check_runs(spec: SweepSpec, runs: list[RunParams], where: str = "spec") -> N
 
 
 def _repeats(sharing: str) -> int:
-    from speedsim.workload.steps import Sharing
+    from speedsim.sharing import Sharing
 
     try:
         return Sharing.parse(sharing).repeats

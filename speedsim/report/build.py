@@ -105,9 +105,9 @@ def roofline_points(profile_names: list[str]) -> tuple[pd.DataFrame, dict[str, d
     """Every decode step of one small decode, simulated alone (on-chip state carried between steps)."""
     from speedsim.engine import Engine
     from speedsim.hardware import load_profile
+    from speedsim.sharing import Sharing
     from speedsim.simulate import build_phases, synthetic_traces
     from speedsim.workload import BUILTIN_MODELS
-    from speedsim.workload.steps import Sharing
 
     model, sharing_text, synthetic = ROOFLINE_CONFIG
     sharing = Sharing.parse(sharing_text)

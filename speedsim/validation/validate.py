@@ -105,9 +105,9 @@ def validate(profile: HardwareProfile, rows: list[MeasuredRow], models: dict[str
 def _decode_row(profile: HardwareProfile, row: MeasuredRow, models: dict[str, ModelSpec], mode: str,
                 source: str, cache: dict) -> float:
     """Per emitted token time of a whole measured decode, simulated from the exit trace it names."""
+    from speedsim.sharing import Sharing
     from speedsim.simulate import simulate
     from speedsim.trace.io import read_traces
-    from speedsim.workload.steps import Sharing
 
     where = f"{source}:{row.line}"
     name = row.extra_field("trace")

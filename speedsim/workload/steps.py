@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from speedsim.errors import UserError
 from speedsim.hardware.profile import BYTES_PER_ELEMENT
+from speedsim.sharing import Sharing
 from speedsim.workload.kernels import (
     KernelRules,
     Program,
@@ -30,32 +30,6 @@ from speedsim.workload.kernels import (
     rmsnorm,
 )
 from speedsim.workload.models import ModelSpec
-
-
-@dataclass(frozen=True)
-class Sharing:
-    """UxR parameter sharing: U distinct layers applied R times."""
-
-    unique: int
-    repeats: int
-
-    @classmethod
-    def parse(cls, text: str) -> Sharing:
-        parts = text.lower().split("x")
-        try:
-            u, r = (int(p) for p in parts)
-        except ValueError:
-            raise UserError(f"'{text}' is not of the form UxR (e.g. 4x3)", where="--sharing") from None
-        if u < 1 or r < 1:
-            raise UserError(f"'{text}': U and R must be >= 1", where="--sharing")
-        return cls(u, r)
-
-    @property
-    def depth(self) -> int:
-        return self.unique * self.repeats
-
-    def __str__(self) -> str:
-        return f"{self.unique}x{self.repeats}"
 
 
 @dataclass(frozen=True)
