@@ -216,28 +216,18 @@ def simulate_cmd(profile_name: str, model_name: str, sharing: str, trace_file: P
                  max_in_flight: int | None, timeline: Path | None, as_json: bool,
                  model_specs: tuple[Path, ...]) -> None:
     """Simulate SPEED decoding of exit traces against the unshared and shared-sequential baselines."""
-    from speedsim.hardware import load_profile
-    from speedsim.pipeline import Policy
-    from speedsim.sharing import Sharing
-    from speedsim.simulate import simulate, synthetic_traces
-    from speedsim.trace.io import read_traces
-    from speedsim.workload import get_model, resolve_models
+    from speedsim.fileio import check_output
+    from speedsim.simulate import build_scenario, run_scenario
 
-    shared = Sharing.parse(sharing)
-    _writable(timeline, "--timeline")
-    if (trace_file is None) == (synthetic is None):
-        raise UserError("give exactly one of --trace FILE or --synthetic SPEC", where="--trace/--synthetic")
-    profile = load_profile(profile_name)
-    spec = get_model(model_name, resolve_models(model_specs))
-    traces = read_traces(trace_file) if trace_file else synthetic_traces(synthetic or "", shared.repeats)
-    if limit:
-        traces = traces[:limit]
-    policy = Policy(launch_exit=launch_exit, max_in_flight=max_in_flight)
-    policy.check(shared.repeats)
+    if timeline is not None:
+        check_output(timeline, "--timeline")
     baselines = {"both": ("unshared", "sequential"), "none": ()}.get(baseline, (baseline,))
-    result = simulate(profile, spec, shared, traces, mode, baselines, policy, src_len, timeline)
+    scenario = build_scenario(profile_name, model_name, sharing, trace=trace_file, synthetic=synthetic, limit=limit,
+                              mode=mode, baselines=baselines, launch_exit=launch_exit, max_in_flight=max_in_flight,
+                              src_len=src_len, model_specs=model_specs)
+    result = run_scenario(scenario, timeline)
     if as_json:
-        emit_json(result)
+        emit_json(result.to_dict())
         return
     from speedsim.report.tables import format_simulation
 
@@ -280,7 +270,7 @@ def measure_cmd(device: str, out: Path, checkpoint: Path | None, config: Path | 
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (no progress bar).")
 def sweep_cmd(spec_file: Path, out: Path, workers: int, scheduler: str | None, as_json: bool) -> None:
     """Run every simulation of a sweep spec (experiments/*.yaml) into one results table."""
-    from speedsim.experiments import run_sweep
+    from speedsim.sweep import run_sweep
 
     summary = run_sweep(spec_file, out, workers=workers, scheduler=scheduler, progress=not as_json)
     if as_json:
@@ -316,21 +306,27 @@ def report_cmd(out: Path | None, full: bool, workers: int, scheduler: str | None
         click.echo(f"  h200 {mode} MAPE: " + ", ".join(f"{k} {v:.1%}" for k, v in mape.items()))
 
 
-def main() -> None:
-    """Console entry point: runs the CLI, turning user errors into exit status 2."""
+def run(args: list[str] | None = None) -> int:
+    """Run the CLI on `args` (default: sys.argv[1:]); the exit status, user errors as 2."""
     try:
-        cli.main(standalone_mode=False)
+        cli.main(args=args, prog_name="speedsim", standalone_mode=False)
     except UserError as err:
         click.echo(f"speedsim: error: {err}", err=True)
-        sys.exit(2)
+        return 2
     except click.exceptions.Abort:
         click.echo("speedsim: interrupted", err=True)
-        sys.exit(130)
+        return 130
     except click.ClickException as err:
         err.show()
-        sys.exit(err.exit_code)
+        return err.exit_code
     except BrokenPipeError:
-        sys.exit(0)
+        return 0
+    return 0
+
+
+def main() -> None:
+    """Console entry point: runs the CLI, turning user errors into exit status 2."""
+    sys.exit(run())
 
 
 if __name__ == "__main__":

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import dataclass
 
 import pytest
+from click.testing import CliRunner
 
+from speedsim import cli as speedsim_cli
 from speedsim.hardware import HardwareProfile, load_profile
 from speedsim.workload import BUILTIN_MODELS, KernelRules, ModelSpec
 
@@ -61,15 +64,38 @@ def rules(h200) -> KernelRules:
     return KernelRules.from_profile(h200)
 
 
-def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run `speedsim ARGS` in a subprocess (as a user would) and capture its output."""
+@dataclass(frozen=True)
+class CliResult:
+    """What a `speedsim` invocation left: exit status and the two output streams."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str) -> CliResult:
+    """Run `speedsim ARGS` in this process (click's CliRunner isolation) and capture its output."""
+    with CliRunner().isolation() as (out, err, _):
+        code = speedsim_cli.run(list(args))
+    return CliResult(code, out.getvalue().decode(), err.getvalue().decode())
+
+
+def run_cli_subprocess(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `speedsim ARGS` in a subprocess, as a user would (one smoke test per command)."""
     return subprocess.run([sys.executable, "-m", "speedsim.cli", *args], capture_output=True, text=True,
                           timeout=timeout)
 
 
 @pytest.fixture
 def cli():
+    """In-process CLI runner: `cli("simulate", ...)` -> CliResult(returncode, stdout, stderr)."""
     return run_cli
+
+
+@pytest.fixture
+def cli_subprocess():
+    """Subprocess CLI runner, for the one end-to-end smoke test of each command."""
+    return run_cli_subprocess
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -13,23 +14,25 @@ from speedsim.trace.io import write_traces
 from speedsim.validation import read_measured, validate
 from speedsim.workload import BUILTIN_MODELS
 
+# From the code before the results refactor (commit d4a126d), unchanged since.
+GOLDEN = {"speed": 104992.10705454549, "sequential": 148579.58400000003, "steps": 14, "flushes": 1,
+          "dram": 134548293.8181818}
 REQUIRED_KEYS = {"per_token_us", "p50_token_us", "p99_token_us", "total_us", "tokens", "steps", "flushes",
-                 "wasted_token_passes", "mean_in_flight", "dram_bytes_per_token", "dram_bytes_by_class",
-                 "onchip_bytes_per_token", "utilization", "baselines", "prefill_us"}
+                 "wasted_token_passes", "mean_in_flight", "dram_bytes_per_token", "dram_weights_bytes_per_token",
+                 "onchip_bytes_per_token", "util_compute", "baselines", "prefill_us"}
 
 
 def test_perfect_acceptance_fills_the_pipeline(h200):
     """With every early exit right, SPEED runs R tokens in flight, never flushes, and beats sequential."""
     traces = synthetic_traces("perfect,len=64", 3)
     r = simulate(h200, BUILTIN_MODELS["t5base"], Sharing(4, 3), traces, "graph", ("sequential", "unshared"))
-    assert r["flushes"] == 0 and r["wasted_token_passes"] == 0
-    assert r["tokens"] == 63
-    assert r["steps"] == r["tokens"] + 3 - 1   # fill (R-1 steps) then one token per step
-    assert r["mean_in_flight"] > 2.8
-    assert r["baselines"]["sequential"]["speedup"] > 2.0
-    assert r["baselines"]["sequential"]["tokens"] == r["tokens"]
-    assert REQUIRED_KEYS <= set(r)
-    assert set(r["dram_bytes_by_class"]) == {"weights", "kv", "activations", "embeddings"}
+    assert r.schedule.flushes == 0 and r.schedule.wasted_token_passes == 0
+    assert r.speed.tokens == 63
+    assert r.schedule.steps == r.speed.tokens + 3 - 1   # fill (R-1 steps) then one token per step
+    assert r.schedule.mean_in_flight > 2.8
+    assert r.baselines["sequential"].speedup > 2.0
+    assert r.baselines["sequential"].tokens == r.speed.tokens
+    assert REQUIRED_KEYS <= set(r.to_dict())
 
 
 def test_mispredictions_cost_steps(h200):
@@ -37,9 +40,35 @@ def test_mispredictions_cost_steps(h200):
     spec, shared = BUILTIN_MODELS["t5base"], Sharing(2, 6)
     good = simulate(h200, spec, shared, synthetic_traces("mispredict=0.0,len=100", 6), "graph", ())
     bad = simulate(h200, spec, shared, synthetic_traces("mispredict=0.3,len=100", 6), "graph", ())
-    assert bad["flushes"] > 10 and good["flushes"] == 0
-    assert bad["steps"] > good["steps"]
-    assert bad["per_token_us"] > good["per_token_us"]
+    assert bad.schedule.flushes > 10 and good.schedule.flushes == 0
+    assert bad.schedule.steps > good.schedule.steps
+    assert bad.speed.per_token_us > good.speed.per_token_us
+
+
+def test_rows_carry_the_schema_columns(h200):
+    """A sweep row is the result's `to_rows()`: every metric column of the schema, SPEED first."""
+    from speedsim.simulate.schema import METRICS
+
+    r = simulate(h200, BUILTIN_MODELS["t5base"], Sharing(4, 3), synthetic_traces("mispredict=0.2,len=20", 3))
+    rows = r.to_rows()
+    assert [row["method"] for row in rows] == ["speed", "unshared", "sequential"]
+    assert all(set(METRICS) <= set(row) for row in rows)
+    assert rows[0]["speedup"] == 1.0 and rows[2]["speedup"] == r.baselines["sequential"].speedup
+    assert rows[0]["flushes"] == r.schedule.flushes and math.isnan(rows[1]["flushes"])
+
+
+def test_golden_tiny_profile(tiny_profile):
+    """Golden regression: t5base 2x3 on the round-number tiny profile, 12 tokens at a 25% miss rate.
+
+    The numbers were produced by this code; a change means the physics or the schedule changed:
+    check why before updating them.
+    """
+    r = simulate(tiny_profile, BUILTIN_MODELS["t5base"], Sharing(2, 3),
+                 synthetic_traces("mispredict=0.25,len=12,src=16,seed=3", 3), "graph", ("sequential",))
+    got = {"speed": r.speed.per_token_us, "sequential": r.baselines["sequential"].per_token_us,
+           "steps": r.schedule.steps, "flushes": r.schedule.flushes,
+           "dram": r.speed.dram_bytes_per_token}
+    assert got == pytest.approx(GOLDEN, rel=1e-9)
 
 
 def test_h200_group_ratios_match_measured(h200):
@@ -63,23 +92,24 @@ def test_h200_group_ratios_match_measured(h200):
 def test_prefill_is_separate_and_positive(h200):
     r = simulate(h200, BUILTIN_MODELS["dec1b"], Sharing(2, 4), synthetic_traces("perfect,len=16,src=256", 4),
                  "graph", ())
-    assert r["prefill_us"] > 0 and r["decode_us"] > 0
-    assert r["total_us"] == pytest.approx(r["prefill_us"] + r["decode_us"], rel=1e-6)
+    assert r.speed.prefill_us > 0 and r.speed.decode_us > 0
+    assert r.speed.total_us == pytest.approx(r.speed.prefill_us + r.speed.decode_us, rel=1e-6)
 
 
 def test_eager_mode_is_slower_than_graph(h200):
     traces = synthetic_traces("perfect,len=16", 3)
     eager = simulate(h200, BUILTIN_MODELS["t5base"], Sharing(4, 3), traces, "eager", ())
     graph = simulate(h200, BUILTIN_MODELS["t5base"], Sharing(4, 3), traces, "graph", ())
-    assert eager["per_token_us"] > 2 * graph["per_token_us"]
+    assert eager.speed.per_token_us > 2 * graph.speed.per_token_us
 
 
-def test_cli_simulate_json_and_timeline(cli, tmp_path):
+def test_cli_simulate_json_and_timeline(cli_subprocess, tmp_path):
+    """The end-to-end smoke test of `speedsim simulate` (a subprocess): JSON and a Chrome trace."""
     timeline = tmp_path / "t.json"
-    out = cli("simulate", "--profile", "h200", "--model", "t5base", "--sharing", "4x3",
+    out = cli_subprocess("simulate", "--profile", "h200", "--model", "t5base", "--sharing", "4x3",
               "--synthetic", "mispredict=0.1,len=32", "--timeline", str(timeline), "--json")
     assert out.returncode == 0, out.stderr
-    result = json.loads(out.stdout)
+    result = json.loads(out.stdout, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
     assert REQUIRED_KEYS <= set(result)
     assert set(result["baselines"]) == {"unshared", "sequential"}
     events = json.loads(timeline.read_text())["traceEvents"]

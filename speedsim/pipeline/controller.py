@@ -51,9 +51,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from speedsim.errors import UserError
-from speedsim.trace.schema import ExitTrace
+
+
+class ExitRecord(Protocol):
+    """What `replay` reads of an exit trace (`speedsim.trace.ExitTrace` is one)."""
+
+    @property
+    def repeats(self) -> int: ...  # R: exits per position
+
+    @property
+    def exits(self) -> Sequence[Sequence[int]]: ...  # exits[t][r]: token predicted at exit r for position t
+
+    @property
+    def eos_id(self) -> int | None: ...  # end-of-sequence id, if decoding stopped on it
 
 
 # ------------------------------------------------------------------------------ records
@@ -257,7 +270,7 @@ def run_controller(ctrl: PipelineController, predict: Callable[[int, int, int], 
     return steps
 
 
-def replay(trace: ExitTrace, policy: Policy | None = None, max_new_tokens: int | None = None) -> list[Step]:
+def replay(trace: ExitRecord, policy: Policy | None = None, max_new_tokens: int | None = None) -> list[Step]:
     """The schedule SPEED follows for a recorded exit trace, from its exits alone.
 
     A computation at position t predicts `trace.exits[t][r]` at exit r (whatever its input:

@@ -16,10 +16,16 @@ from pathlib import Path
 import pandas as pd
 
 from speedsim.errors import UserError
-from speedsim.experiments import read_results, run_sweep
-from speedsim.paths import ROOT
+from speedsim.hardware import load_profile
+from speedsim.paths import H200_MEASURED, ROOT
 from speedsim.report import figures
 from speedsim.report.readme import write_readme, write_validation
+from speedsim.sharing import Sharing
+from speedsim.simulate import step_points, synthetic_traces
+from speedsim.sweep import SweepSpec, load_spec, read_results, run_sweep
+from speedsim.sweep.spec import expand, trace_path
+from speedsim.validation import read_measured, validate
+from speedsim.workload import BUILTIN_MODELS
 
 EXPERIMENTS = ROOT / "experiments"
 DEFAULT_STUDY = (EXPERIMENTS / "default.yaml",)
@@ -62,9 +68,6 @@ def run_paper(spec: Path, cache: Path, workers: int, scheduler: str | None,
     Runs whose trace file is not shipped (yet) are left out and named in the note; (None, why)
     when none can run or the spec is otherwise bad.
     """
-    from speedsim.experiments import SweepSpec, load_spec
-    from speedsim.experiments.spec import expand, trace_path
-
     try:
         loaded = load_spec(spec)
         runs = expand(loaded, str(spec))
@@ -86,11 +89,6 @@ def run_paper(spec: Path, cache: Path, workers: int, scheduler: str | None,
 
 def run_validation(profile_name: str = "h200") -> tuple[dict[str, pd.DataFrame], dict[str, dict[str, float]]]:
     """Every measured H200 row simulated in graph and eager mode: per-row table and MAPE per section."""
-    from speedsim.hardware import load_profile
-    from speedsim.paths import H200_MEASURED
-    from speedsim.validation import read_measured, validate
-    from speedsim.workload import BUILTIN_MODELS
-
     profile = load_profile(profile_name)
     rows = read_measured(H200_MEASURED)
     tables, mape = {}, {}
@@ -103,27 +101,16 @@ def run_validation(profile_name: str = "h200") -> tuple[dict[str, pd.DataFrame],
 
 def roofline_points(profile_names: list[str]) -> tuple[pd.DataFrame, dict[str, dict[str, float]]]:
     """Every decode step of one small decode, simulated alone (on-chip state carried between steps)."""
-    from speedsim.engine import Engine
-    from speedsim.hardware import load_profile
-    from speedsim.sharing import Sharing
-    from speedsim.simulate import build_phases, synthetic_traces
-    from speedsim.workload import BUILTIN_MODELS
-
     model, sharing_text, synthetic = ROOFLINE_CONFIG
     sharing = Sharing.parse(sharing_text)
     traces = synthetic_traces(synthetic, sharing.repeats)
     rows, peaks = [], {}
     for name in profile_names:
         profile = load_profile(name)
-        phases, _ = build_phases(BUILTIN_MODELS[model], sharing, traces, profile, ("unshared", "sequential"), None, None)
-        for method, phase in phases.items():
-            engine = Engine(profile, "graph")
-            for program, is_prefill in zip(phase.programs, phase.prefill, strict=True):
-                r = engine.run([program])
-                if not is_prefill and r.dram_bytes > 0:
-                    rows.append({"profile": name, "method": method, "model": model, "sharing": sharing_text,
-                                 "workload": f"synthetic {synthetic}", "flops": r.flops,
-                                 "dram_bytes": r.dram_bytes, "us": r.total_us})
+        for point in step_points(profile, BUILTIN_MODELS[model], sharing, traces):
+            rows.append({"profile": name, "method": point["method"], "model": model, "sharing": sharing_text,
+                         "workload": f"synthetic {synthetic}", "flops": point["flops"],
+                         "dram_bytes": point["dram_bytes"], "us": point["us"]})
         dtype = profile.default_dtype
         peaks[name] = {"flops": profile.matrix_peak(dtype, achievable=False), "flops_eff": profile.matrix_peak(dtype),
                        "bw": profile.memory.dram.bandwidth_GBps * 1e9, "bw_eff": profile.memory.dram.achievable_Bps}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from speedsim.simulate import SimulationResult
+
 
 def _fmt(value) -> str:
     if isinstance(value, float):
@@ -34,22 +36,20 @@ def format_validation(result: dict, report) -> str:
     return "\n".join(out)
 
 
-def format_simulation(r: dict) -> str:
-    out = [f"{r['model']} {r['sharing']} on {r['profile']} ({r['mode']} mode), {r['sequences']} sequence(s), "
-           f"{r['tokens']} decoded tokens"]
-    rows = [{"method": "speed", **{k: r[k] for k in ("per_token_us", "p50_token_us", "p99_token_us",
-                                                      "prefill_us", "dram_bytes_per_token")}, "speedup": 1.0}]
-    for name, b in r["baselines"].items():
-        rows.append({"method": name, **{k: b[k] for k in ("per_token_us", "p50_token_us", "p99_token_us",
-                                                           "prefill_us", "dram_bytes_per_token")},
-                     "speedup": b["speedup"]})
-    out.append(format_table(rows, ["method", "per_token_us", "p50_token_us", "p99_token_us", "prefill_us",
-                                   "dram_bytes_per_token", "speedup"]))
-    out.append(f"steps {r['steps']}, flushes {r['flushes']}, wasted token passes {r['wasted_token_passes']}, "
-               f"mean in flight {r['mean_in_flight']:.2f}")
-    by = ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in r["dram_bytes_by_class"].items())
-    u = r["utilization"]
+def format_simulation(r: SimulationResult) -> str:
+    """`speedsim simulate`'s table: one row per method, then SPEED's schedule and traffic."""
+    out = [f"{r.model} {r.sharing} on {r.profile} ({r.mode} mode), {r.sequences} sequence(s), "
+           f"{r.speed.tokens} decoded tokens"]
+    cols = ["per_token_us", "p50_token_us", "p99_token_us", "prefill_us", "dram_bytes_per_token", "speedup"]
+    rows = [{"method": m.method, **{k: getattr(m, k) for k in cols}} for m in r.methods()]
+    out.append(format_table(rows, ["method", *cols]))
+    s = r.schedule
+    out.append(f"steps {s.steps}, flushes {s.flushes}, wasted token passes {s.wasted_token_passes}, "
+               f"mean in flight {s.mean_in_flight:.2f}")
+    sp = r.speed
+    by = ", ".join(f"{k} {getattr(sp, f'dram_{k}_bytes_per_token') / 1e6:.2f} MB"
+                   for k in ("weights", "kv", "activations", "embeddings"))
     out.append(f"SPEED DRAM traffic per token: {by}")
-    out.append(f"utilisation: compute {u['compute']:.1%} of peak, DRAM {u['dram']:.0%}, device busy "
-               f"{u['device_busy']:.0%}, host {u['host']:.0%}")
+    out.append(f"utilisation: compute {sp.util_compute:.1%} of peak, DRAM {sp.util_dram:.0%}, device busy "
+               f"{sp.util_device_busy:.0%}, host {sp.util_host:.0%}")
     return "\n".join(out)

@@ -5,38 +5,21 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
 from pydantic import ValidationError
 
-from speedsim.errors import UserError
+from speedsim.errors import UserError, user_error
+from speedsim.fileio import write_bytes
 from speedsim.trace.schema import ExitTrace
 
 
-def _open_text(path: Path, mode: str) -> IO[str]:
+def _open_read(path: Path) -> IO[str]:
     if path.suffix == ".gz":
-        if mode.startswith("w"):
-            # no name and mtime=0 in the header: the same traces give byte-identical files
-            raw = gzip.GzipFile(filename="", mode="wb", fileobj=path.open("wb"), mtime=0)
-            return _OwningText(raw)
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return path.open(mode, encoding="utf-8")
-
-
-class _OwningText(io.TextIOWrapper):
-    """Text over a GzipFile that also closes the file object the GzipFile was given."""
-
-    def __init__(self, raw: gzip.GzipFile):
-        super().__init__(raw, encoding="utf-8")  # type: ignore[arg-type]
-        self._file = raw.fileobj
-
-    def close(self) -> None:
-        super().close()
-        if self._file is not None:
-            self._file.close()
+    return path.open("r", encoding="utf-8")
 
 
 def iter_traces(path: Path | str) -> Iterator[ExitTrace]:
@@ -45,7 +28,7 @@ def iter_traces(path: Path | str) -> Iterator[ExitTrace]:
     if not path.exists():
         raise UserError("trace file not found", where=str(path))
     try:
-        with _open_text(path, "r") as f:
+        with _open_read(path) as f:
             for lineno, line in enumerate(f, 1):
                 if not line.strip():
                     continue
@@ -54,9 +37,7 @@ def iter_traces(path: Path | str) -> Iterator[ExitTrace]:
                 except json.JSONDecodeError as err:
                     raise UserError(f"not valid JSON ({err.msg})", where=f"{path}:{lineno}") from None
                 except ValidationError as err:
-                    e = err.errors()[0]
-                    field = ".".join(str(p) for p in e["loc"]) or "record"
-                    raise UserError(f"{field}: {e['msg']}", where=f"{path}:{lineno}") from None
+                    raise user_error(err, f"{path}:{lineno}") from None
     except (OSError, EOFError, UnicodeDecodeError) as err:  # gzip.BadGzipFile is an OSError
         raise UserError(f"cannot read trace file ({type(err).__name__}: {err})", where=str(path)) from None
 
@@ -67,19 +48,18 @@ def read_traces(path: Path | str) -> list[ExitTrace]:
 
 
 def write_traces(path: Path | str, traces: Iterable[ExitTrace]) -> int:
-    """Write traces atomically (temporary file, then rename); returns how many were written."""
+    """Write traces atomically (`speedsim.fileio`), gzip if the name ends in .gz; how many were written.
+
+    A gzip header without a name and with mtime 0 makes the same traces give byte-identical files.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # keep the real suffix on the temporary name so gzip is chosen the same way
-    tmp = path.with_name(f".tmp{os.getpid()}.{path.name}")
-    n = 0
-    try:
-        with _open_text(tmp, "w") as f:
-            for tr in traces:
-                f.write(tr.model_dump_json(exclude_none=False) + "\n")
-                n += 1
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return n
+    lines = [tr.model_dump_json(exclude_none=False) + "\n" for tr in traces]
+    data = "".join(lines).encode("utf-8")
+    if path.suffix == ".gz":
+        buf = io.BytesIO()
+        with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0) as gz:
+            gz.write(data)
+        data = buf.getvalue()
+    write_bytes(path, data)
+    return len(lines)

@@ -3,7 +3,8 @@
 Agreement and lengths come from the traces alone. Flushes and tokens in flight come from
 replaying each trace through the pipeline controller (`speedsim.pipeline.replay`) under a
 policy (default: the first exit launches, every later exit verifies) and pooling the
-schedules with `speedsim.pipeline.schedule_stats`.
+schedules with `speedsim.pipeline.schedule_stats`, the one definition of every schedule
+statistic (per-token rates divide by all generated positions).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from speedsim.pipeline import Policy, ScheduleStats, replay
+from speedsim.pipeline import schedule_stats as pooled
 from speedsim.trace.schema import ExitTrace
 
 
@@ -34,29 +37,12 @@ def length_stats(traces: Sequence[ExitTrace]) -> dict[str, float]:
     return {"mean": float(n.mean()), "median": float(np.median(n)), "min": int(n.min()), "max": int(n.max())}
 
 
-def schedule_stats(traces: Sequence[ExitTrace], policy: Any = None) -> dict[str, float]:
-    """Replay every trace through the pipeline controller and pool the schedules' statistics.
-
-    Keys are those of `speedsim.pipeline.ScheduleStats` (steps, emitted, flushes,
-    flushed_tokens, discarded_tokens, token_passes, wasted_passes, mean_in_flight: tokens
-    computed per step), plus per-output-token rates. The controller counts the token of the
-    prefill outside the steps; here `flushes_per_token` and `steps_per_token` divide by all
-    output tokens (trace positions), which is what a user means by "per emitted token".
-    """
-    from speedsim.pipeline import Policy, replay
-    from speedsim.pipeline import schedule_stats as pooled
-
-    policy = policy if policy is not None else Policy()
-    st = pooled([replay(tr, policy) for tr in traces])
-    out: dict[str, float] = {k: v for k, v in st.to_dict().items() if k not in ("flushes_per_token", "steps_per_token")}
-    tokens = max(sum(len(t.exits) for t in traces), 1)
-    out["flushes_per_token"] = st.flushes / tokens
-    out["flushed_tokens_per_token"] = st.flushed_tokens / tokens
-    out["steps_per_token"] = st.steps / tokens
-    return out
+def schedule_stats(traces: Sequence[ExitTrace], policy: Policy | None = None) -> ScheduleStats:
+    """Replay every trace through the pipeline controller and pool the schedules' statistics."""
+    return pooled([replay(tr, policy) for tr in traces], output_tokens=sum(len(t.exits) for t in traces))
 
 
-def trace_stats(traces: Sequence[ExitTrace], policy: Any = None, replay_schedule: bool = True) -> dict[str, Any]:
+def trace_stats(traces: Sequence[ExitTrace], policy: Policy | None = None, replay_schedule: bool = True) -> dict[str, Any]:
     """Everything `speedsim trace` prints, as one JSON-ready dict."""
     if not traces:
         raise ValueError("no traces")
@@ -73,5 +59,5 @@ def trace_stats(traces: Sequence[ExitTrace], policy: Any = None, replay_schedule
         "lengths": length_stats(traces),
     }
     if replay_schedule:
-        out.update(schedule_stats(traces, policy))
+        out.update(schedule_stats(traces, policy).to_dict())
     return out

@@ -12,16 +12,34 @@ rate stays `1 - agreement[0]`. `burst = 1 - agreement[0]` is the independent cas
 
 `fit(traces)` estimates every parameter from real traces. Randomness comes from a seeded
 `numpy.random.Generator`, never from global state.
+
+`parse_synthetic(text, R)` reads the command line's `--synthetic` text (also a sweep run's
+synthetic workload): one of `perfect`, `mispredict=P`, `agree=A0/A1/...` or `fit=TRACE`, plus
+`len=N`, `seqs=K`, `src=N`, `burst=B`, `seed=S`. `mispredict=P` settles every miss at the first
+verifying exit, so it is the optimistic bound for a miss rate P; `fit=TRACE` carries a real
+trace's settle-exit distribution, burstiness and lengths (`len=N` overrides the lengths).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from speedsim.errors import UserError, user_error
+from speedsim.trace.io import read_traces
 from speedsim.trace.schema import ExitTrace
+
+# Defaults of synthetic workloads, here and nowhere else (the CLI and sweep specs use them).
+DEFAULT_OUT_LEN = 64      # output tokens per sequence
+DEFAULT_SRC_LEN = 128     # source (encoder input or prompt) tokens
+DEFAULT_SEQS = 1
+DEFAULT_SEED = 0
+MAX_SYNTHETIC_LEN = 65536     # tokens per synthetic sequence (output or source)
+MAX_SYNTHETIC_SEQS = 10000
 
 
 class SyntheticSpec(BaseModel):
@@ -34,8 +52,8 @@ class SyntheticSpec(BaseModel):
         description="P(exit r predicts the final token), r = 0..R-1; the last is 1 and may be omitted"
     )
     burst: float | None = Field(None, ge=0, le=1, description="P(first exit misses | it missed at the previous position); None: independent")
-    lengths: list[int] = Field([64], min_length=1, description="output lengths in tokens, sampled uniformly per sequence")
-    src_lens: list[int] = Field([128], min_length=1, description="source lengths in tokens, sampled uniformly per sequence")
+    lengths: list[int] = Field([DEFAULT_OUT_LEN], min_length=1, description="output lengths in tokens, sampled uniformly per sequence")
+    src_lens: list[int] = Field([DEFAULT_SRC_LEN], min_length=1, description="source lengths in tokens, sampled uniformly per sequence")
     vocab_size: int = Field(32000, ge=2, description="token ids are drawn from [0, vocab_size)")
     eos_id: int | None = Field(None, description="recorded in the traces; never drawn as a token")
 
@@ -166,3 +184,86 @@ def settle_exit(row: Sequence[int]) -> int:
     while k > 0 and row[k - 1] == row[-1]:
         k -= 1
     return k
+
+
+# ------------------------------------------------------------------------------ the --synthetic text
+
+_KEYS = ("perfect", "mispredict", "agree", "fit", "len", "seqs", "src", "burst", "seed")
+_ACCURACY = ("perfect", "mispredict", "agree", "fit")
+WHERE = "--synthetic"
+
+
+def _fields(text: str) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for item in (s.strip() for s in text.split(",")):
+        if not item:
+            raise UserError(f"empty item in '{text}'", where=WHERE)
+        m = re.fullmatch(r"([a-z_]+)=(.+)", item)
+        key, value = (item, "") if item == "perfect" else (m.group(1), m.group(2)) if m else (None, "")
+        if key is None:
+            raise UserError(f"'{item}' is not perfect or KEY=VALUE", where=WHERE)
+        if key not in _KEYS or key == "perfect" and value:
+            raise UserError(f"unknown key '{key}' (known: {', '.join(_KEYS)})", where=WHERE)
+        if key in fields:
+            raise UserError(f"'{key}' is given twice", where=WHERE)
+        fields[key] = value
+    chosen = [k for k in _ACCURACY if k in fields]
+    if len(chosen) > 1:
+        raise UserError(f"give one of {', '.join(_ACCURACY)}, not {' and '.join(chosen)}", where=WHERE)
+    return fields
+
+
+def _number(fields: dict[str, str], key: str, kind: type, default: float | None, lo: float, hi: float):
+    if key not in fields:
+        return default
+    try:
+        value = kind(fields[key])
+    except ValueError:
+        raise UserError(f"{key}={fields[key]} is not {'an integer' if kind is int else 'a number'}",
+                        where=WHERE) from None
+    if not lo <= value <= hi:  # also rejects nan
+        raise UserError(f"{key}={fields[key]} is outside [{lo:g}, {hi:g}]", where=WHERE)
+    return value
+
+
+def _agreement(fields: dict[str, str], repeats: int) -> list[float]:
+    if "agree" in fields:
+        try:
+            return [float(v) for v in fields["agree"].split("/")]
+        except ValueError:
+            raise UserError(f"agree={fields['agree']} is not a list of numbers A0/A1/...", where=WHERE) from None
+    miss = _number(fields, "mispredict", float, 0.0, 0.0, 1.0)
+    return [1.0 - miss] + [1.0] * (repeats - 1)
+
+
+def parse_synthetic(text: str, repeats: int) -> tuple[SyntheticSpec, int, int]:
+    """The `--synthetic` text as (spec, number of sequences, seed); a `UserError` on anything off."""
+    if not text or not text.strip():
+        raise UserError("empty spec (give perfect, mispredict=P, agree=A0/A1/... or fit=TRACE)", where=WHERE)
+    fields = _fields(text)
+    seqs = _number(fields, "seqs", int, DEFAULT_SEQS, 1, MAX_SYNTHETIC_SEQS)
+    seed = _number(fields, "seed", int, DEFAULT_SEED, 0, 2**63 - 1)
+    length = _number(fields, "len", int, None, 1, MAX_SYNTHETIC_LEN)
+    src = _number(fields, "src", int, None, 1, MAX_SYNTHETIC_LEN)
+    burst = _number(fields, "burst", float, None, 0.0, 1.0)
+    if "fit" in fields:
+        base = fit(read_traces(Path(fields["fit"])))
+        if base.repeats != repeats:
+            raise UserError(f"fit={fields['fit']} has R={base.repeats} exits, expected {repeats}", where=WHERE)
+        update: dict = {"lengths": [length]} if length else {}
+        update |= {"src_lens": [src]} if src else {}
+        update |= {"burst": burst} if burst is not None else {}
+        raw = {**base.model_dump(), **update}
+    else:
+        raw = {"repeats": repeats, "agreement": _agreement(fields, repeats), "burst": burst,
+               "lengths": [length or DEFAULT_OUT_LEN], "src_lens": [src or DEFAULT_SRC_LEN]}
+    try:
+        return SyntheticSpec.model_validate(raw), seqs, seed
+    except ValidationError as err:
+        raise user_error(err, WHERE, with_field=False) from None
+
+
+def synthetic_traces(text: str, repeats: int) -> list[ExitTrace]:
+    """The traces the `--synthetic` text describes, for a model with `repeats` exits."""
+    spec, seqs, seed = parse_synthetic(text, repeats)
+    return generate(spec, seqs, seed=seed, name=f"synthetic:{text}")

@@ -9,6 +9,9 @@ from pathlib import Path
 from speedsim.engine.sim import time_call
 from speedsim.errors import UserError
 from speedsim.hardware.profile import HardwareProfile
+from speedsim.sharing import Sharing
+from speedsim.simulate import simulate
+from speedsim.trace.io import read_traces
 from speedsim.validation.measured import MeasuredRow, rows_for_mode
 from speedsim.workload.kernels import KernelRules, Program
 from speedsim.workload.models import ModelSpec
@@ -105,10 +108,6 @@ def validate(profile: HardwareProfile, rows: list[MeasuredRow], models: dict[str
 def _decode_row(profile: HardwareProfile, row: MeasuredRow, models: dict[str, ModelSpec], mode: str,
                 source: str, cache: dict) -> float:
     """Per emitted token time of a whole measured decode, simulated from the exit trace it names."""
-    from speedsim.sharing import Sharing
-    from speedsim.simulate import simulate
-    from speedsim.trace.io import read_traces
-
     where = f"{source}:{row.line}"
     name = row.extra_field("trace")
     if not name:
@@ -123,6 +122,5 @@ def _decode_row(profile: HardwareProfile, row: MeasuredRow, models: dict[str, Mo
         traces = read_traces(path)
         cache[key] = simulate(profile, models[row.model], Sharing(row.L, row.R), traces, mode, ("sequential",))
     result = cache[key]
-    if row.pattern == "pipelined":
-        return result["e2e_per_token_us"]
-    return result["baselines"]["sequential"]["e2e_per_token_us"]
+    method = result.speed if row.pattern == "pipelined" else result.baselines["sequential"]
+    return method.e2e_per_token_us

@@ -34,9 +34,21 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from speedsim.errors import UserError
+from speedsim.hardware import list_profile_files, load_profile
+from speedsim.paths import TRACE_DIR
+from speedsim.sharing import Sharing
+from speedsim.trace.io import iter_traces
+from speedsim.trace.synthetic import (
+    DEFAULT_OUT_LEN,
+    DEFAULT_SEED,
+    DEFAULT_SEQS,
+    DEFAULT_SRC_LEN,
+    parse_synthetic,
+)
+from speedsim.workload import get_model, resolve_models
 from speedsim.yamlio import read_mapping
 
 SHARING_AXES = ("unique", "repeats", "depth")
@@ -59,14 +71,20 @@ class RunParams(BaseModel):
     mispredict: float | None = Field(None, ge=0, le=1, description="synthetic: first-exit misprediction rate")
     agree: str | None = Field(None, description="synthetic: per-exit agreement with the final exit, 'a0/a1/..'")
     burst: float | None = Field(None, ge=0, le=1, description="synthetic: P(miss | previous position missed)")
-    out_len: int = Field(64, ge=1, description="synthetic: output length in tokens")
+    out_len: int = Field(DEFAULT_OUT_LEN, ge=1, description="synthetic: output length in tokens")
     src_len: int | None = Field(None, ge=1, description="source length in tokens (synthetic default 128; "
                                 "with a trace: overrides each sequence's own)")
-    seqs: int = Field(1, ge=1, description="synthetic: number of sequences")
-    seed: int = Field(0, description="synthetic: seed of the trace generator")
+    seqs: int = Field(DEFAULT_SEQS, ge=1, description="synthetic: number of sequences")
+    seed: int = Field(DEFAULT_SEED, ge=0, description="synthetic: seed of the trace generator")
     baselines: tuple[Literal["unshared", "sequential"], ...] = ("unshared", "sequential")
     launch_exit: int = Field(0, ge=0, description="exit whose prediction launches the next token")
     max_in_flight: int | None = Field(None, ge=1, description="most tokens in flight (default R)")
+
+    @model_validator(mode="after")
+    def _one_accuracy(self) -> RunParams:
+        if self.agree is not None and self.mispredict is not None:
+            raise ValueError("give agree or mispredict, not both")
+        return self
 
     @property
     def key(self) -> str:
@@ -85,7 +103,7 @@ class RunParams(BaseModel):
             acc = f"agree={self.agree}"
         else:
             acc = f"mispredict={self.mispredict or 0.0:g}"
-        parts = [acc, f"len={self.out_len}", f"seqs={self.seqs}", f"src={self.src_len or 128}",
+        parts = [acc, f"len={self.out_len}", f"seqs={self.seqs}", f"src={self.src_len or DEFAULT_SRC_LEN}",
                  f"seed={self.seed}"]
         if self.burst is not None:
             parts.append(f"burst={self.burst:g}")
@@ -145,8 +163,6 @@ def load_spec(path: Path | str) -> SweepSpec:
 # ------------------------------------------------------------------------------ expansion
 
 def shipped_profiles() -> list[str]:
-    from speedsim.hardware import list_profile_files
-
     return [p.stem for p in list_profile_files()]
 
 
@@ -237,8 +253,6 @@ def _short(raw: dict[str, Any]) -> str:
 
 def trace_path(name: str, base_dir: str = "") -> Path:
     """A shipped trace name (`4x3`) or a path (absolute, or relative to the spec or the cwd)."""
-    from speedsim.paths import TRACE_DIR
-
     shipped = TRACE_DIR / f"{name}.jsonl.gz"
     if shipped.exists() or "/" not in name and not name.endswith((".jsonl", ".gz")):
         return shipped
@@ -251,8 +265,6 @@ def trace_path(name: str, base_dir: str = "") -> Path:
 @lru_cache(maxsize=64)
 def trace_repeats(path: str) -> int:
     """R of a trace file (its first sequence)."""
-    from speedsim.trace.io import iter_traces
-
     for trace in iter_traces(path):
         return trace.repeats
     raise UserError("trace file has no sequences", where=path)
@@ -260,10 +272,6 @@ def trace_repeats(path: str) -> int:
 
 def check_runs(spec: SweepSpec, runs: list[RunParams], where: str = "spec") -> None:
     """Raise `UserError` (naming the key) for anything that would make a run fail on bad input."""
-    from speedsim.hardware import load_profile
-    from speedsim.sharing import Sharing
-    from speedsim.simulate import parse_synthetic
-    from speedsim.workload import get_model
 
     models = spec_models(spec)
     seen: set[tuple] = set()
@@ -296,7 +304,6 @@ def check_runs(spec: SweepSpec, runs: list[RunParams], where: str = "spec") -> N
 
 
 def _repeats(sharing: str) -> int:
-    from speedsim.sharing import Sharing
 
     try:
         return Sharing.parse(sharing).repeats
@@ -306,8 +313,6 @@ def _repeats(sharing: str) -> int:
 
 def spec_models(spec: SweepSpec) -> dict:
     """Built-in models plus the spec's `model_specs` files (paths relative to the spec)."""
-    from speedsim.workload import resolve_models
-
     base = Path(spec.base_dir or ".")
     return resolve_models([p if Path(p).is_absolute() else base / p for p in map(Path, spec.model_specs)])
 

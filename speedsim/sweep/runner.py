@@ -16,9 +16,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from speedsim.experiments.execute import execute
-from speedsim.experiments.spec import RunParams, SweepSpec, load_spec, plan
-from speedsim.experiments.store import ResultStore
+from speedsim.sweep.execute import execute
+from speedsim.sweep.spec import RunParams, SweepSpec, load_spec, plan
+from speedsim.sweep.store import ResultStore
 
 Rows = list[dict[str, Any]]
 

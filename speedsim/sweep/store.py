@@ -25,7 +25,8 @@ from typing import Any
 
 import pandas as pd
 
-from speedsim.experiments.execute import COLUMNS, DERIVED, METRICS, QUALITY
+from speedsim.simulate.schema import NUMERIC
+from speedsim.sweep.execute import COLUMNS
 
 JOURNAL = "runs.jsonl"
 PARQUET = "results.parquet"
@@ -101,7 +102,7 @@ class ResultStore:
         for col in COLUMNS:
             if col not in df:
                 df[col] = None
-        for col in METRICS + QUALITY + DERIVED[:3]:  # numbers, NaN where missing (JSON null)
+        for col in NUMERIC:  # numbers, NaN where missing (JSON null)
             df[col] = pd.to_numeric(df[col], errors="coerce")
         extra = [c for c in df.columns if c not in COLUMNS]
         df = df[COLUMNS + extra]

@@ -1,0 +1,129 @@
+"""Trace-driven simulation of SPEED and its baselines on one hardware profile.
+
+exit traces --(pipeline replay)--> schedule --(workload.steps)--> step programs --(engine)-->
+`SimulationResult`: latency, traffic and utilisation of SPEED and each baseline.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from speedsim.engine import Engine, Recorder
+from speedsim.errors import UserError
+from speedsim.hardware.profile import HardwareProfile
+from speedsim.pipeline import Policy
+from speedsim.sharing import Sharing
+from speedsim.simulate.phases import BASELINES, Phase, build_phases, check_fits
+from speedsim.simulate.result import MethodResult, ScheduleSummary, SimulationResult
+from speedsim.trace.schema import ExitTrace
+from speedsim.workload.models import ModelSpec
+
+MODES = ("graph", "eager")
+
+
+def _gaps(phase: Phase, durations: list[float], ends: list[float]) -> tuple[float, float, int, list[float]]:
+    """(prefill us, decode us, decoded tokens, per-token gaps) of one method's programs."""
+    decode_us = prefill_us = 0.0
+    gaps: list[float] = []
+    last_emit = 0.0
+    tokens = 0
+    for i, dur in enumerate(durations):
+        if phase.prefill[i]:
+            prefill_us += dur
+            last_emit = ends[i]
+            continue
+        decode_us += dur
+        if phase.emits[i]:
+            gap = ends[i] - last_emit
+            gaps.extend([gap / phase.emits[i]] * phase.emits[i])
+            tokens += phase.emits[i]
+            last_emit = ends[i]
+    return prefill_us, decode_us, tokens, gaps
+
+
+def summarise(method: str, phase: Phase, profile: HardwareProfile, mode: str,
+              timeline: Path | None = None) -> MethodResult:
+    """Run one method's programs on a cold engine; its `MethodResult` (speedup still 1)."""
+    recorder = Recorder() if timeline else None
+    result = Engine(profile, mode, recorder=recorder).run(phase.programs)  # type: ignore[arg-type]
+    if recorder is not None and timeline is not None:
+        recorder.write_chrome_trace(timeline)
+    prefill_us, decode_us, tokens, gaps = _gaps(phase, result.program_us(), result.program_end_us)
+    total = result.total_us
+    per = max(tokens, 1)
+    by = result.dram_bytes_by_class
+    peak = profile.matrix_peak(profile.default_dtype, False)
+    sequences = sum(phase.prefill)
+    return MethodResult(
+        method=method,
+        per_token_us=decode_us / tokens if tokens else math.nan,
+        p50_token_us=float(np.percentile(gaps, 50)) if gaps else math.nan,
+        p99_token_us=float(np.percentile(gaps, 99)) if gaps else math.nan,
+        prefill_us=prefill_us, decode_us=decode_us, total_us=total, tokens=tokens,
+        e2e_per_token_us=total / (tokens + sequences) if tokens + sequences else math.nan,
+        kernels=result.kernels, events=result.events,
+        dram_bytes_per_token=result.dram_bytes / per,
+        dram_weights_bytes_per_token=by["weights"] / per,
+        dram_kv_bytes_per_token=by["kv"] / per,
+        dram_activations_bytes_per_token=by["activations"] / per,
+        dram_embeddings_bytes_per_token=by["embeddings"] / per,
+        onchip_bytes_per_token=result.onchip_bytes / per,
+        flops_per_token=result.flops / per,
+        util_compute=result.flops / (total * 1e-6 * peak) if total else 0.0,
+        util_dram=result.busy_us["dram"] / total if total else 0.0,
+        util_device_busy=result.busy_us["device"] / total if total else 0.0,
+        util_host=result.busy_us["host"] / total if total else 0.0,
+        roofline_us_per_token=result.roofline_us / per,
+        speedup=1.0,
+    )
+
+
+def first_exit_miss(traces: Sequence[ExitTrace]) -> float:
+    """Fraction of generated positions whose first exit differs from the final one."""
+    n = sum(len(t.exits) for t in traces)
+    return sum(row[0] != row[-1] for t in traces for row in t.exits) / n if n else math.nan
+
+
+def simulate(profile: HardwareProfile, spec: ModelSpec, sharing: Sharing, traces: Sequence[ExitTrace],
+             mode: str = "graph", baselines: Sequence[str] = BASELINES, policy: Policy | None = None,
+             src_len: int | None = None, timeline: Path | None = None) -> SimulationResult:
+    """Simulate SPEED (and `baselines`) decoding `traces` on `profile`."""
+    if not traces:
+        raise UserError("no sequences to simulate", where="--trace")
+    if mode not in MODES:
+        raise UserError(f"unknown mode '{mode}'", where="--mode")
+    need = check_fits(spec, sharing, traces, profile, baselines, src_len)
+    phases, stats = build_phases(spec, sharing, traces, profile, baselines, policy, src_len)
+    speed = summarise("speed", phases["speed"], profile, mode, timeline)
+    others = {m: summarise(m, phases[m], profile, mode).with_speedup(speed.per_token_us) for m in baselines}
+    schedule = ScheduleSummary(steps=stats.steps, flushes=stats.flushes, wasted_token_passes=stats.wasted_passes,
+                               mean_in_flight=stats.mean_in_flight, first_exit_miss=first_exit_miss(traces))
+    return SimulationResult(profile=profile.name, model=spec.name, sharing=sharing, mode=mode,
+                            sequences=len(traces), memory_bytes=need, speed=speed, baselines=others,
+                            schedule=schedule)
+
+
+def step_points(profile: HardwareProfile, spec: ModelSpec, sharing: Sharing, traces: Sequence[ExitTrace],
+                methods: Sequence[str] = ("speed", *BASELINES), mode: str = "graph") -> list[dict[str, float | str]]:
+    """Every decode step of every method, simulated one at a time in graph mode, for a roofline.
+
+    Each step runs alone (no overlap with its neighbours), with the on-chip state its
+    predecessors left, as it would find it in a decode loop. Prefills are left out, and so are
+    steps that move no DRAM bytes (no arithmetic intensity). Rows: method, flops, dram_bytes, us.
+    """
+    phases, _ = build_phases(spec, sharing, traces, profile, [m for m in methods if m != "speed"], None, None)
+    rows: list[dict[str, float | str]] = []
+    for method in methods:
+        phase = phases[method]
+        engine = Engine(profile, mode)
+        state = None  # cold at the method's first program, then what the previous step left
+        for program, is_prefill in zip(phase.programs, phase.prefill, strict=True):
+            r = engine.run([program], onchip=state)
+            state = r.onchip
+            if not is_prefill and r.dram_bytes > 0:
+                rows.append({"method": method, "flops": r.flops, "dram_bytes": r.dram_bytes, "us": r.total_us})
+    return rows

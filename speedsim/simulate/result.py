@@ -1,0 +1,103 @@
+"""The one result type of a simulation, from the engine to the JSON, the sweep row and the figure.
+
+`SimulationResult` holds one `MethodResult` per decoding method (SPEED first, then each
+baseline) plus SPEED's schedule statistics. Units are in the field names. `to_dict()` is the
+`--json` serialisation; `to_rows()` gives a sweep's tidy rows, whose columns are named in
+`speedsim.simulate.schema` and nowhere else.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from speedsim.sharing import Sharing
+
+
+@dataclass(frozen=True)
+class MethodResult:
+    """One decoding method's simulated decode of every sequence. Times in us, traffic in bytes.
+
+    Per-token figures divide by the tokens decoded after the prefill (`tokens`).
+    """
+
+    method: str                             # speed | sequential | unshared
+    per_token_us: float                     # decode time (prefill excluded) per decoded token
+    p50_token_us: float                     # median gap between emitted tokens
+    p99_token_us: float                     # 99th-percentile gap between emitted tokens
+    prefill_us: float                       # prefill time, summed over the sequences
+    decode_us: float                        # decode time, summed over the sequences
+    total_us: float                         # end of the last program (prefill and decode, all sequences)
+    tokens: int                             # tokens decoded after the prefill
+    e2e_per_token_us: float                 # total_us over every emitted token, position 0 included
+    kernels: int                            # kernels simulated
+    events: int                             # SimPy events processed
+    dram_bytes_per_token: float
+    dram_weights_bytes_per_token: float
+    dram_kv_bytes_per_token: float
+    dram_activations_bytes_per_token: float
+    dram_embeddings_bytes_per_token: float  # token embeddings and the LM head
+    onchip_bytes_per_token: float
+    flops_per_token: float
+    util_compute: float                     # achieved FLOP/s over the datasheet matrix peak
+    util_dram: float                        # fraction of time DRAM streams at its achievable rate
+    util_device_busy: float                 # fraction of time a kernel runs
+    util_host: float                        # fraction of time the host issues work
+    roofline_us_per_token: float            # closed-form lower bound per kernel, summed, per token
+    speedup: float                          # SPEED's speedup over this method: its per_token_us over SPEED's (1 for SPEED)
+
+    def with_speedup(self, speed_per_token_us: float) -> MethodResult:
+        """This result with `speedup` set against SPEED's per-token time."""
+        s = self.per_token_us / speed_per_token_us if speed_per_token_us else math.nan
+        return replace(self, speedup=s)
+
+
+@dataclass(frozen=True)
+class ScheduleSummary:
+    """SPEED's schedule over all sequences (see `speedsim.pipeline.ScheduleStats`)."""
+
+    steps: int                  # pipeline steps
+    flushes: int                # misprediction events
+    wasted_token_passes: int    # token-repeat passes of flushed or discarded computations
+    mean_in_flight: float       # tokens computed per step
+    first_exit_miss: float      # fraction of positions whose first exit differs from the final one
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    """SPEED and its baselines decoding the same traces on one profile."""
+
+    profile: str
+    model: str
+    sharing: Sharing
+    mode: str                         # graph | eager
+    sequences: int
+    memory_bytes: Mapping[str, float]  # device memory needed (weights, KV, ...), largest method
+    speed: MethodResult
+    baselines: Mapping[str, MethodResult]
+    schedule: ScheduleSummary
+
+    def methods(self) -> Iterator[MethodResult]:
+        """SPEED, then each baseline."""
+        yield self.speed
+        yield from self.baselines.values()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `--json` object: run facts and SPEED's figures at the top, baselines nested."""
+        head = {"profile": self.profile, "model": self.model, "sharing": str(self.sharing), "mode": self.mode,
+                "sequences": self.sequences, "memory_bytes": dict(self.memory_bytes)}
+        speed = {k: v for k, v in asdict(self.speed).items() if k != "method"}
+        base = {name: {k: v for k, v in asdict(r).items() if k != "method"} for name, r in self.baselines.items()}
+        return {**head, **speed, **asdict(self.schedule), "baselines": base}
+
+    def to_rows(self) -> list[dict[str, Any]]:
+        """One tidy row per method (SPEED first); schedule columns are NaN for the baselines."""
+        common = {"U": self.sharing.unique, "R": self.sharing.repeats, "depth": self.sharing.depth,
+                  "sequences": self.sequences}
+        blank = dict.fromkeys((f.name for f in fields(ScheduleSummary)), math.nan)
+        rows = [{**common, **asdict(self.speed), **asdict(self.schedule)}]
+        rows += [{**common, **asdict(r), **blank} for r in self.baselines.values()]
+        return rows
+

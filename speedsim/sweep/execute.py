@@ -1,0 +1,81 @@
+"""One run of a sweep: `RunParams` in, tidy result rows out (one per method: speed and each baseline).
+
+Runs in worker processes (or Dask workers); the inputs are loaded through the per-process
+caches of `speedsim.simulate.scenario`. A run that fails on bad input (a `UserError`) returns
+one row with `status = "error"` and the message; any other exception is a bug and propagates,
+with the run's parameters attached, so the sweep stops instead of recording it as data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from speedsim.errors import UserError
+from speedsim.paths import ROOT
+from speedsim.sharing import Sharing
+from speedsim.simulate import build_scenario, run_scenario
+from speedsim.simulate.schema import QUALITY, columns
+from speedsim.sweep.spec import RunParams, trace_path
+
+COLUMNS = columns(list(RunParams.model_fields))
+KEEP = frozenset(COLUMNS)  # result fields outside the table's schema stay in the JSON only
+
+
+class RunFailed(RuntimeError):
+    """A bug (not bad input) in one run; carries the run's parameters."""
+
+
+def quality_of(trace: str | None) -> dict[str, float]:
+    """Measured quality of the trained model that produced a shipped trace (NaN when not shipped).
+
+    Read from experiments/models/results/NAME.train.json (validation loss in nats/token, ROUGE-L)
+    and NAME.trace.json (test ROUGE-L of the traced decodes).
+    """
+    out = dict.fromkeys(QUALITY, math.nan)
+    if not trace or "/" in trace:
+        return out
+    results = ROOT / "experiments" / "models" / "results"
+    try:
+        train = json.loads((results / f"{trace}.train.json").read_text())
+        out["val_loss"] = float(train["val_loss"])
+        out["val_loss_first_exit"] = float(train["val_loss_per_exit"][0])
+        if train.get("val_rougeL") is not None:
+            out["val_rougeL"] = float(train["val_rougeL"])
+    except (OSError, KeyError, ValueError, TypeError, IndexError):
+        pass
+    try:
+        out["test_rougeL"] = float(json.loads((results / f"{trace}.trace.json").read_text())["rougeL"])
+    except (OSError, KeyError, ValueError, TypeError):
+        pass
+    return out
+
+
+def _simulate(run: RunParams, sharing: Sharing, model_specs: tuple[str, ...], base_dir: str) -> list[dict]:
+    scenario = build_scenario(
+        run.profile, run.model, sharing,
+        trace=trace_path(run.trace, base_dir) if run.trace else None,
+        synthetic=None if run.trace else run.synthetic(sharing.repeats),
+        limit=run.limit, mode=run.mode, baselines=run.baselines, launch_exit=run.launch_exit,
+        max_in_flight=run.max_in_flight, src_len=run.src_len if run.trace else None, model_specs=model_specs)
+    return run_scenario(scenario).to_rows()
+
+
+def execute(params: dict[str, Any], model_specs: tuple[str, ...] = (), base_dir: str = "") -> list[dict[str, Any]]:
+    """Simulate one run; its rows (speed first, then each baseline), or one error row on bad input."""
+    run = RunParams.model_validate(params)
+    head = {"run_key": run.key, **run.model_dump(mode="json")}
+    head["baselines"] = ",".join(run.baselines)
+    try:
+        sharing = Sharing.parse(run.sharing)
+        head.update(U=sharing.unique, R=sharing.repeats, depth=sharing.depth,
+                    workload=f"trace:{run.trace}" if run.trace else f"synthetic:{run.synthetic(sharing.repeats)}")
+        rows = _simulate(run, sharing, model_specs, base_dir)
+    except UserError as err:
+        return [{**head, "method": "", "status": "error", "error": f"{type(err).__name__}: {err}"}]
+    except Exception as err:
+        raise RunFailed(f"run {run.key} ({json.dumps(run.model_dump(mode='json'), sort_keys=True)}) "
+                        f"failed: {type(err).__name__}: {err}") from err
+    common = {**head, "status": "ok", "error": "", **quality_of(run.trace)}
+    return [{k: v for k, v in {**common, **row}.items() if k in KEEP} for row in rows]
