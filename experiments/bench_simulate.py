@@ -38,9 +38,9 @@ def main() -> int:
             times.append(time.perf_counter() - t)
         assert result is not None
         wall = statistics.median(times)
-        kernels = result["kernels"] + sum(b["kernels"] for b in result["baselines"].values())
-        events = result["events"] + sum(b["events"] for b in result["baselines"].values())
-        out[label] = {"tokens": result["tokens"], "wall_s": round(wall, 3), "kernels": kernels,
+        kernels = sum(m.kernels for m in result.methods())
+        events = sum(m.events for m in result.methods())
+        out[label] = {"tokens": result.speed.tokens, "wall_s": round(wall, 3), "kernels": kernels,
                       "kernels_per_s": round(kernels / wall), "events": events, "events_per_s": round(events / wall)}
     sys.stdout.write(json.dumps({"mode": args.mode, **out}, indent=1) + "\n")
     return 0

@@ -34,7 +34,7 @@ SPEC = {
 
 
 def main() -> int:
-    from speedsim.experiments import load_spec, plan, run_sweep
+    from speedsim.sweep import load_spec, plan, run_sweep
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, default=2)
