@@ -6,8 +6,12 @@ import json
 
 import pytest
 
-from speedsim.engine import CostModel, Engine, Recorder, time_call
+from speedsim.engine import CostModel, Engine, OnChipState, Recorder, time_call
+from speedsim.engine.memory import OnChipCache, empty_class_totals
+from speedsim.hardware import HardwareProfile, load_profile
+from speedsim.workload import KernelRules
 from speedsim.workload.kernels import ACTIVATIONS, WEIGHTS, Access, Kernel, Program
+from speedsim.workload.patterns import group_distinct, group_pipelined, group_sequential
 
 
 def weights_kernel(name: str, tensor: str, nbytes: float, flops: float = 0.0, work: int = 4) -> Kernel:
@@ -61,9 +65,6 @@ def test_eager_mode_is_host_bound_for_small_kernels(tiny_profile):
 
 def test_kernel_time_never_below_roofline(h200, t5base, rules):
     """Every simulated kernel of a real layer takes at least its closed-form roofline time."""
-    from speedsim.engine.memory import OnChipCache, empty_class_totals
-    from speedsim.workload.patterns import group_distinct
-
     cost = CostModel.from_profile(h200)
     cache = OnChipCache(h200.l2.usable_bytes)
     totals = empty_class_totals()
@@ -107,8 +108,6 @@ def test_chrome_trace_has_a_span_per_kernel(tiny_profile, tmp_path):
 
 def test_synchronous_host_does_not_overlap_issue_and_execution(tiny_profile_dict):
     """On a CPU (synchronous host) each op costs its launch overhead plus its run time; on a GPU they overlap."""
-    from speedsim.hardware import HardwareProfile
-
     k = weights_kernel("w", "big", 2e6)  # 2000 us alone, 5 us launch overhead (eager)
     program = Program([k] * 4)
     gpu = Engine(HardwareProfile.model_validate(tiny_profile_dict), "eager").run([program]).total_us
@@ -122,3 +121,88 @@ def test_dtype_without_matrix_path_runs_on_the_vector_path(h200):
     """fp32 GEMMs on an H200 profile (no fp32 tensor-core rate listed) use the vector fp32 peak, not bf16's."""
     assert h200.matrix_peak("fp32") == pytest.approx(h200.vector_peak("fp32"))
     assert h200.matrix_peak("bf16") > 10 * h200.matrix_peak("fp32")
+
+
+# ------------------------------------------------------------------ a stateless engine
+
+
+def test_same_run_twice_gives_the_same_result(h200, t5base, rules):
+    """Two identical calls on one engine give identical results: nothing carries over between runs."""
+    programs = [group_sequential(t5base, 2, 3, 512, rules, "bf16")] * 2
+    engine = Engine(h200, "graph")
+    assert engine.run(programs) == engine.run(programs)
+
+
+def test_passing_the_returned_onchip_state_continues_warm(tiny_profile):
+    """A 0.5 MB weight read by a run that starts from the previous run's state comes from on-chip;
+    a run given no state starts cold and reads it from DRAM again."""
+    program = [Program([weights_kernel("w", "shared", 5e5)])]
+    engine = Engine(tiny_profile, "graph")
+    first = engine.run(program)
+    assert engine.run(program, onchip=first.onchip).dram_bytes == 0.0
+    assert engine.run(program).dram_bytes == pytest.approx(5e5)
+
+
+def test_runs_chained_through_onchip_state_equal_one_long_run(h200, t5base, rules):
+    """Running steps one call at a time, each from the last one's state, moves the same bytes
+    and ends with the same residency as running them all in one call."""
+    steps = [group_distinct(t5base, 3, 2, 1024, rules, "bf16"), group_sequential(t5base, 3, 2, 1024, rules, "bf16"),
+             group_pipelined(t5base, 3, 2, 1024, rules, "bf16")] * 2
+    engine = Engine(h200, "graph")
+    whole = engine.run(steps)
+    state, dram = None, 0.0
+    for step in steps:
+        part = engine.run([step], onchip=state)
+        state, dram = part.onchip, dram + part.dram_bytes
+    assert dram == pytest.approx(whole.dram_bytes, rel=1e-12)
+    assert state == whole.onchip
+
+
+def test_onchip_state_of_another_capacity_is_refused(tiny_profile):
+    """A state whose capacity differs from this profile's on-chip level (another profile's) is an error."""
+    with pytest.raises(ValueError, match="on-chip state"):
+        Engine(tiny_profile, "graph").run([Program([weights_kernel("w", "w", 10.0)])], onchip=OnChipState.empty(1.0))
+
+
+def recurrence_ends(profile: HardwareProfile, mode: str, programs: list[Program]) -> list[float]:
+    """The plain recurrence one stream reduces to: each program (graph) or kernel (eager) starts when
+    the device is free and the host has issued it, `device_free = max(device_free, issue) + kernel times`."""
+    cost = CostModel.from_profile(profile)
+    cache, totals = OnChipCache(profile.l2.usable_bytes), empty_class_totals()
+    overhead = profile.host.launch_overhead_us[mode]
+    node_us = overhead if mode == "graph" else 0.0
+
+    def kernel_us(k: Kernel) -> float:
+        if not k.launches:
+            return 0.0
+        dram, chip = cache.serve(k, totals)
+        return max(cost.kernel_us(k, dram, chip), node_us)
+
+    issue = device_free = 0.0
+    ends = []
+    for program in programs:
+        if mode == "graph":  # one graph launch per program, then its kernels back to back
+            issue += profile.host.graph_launch_us
+            device_free = max(device_free, issue) + sum(kernel_us(k) for k in program.kernels)
+        else:  # the host pays the launch overhead per framework op of every kernel
+            for k in program.kernels:
+                issue += overhead * k.host_ops
+                device_free = max(device_free, issue) + kernel_us(k)
+                if profile.host.synchronous:  # a CPU runs the op itself before issuing the next
+                    issue = device_free
+        ends.append(device_free)
+    return ends
+
+
+@pytest.mark.parametrize(("profile_name", "mode"), [("h200", "graph"), ("h200", "eager"), ("cpu-host", "eager")])
+def test_single_stream_is_the_plain_recurrence(profile_name, mode, t5base):
+    """With one stream, every program ends where the host-issue / device-free recurrence says
+    (GPU graph and eager modes, and a synchronous CPU host)."""
+    profile = load_profile(profile_name)
+    rules = KernelRules.from_profile(profile)
+    dtype = profile.default_dtype
+    programs = [group_sequential(t5base, 2, 3, 256, rules, dtype, functional=True),
+                group_pipelined(t5base, 2, 3, 256, rules, dtype, functional=True),
+                group_distinct(t5base, 2, 3, 256, rules, dtype, functional=True)] * 2
+    ends = Engine(profile, mode).run(programs).program_end_us
+    assert ends == pytest.approx(recurrence_ends(profile, mode, programs), rel=1e-12)

@@ -17,19 +17,49 @@ through more weights than fit and streams them from DRAM.
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 
 from speedsim.workload.kernels import TENSOR_CLASSES, Kernel
 
 
+@dataclass(frozen=True)
+class OnChipState:
+    """What is resident on-chip between runs: an immutable snapshot of an `OnChipCache`.
+
+    `resident` lists (tensor, footprint bytes) from least to most recently used; `used_bytes` is
+    their total as the cache accumulated it (kept, not re-summed, so a run that resumes from a
+    snapshot makes the same eviction decisions as one long run).
+    """
+
+    capacity_bytes: float
+    resident: tuple[tuple[str, float], ...] = ()
+    used_bytes: float = 0.0
+
+    @classmethod
+    def empty(cls, capacity_bytes: float) -> OnChipState:
+        """Nothing resident (a cold start)."""
+        return cls(float(capacity_bytes))
+
+
 class OnChipCache:
-    """LRU residency of whole tensors in one on-chip level of `capacity_bytes`."""
+    """LRU residency of whole tensors in one on-chip level of `capacity_bytes` (mutable, one run's working copy)."""
 
     __slots__ = ("capacity", "resident", "used")
 
-    def __init__(self, capacity_bytes: float):
+    def __init__(self, capacity_bytes: float, state: OnChipState | None = None):
         self.capacity = float(capacity_bytes)
         self.resident: OrderedDict[str, float] = OrderedDict()
         self.used = 0.0
+        if state is not None:
+            if state.capacity_bytes != self.capacity:
+                raise ValueError(f"on-chip state of {state.capacity_bytes:g} bytes given to a level of "
+                                 f"{self.capacity:g} bytes (a state from another profile?)")
+            self.resident.update(state.resident)
+            self.used = state.used_bytes
+
+    def snapshot(self) -> OnChipState:
+        """The current residency as an immutable `OnChipState`."""
+        return OnChipState(self.capacity, tuple(self.resident.items()), self.used)
 
     def _insert(self, tensor: str, size: float) -> None:
         if size > self.capacity:

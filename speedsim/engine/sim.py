@@ -15,6 +15,16 @@ Processes and resources (SimPy's own idiom):
 - `OnChipCache`: which tensors are resident on-chip, so bytes split into DRAM and on-chip
   traffic as the program runs, across kernels and steps.
 
+The engine holds no state between runs: `run` starts from the on-chip state it is given
+(`OnChipState`, None = cold) and returns the final one in `SimResult.onchip`, so the same call
+twice gives the same result, and a caller that wants residency to carry over passes it on.
+
+With one stream the engine is a plain recurrence over kernel times (each program or eager
+kernel starts when both the device is free and the host has issued it:
+`device_free = max(device_free, issue) + sum of kernel times`; `tests/test_engine.py` checks
+this). The processes earn their keep with several streams, which share the compute units
+and DRAM bandwidth.
+
 Results (`SimResult`): end time of every program, bytes per level and per tensor class, busy
 time per resource, and, when a `Recorder` is attached, every kernel span for a Chrome trace.
 """
@@ -28,7 +38,7 @@ import simpy
 
 from speedsim.engine.bandwidth import SharedBandwidth
 from speedsim.engine.cost import CostModel
-from speedsim.engine.memory import OnChipCache, empty_class_totals
+from speedsim.engine.memory import OnChipCache, OnChipState, empty_class_totals
 from speedsim.engine.recorder import Recorder
 from speedsim.hardware.profile import HardwareProfile
 from speedsim.workload.kernels import Program
@@ -51,6 +61,7 @@ class SimResult:
     roofline_us: float
     events: int = 0                  # SimPy events processed
     program_start_us: list[float] = field(default_factory=list)
+    onchip: OnChipState | None = None  # residency when the run ended: pass it to the next run to continue warm
 
     @property
     def total_us(self) -> float:
@@ -77,8 +88,26 @@ class CountingEnvironment(simpy.Environment):
         super().step()
 
 
+class _Totals:
+    """Counters of one run, local to `Engine.run` (accumulated kernel by kernel, in completion order)."""
+
+    __slots__ = ("busy", "dram_by_class", "dram_bytes", "flops", "kernels", "onchip_bytes", "roofline_us")
+
+    def __init__(self) -> None:
+        self.kernels = 0
+        self.flops = 0.0
+        self.dram_bytes = 0.0
+        self.onchip_bytes = 0.0
+        self.roofline_us = 0.0
+        self.busy = {"host": 0.0, "device": 0.0, "dram": 0.0}
+        self.dram_by_class = empty_class_totals()
+
+
 class Engine:
-    """One simulated device plus its host, for one hardware profile and execution mode."""
+    """One simulated device plus its host, for one hardware profile and execution mode.
+
+    Holds only what the profile and mode fix; each `run` is independent of the ones before it.
+    """
 
     def __init__(self, profile: HardwareProfile, mode: Mode = "graph", streams: int = 1,
                  recorder: Recorder | None = None):
@@ -90,34 +119,21 @@ class Engine:
         self.host_overhead_us = profile.host.launch_overhead_us[mode]
         self.graph_launch_us = profile.host.graph_launch_us
         self.synchronous = profile.host.synchronous
-        self.onchip = OnChipCache(profile.l2.usable_bytes)
-        self.recorder = recorder
+        self.onchip_capacity_bytes = profile.l2.usable_bytes
+        self.recorder = recorder  # a sink the caller owns: every run appends its kernel spans
         self.n_streams = streams
-        # running totals, reset by every `run` (the on-chip state carries over between runs)
-        self.dram_by_class = empty_class_totals()
-        self._reset_counters()
-
-    def _reset_counters(self) -> None:
-        self.kernels = 0
-        self.flops = 0.0
-        self.dram_bytes = 0.0
-        self.onchip_bytes = 0.0
-        self.roofline_us = 0.0
-        self.busy = {"host": 0.0, "device": 0.0, "dram": 0.0}
-        for key in self.dram_by_class:
-            self.dram_by_class[key] = 0.0
 
     # ------------------------------------------------------------------ processes
 
     def _host(self, env: simpy.Environment, programs: list[tuple[Program, int]], queues: list[simpy.Store],
-              starts: list[float]):
+              starts: list[float], busy: dict[str, float]):
         graph = self.mode == "graph"
         for index, (program, stream) in enumerate(programs):
             starts.append(env.now)
             if graph:
                 if self.graph_launch_us:
                     yield env.timeout(self.graph_launch_us)
-                    self.busy["host"] += self.graph_launch_us
+                    busy["host"] += self.graph_launch_us
                 queues[stream].put((index, program.kernels, True, None))
             else:
                 kernels = program.kernels
@@ -125,17 +141,18 @@ class Engine:
                 for i, k in enumerate(kernels):
                     issue = self.host_overhead_us * k.host_ops  # per framework op the kernel takes
                     yield env.timeout(issue)
-                    self.busy["host"] += issue
+                    busy["host"] += issue
                     done = env.event() if self.synchronous else None
                     queues[stream].put((index, (k,), i == last, done))
                     if done is not None:
                         yield done  # the host runs the op itself (a CPU): it waits for it
 
     def _stream(self, env: simpy.Environment, sid: int, queue: simpy.Store, compute: simpy.Container | None,
-                ends: dict[int, float], dram_channel: SharedBandwidth | None):
+                ends: dict[int, float], dram_channel: SharedBandwidth | None, onchip: OnChipCache,
+                tot: _Totals):
         cost = self.cost
-        onchip = self.onchip
-        by_class = self.dram_by_class
+        by_class = tot.dram_by_class
+        busy = tot.busy
         node_us = self.host_overhead_us if self.mode == "graph" else 0.0
         rec = self.recorder
         units = cost.units
@@ -167,14 +184,14 @@ class Engine:
                 else:
                     start = span_start + elapsed
                     elapsed += t
-                self.kernels += 1
-                self.flops += k.flops
-                self.dram_bytes += dram
-                self.onchip_bytes += chip
-                self.roofline_us += cost.roofline_us(k, dram)
-                self.busy["device"] += t
+                tot.kernels += 1
+                tot.flops += k.flops
+                tot.dram_bytes += dram
+                tot.onchip_bytes += chip
+                tot.roofline_us += cost.roofline_us(k, dram)
+                busy["device"] += t
                 if dram:
-                    self.busy["dram"] += min(t, dram / cost.dram_Bpus)
+                    busy["dram"] += min(t, dram / cost.dram_Bpus)
                 if rec is not None:
                     rec.kernel(k.name, sid, start, t, dram, chip, index)
             if elapsed:
@@ -186,10 +203,16 @@ class Engine:
 
     # ------------------------------------------------------------------ entry points
 
-    def run(self, programs: list[Program], streams: list[int] | None = None) -> SimResult:
-        """Issue `programs` in order (program i on stream `streams[i]`, default 0) and run to the end."""
-        self._reset_counters()
+    def run(self, programs: list[Program], streams: list[int] | None = None,
+            onchip: OnChipState | None = None) -> SimResult:
+        """Issue `programs` in order (program i on stream `streams[i]`, default 0) and run to the end.
+
+        `onchip`: what is resident on-chip when the run starts (None: nothing, a cold start);
+        the result's `onchip` is the state at the end. The engine keeps neither.
+        """
         env = CountingEnvironment()
+        tot = _Totals()
+        cache = OnChipCache(self.onchip_capacity_bytes, onchip)
         n = max(self.n_streams, 1 + max(streams or [0]))
         queues = [simpy.Store(env) for _ in range(n)]
         compute = simpy.Container(env, capacity=self.cost.units, init=self.cost.units) if n > 1 else None
@@ -197,9 +220,9 @@ class Engine:
         starts: list[float] = []
         channel = SharedBandwidth(env, self.cost.dram_Bpus) if n > 1 else None
         for sid, q in enumerate(queues):
-            env.process(self._stream(env, sid, q, compute, ends, channel))
+            env.process(self._stream(env, sid, q, compute, ends, channel, cache, tot))
         assigned = list(zip(programs, streams or [0] * len(programs), strict=True))
-        env.process(self._host(env, assigned, queues, starts))
+        env.process(self._host(env, assigned, queues, starts, tot.busy))
         env.run()
         if self.recorder is not None:
             self.recorder.host_spans(starts, self.mode)
@@ -207,19 +230,24 @@ class Engine:
             mode=self.mode,
             program_end_us=[ends[i] for i in range(len(programs))],
             program_start_us=starts,
-            kernels=self.kernels,
-            flops=self.flops,
-            dram_bytes=self.dram_bytes,
-            onchip_bytes=self.onchip_bytes,
-            dram_bytes_by_class=dict(self.dram_by_class),
-            busy_us=dict(self.busy),
-            roofline_us=self.roofline_us,
+            kernels=tot.kernels,
+            flops=tot.flops,
+            dram_bytes=tot.dram_bytes,
+            onchip_bytes=tot.onchip_bytes,
+            dram_bytes_by_class=dict(tot.dram_by_class),
+            busy_us=dict(tot.busy),
+            roofline_us=tot.roofline_us,
             events=env.processed,
+            onchip=cache.snapshot(),
         )
 
 
 def time_call(profile: HardwareProfile, program: Program, mode: Mode, warmup: int = 1, repeats: int = 2) -> float:
-    """Per-call time (us) of `program` replayed back to back, as measured: warm-up calls first."""
+    """Per-call time (us) of `program` replayed back to back, as measured: warm-up calls first.
+
+    One run from a cold on-chip state: the warm-up calls leave what they read resident for the
+    timed calls, as on the device.
+    """
     engine = Engine(profile, mode)
     result = engine.run([program] * (warmup + repeats))
     ends = result.program_end_us
