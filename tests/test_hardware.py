@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from speedsim.errors import UserError
-from speedsim.hardware import list_profile_files, load_profile, load_profile_file
+from speedsim.hardware import HardwareProfile, list_profile_files, load_profile, load_profile_file
 from speedsim.hardware.derive import derive_gpu, load_datasheets
 from speedsim.paths import ROOT
 
@@ -54,12 +54,50 @@ def test_derivation_scales_cycle_times_with_clock():
     assert derived.memory.dram.efficiency == ref.memory.dram.efficiency
 
 
+def test_derivation_scales_inflight_bytes_with_the_reference_profiles_smem():
+    """In-flight bytes per unit scale by smem / the reference profile's compute.smem_per_unit_KiB
+    (not a number in code): halving the reference's shared memory doubles the derived in-flight bytes."""
+    ref = load_profile("h200")
+    sheet = load_datasheets(ROOT / "experiments" / "hardware" / "gpu_datasheets.yaml")[0]
+    half = ref.model_copy(update={"compute": ref.compute.model_copy(
+        update={"smem_per_unit_KiB": ref.compute.smem_per_unit_KiB / 2})})
+    assert derive_gpu(sheet, half).compute.unit_inflight_KiB == pytest.approx(
+        2 * derive_gpu(sheet, ref).compute.unit_inflight_KiB, rel=1e-3)
+
+
+def test_derivation_needs_the_reference_smem():
+    """A reference profile without compute.smem_per_unit_KiB cannot have GPUs derived from it."""
+    ref = load_profile("h200")
+    bare = ref.model_copy(update={"compute": ref.compute.model_copy(update={"smem_per_unit_KiB": None})})
+    sheet = load_datasheets(ROOT / "experiments" / "hardware" / "gpu_datasheets.yaml")[0]
+    with pytest.raises(ValueError, match="smem_per_unit_KiB"):
+        derive_gpu(sheet, bare)
+
+
+def test_software_section_defaults_to_the_h200_stack(tiny_profile_dict):
+    """A profile without a `software:` section gets the values the H200 profile states explicitly."""
+    assert "software" not in tiny_profile_dict
+    h200 = load_profile("h200").software
+    assert HardwareProfile.model_validate(tiny_profile_dict).software.model_dump(exclude={"sources"}) == \
+        h200.model_dump(exclude={"sources"})
+
+
+def test_software_rule_under_compute_is_refused_naming_its_new_place(tmp_path, tiny_profile_dict):
+    """A kernel-selection rule left under `compute:` (its old place) is a one-line error naming `software.`."""
+    tiny_profile_dict["compute"]["gemm_tile_rows"] = 64
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_profile_dict))
+    with pytest.raises(UserError, match="software.gemm_tile_rows"):
+        load_profile_file(path)
+
+
 @pytest.mark.parametrize("mutate, field", [
     (lambda d: d["compute"].pop("units"), "compute.units"),
     (lambda d: d["memory"]["dram"].__setitem__("bandwidth_GBps", -5), "memory.dram.bandwidth_GBps"),
     (lambda d: d["kernel"].__setitem__("latency_us", "fast"), "kernel.latency_us"),
     (lambda d: d["host"]["launch_overhead_us"].pop("eager"), "host.launch_overhead_us"),
     (lambda d: d.__setitem__("sources", []), "sources"),
+    (lambda d: d.__setitem__("software", {"copy_block_KiB": 0}), "software.copy_block_KiB"),
 ])
 def test_bad_profile_names_the_field(tmp_path, tiny_profile_dict, mutate, field):
     """A missing, negative or mistyped field is a UserError naming the file and the field."""

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from speedsim.hardware import HardwareProfile
 from speedsim.paths import H200_MEASURED
 from speedsim.validation import read_measured
-from speedsim.workload import BUILTIN_MODELS
-from speedsim.workload.kernels import decoder_layer, lm_head
-from speedsim.workload.patterns import group_pipelined, group_sequential, program_for_row
+from speedsim.workload import BUILTIN_MODELS, KernelRules
+from speedsim.workload.kernels import attention, bookkeeping, decoder_layer, elementwise, lm_head
+from speedsim.workload.patterns import copy, gemm, group_pipelined, group_sequential, program_for_row
 
 
 @pytest.mark.parametrize("model, n, kernels", [("t5base", 1, 19), ("dec1b", 1, 15)])
@@ -53,3 +54,28 @@ def test_every_measured_row_has_a_program(rules):
     for row in read_measured(H200_MEASURED):
         program, divisor = program_for_row(row.__dict__, BUILTIN_MODELS, rules, "bf16", where="test")
         assert len(program) >= 1 and divisor >= 1
+
+
+def rules_with(tiny_profile_dict: dict, **software) -> KernelRules:
+    tiny_profile_dict["software"] = software
+    return KernelRules.from_profile(HardwareProfile.model_validate(tiny_profile_dict))
+
+
+def test_block_sizes_come_from_the_profile(tiny_profile_dict):
+    """Elementwise, copy and square-GEMM kernels expose the parallel work the profile's software
+    section sets (elementwise blocks, copy blocks, GEMM tiles), not numbers fixed in code."""
+    rules = rules_with(tiny_profile_dict, elementwise_block_elements=1024, copy_block_KiB=16,
+                       gemm_tile_tokens=64, gemm_large_tile_features=512)
+    assert elementwise("add", 8192, 2, "bf16", rules).parallel_work == 8
+    assert copy(2**20, rules).kernels[0].parallel_work == 64
+    assert gemm(1024, "bf16", rules).kernels[0].parallel_work == 16 * 2
+
+
+def test_host_op_counts_come_from_the_profile(tiny_profile_dict, t5base):
+    """Eager host ops of an attention call, a cross-attention call and a decoder pass are the profile's counts."""
+    rules = rules_with(tiny_profile_dict, host_ops={"self_attention": 20, "cross_attention": 9,
+                                                    "pass_bookkeeping": 7})
+    assert attention("a", t5base, 1, [16], ["kv"], False, "bf16", rules)[-1].host_ops == 20
+    layer = decoder_layer(t5base, "L0", [16], ["kv"], 1, "bf16", rules, cross_ids=["x"])
+    assert next(k for k in layer.kernels if k.name == "L0.xattn").host_ops == 9
+    assert bookkeeping("pass", rules).host_ops == 7

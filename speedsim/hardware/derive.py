@@ -4,13 +4,14 @@ Only the H200 has measurements in the repository, so the other GPU profiles take
 - from their datasheet (`experiments/hardware/gpu_datasheets.yaml`, each number with its source): units, clock,
   matrix and vector peaks, DRAM bandwidth and capacity, L2 capacity, shared memory per unit;
 - from the calibrated H200 profile, by this rule:
-  - achievable fractions (DRAM, on-chip, matrix, vector), on-chip usable fraction, the soft-max
-    exponent and the library's kernel-selection rules carry over unchanged (same software stack,
-    same kind of memory system);
+  - achievable fractions (DRAM, on-chip, matrix, vector), on-chip usable fraction and the soft-max
+    exponent carry over unchanged (same kind of memory system), and so does the whole `software`
+    section (same software stack: PyTorch, cuBLAS/cuDNN);
   - times that are counts of clock cycles scale with the inverse clock: the fixed kernel
     latency, the graph node overhead and the on-chip load latency (`x h200_clock / clock`);
   - bytes in flight per unit scale with the unit's shared memory (the staging buffers that
-    hold those loads): `x smem_KiB / h200_smem_KiB`;
+    hold those loads): `x smem_KiB / reference smem_KiB` (the reference profile's
+    `compute.smem_per_unit_KiB`, 228 KiB on the H200);
   - DRAM load latency is kept (DRAM technology changes it less than the data here can resolve);
   - on-chip bandwidth = the H200's on-chip bytes per unit per clock x units x clock;
   - host eager overhead carries over unless the datasheet entry gives `host_speed` (relative
@@ -48,11 +49,16 @@ class GpuDatasheet(BaseModel):
     sources: list[str] = Field(min_length=1)
 
 
-REFERENCE_SMEM_KIB = 228.0  # H200 (Hopper SM): shared memory per SM usable by a kernel
+def derive_gpu(sheet: GpuDatasheet, ref: HardwareProfile, ref_smem_KiB: float | None = None) -> HardwareProfile:
+    """Apply the rule above to one datasheet.
 
-
-def derive_gpu(sheet: GpuDatasheet, ref: HardwareProfile, ref_smem_KiB: float = REFERENCE_SMEM_KIB) -> HardwareProfile:
-    """Apply the rule above to one datasheet."""
+    `ref_smem_KiB`: shared memory per unit of the reference device; default: the reference
+    profile's `compute.smem_per_unit_KiB`, which it must then give.
+    """
+    if ref_smem_KiB is None:
+        ref_smem_KiB = ref.compute.smem_per_unit_KiB
+    if ref_smem_KiB is None:
+        raise ValueError(f"profile {ref.name} gives no compute.smem_per_unit_KiB to derive other GPUs from")
     cycles = ref.compute.clock_MHz / sheet.clock_MHz
     inflight = sheet.smem_per_unit_KiB / ref_smem_KiB
     ref_l2 = ref.l2
@@ -63,6 +69,7 @@ def derive_gpu(sheet: GpuDatasheet, ref: HardwareProfile, ref_smem_KiB: float = 
     data["compute"].update(
         units=sheet.units, clock_MHz=sheet.clock_MHz,
         matrix_peak_TFLOPS=dict(sheet.matrix_peak_TFLOPS), vector_peak_TFLOPS=dict(sheet.vector_peak_TFLOPS),
+        smem_per_unit_KiB=sheet.smem_per_unit_KiB,
         unit_inflight_KiB=r4(ref.compute.unit_inflight_KiB * inflight),
         unit_attention_inflight_KiB=r4(ref.compute.unit_attention_inflight_KiB * inflight),
     )
@@ -77,6 +84,8 @@ def derive_gpu(sheet: GpuDatasheet, ref: HardwareProfile, ref_smem_KiB: float = 
         "eager": r4(ref.host.launch_overhead_us["eager"] / sheet.host_speed),
         "graph": r4(ref.host.launch_overhead_us["graph"] * cycles),
     }
+    data["software"]["sources"] = [f"rule: the {ref.name} profile's software section, unchanged (same software "
+                                   "stack; speedsim.hardware.derive)"]
     data["sources"] = list(sheet.sources) + [
         f"rule: speedsim.hardware.derive from the calibrated {ref.name} profile (efficiencies, latencies, "
         "in-flight bytes; see hw_profiles/README.md)"]

@@ -28,6 +28,80 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
 
+# Where the software section's defaults come from (a profile that keeps them says so in its own
+# `software.sources`).
+DEFAULT_SOFTWARE_SOURCES = (
+    "measured: experiments/measured/h200/kernels.csv (kernel selection of PyTorch + cuBLAS/cuDNN on the H200)",
+    "measured: torch.profiler on speedsim's decoder in PyTorch eager (host ops per framework op)",
+    "assumption: GEMM token and large-GEMM tiles (128), elementwise blocks (4096 elements), copy blocks "
+    "(64 KiB): typical of the CUDA libraries, not fitted",
+)
+
+
+class HostOps(_Frozen):
+    """Framework ops the host dispatches in eager mode for pieces of a decoder (each op costs
+    `host.launch_overhead_us.eager`). Counted with torch.profiler on speedsim's decoder."""
+
+    self_attention: int = Field(
+        12, ge=0, description="one self-attention call: splitting q/k/v out of the fused projection, slicing "
+        "or gathering the cache, the reshapes around scaled_dot_product_attention and the call itself",
+    )
+    cross_attention: int = Field(6, ge=0, description="one cross-attention call over a fixed encoder memory")
+    pass_bookkeeping: int = Field(
+        6, ge=0, description="one decoder pass before its layers: the positions, KV slots and length mask of "
+        "its tokens (tensor(), arange, compare, index views); no device work",
+    )
+    kv_write: int = Field(2, ge=0, description="one copy of new K (or V) rows into the cache: index, then write")
+    embed: int = Field(3, ge=0, description="gathering the embeddings of newly launched tokens")
+
+
+class SoftwareSpec(_Frozen):
+    """The software stack on the device (framework, kernel libraries), as far as it shapes a step's
+    kernels: which kernel runs an op, how many blocks of work it exposes, and the host ops that
+    issue it. Defaults: PyTorch with cuBLAS/cuDNN on Hopper (`DEFAULT_SOFTWARE_SOURCES`)."""
+
+    # kernel selection (kernels.csv): how much parallel work a kernel exposes
+    attention_split_keys: int = Field(
+        256, gt=0, description="keys per block when the attention kernel splits the key range (flash-decoding)"
+    )
+    attention_split_min_keys: int = Field(
+        1024, gt=0, description="a single-query attention splits its key range only from this many keys "
+        "(kernels.csv: the 1025-key self-attention is split, the 512-key cross-attention is not)"
+    )
+    attention_query_tile: int = Field(64, gt=0, description="queries per block of an unsplit attention kernel")
+    gemm_tile_rows: int = Field(
+        64, gt=0, description="output features per block of a skinny GEMM/GEMV (sets its parallel work)"
+    )
+    gemm_tile_k: int = Field(2048, gt=0, description="input features per block of a split-K GEMV")
+    gemm_row_reuse_min: int = Field(
+        1, gt=0, description="a skinny GEMM with fewer rows than this runs one GEMV per row, reading the "
+        "weights once per row (MKL on a CPU below 4 rows); 1 = the weights are read once for all rows"
+    )
+    splitk_min_in_features: int = Field(
+        3072, gt=0, description="a GEMV whose output tiles do not fill the units is split over K from this width"
+    )
+    gemm_tile_tokens: int = Field(
+        128, gt=0, description="activation rows (tokens) per block of a GEMM: a GEMM over n rows has "
+        "ceil(n / this) row tiles (assumption)",
+    )
+    gemm_large_tile_features: int = Field(
+        128, gt=0, description="output features per block of a large square GEMM (the ceiling gemm rows): "
+        "an N x N x N product exposes (N // gemm_tile_tokens) x (N // this) blocks (assumption)",
+    )
+    elementwise_block_elements: int = Field(
+        4096, gt=0, description="output elements per block of an elementwise kernel, a copy of new K/V rows "
+        "into the cache, and a split-K reduction (assumption)",
+    )
+    copy_block_KiB: int = Field(
+        64, gt=0, description="bytes per block of a device-to-device copy (the ceiling copy rows) (assumption)"
+    )
+    host_ops: HostOps = Field(default_factory=HostOps, description="host ops per piece of a decoder (eager)")
+    sources: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SOFTWARE_SOURCES), min_length=1,
+        description="where these numbers come from: 'measured: <file>', 'rule: ...', 'assumption: ...'",
+    )
+
+
 class ComputeSpec(_Frozen):
     """The device's compute units (SMs, cores, systolic arrays)."""
 
@@ -54,27 +128,19 @@ class ComputeSpec(_Frozen):
         description="bytes in flight per unit in an attention kernel that walks the whole key range in one "
         "block (no split over keys): the softmax recurrence keeps fewer loads outstanding",
     )
-    # Kernel-selection rules of the software stack (defaults: cuBLAS/cuDNN on Hopper, as seen in
-    # experiments/measured/h200/kernels.csv). They set how much parallel work a kernel exposes.
-    attention_split_keys: int = Field(
-        256, gt=0, description="keys per block when the attention kernel splits the key range (flash-decoding)"
+    smem_per_unit_KiB: float | None = Field(
+        None, gt=0, description="shared memory per unit usable by a kernel (GPUs; the staging buffers of "
+        "in-flight loads). A profile other GPUs are derived from must give it (speedsim.hardware.derive)",
     )
-    attention_split_min_keys: int = Field(
-        1024, gt=0, description="a single-query attention splits its key range only from this many keys "
-        "(kernels.csv: the 1025-key self-attention is split, the 512-key cross-attention is not)"
-    )
-    attention_query_tile: int = Field(64, gt=0, description="queries per block of an unsplit attention kernel")
-    gemm_tile_rows: int = Field(
-        64, gt=0, description="output features per block of a skinny GEMM/GEMV (sets its parallel work)"
-    )
-    gemm_tile_k: int = Field(2048, gt=0, description="input features per block of a split-K GEMV")
-    gemm_row_reuse_min: int = Field(
-        1, gt=0, description="a skinny GEMM with fewer rows than this runs one GEMV per row, reading the "
-        "weights once per row (MKL on a CPU below 4 rows); 1 = the weights are read once for all rows"
-    )
-    splitk_min_in_features: int = Field(
-        3072, gt=0, description="a GEMV whose output tiles do not fill the units is split over K from this width"
-    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _software_fields_moved(cls, data: object) -> object:
+        if isinstance(data, dict):
+            for key in data:
+                if key in SoftwareSpec.model_fields:
+                    raise ValueError(f"compute.{key} is a software-stack rule: move it to software.{key}")
+        return data
 
 
 class MemoryLevel(_Frozen):
@@ -159,6 +225,9 @@ class HardwareProfile(_Frozen):
     memory: MemorySpec
     kernel: KernelSpec
     host: HostSpec
+    software: SoftwareSpec = Field(
+        default_factory=SoftwareSpec, description="the software stack's kernel selection and host ops"
+    )
     sources: list[str] = Field(
         min_length=1, description="datasheet URLs, 'measured: <file>', or 'rule: <what was derived how>'"
     )
@@ -225,7 +294,7 @@ def load_profile(name_or_path: str) -> HardwareProfile:
 
 def save_profile(profile: HardwareProfile, path: Path) -> None:
     """Write a profile as YAML, atomically (write then rename)."""
-    data = profile.model_dump(mode="json")
+    data = profile.model_dump(mode="json", exclude_none=True)  # an unknown optional number is left out
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(yaml.safe_dump(data, sort_keys=False, width=100))
     tmp.replace(path)

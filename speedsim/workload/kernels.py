@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from speedsim.hardware.profile import BYTES_PER_ELEMENT
+from speedsim.hardware.profile import BYTES_PER_ELEMENT, HardwareProfile, HostOps
 from speedsim.workload.models import ModelSpec
 
 WEIGHTS, KV, ACTIVATIONS, EMBEDDINGS = "weights", "kv", "activations", "embeddings"
@@ -70,7 +70,8 @@ class Kernel:
 
 @dataclass(frozen=True)
 class KernelRules:
-    """Kernel-selection rules of the software stack, read from the profile's compute section."""
+    """The software stack's rules for a step's kernels, read from the profile's `software` section
+    (what each means, and its source, is in `speedsim.hardware.profile.SoftwareSpec`)."""
 
     tile_rows: int        # output features per GEMV block
     tile_k: int           # input features per block once split-K applies
@@ -79,14 +80,22 @@ class KernelRules:
     split_keys: int       # keys per block of split-KV attention
     split_min_keys: int   # split-KV only from this many keys
     query_tile: int       # queries per attention block when not split
-    row_reuse_min: int = 1  # fewer rows than this: one GEMV per row (weights read once per row)
+    row_reuse_min: int    # fewer rows than this: one GEMV per row (weights read once per row)
+    tile_tokens: int      # activation rows per GEMM block
+    large_tile_features: int  # output features per block of a large square GEMM
+    block_elements: int   # output elements per block of elementwise, cache-write and reduce kernels
+    copy_block_bytes: int  # bytes per block of a device-to-device copy
+    host_ops: HostOps     # framework ops per attention call, pass, cache write, embedding gather
 
     @classmethod
-    def from_profile(cls, profile) -> KernelRules:
-        c = profile.compute
-        return cls(tile_rows=c.gemm_tile_rows, tile_k=c.gemm_tile_k, splitk_min_in=c.splitk_min_in_features,
-                   units=c.units, split_keys=c.attention_split_keys, split_min_keys=c.attention_split_min_keys,
-                   query_tile=c.attention_query_tile, row_reuse_min=c.gemm_row_reuse_min)
+    def from_profile(cls, profile: HardwareProfile) -> KernelRules:
+        sw = profile.software
+        return cls(tile_rows=sw.gemm_tile_rows, tile_k=sw.gemm_tile_k, splitk_min_in=sw.splitk_min_in_features,
+                   units=profile.compute.units, split_keys=sw.attention_split_keys,
+                   split_min_keys=sw.attention_split_min_keys, query_tile=sw.attention_query_tile,
+                   row_reuse_min=sw.gemm_row_reuse_min, tile_tokens=sw.gemm_tile_tokens,
+                   large_tile_features=sw.gemm_large_tile_features, block_elements=sw.elementwise_block_elements,
+                   copy_block_bytes=sw.copy_block_KiB * 1024, host_ops=sw.host_ops)
 
 
 @dataclass
@@ -119,7 +128,7 @@ def linear(name: str, weight_id: str, rows: int, d_in: int, d_out: int, dtype: s
            tclass: str = WEIGHTS) -> list[Kernel]:
     """y(rows x d_out) = x(rows x d_in) @ W^T: one GEMV/GEMM, plus a split-K reduction when chosen."""
     b = _elt(dtype)
-    out_tiles = math.ceil(d_out / rules.tile_rows) * math.ceil(rows / 128)
+    out_tiles = math.ceil(d_out / rules.tile_rows) * math.ceil(rows / rules.tile_tokens)
     split = d_in >= rules.splitk_min_in and out_tiles < rules.units
     k_blocks = math.ceil(d_in / rules.tile_k) if split else 1
     passes = rows if rows < rules.row_reuse_min else 1  # weight reads: once, or once per row
@@ -132,16 +141,17 @@ def linear(name: str, weight_id: str, rows: int, d_in: int, d_out: int, dtype: s
     if not split:
         return [main]
     reduce = Kernel(name=name + ".splitk_reduce", flops=float(rows * d_out * k_blocks), dtype=dtype,
-                    parallel_work=max(1, math.ceil(rows * d_out / 4096)), host_ops=0,
+                    parallel_work=max(1, math.ceil(rows * d_out / rules.block_elements)), host_ops=0,
                     accesses=(Access(ACT, ACTIVATIONS, rows * d_out * 4 * k_blocks, rows * d_out * b),))
     return [main, reduce]
 
 
-def elementwise(name: str, elements: int, inputs: int, dtype: str, flops_per_element: float = 1.0) -> Kernel:
+def elementwise(name: str, elements: int, inputs: int, dtype: str, rules: KernelRules,
+                flops_per_element: float = 1.0) -> Kernel:
     """A vector kernel over `elements` outputs reading `inputs` operands of the same size."""
     b = _elt(dtype)
     return Kernel(name=name, flops=flops_per_element * elements, dtype=dtype,
-                  parallel_work=max(1, math.ceil(elements / 4096)),
+                  parallel_work=max(1, math.ceil(elements / rules.block_elements)),
                   accesses=(Access(ACT, ACTIVATIONS, inputs * elements * b, elements * b),))
 
 
@@ -151,26 +161,19 @@ def rmsnorm(name: str, rows: int, d: int, dtype: str) -> Kernel:
                   accesses=(Access(ACT, ACTIVATIONS, rows * d * b + d * b, rows * d * b),))
 
 
-def kv_write(name: str, cache_ids: list[str], rows_each: int, d: int, dtype: str) -> Kernel:
+def kv_write(name: str, cache_ids: list[str], rows_each: int, d: int, dtype: str, rules: KernelRules) -> Kernel:
     """Copy the new K (or V) rows of every batch item into its cache."""
     b = _elt(dtype)
     acc = [Access(ACT, ACTIVATIONS, len(cache_ids) * rows_each * d * b)]
     acc += [Access(cid, KV, 0.0, rows_each * d * b, footprint_bytes=0.0) for cid in cache_ids]
-    return Kernel(name=name, flops=0.0, dtype=dtype, host_ops=2,  # index into the cache, then write
-                  parallel_work=max(1, math.ceil(len(cache_ids) * rows_each * d / 4096)), accesses=tuple(acc))
-
-
-# Host ops of one attention call in PyTorch eager: splitting q/k/v out of the fused projection,
-# slicing or gathering the cache, the reshapes around scaled_dot_product_attention and the call
-# itself (counted with torch.profiler on speedsim's decoder: about a dozen top-level ops for
-# self-attention, half that for cross-attention over a fixed memory).
-SELF_ATTENTION_HOST_OPS = 12
-CROSS_ATTENTION_HOST_OPS = 6
+    return Kernel(name=name, flops=0.0, dtype=dtype, host_ops=rules.host_ops.kv_write,
+                  parallel_work=max(1, math.ceil(len(cache_ids) * rows_each * d / rules.block_elements)),
+                  accesses=tuple(acc))
 
 
 def attention(name: str, spec: ModelSpec, queries: int, keys: list[int], cache_ids: list[str],
               masked: bool, dtype: str, rules: KernelRules, tclass: str = KV,
-              host_ops: int = SELF_ATTENTION_HOST_OPS) -> list[Kernel]:
+              host_ops: int | None = None) -> list[Kernel]:
     """Scaled-dot-product attention of `queries` rows per batch item over that item's `keys`.
 
     One batch item per entry of `keys`/`cache_ids` (SPEED's pipelined step stacks the in-flight
@@ -180,6 +183,7 @@ def attention(name: str, spec: ModelSpec, queries: int, keys: list[int], cache_i
     queries (n > 1, with a boolean mask) use the prefill kernel: one block per (head, query
     tile) walks all keys under the softmax recurrence (the slower ATTENTION kind), after the
     mask is turned into a bias (fill, where) and the output cleared (memset).
+    `host_ops`: framework ops of the call (default: the profile's count for a self-attention).
     """
     b = _elt(dtype)
     h, dh, d = spec.n_heads, spec.d_head, spec.d_model
@@ -192,6 +196,8 @@ def attention(name: str, spec: ModelSpec, queries: int, keys: list[int], cache_i
         accesses.append(Access(cid, tclass, kv_bytes, footprint_bytes=kv_bytes))
         flops += 4.0 * queries * kv_len * d
         work += h * (math.ceil(kv_len / rules.split_keys) if split else math.ceil(queries / rules.query_tile))
+    if host_ops is None:
+        host_ops = rules.host_ops.self_attention
     main = Kernel(name=name, flops=flops, matrix=True, dtype=dtype, parallel_work=work, host_ops=host_ops,
                   kind=STREAM if queries == 1 else ATTENTION, accesses=tuple(accesses))
     if split:
@@ -206,10 +212,10 @@ def attention(name: str, spec: ModelSpec, queries: int, keys: list[int], cache_i
     prep: list[Kernel] = []
     if masked:
         mask_elems = queries * max(keys)
-        prep += [elementwise(name + ".mask_fill", mask_elems, 0, dtype),
-                 elementwise(name + ".mask_fill", mask_elems, 0, dtype),
-                 elementwise(name + ".mask_where", mask_elems, 2, dtype)]
-    prep.append(elementwise(name + ".memset", len(keys) * queries * h, 0, "fp32"))
+        prep += [elementwise(name + ".mask_fill", mask_elems, 0, dtype, rules),
+                 elementwise(name + ".mask_fill", mask_elems, 0, dtype, rules),
+                 elementwise(name + ".mask_where", mask_elems, 2, dtype, rules)]
+    prep.append(elementwise(name + ".memset", len(keys) * queries * h, 0, "fp32", rules))
     # issued from inside the one attention op: no host ops of their own
     return [dataclasses.replace(k, host_ops=0) for k in prep] + [main]
 
@@ -241,27 +247,27 @@ def _layer_parts(spec: ModelSpec, layer_id: str, cache_ids: tuple[str, ...], que
     rows = batch * queries
     before = [rmsnorm(f"{layer_id}.norm1", rows, d, dtype),
               *linear(f"{layer_id}.qkv", f"{layer_id}.qkv", rows, d, 3 * d, dtype, rules),
-              kv_write(f"{layer_id}.k_write", list(cache_ids), queries, d, dtype),
-              kv_write(f"{layer_id}.v_write", list(cache_ids), queries, d, dtype)]
+              kv_write(f"{layer_id}.k_write", list(cache_ids), queries, d, dtype, rules),
+              kv_write(f"{layer_id}.v_write", list(cache_ids), queries, d, dtype, rules)]
     p = Program()
     p.add(*linear(f"{layer_id}.o", f"{layer_id}.o", rows, d, d, dtype, rules))
-    p.add(elementwise(f"{layer_id}.add1", rows * d, 2, dtype))
+    p.add(elementwise(f"{layer_id}.add1", rows * d, 2, dtype, rules))
     if spec.cross_attention_len:
         p.add(rmsnorm(f"{layer_id}.norm_x", rows, d, dtype))
         p.add(*linear(f"{layer_id}.xq", f"{layer_id}.xq", rows, d, d, dtype, rules))
         p.add(*attention(f"{layer_id}.xattn", spec, queries, [spec.cross_attention_len] * batch, list(cross_ids),
-                         False, dtype, rules, host_ops=CROSS_ATTENTION_HOST_OPS))
+                         False, dtype, rules, host_ops=rules.host_ops.cross_attention))
         p.add(*linear(f"{layer_id}.xo", f"{layer_id}.xo", rows, d, d, dtype, rules))
-        p.add(elementwise(f"{layer_id}.add_x", rows * d, 2, dtype))
+        p.add(elementwise(f"{layer_id}.add_x", rows * d, 2, dtype, rules))
     p.add(rmsnorm(f"{layer_id}.norm2", rows, d, dtype))
     p.add(*linear(f"{layer_id}.w1", f"{layer_id}.w1", rows, d, (2 if spec.gated else 1) * dff, dtype, rules))
     if spec.gated:
-        p.add(elementwise(f"{layer_id}.silu", rows * dff, 1, dtype, 4.0),
-              elementwise(f"{layer_id}.mul", rows * dff, 2, dtype))
+        p.add(elementwise(f"{layer_id}.silu", rows * dff, 1, dtype, rules, 4.0),
+              elementwise(f"{layer_id}.mul", rows * dff, 2, dtype, rules))
     else:
-        p.add(elementwise(f"{layer_id}.{spec.ffn}", rows * dff, 1, dtype))
+        p.add(elementwise(f"{layer_id}.{spec.ffn}", rows * dff, 1, dtype, rules))
     p.add(*linear(f"{layer_id}.w2", f"{layer_id}.w2", rows, dff, d, dtype, rules))
-    p.add(elementwise(f"{layer_id}.add2", rows * d, 2, dtype))
+    p.add(elementwise(f"{layer_id}.add2", rows * d, 2, dtype, rules))
     return tuple(before), tuple(p.kernels)
 
 
@@ -274,20 +280,16 @@ def lm_head(spec: ModelSpec, rows: int, dtype: str, rules: KernelRules, final_no
     return p
 
 
-# Framework ops a decoder pass spends before its layers, building the positions, KV slots and
-# length mask of its tokens (speedsim's decoder: tensor(), arange, compare, index views; counted
-# with torch.profiler).
-PASS_BOOKKEEPING_HOST_OPS = 6
+def bookkeeping(name: str, rules: KernelRules) -> Kernel:
+    """Host-only framework work of one decoder pass (positions, KV slots, length mask of its
+    tokens): costs host time in eager mode, no device time."""
+    return Kernel(name=name, flops=0.0, accesses=(), parallel_work=1, host_ops=rules.host_ops.pass_bookkeeping,
+                  launches=False)
 
 
-def bookkeeping(name: str, host_ops: int = PASS_BOOKKEEPING_HOST_OPS) -> Kernel:
-    """Host-only framework work of one decoder pass: costs host time in eager mode, no device time."""
-    return Kernel(name=name, flops=0.0, accesses=(), parallel_work=1, host_ops=host_ops, launches=False)
-
-
-def embed(spec: ModelSpec, rows: int, dtype: str) -> Kernel:
+def embed(spec: ModelSpec, rows: int, dtype: str, rules: KernelRules) -> Kernel:
     """Gather the embeddings of `rows` newly launched tokens."""
     b = _elt(dtype)
-    return Kernel(name="embed", flops=0.0, dtype=dtype, parallel_work=max(1, rows), host_ops=3,
+    return Kernel(name="embed", flops=0.0, dtype=dtype, parallel_work=max(1, rows), host_ops=rules.host_ops.embed,
                   accesses=(Access("embedding_rows", EMBEDDINGS, rows * spec.d_model * b),
                             Access(ACT, ACTIVATIONS, 0.0, rows * spec.d_model * b)))

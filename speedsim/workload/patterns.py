@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 from speedsim.errors import UserError
+from speedsim.hardware.profile import BYTES_PER_ELEMENT
 from speedsim.workload.kernels import (
     ACT,
     ACTIVATIONS,
@@ -38,19 +39,17 @@ SECTIONS = {
 GEMV_SHAPES = {"W256MiB": (16384, 8192), "W16MiB": (2048, 4096)}  # (out, in) of measure.py's GEMVs
 
 
-def copy(nbytes: float, dtype: str = "bf16") -> Program:
-    """Device-to-device copy of `nbytes` (read + write)."""
+def copy(nbytes: float, rules: KernelRules, dtype: str = "bf16") -> Program:
+    """Device-to-device copy of `nbytes` (read + write), one block per `rules.copy_block_bytes`."""
     return Program([Kernel("copy", 0.0, (Access("copy.src", ACTIVATIONS, nbytes),
                                           Access("copy.dst", ACTIVATIONS, 0.0, nbytes)),
-                           parallel_work=max(1, int(nbytes // 65536)), dtype=dtype)])
+                           parallel_work=max(1, int(nbytes // rules.copy_block_bytes)), dtype=dtype)])
 
 
-def gemm(n: int, dtype: str) -> Program:
-    """Square n x n x n matrix product."""
-    from speedsim.hardware.profile import BYTES_PER_ELEMENT
-
+def gemm(n: int, dtype: str, rules: KernelRules) -> Program:
+    """Square n x n x n matrix product, tiled by the library's large-GEMM block."""
     b = BYTES_PER_ELEMENT[dtype]
-    tiles = max(1, (n // 128) ** 2)
+    tiles = max(1, (n // rules.tile_tokens) * (n // rules.large_tile_features))
     return Program([Kernel(f"gemm_{dtype}", 2.0 * n**3,
                            (Access("gemm.a", ACTIVATIONS, n * n * b), Access("gemm.b", ACTIVATIONS, n * n * b),
                             Access("gemm.c", ACTIVATIONS, 0.0, n * n * b)),
@@ -68,15 +67,15 @@ def gemv(tag: str, rows: int, rules: KernelRules, dtype: str = "bf16") -> Progra
     return Program(linear(f"gemv.{tag}", f"gemv.{tag}", rows, in_f, out_f, dtype, rules))
 
 
-def _pass(functional: bool, name: str) -> list[Kernel]:
+def _pass(functional: bool, name: str, rules: KernelRules) -> list[Kernel]:
     """speedsim's decoder builds each pass's attention plan on the host first (measure.py does not)."""
-    return [bookkeeping(name)] if functional else []
+    return [bookkeeping(name, rules)] if functional else []
 
 
 def layer_multitoken(spec: ModelSpec, n: int, ctx: int, rules: KernelRules, dtype: str,
                      functional: bool = False) -> Program:
     """One layer, n query tokens at the same depth, `ctx` keys already cached."""
-    p = Program(_pass(functional, "pass"))
+    p = Program(_pass(functional, "pass", rules))
     p.extend(decoder_layer(spec, "L0", [ctx], ["kv.L0"], n, dtype, rules, cross_ids=["cross.0"]))
     return p
 
@@ -84,7 +83,7 @@ def layer_multitoken(spec: ModelSpec, n: int, ctx: int, rules: KernelRules, dtyp
 def group_distinct(spec: ModelSpec, L: int, R: int, ctx: int, rules: KernelRules, dtype: str,
                    functional: bool = False) -> Program:
     """R*L different layers, 1 token each, then the LM head on 1 row (unshared deep decoder)."""
-    p = Program(_pass(functional, "pass"))
+    p = Program(_pass(functional, "pass", rules))
     for i in range(R * L):
         p.extend(decoder_layer(spec, f"L{i}", [ctx], [f"kv.L{i}"], 1, dtype, rules, cross_ids=["cross.0"]))
     p.extend(lm_head(spec, 1, dtype, rules, final_norm=functional))
@@ -96,7 +95,7 @@ def group_sequential(spec: ModelSpec, L: int, R: int, ctx: int, rules: KernelRul
     """L shared layers applied R times to 1 token, each repeat with its own KV cache, then the head."""
     p = Program()
     for r in range(R):
-        p.add(*_pass(functional, f"pass.r{r}"))
+        p.add(*_pass(functional, f"pass.r{r}", rules))
         for layer in range(L):
             p.extend(decoder_layer(spec, f"L{layer}", [ctx], [f"kv.L{layer}.r{r}"], 1, dtype, rules,
                                    cross_ids=[f"cross.{r}"]))
@@ -107,7 +106,7 @@ def group_sequential(spec: ModelSpec, L: int, R: int, ctx: int, rules: KernelRul
 def group_pipelined(spec: ModelSpec, L: int, R: int, ctx: int, rules: KernelRules, dtype: str,
                     functional: bool = False) -> Program:
     """SPEED's pipelined step: L shared layers once over R tokens at R repeats, then the head on R rows."""
-    p = Program(_pass(functional, "pass"))
+    p = Program(_pass(functional, "pass", rules))
     caches = [[f"kv.L{layer}.r{r}" for r in range(R)] for layer in range(L)]
     cross = [f"cross.{r}" for r in range(R)]
     for layer in range(L):
@@ -138,8 +137,8 @@ def program_for_row(row: dict, models: dict[str, ModelSpec], rules: KernelRules,
         m = CEILING_PATTERNS.fullmatch(pattern)
         assert m is not None
         if m.group(1):
-            return copy(float(int(m.group(1)) << (20 if m.group(2) == "MiB" else 30))), 1
-        return gemm(int(m.group(4)), m.group(3)), 1
+            return copy(float(int(m.group(1)) << (20 if m.group(2) == "MiB" else 30)), rules), 1
+        return gemm(int(m.group(4)), m.group(3), rules), 1
     if section == "gemv":
         return gemv(pattern, max(1, n), rules, dtype), 1
     model = row.get("model") or ""

@@ -61,9 +61,9 @@ def with_source(spec: ModelSpec, src_len: int) -> ModelSpec:
 def pipelined_step(ctx: StepContext, in_flight: list[tuple[int, int]], launched: int) -> Program:
     """One SPEED step: the U shared layers once over every in-flight token, each at its own repeat
     and attending to its own (layer, repeat) cache; the LM head on every in-flight token's exit."""
-    p = Program([bookkeeping("step.plan")])
+    p = Program([bookkeeping("step.plan", ctx.rules)])
     if launched:
-        p.add(embed(ctx.spec, launched, ctx.dtype))
+        p.add(embed(ctx.spec, launched, ctx.dtype, ctx.rules))
     kv_lens = [ctx.kv_before(pos) for pos, _ in in_flight]
     for u in range(ctx.sharing.unique):
         caches = [f"kv.L{u}.r{r}" for _, r in in_flight]
@@ -75,10 +75,10 @@ def pipelined_step(ctx: StepContext, in_flight: list[tuple[int, int]], launched:
 
 def sequential_token(ctx: StepContext, position: int) -> Program:
     """The shared model without pipelining: one token through U layers R times, then the head once."""
-    p = Program([embed(ctx.spec, 1, ctx.dtype)])
+    p = Program([embed(ctx.spec, 1, ctx.dtype, ctx.rules)])
     kv = [ctx.kv_before(position)]
     for r in range(ctx.sharing.repeats):
-        p.add(bookkeeping(f"pass.r{r}"))  # one decoder pass per repeat
+        p.add(bookkeeping(f"pass.r{r}", ctx.rules))  # one decoder pass per repeat
         for u in range(ctx.sharing.unique):
             p.extend(decoder_layer(ctx.spec, f"L{u}", kv, [f"kv.L{u}.r{r}"], 1, ctx.dtype, ctx.rules,
                                    cross_ids=[f"cross.L{u}"]))
@@ -88,7 +88,7 @@ def sequential_token(ctx: StepContext, position: int) -> Program:
 
 def unshared_token(ctx: StepContext, position: int) -> Program:
     """An unshared decoder of the same depth (U*R distinct layers): one token, then the head."""
-    p = Program([embed(ctx.spec, 1, ctx.dtype), bookkeeping("pass")])
+    p = Program([embed(ctx.spec, 1, ctx.dtype, ctx.rules), bookkeeping("pass", ctx.rules)])
     kv = [ctx.kv_before(position)]
     for i in range(ctx.sharing.depth):
         p.extend(decoder_layer(ctx.spec, f"L{i}", kv, [f"kv.L{i}"], 1, ctx.dtype, ctx.rules,
@@ -106,12 +106,12 @@ def encoder_layer(spec: ModelSpec, layer_id: str, tokens: int, dtype: str, rules
     p.add(*attention(f"{layer_id}.attn", spec, tokens, [tokens], [f"{layer_id}.kv"], False, dtype, rules,
                      tclass="activations"))
     p.add(*linear(f"{layer_id}.o", f"{layer_id}.o", tokens, d, d, dtype, rules))
-    p.add(elementwise(f"{layer_id}.add1", tokens * d, 2, dtype))
+    p.add(elementwise(f"{layer_id}.add1", tokens * d, 2, dtype, rules))
     p.add(rmsnorm(f"{layer_id}.norm2", tokens, d, dtype))
     p.add(*linear(f"{layer_id}.w1", f"{layer_id}.w1", tokens, d, (2 if spec.gated else 1) * dff, dtype, rules))
-    p.add(elementwise(f"{layer_id}.act", tokens * dff * (2 if spec.gated else 1), 1, dtype))
+    p.add(elementwise(f"{layer_id}.act", tokens * dff * (2 if spec.gated else 1), 1, dtype, rules))
     p.add(*linear(f"{layer_id}.w2", f"{layer_id}.w2", tokens, dff, d, dtype, rules))
-    p.add(elementwise(f"{layer_id}.add2", tokens * d, 2, dtype))
+    p.add(elementwise(f"{layer_id}.add2", tokens * d, 2, dtype, rules))
     return p
 
 
@@ -126,17 +126,17 @@ def prefill(ctx: StepContext, unshared: bool = False) -> Program:
         [f"kv.L{i % unique}.r{i // unique}" for i in range(depth)]
     if ctx.encoder_decoder:
         src = max(1, ctx.src_len)
-        p.add(embed(spec, src, dtype))
+        p.add(embed(spec, src, dtype, rules))
         for i in range(spec.encoder_layers):
             p.extend(encoder_layer(spec, f"E{i}", src, dtype, rules))
         for lid in dict.fromkeys(layer_ids):  # cross K/V of every distinct decoder layer
             p.add(*linear(f"{lid}.xkv", f"{lid}.xkv", src, spec.d_model, 2 * spec.d_model, dtype, rules))
-        p.add(embed(spec, 1, dtype))
+        p.add(embed(spec, 1, dtype, rules))
         for lid, cache in zip(layer_ids, caches, strict=True):
             p.extend(decoder_layer(spec, lid, [0], [cache], 1, dtype, rules, cross_ids=[f"cross.{lid}"]))
     else:
         prompt = max(1, ctx.src_len)
-        p.add(embed(spec, prompt, dtype))
+        p.add(embed(spec, prompt, dtype, rules))
         for lid, cache in zip(layer_ids, caches, strict=True):
             p.extend(decoder_layer(spec, lid, [0], [cache], prompt, dtype, rules))
     exits = 1 if unshared else ctx.sharing.repeats
