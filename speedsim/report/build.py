@@ -17,7 +17,7 @@ import pandas as pd
 
 from speedsim.errors import UserError
 from speedsim.hardware import load_profile
-from speedsim.paths import H200_MEASURED, ROOT
+from speedsim.paths import H200_MEASURED, MEASURED_DIR, ROOT
 from speedsim.report import figures
 from speedsim.report.readme import write_readme, write_validation
 from speedsim.sharing import Sharing
@@ -25,12 +25,13 @@ from speedsim.simulate import step_points, synthetic_traces
 from speedsim.sweep import SweepSpec, load_spec, read_results, run_sweep
 from speedsim.sweep.spec import expand, trace_path
 from speedsim.validation import read_measured, validate
-from speedsim.workload import BUILTIN_MODELS
+from speedsim.workload import BUILTIN_MODELS, resolve_models
 
 EXPERIMENTS = ROOT / "experiments"
 DEFAULT_STUDY = (EXPERIMENTS / "default.yaml",)
 FULL_STUDY = (EXPERIMENTS / "latency_vs_depth.yaml", EXPERIMENTS / "acceptance.yaml")
 PAPER_SPEC = EXPERIMENTS / "speed_paper.yaml"
+H200_RERUN = H200_MEASURED.with_name("measured_rerun.csv")
 ROOFLINE_CONFIG = ("t5base", "4x3", "mispredict=0.1,len=24,seqs=1,src=128")
 
 
@@ -46,6 +47,9 @@ class ReportData:
     steps: pd.DataFrame
     peaks: dict[str, dict[str, float]]
     specs: list[str]
+    noise: dict[str, float] = field(default_factory=dict)   # median run-vs-rerun difference of measured rows, per mode
+    cpu: pd.DataFrame | None = None                          # cpu-host validation, one row per measured row
+    cpu_mape: dict[str, float] = field(default_factory=dict)
     figures: dict[str, str] = field(default_factory=dict)
 
 
@@ -97,6 +101,30 @@ def run_validation(profile_name: str = "h200") -> tuple[dict[str, pd.DataFrame],
         tables[mode] = pd.DataFrame([{**r.as_dict(), "profile": profile.name} for r in report.results])
         mape[mode] = report.mape()
     return tables, mape
+
+
+def noise_floor() -> dict[str, float]:
+    """Median relative difference between the H200 run and its rerun, per mode (the noise floor)."""
+    first = {(r.key, r.mode): r.us_median for r in read_measured(H200_MEASURED)}
+    rerun = {(r.key, r.mode): r.us_median for r in read_measured(H200_RERUN)}
+    out = {}
+    for mode in ("graph", "eager"):
+        diffs = [abs(rerun[k] - v) / v for k, v in first.items() if k in rerun and k[1] == mode]
+        out[mode] = float(pd.Series(diffs).median()) if diffs else float("nan")
+    return out
+
+
+def run_cpu_validation() -> tuple[pd.DataFrame | None, dict[str, float]]:
+    """speedsim's own decoder measured on the project's CPU machine, simulated on `cpu-host` (eager)."""
+    folder = MEASURED_DIR / "cpu-host"
+    csv = folder / "measured.csv"
+    if not csv.exists():
+        return None, {}
+    specs = [p for p in sorted(folder.glob("measured.*.yaml")) if p.name != "measured.env.yaml"]
+    report = validate(load_profile("cpu-host"), read_measured(csv), resolve_models(specs), "eager", source=str(csv))
+    table = pd.DataFrame([{**r.as_dict(), "measured_us": r.row.us_median, "simulated_us": r.simulated_us,
+                           "ape": r.ape} for r in report.results])
+    return table, report.mape()
 
 
 def roofline_points(profile_names: list[str]) -> tuple[pd.DataFrame, dict[str, dict[str, float]]]:
@@ -170,6 +198,8 @@ def build_report(out: Path | str, *, full: bool = False, specs: tuple[Path, ...]
     data = ReportData(study, paper, note, validation, mape, steps, peaks,
                       [str(Path(s).resolve().relative_to(ROOT)) if Path(s).resolve().is_relative_to(ROOT)
                        else Path(s).name for s in specs])
+    data.noise = noise_floor()
+    data.cpu, data.cpu_mape = run_cpu_validation()
     data.figures = draw(data, out)
     write_data(data, out)
     readme = write_readme(data, out)

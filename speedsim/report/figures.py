@@ -1,6 +1,6 @@
 """Matplotlib figures of sweep results, each readable on its own (title, units, legend).
 
-Every function takes tidy tables (see `speedsim.experiments.execute.COLUMNS`) and writes one
+Every function takes tidy tables (see `speedsim.sweep.execute.COLUMNS`) and writes one
 PNG. Rendering uses the Agg backend and PNGs are saved without a timestamp or software tag,
 so the same data gives byte-identical files.
 """
@@ -16,6 +16,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+
+from speedsim.sharing import Sharing  # noqa: E402
+from speedsim.simulate.schema import FIXED_DEPTH, MISPREDICT, OUT_LEN, WEIGHT_BUDGET  # noqa: E402
 
 METHOD_STYLE = {
     "speed": {"label": "SPEED (shared, pipelined)", "color": "tab:green", "marker": "o"},
@@ -49,9 +52,9 @@ def _profiles(df: pd.DataFrame, preferred: tuple[str, ...] = ("h200", "rtx-a5000
 
 def latency_vs_depth(df: pd.DataFrame, profile: str, path: Path) -> Path | None:
     """Two panels: a fixed weight budget (U = 3, depth 3R) and a fixed depth reached with R repeats."""
-    budget = ok(df, "weight_budget")
+    budget = ok(df, WEIGHT_BUDGET)
     budget = budget[budget["profile"] == profile]
-    fixed = ok(df, "fixed_depth")
+    fixed = ok(df, FIXED_DEPTH)
     fixed = fixed[fixed["profile"] == profile]
     if budget.empty and fixed.empty:
         return None
@@ -117,7 +120,7 @@ def _panel_per_profile(data: pd.DataFrame):
 
 def speedup_vs_mispredict(df: pd.DataFrame, path: Path, paper: pd.DataFrame | None = None) -> Path | None:
     """SPEED's speedup over shared-sequential (solid) and unshared (dashed) against the miss rate."""
-    data = ok(df, "mispredict")
+    data = ok(df, MISPREDICT)
     if data.empty:
         return None
     fig, panels, colors = _panel_per_profile(data)
@@ -128,7 +131,7 @@ def speedup_vs_mispredict(df: pd.DataFrame, path: Path, paper: pd.DataFrame | No
                 rows = part[(part["sharing"] == sharing) & (part["method"] == method)].sort_values("mispredict")
                 if not rows.empty:
                     ax.plot(100 * rows["mispredict"], rows["speedup"], ls=ls, marker="o", color=color,
-                            label=f"{sharing} (R = {sharing.split('x')[1]})" if method == "sequential" else None)
+                            label=f"{sharing} (R = {Sharing.parse(sharing).repeats})" if method == "sequential" else None)
             if sharing in PAPER_MISS:
                 lo, hi = PAPER_MISS[sharing]
                 ax.axvspan(100 * lo, 100 * hi, color=color, alpha=0.08)
@@ -163,7 +166,7 @@ def speedup_vs_mispredict(df: pd.DataFrame, path: Path, paper: pd.DataFrame | No
 
 def speedup_vs_output_length(df: pd.DataFrame, path: Path) -> Path | None:
     """Speedup over shared-sequential against output length: fill and drain dominate short outputs."""
-    data = ok(df, "out_len")
+    data = ok(df, OUT_LEN)
     if data.empty:
         return None
     fig, panels, colors = _panel_per_profile(data)
@@ -172,7 +175,7 @@ def speedup_vs_output_length(df: pd.DataFrame, path: Path) -> Path | None:
         for sharing, color in colors.items():
             for miss, ls in zip(sorted(part["mispredict"].unique()), ("-", "--", ":", "-."), strict=False):
                 rows = part[(part["sharing"] == sharing) & (part["mispredict"] == miss)].sort_values("out_len")
-                r = int(sharing.split("x")[1])
+                r = Sharing.parse(sharing).repeats
                 ax.plot(rows["out_len"], rows["speedup"], ls=ls, marker="o", color=color,
                         label=f"{sharing}, {miss:.0%} misses (ideal {r}x)")
         ax.axhline(1.0, color="k", lw=0.8)
@@ -192,7 +195,7 @@ def speedup_vs_output_length(df: pd.DataFrame, path: Path) -> Path | None:
 
 def dram_traffic_vs_depth(df: pd.DataFrame, path: Path, profiles: tuple[str, ...] = ("h200", "rtx-a5000")) -> Path | None:
     """Stacked DRAM bytes per emitted token by tensor class, per method, against depth (weight budget)."""
-    data = ok(df, "weight_budget")
+    data = ok(df, WEIGHT_BUDGET)
     profiles = tuple(p for p in profiles if p in set(data["profile"])) or tuple(_profiles(data)[:2])
     if data.empty or not profiles:
         return None
