@@ -135,27 +135,69 @@ def calibrate(measured: Path | None, profile_name: str, out: Path, name: str | N
         click.echo(f"  {key} = {value:.4g}")
 
 
-# -- model / trace commands (speedsim.model.train, speedsim.trace)
+# -- data / model / trace commands (speedsim.data, speedsim.train)
+
+
+@cli.group("data")
+def data_group() -> None:
+    """The training corpus: Python source of the stdlib and the installed packages."""
+
+
+@data_group.command("build")
+@click.option("--source", "sources", multiple=True, type=click.Path(exists=True),
+              help="build from these directories only (repeatable; default: stdlib + installed packages)")
+@click.option("--vocab-size", type=click.IntRange(min=259), default=None,
+              help="also train the corpus's BPE tokenizer of this many tokens (default: the recipe's)")
+@click.option("--export", "export_dir", type=click.Path(file_okay=False), default=None,
+              help="copy the corpus (and its tokenizers) to this directory, to carry to another machine")
+@click.option("--json", "as_json", is_flag=True, help="print the manifest as one JSON object")
+def data_build_cmd(sources: tuple[str, ...], vocab_size: int | None, export_dir: str | None, as_json: bool) -> None:
+    """Build (or check) the cached corpus and its tokenizer; print the counts."""
+    from speedsim.data import DEFAULT_VOCAB_SIZE, corpus_tokenizer, export_corpus, open_corpus
+
+    corpus = open_corpus(sources=list(sources) or None, progress=not as_json)
+    corpus_tokenizer(corpus, vocab_size or DEFAULT_VOCAB_SIZE)
+    if export_dir:
+        export_corpus(corpus, export_dir)
+    m = corpus.manifest
+    if as_json:
+        emit_json({"directory": str(corpus.directory), "export": export_dir, **m})
+        return
+    t = m["totals"]
+    click.echo(f"corpus {corpus.directory}: {t['modules']} modules, {t['bytes'] / 1e6:.1f} MB of code, "
+               f"{t['summarize']} function-docstring pairs, {t['continue']} continuation examples")
+    for split, c in m["splits"].items():
+        click.echo(f"  {split:10s} {c['modules']:6d} modules {c['bytes'] / 1e6:7.1f} MB {c['summarize']:7d} pairs "
+                   f"{c['continue']:6d} continuations")
+    click.echo(f"  from {len(m['packages'])} packages: " + ", ".join(
+        f"{k} {v['version']}" for k, v in sorted(m["packages"].items(), key=lambda kv: -kv[1]["bytes"])[:8]) + ", ...")
+    if export_dir:
+        click.echo(f"exported to {export_dir}")
 
 
 @cli.command("train")
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="training YAML (experiments/models/*.yaml)")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="run directory; re-running resumes from its checkpoint")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="run directory; re-running resumes from its checkpoints")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="cuda: bf16 autocast")
 @click.option("--json", "as_json", is_flag=True, help="print the final metrics as one JSON object")
-def train_cmd(config_path: str, out_dir: str, as_json: bool) -> None:
-    """Train a functional SPEED model on CPU (resumable)."""
-    from speedsim.model.train import train
+def train_cmd(config_path: str, out_dir: str, device: str, as_json: bool) -> None:
+    """Pre-train and fine-tune a SPEED model (resumable)."""
+    from speedsim.train import train
 
-    metrics = train(config_path, out_dir, progress=not as_json)
+    metrics = train(config_path, out_dir, device=device, progress=not as_json)
     if as_json:
         emit_json(metrics)
         return
-    click.echo(f"{metrics['name']}: {metrics['step']} steps, {metrics['train_seconds']:.0f} s of training")
+    if not metrics["finished"]:
+        click.echo(f"{metrics['name']}: stopped in {metrics['stage']} at step {metrics['step']}; re-run to resume")
+        return
+    stages = ", ".join(f"{k} {v} steps" for k, v in metrics["stages"].items())
+    click.echo(f"{metrics['name']}: {stages}, {metrics['train_seconds']:.0f} s of training")
     per_exit = " ".join(f"{x:.3f}" for x in metrics["val_loss_per_exit"])
     click.echo(f"validation loss (nats/token) per exit: {per_exit}")
-    rouge = metrics["val_rougeL"]
-    rouge_text = "not computed (re-run once speedsim.decode is installed)" if rouge is None else f"{rouge:.4f}"
-    click.echo(f"validation ROUGE-L F1 ({metrics['rouge_examples']} greedy decodes): {rouge_text}")
+    if metrics["val_rougeL"] is not None:
+        click.echo(f"validation ROUGE-L F1 ({metrics['rouge_examples']} greedy decodes): {metrics['val_rougeL']:.4f}, "
+                   f"{metrics['distinct_per_100']:.0f} distinct per 100, {metrics['mean_output_tokens']:.1f} tokens on average")
     click.echo(f"checkpoint: {out_dir}")
 
 
@@ -167,25 +209,28 @@ def train_cmd(config_path: str, out_dir: str, as_json: bool) -> None:
 @click.option("--max-new-tokens", type=int, default=None, help="decode length cap (default: the config's)")
 @click.option("--json", "as_json", is_flag=True, help="print the statistics as one JSON object")
 def trace_cmd(checkpoint: str, split: str, out_file: str, limit: int | None, max_new_tokens: int | None, as_json: bool) -> None:
-    """Decode a split with SPEED, write its exit traces, print their statistics."""
-    from speedsim.trace import trace_stats, write_traces
-    from speedsim.trace.record import record_traces
+    """Decode a split with SPEED, write its exit traces, print their statistics and quality."""
+    from speedsim.fileio import check_output
+    from speedsim.trace import write_traces
+    from speedsim.train import record_traces, trace_metrics
 
+    check_output(out_file, "--out")
     traces, quality = record_traces(checkpoint, split, limit, max_new_tokens, progress=not as_json)
     write_traces(out_file, traces)
-    stats = {**trace_stats(traces), **quality, "out": out_file}
+    stats = {**trace_metrics(traces), **quality, "out": out_file}
     if as_json:
         emit_json(stats)
         return
-    agree = " ".join(f"{a:.3f}" for a in stats["agreement"])
     lengths = stats["lengths"]
     click.echo(f"wrote {len(traces)} traces ({stats['tokens']} tokens) to {out_file}")
-    click.echo(f"agreement with the final exit, per exit: {agree}")
+    click.echo("agreement with the final exit, per exit: " + " ".join(f"{a:.3f}" for a in stats["agreement"]))
+    click.echo("settle exit distribution: " + " ".join(f"{a:.3f}" for a in stats["settle_exit_distribution"]))
     click.echo(f"first-exit misprediction: {stats['first_exit_miss']:.4f}")
-    click.echo(f"flushes per emitted token: {stats['flushes_per_token']:.4f}")
-    click.echo(f"mean tokens in flight: {stats['mean_in_flight']:.3f}")
+    if "wasted_passes_per_token" in stats:
+        click.echo(f"wasted token passes per emitted token: {stats['wasted_passes_per_token']:.4f}")
     click.echo(f"output length (tokens): mean {lengths['mean']:.1f}, median {lengths['median']:.0f}, min {lengths['min']}, max {lengths['max']}")
-    click.echo(f"ROUGE-L F1 on {split}: {stats['rougeL']:.4f}")
+    click.echo(f"{split}: loss {stats['loss']:.4f} nats/token, ROUGE-L F1 {stats['rougeL']:.4f}, "
+               f"{stats['distinct_per_100']:.0f} distinct outputs per 100")
 
 
 # simulation ------------------------------------------------------------------------------------
@@ -236,22 +281,36 @@ def simulate_cmd(profile_name: str, model_name: str, sharing: str, trace_file: P
 
 @cli.command("measure")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), required=True)
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Measured CSV to write.")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Measured CSV to write (batch rows go to <stem>.batch.csv, traces and specs beside it).")
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
               help="Trained run directory (speedsim train); its test split is decoded.")
 @click.option("--config", type=click.Path(path_type=Path), default=None,
               help="Model config (experiments/models/*.yaml) with random weights, when no checkpoint is given.")
-@click.option("--sequences", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Sequences decoded end to end.")
+@click.option("--model", default="t5base", show_default=True,
+              help="Without --checkpoint/--config: random weights at this model spec's dimensions.")
+@_models_option
+@click.option("--parts", default=None, help="Comma-separated: steps, loop (whole decodes), batch [default: all].")
+@click.option("--sharings", default=None, help="UxR list for whole decodes and batch rows [default: 12x1,4x3,2x6].")
+@click.option("--lm-head", "lm_heads", default=None,
+              help="Random-weight decodes: untied (exits disagree), tied (exits agree), or both [default: untied].")
+@click.option("--sequences", type=click.IntRange(min=1), default=None, help="Sequences decoded end to end [8].")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=None,
+              help="Tokens per decode [the checkpoint's or config's own, else 128].")
+@click.option("--batch-sizes", default=None, help="Batch rows: sequences per step [1,2,4,8,16,32].")
+@click.option("--batch-ctx", "batch_ctxs", default=None, help="Batch rows: mean KV lengths [128,512].")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU intra-op threads (default 1).")
 @click.option("--quick", is_flag=True, help="A few samples of a reduced set (smoke test).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def measure_cmd(device: str, out: Path, checkpoint: Path | None, config: Path | None, sequences: int,
+def measure_cmd(device: str, out: Path, checkpoint: Path | None, config: Path | None, model: str,
+                model_specs: tuple[Path, ...], parts: str | None, sharings: str | None, lm_heads: str | None,
+                sequences: int | None, max_new_tokens: int | None, batch_sizes: str | None, batch_ctxs: str | None,
                 threads: int | None, quick: bool, as_json: bool) -> None:
-    """Time real decode steps of speedsim's own decoder on this machine, in the measured-CSV schema."""
-    from speedsim.measure import measure
+    """Time decode steps, whole decodes and batched steps of speedsim's decoders here, in the measured-CSV schema."""
+    from speedsim.validation.measure import measure, plan_from_options
 
-    summary = measure(device, out, checkpoint, config, sequences, quick, threads)
+    plan = plan_from_options(parts, sharings, lm_heads, sequences, max_new_tokens, batch_sizes, batch_ctxs, quick)
+    summary = measure(device, out, checkpoint, config, plan, threads, model, model_specs)
     if as_json:
         emit_json(summary)
         return

@@ -107,3 +107,43 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+# ---------------------------------------------------------------- corpus and tokenizer (built once)
+TINY_VOCAB = 320  # byte-level BPE: 259 reserved, a few merges
+
+
+def _tiny_module(i: int) -> str:
+    """A small module of documented functions (deterministic; every split gets some modules)."""
+    ops = ["+", "-", "*", "//", "%"]
+    verbs = ["sum", "difference", "product", "quotient", "remainder"]
+    out = [f'"""Module {i}: arithmetic helpers."""\n\nimport math\n']
+    for j in range(8):
+        k = (i + j) % 5
+        out.append(
+            f"\n\ndef f{i}_{j}(a, b, scale={j + 1}):\n"
+            f'    """Return the {verbs[k]} of a and b, scaled by {j + 1}.\n\n'
+            f'    The inputs are numbers; case {j} of module {i}.\n    """\n'
+            f"    x = (a {ops[k]} (b or 1)) * scale\n"
+            f"    if x > {i + j}:\n        x = math.floor(x - {j})\n"
+            f"    for _ in range({j % 3}):\n        x += 1\n    return x\n"
+        )
+    return "".join(out)
+
+
+@pytest.fixture(scope="session")
+def code_corpus(tmp_path_factory):
+    """A tiny code corpus (120 generated modules in one package) and its tokenizer, built once:
+    {"sources": [dir], "cache_dir": dir, "corpus": Corpus, "tokenizer": Tokenizer}."""
+    from speedsim.data import corpus_tokenizer, open_corpus
+
+    root = tmp_path_factory.mktemp("code")
+    pkg = root / "tinypkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text('"""A generated package."""\n')
+    for i in range(120):
+        (pkg / f"mod{i}.py").write_text(_tiny_module(i))
+    cache = tmp_path_factory.mktemp("cache")
+    corpus = open_corpus(cache, [pkg], progress=False)
+    return {"sources": [str(pkg)], "cache_dir": str(cache), "corpus": corpus,
+            "tokenizer": corpus_tokenizer(corpus, TINY_VOCAB)}

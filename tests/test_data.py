@@ -2,35 +2,44 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from speedsim.data import (
     IGNORE_INDEX,
+    PINNED_ENV,
     BatchStream,
     Example,
+    LMStream,
     collate,
+    corpus_tokenizer,
     encode_examples,
+    export_corpus,
     load_corpus,
     load_tokenizer,
+    open_corpus,
     save_tokenizer,
     special_ids,
     split_examples,
+    split_of,
+    token_stream,
     train_tokenizer,
 )
-from speedsim.data.corpus import extract, first_paragraph, split_of
 from speedsim.data.dataset import epoch_batches
+from speedsim.data.extract import docstring_target, first_paragraph
 from speedsim.errors import UserError
 
 MODULE = textwrap.dedent(
     '''
     def add(a, b):
-        """Add two numbers.
+        """Add two numbers given as arguments.
 
-        Longer explanation that is not part of the target.
+        Longer explanation that is part of the target.
         """
         # keep this comment
         return a + b
@@ -38,10 +47,18 @@ MODULE = textwrap.dedent(
     def only_doc():
         """Nothing but a docstring."""
 
+    def square(x):
+        """Square x."""
+        return x * x
+
     class Box:
         def get(self):
-            """Return the
-            content."""
+            """Return the content
+            of the box.
+
+            Returns:
+                the content
+            """
             return self.x
 
         def long(self):
@@ -55,12 +72,14 @@ MODULE = textwrap.dedent(
 
 
 @pytest.fixture(scope="module")
-def fake_stdlib(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("stdlib")
-    (root / "pkg").mkdir()
-    (root / "pkg" / "mod.py").write_text(MODULE)
-    (root / "test").mkdir()  # test suites are skipped
-    (root / "test" / "test_x.py").write_text(MODULE)
+def fake_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A package directory with one module, a test suite (skipped) and an unparsable file."""
+    root = tmp_path_factory.mktemp("src") / "pkg"
+    root.mkdir()
+    (root / "mod.py").write_text(MODULE)
+    (root / "zcopy.py").write_text(MODULE)  # the same bytes (sorted after mod.py): deduplicated
+    (root / "tests").mkdir()  # test suites are skipped
+    (root / "tests" / "test_x.py").write_text(MODULE)
     (root / "broken.py").write_text("def (:\n")  # unparsable files are skipped
     return root
 
@@ -71,32 +90,46 @@ def tok():
     return train_tokenizer(texts, vocab_size=300)
 
 
-def test_extract_pairs_code_without_docstring_and_first_paragraph(fake_stdlib: Path) -> None:
-    """A function with a docstring becomes (code minus docstring, first paragraph)."""
-    ex = {e.id.split(":")[1]: e for e in extract(fake_stdlib)["summarize"]}
-    assert set(ex) == {"add", "Box.get"}  # only_doc has no code left; test/ is skipped
-    assert ex["add"].target == "Add two numbers."
+def _by_qual(examples: list[Example]) -> dict[str, Example]:
+    return {e.id.split(":")[1]: e for e in examples}
+
+
+def test_extract_pairs_code_without_docstring_and_prose(fake_root: Path, tmp_path: Path) -> None:
+    """A documented function becomes (code minus docstring, the docstring's leading prose)."""
+    corpus = open_corpus(tmp_path, [fake_root], progress=False)
+    ex = _by_qual(corpus.examples("summarize"))
+    assert set(ex) == {"add", "Box.get"}  # only_doc has no code left; "Square x." is too short
+    assert ex["add"].target == "Add two numbers given as arguments.\nLonger explanation that is part of the target."
     assert '"""' not in ex["add"].source and "# keep this comment" in ex["add"].source
     assert ex["add"].source.startswith("def add(a, b):")
-    assert ex["Box.get"].target == "Return the content."
+    assert ex["Box.get"].target == "Return the content of the box."  # the Returns section is cut
     assert ex["Box.get"].source.startswith("def get(self):")  # dedented method
     assert ex["add"].module == "pkg.mod"
 
 
-def test_extract_continuation_splits_function_at_a_line(fake_stdlib: Path) -> None:
+def test_extract_continuation_splits_function_at_a_line(fake_root: Path, tmp_path: Path) -> None:
     """Continuation examples are a prompt (first lines) and the rest of the function."""
-    cont = {e.id.split(":")[1]: e for e in extract(fake_stdlib)["continue"]}
-    e = cont["Box.long"]
+    e = _by_qual(open_corpus(tmp_path, [fake_root], progress=False).examples("continue"))["Box.long"]
     assert e.source.startswith("def long(self):")
     assert e.source + e.target == "def long(self):\n    x = 1\n    y = 2\n    z = 3\n    w = 4\n    return x + y + z + w"
 
 
-def test_split_is_a_deterministic_function_of_the_module() -> None:
+def test_docstring_target_stops_at_sections_and_length() -> None:
+    """Prose paragraphs are kept (one per line) up to a section header or the character cap."""
+    doc = "Summary line.\n\n    Some more\n    words here.\n\n    Parameters\n    ----------\n    x : int\n"
+    assert docstring_target(doc) == "Summary line.\nSome more words here."
+    assert docstring_target("One.\n\nArgs:\n  x: y") == "One."
+    long = "First.\n\n" + "word " * 200
+    assert docstring_target(long) == "First."  # the second paragraph would pass the cap
+
+
+def test_split_is_a_deterministic_function_of_package_and_module() -> None:
     """Every module maps to one split, the same each time, and all splits occur."""
     mods = [f"m{i}" for i in range(300)]
-    splits = [split_of(m) for m in mods]
-    assert splits == [split_of(m) for m in mods]
+    splits = [split_of(m, "pkg") for m in mods]
+    assert splits == [split_of(m, "pkg") for m in mods]
     assert set(splits) == {"train", "validation", "test"}
+    assert splits != [split_of(m, "other") for m in mods]  # the package is part of the key
 
 
 def test_first_paragraph_joins_lines() -> None:
@@ -104,39 +137,77 @@ def test_first_paragraph_joins_lines() -> None:
     assert first_paragraph("  Do a\n    thing.\n\n    More.") == "Do a thing."
 
 
-def test_load_corpus_caches_and_splits_by_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_stdlib: Path) -> None:
-    """The corpus is built once into the cache; modules never straddle splits."""
-    import speedsim.data.corpus as corpus
+def test_corpus_is_cached_deduplicated_and_counted(fake_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Built once; identical files count once; the manifest has versions and per-split counts."""
+    import speedsim.data.corpus as corpus_mod
 
-    monkeypatch.setattr(corpus, "stdlib_dir", lambda: fake_stdlib)
-    ex = load_corpus("summarize", tmp_path)
-    files = list(tmp_path.rglob("*.jsonl"))
-    assert {f.name for f in files} == {"summarize.jsonl", "continue.jsonl"}
-    assert not list(tmp_path.rglob(".*tmp*"))  # no temporary file left behind
-    monkeypatch.setattr(corpus, "extract", lambda root=None: pytest.fail("rebuilt a cached corpus"))
-    assert load_corpus("summarize", tmp_path) == ex
-    for split in ("train", "validation", "test"):
-        assert all(e.split == split_of(e.module) for e in split_examples(ex, split))
-
-
-def test_corrupt_corpus_cache_names_file_and_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_stdlib: Path) -> None:
-    """A damaged cache line is a UserError naming the file and line."""
-    import speedsim.data.corpus as corpus
-
-    monkeypatch.setattr(corpus, "stdlib_dir", lambda: fake_stdlib)
-    load_corpus("summarize", tmp_path)
-    path = next(tmp_path.rglob("summarize.jsonl"))
-    path.write_text(path.read_text() + "{not json\n")
-    with pytest.raises(UserError, match=r"summarize\.jsonl:\d+"):
-        load_corpus("summarize", tmp_path)
+    c = open_corpus(tmp_path, [fake_root], progress=False)
+    pkg = c.manifest["packages"]["pkg"]
+    assert pkg["version"] == "local" and pkg["modules"] == 1 and pkg["duplicates"] == 1 and pkg["unparsed"] == 1
+    assert sum(s["summarize"] for s in c.manifest["splits"].values()) == c.manifest["totals"]["summarize"] == 2
+    assert not list(tmp_path.rglob(".*tmp"))  # no temporary file left behind
+    monkeypatch.setattr(corpus_mod, "build_corpus", lambda *a, **k: pytest.fail("rebuilt a cached corpus"))
+    again = open_corpus(tmp_path, [fake_root], progress=False)
+    assert again.examples("summarize") == c.examples("summarize")
+    assert [d.text for d in again.documents()] == [MODULE]
 
 
-def test_unknown_task_and_split_are_user_errors() -> None:
-    """Bad task or split names are UserErrors."""
+def test_corrupt_or_stale_cache_is_rebuilt_with_a_message(fake_root: Path, tmp_path: Path, capsys) -> None:
+    """A damaged data file or a manifest from other sources is rebuilt, saying so on stderr."""
+    c = open_corpus(tmp_path, [fake_root], progress=False)
+    data = c.directory / "summarize.jsonl.xz"
+    data.write_bytes(data.read_bytes()[:-8] + b"garbage!")
+    again = open_corpus(tmp_path, [fake_root], progress=False)
+    assert "corrupt" in capsys.readouterr().err and again.examples("summarize") == c.examples("summarize")
+    manifest = json.loads((c.directory / "manifest.json").read_text())
+    manifest["fingerprint"], manifest["packages"]["pkg"]["version"] = "0" * 16, "0.9"
+    (c.directory / "manifest.json").write_text(json.dumps(manifest))
+    open_corpus(tmp_path, [fake_root], progress=False)
+    assert "other package versions (pkg 0.9 -> local)" in capsys.readouterr().err
+
+
+def test_pinned_corpus_is_used_as_is_and_must_be_intact(fake_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exported corpus pinned with $SPEEDSIM_CORPUS is read without rebuilding; a damaged one is a UserError."""
+    c = open_corpus(tmp_path / "cache", [fake_root], progress=False)
+    out = export_corpus(c, tmp_path / "carry")
+    monkeypatch.setenv(PINNED_ENV, str(out))
+    pinned = open_corpus(tmp_path / "elsewhere")
+    assert pinned.directory == out and pinned.examples("summarize") == c.examples("summarize")
+    (out / "documents.jsonl.xz").write_bytes(b"x")
+    with pytest.raises(UserError, match="carry: not a usable corpus"):
+        open_corpus(tmp_path / "elsewhere")
+
+
+def test_unknown_task_and_split_are_user_errors(fake_root: Path, tmp_path: Path) -> None:
+    """Bad task or split names and missing source directories are UserErrors."""
     with pytest.raises(UserError, match="task"):
-        load_corpus("translate")
+        load_corpus("translate", tmp_path, [fake_root])
     with pytest.raises(UserError, match="split"):
         split_examples([], "dev")
+    with pytest.raises(UserError, match="nowhere: source directory not found"):
+        open_corpus(tmp_path, [tmp_path / "nowhere"])
+
+
+def test_corpus_tokenizer_is_kept_with_the_corpus(code_corpus: dict) -> None:
+    """The corpus's tokenizer is trained once and stored in the corpus directory."""
+    c, tok = code_corpus["corpus"], code_corpus["tokenizer"]
+    assert (c.directory / f"tokenizer-v{tok.get_vocab_size()}.json").exists()
+    assert corpus_tokenizer(c, tok.get_vocab_size()).to_str() == tok.to_str()
+
+
+def test_token_stream_and_lm_windows(code_corpus: dict, tmp_path: Path) -> None:
+    """Pre-training ids are cached; windows are a pure function of step; both layouts line up."""
+    c, tok = code_corpus["corpus"], code_corpus["tokenizer"]
+    ids = token_stream(c, "train", tok, tmp_path, progress=False)
+    assert ids.dtype == np.uint16 and int((ids == 2).sum()) == len(c.documents("train"))  # one <eos> per module
+    assert np.array_equal(token_stream(c, "train", tok, tmp_path, progress=False), ids)
+    dec = LMStream(ids, 3, src_len=0, tgt_len=8, seed=1, bos_id=1)
+    b = dec[5]
+    assert b.src is None and b.tgt_in.shape == (3, 8) and torch.equal(b.tgt_in[:, 1:], b.labels[:, :-1])
+    assert torch.equal(dec[5].labels, b.labels) and not torch.equal(dec[6].labels, b.labels)
+    encdec = LMStream(ids, 3, src_len=6, tgt_len=8, seed=1, bos_id=1)[5]
+    assert encdec.src.shape == (3, 6) and (encdec.tgt_in[:, 0] == 1).all() and encdec.n_tokens == 24
+    assert torch.equal(encdec.tgt_in[:, 1:], encdec.labels[:, :-1])
 
 
 def test_tokenizer_round_trips_code_and_reserves_specials(tok, tmp_path: Path) -> None:

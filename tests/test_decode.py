@@ -12,7 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from speedsim.decode import KVCache, decode_step, greedy, greedy_trace, prefill, speculative_step, speed
+from speedsim.decode import KVCache, decode_step, greedy, greedy_exits, prefill, speculative_step, speed
 from speedsim.errors import UserError
 from speedsim.model import SharedDecoder, SpeedConfig
 from speedsim.pipeline import PipelineController, Policy, schedule_stats
@@ -59,12 +59,12 @@ def test_cached_exits_equal_full_forward_exits():
     """Every exit's prediction along a greedy decode matches the full forward's at that position."""
     m = make_model(2, 3, enc=0, seed=5, std=0.5)
     prompt = [3, 5, 8]
-    tr = greedy_trace(m, prompt, 8)
-    seq = prompt + tr.tokens[:-1]
+    exits = greedy_exits(m, prompt, 8)
+    seq = prompt + [row[-1] for row in exits][:-1]
     with torch.no_grad():
         logits = m(None, torch.tensor([seq]))  # (R, 1, T, V)
     want = logits[:, 0, len(prompt) - 1 :].argmax(-1).T.tolist()  # (positions, R)
-    assert tr.exits == want
+    assert exits == want
 
 
 def test_src_ids_as_list_or_tensor_and_eos_included():
@@ -107,12 +107,13 @@ def test_length_limits():
     max_new=st.integers(0, 14),
 )
 def test_speed_equals_greedy(U, R, enc, seed, std, src, eos, max_new):
-    """Lossless: SPEED's tokens equal greedy's, and its trace is greedy's exit trace."""
+    """Lossless: SPEED's tokens equal greedy's, and its exits are greedy's exits."""
     m = make_model(U, R, enc, seed, std)
     res = speed(m, src, max_new, eos_id=eos)
     assert res.tokens == greedy(m, src, max_new, eos_id=eos)
-    assert res.trace == greedy_trace(m, src, max_new, eos_id=eos)
-    assert res.trace.tokens == res.tokens and res.trace.src_len == len(src) and res.trace.repeats == R
+    assert res.exits == greedy_exits(m, src, max_new, eos_id=eos)
+    assert [row[-1] for row in res.exits] == res.tokens and res.src_len == len(src) and res.repeats == R
+    assert res.eos_id == (eos if eos is not None and res.tokens and res.tokens[-1] == eos else None)
 
 
 @pytest.mark.parametrize(
@@ -170,7 +171,7 @@ def test_eos_inside_the_pipeline_discards_speculative_tokens():
         eos = fresh[0]
         res = speed(m, [1, 2, 3], 12, eos_id=eos)
         assert res.tokens == out[: out.index(eos) + 1]
-        assert res.trace.eos_id == eos
+        assert res.eos_id == eos
         last = res.steps[-1]
         assert last.emitted == (len(res.tokens) - 1,)
         assert all(p > last.emitted[0] for p in last.discarded)

@@ -1,4 +1,4 @@
-"""Training loop, checkpoints, resume, trace recording and the train/trace CLI (tiny model)."""
+"""Training (pre-train, fine-tune), checkpoints, resume, trace recording and the data/train/trace CLI."""
 
 from __future__ import annotations
 
@@ -11,37 +11,51 @@ import torch
 import yaml
 
 from speedsim.errors import UserError
-from speedsim.model.train import load_model, load_train_config, read_checkpoint, train
+from speedsim.train import (
+    load_model,
+    load_train_config,
+    lr_at,
+    prepare_data,
+    read_checkpoint,
+    sample_indices,
+    stage_path,
+    train,
+)
+from speedsim.train.config import StageSection
 
 TINY = {
     "name": "tiny",
-    "data": {"task": "summarize", "vocab_size": 300, "max_src_tokens": 32, "max_tgt_tokens": 16},
-    "model": {"d_model": 32, "n_heads": 2, "d_ff": 64, "unique_layers": 2, "repeats": 2, "encoder_layers": 1, "max_len": 64, "dropout": 0.1},
-    "train": {"steps": 4, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 2, "eval_every": 2},
+    "data": {"task": "summarize", "vocab_size": 320, "max_src_tokens": 48, "max_tgt_tokens": 40},
+    "model": {"d_model": 32, "n_heads": 2, "d_ff": 64, "unique_layers": 2, "repeats": 2, "encoder_layers": 1,
+              "max_len": 64, "dropout": 0.1},
+    "pretrain": {"steps": 4, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 2, "eval_every": 2,
+                 "prefix_tokens": 16, "target_tokens": 16},
+    "finetune": {"steps": 4, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 2, "eval_every": 2},
     "eval": {"val_examples": 8, "rouge_examples": 3, "max_new_tokens": 6},
 }
 
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One corpus + tokenizer cache for the whole module (built on first use)."""
-    return tmp_path_factory.mktemp("cache")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def write_config(path: Path, cache_dir: Path, **changes: dict) -> Path:
+def write_config(path: Path, code_corpus: dict, drop: tuple[str, ...] = (), **changes: dict) -> Path:
     cfg = json.loads(json.dumps(TINY))
-    cfg["data"]["cache_dir"] = str(cache_dir)
+    cfg["data"].update(sources=code_corpus["sources"], cache_dir=code_corpus["cache_dir"])
+    for section in drop:
+        cfg.pop(section)
     for section, values in changes.items():
-        cfg[section].update(values)
+        if isinstance(values, dict):
+            cfg.setdefault(section, {}).update(values)
+        else:
+            cfg[section] = values
     path.write_text(yaml.safe_dump(cfg))
     return path
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> tuple[Path, dict]:
-    """A tiny model trained for 4 steps, with its final metrics."""
+def trained(tmp_path_factory: pytest.TempPathFactory, code_corpus: dict) -> tuple[Path, dict]:
+    """A tiny encoder-decoder pre-trained for 4 steps and fine-tuned for 4, with its final metrics."""
     d = tmp_path_factory.mktemp("run")
-    cfg = write_config(d / "tiny.yaml", cache_dir)
+    cfg = write_config(d / "tiny.yaml", code_corpus)
     return d / "out", train(cfg, d / "out", progress=False)
 
 
@@ -57,23 +71,36 @@ def run_cli(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
     return 0
 
 
-def test_training_writes_checkpoint_and_metrics(trained: tuple[Path, dict]) -> None:
-    """A finished run leaves a complete checkpoint, tokenizer and metrics (loss, ROUGE-L)."""
+def test_training_runs_both_stages_and_writes_metrics(trained: tuple[Path, dict]) -> None:
+    """A finished run has both stage checkpoints, the tokenizer and metrics (loss per exit, ROUGE-L, diversity)."""
     out, metrics = trained
-    ckpt = read_checkpoint(out)
-    assert ckpt["step"] == 4 and len(ckpt["history"]) == 4 and "val_loss" in ckpt["history"][1]
+    pre, fine = read_checkpoint(stage_path(out, "pretrain")), read_checkpoint(out)
+    assert pre["stage"] == "pretrain" and fine["stage"] == "finetune" and pre["finished"] and fine["finished"]
+    assert fine["step"] == 4 and len(fine["history"]) == 4 and "val_loss" in fine["history"][1]
+    assert metrics["stages"] == {"pretrain": 4, "finetune": 4} and len(metrics["val_loss_per_exit"]) == 2
+    assert all(0 < x < 20 for x in metrics["val_loss_per_exit"] + metrics["pretrain"]["val_loss_per_exit"])
+    assert 0.0 <= metrics["val_rougeL"] <= 1.0 and 0 < metrics["distinct_per_100"] <= 100
     assert (out / "tokenizer.json").exists() and (out / "metrics.json").exists()
-    assert len(metrics["val_loss_per_exit"]) == 2 and all(0 < x < 20 for x in metrics["val_loss_per_exit"])
-    assert 0.0 <= metrics["val_rougeL"] <= 1.0
-    assert not list(out.glob(".*tmp*"))  # atomic writes leave no temporary files
+    assert not list(out.glob(".*tmp"))  # atomic writes leave no temporary files
 
 
-def test_resume_gives_the_state_of_an_uninterrupted_run(tmp_path: Path, cache_dir: Path) -> None:
-    """Stopping after 2 steps and re-running ends in exactly the uninterrupted state (dropout on)."""
-    cfg = write_config(tmp_path / "tiny.yaml", cache_dir)
+def test_finetuning_starts_from_the_pretrained_weights(trained: tuple[Path, dict], code_corpus: dict, tmp_path: Path) -> None:
+    """The fine-tuned model differs from one fine-tuned from scratch with the same seed and data."""
+    out, _ = trained
+    cfg = write_config(tmp_path / "scratch.yaml", code_corpus, drop=("pretrain",), finetune={"from_scratch": True})
+    train(cfg, tmp_path / "scratch", progress=False, evaluate=False)
+    a, b = read_checkpoint(out)["model"], read_checkpoint(tmp_path / "scratch")["model"]
+    assert not all(torch.equal(a[k], b[k]) for k in a)
+    assert not stage_path(tmp_path / "scratch", "pretrain").exists()
+
+
+def test_resume_gives_the_state_of_an_uninterrupted_run(tmp_path: Path, code_corpus: dict) -> None:
+    """Stopping inside pre-training and inside fine-tuning, then re-running, ends in the uninterrupted state."""
+    cfg = write_config(tmp_path / "tiny.yaml", code_corpus)
     train(cfg, tmp_path / "a", progress=False, evaluate=False)
-    assert train(cfg, tmp_path / "b", progress=False, stop_after=2)["step"] == 2
-    assert read_checkpoint(tmp_path / "b")["step"] == 2
+    assert train(cfg, tmp_path / "b", progress=False, stop_after=3)["stage"] == "pretrain"
+    assert read_checkpoint(stage_path(tmp_path / "b", "pretrain"))["step"] == 3
+    assert train(cfg, tmp_path / "b", progress=False, stop_after=6) == {"name": "tiny", "stage": "finetune", "step": 2, "finished": False}
     train(cfg, tmp_path / "b", progress=False, evaluate=False)
     a, b = read_checkpoint(tmp_path / "a"), read_checkpoint(tmp_path / "b")
     assert a["step"] == b["step"] == 4
@@ -83,73 +110,98 @@ def test_resume_gives_the_state_of_an_uninterrupted_run(tmp_path: Path, cache_di
     assert all(torch.equal(sa[i]["exp_avg"], sb[i]["exp_avg"]) for i in sa)
 
 
-def test_corrupt_checkpoint_is_user_error_naming_file(tmp_path: Path, cache_dir: Path) -> None:
+def test_wall_clock_cap_ends_a_stage_and_anneals_the_lr(tmp_path: Path, code_corpus: dict) -> None:
+    """max_seconds stops a stage early (marked as such); the LR follows time progress under a cap."""
+    s = StageSection(steps=1000, lr=1.0, warmup_steps=0, min_lr_ratio=0.0, max_seconds=10.0)
+    assert lr_at(0, s, elapsed=0.0) == pytest.approx(1.0) and lr_at(0, s, elapsed=10.0) == pytest.approx(0.0)
+    assert lr_at(500, s, elapsed=0.0) == pytest.approx(0.5)
+    cfg = write_config(tmp_path / "cap.yaml", code_corpus, pretrain={"steps": 10_000, "max_seconds": 0.3})
+    m = train(cfg, tmp_path / "out", progress=False, evaluate=False)
+    assert m["pretrain"]["stopped_by_time"] and 0 < m["pretrain"]["steps"] < 10_000 and m["stages"]["finetune"] == 4
+
+
+def test_corrupt_checkpoint_is_user_error_naming_file(tmp_path: Path, code_corpus: dict) -> None:
     """A torn checkpoint is a UserError naming the file, both to resume and to load."""
-    cfg = write_config(tmp_path / "tiny.yaml", cache_dir)
+    cfg = write_config(tmp_path / "tiny.yaml", code_corpus)
     (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "checkpoint.pt").write_bytes(b"PK\x03\x04 torn")
-    with pytest.raises(UserError, match=r"checkpoint\.pt: corrupt checkpoint"):
+    (tmp_path / "out" / "pretrain.pt").write_bytes(b"PK\x03\x04 torn")
+    with pytest.raises(UserError, match=r"pretrain\.pt: corrupt checkpoint"):
         train(cfg, tmp_path / "out", progress=False)
-    with pytest.raises(UserError, match=r"checkpoint\.pt"):
+    with pytest.raises(UserError, match=r"pretrain\.pt"):
         load_model(tmp_path / "out")
-    with pytest.raises(UserError, match="not found"):
-        read_checkpoint(tmp_path / "missing")
+    with pytest.raises(UserError, match="no checkpoint"):
+        read_checkpoint(tmp_path)
 
 
-def test_other_config_in_same_run_dir_is_refused(trained: tuple[Path, dict], tmp_path: Path, cache_dir: Path) -> None:
+def test_other_config_in_same_run_dir_is_refused(trained: tuple[Path, dict], tmp_path: Path, code_corpus: dict) -> None:
     """Resuming a run directory with a different config is a UserError, not a silent mix."""
     out, _ = trained
-    cfg = write_config(tmp_path / "other.yaml", cache_dir, train={"lr": 0.5})
+    cfg = write_config(tmp_path / "other.yaml", code_corpus, finetune={"lr": 0.5})
     with pytest.raises(UserError, match="different config"):
         train(cfg, out, progress=False)
 
 
 @pytest.mark.parametrize(
-    "changes, match",
+    "changes, drop, match",
     [
-        ({"model": {"unique_layers": 0}}, "unique_layers"),
-        ({"model": {"repeats": 0}}, "repeats"),
-        ({"model": {"bogus": 1}}, "bogus"),
-        ({"train": {"bogus": 1}}, "train.bogus"),
-        ({"data": {"task": "continue"}}, "task"),
+        ({"model": {"unique_layers": 0}}, (), "unique_layers"),
+        ({"model": {"repeats": 0}}, (), "repeats"),
+        ({"model": {"bogus": 1}}, (), "bogus"),
+        ({"finetune": {"bogus": 1}}, (), "finetune.bogus"),
+        ({"data": {"task": "continue"}}, (), "task"),
+        ({}, ("pretrain",), "finetune: no pretrain stage to start from"),
+        ({"finetune": {"from_scratch": True}}, (), "from_scratch"),
+        ({}, ("pretrain", "finetune"), "no stage to run"),
+        ({"threads": 4096}, (), "threads: 4096 exceeds"),
+        ({"pretrain": {"target_tokens": 100}}, (), "pretrain.target_tokens"),
+        ({"train": {"steps": 3}}, (), "train"),
     ],
 )
-def test_bad_config_exits_2_with_one_line(tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys, changes: dict, match: str) -> None:
-    """`speedsim train` with U or R < 1, an unknown key, or a mismatched task: exit 2, one line."""
-    cfg = write_config(tmp_path / "bad.yaml", cache_dir, **changes)
+def test_bad_config_exits_2_with_one_line(tmp_path: Path, code_corpus: dict, monkeypatch: pytest.MonkeyPatch, capsys,
+                                          changes: dict, drop: tuple, match: str) -> None:
+    """`speedsim train` with bad fields, inconsistent stages or too many threads: exit 2, one line naming the file."""
+    cfg = write_config(tmp_path / "bad.yaml", code_corpus, drop=drop, **changes)
     assert run_cli(monkeypatch, "train", "--config", str(cfg), "--out", str(tmp_path / "out")) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "bad.yaml" in err[0] and match in err[0]
-    with pytest.raises(UserError):
-        load_train_config(cfg)
+    assert not (tmp_path / "out").exists()  # nothing is done before the config is checked
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_a_gpu_exits_2(tmp_path: Path, code_corpus: dict, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """--device cuda where there is none is a one-line error."""
+    cfg = write_config(tmp_path / "tiny.yaml", code_corpus)
+    assert run_cli(monkeypatch, "train", "--config", str(cfg), "--out", str(tmp_path / "o"), "--device", "cuda") == 2
+    assert "--device: CUDA is not available" in capsys.readouterr().err
 
 
 def test_trace_cli_corrupt_checkpoint_exits_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     """`speedsim trace` on a corrupt checkpoint: exit 2 and one line naming the file."""
-    (tmp_path / "checkpoint.pt").write_bytes(b"\x00garbage")
+    (tmp_path / "finetune.pt").write_bytes(b"\x00garbage")
     assert run_cli(monkeypatch, "trace", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "t.jsonl")) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "checkpoint.pt" in err[0]
+    assert len(err) == 1 and "finetune.pt" in err[0]
 
 
-def test_trace_cli_writes_traces_that_match_greedy(trained: tuple[Path, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    """`speedsim trace --json` writes R-exit traces whose tokens are the greedy decodes."""
+def test_trace_cli_writes_traces_that_match_greedy(trained: tuple[Path, dict], tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """`speedsim trace --json` writes R-exit traces whose tokens are the greedy decodes, with quality metrics."""
     from speedsim.data import special_ids
     from speedsim.decode import greedy
-    from speedsim.model.train import prepare_data
     from speedsim.trace import read_traces
-    from speedsim.trace.record import sample_indices
 
     out, _ = trained
     path = tmp_path / "t.jsonl.gz"
-    assert run_cli(monkeypatch, "trace", "--checkpoint", str(out), "--split", "validation", "--out", str(path), "--limit", "3", "--json") == 0
+    assert run_cli(monkeypatch, "trace", "--checkpoint", str(out), "--split", "test", "--out", str(path), "--limit", "3", "--json") == 0
     stats = json.loads(capsys.readouterr().out)
     assert stats["sequences"] == 3 and len(stats["agreement"]) == 2 and stats["agreement"][-1] == 1.0
-    assert {"flushes_per_token", "mean_in_flight", "lengths", "first_exit_miss", "rougeL"} <= stats.keys()
+    assert sum(stats["settle_exit_distribution"]) == pytest.approx(1.0)
+    assert stats["settle_exit_distribution"][0] == pytest.approx(1 - stats["first_exit_miss"])
+    assert {"loss", "rougeL", "distinct_per_100", "mean_output_tokens", "lengths"} <= stats.keys() and stats["loss"] > 0
     traces = read_traces(path)
     model, tok, cfg = load_model(out)
     _, enc = prepare_data(cfg, tok)
-    items = [enc["validation"][i] for i in sample_indices(len(enc["validation"]), 3)]
+    items = [enc["test"][i] for i in sample_indices(len(enc["test"]), 3)]
     eos = special_ids(tok)["eos"]
     for tr, it in zip(traces, items, strict=True):
         assert tr.seq_id == it.id and tr.repeats == 2 and tr.src_len == len(it.src)
@@ -161,3 +213,15 @@ def test_trace_cli_rejects_bad_limit(trained: tuple[Path, dict], tmp_path: Path,
     out, _ = trained
     assert run_cli(monkeypatch, "trace", "--checkpoint", str(out), "--out", str(tmp_path / "t.jsonl"), "--limit", "0") == 2
     assert "--limit" in capsys.readouterr().err
+
+
+def test_data_build_cli_prints_the_counts(code_corpus: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """`speedsim data build --json` prints the manifest's counts; --export copies corpus and tokenizer."""
+    monkeypatch.setenv("SPEEDSIM_CACHE", code_corpus["cache_dir"])
+    args = ["data", "build", "--source", code_corpus["sources"][0], "--vocab-size", "320", "--json"]
+    assert run_cli(monkeypatch, *args, "--export", str(tmp_path / "carry")) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["totals"]["summarize"] == code_corpus["corpus"].manifest["totals"]["summarize"] > 0
+    assert set(m["splits"]) == {"train", "validation", "test"} and m["packages"]["tinypkg"]["modules"] == 121
+    assert {p.name for p in (tmp_path / "carry").iterdir()} >= {"manifest.json", "documents.jsonl.xz", "tokenizer-v320.json"}
+    assert load_train_config  # the config loader is importable from speedsim.train (measure uses it)

@@ -1,9 +1,34 @@
-"""Corpora and tokenizer: code-to-docstring and code continuation from the stdlib's source."""
+"""Corpus and tokenizer: Python source of the stdlib and the installed packages, code to docstring."""
 
-from speedsim.data.corpus import SPLITS, TASKS, Example, default_cache_dir, load_corpus, split_examples
-from speedsim.data.dataset import IGNORE_INDEX, Batch, BatchStream, Encoded, collate, encode_examples
+from speedsim.data.corpus import (
+    PINNED_ENV,
+    SPLITS,
+    TASKS,
+    Corpus,
+    Document,
+    Example,
+    default_cache_dir,
+    export_corpus,
+    load_corpus,
+    open_corpus,
+    pinned_corpus,
+    split_examples,
+    split_of,
+)
+from speedsim.data.dataset import (
+    IGNORE_INDEX,
+    Batch,
+    BatchStream,
+    Encoded,
+    LMStream,
+    collate,
+    encode_examples,
+    lm_batch,
+    token_stream,
+)
 from speedsim.data.tokenizer import (
-    cached_tokenizer,
+    DEFAULT_VOCAB_SIZE,
+    corpus_tokenizer,
     load_tokenizer,
     save_tokenizer,
     special_ids,
@@ -12,22 +37,33 @@ from speedsim.data.tokenizer import (
 )
 
 __all__ = [
+    "DEFAULT_VOCAB_SIZE",
     "IGNORE_INDEX",
+    "PINNED_ENV",
     "SPLITS",
     "TASKS",
     "Batch",
     "BatchStream",
+    "Corpus",
+    "Document",
     "Encoded",
     "Example",
-    "cached_tokenizer",
+    "LMStream",
     "collate",
+    "corpus_tokenizer",
     "default_cache_dir",
     "encode_examples",
+    "export_corpus",
+    "lm_batch",
     "load_corpus",
     "load_tokenizer",
+    "open_corpus",
+    "pinned_corpus",
     "save_tokenizer",
     "special_ids",
     "split_examples",
+    "split_of",
     "tokenizer_from_str",
+    "token_stream",
     "train_tokenizer",
 ]

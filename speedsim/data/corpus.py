@@ -1,57 +1,76 @@
-"""Offline corpora built from the Python standard library's own source (no download).
+"""The corpus: Python source of the standard library and the installed packages (no download).
 
-Two tasks share one extraction pass over `sysconfig.get_paths()["stdlib"]`:
+One extraction pass (`speedsim.data.extract`, a process pool over files, progress on stderr)
+gives three things, each split deterministically by package and module (a hash of
+``package/module``, so no module contributes to two splits):
 
-- ``summarize`` (encoder-decoder, the default): every function or method with a docstring
-  becomes a pair (its code without the docstring, the docstring's first paragraph).
-- ``continue`` (decoder-only): every function long enough is cut at a line boundary into a
-  prompt (its first lines) and a target (the rest), so outputs are longer.
+- ``documents``: the text of every module, for pre-training on raw code;
+- ``summarize``: function-docstring pairs, the fine-tuning task (code to docstring);
+- ``continue``: function prefix to the rest of the function (decoder-only second task).
 
-Examples are split by module (a hash of the dotted module name), so no module contributes
-to two splits. The corpus is built once and cached as JSON Lines; files are written to a
-temporary name and renamed, so an interrupted build never leaves a half-written cache.
+Files are deduplicated by content hash (vendored copies), pairs by their code. The corpus
+lives in one directory (xz-compressed JSON Lines and a ``manifest.json`` with each package's
+version, the counts and each file's sha256), small enough to carry to another machine:
+`SPEEDSIM_CORPUS=DIR` pins a corpus directory (used as it is, never rebuilt), which is how
+a GPU machine with other packages trains on the corpus built here. Otherwise the corpus is
+cached under `default_cache_dir()`; a cache that is corrupt or was built from other package
+versions is rebuilt, with a message on stderr.
 """
 
 from __future__ import annotations
 
-import ast
+import contextlib
 import hashlib
-import inspect
 import json
+import lzma
 import os
+import shutil
 import sys
-import sysconfig
-import textwrap
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
+from tqdm import tqdm
+
+from speedsim.data.extract import continue_texts, extract_file, pair_texts
+from speedsim.data.sources import SourceRoot, explicit_roots, fingerprint, installed_roots
 from speedsim.errors import UserError
+from speedsim.fileio import atomic_write, write_text
 
 TASKS = ("summarize", "continue")
 SPLITS = ("train", "validation", "test")
 # Bump when extraction changes, so stale caches are rebuilt rather than reused.
-CORPUS_VERSION = 1
-# Per-mille of modules in each split, by hash of the module name.
-SPLIT_PERMILLE = {"train": 800, "validation": 100, "test": 100}
-# Directories of the stdlib that are not the library itself (vendored packages, test suites
-# full of near-duplicate functions).
-SKIP_DIRS = {"site-packages", "test", "tests", "idle_test", "__pycache__", "dist-packages"}
-# Continuation task: functions with fewer lines than this are skipped; the prompt is this
-# fraction of the function's lines (at least the signature line).
-MIN_CONTINUE_LINES = 6
-PROMPT_FRACTION = 0.4
+CORPUS_VERSION = 2
+# Per-mille of modules in each split, by hash of "package/module".
+SPLIT_PERMILLE = {"train": 900, "validation": 50, "test": 50}
+PINNED_ENV = "SPEEDSIM_CORPUS"  # a corpus directory to use as it is (carried from another machine)
+MANIFEST = "manifest.json"
+DATA_FILES = ("documents.jsonl.xz", "summarize.jsonl.xz", "continue.jsonl.xz")
+XZ_PRESET = 3  # xz level: 6 is 3x slower to build for a corpus 8% smaller
+POOL_MIN_FILES = 200  # fewer files than this are parsed in-process (a pool costs more than it saves)
 
 
 @dataclass(frozen=True)
 class Example:
     """One (source, target) pair. Text, not token ids: tokenisation is the tokenizer's job."""
 
-    id: str  # "module:qualname:lineno"
-    module: str  # dotted module name; decides the split
+    id: str  # "package/module:qualname:lineno"
+    module: str  # dotted module name
     split: str  # train | validation | test
     source: str  # encoder input (summarize) or prompt (continue)
-    target: str  # docstring paragraph (summarize) or the rest of the function (continue)
+    target: str  # docstring prose (summarize) or the rest of the function (continue)
+
+
+@dataclass(frozen=True)
+class Document:
+    """One module's source text (pre-training data)."""
+
+    package: str
+    module: str
+    split: str
+    text: str
 
 
 def default_cache_dir() -> Path:
@@ -60,14 +79,10 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "speedsim"
 
 
-def stdlib_dir() -> Path:
-    """The directory holding the running interpreter's standard library sources."""
-    return Path(sysconfig.get_paths()["stdlib"])
-
-
-def split_of(module: str) -> str:
-    """Deterministic split of a module: sha256 of its dotted name, modulo 1000."""
-    h = int.from_bytes(hashlib.sha256(module.encode()).digest()[:8], "big") % 1000
+def split_of(module: str, package: str = "") -> str:
+    """Deterministic split of a module: sha256 of "package/module", modulo 1000."""
+    key = f"{package}/{module}" if package else module
+    h = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % 1000
     if h < SPLIT_PERMILLE["train"]:
         return "train"
     if h < SPLIT_PERMILLE["train"] + SPLIT_PERMILLE["validation"]:
@@ -75,119 +90,271 @@ def split_of(module: str) -> str:
     return "test"
 
 
-def first_paragraph(doc: str) -> str:
-    """The first paragraph of a docstring, cleaned and joined onto one line."""
-    para = inspect.cleandoc(doc).split("\n\n", 1)[0]
-    return " ".join(para.split())
+def _note(message: str) -> None:
+    sys.stderr.write(f"speedsim: {message}\n")
 
 
-def _module_name(root: Path, path: Path) -> str:
-    rel = path.relative_to(root).with_suffix("")
-    parts = list(rel.parts)
-    if parts[-1] == "__init__":
-        parts = parts[:-1]
-    return ".".join(parts)
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
-def iter_stdlib_files(root: Path | None = None) -> Iterator[tuple[str, Path]]:
-    """(module name, path) of every stdlib .py file, in sorted (deterministic) order."""
-    root = root or stdlib_dir()
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.startswith("."))
-        for name in sorted(filenames):
-            if name.endswith(".py"):
-                path = Path(dirpath) / name
-                yield _module_name(root, path), path
+# ------------------------------------------------------------------------------ building
+class _Builder:
+    """Collects the extraction results of every file, deduplicated, with per-package counts."""
 
+    def __init__(self, roots: Sequence[SourceRoot]):
+        self.roots = roots
+        self.seen_files: set[str] = set()
+        self.seen_code: set[str] = set()
+        self.docs: list[Document] = []
+        self.records: dict[str, list[dict[str, Any]]] = {t: [] for t in TASKS}  # examples as spans into docs
+        self.split_of_task = {t: dict.fromkeys(SPLITS, 0) for t in TASKS}
+        self.packages: dict[str, dict[str, Any]] = {
+            r.package: {"version": r.version, "files": len(r.files), "modules": 0, "duplicates": 0,
+                        "unparsed": 0, "bytes": 0, "summarize": 0, "continue": 0}
+            for r in roots
+        }
 
-def _functions(tree: ast.AST) -> Iterator[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]]:
-    """(qualified name, node) of every function and method, outer before inner."""
-    stack: list[tuple[str, ast.AST]] = [("", tree)]
-    while stack:
-        prefix, node = stack.pop(0)
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-                qual = f"{prefix}{child.name}"
-                if not isinstance(child, ast.ClassDef):
-                    yield qual, child
-                stack.append((qual + ".", child))
-
-
-def _function_lines(lines: list[str], node: ast.FunctionDef | ast.AsyncFunctionDef) -> list[str]:
-    """The function's own source lines (from `def`, decorators excluded), dedented."""
-    seg = lines[node.lineno - 1 : node.end_lineno]
-    return textwrap.dedent("".join(seg)).splitlines()
-
-
-def _strip_docstring(lines: list[str], node: ast.FunctionDef | ast.AsyncFunctionDef) -> str | None:
-    """Function source without its docstring lines; None if nothing but the docstring is left."""
-    doc = node.body[0]
-    start, end = doc.lineno - node.lineno, doc.end_lineno - node.lineno  # type: ignore[operator]
-    kept = lines[:start] + lines[end + 1 :]
-    if len(node.body) == 1 or len(kept) <= 1:
-        return None
-    return "\n".join(line.rstrip() for line in kept)
-
-
-def extract(root: Path | None = None) -> dict[str, list[Example]]:
-    """Both tasks' examples from the stdlib at `root` (default: this interpreter's)."""
-    out: dict[str, list[Example]] = {t: [] for t in TASKS}
-    for module, path in iter_stdlib_files(root):
-        try:
-            text = path.read_text(encoding="utf-8")
-            tree = ast.parse(text)
-        except (SyntaxError, UnicodeDecodeError, ValueError):
-            continue  # a few stdlib files are deliberately invalid (lib2to3 fixtures)
-        split = split_of(module)
+    def add(self, package: str, module: str, result: Any) -> None:
+        counts = self.packages[package]
+        if result is None:
+            counts["unparsed"] += 1
+            return
+        sha, text, pairs, cont = result
+        if sha in self.seen_files:
+            counts["duplicates"] += 1
+            return
+        self.seen_files.add(sha)
+        doc = len(self.docs)
+        split = split_of(module, package)
+        counts["modules"] += 1
+        counts["bytes"] += len(text.encode())
+        self.docs.append(Document(package, module, split, text))
         src_lines = text.splitlines(keepends=True)
-        for qual, node in _functions(tree):
-            ex_id = f"{module}:{qual}:{node.lineno}"
-            lines = _function_lines(src_lines, node)
-            doc = ast.get_docstring(node, clean=False)
-            if doc:
-                target = first_paragraph(doc)
-                code = _strip_docstring(lines, node)
-                if code and len(target.split()) >= 2:
-                    out["summarize"].append(Example(ex_id, module, split, code, target))
-            if len(lines) >= MIN_CONTINUE_LINES:
-                cut = max(1, int(len(lines) * PROMPT_FRACTION))
-                prompt = "\n".join(lines[:cut]) + "\n"
-                rest = "\n".join(lines[cut:])
-                out["continue"].append(Example(ex_id, module, split, prompt, rest))
+        for qual, span, target in pairs:
+            key = hashlib.sha256((pair_texts(src_lines, span) or "").encode()).hexdigest()
+            if key not in self.seen_code:  # the same function copied into two modules
+                self.seen_code.add(key)
+                self.records["summarize"].append({"doc": doc, "qual": qual, "span": span, "target": target})
+                self.split_of_task["summarize"][split] += 1
+                counts["summarize"] += 1
+        for qual, span in cont:
+            self.records["continue"].append({"doc": doc, "qual": qual, "span": span})
+            self.split_of_task["continue"][split] += 1
+            counts["continue"] += 1
+
+    def split_counts(self) -> dict[str, dict[str, int]]:
+        out = {s: {"modules": 0, "bytes": 0, "summarize": 0, "continue": 0} for s in SPLITS}
+        for d in self.docs:
+            out[d.split]["modules"] += 1
+            out[d.split]["bytes"] += len(d.text.encode())
+        for task, counts in self.split_of_task.items():
+            for split, n in counts.items():
+                out[split][task] = n
+        return out
+
+
+def _jobs(roots: Sequence[SourceRoot]) -> list[tuple[str, str, str]]:
+    jobs, seen = [], set()
+    for root in roots:
+        for f in root.files:
+            if (root.package, f.module) not in seen:  # foo.py beside foo/__init__.py: keep one
+                seen.add((root.package, f.module))
+                jobs.append((root.package, f.module, str(f.path)))
+    return jobs
+
+
+def _workers() -> int:
+    return min(len(os.sched_getaffinity(0)), 8)
+
+
+def _pmap(fn: Callable[[Any], Any], items: Sequence[Any], desc: str, unit: str, parallel: bool, progress: bool) -> Iterator[Any]:
+    """`map(fn, items)` in order, in a process pool if `parallel`, with a progress bar on stderr."""
+    bar = tqdm(total=len(items), desc=desc, unit=unit, disable=not progress, file=sys.stderr)
+    with contextlib.ExitStack() as stack:
+        stack.callback(bar.close)
+        if parallel:
+            pool = stack.enter_context(get_context("fork").Pool(_workers()))
+            results: Iterator[Any] = pool.imap(fn, items, chunksize=max(1, min(16, len(items) // (8 * _workers()))))
+        else:
+            results = map(fn, items)
+        for result in results:
+            yield result
+            bar.update(1)
+
+
+def _compress(text: str) -> bytes:
+    return lzma.compress(text.encode(), preset=XZ_PRESET)
+
+
+def _write_jsonl_xz(path: Path, records: list[dict[str, Any]], progress: bool) -> None:
+    """JSON Lines, xz-compressed as independent streams compressed in parallel (an xz reader
+    reads concatenated streams as one file)."""
+    lines = [json.dumps(rec, ensure_ascii=False) + "\n" for rec in records]
+    per = max(1, -(-len(lines) // (4 * _workers())))
+    chunks = ["".join(lines[i : i + per]) for i in range(0, len(lines), per)] or [""]
+    with atomic_write(path, "wb") as fh:
+        for blob in _pmap(_compress, chunks, f"compress {path.name}", "chunk", len(lines) >= POOL_MIN_FILES, progress):
+            fh.write(blob)
+
+
+def build_corpus(out_dir: Path, roots: Sequence[SourceRoot], source_fingerprint: str, progress: bool = True) -> dict[str, Any]:
+    """Extract every root into `out_dir` (data files first, the manifest last); returns the manifest."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / MANIFEST).unlink(missing_ok=True)  # an interrupted rebuild must not look complete
+    b = _Builder(roots)
+    jobs = _jobs(roots)
+    results = _pmap(extract_file, [p for _, _, p in jobs], "corpus", "file", len(jobs) >= POOL_MIN_FILES, progress)
+    for (package, module, _), result in zip(jobs, results, strict=True):
+        b.add(package, module, result)
+    _write_jsonl_xz(out_dir / DATA_FILES[0], [asdict(d) for d in b.docs], progress)
+    for task in TASKS:
+        _write_jsonl_xz(out_dir / f"{task}.jsonl.xz", b.records[task], progress)
+    splits = b.split_counts()
+    manifest = {
+        "corpus_version": CORPUS_VERSION,
+        "fingerprint": source_fingerprint,
+        "python": ".".join(str(v) for v in sys.version_info[:3]),
+        "split_permille": SPLIT_PERMILLE,
+        "totals": {k: sum(s[k] for s in splits.values()) for k in ("modules", "bytes", "summarize", "continue")},
+        "splits": splits,
+        "packages": b.packages,
+        "files": {name: {"sha256": _sha256(out_dir / name), "bytes": (out_dir / name).stat().st_size} for name in DATA_FILES},
+    }
+    write_text(out_dir / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
+    return manifest
+
+
+# ------------------------------------------------------------------------------ the cache
+def read_manifest(directory: Path) -> dict[str, Any] | str:
+    """The manifest of a complete, intact corpus directory, or why it is not one."""
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return "no manifest"
+    except (OSError, ValueError) as err:
+        return f"unreadable manifest ({type(err).__name__})"
+    if not isinstance(manifest, dict) or manifest.get("corpus_version") != CORPUS_VERSION:
+        return f"corpus format {manifest.get('corpus_version') if isinstance(manifest, dict) else '?'}, expected {CORPUS_VERSION}"
+    for name in DATA_FILES:
+        path = directory / name
+        want = manifest.get("files", {}).get(name, {})
+        if not path.exists() or path.stat().st_size != want.get("bytes") or _sha256(path) != want.get("sha256"):
+            return f"{name} is missing or does not match the manifest"
+    return manifest
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A complete corpus directory and its manifest."""
+
+    directory: Path
+    manifest: dict[str, Any]
+    _docs: list[Document] | None = field(default=None, repr=False, compare=False)  # read once, on first use
+
+    def examples(self, task: str) -> list[Example]:
+        """All examples of `task` (every split), in corpus order."""
+        if task not in TASKS:
+            raise UserError(f"unknown task {task!r} (expected one of {', '.join(TASKS)})", where="task")
+        docs = self.documents()
+        lines: dict[int, list[str]] = {}
+        out = []
+        for rec in self._records(f"{task}.jsonl.xz"):
+            d = docs[rec["doc"]]
+            src_lines = lines.setdefault(rec["doc"], d.text.splitlines(keepends=True))
+            ex_id = f"{d.package}/{d.module}:{rec['qual']}:{rec['span'][0]}"
+            if task == "summarize":
+                source, target = pair_texts(src_lines, rec["span"]) or "", rec["target"]
+            else:
+                source, target = continue_texts(src_lines, rec["span"])
+            out.append(Example(ex_id, d.module, d.split, source, target))
+        return out
+
+    def documents(self, split: str | None = None) -> list[Document]:
+        """The module texts of `split` (all splits if None), in corpus order."""
+        if split is not None:
+            return [d for d in self.documents() if d.split == split]
+        if self._docs is None:
+            object.__setattr__(self, "_docs", [Document(**rec) for rec in self._records(DATA_FILES[0])])
+        return self._docs  # type: ignore[return-value]
+
+    def _records(self, name: str) -> Iterator[dict[str, Any]]:
+        path = self.directory / name
+        try:
+            with lzma.open(path, "rt", encoding="utf-8") as f:
+                for lineno, line in enumerate(f, 1):
+                    try:
+                        yield json.loads(line)
+                    except json.JSONDecodeError as err:
+                        raise UserError(f"corrupt corpus ({err.msg}); delete it to rebuild", where=f"{path}:{lineno}") from None
+        except (lzma.LZMAError, EOFError, OSError) as err:
+            raise UserError(f"corrupt corpus ({err}); delete it to rebuild", where=str(path)) from None
+
+
+def _cache_dir_for(cache_dir: Path, sources: Sequence[Path | str] | None) -> Path:
+    if sources is None:
+        return cache_dir / f"corpus-v{CORPUS_VERSION}-installed"
+    key = hashlib.sha256("\0".join(str(Path(s).resolve()) for s in sources).encode()).hexdigest()[:12]
+    return cache_dir / f"corpus-v{CORPUS_VERSION}-sources-{key}"
+
+
+def pinned_corpus(directory: Path | str) -> Corpus:
+    """A carried corpus directory, used as it is; a damaged one is a `UserError` (it cannot be rebuilt here)."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    if isinstance(manifest, str):
+        raise UserError(f"not a usable corpus: {manifest}", where=str(directory))
+    return Corpus(directory, manifest)
+
+
+def open_corpus(
+    cache_dir: Path | str | None = None, sources: Sequence[Path | str] | None = None, progress: bool = True
+) -> Corpus:
+    """The corpus of `sources` (directories or files; default: the stdlib and every installed
+    package), built on first use and cached; `$SPEEDSIM_CORPUS` pins a directory instead."""
+    pinned = os.environ.get(PINNED_ENV)
+    if pinned and sources is None:
+        return pinned_corpus(pinned)
+    roots = installed_roots() if sources is None else explicit_roots(sources)
+    want = fingerprint(roots, extra=f"v{CORPUS_VERSION}")
+    directory = _cache_dir_for(Path(cache_dir) if cache_dir else default_cache_dir(), sources)
+    manifest = read_manifest(directory)
+    if isinstance(manifest, dict) and manifest.get("fingerprint") == want:
+        return Corpus(directory, manifest)
+    if isinstance(manifest, dict):
+        _note(f"corpus cache {directory} was built from other package versions ({_changed(manifest, roots)}); rebuilding")
+    elif manifest != "no manifest":
+        _note(f"corpus cache {directory} is corrupt ({manifest}); rebuilding")
+    return Corpus(directory, build_corpus(directory, roots, want, progress))
+
+
+def _changed(manifest: dict[str, Any], roots: Sequence[SourceRoot]) -> str:
+    old = {k: v.get("version") for k, v in manifest.get("packages", {}).items()}
+    new = {r.package: r.version for r in roots}
+    diffs = [f"{k} {old.get(k, '-')} -> {new.get(k, '-')}" for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
+    return ", ".join(diffs[:3]) + (f" and {len(diffs) - 3} more" if len(diffs) > 3 else "") if diffs else "source files changed"
+
+
+def export_corpus(corpus: Corpus, out_dir: Path | str) -> Path:
+    """Copy a corpus directory (data, manifest, tokenizers) to `out_dir`, to carry elsewhere."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = [p for p in sorted(corpus.directory.iterdir()) if p.is_file() and not p.name.startswith(".")]
+    for src in sorted(files, key=lambda p: p.name == MANIFEST):  # the manifest last: it marks the copy complete
+        with atomic_write(out / src.name, "wb") as fh, src.open("rb") as f:
+            shutil.copyfileobj(f, fh)
     return out
 
 
-def _cache_file(cache_dir: Path, task: str) -> Path:
-    tag = f"py{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}"
-    return cache_dir / f"corpus-v{CORPUS_VERSION}-{tag}" / f"{task}.jsonl"
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def load_corpus(task: str = "summarize", cache_dir: Path | str | None = None) -> list[Example]:
-    """All examples of `task` (every split), building and caching the corpus on first use."""
+def load_corpus(task: str = "summarize", cache_dir: Path | str | None = None, sources: Sequence[Path | str] | None = None) -> list[Example]:
+    """All examples of `task` (every split) of the corpus `open_corpus` returns."""
     if task not in TASKS:
         raise UserError(f"unknown task {task!r} (expected one of {', '.join(TASKS)})", where="task")
-    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    path = _cache_file(cache_dir, task)
-    if not path.exists():
-        built = extract()
-        for t, examples in built.items():  # both tasks come from one pass: cache both
-            body = "".join(json.dumps(asdict(e)) + "\n" for e in examples)
-            _atomic_write_text(_cache_file(cache_dir, t), body)
-    examples = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            try:
-                examples.append(Example(**json.loads(line)))
-            except (json.JSONDecodeError, TypeError) as err:
-                raise UserError(f"corrupt corpus cache ({err}); delete it to rebuild", where=f"{path}:{lineno}") from None
-    return examples
+    return open_corpus(cache_dir, sources).examples(task)
 
 
 def split_examples(examples: list[Example], split: str) -> list[Example]:

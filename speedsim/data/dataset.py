@@ -1,4 +1,6 @@
-"""Token-id examples and deterministic, length-bucketed batches for training.
+"""Token-id examples and deterministic batches for fine-tuning and pre-training.
+
+Fine-tuning batches (`BatchStream`) are length-bucketed examples:
 
 Encoder-decoder (``summarize``): `src` = code tokens (truncated to `max_src_tokens`),
 `tgt` = ``<bos> docstring <eos>``; examples whose target does not fit `max_tgt_tokens` are
@@ -7,18 +9,26 @@ dropped (a truncated docstring would teach the model to stop mid-sentence).
 Decoder-only (``continue``): one sequence ``<bos> prompt continuation <eos>``; the loss is
 taken on the continuation only. The prompt is cut to `max_src_tokens`, the continuation to
 `max_tgt_tokens` (it then ends without ``<eos>``: long functions are simply cut).
+
+Pre-training batches (`LMStream`) are windows of the concatenated token ids of a split's
+modules (`token_stream`): causal LM for a decoder-only model, prefix-to-continuation for an
+encoder-decoder model (see `lm_batch`).
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from tokenizers import Tokenizer
+from tqdm import tqdm
 
-from speedsim.data.corpus import Example
-from speedsim.data.tokenizer import special_ids
+from speedsim.data.corpus import Corpus, Example
+from speedsim.data.tokenizer import special_ids, tokenizer_digest
+from speedsim.fileio import atomic_write
 
 IGNORE_INDEX = -100  # label value that the exit loss skips
 
@@ -141,3 +151,75 @@ class BatchStream:
             self._epoch = epoch
             self._batches = epoch_batches(len(self.items), self.lengths, self.batch_size, self.seed, epoch)
         return collate([self.items[i] for i in self._batches[k]], self.pad_id, self.decoder_only)
+
+
+# ------------------------------------------------------------------------------ pre-training
+def token_stream(corpus: Corpus, split: str, tok: Tokenizer, cache_dir: Path, progress: bool = True) -> np.ndarray:
+    """Every module of `split`, tokenised and concatenated, each followed by <eos> (1-D ids).
+
+    Cached as .npy under `cache_dir/tokens/`, named by the corpus's data digest and the
+    tokenizer's, so a rebuilt corpus or another tokenizer never reuses stale ids.
+    """
+    corpus_digest = corpus.manifest["files"]["documents.jsonl.xz"]["sha256"][:12]
+    path = Path(cache_dir) / "tokens" / f"{corpus_digest}-{tokenizer_digest(tok)}-{split}.npy"
+    if path.exists():
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError):
+            pass  # a torn cache file: tokenise again
+    texts = [d.text for d in corpus.documents(split)]
+    eos = special_ids(tok)["eos"]
+    dtype = np.uint16 if tok.get_vocab_size() <= 2**16 else np.int32
+    parts = []
+    chunk = 256  # modules per encode_batch call (the tokenizer parallelises inside a call)
+    for i in tqdm(range(0, len(texts), chunk), desc=f"tokenise {split}", unit="chunk", disable=not progress, file=sys.stderr):
+        for enc in tok.encode_batch(texts[i : i + chunk]):
+            parts.append(np.asarray(enc.ids + [eos], dtype=dtype))
+    ids = np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path, "wb") as fh:
+        np.save(fh, ids, allow_pickle=False)
+    return ids
+
+
+def lm_batch(windows: np.ndarray, src_len: int, bos_id: int) -> Batch:
+    """A pre-training batch from token windows (B, src_len + T) (no padding: every label counts).
+
+    Decoder-only (`src_len == 0`): causal LM, the decoder reads w[:-1] and predicts w[1:].
+    Encoder-decoder, prefix-to-continuation: the encoder reads the first `src_len` tokens, the
+    decoder starts from <bos> and predicts the continuation w[src_len:].
+    """
+    w = torch.from_numpy(windows.astype(np.int64))  # (B, L)
+    if src_len == 0:
+        tgt_in, labels, src, src_mask = w[:, :-1], w[:, 1:], None, None
+    else:
+        src, cont = w[:, :src_len], w[:, src_len:]  # (B, S), (B, T)
+        bos = torch.full((w.shape[0], 1), bos_id, dtype=torch.long)
+        tgt_in, labels = torch.cat([bos, cont[:, :-1]], dim=1), cont  # (B, T) each
+        src_mask = torch.zeros_like(src, dtype=torch.bool)
+    tgt_mask = torch.zeros_like(tgt_in, dtype=torch.bool)
+    return Batch(src, src_mask, tgt_in.contiguous(), tgt_mask, labels.contiguous(), labels.numel())
+
+
+class LMStream:
+    """Pre-training batches addressed by global step: windows of `src_len + tgt_len` tokens
+    (plus one for decoder-only) at offsets drawn from (seed, step), so resuming is exact."""
+
+    def __init__(self, tokens: np.ndarray, batch_size: int, src_len: int, tgt_len: int, seed: int, bos_id: int):
+        self.width = src_len + tgt_len + (1 if src_len == 0 else 0)
+        if len(tokens) <= self.width:
+            raise ValueError(f"{len(tokens)} pre-training tokens, fewer than one window of {self.width}")
+        self.tokens, self.batch_size, self.src_len, self.seed, self.bos_id = tokens, batch_size, src_len, seed, bos_id
+
+    def windows(self, starts: np.ndarray) -> np.ndarray:
+        return np.stack([self.tokens[s : s + self.width] for s in starts])  # (B, width)
+
+    def __getitem__(self, step: int) -> Batch:
+        rng = np.random.default_rng([self.seed, step])
+        starts = rng.integers(0, len(self.tokens) - self.width, size=self.batch_size)
+        return lm_batch(self.windows(starts), self.src_len, self.bos_id)
+
+    def fixed(self, n_windows: int) -> list[np.ndarray]:
+        """`n_windows` evenly spaced windows (a validation set that never changes)."""
+        starts = np.linspace(0, len(self.tokens) - self.width - 1, num=n_windows).astype(np.int64)
+        return [self.windows(starts[i : i + self.batch_size]) for i in range(0, n_windows, self.batch_size)]

@@ -1,18 +1,26 @@
-"""A byte-level BPE tokenizer trained offline with HF `tokenizers`, saved with checkpoints."""
+"""A byte-level BPE tokenizer trained offline with HF `tokenizers`, saved with checkpoints.
+
+`corpus_tokenizer` trains one per (corpus, vocabulary size) on the corpus's train split
+(a deterministic sample of its code and every docstring target) and keeps it in the corpus
+directory, so a corpus carried to another machine carries its tokenizers too.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from speedsim.data.corpus import Corpus
 from speedsim.errors import UserError
+from speedsim.fileio import write_text
 
 PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
 SPECIAL_TOKENS = (PAD, BOS, EOS)  # ids 0, 1, 2 in this order
+DEFAULT_VOCAB_SIZE = 8192  # tokens, specials included: the recipe's vocabulary
+TOKENIZER_SAMPLE_BYTES = 16 * 2**20  # code the BPE is trained on: enough for stable merges, seconds to train
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> Tokenizer:
@@ -43,9 +51,7 @@ def save_tokenizer(tok: Tokenizer, path: Path | str) -> None:
     """Write `tok` as tokenizer.json to `path`, atomically (write then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(tok.to_str(), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, tok.to_str())
 
 
 def tokenizer_from_str(text: str, where: str) -> Tokenizer:
@@ -64,12 +70,26 @@ def load_tokenizer(path: Path | str) -> Tokenizer:
     return tokenizer_from_str(path.read_text(encoding="utf-8"), str(path))
 
 
-def cached_tokenizer(texts: list[str], vocab_size: int, cache_dir: Path, tag: str) -> Tokenizer:
-    """Train once per (texts, vocab_size) and reuse from `cache_dir` afterwards."""
-    digest = hashlib.sha256("\0".join(texts).encode()).hexdigest()[:16]
-    path = Path(cache_dir) / "tokenizers" / f"{tag}-v{vocab_size}-{digest}.json"
+def tokenizer_texts(corpus: Corpus) -> list[str]:
+    """What the BPE is trained on: every train docstring target and an evenly spread sample of
+    train modules of about `TOKENIZER_SAMPLE_BYTES` (deterministic)."""
+    docs = corpus.documents("train")
+    total = sum(len(d.text) for d in docs)
+    every = max(1, round(total / TOKENIZER_SAMPLE_BYTES))
+    code = [d.text for i, d in enumerate(docs) if i % every == 0]
+    return code + [e.target for e in corpus.examples("summarize") if e.split == "train"]
+
+
+def corpus_tokenizer(corpus: Corpus, vocab_size: int = DEFAULT_VOCAB_SIZE) -> Tokenizer:
+    """The corpus's tokenizer of `vocab_size` tokens: trained once, kept in the corpus directory."""
+    path = corpus.directory / f"tokenizer-v{vocab_size}.json"
     if path.exists():
         return load_tokenizer(path)
-    tok = train_tokenizer(texts, vocab_size)
+    tok = train_tokenizer(tokenizer_texts(corpus), vocab_size)
     save_tokenizer(tok, path)
     return tok
+
+
+def tokenizer_digest(tok: Tokenizer) -> str:
+    """A short digest of a tokenizer's serialisation (names caches of token ids)."""
+    return hashlib.sha256(tok.to_str().encode()).hexdigest()[:12]

@@ -17,7 +17,6 @@ import torch
 from speedsim.decode.cache import KVCache
 from speedsim.errors import UserError
 from speedsim.model import SharedDecoder
-from speedsim.trace.schema import ExitTrace
 
 
 @dataclass
@@ -133,38 +132,14 @@ def greedy(
         return _sequential(model, src_ids, max_new_tokens, eos_id, all_exits=False)[0]
 
 
-def greedy_trace(
-    model: SharedDecoder,
-    src_ids: Sequence[int] | torch.Tensor,
-    max_new_tokens: int,
-    eos_id: int | None = None,
-    seq_id: str = "0",
-    model_name: str | None = None,
-) -> ExitTrace:
-    """The exit trace of sequential greedy decoding: every exit's prediction at every position.
+def greedy_exits(
+    model: SharedDecoder, src_ids: Sequence[int] | torch.Tensor, max_new_tokens: int, eos_id: int | None = None
+) -> list[list[int]]:
+    """Every exit's prediction at every generated position of sequential greedy decoding:
+    `exits[t][r]` is exit r's token at position t (the last exit's is the emitted token).
 
-    Equal to `speed(...).trace` (the pipeline's surviving computations are the sequential
-    ones), but cheaper to record.
+    Equal to `speed(...).exits` (the pipeline's surviving computations are the sequential
+    ones), but cheaper to compute.
     """
     with eval_mode(model):
-        tokens, exits, _ = _sequential(model, src_ids, max_new_tokens, eos_id, all_exits=True)
-    return make_trace(model, src_ids, exits, eos_id, seq_id, model_name)
-
-
-def make_trace(
-    model: SharedDecoder,
-    src_ids: Sequence[int] | torch.Tensor,
-    exits: list[list[int]],
-    eos_id: int | None,
-    seq_id: str,
-    model_name: str | None,
-) -> ExitTrace:
-    stopped = eos_id is not None and bool(exits) and exits[-1][-1] == eos_id
-    return ExitTrace(
-        seq_id=seq_id,
-        src_len=int(as_ids(src_ids).numel()),
-        repeats=model.config.repeats,
-        exits=exits,
-        eos_id=eos_id if stopped else None,
-        model=model_name if model_name is not None else model.config.sharing,
-    )
+        return _sequential(model, src_ids, max_new_tokens, eos_id, all_exits=True)[1]

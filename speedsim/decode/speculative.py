@@ -15,19 +15,22 @@ from dataclasses import dataclass
 
 import torch
 
-from speedsim.decode.sequential import DecodeState, eval_mode, make_trace, prefill
+from speedsim.decode.sequential import DecodeState, as_ids, eval_mode, prefill
 from speedsim.model import SharedDecoder
 from speedsim.pipeline import PipelineController, Policy, Step
-from speedsim.trace.schema import ExitTrace
 
 
 @dataclass(frozen=True)
 class SpeedResult:
-    """What a SPEED decode produced, as data."""
+    """What a SPEED decode produced, as data (an `ExitRecord` that `speedsim.pipeline.replay` reads;
+    `speedsim.train.record.trace_of` makes it an `ExitTrace`)."""
 
     tokens: list[int]  # emitted tokens (EOS included if reached), identical to greedy()
     steps: list[Step]  # the step log (position 0 comes from the prefill and has no step)
-    trace: ExitTrace  # exits of every position's surviving computation
+    exits: list[list[int]]  # exits[t][r]: exit r's prediction for position t, of its surviving computation
+    src_len: int  # source (encoder input or prompt) length in tokens
+    repeats: int  # R: exits per position
+    eos_id: int | None  # end-of-sequence id if decoding stopped on it, else None (as in an exit trace)
 
 
 def speculative_step(model: SharedDecoder, state: DecodeState, ctrl: PipelineController) -> Step:
@@ -64,22 +67,21 @@ def speed(
     max_new_tokens: int,
     eos_id: int | None = None,
     policy: Policy | None = None,
-    *,
-    seq_id: str = "0",
-    model_name: str | None = None,
 ) -> SpeedResult:
     """SPEED pipelined greedy decoding; same arguments and same tokens as `greedy`.
 
     `policy` chooses the launch exit, the verify exits and the most tokens in flight
     (default: launch from exit 0, verify at every later exit, up to R in flight).
-    `seq_id` and `model_name` label the returned trace.
     """
+    src_len, R = int(as_ids(src_ids).numel()), model.config.repeats
     with eval_mode(model):
         if max_new_tokens == 0:
-            return SpeedResult([], [], make_trace(model, src_ids, [], eos_id, seq_id, model_name))
+            return SpeedResult([], [], [], src_len, R, None)
         state = prefill(model, src_ids, max_new_tokens)
-        ctrl = PipelineController(model.config.repeats, policy, state.first_exits, state.max_new_tokens, eos_id)
+        ctrl = PipelineController(R, policy, state.first_exits, state.max_new_tokens, eos_id)
         steps = []
         while not ctrl.done:
             steps.append(speculative_step(model, state, ctrl))
-    return SpeedResult(list(ctrl.tokens), steps, make_trace(model, src_ids, ctrl.exits, eos_id, seq_id, model_name))
+    tokens = list(ctrl.tokens)
+    stopped = eos_id if eos_id is not None and tokens and tokens[-1] == eos_id else None
+    return SpeedResult(tokens, steps, [list(row) for row in ctrl.exits], src_len, R, stopped)

@@ -1,0 +1,62 @@
+"""A config's data: its corpus and tokenizer, fine-tuning examples and pre-training windows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from speedsim.data import (
+    SPLITS,
+    Corpus,
+    Encoded,
+    LMStream,
+    corpus_tokenizer,
+    default_cache_dir,
+    encode_examples,
+    open_corpus,
+    special_ids,
+    split_examples,
+    token_stream,
+)
+from speedsim.train.config import TrainConfig
+
+
+def cache_dir(cfg: TrainConfig) -> Path:
+    return Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_dir()
+
+
+def corpus_of(cfg: TrainConfig, progress: bool = True) -> Corpus:
+    """The corpus a config trains on (built and cached on first use)."""
+    return open_corpus(cache_dir(cfg), cfg.data.sources, progress)
+
+
+def prepare_data(
+    cfg: TrainConfig, tok: Tokenizer | None = None, progress: bool = False
+) -> tuple[Tokenizer, dict[str, list[Encoded]]]:
+    """The tokenizer (the corpus's, unless given) and every split of the fine-tuning task, tokenised."""
+    corpus = corpus_of(cfg, progress)
+    if tok is None:
+        tok = corpus_tokenizer(corpus, cfg.data.vocab_size)
+    examples = corpus.examples(cfg.data.task)
+    enc = {
+        s: encode_examples(split_examples(examples, s), tok, cfg.data.max_src_tokens, cfg.data.max_tgt_tokens, cfg.decoder_only)
+        for s in SPLITS
+    }
+    return tok, enc
+
+
+def pretraining_streams(
+    cfg: TrainConfig, tok: Tokenizer, progress: bool = True
+) -> tuple[LMStream, list[np.ndarray]]:
+    """(train windows addressed by step, fixed validation windows) of the pre-training stage."""
+    assert cfg.pretrain is not None
+    corpus = corpus_of(cfg, progress)
+    bos = special_ids(tok)["bos"]
+    p = cfg.pretrain
+    train = token_stream(corpus, "train", tok, cache_dir(cfg), progress)
+    val = token_stream(corpus, "validation", tok, cache_dir(cfg), progress)
+    stream = LMStream(train, p.batch_size, cfg.prefix_tokens, p.target_tokens, cfg.seed, bos)
+    val_stream = LMStream(val, cfg.eval.batch_size, cfg.prefix_tokens, p.target_tokens, cfg.seed, bos)
+    return stream, val_stream.fixed(cfg.eval.val_examples)

@@ -1,0 +1,107 @@
+"""Recording real exit traces: decode a split with SPEED from a trained checkpoint.
+
+The decoders (`speedsim.decode`) return plain data; the `ExitTrace` records are built here.
+Besides the traces, `record_traces` measures what the model's quality report needs on the
+same examples: teacher-forced loss (nats/token), ROUGE-L, distinct outputs per 100 inputs,
+mean output length, and from the traces the first-exit miss rate, the distribution of the
+exit at which each token's prediction settles, and wasted token passes per emitted token.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from speedsim.data import SPLITS, special_ids
+from speedsim.decode import SpeedResult, speed
+from speedsim.errors import UserError
+from speedsim.trace import ExitTrace, settle_exit, trace_stats
+from speedsim.train.batches import prepare_data
+from speedsim.train.checkpoint import load_model
+from speedsim.train.evaluate import example_batches, exit_losses, output_stats, rouge_l
+
+
+def sample_indices(n: int, limit: int | None, seed: int = 0) -> list[int]:
+    """Up to `limit` indices of `n`, a seeded uniform sample kept in corpus order.
+
+    The corpus is ordered by module, so the first `limit` examples would come from a few
+    modules only.
+    """
+    if limit is None or limit >= n:
+        return list(range(n))
+    return sorted(np.random.default_rng(seed).permutation(n)[:limit].tolist())
+
+
+def exit_trace(exits: list[list[int]], src_len: int, repeats: int, eos_id: int | None, seq_id: str, model: str | None) -> ExitTrace:
+    """The trace record of one decode; `eos_id` is kept only if decoding stopped on it."""
+    stopped = eos_id is not None and bool(exits) and exits[-1][-1] == eos_id
+    return ExitTrace(seq_id=seq_id, src_len=src_len, repeats=repeats, exits=exits,
+                     eos_id=eos_id if stopped else None, model=model)
+
+
+def trace_of(result: SpeedResult, seq_id: str = "0", model: str | None = None) -> ExitTrace:
+    """The exit trace of a SPEED decode (`speedsim.decode.speed`), labelled `seq_id` and `model`."""
+    return exit_trace(result.exits, result.src_len, result.repeats, result.eos_id, seq_id, model)
+
+
+def settle_distribution(traces: Sequence[ExitTrace]) -> list[float]:
+    """Fraction of emitted tokens whose prediction settles at each exit r (the smallest r from
+    which every later exit agrees with the final one); entry 0 is 1 - first-exit miss rate."""
+    R = traces[0].repeats
+    counts = Counter(settle_exit(row) for t in traces for row in t.exits)
+    total = max(sum(counts.values()), 1)
+    return [counts.get(r, 0) / total for r in range(R)]
+
+
+def trace_metrics(traces: Sequence[ExitTrace]) -> dict[str, Any]:
+    """`speedsim.trace.trace_stats` plus the settle-exit distribution and wasted passes per token."""
+    stats = trace_stats(traces)
+    tokens = max(stats["tokens"], 1)
+    stats["settle_exit_distribution"] = settle_distribution(traces)
+    if "wasted_passes" in stats:
+        stats["wasted_passes_per_token"] = stats["wasted_passes"] / tokens
+    return stats
+
+
+def record_traces(
+    checkpoint: Path | str,
+    split: str = "test",
+    limit: int | None = None,
+    max_new_tokens: int | None = None,
+    progress: bool = True,
+) -> tuple[list[ExitTrace], dict[str, Any]]:
+    """SPEED-decode (a seeded sample of up to `limit` examples of) `split`; returns the traces
+    and the quality metrics of those decodes (SPEED is lossless: its tokens are greedy's)."""
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r} (expected {', '.join(SPLITS)})", where="--split")
+    if limit is not None and limit < 1:
+        raise UserError("must be >= 1", where="--limit")
+    if max_new_tokens is not None and max_new_tokens < 1:
+        raise UserError("must be >= 1", where="--max-new-tokens")
+    model, tok, cfg = load_model(checkpoint)
+    _, enc = prepare_data(cfg, tok)
+    items = [enc[split][i] for i in sample_indices(len(enc[split]), limit)]
+    if not items:
+        raise UserError(f"the {split} split has no examples", where="--split")
+    eos = special_ids(tok)["eos"]
+    n_new = max_new_tokens or cfg.eval.max_new_tokens
+    name = f"{cfg.name} ({cfg.data.task})"
+    traces, texts, ids = [], [], []
+    with torch.no_grad():
+        for it in tqdm(items, desc=f"trace {cfg.name}", disable=not progress, unit="seq"):
+            res = speed(model, torch.tensor(it.src, dtype=torch.long), n_new, eos_id=eos)
+            traces.append(trace_of(res, it.id, name))
+            ids.append(res.tokens)
+            texts.append(tok.decode(list(res.tokens), skip_special_tokens=True))
+    loss = exit_losses(model, example_batches(items, special_ids(tok)["pad"], cfg.decoder_only, cfg.eval.batch_size))
+    quality: dict[str, Any] = {"split": split, "examples": len(items), "max_new_tokens": n_new,
+                               "rougeL": rouge_l(texts, [it.reference for it in items]),
+                               "loss": loss["val_loss"], "loss_per_exit": loss["val_loss_per_exit"]}
+    quality.update(output_stats(texts, ids, eos))
+    return traces, quality
