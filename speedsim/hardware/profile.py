@@ -95,7 +95,7 @@ class SoftwareSpec(_Frozen):
     copy_block_KiB: int = Field(
         64, gt=0, description="bytes per block of a device-to-device copy (the ceiling copy rows) (assumption)"
     )
-    host_ops: HostOps = Field(default_factory=HostOps, description="host ops per piece of a decoder (eager)")
+    host_ops: HostOps = Field(HostOps(), description="host ops per piece of a decoder (eager)")
     sources: list[str] = Field(
         default_factory=lambda: list(DEFAULT_SOFTWARE_SOURCES), min_length=1,
         description="where these numbers come from: 'measured: <file>', 'rule: ...', 'assumption: ...'",
@@ -226,7 +226,7 @@ class HardwareProfile(_Frozen):
     kernel: KernelSpec
     host: HostSpec
     software: SoftwareSpec = Field(
-        default_factory=SoftwareSpec, description="the software stack's kernel selection and host ops"
+        SoftwareSpec(), description="the software stack's kernel selection and host ops"
     )
     sources: list[str] = Field(
         min_length=1, description="datasheet URLs, 'measured: <file>', or 'rule: <what was derived how>'"

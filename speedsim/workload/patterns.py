@@ -26,7 +26,7 @@ from speedsim.workload.kernels import (
 from speedsim.workload.models import ModelSpec
 
 CEILING_PATTERNS = re.compile(r"copy_(\d+)(MiB|GiB)|gemm_(bf16|tf32|fp32|fp16)_(\d+)|launch_add_x100")
-SECTIONS = {
+SECTIONS: dict[str, re.Pattern[str] | set[str]] = {
     "ceiling": CEILING_PATTERNS,
     "gemv": {"W256MiB", "W16MiB"},
     "layer": {"multitoken"},
