@@ -1,0 +1,241 @@
+"""`measure()`: run the chosen parts on one device and write the measured CSVs beside each other."""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from speedsim.errors import UserError
+from speedsim.fileio import check_output, write_text
+from speedsim.sharing import Sharing
+from speedsim.validation.measure import steps
+from speedsim.validation.measure.batch import batch_rows
+from speedsim.validation.measure.loop import LoopBudget, loop_rows
+from speedsim.validation.measure.models import (
+    LM_HEADS,
+    Decodable,
+    from_checkpoint,
+    from_config,
+    from_spec,
+    spec_of,
+    variant,
+)
+from speedsim.validation.measure.timing import Budget, Recorder
+from speedsim.workload.models import resolve_models
+
+PARTS = ("steps", "loop", "batch")
+DEFAULT_MODEL = "t5base"  # random weights at these dimensions when no checkpoint or config is given
+DEFAULT_MAX_NEW_TOKENS = 128  # for random-weight models of a model spec
+
+
+@dataclass(frozen=True)
+class MeasurePlan:
+    """What to measure. `None` fields take the defaults of a full or a quick (smoke-test) run."""
+
+    parts: tuple[str, ...] = PARTS
+    sharings: tuple[Sharing, ...] = (Sharing(12, 1), Sharing(4, 3), Sharing(2, 6))  # loop and batch parts
+    lm_heads: tuple[str, ...] = ("untied",)  # random-weight whole decodes (see models.py)
+    sequences: int | None = None  # whole decodes per method (default 8; quick 2)
+    max_new_tokens: int | None = None  # default: the checkpoint's or config's own, else 128; quick 8
+    batch_sizes: tuple[int, ...] | None = None  # default 1..32 in powers of 2; quick 1, 4
+    batch_ctxs: tuple[int, ...] | None = None  # mean KV lengths of batch rows: default 128, 512; quick 16
+    quick: bool = False
+
+    def __post_init__(self) -> None:
+        unknown = [p for p in self.parts if p not in PARTS]
+        if unknown or not self.parts:
+            raise UserError(f"unknown part(s) {', '.join(unknown) or '(none given)'} (known: {', '.join(PARTS)})",
+                            where="--parts")
+        defaults = {"sequences": (8, 2), "batch_sizes": ((1, 2, 4, 8, 16, 32), (1, 4)),
+                    "batch_ctxs": ((128, 512), (16,))}
+        for name, (full, quick) in defaults.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, quick if self.quick else full)
+        if self.quick and self.max_new_tokens is None:
+            object.__setattr__(self, "max_new_tokens", 8)
+
+    @property
+    def budget(self) -> Budget:
+        return Budget(samples=3, inner=2, warmup=1) if self.quick else Budget()
+
+    @property
+    def loop_budget(self) -> LoopBudget:
+        return LoopBudget(passes=1, verify_sequences=1) if self.quick else LoopBudget()
+
+
+def _items(text: str, where: str) -> list[str]:
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    if not items:
+        raise UserError("expected a comma-separated list", where=where)
+    return items
+
+
+def _ints(text: str, where: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in _items(text, where))
+    except ValueError:
+        raise UserError(f"'{text}' is not a comma-separated list of integers", where=where) from None
+    if any(v < 1 for v in values):
+        raise UserError("every value must be >= 1", where=where)
+    return values
+
+
+def plan_from_options(parts: str | None = None, sharings: str | None = None, lm_heads: str | None = None,
+                      sequences: int | None = None, max_new_tokens: int | None = None,
+                      batch_sizes: str | None = None, batch_ctxs: str | None = None,
+                      quick: bool = False) -> MeasurePlan:
+    """A plan from command-line text (comma-separated lists); unset options keep their defaults."""
+    given: dict[str, Any] = {"quick": quick, "sequences": sequences, "max_new_tokens": max_new_tokens}
+    if parts is not None:
+        given["parts"] = tuple(_items(parts, "--parts"))
+    if sharings is not None:
+        given["sharings"] = tuple(Sharing.parse(x, "--sharings") for x in _items(sharings, "--sharings"))
+    if lm_heads is not None:
+        heads = tuple(_items(lm_heads, "--lm-head"))
+        bad = [h for h in heads if h not in LM_HEADS]
+        if bad:
+            raise UserError(f"unknown LM head '{bad[0]}' ({' or '.join(LM_HEADS)})", where="--lm-head")
+        given["lm_heads"] = heads
+    if batch_sizes is not None:
+        given["batch_sizes"] = _ints(batch_sizes, "--batch-sizes")
+    if batch_ctxs is not None:
+        given["batch_ctxs"] = _ints(batch_ctxs, "--batch-ctx")
+    return MeasurePlan(**given)
+
+
+def _base(device: str, dtype: torch.dtype, checkpoint: Path | None, config: Path | None, model: str,
+          model_specs: tuple[Path, ...], plan: MeasurePlan) -> Decodable:
+    """The model whose dimensions every part uses (and, when trained or from a config, decodes)."""
+    assert plan.sequences is not None
+    if checkpoint is not None:
+        d = from_checkpoint(checkpoint, device, dtype, plan.sequences)
+    elif config is not None:
+        d = from_config(config, device, dtype, plan.sequences)
+    else:
+        specs = resolve_models(model_specs)
+        if model not in specs:
+            raise UserError(f"unknown model '{model}' (known: {', '.join(sorted(specs))})", where="--model")
+        shared = next((s for s in plan.sharings if s.repeats > 1), plan.sharings[0])
+        return from_spec(specs[model], shared, device, dtype, plan.sequences,
+                         plan.max_new_tokens or DEFAULT_MAX_NEW_TOKENS, plan.lm_heads[0])
+    if plan.max_new_tokens is not None:
+        d = dataclasses.replace(d, max_new_tokens=plan.max_new_tokens)
+    return d
+
+
+def _decodables(base: Decodable, trained: bool, spec_model: bool, specs: dict, plan: MeasurePlan, device: str,
+                dtype: torch.dtype):
+    """The models whose whole decodes are timed, built one at a time."""
+    if trained:
+        yield base
+        return
+    for head in plan.lm_heads if spec_model else (None,):
+        for s in plan.sharings:
+            if spec_model:
+                assert plan.sequences is not None
+                yield from_spec(specs[base.name], s, device, dtype, plan.sequences, base.max_new_tokens, head)
+            else:
+                yield dataclasses.replace(base, model=variant(base.model, s))
+
+
+def measure(device: str, out: Path, checkpoint: Path | None = None, config: Path | None = None,
+            plan: MeasurePlan | None = None, threads: int | None = None, model: str = DEFAULT_MODEL,
+            model_specs: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Run the plan's parts; return a summary. Each CSV is rewritten after every section.
+
+    Files: `out` (steps and whole-decode rows), `<stem>.batch.csv` (batch rows),
+    `<stem>.<model>.yaml` (the model spec), `<stem>.env.yaml`, and one exit-trace file per
+    timed whole-decode model. On a CPU PyTorch runs with `threads` intra-op threads (default 1:
+    batch-1 decoding gains little from more, and one thread is far less disturbed by other work).
+    """
+    plan = plan or MeasurePlan()
+    if device not in ("cpu", "cuda"):
+        raise UserError(f"unknown device '{device}' (cpu or cuda)", where="--device")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("no CUDA device is available here", where="--device")
+    if checkpoint is not None and config is not None:
+        raise UserError("give --checkpoint or --config, not both", where="--config")
+    out = check_output(Path(out), "--out")
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    if device == "cpu":
+        torch.set_num_threads(threads or 1)
+    started = time.time()
+    files: dict[str, Any] = {"out": str(out)}
+    with torch.inference_mode():
+        base = _base(device, dtype, checkpoint, config, model, model_specs, plan)
+        src_len = max(1, round(sum(len(s) for s in base.sources) / len(base.sources)))
+        spec_path = out.with_name(f"{out.stem}.{base.name}.yaml")
+        write_text(spec_path, yaml.safe_dump(spec_of(base.model, base.name, src_len).model_dump(), sort_keys=False))
+        files["model_spec"] = str(spec_path)
+        rec = Recorder(out, device, plan.budget)
+        if "steps" in plan.parts:
+            _steps(rec, base, src_len, device, dtype, plan, trained=checkpoint is not None or config is not None)
+        if "loop" in plan.parts:
+            files["traces"] = []
+            specs = resolve_models(model_specs)
+            for d in _decodables(base, checkpoint is not None, checkpoint is None and config is None, specs, plan,
+                                 device, dtype):
+                trace = out.with_name(f"{out.stem}.{d.model.config.sharing}-{d.weights}.traces.jsonl.gz")
+                loop_rows(rec, d, trace, plan.loop_budget)
+                rec.flush()
+                files["traces"].append(str(trace))
+                del d
+                _free(device)
+        if "batch" in plan.parts:
+            assert plan.batch_sizes is not None and plan.batch_ctxs is not None
+            brec = Recorder(out.with_name(f"{out.stem}.batch.csv"), device, plan.budget)
+            batch_rows(brec, base.model, base.name, src_len, plan.sharings, plan.batch_sizes, plan.batch_ctxs)
+            brec.flush()
+            files["batch"] = str(brec.out)
+        rec.flush()
+    env = _env(device, base, plan, len(rec.rows), started)
+    env_path = out.with_name(f"{out.stem}.env.yaml")
+    write_text(env_path, yaml.safe_dump(env, sort_keys=False))
+    return {**files, "env": str(env_path), **env}
+
+
+def _steps(rec: Recorder, base: Decodable, src_len: int, device: str, dtype: torch.dtype, plan: MeasurePlan,
+           trained: bool) -> None:
+    """The step sections; whole decodes of the functional decoder for a checkpoint or config model."""
+    ctxs = (16,) if plan.quick else (32, 128)
+    if not plan.quick:
+        steps.ceilings(rec, device, dtype)
+        rec.flush()
+    steps.layer_rows(rec, base.model, base.name, src_len, ctxs)
+    rec.flush()
+    steps.group_rows(rec, base.model, base.name, src_len, ctxs)
+    rec.flush()
+    if trained:
+        assert plan.sequences is not None
+        steps.decode_rows(rec, base.model, base.name, base.sources, base.eos_id, base.max_new_tokens,
+                          plan.sequences, rec.out.with_name(f"{rec.out.stem}.traces.jsonl.gz"),
+                          1 if plan.quick else 3)
+        rec.flush()
+
+
+def _free(device: str) -> None:
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _env(device: str, base: Decodable, plan: MeasurePlan, rows: int, started: float) -> dict[str, Any]:
+    env: dict[str, Any] = {
+        "device": device, "torch": str(torch.__version__), "python": platform.python_version(),
+        "threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine(),
+        "model": base.name, "weights": base.weights, "parts": list(plan.parts),
+        "sharings": [str(s) for s in plan.sharings], "rows": rows, "elapsed_s": round(time.time() - started, 1),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    }
+    if device == "cuda":
+        env.update(name=torch.cuda.get_device_name(0), cuda=torch.version.cuda,
+                   capability=".".join(map(str, torch.cuda.get_device_capability(0))))
+    return env
