@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from speedsim.errors import UserError
-from speedsim.experiments import ResultStore, load_spec, plan, read_results, run_sweep
-from speedsim.experiments.store import JOURNAL
+from speedsim.sweep import ResultStore, load_spec, plan, read_results, run_sweep
+from speedsim.sweep.store import JOURNAL
 
 SMALL = {
     "name": "small",
@@ -113,6 +113,20 @@ def test_interrupted_sweep_loses_and_duplicates_nothing(tmp_path):
     assert len(lines) == 8 and all(json.loads(line)["key"] for line in lines)
 
 
+def test_a_bug_stops_the_sweep(tmp_path, monkeypatch):
+    """A programming error in a run is not data: the sweep stops with the run's parameters."""
+    from speedsim.sweep import execute
+
+    def broken(*_args, **_kwargs):
+        raise KeyError("per_token_us")
+
+    monkeypatch.setattr(execute, "_simulate", broken)
+    path = write_spec(tmp_path, {"name": "b", "runs": [{"profile": "h200", "sharing": "4x3"}]})
+    with pytest.raises(execute.RunFailed, match=r"KeyError.*per_token_us") as err:
+        run_sweep(path, tmp_path / "out", workers=1, progress=False)
+    assert '"profile": "h200"' in str(err.value)
+
+
 def test_failing_run_is_recorded_and_sweep_continues(tmp_path):
     """A model too large for the device (dec7b 32x4 unshared on an L4) fails; the other runs finish."""
     path = write_spec(tmp_path, {"name": "f", "fixed": {"out_len": 8, "src_len": 16},
@@ -131,7 +145,7 @@ def test_failing_run_is_recorded_and_sweep_continues(tmp_path):
 
 
 def test_dask_local_cluster_matches_local_run(tmp_path):
-    distributed = pytest.importorskip("distributed")
+    import distributed
     path = write_spec(tmp_path, SMALL)
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
                                   dashboard_address=None) as cluster:
@@ -153,7 +167,7 @@ def test_cli_sweep_process_pool_json(cli, tmp_path):
 
 def test_cli_sweep_on_dask_scheduler(cli, tmp_path):
     """`--scheduler ADDRESS` sends the runs to an existing cluster (here a LocalCluster in this process)."""
-    distributed = pytest.importorskip("distributed")
+    import distributed
     path = write_spec(tmp_path, {**SMALL, "axes": {**SMALL["axes"], "profile": ["h200"]}})
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, protocol="tcp",
                                   host="127.0.0.1", dashboard_address=None) as cluster:

@@ -142,7 +142,6 @@ def test_trace_stats_without_replay(traces: list[ExitTrace]) -> None:
 
 def test_trace_stats_replays_the_pipeline() -> None:
     """Replay through the pipeline controller: no flushes when every exit agrees, some otherwise."""
-    pytest.importorskip("speedsim.pipeline")
     agree = [_trace([[i, i, i] for i in range(10)])]
     s = trace_stats(agree)
     assert s["flushes"] == 0 and s["flushes_per_token"] == 0
