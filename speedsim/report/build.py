@@ -78,7 +78,7 @@ def run_paper(spec: Path, cache: Path, workers: int, scheduler: str | None,
     except UserError as err:
         return None, str(err).replace(str(ROOT) + "/", "")
     have = [r for r in runs if not r.trace or trace_path(r.trace, loaded.base_dir).exists()]
-    missing = sorted({r.trace for r in runs if r not in have})
+    missing = sorted({r.trace for r in runs if r not in have and r.trace})
     note = f"no exit traces shipped yet for {', '.join(missing)}" if missing else ""
     if not have:
         return None, note

@@ -20,6 +20,8 @@ import pandas as pd  # noqa: E402
 from speedsim.sharing import Sharing  # noqa: E402
 from speedsim.simulate.schema import FIXED_DEPTH, MISPREDICT, OUT_LEN, WEIGHT_BUDGET  # noqa: E402
 
+TAB10: list[tuple[float, ...]] = [tuple(c) for c in plt.get_cmap("tab10")(range(10))]  # the ten tab10 colours
+
 METHOD_STYLE = {
     "speed": {"label": "SPEED (shared, pipelined)", "color": "tab:green", "marker": "o"},
     "sequential": {"label": "shared, sequential", "color": "tab:orange", "marker": "s"},
@@ -114,7 +116,7 @@ def _panel_per_profile(data: pd.DataFrame):
     """One panel per profile side by side, and one colour per sharing (UxR)."""
     profiles = _profiles(data)
     fig, axes = plt.subplots(1, len(profiles), figsize=(5.5 * len(profiles), 4.4), squeeze=False, layout="constrained")
-    colors = dict(zip(sorted(data["sharing"].unique()), plt.get_cmap("tab10").colors, strict=False))
+    colors = dict(zip(sorted(data["sharing"].unique()), TAB10, strict=False))
     return fig, list(zip(axes[0], profiles, strict=True)), colors
 
 
@@ -280,7 +282,7 @@ def parity(validation: dict[str, pd.DataFrame], path: Path) -> Path | None:
     fig, axes = plt.subplots(1, len(modes), figsize=(6 * len(modes), 5.4), squeeze=False, layout="constrained")
     sections = ["layer", "group", "lmhead", "gemv", "ceiling", "decode"]
     markers = dict(zip(sections, "os^Dvp", strict=True))
-    colors = dict(zip(sections, plt.get_cmap("tab10").colors, strict=False))
+    colors = dict(zip(sections, TAB10, strict=False))
     for ax, mode in zip(axes[0], modes, strict=True):
         v = validation[mode]
         lo = 0.7 * float(min(v["measured_us"].min(), v["simulated_us"].min()))
@@ -289,7 +291,8 @@ def parity(validation: dict[str, pd.DataFrame], path: Path) -> Path | None:
         ax.fill_between(x, x / 1.25, x * 1.25, color="tab:gray", alpha=0.15, label="±25%")
         ax.fill_between(x, x / 1.10, x * 1.10, color="tab:green", alpha=0.2, label="±10%")
         ax.plot(x, x, color="k", lw=0.8, label="simulated = measured")
-        for section, part in v.groupby("section", sort=True):
+        for section_key, part in v.groupby("section", sort=True):
+            section = str(section_key)
             ape = float((abs(part["simulated_us"] - part["measured_us"]) / part["measured_us"]).mean())
             ax.scatter(part["measured_us"], part["simulated_us"], s=16, marker=markers.get(section, "o"),
                        color=colors.get(section, "k"), label=f"{section} ({len(part)} rows, MAPE {ape:.1%})", alpha=0.8)

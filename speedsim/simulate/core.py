@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from speedsim.engine import Engine, Recorder
+from speedsim.engine.sim import Mode
 from speedsim.errors import UserError
 from speedsim.hardware.profile import HardwareProfile
 from speedsim.pipeline import Policy
@@ -108,7 +109,7 @@ def simulate(profile: HardwareProfile, spec: ModelSpec, sharing: Sharing, traces
 
 
 def step_points(profile: HardwareProfile, spec: ModelSpec, sharing: Sharing, traces: Sequence[ExitTrace],
-                methods: Sequence[str] = ("speed", *BASELINES), mode: str = "graph") -> list[dict[str, float | str]]:
+                methods: Sequence[str] = ("speed", *BASELINES), mode: Mode = "graph") -> list[dict[str, float | str]]:
     """Every decode step of every method, simulated one at a time in graph mode, for a roofline.
 
     Each step runs alone (no overlap with its neighbours), with the on-chip state its

@@ -205,8 +205,8 @@ def _expand_block(spec: SweepSpec, block: Block, bwhere: str) -> list[dict[str, 
     combos: list[dict[str, Any]] = []
     if block.axes:
         names = list(block.axes)
-        for values in itertools.product(*(block.axes[n] for n in names)):
-            combos.append({**base, **dict(zip(names, values, strict=True))})
+        for combo in itertools.product(*(block.axes[n] for n in names)):
+            combos.append({**base, **dict(zip(names, combo, strict=True))})
     for j, run in enumerate(block.runs):
         for name in run:
             if name not in KNOWN_AXES:

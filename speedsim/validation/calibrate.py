@@ -27,7 +27,7 @@ from speedsim.workload.models import ModelSpec
 
 @dataclass(frozen=True)
 class FreeParameter:
-    path: tuple[str, ...]   # where it lives in the profile's dict
+    path: tuple[str | int, ...]  # where it lives in the profile's dict (an int indexes a list)
     low: float
     high: float
     what: str
