@@ -7,8 +7,11 @@ in Perfetto (ui.perfetto.dev) and chrome://tracing.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+import pandas as pd
+
+from speedsim.fileio import write_text
 
 
 class Recorder:
@@ -25,9 +28,7 @@ class Recorder:
     def host_spans(self, starts: list[float], mode: str) -> None:
         self.host = [(t, mode) for t in starts]
 
-    def dataframe(self):
-        import pandas as pd
-
+    def dataframe(self) -> pd.DataFrame:
         return pd.DataFrame(self.spans, columns=["kernel", "stream", "start_us", "dur_us", "dram_bytes",
                                                  "onchip_bytes", "program"])
 
@@ -50,7 +51,5 @@ class Recorder:
         return {"traceEvents": events, "displayTimeUnit": "ns"}
 
     def write_chrome_trace(self, path: Path) -> None:
-        tmp = Path(str(path) + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump(self.chrome_trace(), f)
-        os.replace(tmp, path)
+        """Write the Chrome trace (opens in Perfetto) atomically."""
+        write_text(path, json.dumps(self.chrome_trace()))

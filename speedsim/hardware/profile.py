@@ -17,6 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from speedsim.errors import UserError
+from speedsim.fileio import write_text
+from speedsim.paths import PROFILE_DIR
 from speedsim.yamlio import read_mapping, validate_as
 
 Dtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "int8"]
@@ -271,8 +273,6 @@ def load_profile_file(path: Path) -> HardwareProfile:
 
 
 def profile_dir() -> Path:
-    from speedsim.paths import PROFILE_DIR
-
     return PROFILE_DIR
 
 
@@ -295,6 +295,4 @@ def load_profile(name_or_path: str) -> HardwareProfile:
 def save_profile(profile: HardwareProfile, path: Path) -> None:
     """Write a profile as YAML, atomically (write then rename)."""
     data = profile.model_dump(mode="json", exclude_none=True)  # an unknown optional number is left out
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False, width=100))
-    tmp.replace(path)
+    write_text(path, yaml.safe_dump(data, sort_keys=False, width=100))

@@ -8,6 +8,7 @@ the order in which workers finish changes nothing in the table.
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -90,8 +91,6 @@ def run_sweep(spec: SweepSpec | Path | str, out: Path | str, workers: int = 2, s
     scheduler (then `workers` is ignored); `chunk`: runs per task (default: about 4 tasks per
     worker, at most 8 runs each); `on_run(key, rows)` is called after each run is recorded.
     """
-    import time
-
     t0 = time.monotonic()
     if not isinstance(spec, SweepSpec):
         spec_path = Path(spec)
@@ -136,7 +135,7 @@ def run_sweep(spec: SweepSpec | Path | str, out: Path | str, workers: int = 2, s
 
 def _dask_results(todo: list[RunParams], args: tuple, scheduler: str, chunk: int) -> Iterator[list[tuple[str, Rows]]]:
     """Submit batches to a Dask cluster; yield each batch's rows as it completes."""
-    from distributed import Client, as_completed
+    from distributed import Client, as_completed  # here, not at the top: importing Dask takes a second
 
     client = Client(scheduler)
     futures = []

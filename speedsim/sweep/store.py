@@ -25,6 +25,7 @@ from typing import Any
 
 import pandas as pd
 
+from speedsim.fileio import atomic_write
 from speedsim.simulate.schema import NUMERIC
 from speedsim.sweep.execute import COLUMNS
 
@@ -113,11 +114,10 @@ class ResultStore:
     def write_table(self) -> None:
         """Rebuild results.parquet and results.csv from every recorded run (write, then rename)."""
         df = self.frame()
-        for name, write in ((PARQUET, lambda p: df.to_parquet(p, index=False)),
-                            (CSV, lambda p: df.to_csv(p, index=False))):
-            tmp = self.dir / f".{name}.tmp"
-            write(tmp)
-            tmp.replace(self.dir / name)
+        with atomic_write(self.dir / PARQUET, "wb") as fh:
+            df.to_parquet(fh, index=False)
+        with atomic_write(self.dir / CSV, "w", newline="") as fh:
+            df.to_csv(fh, index=False)
         self._dirty = False
         self._last_flush = time.monotonic()
 
