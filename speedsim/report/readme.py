@@ -86,18 +86,16 @@ def validation_section(data: ReportData) -> list[str]:
     ]
 
 
-def paper_section(data: ReportData) -> list[str]:
-    head = ["## The SPEED paper's comparison on real exit traces", ""]
-    if data.paper is None:
-        return head + [
-            "Not available yet: the trained models' exit traces (`experiments/traces/*.jsonl.gz`) are not in the "
-            f"repository ({data.paper_note}). Run `speedsim report` again once they are.", ""]
-    p = ok(data.paper)
+PAPER_CONFIGS = ("12x1", "4x1", "4x3", "2x6", "3x4", "6x2")
+
+
+def _paper_rows(p: pd.DataFrame) -> list[dict]:
+    """The comparison table: per profile and config, SPEED (or unshared) and shared-sequential."""
     rows = []
     for profile in ("rtx-a5000", "h200"):
         part = p[p["profile"] == profile]
         deep = _val(part, sharing="12x1", method="speed")
-        for cfg in ("12x1", "4x1", "4x3", "2x6", "3x4", "6x2"):
+        for cfg in PAPER_CONFIGS:
             for method in ("speed", "sequential"):
                 sel = part[(part["sharing"] == cfg) & (part["method"] == method)]
                 if sel.empty or (method == "sequential" and cfg.endswith("x1")):
@@ -110,6 +108,38 @@ def paper_section(data: ReportData) -> list[str]:
                              "tokens": int(r["tokens"]), "val loss (nats/token)": f"{r['val_loss']:.3f}"
                              if r["val_loss"] == r["val_loss"] else "n/a",
                              "test ROUGE-L": f"{r['test_rougeL']:.3f}" if r["test_rougeL"] == r["test_rougeL"] else "n/a"})
+    return rows
+
+
+def _paper_quality(p: pd.DataFrame) -> str:
+    """What the trained models' measured quality says, against the paper's claim."""
+    quality = []
+    speed_rows = p[(p["method"] == "speed") & (p["profile"] == p["profile"].iloc[0])] if len(p) else p
+    for cfg in PAPER_CONFIGS:
+        sel = speed_rows[speed_rows["sharing"] == cfg]
+        if len(sel) and sel["test_rougeL"].iloc[0] == sel["test_rougeL"].iloc[0]:
+            quality.append(f"{cfg} {sel['test_rougeL'].iloc[0]:.3f}")
+    scores = {q.split()[0]: float(q.split()[1]) for q in quality}
+    best = max(scores, key=lambda k: scores[k]) if scores else "12x1"
+    ranking = ("" if best == "12x1" else
+               f" Here the 12-layer unshared model does not score best ({best} does): these "
+               "small models, trained for minutes on a CPU, are far from the paper's C4-pretrained ones, so their "
+               "quality ranking need not match the paper's (details in `reports/models.md`).")
+    return (f"Measured test ROUGE-L of the trained models: {', '.join(quality)}; the SPEED paper's claim is "
+            "that the shared models keep much of the deep decoder's quality at close to the shallow "
+            "decoder's latency." + ranking if quality else
+            "The trained models' quality files (`experiments/models/results/`) are not shipped yet, so "
+            "the quality columns are empty.")
+
+
+def paper_section(data: ReportData) -> list[str]:
+    head = ["## The SPEED paper's comparison on real exit traces", ""]
+    if data.paper is None:
+        return head + [
+            "Not available yet: the trained models' exit traces (`experiments/traces/*.jsonl.gz`) are not in the "
+            f"repository ({data.paper_note}). Run `speedsim report` again once they are.", ""]
+    p = ok(data.paper)
+    rows = _paper_rows(p)
     cols = ["profile", "config", "decoding", "µs/token", "speedup vs 12x1", "first-exit miss", "tokens",
             "val loss (nats/token)", "test ROUGE-L"]
     reading = []
@@ -120,23 +150,7 @@ def paper_section(data: ReportData) -> list[str]:
         reading.append(f"On {profile}, 4x3 and 2x6 with SPEED run at {_us(s43)} and {_us(s26)} µs/token against "
                        f"{_us(deep)} for the 12-layer unshared decoder ({_x(deep / s43)} and {_x(deep / s26)}) and "
                        f"{_us(shallow)} for the 4-layer one")
-    quality = []
-    speed_rows = p[(p["method"] == "speed") & (p["profile"] == p["profile"].iloc[0])] if len(p) else p
-    for cfg in ("12x1", "4x1", "4x3", "2x6", "3x4", "6x2"):
-        sel = speed_rows[speed_rows["sharing"] == cfg]
-        if len(sel) and sel["test_rougeL"].iloc[0] == sel["test_rougeL"].iloc[0]:
-            quality.append(f"{cfg} {sel['test_rougeL'].iloc[0]:.3f}")
-    scores = {q.split()[0]: float(q.split()[1]) for q in quality}
-    best = max(scores, key=lambda k: scores[k]) if scores else "12x1"
-    ranking = ("" if best == "12x1" else
-               f" Here the 12-layer unshared model does not score best ({best} does): these "
-               "small models, trained for minutes on a CPU, are far from the paper's C4-pretrained ones, so their "
-               "quality ranking need not match the paper's (details in `reports/models.md`).")
-    quality_text = (f"Measured test ROUGE-L of the trained models: {', '.join(quality)}; the SPEED paper's claim is "
-                    "that the shared models keep much of the deep decoder's quality at close to the shallow "
-                    "decoder's latency." + ranking if quality else
-                    "The trained models' quality files (`experiments/models/results/`) are not shipped yet, so "
-                    "the quality columns are empty.")
+    quality_text = _paper_quality(p)
     if data.paper_note:
         head += [f"Partial: {data.paper_note}; those configs are missing below until their traces are shipped.", ""]
     return head + [
