@@ -83,4 +83,5 @@ def batch_rows(rec: Recorder, model: SharedDecoder, name: str, src_len: int, sha
                          extra=f"impl=static;seed={SEED};cross={0 if m.config.decoder_only else src_len};"
                                f"lengths={'/'.join(map(str, lengths))}")
                 del step
+        rec.flush()  # after every pattern: a run cut short keeps what it measured
         del m

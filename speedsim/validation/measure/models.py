@@ -43,6 +43,13 @@ class Decodable:
     weights: str  # "trained", "random-untied" or "random-tied"
 
 
+def build(cfg: SpeedConfig, device: str | torch.device, dtype: torch.dtype) -> SharedDecoder:
+    """A random-weight model made on `device` (initialising a t5base-sized model on a CPU takes seconds)."""
+    with torch.device(device):
+        model = SharedDecoder(cfg)
+    return model.to(dtype).eval()
+
+
 def from_checkpoint(checkpoint: Path, device: str, dtype: torch.dtype, sequences: int) -> Decodable:
     """A trained model and `sequences` sources of its test split."""
     # the training stack (corpus, tokenizers, ROUGE) takes seconds to import: only for trained models
@@ -62,11 +69,11 @@ def from_config(config: Path, device: str, dtype: torch.dtype, sequences: int) -
     from speedsim.train import load_train_config, speed_config  # see from_checkpoint
 
     cfg = load_train_config(config)
-    model = SharedDecoder(speed_config(cfg, cfg.data.vocab_size))
+    model = build(speed_config(cfg, cfg.data.vocab_size), device, dtype)
     gen = torch.Generator().manual_seed(0)
     sources = [torch.randint(4, cfg.data.vocab_size, (max(1, cfg.data.max_src_tokens // 2),), generator=gen).tolist()
                for _ in range(sequences)]
-    return Decodable(model.to(device, dtype).eval(), f"speed-{cfg.name}", sources, None,
+    return Decodable(model, f"speed-{cfg.name}", sources, None,
                      cfg.eval.max_new_tokens, "random-tied" if model.config.tie_embeddings else "random-untied")
 
 
@@ -89,7 +96,7 @@ def from_spec(spec: ModelSpec, sharing: Sharing, device: str, dtype: torch.dtype
                       max_len=max_len, ffn=spec.ffn, tie_embeddings=lm_head == "tied")
     gen = torch.Generator().manual_seed(0)
     sources = [torch.randint(4, spec.vocab, (src_len,), generator=gen).tolist() for _ in range(sequences)]
-    return Decodable(SharedDecoder(cfg).to(device, dtype).eval(), spec.name, sources, None, max_new_tokens,
+    return Decodable(build(cfg, device, dtype), spec.name, sources, None, max_new_tokens,
                      f"random-{lm_head}")
 
 
@@ -102,7 +109,7 @@ def variant(model: SharedDecoder, sharing: Sharing, light_encoder: bool = False)
     cfg = dataclasses.replace(model.config, unique_layers=sharing.unique, repeats=sharing.repeats, exit_weights=None,
                               encoder_layers=encoder)
     p = next(model.parameters())
-    return SharedDecoder(cfg).to(p.device, p.dtype).eval()
+    return build(cfg, p.device, p.dtype)
 
 
 def spec_of(model: SharedDecoder, name: str, src_len: int) -> ModelSpec:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -151,7 +152,7 @@ def measure(device: str, out: Path, checkpoint: Path | None = None, config: Path
             model_specs: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Run the plan's parts; return a summary. Each CSV is rewritten after every section.
 
-    Files: `out` (steps and whole-decode rows), `<stem>.batch.csv` (batch rows),
+    Files: `out` (steps and whole-decode rows, if any), `<stem>.batch.csv` (batch rows),
     `<stem>.<model>.yaml` (the model spec), `<stem>.env.yaml`, and one exit-trace file per
     timed whole-decode model. On a CPU PyTorch runs with `threads` intra-op threads (default 1:
     batch-1 decoding gains little from more, and one thread is far less disturbed by other work).
@@ -169,6 +170,7 @@ def measure(device: str, out: Path, checkpoint: Path | None = None, config: Path
         torch.set_num_threads(threads or 1)
     started = time.time()
     files: dict[str, Any] = {"out": str(out)}
+    rows = 0
     with torch.inference_mode():
         base = _base(device, dtype, checkpoint, config, model, model_specs, plan)
         src_len = max(1, round(sum(len(s) for s in base.sources) / len(base.sources)))
@@ -195,8 +197,12 @@ def measure(device: str, out: Path, checkpoint: Path | None = None, config: Path
             batch_rows(brec, base.model, base.name, src_len, plan.sharings, plan.batch_sizes, plan.batch_ctxs)
             brec.flush()
             files["batch"] = str(brec.out)
-        rec.flush()
-    env = _env(device, base, plan, len(rec.rows), started)
+            rows += len(brec.rows)
+        if rec.rows:
+            rec.flush()
+        else:
+            files["out"] = None  # a batch-only run: no step or decode rows
+    env = _env(device, base, plan, rows + len(rec.rows), started)
     env_path = out.with_name(f"{out.stem}.env.yaml")
     write_text(env_path, yaml.safe_dump(env, sort_keys=False))
     return {**files, "env": str(env_path), **env}
@@ -231,6 +237,7 @@ def _env(device: str, base: Decodable, plan: MeasurePlan, rows: int, started: fl
     env: dict[str, Any] = {
         "device": device, "torch": str(torch.__version__), "python": platform.python_version(),
         "threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine(),
+        "load_average_1min": round(os.getloadavg()[0], 2),  # other work on the machine: a noise warning
         "model": base.name, "weights": base.weights, "parts": list(plan.parts),
         "sharings": [str(s) for s in plan.sharings], "rows": rows, "elapsed_s": round(time.time() - started, 1),
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
