@@ -70,6 +70,26 @@ def test_static_decoder_matches_the_functional_decoder(U, R, encoder):
             assert s.steps > len(s.tokens)  # flushes happened
 
 
+def test_captured_steps_may_run_again(monkeypatch):
+    """Graph capture runs a step several times before its first replay: steps are idempotent, so a
+    decoder whose every new step kind runs three times still emits greedy's tokens and exits."""
+    import speedsim.validation.measure.static as static
+
+    def fake_capture(fn):  # what torch's capture costs in side effects: two warm-up runs, then replays
+        fn()
+        fn()
+        return fn
+    monkeypatch.setattr(static, "capture", fake_capture)
+    model = _model(2, 4)
+    dec = StaticDecoder(model, src_len=10, kv_len=32, graphs=True, bucket=16)
+    src = _sources(10)[0]
+    with torch.inference_mode():
+        ref = speed(model, src, 20)
+        s = dec.speed(src, 20, None)
+        assert dec.greedy(src, 20, None).tokens == s.tokens == ref.tokens and s.exits == ref.exits
+    assert dec.captures == len(dec._steps) > 3
+
+
 def test_a_lossy_speed_decode_fails_loudly(monkeypatch, tmp_path):
     """The closed loop refuses to time a SPEED decoder whose tokens differ from greedy's."""
     real = StaticDecoder.speed

@@ -3,7 +3,9 @@ whole decodes of speedsim's functional decoder (`speedsim.decode`, eager).
 
 Rows carry `impl=speedsim` in `extra`: they time speedsim's own decoder (exits with the final
 norm, a host-side attention plan per pass), not the reference layer of
-`experiments/measured/h200/measure.py`.
+`experiments/measured/h200/measure.py`. Layer and group rows are eager only: the host-side plan
+copies index tensors to the device on every pass, which a CUDA graph cannot capture (the
+`loop` and `batch` parts time graph-replayed steps over static buffers instead).
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ def layer_rows(rec: Recorder, model: SharedDecoder, name: str, src_len: int, ctx
         for n in (1, 2, 4, 8):
             x = torch.randn(n, one.config.d_model, device=p.device, dtype=p.dtype)
             pos = list(range(ctx, ctx + n))
-            rec.time(lambda: one.group_pass(x, [0] * n, pos, cache, cross),  # noqa: B023
+            rec.time(lambda: one.group_pass(x, [0] * n, pos, cache, cross), graph=False,  # noqa: B023
                      section="layer", model=name, pattern="multitoken", n=n, ctx=ctx, extra=IMPL)
 
 
@@ -121,7 +123,7 @@ def group_rows(rec: Recorder, model: SharedDecoder, name: str, src_len: int, ctx
             return model.exit_logits(y)
 
         for pattern, fn, n in (("distinct", distinct, 1), ("sequential", sequential, 1), ("pipelined", pipelined, R)):
-            rec.time(fn, section="group", model=name, pattern=pattern, n=n, ctx=ctx, L=U, R=R, extra=IMPL)
+            rec.time(fn, graph=False, section="group", model=name, pattern=pattern, n=n, ctx=ctx, L=U, R=R, extra=IMPL)
     for n in (1, 2, 4, 8):
         xx = torch.randn(n, d, device=p.device, dtype=p.dtype)
         rec.time(lambda: model.exit_logits(xx), section="lmhead", model=name, pattern="lmhead", n=n,  # noqa: B023

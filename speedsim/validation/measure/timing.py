@@ -88,11 +88,11 @@ class Recorder:
         self.out, self.device, self.budget = out, device, budget
         self.rows: list[dict[str, object]] = []
 
-    def time(self, fn: Callable[[], object], inner: int | None = None, **row: object) -> None:
-        """Time `fn` eagerly and, on CUDA, replayed from a graph: one row per mode."""
+    def time(self, fn: Callable[[], object], inner: int | None = None, graph: bool = True, **row: object) -> None:
+        """Time `fn` eagerly and, on CUDA if `graph`, replayed from a graph: one row per mode."""
         budget = self.budget if inner is None else Budget(self.budget.samples, inner, self.budget.warmup)
         modes: list[tuple[str, Callable[[], object]]] = [("eager", fn)]
-        replay = graphed(fn, self.device)
+        replay = graphed(fn, self.device) if graph else None
         if replay is not None:
             modes.append(("graph", replay))
         for mode, f in modes:
