@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import yaml
 
-from speedsim.report.build import build_report
+from speedsim.report.build import ReportData, build_report, run_paper
+from speedsim.report.readme import paper_section
 from speedsim.simulate import synthetic_traces
 from speedsim.trace.io import write_traces
 
@@ -67,18 +69,20 @@ def test_report_writes_figures_readme_and_is_deterministic(tmp_path):
 
 def test_report_with_missing_traces_says_so(tmp_path):
     """Missing exit traces do not stop the report: configs with traces run, the rest are named."""
-    study = write(tmp_path, {**TINY_STUDY, "blocks": TINY_STUDY["blocks"][:1]}, "study.yaml")
     spec = tiny_paper(tmp_path)
     spec["runs"][0]["trace"] = str(tmp_path / "missing.jsonl")
-    paper = write(tmp_path, spec, "paper.yaml")
-    result = build_report(tmp_path / "out", specs=(study,), paper_spec=paper, workers=1, progress=False)
-    assert result["paper"].startswith("partial") and "missing.jsonl" in result["paper"]
-    readme = (tmp_path / "out" / "README.md").read_text()
-    assert "Partial: no exit traces shipped yet" in readme and "latency_vs_depth_h200.png" in readme
+    paper, note = run_paper(write(tmp_path, spec, "paper.yaml"), tmp_path / "cache", 1, None, False)
+    assert paper is not None and set(paper["sharing"]) == {"4x3"} and "missing.jsonl" in note
+    empty = pd.DataFrame()
+    data = ReportData(study=empty, paper=paper, paper_note=note, validation={}, mape={}, steps=empty, peaks={},
+                      specs=[])
+    assert any(line.startswith("Partial: no exit traces shipped yet") for line in paper_section(data))
     spec["runs"][1]["trace"] = str(tmp_path / "missing2.jsonl")
-    paper = write(tmp_path, spec, "paper.yaml")
-    result = build_report(tmp_path / "none", specs=(study,), paper_spec=paper, workers=1, progress=False)
-    assert "Not available yet" in (tmp_path / "none" / "README.md").read_text()
+    paper, note = run_paper(write(tmp_path, spec, "paper.yaml"), tmp_path / "cache2", 1, None, False)
+    assert paper is None
+    data = ReportData(study=empty, paper=None, paper_note=note, validation={}, mape={}, steps=empty, peaks={},
+                      specs=[])
+    assert "Not available yet" in "".join(paper_section(data))
 
 
 def test_cli_report_help(cli):
