@@ -25,7 +25,7 @@ import torch
 from speedsim.model import SharedDecoder
 from speedsim.sharing import Sharing
 from speedsim.validation.measure.models import variant
-from speedsim.validation.measure.static import layer_step
+from speedsim.validation.measure.static import decoder_layers, layer_step
 from speedsim.validation.measure.timing import Recorder
 
 SEED = 0
@@ -57,10 +57,12 @@ def batched_step(model: SharedDecoder, lengths: list[int], src_len: int) -> Call
         cross = (torch.randn(ckv, device=dev, dtype=dt, generator=gen), torch.randn(ckv, device=dev, dtype=dt,
                                                                                    generator=gen), None)
 
+    layers = decoder_layers(model)
+
     def step() -> torch.Tensor:
         y = x
-        for u in range(c.unique_layers):
-            y = layer_step(model.layers[u], y, k[u], v[u], slots, pos, slice(0, B * R), allowed, cross)
+        for u, layer in enumerate(layers):
+            y = layer_step(layer, y, k[u], v[u], slots, pos, slice(0, B * R), allowed, cross)
         return model.exit_logits(y)  # (B*R, V)
     return step
 

@@ -115,6 +115,6 @@ def variant(model: SharedDecoder, sharing: Sharing, light_encoder: bool = False)
 def spec_of(model: SharedDecoder, name: str, src_len: int) -> ModelSpec:
     """The model spec (dimensions for `validate --model-spec`) of a model decoding `src_len`-token sources."""
     c = model.config
-    return ModelSpec(name=name, d_model=c.d_model, n_heads=c.n_heads, d_ff=c.d_ff, ffn=c.ffn,  # type: ignore[arg-type]
+    return ModelSpec(name=name, d_model=c.d_model, n_heads=c.n_heads, d_ff=c.d_ff, ffn=c.ffn,
                      cross_attention_len=0 if c.decoder_only else src_len, vocab=c.vocab_size,
                      encoder_layers=c.encoder_layers)

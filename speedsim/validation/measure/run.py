@@ -138,13 +138,13 @@ def _decodables(base: Decodable, trained: bool, spec_model: bool, specs: dict, p
     if trained:
         yield base
         return
+    assert plan.sequences is not None
     for head in plan.lm_heads if spec_model else (None,):
         for s in plan.sharings:
-            if spec_model:
-                assert plan.sequences is not None
-                yield from_spec(specs[base.name], s, device, dtype, plan.sequences, base.max_new_tokens, head)
-            else:
+            if head is None:
                 yield dataclasses.replace(base, model=variant(base.model, s))
+            else:
+                yield from_spec(specs[base.name], s, device, dtype, plan.sequences, base.max_new_tokens, head)
 
 
 def measure(device: str, out: Path, checkpoint: Path | None = None, config: Path | None = None,

@@ -25,12 +25,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 
 from speedsim.decode import DecodeState, prefill
 from speedsim.model import SharedDecoder
+from speedsim.model.model import DecoderLayer
 from speedsim.pipeline import PipelineController
 from speedsim.validation.measure.timing import capture
 
@@ -39,7 +41,7 @@ BUCKET = 64  # KV positions per attention-length bucket (one graph per bucket an
 Cross = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]  # K, V (B, H, S, D) and a mask (B, 1, 1, S)
 
 
-def layer_step(layer: torch.nn.Module, x: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+def layer_step(layer: DecoderLayer, x: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                slots: torch.Tensor, pos: torch.Tensor, read: slice | torch.Tensor, allowed: torch.Tensor,
                cross: Cross | None) -> torch.Tensor:
     """One decoder layer for T tokens x (T, C) over a static KV cache (S, H, Lc, D) of this layer.
@@ -62,13 +64,18 @@ def layer_step(layer: torch.nn.Module, x: torch.Tensor, k_cache: torch.Tensor, v
     y = F.scaled_dot_product_attention(q.unsqueeze(2), keys, values, attn_mask=allowed)  # (T, H, 1, D)
     x = x + layer.attn.proj(y.reshape(T, C))
     if layer.cross is not None:
-        assert cross is not None
+        assert cross is not None and layer.ln2 is not None
         ck, cv, mask = cross
         B = ck.shape[0]
         qc = layer.cross.q(layer.ln2(x)).view(B, T // B, H, D).transpose(1, 2)  # (B, H, T/B, D)
         y = F.scaled_dot_product_attention(qc, ck, cv, attn_mask=mask)  # (B, H, T/B, D)
         x = x + layer.cross.proj(y.transpose(1, 2).reshape(T, C))
     return x + layer.ffn(layer.ln3(x))
+
+
+def decoder_layers(model: SharedDecoder) -> list[DecoderLayer]:
+    """The model's U shared layers, typed."""
+    return [cast(DecoderLayer, layer) for layer in model.layers]
 
 
 @dataclass
@@ -145,22 +152,22 @@ class StaticDecoder:
 
     # -------------------------------------------------------------- step kinds
     def _greedy_fn(self, inputs: torch.Tensor, outputs: torch.Tensor, length: int) -> Callable[[], None]:
-        m, U = self.model, self.model.config.unique_layers
+        m, layers = self.model, decoder_layers(self.model)
 
         def step() -> None:
             tok, pos = inputs[0], inputs[2]
             x = m.embed(tok, pos)  # (1, C)
             allowed = (self.arange[:length][None, :] <= pos[:, None])[:, None, None, :]  # (1, 1, 1, L)
             for r in range(m.config.repeats):
-                for u in range(U):
-                    x = layer_step(m.layers[u], x, self.k[u], self.v[u], self.slot[r], pos, slice(r, r + 1), allowed,
+                for u, layer in enumerate(layers):
+                    x = layer_step(layer, x, self.k[u], self.v[u], self.slot[r], pos, slice(r, r + 1), allowed,
                                    self.cross[u] if self.cross else None)
             outputs.copy_(m.exit_logits(x).argmax(-1))  # only the final exit, as a plain decoder
         return step
 
     def _speed_fn(self, inputs: torch.Tensor, outputs: torch.Tensor, repeats: tuple[int, ...],
                   length: int) -> Callable[[], None]:
-        m, U, Lc = self.model, self.model.config.unique_layers, self.kv_len
+        m, layers, Lc = self.model, decoder_layers(self.model), self.kv_len
         lo = repeats[0]
         read: slice | None = slice(lo, lo + len(repeats)) if repeats == tuple(range(lo, lo + len(repeats))) else None
 
@@ -169,8 +176,8 @@ class StaticDecoder:
             new = (slots == 0)[:, None]
             x = torch.where(new, m.embed(tok, pos), self.hidden[(slots - 1).clamp(min=0) * Lc + pos])  # (T, C)
             allowed = (self.arange[:length][None, :] <= pos[:, None])[:, None, None, :]  # (T, 1, 1, L)
-            for u in range(U):
-                x = layer_step(m.layers[u], x, self.k[u], self.v[u], slots, pos, read if read else slots, allowed,
+            for u, layer in enumerate(layers):
+                x = layer_step(layer, x, self.k[u], self.v[u], slots, pos, read if read else slots, allowed,
                                self.cross[u] if self.cross else None)
             self.hidden[slots * Lc + pos] = x  # the state after this repeat, read by the next step
             outputs.copy_(m.exit_logits(x).argmax(-1))  # every in-flight token's exit prediction

@@ -52,13 +52,7 @@ def _cross(model: SharedDecoder, src_len: int) -> list[tuple[torch.Tensor, torch
 
 def ceilings(rec: Recorder, device: str, dtype: torch.dtype) -> None:
     """A large copy, a square GEMM, the per-launch cost of a tiny op, and GEMVs of two sizes."""
-    mib = 1024 if device == "cuda" else 256
-    src = torch.randn(mib * 2**20 // 4, device=device)
-    dst = torch.empty_like(src)
-    med, lo, hi = time_fn(lambda: dst.copy_(src), device, Budget(rec.budget.samples, 5, rec.budget.warmup))
-    rec.add(section="ceiling", pattern=f"copy_{mib}MiB", us_median=med, us_min=lo, us_max=hi,
-            extra=f"GBps_rw={2 * mib * 2**20 / med / 1e3:.1f}")
-    src = dst = None
+    _copy_row(rec, device, 1024 if device == "cuda" else 256)
     n = 8192 if device == "cuda" else 1024
     name = "bf16" if dtype == torch.bfloat16 else "fp32"
     a = torch.randn(n, n, device=device, dtype=dtype)
@@ -80,6 +74,15 @@ def ceilings(rec: Recorder, device: str, dtype: torch.dtype) -> None:
             xx = torch.randn(n_rows, in_f, device=device, dtype=dtype)
             med, lo, hi = time_fn(lambda: F.linear(xx, w), device, gemv_budget)  # noqa: B023
             rec.add(section="gemv", mode="eager", pattern=tag, n=n_rows, us_median=med, us_min=lo, us_max=hi)
+
+
+def _copy_row(rec: Recorder, device: str, mib: int) -> None:
+    """A device-to-device copy of `mib` MiB (the buffers are freed on return)."""
+    src = torch.randn(mib * 2**20 // 4, device=device)
+    dst = torch.empty_like(src)
+    med, lo, hi = time_fn(lambda: dst.copy_(src), device, Budget(rec.budget.samples, 5, rec.budget.warmup))
+    rec.add(section="ceiling", pattern=f"copy_{mib}MiB", us_median=med, us_min=lo, us_max=hi,
+            extra=f"GBps_rw={2 * mib * 2**20 / med / 1e3:.1f}")
 
 
 def layer_rows(rec: Recorder, model: SharedDecoder, name: str, src_len: int, ctxs: tuple[int, ...]) -> None:
