@@ -136,6 +136,18 @@ def test_measure_spec_writes_loop_and_batch_rows(tmp_path, tiny_spec):
         assert r.section == "batch" and r.n == len(lengths) in (1, 4) and r.ctx == round(sum(lengths) / r.n)
 
 
+def test_batch_only_run_writes_its_rows_to_out(tmp_path, tiny_spec):
+    """With only the batch part, `--out` is the batch CSV (no empty step CSV beside it)."""
+    out = tmp_path / "batch.csv"
+    plan = MeasurePlan(parts=("batch",), sharings=plan_from_options(sharings="2x2").sharings, batch_sizes=(2,),
+                       batch_ctxs=(8,), quick=True)
+    summary = measure("cpu", out, plan=plan, model="tiny", model_specs=(tiny_spec,))
+    assert summary["batch"] == str(out) and summary["rows"] == 2
+    assert {(r.section, r.pattern, r.n) for r in read_measured(out)} == {("batch", "unshared", 2),
+                                                                       ("batch", "pipelined", 2)}
+    assert not (tmp_path / "batch.batch.csv").exists()
+
+
 def test_validate_simulates_every_whole_decode_row(tmp_path, tiny_spec, cli):
     """`speedsim validate` simulates the closed-loop decode rows from the traces they name."""
     out = tmp_path / "m.csv"

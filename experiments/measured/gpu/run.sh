@@ -91,13 +91,13 @@ EOF
 part loop "$T_LOOP" $PY -m speedsim.cli measure --device $DEVICE --parts loop --sharings 12x1,4x3,2x6 \
   --lm-head untied,tied "${MODEL[@]}" "${LOOP[@]}" --out "$RAW/decode.csv" --json
 part batch "$T_BATCH" $PY -m speedsim.cli measure --device $DEVICE --parts batch --sharings 12x1,4x3,2x6 \
-  "${MODEL[@]}" "${BATCH[@]}" --out "$RAW/b.csv" --json
+  "${MODEL[@]}" "${BATCH[@]}" --out "$RAW/batch.csv" --json
 part steps "$T_STEPS" $PY -m speedsim.cli measure --device $DEVICE --parts steps --sharings 4x3 \
   "${MODEL[@]}" "${STEPS[@]}" --out "$RAW/steps.csv" --json
 
 # the CSVs on top, everything (traces, specs, env, logs) in one archive: at most 8 files come back
 [ -f "$RAW/decode.csv" ] && cp "$RAW/decode.csv" "$OUT/decode.csv"
-[ -f "$RAW/b.batch.csv" ] && cp "$RAW/b.batch.csv" "$OUT/batch.csv"
+[ -f "$RAW/batch.csv" ] && cp "$RAW/batch.csv" "$OUT/batch.csv"
 [ -f "$RAW/steps.csv" ] && cp "$RAW/steps.csv" "$OUT/steps.csv"
 {
   echo "run.sh on $(hostname) $(date -u '+%Y-%m-%d %H:%M:%S UTC'), SMOKE=$SMOKE, $(( $(date +%s) - START )) s"

@@ -152,7 +152,8 @@ def measure(device: str, out: Path, checkpoint: Path | None = None, config: Path
             model_specs: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Run the plan's parts; return a summary. Each CSV is rewritten after every section.
 
-    Files: `out` (steps and whole-decode rows, if any), `<stem>.batch.csv` (batch rows),
+    Files: `out` (step and whole-decode rows; the batch rows if only they are measured),
+    `<stem>.batch.csv` (batch rows, beside other parts),
     `<stem>.<model>.yaml` (the model spec), `<stem>.env.yaml`, and one exit-trace file per
     timed whole-decode model. On a CPU PyTorch runs with `threads` intra-op threads (default 1:
     batch-1 decoding gains little from more, and one thread is far less disturbed by other work).
@@ -193,15 +194,14 @@ def measure(device: str, out: Path, checkpoint: Path | None = None, config: Path
                 _free(device)
         if "batch" in plan.parts:
             assert plan.batch_sizes is not None and plan.batch_ctxs is not None
-            brec = Recorder(out.with_name(f"{out.stem}.batch.csv"), device, plan.budget)
+            alone = plan.parts == ("batch",)  # then `out` holds the batch rows
+            brec = Recorder(out if alone else out.with_name(f"{out.stem}.batch.csv"), device, plan.budget)
             batch_rows(brec, base.model, base.name, src_len, plan.sharings, plan.batch_sizes, plan.batch_ctxs)
             brec.flush()
             files["batch"] = str(brec.out)
             rows += len(brec.rows)
-        if rec.rows:
+        if plan.parts != ("batch",):
             rec.flush()
-        else:
-            files["out"] = None  # a batch-only run: no step or decode rows
     env = _env(device, base, plan, rows + len(rec.rows), started)
     env_path = out.with_name(f"{out.stem}.env.yaml")
     write_text(env_path, yaml.safe_dump(env, sort_keys=False))
