@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared measurement on a CUDA GPU (H100/H200: about 3 minutes, at most ~5 by the timeouts):
+# One prepared measurement on a CUDA GPU (H100/H200: about 3 minutes; the timeouts bound it at ~6):
 #   env      nvidia-smi and library versions                     -> env.json
 #   loop     whole greedy and SPEED decodes at t5base dimensions  -> decode.csv (+ exit traces in measured.tgz)
 #            (random weights, 12x1 / 4x3 / 2x6, untied and tied LM head, CUDA-graph replay per step)
@@ -27,7 +27,7 @@ START=$(date +%s)
 if ! $PY -c "import pydantic, pydantic_core, simpy, rouge_score, nltk; assert pydantic.VERSION.startswith('2.')" \
         2>/dev/null; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH=/tmp/site:$PWD
+    && export PYTHONPATH=/tmp/site:$PWD || echo "installing .whl/*.whl failed: was .whl/ carried along?" >&2
 fi
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD
 
@@ -48,7 +48,7 @@ else
   LOOP=(--sequences 4 --max-new-tokens 128)
   BATCH=()
   STEPS=()
-  T_LOOP=${T_LOOP:-170} T_BATCH=${T_BATCH:-80} T_STEPS=${T_STEPS:-45}
+  T_LOOP=${T_LOOP:-170} T_BATCH=${T_BATCH:-80} T_STEPS=${T_STEPS:-60}
 fi
 
 declare -A STATUS
