@@ -7,6 +7,9 @@ each replay. The host round trip stays in: after every step its exit predictions
 the host (`tolist()`), the controller (`speedsim.pipeline.PipelineController`, the same one the
 functional decoder uses) decides, and the next step's indices are copied in.
 
+The prefill (encoder and position 0) is the functional decoder's own (`speedsim.decode.prefill`,
+eager); its KV entries and cross K/V are then copied into the static buffers.
+
 Differences from the functional decoder (`speedsim.decode`), none of which changes a token:
 
 - attention reads the KV cache up to a length rounded up to `bucket` positions, masking what
