@@ -53,9 +53,15 @@ def test_gzip_output_is_byte_stable(tmp_path: Path, traces: list[ExitTrace]) -> 
     "bad, match",
     [
         ("{not json", "not valid JSON"),
-        ('{"seq_id": "x", "src_len": 1, "repeats": 2, "exits": [[1]]}', "expected repeats=2"),
-        ('{"seq_id": "x", "src_len": -1, "repeats": 1, "exits": []}', "src_len"),
-        ('{"seq_id": "x", "src_len": 1, "repeats": 1, "exits": [], "extra": 1}', "extra"),
+        ('{"version": 1, "seq_id": "x", "src_len": 1, "repeats": 2, "exits": [[1]]}', "expected repeats=2"),
+        ('{"version": 1, "seq_id": "x", "src_len": -1, "repeats": 1, "exits": []}', "src_len"),
+        ('{"version": 1, "seq_id": "x", "src_len": 1, "repeats": 1, "exits": [], "extra": 1}', "extra"),
+        ('{"seq_id": "x", "src_len": 1, "repeats": 1, "exits": []}', "version"),
+        ('{"version": 1, "seq_id": "x", "src_len": 1, "repeats": 1, "exits": [[-3]]}', "exits"),
+        ('{"version": 1, "seq_id": "x", "src_len": 1, "repeats": 1, "exits": [[1e30]]}', "exits"),
+        ('{"version": 1, "seq_id": "x", "src_len": 1, "repeats": 1, "exits": [["7"]]}', "exits"),
+        ('{"version": 1, "seq_id": "x", "src_len": NaN, "repeats": 1, "exits": []}', "NaN"),
+        ('[1, 2]', "not an exit trace"),
     ],
 )
 def test_malformed_line_names_file_and_line(tmp_path: Path, traces: list[ExitTrace], bad: str, match: str) -> None:
@@ -63,6 +69,14 @@ def test_malformed_line_names_file_and_line(tmp_path: Path, traces: list[ExitTra
     path = tmp_path / "t.jsonl"
     path.write_text(traces[0].model_dump_json() + "\n" + bad + "\n")
     with pytest.raises(UserError, match=rf"t\.jsonl:2: .*{match}"):
+        read_traces(path)
+
+
+def test_repeated_sequence_id_is_an_error(tmp_path: Path, traces: list[ExitTrace]) -> None:
+    """Two records with one seq_id are refused, naming the second line."""
+    path = tmp_path / "t.jsonl"
+    path.write_text(traces[0].model_dump_json() + "\n" + traces[0].model_dump_json() + "\n")
+    with pytest.raises(UserError, match=r"t\.jsonl:2: seq_id .* appears twice"):
         read_traces(path)
 
 

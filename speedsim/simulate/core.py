@@ -95,6 +95,9 @@ def simulate(profile: HardwareProfile, spec: ModelSpec, sharing: Sharing, traces
     """Simulate SPEED (and `baselines`) decoding `traces` on `profile`."""
     if not traces:
         raise UserError("no sequences to simulate", where="--trace")
+    if all(len(t.exits) <= 1 for t in traces):
+        raise UserError("every sequence is empty or has one token: nothing is decoded after the prefill",
+                        where="--trace")
     if mode not in MODES:
         raise UserError(f"unknown mode '{mode}'", where="--mode")
     need = check_fits(spec, sharing, traces, profile, baselines, src_len)

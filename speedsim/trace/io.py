@@ -22,22 +22,42 @@ def _open_read(path: Path) -> IO[str]:
     return path.open("r", encoding="utf-8")
 
 
+def _parse(line: str, where: str) -> ExitTrace:
+    try:
+        record = json.loads(line, parse_constant=_no_constant)
+    except (json.JSONDecodeError, ValueError) as err:
+        raise UserError(f"not valid JSON ({getattr(err, 'msg', err)})", where=where) from None
+    if not isinstance(record, dict) or "version" not in record:
+        raise UserError("not an exit trace record (a JSON object with a 'version' field)", where=where)
+    try:
+        return ExitTrace.model_validate(record)
+    except ValidationError as err:
+        raise user_error(err, where) from None
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number")
+
+
 def iter_traces(path: Path | str) -> Iterator[ExitTrace]:
-    """Yield the traces of a .jsonl or .jsonl.gz file; a bad line is a `UserError` naming file:line."""
+    """Yield the traces of a .jsonl or .jsonl.gz file; a bad line is a `UserError` naming file:line.
+
+    Each sequence id appears once per file (a repeated id is an error, not a silent duplicate).
+    """
     path = Path(path)
-    if not path.exists():
-        raise UserError("trace file not found", where=str(path))
+    if not path.is_file():
+        raise UserError("trace file not found" if not path.exists() else "not a regular file", where=str(path))
+    seen: set[str] = set()
     try:
         with _open_read(path) as f:
             for lineno, line in enumerate(f, 1):
                 if not line.strip():
                     continue
-                try:
-                    yield ExitTrace.model_validate(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise UserError(f"not valid JSON ({err.msg})", where=f"{path}:{lineno}") from None
-                except ValidationError as err:
-                    raise user_error(err, f"{path}:{lineno}") from None
+                trace = _parse(line, f"{path}:{lineno}")
+                if trace.seq_id in seen:
+                    raise UserError(f"seq_id '{trace.seq_id}' appears twice", where=f"{path}:{lineno}")
+                seen.add(trace.seq_id)
+                yield trace
     except (OSError, EOFError, UnicodeDecodeError) as err:  # gzip.BadGzipFile is an OSError
         raise UserError(f"cannot read trace file ({type(err).__name__}: {err})", where=str(path)) from None
 

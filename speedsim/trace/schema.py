@@ -8,22 +8,27 @@ width, so one trace drives simulations of models of any dimensions with the same
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 TRACE_VERSION = 1
+MAX_TOKEN_ID = 2**31 - 1  # token ids are vocabulary indices: non-negative and int32-sized
+
+TokenId = Annotated[StrictInt, Field(ge=0, le=MAX_TOKEN_ID)]
 
 
 class ExitTrace(BaseModel):
     """Exit predictions of one sequence decoded by a UxR shared model."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
-    version: int = Field(TRACE_VERSION, description="schema version")
-    seq_id: str = Field(description="identifier of the source example")
-    src_len: int = Field(ge=0, description="source (encoder input or prompt) length in tokens")
-    repeats: int = Field(ge=1, description="R: number of exits, one per repeat of the shared group")
-    exits: list[list[int]] = Field(description="exits[t][r]: token id predicted at exit r for position t")
-    eos_id: int | None = Field(None, description="end-of-sequence id, if decoding stopped on it")
+    version: StrictInt = Field(TRACE_VERSION, description="schema version (required in a file: see speedsim.trace.io)")
+    seq_id: str = Field(min_length=1, description="identifier of the source example")
+    src_len: StrictInt = Field(ge=0, le=MAX_TOKEN_ID, description="source (encoder input or prompt) length in tokens")
+    repeats: StrictInt = Field(ge=1, le=1024, description="R: number of exits, one per repeat of the shared group")
+    exits: list[list[TokenId]] = Field(description="exits[t][r]: token id predicted at exit r for position t")
+    eos_id: TokenId | None = Field(None, description="end-of-sequence id, if decoding stopped on it")
     model: str | None = Field(None, description="name of the model that produced the trace (UxR, task)")
 
     @model_validator(mode="after")
