@@ -64,23 +64,32 @@ def _models_option(fn):
 @cli.command()
 @click.option("--measured", type=click.Path(path_type=Path), default=None,
               help="Measured CSV (default: the shipped H200 measurements).")
+@click.option("--kernels", type=click.Path(path_type=Path), default=None,
+              help="Validate a per-kernel profile (scenario,kernel,calls_per_iter,device_us_per_iter) class by class "
+                   "instead of measured rows.")
+@click.option("--strict", is_flag=True, help="With --kernels: a kernel no class rule matches is an error (exit 2).")
 @click.option("--profile", "profile_name", default="h200", show_default=True, help="Profile name or YAML path.")
 @click.option("--mode", type=click.Choice(["graph", "eager", "all"]), default="graph", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--worst", default=10, show_default=True, help="How many worst rows to list.")
 @_models_option
-def validate(measured: Path | None, profile_name: str, mode: str, as_json: bool, worst: int,
-             model_specs: tuple[Path, ...]) -> None:
-    """Simulate every measured row and print per-section and overall error (MAPE)."""
+def validate(measured: Path | None, kernels: Path | None, strict: bool, profile_name: str, mode: str, as_json: bool,
+             worst: int, model_specs: tuple[Path, ...]) -> None:
+    """Simulate every measured row (or kernel class) and print per-section (per-class) and overall error (MAPE)."""
     from speedsim.hardware import load_profile
     from speedsim.paths import H200_MEASURED
     from speedsim.validation import read_measured
     from speedsim.validation import validate as run_validation
     from speedsim.workload import resolve_models
 
-    path = measured or H200_MEASURED
+    if measured is not None and kernels is not None:
+        raise UserError("give --measured or --kernels, not both", where="--kernels")
     profile = load_profile(profile_name)
     models = resolve_models(model_specs)
+    if kernels is not None:
+        _validate_kernels(profile, kernels, models, strict, as_json)
+        return
+    path = measured or H200_MEASURED
     rows = read_measured(path)
     report = run_validation(profile, rows, models, mode, source=str(path))
     result = report.as_json(worst)
@@ -90,6 +99,29 @@ def validate(measured: Path | None, profile_name: str, mode: str, as_json: bool,
     from speedsim.report.tables import format_validation
 
     click.echo(format_validation(result, report))
+
+
+def _validate_kernels(profile, path: Path, models, strict: bool, as_json: bool) -> None:
+    from speedsim.report.tables import format_table
+    from speedsim.validation.kernels import read_kernels, validate_kernels
+
+    report = validate_kernels(profile, read_kernels(path), models, source=str(path), strict=strict)
+    result = report.as_json()
+    if as_json:
+        emit_json(result)
+        return
+    click.echo(f"profile {profile.name}, kernels {path}: {len(report.scenarios)} scenarios, "
+               f"{result['unclassified']} unclassified kernel(s)")
+    click.echo(format_table([{"class": k, "MAPE": f"{v:.1%}"} for k, v in result["mape"].items()], ["class", "MAPE"]))
+    click.echo("")
+    click.echo(format_table([{**c, "ape": f"{c['ape']:.1%}"} for c in report.cells],
+                            ["scenario", "class", "measured_us", "simulated_us", "measured_calls", "simulated_calls",
+                             "ape"]))
+    click.echo("")
+    click.echo(format_table([{**s, "ape": f"{s['ape']:.1%}"} for s in report.scenarios],
+                            ["scenario", "measured_us", "simulated_us", "ape"]))
+    for u in report.unclassified:
+        click.echo(f"unclassified line {u['line']}: {u['kernel'][:80]}")
 
 
 @cli.command()
@@ -326,17 +358,26 @@ def measure_cmd(device: str, out: Path, checkpoint: Path | None, config: Path | 
               help="Results directory (results.parquet, results.csv, runs.jsonl); re-running resumes.")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Local worker processes.")
 @click.option("--scheduler", default=None, help="Address of a running Dask scheduler (tcp://host:8786).")
+@click.option("--allow-failures", is_flag=True, help="Exit 0 even if some runs failed on bad input.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (no progress bar).")
-def sweep_cmd(spec_file: Path, out: Path, workers: int, scheduler: str | None, as_json: bool) -> None:
+def sweep_cmd(spec_file: Path, out: Path, workers: int, scheduler: str | None, allow_failures: bool,
+              as_json: bool) -> None:
     """Run every simulation of a sweep spec (experiments/*.yaml) into one results table."""
     from speedsim.sweep import run_sweep
 
     summary = run_sweep(spec_file, out, workers=workers, scheduler=scheduler, progress=not as_json)
     if as_json:
         emit_json(summary.as_dict())
-        return
-    click.echo(f"{summary.name}: {summary.total} runs, {summary.skipped} already done, {summary.ran} ran, "
-               f"{summary.failed} failed, in {summary.seconds:.1f} s; table: {out / 'results.parquet'}")
+    else:
+        if summary.bad_journal_lines:
+            click.echo(f"dropped invalid journal line(s) {', '.join(map(str, summary.bad_journal_lines))} of "
+                       f"{out / 'runs.jsonl'}; those runs ran again", err=True)
+        click.echo(f"{summary.name}: {summary.total} runs, {summary.skipped} already done, {summary.ran} ran, "
+                   f"{summary.failed} failed, in {summary.seconds:.1f} s; table: {out / 'results.parquet'}")
+    if summary.failed and not allow_failures:
+        click.echo(f"speedsim: {summary.failed} run(s) failed on bad input (status/error columns of "
+                   f"{out / 'results.csv'}); exit 1 (--allow-failures to exit 0)", err=True)
+        sys.exit(1)
 
 
 @cli.command("report")
@@ -380,6 +421,8 @@ def run(args: list[str] | None = None) -> int:
         return err.exit_code
     except BrokenPipeError:
         return 0
+    except SystemExit as exit_:  # a command's own exit status (sweep: some runs failed)
+        return exit_.code if isinstance(exit_.code, int) else 1
     return 0
 
 

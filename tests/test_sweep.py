@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 
 import pandas as pd
 import pytest
@@ -199,3 +203,98 @@ def test_speed_paper_spec_needs_the_shipped_traces():
     else:
         with pytest.raises(UserError, match="trace"):
             plan(spec)
+
+
+def test_second_sweep_into_one_directory_is_refused(tmp_path):
+    """The output directory is locked: a second writer gets a UserError naming the holder's pid."""
+    first = ResultStore(tmp_path / "out")
+    try:
+        with pytest.raises(UserError, match=rf"pid {os.getpid()}"):
+            ResultStore(tmp_path / "out")
+    finally:
+        first.close()
+    ResultStore(tmp_path / "out").close()  # released with the first store
+
+
+def test_corrupt_journal_line_keeps_the_valid_records(tmp_path):
+    """A bad line in the middle of runs.jsonl is dropped and reported; the records after it stay."""
+    path = write_spec(tmp_path, {**SMALL, "axes": {**SMALL["axes"], "profile": ["h200"], "mispredict": [0.0]}})
+    run_sweep(path, tmp_path / "out", workers=1, progress=False)
+    journal = tmp_path / "out" / JOURNAL
+    lines = journal.read_text().splitlines(keepends=True)
+    journal.write_text(lines[0] + "{garbage\n" + "".join(lines[1:]))
+    again = run_sweep(path, tmp_path / "out", workers=1, progress=False)
+    assert again.bad_journal_lines == (2,) and again.ran == 0 and again.skipped == len(lines)
+    assert "{garbage" not in journal.read_text()
+
+
+def test_edited_spec_into_an_old_directory_is_refused(tmp_path):
+    """Runs of two different specs are never mixed in one results table."""
+    path = write_spec(tmp_path, {**SMALL, "axes": {**SMALL["axes"], "profile": ["h200"], "mispredict": [0.0]}})
+    run_sweep(path, tmp_path / "out", workers=1, progress=False)
+    edited = write_spec(tmp_path, {**SMALL, "fixed": {**SMALL["fixed"], "out_len": 9},
+                                   "axes": {**SMALL["axes"], "profile": ["h200"], "mispredict": [0.0]}}, "b.yaml")
+    with pytest.raises(UserError, match="different spec"):
+        run_sweep(edited, tmp_path / "out", workers=1, progress=False)
+
+
+@pytest.mark.parametrize("address", ["notanaddress", "tcp://", "http://host:8786", "host:port"])
+def test_malformed_scheduler_address_is_refused_before_work(tmp_path, address):
+    path = write_spec(tmp_path, SMALL)
+    with pytest.raises(UserError, match="--scheduler"):
+        run_sweep(path, tmp_path / "out", scheduler=address, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_sweep_with_failed_runs_exits_1(cli, tmp_path):
+    """A sweep whose runs failed says so and exits 1 (0 with --allow-failures)."""
+    path = write_spec(tmp_path, {"name": "f", "fixed": {"out_len": 8, "src_len": 16},
+                                 "runs": [{"profile": "l4", "model": "dec7b", "sharing": "32x4"}]})
+    out = cli("sweep", str(path), "--out", str(tmp_path / "out"), "--workers", "1", "--json")
+    assert out.returncode == 1 and "1 run(s) failed" in out.stderr
+    out = cli("sweep", str(path), "--out", str(tmp_path / "out"), "--workers", "1", "--allow-failures", "--json")
+    assert out.returncode == 0
+
+
+def test_cli_sweep_out_that_is_a_file(cli, tmp_path):
+    (tmp_path / "file").write_text("x")
+    out = cli("sweep", str(write_spec(tmp_path, SMALL)), "--out", str(tmp_path / "file"))
+    assert out.returncode == 2 and "--out" in out.stderr and len(out.stderr.splitlines()) == 1
+
+
+def test_workers_die_with_a_killed_sweep(tmp_path):
+    """SIGKILL of the sweep leaves no worker process behind (they would live on under PID 1)."""
+    spec = {"name": "slow", "fixed": {"model": "t5base", "out_len": 400, "src_len": 64},
+            "axes": {"profile": ["h200"], "sharing": ["4x3", "2x6", "3x4", "6x2"], "mispredict": [0.1, 0.2, 0.3]}}
+    path = write_spec(tmp_path, spec)
+    proc = subprocess.Popen([sys.executable, "-m", "speedsim.cli", "sweep", str(path), "--out", str(tmp_path / "o"),
+                             "--workers", "2", "--json"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    children: set[int] = set()
+    deadline = time.monotonic() + 20
+    while len(children) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        children = {int(p) for p in _children(proc.pid)}
+        time.sleep(0.05)
+    assert len(children) >= 2, "the pool never started"
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in children)
+
+
+def _children(pid: int) -> list[str]:
+    path = f"/proc/{pid}/task/{pid}/children"
+    try:
+        with open(path) as fh:
+            return fh.read().split()
+    except OSError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ")[1][0] != "Z"
+    except OSError:
+        return False

@@ -2,12 +2,18 @@
 in a local process pool or on a Dask cluster, record each run as it finishes.
 
 Runs are independent and deterministic (seeded synthetic traces, a deterministic engine), so
-the order in which workers finish changes nothing in the table.
+the order in which workers finish changes nothing in the table. An output directory holds the
+runs of one spec: running a spec whose runs do not include every run already recorded there
+(an edited spec) is refused. Local worker processes die with the sweep, however it ends.
 """
 
 from __future__ import annotations
 
+import ctypes
+import re
 import shutil
+import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -17,6 +23,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from speedsim.errors import UserError
 from speedsim.sweep.execute import execute
 from speedsim.sweep.spec import RunParams, SweepSpec, load_spec, plan
 from speedsim.sweep.store import ResultStore
@@ -35,10 +42,12 @@ class SweepSummary:
     failed: int
     out: Path
     seconds: float
+    bad_journal_lines: tuple[int, ...] = ()  # journal lines that were not valid records (dropped)
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "runs": self.total, "skipped": self.skipped, "ran": self.ran,
-                "failed": self.failed, "out": str(self.out), "seconds": round(self.seconds, 2)}
+                "failed": self.failed, "out": str(self.out), "seconds": round(self.seconds, 2),
+                "bad_journal_lines": list(self.bad_journal_lines)}
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:
@@ -62,12 +71,20 @@ def execute_many(batch: list[dict[str, Any]], model_specs: tuple[str, ...], base
     return [execute(p, model_specs, base_dir) for p in batch]
 
 
+def _die_with_parent() -> None:
+    """Worker initialiser: on Linux, ask the kernel to SIGTERM this worker when its parent dies
+    (SIGTERM or SIGKILL of the sweep), so no worker outlives the sweep under PID 1."""
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def _local(todo: list[RunParams], args: tuple, workers: int, chunk: int) -> Iterator[list[tuple[str, Rows]]]:
     if workers <= 1:
         for run in todo:
             yield [(run.key, execute(run.model_dump(), *args))]
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with ProcessPoolExecutor(max_workers=workers, initializer=_die_with_parent) as pool:
         pending: dict[Future, list[RunParams]] = {}
         try:
             for batch in _chunks(todo, chunk):
@@ -92,6 +109,8 @@ def run_sweep(spec: SweepSpec | Path | str, out: Path | str, workers: int = 2, s
     worker, at most 8 runs each); `on_run(key, rows)` is called after each run is recorded.
     """
     t0 = time.monotonic()
+    if scheduler:
+        check_scheduler(scheduler)  # a malformed address fails before anything runs
     if not isinstance(spec, SweepSpec):
         spec_path = Path(spec)
         spec = load_spec(spec_path)
@@ -100,8 +119,13 @@ def run_sweep(spec: SweepSpec | Path | str, out: Path | str, workers: int = 2, s
     runs = plan(spec, where=str(spec_path or spec.name))  # raises UserError before anything runs
     out = Path(out)
     store = ResultStore(out)
-    if spec_path is not None:
-        shutil.copyfile(spec_path, out / "spec.yaml")
+    try:
+        _check_same_spec(store, runs, out)
+        if spec_path is not None:
+            shutil.copyfile(spec_path, out / "spec.yaml")
+    except BaseException:
+        store.close()
+        raise
     done = store.finished()
     # longest runs first, so no worker is left with a long run at the end (results do not depend on order)
     todo = sorted((r for r in runs if r.key not in done), key=_cost_estimate, reverse=True)
@@ -130,14 +154,36 @@ def run_sweep(spec: SweepSpec | Path | str, out: Path | str, workers: int = 2, s
     finally:
         bar.close()
         store.close()
-    return SweepSummary(spec.name, len(runs), skipped, ran, failed, out, time.monotonic() - t0)
+    return SweepSummary(spec.name, len(runs), skipped, ran, failed, out, time.monotonic() - t0,
+                        tuple(store.bad_lines))
+
+
+def _check_same_spec(store: ResultStore, runs: list[RunParams], out: Path) -> None:
+    """Refuse to mix: every run already recorded in `out` must be a run of this spec."""
+    foreign = store.keys() - {r.key for r in runs}
+    if foreign:
+        raise UserError(f"{out} holds {len(foreign)} run(s) of a different spec (the spec was edited?); "
+                        "use a new --out directory, or delete this one to start over", where="--out")
+
+
+SCHEDULER = re.compile(r"^((tcp|tls|ucx|ws|wss)://)?([\w.\-]+|\[[0-9a-fA-F:]+\]):\d{1,5}/?$|^inproc://\S+$")
+
+
+def check_scheduler(address: str) -> str:
+    """A Dask scheduler address (`tcp://host:8786`, `host:8786`); a UserError for anything else."""
+    if not SCHEDULER.match(address):
+        raise UserError(f"'{address}' is not a scheduler address (e.g. tcp://host:8786)", where="--scheduler")
+    return address
 
 
 def _dask_results(todo: list[RunParams], args: tuple, scheduler: str, chunk: int) -> Iterator[list[tuple[str, Rows]]]:
     """Submit batches to a Dask cluster; yield each batch's rows as it completes."""
     from distributed import Client, as_completed  # here, not at the top: importing Dask takes a second
 
-    client = Client(scheduler)
+    try:
+        client = Client(check_scheduler(scheduler), timeout="10s")
+    except (OSError, TimeoutError, ValueError) as err:
+        raise UserError(f"cannot reach the Dask scheduler at {scheduler}: {err}", where="--scheduler") from None
     futures = []
     batches = {}
     try:

@@ -9,13 +9,17 @@ Layout of an output directory:
   from the journal by write-then-rename (never half-written), at most every
   `flush_every_s` seconds while the sweep runs and once at its end.
 - `spec.yaml`: a copy of the spec the sweep ran.
+- `.lock`: held (flock) by the one sweep writing here, with its pid; a second sweep into the
+  same directory is refused with that pid.
 
 A run key appears at most once: re-running a sweep skips keys already in the journal
-(finished successfully), and failed runs are retried.
+(finished successfully), and failed runs are retried. A line of the journal that is not a
+valid record (a torn write, a hand edit) is dropped and reported; every valid line is kept.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
@@ -25,11 +29,13 @@ from typing import Any
 
 import pandas as pd
 
-from speedsim.fileio import atomic_write
+from speedsim.errors import UserError
+from speedsim.fileio import atomic_write, write_text
 from speedsim.simulate.schema import NUMERIC
 from speedsim.sweep.execute import COLUMNS
 
 JOURNAL = "runs.jsonl"
+LOCK = ".lock"
 PARQUET = "results.parquet"
 CSV = "results.csv"
 
@@ -46,35 +52,27 @@ class ResultStore:
 
     def __init__(self, directory: Path | str, flush_every_s: float = 2.0):
         self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        if self.dir.exists() and not self.dir.is_dir():
+            raise UserError(f"{self.dir} exists and is not a directory", where="--out")
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UserError(f"cannot create {self.dir}: {err.strerror}", where="--out") from None
+        self._lock = _take_lock(self.dir)
         self.flush_every_s = flush_every_s
-        self._runs: dict[str, list[dict[str, Any]]] = {}
         self._dirty = False
         self._last_flush = time.monotonic()
-        self._read_journal()
+        self._runs, self.bad_lines = read_journal(self.dir / JOURNAL)
+        if self.bad_lines:  # keep every valid record, drop the rest, so appends start clean
+            write_text(self.dir / JOURNAL, "".join(_line(k, rows) for k, rows in self._runs.items()))
+            self._dirty = True
         self._fh = open(self.dir / JOURNAL, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
     # ---------------------------------------------------------------- reading
 
-    def _read_journal(self) -> None:
-        path = self.dir / JOURNAL
-        if not path.exists():
-            return
-        good = 0
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                if not line.endswith("\n"):
-                    break  # torn last line of an interrupted sweep
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    break
-                self._runs[record["key"]] = record["rows"]  # a retried run replaces its failure
-                good += len(line.encode("utf-8"))
-        if good != path.stat().st_size:
-            with open(path, "r+b") as fh:  # drop the torn tail so appends start on a line boundary
-                fh.truncate(good)
-            self._dirty = True
+    def keys(self) -> set[str]:
+        """Keys of every recorded run, finished or failed."""
+        return set(self._runs)
 
     def finished(self) -> set[str]:
         """Keys of runs that completed successfully (skipped on resume)."""
@@ -88,7 +86,7 @@ class ResultStore:
     def add(self, key: str, rows: list[dict[str, Any]]) -> None:
         """Record a finished run: append to the journal now, rebuild the table when due."""
         rows = [{k: _clean(v) for k, v in r.items()} for r in rows]
-        self._fh.write(json.dumps({"key": key, "rows": rows}, sort_keys=True) + "\n")
+        self._fh.write(_line(key, rows))
         self._fh.flush()
         os.fsync(self._fh.fileno())
         self._runs[key] = rows
@@ -122,9 +120,12 @@ class ResultStore:
         self._last_flush = time.monotonic()
 
     def close(self) -> None:
-        if self._dirty or not (self.dir / PARQUET).exists():
-            self.write_table()
-        self._fh.close()
+        try:
+            if self._dirty or not (self.dir / PARQUET).exists():
+                self.write_table()
+        finally:
+            self._fh.close()
+            self._lock.close()  # releases the flock
 
     def __enter__(self) -> ResultStore:
         return self
@@ -133,19 +134,55 @@ class ResultStore:
         self.close()
 
 
+def _line(key: str, rows: list[dict[str, Any]]) -> str:
+    return json.dumps({"key": key, "rows": rows}, sort_keys=True, allow_nan=False) + "\n"
+
+
+def read_journal(path: Path) -> tuple[dict[str, list[dict[str, Any]]], list[int]]:
+    """The runs recorded in a journal (a retried run's last record wins) and the numbers of lines
+    that are not valid records (a torn last write, a corrupted line), which are skipped."""
+    runs: dict[str, list[dict[str, Any]]] = {}
+    bad: list[int] = []
+    if not path.exists():
+        return runs, bad
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for lineno, line in enumerate(fh, 1):
+            try:
+                record = json.loads(line) if line.endswith("\n") else None
+                key, rows = record["key"], record["rows"]  # type: ignore[index]
+                if not isinstance(key, str) or not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+                    raise TypeError
+            except (json.JSONDecodeError, TypeError, KeyError):
+                bad.append(lineno)
+                continue
+            runs[key] = rows
+    return runs, bad
+
+
+def _take_lock(directory: Path):
+    """An exclusive, non-blocking flock on DIR/.lock holding our pid; a UserError naming the holder."""
+    fh = open(directory / LOCK, "a+", encoding="utf-8")  # noqa: SIM115 - closed by ResultStore.close
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.seek(0)
+        holder = fh.read().strip() or "unknown"
+        fh.close()
+        raise UserError(f"another sweep (pid {holder}) is writing to {directory}; wait for it or use another "
+                        "directory", where="--out") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"{os.getpid()}\n")
+    fh.flush()
+    return fh
+
+
 def read_results(directory: Path | str) -> pd.DataFrame:
-    """The results table of a finished (or interrupted) sweep directory, journal included."""
+    """The results table of a finished (or interrupted) sweep directory, journal included (read-only)."""
     directory = Path(directory)
     if (directory / JOURNAL).exists():
         store = ResultStore.__new__(ResultStore)
-        store.dir, store._runs, store._dirty = directory, {}, False
-        # read-only: parse the journal without truncating or opening it for append
-        with open(directory / JOURNAL, encoding="utf-8") as fh:
-            for line in fh:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    break
-                store._runs[record["key"]] = record["rows"]
+        store.dir, store._dirty = directory, False
+        store._runs, store.bad_lines = read_journal(directory / JOURNAL)
         return store.frame()
     return pd.read_parquet(directory / PARQUET)
