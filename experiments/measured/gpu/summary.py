@@ -39,7 +39,7 @@ def decode(df) -> None:
         p_us = spd.us_median.iloc[0] if len(spd) else float("nan")
         row = spd.iloc[0] if len(spd) else seq.iloc[0]
         steps = int(_extra(row.extra, "steps") or 0) / max(1, int(_extra(row.extra, "tokens") or 1))
-        print(f"{weights:14s} {str(L) + "x" + str(R):5s} {mode:5s} {s_us:10.1f} {p_us:8.1f} {s_us / p_us:7.2f} {steps:9.2f} "
+        print(f"{weights:14s} {str(L) + 'x' + str(R):5s} {mode:5s} {s_us:10.1f} {p_us:8.1f} {s_us / p_us:7.2f} {steps:9.2f} "
               f"{_extra(row.extra, 'host_us_per_step'):>9s} {_extra(row.extra, 'first_exit_agree'):>9s} "
               f"{_extra(row.extra, 'greedy_match'):>5s} {_extra(row.extra, 'graphs'):>6s}")
 
