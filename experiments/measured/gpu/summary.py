@@ -28,10 +28,13 @@ def _extra(extra: str, key: str) -> str:
 
 
 def decode(df) -> None:
-    print("\nwhole decodes (us per emitted token, prefill included; SPEED speedup over sequential of the same UxR)")
-    print(f"{'weights':14s} {'UxR':5s} {'mode':5s} {'sequential':>10s} {'SPEED':>8s} {'speedup':>7s} "
+    print("\nwhole decodes (us per emitted token, prefill included; SPEED's speedup over sequential decoding of "
+          "the same UxR, and over the unshared decoder of the same depth)")
+    print(f"{'weights':14s} {'UxR':5s} {'mode':5s} {'sequential':>10s} {'SPEED':>8s} {'speedup':>7s} {'vs deep':>7s} "
           f"{'steps/tok':>9s} {'host/step':>9s} {'1st=final':>9s} {'match':>5s} {'graphs':>6s}")
     df = df.assign(weights=df.extra.map(lambda e: _extra(e, "weights")))
+    deep = {(w, L, m): us for w, L, R, m, us, p in zip(df.weights, df.L, df.R, df["mode"], df.us_median, df.pattern)
+            if R == 1 and p == "sequential"}
     for (weights, L, R, mode), g in df.groupby(["weights", "L", "R", "mode"], sort=False):
         seq = g[g.pattern == "sequential"]
         spd = g[g.pattern == "pipelined"]
@@ -39,7 +42,9 @@ def decode(df) -> None:
         p_us = spd.us_median.iloc[0] if len(spd) else float("nan")
         row = spd.iloc[0] if len(spd) else seq.iloc[0]
         steps = int(_extra(row.extra, "steps") or 0) / max(1, int(_extra(row.extra, "tokens") or 1))
-        print(f"{weights:14s} {str(L) + 'x' + str(R):5s} {mode:5s} {s_us:10.1f} {p_us:8.1f} {s_us / p_us:7.2f} {steps:9.2f} "
+        d_us = deep.get((weights, L * R, mode), float("nan"))
+        print(f"{weights:14s} {str(L) + 'x' + str(R):5s} {mode:5s} {s_us:10.1f} {p_us:8.1f} {s_us / p_us:7.2f} "
+              f"{d_us / p_us:7.2f} {steps:9.2f} "
               f"{_extra(row.extra, 'host_us_per_step'):>9s} {_extra(row.extra, 'first_exit_agree'):>9s} "
               f"{_extra(row.extra, 'greedy_match'):>5s} {_extra(row.extra, 'graphs'):>6s}")
 
