@@ -28,6 +28,9 @@ METHOD_STYLE = {
     "unshared": {"label": "unshared, same depth", "color": "tab:blue", "marker": "^"},
 }
 CLASS_COLORS = {"weights": "tab:blue", "kv": "tab:orange", "activations": "tab:gray", "embeddings": "tab:purple"}
+CLASS_LABELS = {"weights": "layer weights", "kv": "KV cache", "activations": "activations",
+                "embeddings": "embeddings + LM head"}
+MS_ABOVE_US = 10_000.0  # latencies beyond this are plotted in milliseconds
 PAPER_MISS = {"4x3": (0.06, 0.14), "2x6": (0.13, 0.17)}  # Hooper et al. 2023, first-exit misprediction
 DPI = 100
 
@@ -61,19 +64,24 @@ def latency_vs_depth(df: pd.DataFrame, profile: str, path: Path) -> Path | None:
     if budget.empty and fixed.empty:
         return None
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6), layout="constrained")
+    div, unit = _time_scale(pd.concat([budget["per_token_us"], fixed["per_token_us"]]))
     if not budget.empty:
         u = int(budget["U"].iloc[0])
         deep = budget[budget["depth"] >= 6]
         for method, style in METHOD_STYLE.items():
             part = deep[deep["method"] == method].sort_values("depth")
-            left.plot(part["depth"], part["per_token_us"], **style)
+            # unshared and sequential do the same work per token and often coincide: hollow, dashed
+            # markers keep the one drawn first visible under the other
+            extra = {"ls": "--", "mfc": "none", "ms": 9} if method == "unshared" else {}
+            left.plot(part["depth"], part["per_token_us"] / div, **style, **extra)
         shallow = budget[(budget["R"] == 1) & (budget["method"] == "speed")]
         if not shallow.empty:
-            left.axhline(shallow["per_token_us"].iloc[0], color="k", ls=":",
+            left.axhline(shallow["per_token_us"].iloc[0] / div, color="k", ls=":",
                          label=f"unshared, same weights ({u} layers)")
         left.set_title(f"fixed weight budget: {u} distinct layers, depth = {u} x R")
         left.set_xlabel("effective depth (decoder layers)")
-        left.set_ylabel("per-token decode latency (µs)")
+        left.set_ylabel(f"per-token decode latency ({unit})")
+        _depth_axis(left)
         left.set_ylim(bottom=0)
         left.grid(alpha=0.3)
         left.legend(fontsize=8)
@@ -85,14 +93,16 @@ def latency_vs_depth(df: pd.DataFrame, profile: str, path: Path) -> Path | None:
             part = fixed[fixed["R"] == r]
             speed = part[part["method"] == "speed"].sort_values("depth")
             name = "unshared (R = 1)" if r == 1 else f"SPEED, R = {r}"
-            right.plot(speed["depth"], speed["per_token_us"], color=color, marker="o", label=name)
-            if r > 1:
-                seq = part[part["method"] == "sequential"].sort_values("depth")
-                right.plot(seq["depth"], seq["per_token_us"], color=color, marker="s", ls="--",
-                           label=f"sequential, R = {r}")
+            right.plot(speed["depth"], speed["per_token_us"] / div, color=color, marker="o", label=name)
+        seq = fixed[(fixed["method"] == "sequential") & (fixed["R"] > 1)]
+        if not seq.empty:  # the same layer passes per token whatever R: one curve (the mean over R)
+            mean = seq.groupby("depth")["per_token_us"].mean()
+            right.plot(mean.index, mean.to_numpy() / div, color="k", marker="s", ls="--",
+                       label=f"sequential (any R > 1: {', '.join(str(r) for r in rs if r > 1)})")
         right.set_title("fixed depth: U = depth / R distinct layers")
         right.set_xlabel("effective depth (decoder layers)")
-        right.set_ylabel("per-token decode latency (µs)")
+        right.set_ylabel(f"per-token decode latency ({unit})")
+        _depth_axis(right)
         right.set_ylim(bottom=0)
         right.grid(alpha=0.3)
         right.legend(fontsize=8, ncol=2)
@@ -100,6 +110,17 @@ def latency_vs_depth(df: pd.DataFrame, profile: str, path: Path) -> Path | None:
     fig.suptitle(f"{profile}: per-token latency vs decoder depth ({first['model']} dimensions, "
                  f"{first['mode']} mode, {_workload_text(first)})")
     return save(fig, path)
+
+
+def _time_scale(values: pd.Series) -> tuple[float, str]:
+    """(divisor, unit) so a latency axis reads in µs, or in ms when its values run to tens of thousands."""
+    top = float(values.max()) if len(values) else 0.0
+    return (1000.0, "ms") if top > MS_ABOVE_US else (1.0, "µs")
+
+
+def _depth_axis(ax) -> None:
+    """Depth is a whole number of layers: integer ticks only."""
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
 
 
 def _workload_text(row: pd.Series) -> str:
@@ -125,14 +146,16 @@ def speedup_vs_mispredict(df: pd.DataFrame, path: Path, paper: pd.DataFrame | No
     data = ok(df, MISPREDICT)
     if data.empty:
         return None
+    realised = data[data["method"] == "speed"].set_index("run_key")["first_exit_miss"]
+    data = data.assign(realised_miss=data["run_key"].map(realised))  # what the traces hold, not the nominal rate
     fig, panels, colors = _panel_per_profile(data)
     for ax, profile in panels:
         part = data[data["profile"] == profile]
         for sharing, color in colors.items():
             for method, ls in (("sequential", "-"), ("unshared", "--")):
-                rows = part[(part["sharing"] == sharing) & (part["method"] == method)].sort_values("mispredict")
+                rows = part[(part["sharing"] == sharing) & (part["method"] == method)].sort_values("realised_miss")
                 if not rows.empty:
-                    ax.plot(100 * rows["mispredict"], rows["speedup"], ls=ls, marker="o", color=color,
+                    ax.plot(100 * rows["realised_miss"], rows["speedup"], ls=ls, marker="o", color=color,
                             label=f"{sharing} (R = {Sharing.parse(sharing).repeats})" if method == "sequential" else None)
             if sharing in PAPER_MISS:
                 lo, hi = PAPER_MISS[sharing]
@@ -156,7 +179,7 @@ def speedup_vs_mispredict(df: pd.DataFrame, path: Path, paper: pd.DataFrame | No
         ax.plot([], [], color="k", ls="--", label="vs unshared, same depth")
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set_title(f"{profile}")
-        ax.set_xlabel("first-exit misprediction rate (% of tokens)")
+        ax.set_xlabel("first-exit misprediction rate realised in the traces (% of tokens)")
         ax.set_ylabel("SPEED speedup (baseline µs/token ÷ SPEED µs/token)")
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
@@ -212,7 +235,7 @@ def dram_traffic_vs_depth(df: pd.DataFrame, path: Path, profiles: tuple[str, ...
             x = np.arange(len(rows))
             for cls, color in CLASS_COLORS.items():
                 values = rows[f"dram_{cls}_bytes_per_token"].to_numpy(dtype=float) / 1e6
-                ax.bar(x, values, bottom=bottom, color=color, label=cls, width=0.7)
+                ax.bar(x, values, bottom=bottom, color=color, label=CLASS_LABELS[cls], width=0.7)
                 bottom += values
             ax.set_xticks(x, [f"{d}\n({s})" for d, s in zip(rows["depth"], rows["sharing"], strict=True)], fontsize=7)
             ax.set_title(f"{profile}: {METHOD_STYLE[method]['label']}", fontsize=10)
