@@ -131,10 +131,13 @@ def _validate_kernels(profile, path: Path, models, strict: bool, as_json: bool) 
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Where to write the fitted profile.")
 @click.option("--name", default=None, help="Name of the fitted profile (default: the starting profile's).")
 @click.option("--sections", default=None, help="Fit only rows of these sections (comma-separated, e.g. layer,group).")
+@click.option("--kernels", type=click.Path(path_type=Path), default=None,
+              help="Per-kernel profile fitted together with the rows (default with the shipped H200 measurements: "
+                   "their kernels.csv; 'none' for no kernel rows).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_models_option
 def calibrate(measured: Path | None, profile_name: str, out: Path, name: str | None, sections: str | None,
-              as_json: bool, model_specs: tuple[Path, ...]) -> None:
+              kernels: Path | None, as_json: bool, model_specs: tuple[Path, ...]) -> None:
     """Fit a profile's few free parameters (efficiencies, latencies, in-flight bytes) to measurements."""
     from speedsim.hardware import load_profile, save_profile
     from speedsim.paths import H200_MEASURED
@@ -147,7 +150,13 @@ def calibrate(measured: Path | None, profile_name: str, out: Path, name: str | N
     profile = load_profile(profile_name)
     rows = read_measured(path)
     chosen = tuple(x.strip() for x in sections.split(",")) if sections else None
-    result = fit(profile, rows, resolve_models(model_specs), source=str(path), sections=chosen)
+    from speedsim.validation.kernels import read_kernels
+
+    if kernels is None and measured is None:
+        kernels = H200_MEASURED.with_name("kernels.csv")
+    kernel_rows = read_kernels(kernels) if kernels is not None and str(kernels) != "none" else None
+    result = fit(profile, rows, resolve_models(model_specs), source=str(path), sections=chosen,
+                 kernels=kernel_rows, kernels_source=str(kernels))
     from speedsim.paths import relative
 
     fitted = result.profile
@@ -272,7 +281,7 @@ def trace_cmd(checkpoint: str, split: str, out_file: str, limit: int | None, max
 @click.option("--model", "model_name", required=True, help="Model dimensions: t5base, dec1b, dec7b or a --model-spec.")
 @click.option("--sharing", required=True, help="UxR: U distinct layers repeated R times (e.g. 4x3).")
 @click.option("--trace", "trace_file", type=click.Path(path_type=Path), default=None,
-              help="Recorded exit trace (JSON Lines, .gz allowed).")
+              help="Recorded exit trace (JSON Lines, .gz allowed), or a shipped trace's name (4x3).")
 @click.option("--synthetic", default=None,
               help="perfect | mispredict=P | agree=A0/A1/..., plus len=N, seqs=K, src=N, burst=B, seed=S.")
 @click.option("--baseline", type=click.Choice(["unshared", "sequential", "both", "none"]), default="both",

@@ -17,17 +17,18 @@ import pandas as pd
 
 from speedsim.errors import UserError
 from speedsim.hardware import load_profile
-from speedsim.paths import H200_MEASURED, MEASURED_DIR, ROOT
+from speedsim.paths import EXPERIMENTS_DIR, H200_MEASURED, MEASURED_DIR, ROOT
 from speedsim.report import figures
 from speedsim.report.readme import write_readme, write_validation
 from speedsim.sharing import Sharing
 from speedsim.simulate import step_points, synthetic_traces
 from speedsim.sweep import SweepSpec, load_spec, read_results, run_sweep
-from speedsim.sweep.spec import expand, trace_path
+from speedsim.sweep.spec import expand
+from speedsim.trace.io import resolve_trace
 from speedsim.validation import read_measured, validate
 from speedsim.workload import BUILTIN_MODELS, resolve_models
 
-EXPERIMENTS = ROOT / "experiments"
+EXPERIMENTS = EXPERIMENTS_DIR
 DEFAULT_STUDY = (EXPERIMENTS / "default.yaml",)
 FULL_STUDY = (EXPERIMENTS / "latency_vs_depth.yaml", EXPERIMENTS / "acceptance.yaml")
 PAPER_SPEC = EXPERIMENTS / "speed_paper.yaml"
@@ -77,7 +78,7 @@ def run_paper(spec: Path, cache: Path, workers: int, scheduler: str | None,
         runs = expand(loaded, str(spec))
     except UserError as err:
         return None, str(err).replace(str(ROOT) + "/", "")
-    have = [r for r in runs if not r.trace or trace_path(r.trace, loaded.base_dir).exists()]
+    have = [r for r in runs if not r.trace or resolve_trace(r.trace, loaded.base_dir).exists()]
     missing = sorted({r.trace for r in runs if r not in have and r.trace})
     note = f"no exit traces shipped yet for {', '.join(missing)}" if missing else ""
     if not have:

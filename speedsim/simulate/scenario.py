@@ -20,7 +20,7 @@ from speedsim.sharing import Sharing
 from speedsim.simulate.core import MODES, simulate
 from speedsim.simulate.phases import BASELINES
 from speedsim.simulate.result import SimulationResult
-from speedsim.trace.io import read_traces
+from speedsim.trace.io import read_traces, resolve_trace
 from speedsim.trace.schema import ExitTrace
 from speedsim.trace.synthetic import synthetic_traces
 from speedsim.workload import get_model, resolve_models
@@ -79,7 +79,7 @@ def build_scenario(profile: str, model: str, sharing: str | Sharing, *, trace: P
     hw = cached_profile(profile)
     spec = get_model(model, cached_models(tuple(str(p) for p in model_specs)))
     if trace is not None:
-        traces = cached_traces(str(trace))
+        traces = cached_traces(str(resolve_trace(trace)))
         workload = f"trace:{trace}"
     else:
         traces = cached_synthetic(synthetic or "", shared.repeats)

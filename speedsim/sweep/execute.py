@@ -13,11 +13,12 @@ import math
 from typing import Any
 
 from speedsim.errors import UserError
-from speedsim.paths import ROOT
+from speedsim.paths import MODEL_RESULTS_DIR
 from speedsim.sharing import Sharing
 from speedsim.simulate import build_scenario, run_scenario
 from speedsim.simulate.schema import QUALITY, columns
-from speedsim.sweep.spec import RunParams, trace_path
+from speedsim.sweep.spec import RunParams
+from speedsim.trace.io import resolve_trace
 
 COLUMNS = columns(list(RunParams.model_fields))
 KEEP = frozenset(COLUMNS)  # result fields outside the table's schema stay in the JSON only
@@ -36,7 +37,7 @@ def quality_of(trace: str | None) -> dict[str, float]:
     out = dict.fromkeys(QUALITY, math.nan)
     if not trace or "/" in trace:
         return out
-    results = ROOT / "experiments" / "models" / "results"
+    results = MODEL_RESULTS_DIR
     try:
         train = json.loads((results / f"{trace}.train.json").read_text())
         out["val_loss"] = float(train["val_loss"])
@@ -55,7 +56,7 @@ def quality_of(trace: str | None) -> dict[str, float]:
 def _simulate(run: RunParams, sharing: Sharing, model_specs: tuple[str, ...], base_dir: str) -> list[dict]:
     scenario = build_scenario(
         run.profile, run.model, sharing,
-        trace=trace_path(run.trace, base_dir) if run.trace else None,
+        trace=resolve_trace(run.trace, base_dir) if run.trace else None,
         synthetic=None if run.trace else run.synthetic(sharing.repeats),
         limit=run.limit, mode=run.mode, baselines=run.baselines, launch_exit=run.launch_exit,
         max_in_flight=run.max_in_flight, src_len=run.src_len if run.trace else None, model_specs=model_specs)

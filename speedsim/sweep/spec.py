@@ -38,9 +38,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from speedsim.errors import UserError
 from speedsim.hardware import list_profile_files, load_profile
-from speedsim.paths import TRACE_DIR
 from speedsim.sharing import Sharing
-from speedsim.trace.io import iter_traces
+from speedsim.trace.io import iter_traces, resolve_trace
 from speedsim.trace.synthetic import (
     DEFAULT_OUT_LEN,
     DEFAULT_SEED,
@@ -251,17 +250,6 @@ def _short(raw: dict[str, Any]) -> str:
 
 # ------------------------------------------------------------------------------ checks
 
-def trace_path(name: str, base_dir: str = "") -> Path:
-    """A shipped trace name (`4x3`) or a path (absolute, or relative to the spec or the cwd)."""
-    shipped = TRACE_DIR / f"{name}.jsonl.gz"
-    if shipped.exists() or "/" not in name and not name.endswith((".jsonl", ".gz")):
-        return shipped
-    path = Path(name)
-    if not path.is_absolute() and base_dir and (Path(base_dir) / path).exists():
-        return Path(base_dir) / path
-    return path
-
-
 @lru_cache(maxsize=64)
 def trace_repeats(path: str) -> int:
     """R of a trace file (its first sequence)."""
@@ -290,7 +278,7 @@ def check_runs(spec: SweepSpec, runs: list[RunParams], where: str = "spec") -> N
                 elif key == "sharing":
                     Sharing.parse(value)
                 elif key == "trace":
-                    path = trace_path(value, spec.base_dir)
+                    path = resolve_trace(value, spec.base_dir)
                     if not path.exists():
                         raise UserError(f"no trace file {path}")
                     r = trace_repeats(str(path))

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from speedsim.errors import UserError, user_error
 from speedsim.fileio import write_bytes
+from speedsim.paths import TRACE_DIR
 from speedsim.trace.schema import ExitTrace
 
 
@@ -60,6 +61,19 @@ def iter_traces(path: Path | str) -> Iterator[ExitTrace]:
                 yield trace
     except (OSError, EOFError, UnicodeDecodeError) as err:  # gzip.BadGzipFile is an OSError
         raise UserError(f"cannot read trace file ({type(err).__name__}: {err})", where=str(path)) from None
+
+
+def resolve_trace(name: str | Path, base_dir: str | Path = "") -> Path:
+    """A shipped trace name (`4x3`: experiments/traces/4x3.jsonl.gz) or a path (absolute, or
+    relative to `base_dir` when it exists there, else to the working directory)."""
+    text = str(name)
+    shipped = TRACE_DIR / f"{text}.jsonl.gz"
+    if shipped.exists() or "/" not in text and not text.endswith((".jsonl", ".gz")):
+        return shipped
+    path = Path(text)
+    if not path.is_absolute() and base_dir and (Path(base_dir) / path).exists():
+        return Path(base_dir) / path
+    return path
 
 
 def read_traces(path: Path | str) -> list[ExitTrace]:
