@@ -7,17 +7,30 @@ input (a `UserError`), never with a traceback.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from speedsim.errors import UserError
 
 
-def emit_json(obj) -> None:
-    """Print one JSON object on stdout and nothing else."""
-    click.echo(json.dumps(obj, indent=1, sort_keys=False, default=float))
+def _finite(obj: Any) -> Any:
+    """`obj` with every NaN or infinite number replaced by None (JSON has no NaN)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def emit_json(obj: Any) -> None:
+    """Print one strictly valid JSON object on stdout and nothing else (NaN and inf as null)."""
+    click.echo(json.dumps(_finite(obj), indent=1, sort_keys=False, default=float, allow_nan=False))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -36,19 +36,31 @@ def format_validation(result: dict, report) -> str:
     return "\n".join(out)
 
 
+def _us(x: float) -> str:
+    return "n/a" if x != x else f"{x:,.1f}"
+
+
 def format_simulation(r: SimulationResult) -> str:
-    """`speedsim simulate`'s table: one row per method, then SPEED's schedule and traffic."""
+    """`speedsim simulate`'s table: one row per method, then SPEED's schedule and traffic.
+
+    Times in µs with thousands separators (no scientific notation); prefill per sequence (the
+    JSON's `prefill_us` is the sum over sequences); `SPEED speedup` is that baseline's µs/token
+    over SPEED's, shown on the baseline's row and blank on SPEED's own.
+    """
+    sp = r.speed
     out = [f"{r.model} {r.sharing} on {r.profile} ({r.mode} mode), {r.sequences} sequence(s), "
-           f"{r.speed.tokens} decoded tokens"]
-    cols = ["per_token_us", "p50_token_us", "p99_token_us", "prefill_us", "dram_bytes_per_token", "speedup"]
-    rows = [{"method": m.method, **{k: getattr(m, k) for k in cols}} for m in r.methods()]
-    out.append(format_table(rows, ["method", *cols]))
+           f"{sp.tokens} tokens decoded after the prefill (which emits each sequence's first token)"]
+    rows = [{"method": m.method, "µs/token": _us(m.per_token_us), "p50 µs": _us(m.p50_token_us),
+             "p99 µs": _us(m.p99_token_us), "prefill µs/seq": _us(m.prefill_us / max(r.sequences, 1)),
+             "DRAM MB/token": f"{m.dram_bytes_per_token / 1e6:,.2f}",
+             "SPEED speedup": "" if m.method == "speed" else f"{m.speedup:.2f}x"} for m in r.methods()]
+    out.append(format_table(rows, list(rows[0])))
     s = r.schedule
     out.append(f"steps {s.steps}, flushes {s.flushes}, wasted token passes {s.wasted_token_passes}, "
-               f"mean in flight {s.mean_in_flight:.2f}")
-    sp = r.speed
-    by = ", ".join(f"{k} {getattr(sp, f'dram_{k}_bytes_per_token') / 1e6:.2f} MB"
-                   for k in ("weights", "kv", "activations", "embeddings"))
+               f"mean in flight {s.mean_in_flight:.2f}, first-exit misses {s.first_exit_miss:.1%}")
+    by = ", ".join(f"{label} {getattr(sp, f'dram_{k}_bytes_per_token') / 1e6:,.2f} MB"
+                   for k, label in (("weights", "layer weights"), ("kv", "KV cache"),
+                                    ("activations", "activations"), ("embeddings", "embeddings + LM head")))
     out.append(f"SPEED DRAM traffic per token: {by}")
     out.append(f"utilisation: compute {sp.util_compute:.1%} of peak, DRAM {sp.util_dram:.0%}, device busy "
                f"{sp.util_device_busy:.0%}, host {sp.util_host:.0%}")
