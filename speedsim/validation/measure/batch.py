@@ -12,12 +12,15 @@ What a serving system runs when it batches requests (issue 11's scheduler):
 Cross-attention (encoder-decoder models) reads each sequence's own encoder K/V: the R tokens of
 one sequence are R queries of one attention call. n = B, ctx = mean KV length; `extra` lists
 the lengths (drawn uniformly in [ctx/2, 3 ctx/2] from `seed`). Timed like the step rows:
-back-to-back calls, eager and (on CUDA) replayed from a CUDA graph.
+back-to-back calls, eager and (on CUDA) replayed from a CUDA graph; on a CPU the samples of one
+pattern's steps are interleaved (a burst of other work on a shared machine then slows every
+row a little instead of one row a lot).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,7 +29,7 @@ from speedsim.model import SharedDecoder
 from speedsim.sharing import Sharing
 from speedsim.validation.measure.models import variant
 from speedsim.validation.measure.static import decoder_layers, layer_step
-from speedsim.validation.measure.timing import Recorder
+from speedsim.validation.measure.timing import Recorder, time_interleaved
 
 SEED = 0
 
@@ -76,14 +79,21 @@ def batch_rows(rec: Recorder, model: SharedDecoder, name: str, src_len: int, sha
     scenarios += [("pipelined", s) for s in sharings if s.repeats > 1]
     for pattern, sharing in scenarios:
         m = variant(model, sharing, light_encoder=True)
+        rows: list[dict[str, Any]] = []
+        steps: list[Callable[[], torch.Tensor]] = []
         for ctx in ctxs:
             for B in sizes:
                 lengths = kv_lengths(B, ctx)
-                step = batched_step(m, lengths, src_len)
-                rec.time(step, section="batch", model=name, pattern=pattern, n=B, ctx=round(float(np.mean(lengths))),
-                         L=sharing.unique, R=sharing.repeats,
-                         extra=f"impl=static;seed={SEED};cross={0 if m.config.decoder_only else src_len};"
-                               f"lengths={'/'.join(map(str, lengths))}")
-                del step
+                rows.append(dict(section="batch", model=name, pattern=pattern, n=B, ctx=round(float(np.mean(lengths))),
+                                 L=sharing.unique, R=sharing.repeats,
+                                 extra=f"impl=static;seed={SEED};cross={0 if m.config.decoder_only else src_len};"
+                                       f"lengths={'/'.join(map(str, lengths))}"))
+                if rec.device == "cuda":  # one at a time (buffers of GiBs), eager and graph-replayed
+                    rec.time(batched_step(m, lengths, src_len), **rows.pop())
+                else:
+                    steps.append(batched_step(m, lengths, src_len))
+        if steps:  # a shared CPU: samples of all of a pattern's steps interleaved, so other work hits all alike
+            for row, (med, lo, hi) in zip(rows, time_interleaved(steps, rec.device, rec.budget), strict=True):
+                rec.add(mode="eager", us_median=med, us_min=lo, us_max=hi, **row)
         rec.flush()  # after every pattern: a run cut short keeps what it measured
-        del m
+        del m, steps

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +53,24 @@ def time_fn(fn: Callable[[], object], device: str, budget: Budget) -> tuple[floa
                 fn()
             samples.append((time.perf_counter() - t) * 1e6 / budget.inner)
     return statistics.median(samples), min(samples), max(samples)
+
+
+def time_interleaved(fns: Sequence[Callable[[], object]], device: str,
+                     budget: Budget) -> list[tuple[float, float, float]]:
+    """`time_fn` of several functions, their samples taken in turn (sample 1 of each, then sample 2, ...)."""
+    for fn in fns:
+        for _ in range(budget.warmup):
+            fn()
+    sync(device)
+    samples: list[list[float]] = [[] for _ in fns]
+    for _ in range(budget.samples):
+        for fn, out in zip(fns, samples, strict=True):
+            t = time.perf_counter()
+            for _ in range(budget.inner):
+                fn()
+            sync(device)
+            out.append((time.perf_counter() - t) * 1e6 / budget.inner)
+    return [(statistics.median(s), min(s), max(s)) for s in samples]
 
 
 def capture(fn: Callable[[], object]) -> Callable[[], None]:
