@@ -270,3 +270,15 @@ def test_epoch_batches_use_each_example_at_most_once() -> None:
     assert len(e0) == 6 and all(len(b) == 8 for b in e0) and len(set(flat)) == len(flat)
     assert e0 == epoch_batches(50, lengths, 8, seed=1, epoch=0)
     assert e0 != epoch_batches(50, lengths, 8, seed=1, epoch=1)
+
+
+def test_encoded_splits_are_cached_and_equal(code_corpus: dict, tmp_path: Path) -> None:
+    """Tokenised fine-tuning splits read back from their cache equal the freshly encoded ones."""
+    from speedsim.data import encoded_splits
+
+    c, tok = code_corpus["corpus"], code_corpus["tokenizer"]
+    fresh = encoded_splits(c, "summarize", tok, 32, 40, False, tmp_path)
+    assert len(list((tmp_path / "tokens").glob("*.npz"))) == 1
+    cached = encoded_splits(c, "summarize", tok, 32, 40, False, tmp_path)
+    assert cached == fresh and all(fresh[s] for s in ("train", "validation", "test"))
+    assert all(len(e.src) <= 32 and e.tgt[0] == 1 and e.tgt[-1] == 2 for e in fresh["test"])

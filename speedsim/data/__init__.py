@@ -23,6 +23,7 @@ from speedsim.data.dataset import (
     LMStream,
     collate,
     encode_examples,
+    encoded_splits,
     lm_batch,
     token_stream,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "corpus_tokenizer",
     "default_cache_dir",
     "encode_examples",
+    "encoded_splits",
     "export_corpus",
     "lm_batch",
     "load_corpus",

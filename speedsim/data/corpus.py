@@ -265,7 +265,9 @@ class Corpus:
         out = []
         for rec in self._records(f"{task}.jsonl.xz"):
             d = docs[rec["doc"]]
-            src_lines = lines.setdefault(rec["doc"], d.text.splitlines(keepends=True))
+            if rec["doc"] not in lines:
+                lines[rec["doc"]] = d.text.splitlines(keepends=True)
+            src_lines = lines[rec["doc"]]
             ex_id = f"{d.package}/{d.module}:{rec['qual']}:{rec['span'][0]}"
             if task == "summarize":
                 source, target = pair_texts(src_lines, rec["span"]) or "", rec["target"]

@@ -17,6 +17,7 @@ encoder-decoder model (see `lm_batch`).
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from speedsim.data.tokenizer import special_ids, tokenizer_digest
 from speedsim.fileio import atomic_write
 
 IGNORE_INDEX = -100  # label value that the exit loss skips
+SOURCE_CHARS_PER_TOKEN = 12  # characters of source kept per source token before tokenising (generous)
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,9 @@ def encode_examples(
     """Tokenise `examples`; see the module docstring for the layout of each task."""
     ids = special_ids(tok)
     bos, eos = ids["bos"], ids["eos"]
-    srcs = tok.encode_batch([e.source for e in examples])
+    # Sources are cut before tokenising (code averages 3.5 characters per token here), so a
+    # 5,000-character function costs what its first `max_src_tokens` tokens cost.
+    srcs = tok.encode_batch([e.source[: max_src_tokens * SOURCE_CHARS_PER_TOKEN] for e in examples])
     tgts = tok.encode_batch([e.target for e in examples])
     out = []
     for e, s, t in zip(examples, srcs, tgts, strict=True):
@@ -223,3 +227,49 @@ class LMStream:
         """`n_windows` evenly spaced windows (a validation set that never changes)."""
         starts = np.linspace(0, len(self.tokens) - self.width - 1, num=n_windows).astype(np.int64)
         return [self.windows(starts[i : i + self.batch_size]) for i in range(0, n_windows, self.batch_size)]
+
+
+# ------------------------------------------------------------------------------ cached splits
+def encoded_splits(
+    corpus: Corpus, task: str, tok: Tokenizer, max_src_tokens: int, max_tgt_tokens: int, decoder_only: bool, cache_dir: Path
+) -> dict[str, list[Encoded]]:
+    """Every split of `task`, tokenised (`encode_examples`), cached as .npz under
+    `cache_dir/tokens/` by corpus, tokenizer and lengths (training, evaluation and tracing
+    processes of one config share it)."""
+    corpus_digest = corpus.manifest["files"][f"{task}.jsonl.xz"]["sha256"][:12]
+    key = f"{corpus_digest}-{tokenizer_digest(tok)}-{task}-s{max_src_tokens}-t{max_tgt_tokens}-{int(decoder_only)}"
+    path = Path(cache_dir) / "tokens" / f"{key}.npz"
+    if path.exists():
+        try:
+            return _load_encoded(path)
+        except (OSError, ValueError, KeyError):
+            pass  # a torn cache file: tokenise again
+    examples = corpus.examples(task)
+    enc = {s: encode_examples([e for e in examples if e.split == s], tok, max_src_tokens, max_tgt_tokens, decoder_only)
+           for s in ("train", "validation", "test")}
+    arrays: dict[str, np.ndarray] = {}
+    meta = {}
+    for split, items in enc.items():
+        for part in ("src", "tgt"):
+            seqs = [getattr(it, part) for it in items]
+            arrays[f"{split}.{part}"] = np.asarray([t for seq in seqs for t in seq], dtype=np.int32)
+            arrays[f"{split}.{part}_len"] = np.asarray([len(seq) for seq in seqs], dtype=np.int64)
+        meta[split] = [[it.id, it.reference] for it in items]
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path, "wb") as fh:
+        np.savez(fh, **arrays)
+    return enc
+
+
+def _load_encoded(path: Path) -> dict[str, list[Encoded]]:
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(z["meta"].tobytes().decode())
+        out = {}
+        for split, rows in meta.items():
+            parts = {}
+            for part in ("src", "tgt"):
+                cuts = np.cumsum(z[f"{split}.{part}_len"])[:-1]
+                parts[part] = [a.tolist() for a in np.split(z[f"{split}.{part}"], cuts)] if rows else []
+            out[split] = [Encoded(i, s, t, ref) for (i, ref), s, t in zip(rows, parts["src"], parts["tgt"], strict=True)]
+    return out

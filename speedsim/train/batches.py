@@ -8,16 +8,14 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from speedsim.data import (
-    SPLITS,
     Corpus,
     Encoded,
     LMStream,
     corpus_tokenizer,
     default_cache_dir,
-    encode_examples,
+    encoded_splits,
     open_corpus,
     special_ids,
-    split_examples,
     token_stream,
 )
 from speedsim.train.config import TrainConfig
@@ -39,12 +37,8 @@ def prepare_data(
     corpus = corpus_of(cfg, progress)
     if tok is None:
         tok = corpus_tokenizer(corpus, cfg.data.vocab_size)
-    examples = corpus.examples(cfg.data.task)
-    enc = {
-        s: encode_examples(split_examples(examples, s), tok, cfg.data.max_src_tokens, cfg.data.max_tgt_tokens, cfg.decoder_only)
-        for s in SPLITS
-    }
-    return tok, enc
+    d = cfg.data
+    return tok, encoded_splits(corpus, d.task, tok, d.max_src_tokens, d.max_tgt_tokens, cfg.decoder_only, cache_dir(cfg))
 
 
 def pretraining_streams(

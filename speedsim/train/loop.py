@@ -254,7 +254,7 @@ def _final_metrics(run: _Run, stages: list[_Stage], evaluate: bool) -> dict[str,
     if evaluate and cfg.finetune is not None and cfg.eval.rouge_examples:
         _, enc = prepare_data(cfg, run.tok)
         items = enc["validation"][: cfg.eval.rouge_examples]
-        q = quality(last.model.to("cpu").float(), run.tok, items, cfg.eval.max_new_tokens)
+        q = quality(last.model, run.tok, items, cfg.eval.max_new_tokens)  # on the training device, fp32
         m.update({"val_rougeL": q.pop("rougeL"), "rouge_examples": len(items), "decoded": True, **q})
     write_text(metrics_path, json.dumps(m, indent=1))
     write_text(run.out / TOKENIZER_FILE, run.tok.to_str())

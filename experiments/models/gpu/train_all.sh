@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Train the four required SPEED configs (12x1, 4x1, 4x3, 2x6) with the GPU recipe, record 200
+# test traces per config, and pack traces + metrics into one archive.
+#
+#   experiments/models/gpu/train_all.sh OUT_DIR          # on the GPU machine, from the repo root
+#   SMOKE=1 experiments/models/gpu/train_all.sh OUT_DIR  # here, on CPU: a few steps, 3 traces each
+#
+# Needs the corpus built here and carried along (the GPU machine's site-packages differ, so it
+# must not build its own): `speedsim data build --export .cache/corpus` (about 35 MB, with the
+# 8192-token tokenizer), carried as `.cache/corpus`. Python needs torch, tokenizers, numpy, tqdm,
+# pyyaml, click, pydantic, rouge-score (+ nltk, absl-py); the project runs from PYTHONPATH.
+#
+# Time (GPU): each config trains under wall-clock caps written in its YAML (pretrain 22 s,
+# finetune 8 s; the LR schedule anneals by time under a cap), about 45 s per config with start,
+# evaluation and checkpoints; tracing runs on the CPU cores in the background while the next
+# config trains. Budget: about 4 minutes in all (tokenising the corpus once ~15 s, 4 x ~45 s,
+# the last trace ~30 s). Everything that comes back is in OUT_DIR: gpu-results.tar.gz
+# (traces/NAME.jsonl.gz, results/NAME.train.json, results/NAME.trace.json, provenance.json)
+# and train_all.log.
+set -euo pipefail
+
+OUT=$(mkdir -p "${1:?usage: train_all.sh OUT_DIR}" && cd "$1" && pwd)
+ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
+cd "$ROOT"
+PY=${PYTHON:-python3}
+CONFIGS=${CONFIGS:-"12x1 4x1 4x3 2x6"}
+LIMIT=${LIMIT:-200}
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+export SPEEDSIM_CORPUS="$ROOT/.cache/corpus"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/speedsim-gpu.XXXXXX")
+mkdir -p "$WORK/configs" "$WORK/runs" "$WORK/pack/traces" "$WORK/pack/results"
+LOG="$OUT/train_all.log"
+exec > >(tee -a "$LOG") 2>&1
+say() { echo "[train_all $(date -u +%H:%M:%S)] $*"; }
+
+if [ "${SMOKE:-0}" = 1 ]; then
+  DEVICE=cpu LIMIT=3
+  # the token cache of this machine is reused (its names are content digests)
+else
+  DEVICE=cuda
+  export SPEEDSIM_CACHE="$WORK/cache"
+fi
+
+"$PY" - "$DEVICE" <<'EOF' || { say "missing dependency or device"; exit 2; }
+import sys
+import click, numpy, pydantic, rouge_score, tokenizers, torch, tqdm, yaml  # noqa: F401
+if sys.argv[1] == "cuda" and not torch.cuda.is_available():
+    sys.exit("CUDA is not available")
+print("torch", torch.__version__, "device", torch.cuda.get_device_name(0) if sys.argv[1] == "cuda" else "cpu")
+EOF
+
+# Configs: the committed GPU recipe; SMOKE shrinks steps, width and evaluation (same code path).
+for n in $CONFIGS; do
+  "$PY" - "experiments/models/gpu/$n.yaml" "$WORK/configs/$n.yaml" "${SMOKE:-0}" <<'EOF'
+import sys, yaml
+cfg = yaml.safe_load(open(sys.argv[1]))
+if sys.argv[3] == "1":
+    cfg["model"].update(d_model=32, n_heads=2, d_ff=64)
+    for stage in ("pretrain", "finetune"):
+        cfg[stage].update(steps=3, batch_size=4, warmup_steps=1, max_seconds=60)
+    cfg["eval"].update(val_examples=8, rouge_examples=2, max_new_tokens=16)
+    cfg["threads"] = 1
+yaml.safe_dump(cfg, open(sys.argv[2], "w"), sort_keys=False)
+EOF
+done
+
+say "corpus and tokens (once for all configs)"
+"$PY" - <<'EOF'
+from speedsim.data import DEFAULT_VOCAB_SIZE, corpus_tokenizer, default_cache_dir, open_corpus, token_stream
+c = open_corpus()
+tok = corpus_tokenizer(c, DEFAULT_VOCAB_SIZE)
+for split in ("validation", "train"):
+    print(split, len(token_stream(c, split, tok, default_cache_dir(), progress=False)), "tokens")
+EOF
+
+TRACE_PIDS=()
+for n in $CONFIGS; do
+  say "train $n on $DEVICE"
+  "$PY" -m speedsim.cli train --config "$WORK/configs/$n.yaml" --out "$WORK/runs/$n" --device "$DEVICE" --json \
+    > "$WORK/pack/results/$n.train.json"
+  say "trace $n ($LIMIT test examples, CPU, background)"
+  ( OMP_NUM_THREADS=3 "$PY" -m speedsim.cli trace --checkpoint "$WORK/runs/$n" --split test --limit "$LIMIT" \
+      --max-new-tokens 128 --out "$WORK/pack/traces/$n.jsonl.gz" --json > "$WORK/pack/results/$n.trace.json" \
+    && say "traced $n" ) &
+  TRACE_PIDS+=($!)
+done
+for pid in "${TRACE_PIDS[@]}"; do wait "$pid"; done
+
+"$PY" - "$WORK/pack/provenance.json" "$DEVICE" "${SMOKE:-0}" "$CONFIGS" <<'EOF'
+import json, subprocess, sys, time, torch
+commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or "unknown"
+dev = torch.cuda.get_device_name(0) if sys.argv[2] == "cuda" else "cpu"
+json.dump({"device": dev, "torch": torch.__version__, "smoke": sys.argv[3] == "1", "configs": sys.argv[4].split(),
+           "recipe": "experiments/models/gpu/*.yaml", "commit": commit,
+           "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, open(sys.argv[1], "w"), indent=1)
+EOF
+tar -czf "$OUT/gpu-results.tar.gz" -C "$WORK/pack" .
+say "wrote $OUT/gpu-results.tar.gz ($(du -h "$OUT/gpu-results.tar.gz" | cut -f1))"
+rm -rf "$WORK"
