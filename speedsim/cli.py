@@ -308,11 +308,13 @@ def trace_cmd(checkpoint: str, split: str, out_file: str, limit: int | None, max
 @click.option("--max-in-flight", type=click.IntRange(min=1), default=None, help="Most tokens in flight (default R).")
 @click.option("--timeline", type=click.Path(path_type=Path), default=None,
               help="Write SPEED's timeline as a Chrome trace (open in Perfetto).")
+@click.option("--device-control", is_flag=True,
+              help="What-if: the controller runs on the device, so no step waits for its results to reach the host.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_models_option
 def simulate_cmd(profile_name: str, model_name: str, sharing: str, trace_file: Path | None, synthetic: str | None,
                  baseline: str, mode: str, src_len: int | None, limit: int | None, launch_exit: int,
-                 max_in_flight: int | None, timeline: Path | None, as_json: bool,
+                 max_in_flight: int | None, timeline: Path | None, device_control: bool, as_json: bool,
                  model_specs: tuple[Path, ...]) -> None:
     """Simulate SPEED decoding of exit traces against the unshared and shared-sequential baselines."""
     from speedsim.fileio import check_output
@@ -323,7 +325,7 @@ def simulate_cmd(profile_name: str, model_name: str, sharing: str, trace_file: P
     baselines = {"both": ("unshared", "sequential"), "none": ()}.get(baseline, (baseline,))
     scenario = build_scenario(profile_name, model_name, sharing, trace=trace_file, synthetic=synthetic, limit=limit,
                               mode=mode, baselines=baselines, launch_exit=launch_exit, max_in_flight=max_in_flight,
-                              src_len=src_len, model_specs=model_specs)
+                              src_len=src_len, model_specs=model_specs, device_control=device_control)
     result = run_scenario(scenario, timeline)
     if as_json:
         emit_json(result.to_dict())

@@ -166,7 +166,7 @@ def test_onchip_state_of_another_capacity_is_refused(tiny_profile):
 
 def recurrence_ends(profile: HardwareProfile, mode: str, programs: list[Program]) -> list[float]:
     """The plain recurrence one stream reduces to: each program (graph) or kernel (eager) starts when
-    the device is free and the host has issued it, `device_free = max(device_free, issue) + kernel times`."""
+    the device is free and the host has issued it, `device_free = max(device_free, issue) + kernel times` (plus the graph node gap per kernel)."""
     cost = CostModel.from_profile(profile)
     cache, totals = OnChipCache(profile.l2.usable_bytes), empty_class_totals()
     overhead = profile.host.launch_overhead_us[mode]
@@ -176,7 +176,7 @@ def recurrence_ends(profile: HardwareProfile, mode: str, programs: list[Program]
         if not k.launches:
             return 0.0
         dram, chip = cache.serve(k, totals)
-        return max(cost.kernel_us(k, dram, chip), node_us)
+        return cost.kernel_us(k, dram, chip) + node_us  # graph: each node starts node_us after the last
 
     issue = device_free = 0.0
     ends = []
@@ -206,3 +206,25 @@ def test_single_stream_is_the_plain_recurrence(profile_name, mode, t5base):
                 group_distinct(t5base, 2, 3, 256, rules, dtype, functional=True)] * 2
     ends = Engine(profile, mode).run(programs).program_end_us
     assert ends == pytest.approx(recurrence_ends(profile, mode, programs), rel=1e-12)
+
+
+def test_round_trip_delays_each_next_program(tiny_profile):
+    """With the host round trip on, program k+1 is issued only after program k ends plus copy + sync +
+    controller time, so each program's end moves by exactly that much per program."""
+    prof = tiny_profile.model_copy(update={"host": tiny_profile.host.model_copy(
+        update={"d2h_copy_us": 1.0, "sync_us": 2.0, "controller_us": 3.0})})
+    k = Kernel("k", 0.0, (Access("w", WEIGHTS, 1000.0),), parallel_work=4)
+    programs = [Program([k]) for _ in range(3)]
+    without = Engine(prof, "graph").run(programs).program_end_us
+    with_rt = Engine(prof, "graph", round_trip=True).run(programs).program_end_us
+    assert [b - a for a, b in zip(without, with_rt, strict=True)] == pytest.approx([0.0, 6.0, 12.0])
+
+
+def test_norm_is_serial_per_row_element(tiny_profile):
+    """A single-row norm takes latency + d x cycles per element / clock, whatever its bytes (one unit walks the row)."""
+    from speedsim.workload.kernels import rmsnorm
+
+    prof = tiny_profile.model_copy(update={"compute": tiny_profile.compute.model_copy(
+        update={"row_reduce_cycles_per_element": 2.0})})
+    k = rmsnorm("n", 1, 4096, "bf16")
+    assert CostModel.from_profile(prof).kernel_us(k, 0.0, 1.0) == pytest.approx(4096 * 2.0 / 1000.0)

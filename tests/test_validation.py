@@ -109,3 +109,37 @@ def test_cpu_host_whole_decodes_within_bounds():
     measured = by["sequential"].row.us_median / by["pipelined"].row.us_median
     simulated = by["sequential"].simulated_us / by["pipelined"].simulated_us
     assert simulated / measured == pytest.approx(1.0, abs=0.15)
+
+
+def test_kernel_names_map_to_classes_by_rule():
+    """Measured kernel names map to classes by the documented rules; a Memset is the mask's output
+    clear next to a masked attention and a GEMM library's workspace clear otherwise."""
+    from speedsim.validation.kernels import classify
+
+    assert classify("void at::native::(anonymous namespace)::vectorized_layer_norm_kernel<float>", False) == "norm"
+    assert classify("void cublasLt::splitKreduce_kernel<32, 16, int, float>", False) == "reduce"
+    assert classify("nvjet_sm90_tst_64x8_64x16_4x1_v_bz_splitK_TNT", False) == "gemm"
+    assert classify("cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16", True) == "attention"
+    assert classify("Memset (Device)", True) == "mask" and classify("Memset (Device)", False) == "gemm"
+    assert classify("some_unknown_kernel", False) is None
+
+
+def test_kernel_validation_of_shipped_profile_lists_every_class(cli):
+    """`validate --kernels --json` gives mape keyed by all and by class and an unclassified count."""
+    res = cli("validate", "--kernels", str(H200_MEASURED.with_name("kernels.csv")), "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["unclassified"] == 0
+    assert {"all", "norm", "gemm", "attention", "reduce", "elementwise", "copy", "mask"} <= set(out["mape"])
+
+
+@pytest.mark.parametrize(("row", "strict", "needle"), [
+    ("foo_t5base_n1,nvjet_x,1,1", False, "unknown scenario"),
+    ("layer_t5base_n1_ctx128,weird_kernel,1,1", True, "matches no class rule"),
+])
+def test_bad_kernels_csv_exit_2(tmp_path, cli, row, strict, needle):
+    """An unknown scenario, or (with --strict) an unclassified kernel, exits 2 naming the row."""
+    path = tmp_path / "k.csv"
+    path.write_text("scenario,kernel,calls_per_iter,device_us_per_iter\n" + row + "\n")
+    res = cli("validate", "--kernels", str(path), *(["--strict"] if strict else []))
+    assert res.returncode == 2 and f"{path}:2" in res.stderr and needle in res.stderr

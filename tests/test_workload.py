@@ -79,3 +79,13 @@ def test_host_op_counts_come_from_the_profile(tiny_profile_dict, t5base):
     layer = decoder_layer(t5base, "L0", [16], ["kv"], 1, "bf16", rules, cross_ids=["x"])
     assert next(k for k in layer.kernels if k.name == "L0.xattn").host_ops == 9
     assert bookkeeping("pass", rules).host_ops == 7
+
+
+def test_split_kv_only_while_heads_do_not_fill_the_units(h200):
+    """Split-KV (and its reduce kernel) applies to 4 tokens x 12 heads on 132 units but not to 4 x 32
+    heads, which already fill 0.8 of them (kernels.csv: R=4 t5base splits, R=4 dec1b does not)."""
+    rules = KernelRules.from_profile(h200)
+    for model, expect in (("t5base", 2), ("dec1b", 1)):
+        spec = BUILTIN_MODELS[model]
+        ks = attention("a", spec, 1, [1025] * 4, [f"kv{i}" for i in range(4)], False, "bf16", rules)
+        assert len(ks) == expect, model

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from speedsim.hardware.profile import HardwareProfile
-from speedsim.workload.kernels import ATTENTION, Kernel
+from speedsim.workload.kernels import Kernel
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,11 @@ class CostModel:
     unit_onchip_Bpus: float      # ... and from on-chip memory
     attn_dram_Bpus: float        # the same for unsplit attention kernels
     attn_onchip_Bpus: float
+    dram_latency_us: float       # first-byte latency of a kernel whose reads reach DRAM ...
+    onchip_latency_us: float     # ... or only the on-chip level
+    row_us_per_element: float    # one unit's serial time per element of a row reduction
+    tile_us: float               # one attention block's fixed chain per key tile
+    unit_matrix_FLOPpus: dict[str, float]  # one unit's share of the achievable matrix rate
     matrix_FLOPpus: dict[str, float]
     vector_FLOPpus: dict[str, float]
     dram_peak_Bpus: float
@@ -62,6 +67,11 @@ class CostModel:
             unit_onchip_Bpus=c.unit_inflight_KiB * 1024 / profile.l2.latency_ns * 1e3,
             attn_dram_Bpus=c.unit_attention_inflight_KiB * 1024 / m.dram.latency_ns * 1e3,
             attn_onchip_Bpus=c.unit_attention_inflight_KiB * 1024 / profile.l2.latency_ns * 1e3,
+            dram_latency_us=m.dram.latency_ns / 1e3,
+            onchip_latency_us=profile.l2.latency_ns / 1e3,
+            row_us_per_element=c.row_reduce_cycles_per_element / c.clock_MHz,
+            tile_us=c.attention_tile_cycles / c.clock_MHz,
+            unit_matrix_FLOPpus={d: profile.matrix_peak(d) / 1e6 / c.units for d in dtypes},
             matrix_FLOPpus={d: profile.matrix_peak(d) / 1e6 for d in dtypes},
             vector_FLOPpus={d: profile.vector_peak(d) / 1e6 for d in dtypes},
             dram_peak_Bpus=m.dram.bandwidth_GBps * 1e3,
@@ -78,13 +88,19 @@ class CostModel:
         units = self.units
         active = work if work < units else units
         hits = onchip_bytes - dram_bytes
-        if k.kind == ATTENTION:
-            t_units = (dram_bytes / self.attn_dram_Bpus + hits / self.attn_onchip_Bpus) / active
+        waves = -(-work // units)
+        t_bw = max(dram_bytes / self.dram_Bpus, onchip_bytes / self.onchip_Bpus)
+        if k.key_tiles:  # one block per unit walks its key tiles one after the other
+            per_byte = ((dram_bytes / self.attn_dram_Bpus + hits / self.attn_onchip_Bpus) / onchip_bytes
+                        if onchip_bytes else 0.0)
+            tile = self.tile_us + k.tile_bytes * per_byte + k.tile_flops / self.unit_matrix_FLOPpus[k.dtype]
+            t_mem = max(t_bw, waves * k.key_tiles * tile)
         else:
             t_units = (dram_bytes / self.unit_dram_Bpus + hits / self.unit_onchip_Bpus) / active
-        t_mem = max(dram_bytes / self.dram_Bpus, onchip_bytes / self.onchip_Bpus, t_units)
+            t_mem = max(t_bw, t_units)
+        if k.row_elements:  # one block per row walks the row serially
+            t_mem = max(t_mem, waves * k.row_elements * self.row_us_per_element)
         if k.flops:
-            waves = -(-work // units)
             util = work / (waves * units)
             peak = (self.matrix_FLOPpus if k.matrix else self.vector_FLOPpus)[k.dtype]
             t_comp = k.flops / (peak * util)

@@ -99,7 +99,7 @@ class _Totals:
         self.dram_bytes = 0.0
         self.onchip_bytes = 0.0
         self.roofline_us = 0.0
-        self.busy = {"host": 0.0, "device": 0.0, "dram": 0.0}
+        self.busy = {"host": 0.0, "device": 0.0, "dram": 0.0, "round_trip": 0.0}
         self.dram_by_class = empty_class_totals()
 
 
@@ -110,7 +110,7 @@ class Engine:
     """
 
     def __init__(self, profile: HardwareProfile, mode: Mode = "graph", streams: int = 1,
-                 recorder: Recorder | None = None):
+                 recorder: Recorder | None = None, round_trip: bool = False):
         if mode not in ("eager", "graph"):
             raise ValueError(f"mode must be eager or graph, not {mode}")
         self.profile = profile
@@ -122,19 +122,24 @@ class Engine:
         self.onchip_capacity_bytes = profile.l2.usable_bytes
         self.recorder = recorder  # a sink the caller owns: every run appends its kernel spans
         self.n_streams = streams
+        # a decode loop: each program's results reach the host (copy, sync, controller) before the
+        # next program is issued; False = back-to-back calls, or control on the device (what-if)
+        self.round_trip_us = profile.host.round_trip_us if round_trip else None
 
     # ------------------------------------------------------------------ processes
 
     def _host(self, env: simpy.Environment, programs: list[tuple[Program, int]], queues: list[simpy.Store],
               starts: list[float], busy: dict[str, float]):
         graph = self.mode == "graph"
+        round_trip = self.round_trip_us
         for index, (program, stream) in enumerate(programs):
             starts.append(env.now)
+            finished = env.event() if round_trip is not None else None
             if graph:
                 if self.graph_launch_us:
                     yield env.timeout(self.graph_launch_us)
                     busy["host"] += self.graph_launch_us
-                queues[stream].put((index, program.kernels, True, None))
+                queues[stream].put((index, program.kernels, True, finished))
             else:
                 kernels = program.kernels
                 last = len(kernels) - 1
@@ -142,10 +147,16 @@ class Engine:
                     issue = self.host_overhead_us * k.host_ops  # per framework op the kernel takes
                     yield env.timeout(issue)
                     busy["host"] += issue
-                    done = env.event() if self.synchronous else None
+                    done = env.event() if self.synchronous or (i == last and finished is not None) else None
                     queues[stream].put((index, (k,), i == last, done))
                     if done is not None:
-                        yield done  # the host runs the op itself (a CPU): it waits for it
+                        yield done  # the host runs the op itself (a CPU), or waits for the step's results
+            if finished is not None and round_trip is not None:
+                if graph:
+                    yield finished
+                yield env.timeout(round_trip)  # results to the host, then the controller decides
+                busy["host"] += round_trip
+                busy["round_trip"] += round_trip
 
     def _stream(self, env: simpy.Environment, sid: int, queue: simpy.Store, compute: simpy.Container | None,
                 ends: dict[int, float], dram_channel: SharedBandwidth | None, onchip: OnChipCache,
@@ -167,8 +178,7 @@ class Engine:
                     continue
                 dram, chip = onchip.serve(k, by_class)
                 t = cost.kernel_us(k, dram, chip)
-                if t < node_us:  # a replayed graph issues at most one node per node_us
-                    t = node_us
+                t += node_us  # a replayed graph starts a node this long after the one before it ends
                 if compute is not None and dram_channel is not None:
                     # concurrent streams: hold the units this kernel can use, and move its DRAM
                     # bytes through the shared channel at no more than its stand-alone pace

@@ -71,10 +71,27 @@ class SoftwareSpec(_Frozen):
         "(kernels.csv: the 1025-key self-attention is split, the 512-key cross-attention is not)"
     )
     attention_query_tile: int = Field(64, gt=0, description="queries per block of an unsplit attention kernel")
+    attention_decode_query_tile: int = Field(
+        16, gt=0, description="queries a single-query (decode) attention kernel computes per key tile, padded "
+        "(kernels.csv: cudnn ..._sm80_flash_fprop_wmma_f16_knob_35_16x128x64)",
+    )
+    attention_key_tile: int = Field(
+        128, gt=0, description="keys one attention block loads and scores per step of its softmax recurrence "
+        "(kernels.csv: the 128 of cudnn's 16x128x64 and 64x128x64 kernels)",
+    )
+    attention_split_fill: float = Field(
+        0.8, gt=0, description="split-KV applies only while batch x heads x query tiles < this x units: once "
+        "the unsplit kernel fills the units, the library does not split (FlashAttention's num_splits_heuristic; "
+        "kernels.csv: R=4 t5base (48 heads) splits, R=4 dec1b/dec7b (128 heads) do not)",
+    )
     gemm_tile_rows: int = Field(
         64, gt=0, description="output features per block of a skinny GEMM/GEMV (sets its parallel work)"
     )
     gemm_tile_k: int = Field(2048, gt=0, description="input features per block of a split-K GEMV")
+    splitk_reduce_block_elements: int = Field(
+        512, gt=0, description="outputs per block of a split-K reduction (kernels.csv: "
+        "cublasLt::splitKreduce_kernel<32, 16, ...>, 32 x 16 outputs per block)",
+    )
     gemm_row_reuse_min: int = Field(
         1, gt=0, description="a skinny GEMM with fewer rows than this runs one GEMV per row, reading the "
         "weights once per row (MKL on a CPU below 4 rows); 1 = the weights are read once for all rows"
@@ -129,6 +146,16 @@ class ComputeSpec(_Frozen):
         gt=0,
         description="bytes in flight per unit in an attention kernel that walks the whole key range in one "
         "block (no split over keys): the softmax recurrence keeps fewer loads outstanding",
+    )
+    row_reduce_cycles_per_element: float = Field(
+        0.0, ge=0, description="clock cycles per element of a row reduction run by one unit (a single-row "
+        "RMSNorm: one block per row walks its d elements, reduces, then scales). kernels.csv: the norm of "
+        "one row takes 1.86 / 3.98 / 6.45 us at d = 768 / 2048 / 4096 (~2.7 cycles per element on the H200)",
+    )
+    attention_tile_cycles: float = Field(
+        0.0, ge=0, description="clock cycles of the dependent chain one attention block runs per key tile (load "
+        "K, score, softmax rescale, load V, accumulate), on top of the tile's bytes and FLOPs at one unit's "
+        "rates. kernels.csv and the layer rows: ~16 ns per key at d_head 64 whether the KV is in L2 or HBM",
     )
     smem_per_unit_KiB: float | None = Field(
         None, gt=0, description="shared memory per unit usable by a kernel (GPUs; the staging buffers of "
@@ -199,8 +226,8 @@ class LaunchOverhead(_Frozen):
     """Per-kernel issue cost in each execution mode (us)."""
 
     eager: float = Field(ge=0, description="framework dispatch + driver launch, paid by the host per framework op")
-    graph: float = Field(ge=0, description="least time per node of a replayed graph (node launch, overlapped "
-                         "with the previous node's execution)")
+    graph: float = Field(ge=0, description="gap between consecutive dependent nodes of a replayed graph (the "
+                         "next node's launch on the device after the previous one ends)")
 
     def __getitem__(self, mode: str) -> float:
         return getattr(self, mode)
@@ -213,6 +240,17 @@ class HostSpec(_Frozen):
     graph_launch_us: float = Field(0.0, ge=0, description="host time to launch one whole graph")
     synchronous: bool = Field(False, description="the host runs each op itself and waits for it (a CPU): "
                               "issue and execution do not overlap")
+    d2h_copy_us: float = Field(0.0, ge=0, description="the round trip of a decode step, part 1: copying the "
+                               "step's exit predictions (a few bytes) from the device to the host")
+    sync_us: float = Field(0.0, ge=0, description="part 2: the host noticing that the step has finished "
+                           "(stream synchronisation, wake-up)")
+    controller_us: float = Field(0.0, ge=0, description="part 3: the controller's own time per step (compare "
+                                 "exits, choose the next step's tokens, prepare its inputs)")
+
+    @property
+    def round_trip_us(self) -> float:
+        """Host time between the end of one decode step and the issue of the next (copy + sync + controller)."""
+        return self.d2h_copy_us + self.sync_us + self.controller_us
 
 
 class HardwareProfile(_Frozen):

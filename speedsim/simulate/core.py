@@ -47,10 +47,16 @@ def _gaps(phase: Phase, durations: list[float], ends: list[float]) -> tuple[floa
 
 
 def summarise(method: str, phase: Phase, profile: HardwareProfile, mode: str,
-              timeline: Path | None = None) -> MethodResult:
-    """Run one method's programs on a cold engine; its `MethodResult` (speedup still 1)."""
+              timeline: Path | None = None, round_trip: bool = True) -> MethodResult:
+    """Run one method's programs on a cold engine; its `MethodResult` (speedup still 1).
+
+    `round_trip`: each step's results reach the host (copy, sync, controller: the profile's
+    `host` fields) before the next step is issued, as in every real decode loop; False is the
+    what-if of control on the device.
+    """
     recorder = Recorder() if timeline else None
-    result = Engine(profile, mode, recorder=recorder).run(phase.programs)  # type: ignore[arg-type]
+    engine = Engine(profile, mode, recorder=recorder, round_trip=round_trip)  # type: ignore[arg-type]
+    result = engine.run(phase.programs)
     if recorder is not None and timeline is not None:
         recorder.write_chrome_trace(timeline)
     prefill_us, decode_us, tokens, gaps = _gaps(phase, result.program_us(), result.program_end_us)
@@ -79,6 +85,8 @@ def summarise(method: str, phase: Phase, profile: HardwareProfile, mode: str,
         util_device_busy=result.busy_us["device"] / total if total else 0.0,
         util_host=result.busy_us["host"] / total if total else 0.0,
         roofline_us_per_token=result.roofline_us / per,
+        host_us_per_token=(profile.host.round_trip_us * (len(phase.programs) - sequences) / tokens
+                           if round_trip and tokens else 0.0),
         speedup=1.0,
     )
 
@@ -91,8 +99,12 @@ def first_exit_miss(traces: Sequence[ExitTrace]) -> float:
 
 def simulate(profile: HardwareProfile, spec: ModelSpec, sharing: Sharing, traces: Sequence[ExitTrace],
              mode: str = "graph", baselines: Sequence[str] = BASELINES, policy: Policy | None = None,
-             src_len: int | None = None, timeline: Path | None = None) -> SimulationResult:
-    """Simulate SPEED (and `baselines`) decoding `traces` on `profile`."""
+             src_len: int | None = None, timeline: Path | None = None,
+             device_control: bool = False) -> SimulationResult:
+    """Simulate SPEED (and `baselines`) decoding `traces` on `profile`.
+
+    `device_control`: the what-if of a controller on the device (no host round trip per step).
+    """
     if not traces:
         raise UserError("no sequences to simulate", where="--trace")
     if all(len(t.exits) <= 1 for t in traces):
@@ -102,8 +114,10 @@ def simulate(profile: HardwareProfile, spec: ModelSpec, sharing: Sharing, traces
         raise UserError(f"unknown mode '{mode}'", where="--mode")
     need = check_fits(spec, sharing, traces, profile, baselines, src_len)
     phases, stats = build_phases(spec, sharing, traces, profile, baselines, policy, src_len)
-    speed = summarise("speed", phases["speed"], profile, mode, timeline)
-    others = {m: summarise(m, phases[m], profile, mode).with_speedup(speed.per_token_us) for m in baselines}
+    rt = not device_control
+    speed = summarise("speed", phases["speed"], profile, mode, timeline, round_trip=rt)
+    others = {m: summarise(m, phases[m], profile, mode, round_trip=rt).with_speedup(speed.per_token_us)
+              for m in baselines}
     schedule = ScheduleSummary(steps=stats.steps, flushes=stats.flushes, wasted_token_passes=stats.wasted_passes,
                                mean_in_flight=stats.mean_in_flight, first_exit_miss=first_exit_miss(traces))
     return SimulationResult(profile=profile.name, model=spec.name, sharing=sharing, mode=mode,

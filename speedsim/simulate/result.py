@@ -46,6 +46,7 @@ class MethodResult:
     util_device_busy: float                 # fraction of time a kernel runs
     util_host: float                        # fraction of time the host issues work
     roofline_us_per_token: float            # closed-form lower bound per kernel, summed, per token
+    host_us_per_token: float                # host round trip per decode step (copy, sync, controller), per token
     speedup: float                          # SPEED's speedup over this method: its per_token_us over SPEED's (1 for SPEED)
 
     def with_speedup(self, speed_per_token_us: float) -> MethodResult:

@@ -40,6 +40,7 @@ class Scenario:
     baselines: tuple[str, ...] = BASELINES
     policy: Policy | None = None
     src_len: int | None = None      # source length override (None: each trace's own)
+    device_control: bool = False    # what-if: the controller runs on the device (no host round trip)
 
 
 @lru_cache(maxsize=32)
@@ -65,7 +66,8 @@ def cached_synthetic(text: str, repeats: int) -> tuple[ExitTrace, ...]:
 def build_scenario(profile: str, model: str, sharing: str | Sharing, *, trace: Path | str | None = None,
                    synthetic: str | None = None, limit: int | None = None, mode: str = "graph",
                    baselines: Sequence[str] = BASELINES, launch_exit: int = 0, max_in_flight: int | None = None,
-                   src_len: int | None = None, model_specs: Sequence[Path | str] = ()) -> Scenario:
+                   src_len: int | None = None, model_specs: Sequence[Path | str] = (),
+                   device_control: bool = False) -> Scenario:
     """Load and check one run's inputs; a `UserError` naming the flag for anything off."""
     shared = sharing if isinstance(sharing, Sharing) else Sharing.parse(sharing)
     if (trace is None) == (synthetic is None):
@@ -88,10 +90,10 @@ def build_scenario(profile: str, model: str, sharing: str | Sharing, *, trace: P
         traces = traces[:limit]
     policy = Policy(launch_exit=launch_exit, max_in_flight=max_in_flight)
     policy.check(shared.repeats)
-    return Scenario(hw, spec, shared, traces, workload, mode, tuple(baselines), policy, src_len)
+    return Scenario(hw, spec, shared, traces, workload, mode, tuple(baselines), policy, src_len, device_control)
 
 
 def run_scenario(s: Scenario, timeline: Path | None = None) -> SimulationResult:
     """Simulate a scenario."""
     return simulate(s.profile, s.spec, s.sharing, list(s.traces), s.mode, s.baselines, s.policy, s.src_len,
-                    timeline)
+                    timeline, device_control=s.device_control)

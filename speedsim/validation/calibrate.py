@@ -2,8 +2,11 @@
 
 No per-row tables and no per-shape factors: a handful of physical parameters per profile,
 fitted by minimising the mean absolute log error of simulated against measured per-call time
-(close to MAPE, but symmetric). Graph-mode (and mode-independent) rows fit the device-side
-parameters; eager rows then fit the host's eager launch overhead alone.
+(close to MAPE, but symmetric). First the ceiling rows anchor the achievable fractions in closed
+form (the copy row sets the DRAM efficiency, the large-GEMM rows the matrix efficiency); then
+graph-mode rows and, when given, a per-kernel profile (`speedsim.validation.kernels`: the device
+time of each kernel class per scenario) fit the device-side parameters together; eager rows
+then fit the host's eager launch overhead alone.
 
 The parameters (path in the profile, bounds):
 """
@@ -19,6 +22,7 @@ from scipy.optimize import least_squares, minimize_scalar
 from speedsim.engine.sim import time_call
 from speedsim.errors import UserError
 from speedsim.hardware.profile import HardwareProfile
+from speedsim.validation.kernels import KernelRow, KernelTargets, kernel_targets
 from speedsim.validation.measured import MeasuredRow, rows_for_mode
 from speedsim.validation.validate import build_programs
 from speedsim.workload.kernels import KernelRules
@@ -35,19 +39,23 @@ class FreeParameter:
 
 DEVICE_PARAMETERS: tuple[FreeParameter, ...] = (
     FreeParameter(("kernel", "latency_us"), 0.1, 20.0, "fixed device time per kernel"),
-    FreeParameter(("host", "launch_overhead_us", "graph"), 0.01, 10.0, "per-node overhead of a replayed graph"),
+    FreeParameter(("host", "launch_overhead_us", "graph"), 0.01, 10.0, "gap between dependent nodes of a graph"),
     FreeParameter(("compute", "unit_inflight_KiB"), 0.1, 1024.0, "bytes in flight per unit, streaming"),
     FreeParameter(("compute", "unit_attention_inflight_KiB"), 0.1, 1024.0, "bytes in flight per unit, attention"),
     FreeParameter(("memory", "onchip", 0, "latency_ns"), 20.0, 2000.0, "on-chip load latency"),
-    FreeParameter(("memory", "dram", "efficiency"), 0.3, 1.0, "achievable DRAM fraction"),
-    FreeParameter(("memory", "onchip", 0, "efficiency"), 0.05, 1.0, "achievable on-chip fraction"),
-    FreeParameter(("compute", "matrix_efficiency"), 0.2, 1.0, "achievable matrix fraction"),
+    FreeParameter(("compute", "row_reduce_cycles_per_element"), 0.01, 100.0, "serial cycles per row element"),
+    FreeParameter(("compute", "attention_tile_cycles"), 1.0, 1e5, "dependent chain per attention key tile"),
+)
+# anchored in closed form by the ceiling rows before the fit (ceiling pattern, parameter)
+ANCHORS: tuple[tuple[str, FreeParameter], ...] = (
+    ("copy_", FreeParameter(("memory", "dram", "efficiency"), 0.3, 1.0, "achievable DRAM fraction")),
+    ("gemm_", FreeParameter(("compute", "matrix_efficiency"), 0.2, 1.0, "achievable matrix fraction")),
 )
 EAGER_PARAMETER = FreeParameter(("host", "launch_overhead_us", "eager"), 0.1, 500.0,
                                 "host time per framework op in eager mode")
 
 __doc__ += "\n".join(f"- {'.'.join(map(str, p.path))} in [{p.low}, {p.high}]: {p.what}"
-                     for p in (*DEVICE_PARAMETERS, EAGER_PARAMETER))
+                     for p in (*(a for _, a in ANCHORS), *DEVICE_PARAMETERS, EAGER_PARAMETER))
 
 
 def _get(d: dict, path: tuple) -> float:
@@ -93,29 +101,58 @@ def _log_errors(profile: HardwareProfile, usable) -> np.ndarray:
                      for row, mode, (prog, div) in usable])
 
 
-def _fit(profile: HardwareProfile, params: tuple[FreeParameter, ...], usable, max_evals: int) -> HardwareProfile:
+def _fit(profile: HardwareProfile, params: tuple[FreeParameter, ...], usable, max_evals: int,
+         kernels: KernelTargets | None = None) -> HardwareProfile:
     """Robust (soft L1) least squares on log errors, in log-parameter space, within the bounds."""
     lows = np.log([p.low for p in params])
     highs = np.log([p.high for p in params])
     start = np.log([max(p.low, min(p.high, _get(profile.model_dump(), p.path))) for p in params])
 
     def residuals(x: np.ndarray) -> np.ndarray:
-        return _log_errors(with_values(profile, params, np.exp(x)), usable)
+        prof = with_values(profile, params, np.exp(x))
+        errors = _log_errors(prof, usable)
+        if kernels is None:
+            return errors
+        cells = np.array(kernels.log_errors(prof))
+        # each set weighs as much as the other in total, whatever its number of rows
+        return np.concatenate([errors, cells * math.sqrt(len(errors) / max(len(cells), 1))])
 
     best = least_squares(residuals, np.clip(start, lows + 1e-9, highs - 1e-9), bounds=(lows, highs),
                          loss="soft_l1", f_scale=0.05, diff_step=1e-3, max_nfev=max_evals, x_scale=1.0)
     return with_values(profile, params, np.exp(best.x))
 
 
+def anchor_ceilings(profile: HardwareProfile, usable) -> HardwareProfile:
+    """Set the achievable DRAM and matrix fractions so the ceiling rows (copy, large GEMM) come out right.
+
+    Each is a one-dimensional fit of one parameter to the ceiling rows of its kind (closed form in
+    effect: the copy and the large GEMM are single kernels bound by that one rate).
+    """
+    for prefix, param in ANCHORS:
+        rows = [u for u in usable if u[0].section == "ceiling" and u[0].pattern.startswith(prefix)]
+        if not rows:
+            continue
+
+        def loss(logv: float, rows=rows, param=param, base=profile) -> float:
+            return float(np.mean(np.abs(_log_errors(with_values(base, (param,), [math.exp(logv)]), rows))))
+
+        res = minimize_scalar(loss, bounds=(math.log(param.low), math.log(param.high)), method="bounded",
+                              options={"xatol": 1e-4})
+        profile = with_values(profile, (param,), [math.exp(res.x)])
+    return profile
+
+
 def calibrate(profile: HardwareProfile, rows: list[MeasuredRow], models: dict[str, ModelSpec],
               source: str = "measured", max_evals: int = 60,
-              sections: tuple[str, ...] | None = None) -> CalibrationResult:
-    """Fit the device parameters on graph rows, then the eager overhead on eager rows.
+              sections: tuple[str, ...] | None = None, kernels: list[KernelRow] | None = None,
+              kernels_source: str = "kernels") -> CalibrationResult:
+    """Anchor the ceilings, fit the device parameters on graph rows (and kernel rows), then the eager overhead.
 
     Without graph-mode rows (a CPU, where PyTorch runs eager only) the device parameters and the
     eager overhead are fitted together on the eager rows. Whole-decode rows (section `decode`)
     are never fitted: they stay an out-of-sample check for `validate`. `sections` limits the fit
-    to rows of those sections (e.g. the decode-shaped layer, group and lmhead rows).
+    to rows of those sections (e.g. the decode-shaped layer, group and lmhead rows). `kernels`:
+    a per-kernel profile whose class times are fitted together with the graph rows.
     """
     if sections:
         rows = [r for r in rows if r.section in sections]
@@ -127,13 +164,19 @@ def calibrate(profile: HardwareProfile, rows: list[MeasuredRow], models: dict[st
 
     graph_pairs, eager_pairs = components("graph"), components("eager")
     has_graph = any(r.mode == "graph" for r, _ in graph_pairs)
+    targets = kernel_targets(profile, kernels, models, kernels_source) if kernels else None
     before: dict[str, float] = {}
     after: dict[str, float] = {}
     fitted = profile
     if has_graph:
         graph = _objective_rows(profile, graph_pairs, models, source)
         before["graph"] = mape(profile, graph)
-        fitted = _fit(profile, DEVICE_PARAMETERS, graph, max_evals)
+        if targets is not None:
+            before["kernels"] = float(np.mean(np.abs(np.expm1(targets.log_errors(profile)))))
+        fitted = profile
+        for _ in range(2):  # the anchors assume the other parameters; refit both once more
+            fitted = anchor_ceilings(fitted, graph)
+            fitted = _fit(fitted, DEVICE_PARAMETERS, graph, max_evals, targets)
     if eager_pairs:
         eager = _objective_rows(fitted, eager_pairs, models, source)
         before["eager"] = mape(profile, eager)
@@ -151,10 +194,12 @@ def calibrate(profile: HardwareProfile, rows: list[MeasuredRow], models: dict[st
         raise UserError("no measured rows to fit (only whole-decode rows?)", where=source)
 
     # round to 4 significant digits for a readable profile (changes the error by < 0.1%)
-    all_params = (*DEVICE_PARAMETERS, EAGER_PARAMETER)
+    all_params = (*(a for _, a in ANCHORS), *DEVICE_PARAMETERS, EAGER_PARAMETER)
     fitted = with_values(fitted, all_params, [_get(fitted.model_dump(), p.path) for p in all_params], digits=4)
     if has_graph:
         after["graph"] = mape(fitted, _objective_rows(fitted, graph_pairs, models, source))
+        if targets is not None:
+            after["kernels"] = float(np.mean(np.abs(np.expm1(targets.log_errors(fitted)))))
     if eager_pairs:
         after["eager"] = mape(fitted, _objective_rows(fitted, eager_pairs, models, source))
     values = {".".join(map(str, p.path)): _get(fitted.model_dump(), p.path) for p in all_params}

@@ -33,6 +33,12 @@ ATTENTION = "attention"    # one block walks its whole key range (softmax recurr
 
 ACT = "act"  # all activation buffers share one identity: small and always recently written
 
+# Kernel classes: what a kernel does, for per-class validation against measured kernel profiles
+# (`speedsim.validation.kernels` maps measured kernel names onto the same classes).
+NORM, GEMM, ATTN, REDUCE, ELEMENTWISE, COPY, MASK = (
+    "norm", "gemm", "attention", "reduce", "elementwise", "copy", "mask")
+KERNEL_CLASSES = (NORM, GEMM, ATTN, REDUCE, ELEMENTWISE, COPY, MASK)
+
 
 @dataclass(frozen=True, slots=True)
 class Access:
@@ -62,6 +68,11 @@ class Kernel:
     dtype: str = "bf16"
     host_ops: int = 1            # framework ops the host dispatches for it in eager mode (views included)
     launches: bool = True        # False: host-side framework work only, nothing runs on the device
+    kclass: str = ELEMENTWISE    # one of KERNEL_CLASSES
+    row_elements: int = 0        # a row reduction: elements one block walks serially (norms)
+    key_tiles: int = 0           # attention: key tiles one block walks under the softmax recurrence
+    tile_bytes: float = 0.0      # ... the K and V bytes of one such tile
+    tile_flops: float = 0.0      # ... and its FLOPs, queries padded to the kernel's query tile
 
     @property
     def bytes_total(self) -> float:
@@ -80,6 +91,10 @@ class KernelRules:
     split_keys: int       # keys per block of split-KV attention
     split_min_keys: int   # split-KV only from this many keys
     query_tile: int       # queries per attention block when not split
+    decode_query_tile: int  # queries a single-query attention kernel computes per tile (padded)
+    key_tile: int         # keys per step of an attention block's softmax recurrence
+    split_fill: float     # split-KV only while batch x heads < this x units
+    reduce_block: int     # outputs per block of a split-K reduction
     row_reuse_min: int    # fewer rows than this: one GEMV per row (weights read once per row)
     tile_tokens: int      # activation rows per GEMM block
     large_tile_features: int  # output features per block of a large square GEMM
@@ -93,6 +108,8 @@ class KernelRules:
         return cls(tile_rows=sw.gemm_tile_rows, tile_k=sw.gemm_tile_k, splitk_min_in=sw.splitk_min_in_features,
                    units=profile.compute.units, split_keys=sw.attention_split_keys,
                    split_min_keys=sw.attention_split_min_keys, query_tile=sw.attention_query_tile,
+                   decode_query_tile=sw.attention_decode_query_tile, key_tile=sw.attention_key_tile,
+                   split_fill=sw.attention_split_fill, reduce_block=sw.splitk_reduce_block_elements,
                    row_reuse_min=sw.gemm_row_reuse_min, tile_tokens=sw.gemm_tile_tokens,
                    large_tile_features=sw.gemm_large_tile_features, block_elements=sw.elementwise_block_elements,
                    copy_block_bytes=sw.copy_block_KiB * 1024, host_ops=sw.host_ops)
@@ -133,15 +150,15 @@ def linear(name: str, weight_id: str, rows: int, d_in: int, d_out: int, dtype: s
     k_blocks = math.ceil(d_in / rules.tile_k) if split else 1
     passes = rows if rows < rules.row_reuse_min else 1  # weight reads: once, or once per row
     main = Kernel(
-        name=name, flops=2.0 * rows * d_in * d_out, matrix=True, dtype=dtype,
+        name=name, flops=2.0 * rows * d_in * d_out, matrix=True, dtype=dtype, kclass=GEMM,
         parallel_work=out_tiles * k_blocks,
         accesses=(Access(weight_id, tclass, passes * d_in * d_out * b, footprint_bytes=d_in * d_out * b),
                   Access(ACT, ACTIVATIONS, rows * d_in * b, rows * d_out * (4 if split else b))),
     )
     if not split:
         return [main]
-    reduce = Kernel(name=name + ".splitk_reduce", flops=float(rows * d_out * k_blocks), dtype=dtype,
-                    parallel_work=max(1, math.ceil(rows * d_out / rules.block_elements)), host_ops=0,
+    reduce = Kernel(name=name + ".splitk_reduce", flops=float(rows * d_out * k_blocks), dtype=dtype, kclass=REDUCE,
+                    parallel_work=max(1, math.ceil(rows * d_out / rules.reduce_block)), host_ops=0,
                     accesses=(Access(ACT, ACTIVATIONS, rows * d_out * 4 * k_blocks, rows * d_out * b),))
     return [main, reduce]
 
@@ -156,8 +173,9 @@ def elementwise(name: str, elements: int, inputs: int, dtype: str, rules: Kernel
 
 
 def rmsnorm(name: str, rows: int, d: int, dtype: str) -> Kernel:
+    """RMSNorm of `rows` rows: one block per row walks its `d` elements serially (`row_elements`)."""
     b = _elt(dtype)
-    return Kernel(name=name, flops=4.0 * rows * d, dtype=dtype, parallel_work=rows,
+    return Kernel(name=name, flops=4.0 * rows * d, dtype=dtype, parallel_work=rows, kclass=NORM, row_elements=d,
                   accesses=(Access(ACT, ACTIVATIONS, rows * d * b + d * b, rows * d * b),))
 
 
@@ -166,7 +184,7 @@ def kv_write(name: str, cache_ids: list[str], rows_each: int, d: int, dtype: str
     b = _elt(dtype)
     acc = [Access(ACT, ACTIVATIONS, len(cache_ids) * rows_each * d * b)]
     acc += [Access(cid, KV, 0.0, rows_each * d * b, footprint_bytes=0.0) for cid in cache_ids]
-    return Kernel(name=name, flops=0.0, dtype=dtype, host_ops=rules.host_ops.kv_write,
+    return Kernel(name=name, flops=0.0, dtype=dtype, host_ops=rules.host_ops.kv_write, kclass=COPY,
                   parallel_work=max(1, math.ceil(len(cache_ids) * rows_each * d / rules.block_elements)),
                   accesses=tuple(acc))
 
@@ -187,7 +205,10 @@ def attention(name: str, spec: ModelSpec, queries: int, keys: list[int], cache_i
     """
     b = _elt(dtype)
     h, dh, d = spec.n_heads, spec.d_head, spec.d_model
-    split = queries == 1 and not masked and max(keys) >= rules.split_min_keys
+    single = queries == 1 and not masked
+    q_tiles = 1 if single else math.ceil(queries / rules.query_tile)
+    split = (single and max(keys) >= rules.split_min_keys
+             and len(keys) * h * q_tiles < rules.split_fill * rules.units)
     accesses = [Access(ACT, ACTIVATIONS, len(keys) * queries * d * b, len(keys) * queries * d * b)]
     flops = 0.0
     work = 0
@@ -195,16 +216,21 @@ def attention(name: str, spec: ModelSpec, queries: int, keys: list[int], cache_i
         kv_bytes = 2.0 * kv_len * d * b  # K and V rows
         accesses.append(Access(cid, tclass, kv_bytes, footprint_bytes=kv_bytes))
         flops += 4.0 * queries * kv_len * d
-        work += h * (math.ceil(kv_len / rules.split_keys) if split else math.ceil(queries / rules.query_tile))
+        work += h * (math.ceil(kv_len / rules.split_keys) if split else q_tiles)
+    block_keys = rules.split_keys if split else max(keys)
+    q_pad = rules.decode_query_tile if single else rules.query_tile
+    tile_keys = min(rules.key_tile, block_keys)
+    key_tiles = math.ceil(block_keys / tile_keys)
     if host_ops is None:
         host_ops = rules.host_ops.self_attention
-    main = Kernel(name=name, flops=flops, matrix=True, dtype=dtype, parallel_work=work, host_ops=host_ops,
-                  kind=STREAM if queries == 1 else ATTENTION, accesses=tuple(accesses))
+    main = Kernel(name=name, flops=flops, matrix=True, dtype=dtype, parallel_work=work, host_ops=host_ops, kclass=ATTN,
+                  kind=STREAM if queries == 1 else ATTENTION, accesses=tuple(accesses), key_tiles=key_tiles,
+                  tile_bytes=2.0 * tile_keys * dh * b, tile_flops=4.0 * q_pad * tile_keys * dh)
     if split:
         if work <= h * len(keys):
             return [main]
         partial = work * dh * 4.0 * queries
-        return [main, Kernel(name=name + ".reduce", flops=float(work * dh), dtype=dtype, host_ops=0,
+        return [main, Kernel(name=name + ".reduce", flops=float(work * dh), dtype=dtype, host_ops=0, kclass=REDUCE,
                              parallel_work=max(1, h * len(keys)),
                              accesses=(Access(ACT, ACTIVATIONS, partial, len(keys) * queries * d * b),))]
     if queries == 1 and not masked:
@@ -217,7 +243,7 @@ def attention(name: str, spec: ModelSpec, queries: int, keys: list[int], cache_i
                  elementwise(name + ".mask_where", mask_elems, 2, dtype, rules)]
     prep.append(elementwise(name + ".memset", len(keys) * queries * h, 0, "fp32", rules))
     # issued from inside the one attention op: no host ops of their own
-    return [dataclasses.replace(k, host_ops=0) for k in prep] + [main]
+    return [dataclasses.replace(k, host_ops=0, kclass=MASK) for k in prep] + [main]
 
 
 # ------------------------------------------------------------------------------ layers and heads
@@ -291,5 +317,6 @@ def embed(spec: ModelSpec, rows: int, dtype: str, rules: KernelRules) -> Kernel:
     """Gather the embeddings of `rows` newly launched tokens."""
     b = _elt(dtype)
     return Kernel(name="embed", flops=0.0, dtype=dtype, parallel_work=max(1, rows), host_ops=rules.host_ops.embed,
+                  kclass=COPY,
                   accesses=(Access("embedding_rows", EMBEDDINGS, rows * spec.d_model * b),
                             Access(ACT, ACTIVATIONS, 0.0, rows * spec.d_model * b)))

@@ -14,6 +14,8 @@ from speedsim.hardware.profile import BYTES_PER_ELEMENT
 from speedsim.workload.kernels import (
     ACT,
     ACTIVATIONS,
+    COPY,
+    GEMM,
     Access,
     Kernel,
     KernelRules,
@@ -43,7 +45,7 @@ def copy(nbytes: float, rules: KernelRules, dtype: str = "bf16") -> Program:
     """Device-to-device copy of `nbytes` (read + write), one block per `rules.copy_block_bytes`."""
     return Program([Kernel("copy", 0.0, (Access("copy.src", ACTIVATIONS, nbytes),
                                           Access("copy.dst", ACTIVATIONS, 0.0, nbytes)),
-                           parallel_work=max(1, int(nbytes // rules.copy_block_bytes)), dtype=dtype)])
+                           parallel_work=max(1, int(nbytes // rules.copy_block_bytes)), dtype=dtype, kclass=COPY)])
 
 
 def gemm(n: int, dtype: str, rules: KernelRules) -> Program:
@@ -53,7 +55,7 @@ def gemm(n: int, dtype: str, rules: KernelRules) -> Program:
     return Program([Kernel(f"gemm_{dtype}", 2.0 * n**3,
                            (Access("gemm.a", ACTIVATIONS, n * n * b), Access("gemm.b", ACTIVATIONS, n * n * b),
                             Access("gemm.c", ACTIVATIONS, 0.0, n * n * b)),
-                           parallel_work=tiles, matrix=True, dtype=dtype)])
+                           parallel_work=tiles, matrix=True, dtype=dtype, kclass=GEMM)])
 
 
 def tiny_adds(count: int, dtype: str = "fp32") -> Program:

@@ -1,0 +1,253 @@
+"""Kernel-level validation: measured per-kernel device time against the simulated kernels, per class.
+
+A measured kernel profile (`experiments/measured/h200/kernels.csv`, written by
+`profile_kernels.py` with torch.profiler) has the columns
+`scenario,kernel,calls_per_iter,device_us_per_iter`. Each scenario names what one iteration ran:
+
+| scenario | what | simulated as |
+|---|---|---|
+| `layer_{model}_n{n}_ctx{ctx}` | one decoder layer, n queries, ctx keys cached | `patterns.layer_multitoken` |
+| `pipelayer_{model}_R{R}_ctx{ctx}` | one layer over R in-flight tokens, each with its own cache | `decoder_layer` with R batch items |
+| `lmhead_{model}_n{n}` | the vocabulary projection of n rows | `kernels.lm_head` (no final norm) |
+
+Each measured kernel is put in a class by the first rule of `CLASS_RULES` that matches its name
+(case-insensitive regular expressions, tried in order); simulated kernels carry their class
+(`Kernel.kclass`). Per scenario and class the measured and simulated device time per iteration
+are compared (a class present on one side only is a 100% error for that cell, and shows a
+kernel-selection rule that is wrong). `mape["all"]` is the mean over every (scenario, class)
+cell, `mape[class]` the mean over the scenarios where that class appears.
+
+A kernel no rule matches is counted in `unclassified` and listed (never dropped silently);
+with `strict=True` it is an error naming its row.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from speedsim.engine.recorder import Recorder
+from speedsim.engine.sim import Engine
+from speedsim.errors import UserError
+from speedsim.hardware.profile import HardwareProfile
+from speedsim.workload.kernels import (
+    ATTN,
+    COPY,
+    ELEMENTWISE,
+    GEMM,
+    KERNEL_CLASSES,
+    MASK,
+    NORM,
+    REDUCE,
+    KernelRules,
+    Program,
+    decoder_layer,
+    lm_head,
+)
+from speedsim.workload.models import ModelSpec
+from speedsim.workload.patterns import layer_multitoken
+
+KERNEL_COLUMNS = ("scenario", "kernel", "calls_per_iter", "device_us_per_iter")
+
+# (class, pattern): the first match wins. `Memset (Device)` is the output clear of a masked
+# attention call (class mask) where the scenario has one, otherwise a GEMM library's workspace
+# clear (class gemm): see `classify`.
+CLASS_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple((c, re.compile(p, re.IGNORECASE)) for c, p in (
+    (MASK, r"where_kernel|FillFunctor|masked_fill|^Memset"),
+    (NORM, r"layer_norm|rms_?norm|group_norm"),
+    (REDUCE, r"splitKreduce|splitk_reduce|lean_reduction|flash_?decoding.*combine"),
+    (ATTN, r"sdpa|flash|fmha|attention"),
+    (GEMM, r"nvjet|gemm|gemv|cutlass|xmma|cublas"),
+    (COPY, r"direct_copy|copy_kernel|memcpy|index_put|scatter|gather"),
+    (ELEMENTWISE, r"elementwise|Functor|silu|gelu|relu|clamp|tanh|sigmoid|_add|_mul"),
+))
+SCENARIO = re.compile(r"(?P<kind>layer|pipelayer|lmhead)_(?P<model>[A-Za-z0-9.-]+?)_"
+                      r"(?:n(?P<n>\d+)|R(?P<R>\d+))(?:_ctx(?P<ctx>\d+))?")
+
+
+def classify(kernel: str, masked_attention: bool) -> str | None:
+    """The class of a measured kernel by its name (None: no rule matches)."""
+    for cls, pattern in CLASS_RULES:
+        if pattern.search(kernel):
+            if cls == MASK and kernel.startswith("Memset") and not masked_attention:
+                return GEMM
+            return cls
+    return None
+
+
+@dataclass(frozen=True)
+class KernelRow:
+    line: int
+    scenario: str
+    kernel: str
+    calls: float
+    us: float
+
+
+@dataclass
+class KernelReport:
+    """Per (scenario, class): measured and simulated device us per iteration and kernel calls."""
+
+    profile: str
+    cells: list[dict] = field(default_factory=list)
+    scenarios: list[dict] = field(default_factory=list)
+    unclassified: list[dict] = field(default_factory=list)
+
+    def mape(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        if self.cells:
+            out["all"] = sum(c["ape"] for c in self.cells) / len(self.cells)
+        for cls in KERNEL_CLASSES:
+            apes = [c["ape"] for c in self.cells if c["class"] == cls]
+            if apes:
+                out[cls] = sum(apes) / len(apes)
+        return out
+
+    def as_json(self) -> dict:
+        return {"profile": self.profile, "kind": "kernels", "rows": len(self.cells),
+                "mape": {k: round(v, 4) for k, v in self.mape().items()},
+                "unclassified": len(self.unclassified), "unclassified_rows": self.unclassified,
+                "scenarios": self.scenarios, "cells": self.cells}
+
+
+def read_kernels(path: Path) -> list[KernelRow]:
+    """Read a kernel profile CSV; a missing column or a non-numeric time is a `UserError` naming the row."""
+    path = Path(path)
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise UserError("no such file", where=str(path)) from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise UserError(f"not a readable CSV ({str(err).splitlines()[0]})", where=str(path)) from None
+    missing = [c for c in KERNEL_COLUMNS if c not in df.columns]
+    if missing:
+        raise UserError(f"missing column(s) {', '.join(missing)}", where=str(path))
+    rows = []
+    for i, rec in enumerate(df.to_dict("records")):
+        where = f"{path}:{i + 2}"
+        try:
+            calls, us = float(rec["calls_per_iter"]), float(rec["device_us_per_iter"])
+        except ValueError:
+            raise UserError("calls_per_iter and device_us_per_iter must be numbers", where=where) from None
+        if not (math.isfinite(us) and us >= 0 and math.isfinite(calls) and calls >= 0):
+            raise UserError("calls_per_iter and device_us_per_iter must be finite and >= 0", where=where)
+        rows.append(KernelRow(i + 2, rec["scenario"].strip(), rec["kernel"], calls, us))
+    return rows
+
+
+def scenario_program(scenario: str, models: dict[str, ModelSpec], rules: KernelRules, dtype: str,
+                     where: str) -> tuple[Program, bool]:
+    """The program of one profiled scenario, and whether it has a masked (n > 1) attention."""
+    m = SCENARIO.fullmatch(scenario)
+    if m is None:
+        raise UserError(f"unknown scenario '{scenario}' (layer_MODEL_nN_ctxC, pipelayer_MODEL_RN_ctxC or "
+                        "lmhead_MODEL_nN)", where=where)
+    kind, model = m["kind"], m["model"]
+    if model not in models:
+        raise UserError(f"unknown model '{model}' in scenario '{scenario}': give it with --model-spec FILE",
+                        where=where)
+    spec = models[model]
+    if kind == "lmhead" and m["n"]:
+        return lm_head(spec, int(m["n"]), dtype, rules, final_norm=False), False
+    if m["ctx"] is None:
+        raise UserError(f"scenario '{scenario}' needs _ctxN", where=where)
+    ctx = int(m["ctx"])
+    if kind == "layer" and m["n"]:
+        n = max(1, int(m["n"]))
+        return layer_multitoken(spec, n, ctx, rules, dtype), n > 1
+    if kind == "pipelayer" and m["R"]:
+        R = max(1, int(m["R"]))
+        return decoder_layer(spec, "L0", [ctx] * R, [f"kv.L0.r{r}" for r in range(R)], 1, dtype, rules,
+                             cross_ids=[f"cross.{r}" for r in range(R)]), False
+    raise UserError(f"scenario '{scenario}' does not fit its kind ({kind} takes "
+                    f"{'R' if kind == 'pipelayer' else 'n'})", where=where)
+
+
+def simulated_by_class(profile: HardwareProfile, program: Program, warmup: int = 2) -> dict[str, list[float]]:
+    """Per class: [device us, kernel count] of one warm call of `program` (as profiled: after warm-up)."""
+    rec = Recorder()
+    Engine(profile, "eager", recorder=rec).run([program] * (warmup + 1))
+    kclass = {k.name: k.kclass for k in program.kernels}
+    out: dict[str, list[float]] = {}
+    for name, _stream, _start, dur, _dram, _chip, index in rec.spans:
+        if index == warmup:
+            cell = out.setdefault(kclass[name], [0.0, 0.0])
+            cell[0] += dur
+            cell[1] += 1
+    return out
+
+
+def validate_kernels(profile: HardwareProfile, rows: list[KernelRow], models: dict[str, ModelSpec],
+                     source: str = "kernels", strict: bool = False) -> KernelReport:
+    """Compare every scenario of a kernel profile with its simulated kernels, class by class."""
+    rules = KernelRules.from_profile(profile)
+    report = KernelReport(profile.name)
+    measured: dict[str, dict[str, list[float]]] = {}
+    programs: dict[str, tuple[Program, bool]] = {}
+    for row in rows:
+        if row.scenario not in programs:
+            programs[row.scenario] = scenario_program(row.scenario, models, rules, profile.default_dtype,
+                                                      f"{source}:{row.line}")
+        cls = classify(row.kernel, programs[row.scenario][1])
+        if cls is None:
+            if strict:
+                raise UserError(f"kernel '{row.kernel[:60]}' matches no class rule", where=f"{source}:{row.line}")
+            report.unclassified.append({"line": row.line, "scenario": row.scenario, "kernel": row.kernel})
+            continue
+        cell = measured.setdefault(row.scenario, {}).setdefault(cls, [0.0, 0.0])
+        cell[0] += row.us
+        cell[1] += row.calls
+    for scenario, (program, _) in programs.items():
+        sim = simulated_by_class(profile, program)
+        meas = measured.get(scenario, {})
+        for cls in KERNEL_CLASSES:
+            if cls not in meas and cls not in sim:
+                continue
+            m_us, m_calls = meas.get(cls, [0.0, 0.0])
+            s_us, s_calls = sim.get(cls, [0.0, 0.0])
+            ape = abs(s_us - m_us) / m_us if m_us > 0 else 1.0
+            report.cells.append({"scenario": scenario, "class": cls, "measured_us": round(m_us, 3),
+                                 "simulated_us": round(s_us, 3), "measured_calls": m_calls,
+                                 "simulated_calls": s_calls, "ape": round(ape, 4)})
+        m_tot = sum(v[0] for v in meas.values())
+        s_tot = sum(v[0] for v in sim.values())
+        report.scenarios.append({"scenario": scenario, "measured_us": round(m_tot, 3),
+                                 "simulated_us": round(s_tot, 3),
+                                 "ape": round(abs(s_tot - m_tot) / m_tot, 4) if m_tot > 0 else 1.0})
+    return report
+
+
+@dataclass(frozen=True)
+class KernelTargets:
+    """What calibration compares per evaluation: (scenario, program, {class: measured us}) per scenario."""
+
+    scenarios: tuple[tuple[str, Program, dict[str, float]], ...]
+
+    def log_errors(self, profile: HardwareProfile) -> list[float]:
+        """log(simulated / measured) per (scenario, class) cell present on both sides."""
+        out = []
+        for _name, program, meas in self.scenarios:
+            sim = simulated_by_class(profile, program)
+            out += [math.log(sim[c][0] / us) for c, us in meas.items() if c in sim and sim[c][0] > 0]
+        return out
+
+
+def kernel_targets(profile: HardwareProfile, rows: list[KernelRow], models: dict[str, ModelSpec],
+                   source: str = "kernels") -> KernelTargets:
+    """The kernel profile as calibration targets (programs built with `profile`'s software rules)."""
+    rules = KernelRules.from_profile(profile)
+    programs: dict[str, tuple[Program, bool]] = {}
+    meas: dict[str, dict[str, float]] = {}
+    for row in rows:
+        if row.scenario not in programs:
+            programs[row.scenario] = scenario_program(row.scenario, models, rules, profile.default_dtype,
+                                                      f"{source}:{row.line}")
+        cls = classify(row.kernel, programs[row.scenario][1])
+        if cls is not None and row.us > 0:
+            cell = meas.setdefault(row.scenario, {})
+            cell[cls] = cell.get(cls, 0.0) + row.us
+    return KernelTargets(tuple((s, programs[s][0], meas.get(s, {})) for s in programs))
