@@ -89,3 +89,15 @@ def test_split_kv_only_while_heads_do_not_fill_the_units(h200):
         spec = BUILTIN_MODELS[model]
         ks = attention("a", spec, 1, [1025] * 4, [f"kv{i}" for i in range(4)], False, "bf16", rules)
         assert len(ks) == expect, model
+
+
+def test_encoder_layers_have_no_cross_attention_weights():
+    """An encoder layer weighs a decoder layer minus cross-attention's 4 d^2 (query, output, fused K/V) and its norm."""
+    from speedsim.sharing import Sharing
+    from speedsim.workload.steps import memory_footprint
+
+    spec = BUILTIN_MODELS["t5base"]
+    d = spec.d_model
+    got = memory_footprint(spec, Sharing(1, 1), 8, 16, "bf16")["weights"]
+    decoder = spec.layer_weight_elements()
+    assert got == 2 * (decoder + spec.encoder_layers * (decoder - 4 * d * d - d))

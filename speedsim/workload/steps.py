@@ -151,7 +151,9 @@ def memory_footprint(spec: ModelSpec, sharing: Sharing, max_positions: int, src_
     layers = sharing.depth if unshared else sharing.unique
     d = spec.d_model
     weights = layers * spec.layer_weight_elements() * b
-    encoder = spec.encoder_layers * (spec.layer_weight_elements() - 2 * d * d) * b if spec.cross_attention_len else 0
+    # an encoder layer is a decoder layer without cross-attention (query, output, fused K/V: 4 d^2) and its norm
+    encoder = (spec.encoder_layers * (spec.layer_weight_elements() - 4 * d * d - d) * b
+               if spec.cross_attention_len else 0)
     embeddings = 2 * spec.head_weight_elements() * b  # input embedding and LM head
     kv = sharing.depth * max_positions * 2 * d * b
     cross = layers * src_len * 2 * d * b if spec.cross_attention_len else 0
