@@ -32,6 +32,10 @@ def distinct_outputs(name: str) -> int:
     return len({tuple(t.tokens) for t in read_traces(TRACES / f"{name}.jsonl.gz")})
 
 
+def _num(x: float | None, digits: int = 3) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
 def pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
@@ -39,18 +43,23 @@ def pct(x: float) -> str:
 def main() -> str:
     rows = {n: r for n in ORDER if (r := load(n)) is not None}
     lines = [
-        "| config | task | params | train time (s) | val loss (final / first exit, nats/token) | val ROUGE-L | test ROUGE-L | "
-        "first-exit miss | flushes / token | mean in flight | steps / token | output length (mean / median / max) | distinct test outputs |",
-        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---:|",
+        "| config | task | params | train time (s) | val loss (final / first exit, nats/token) | test loss | val ROUGE-L | "
+        "test ROUGE-L | distinct / 100 | mean output tokens | first-exit miss | settle exit, 0 .. R-1 | "
+        "wasted passes / token | flushes / token | mean in flight | steps / token | output length (mean / median / max) |",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|",
     ]
     for n, (m, t) in rows.items():
         le = t["lengths"]
+        distinct = t.get("distinct_per_100", 100.0 * distinct_outputs(n) / t["sequences"])
+        settle = " · ".join(f"{x:.2f}" for x in t.get("settle_exit_distribution", [])) or "-"
+        val_rouge = "-" if m.get("val_rougeL") is None else f"{m['val_rougeL']:.3f}"
         lines.append(
             f"| {n} | {'continue' if n.startswith('continue') else 'summarize'} | {m['parameters'] / 1e6:.2f} M | "
-            f"{m['train_seconds']:.0f} | {m['val_loss']:.3f} / {m['val_loss_per_exit'][0]:.3f} | {m['val_rougeL']:.3f} | "
-            f"{t['rougeL']:.3f} | {pct(t['first_exit_miss'])} | {t['flushes_per_token']:.3f} | {t['mean_in_flight']:.2f} | "
-            f"{t['steps_per_token']:.2f} | {le['mean']:.1f} / {le['median']:.0f} / {le['max']} | "
-            f"{distinct_outputs(n)} / {t['sequences']} |"
+            f"{m['train_seconds']:.0f} | {m['val_loss']:.3f} / {m['val_loss_per_exit'][0]:.3f} | {_num(t.get('loss'))} | "
+            f"{val_rouge} | {t['rougeL']:.3f} | {distinct:.0f} | {_num(t.get('mean_output_tokens'), 1)} | "
+            f"{pct(t['first_exit_miss'])} | {settle} | {_num(t.get('wasted_passes_per_token'))} | "
+            f"{t['flushes_per_token']:.3f} | {t['mean_in_flight']:.2f} | {t['steps_per_token']:.2f} | "
+            f"{le['mean']:.1f} / {le['median']:.0f} / {le['max']} |"
         )
     agree = ["| config | test sequences / tokens | agreement with the final exit, exit 0 .. R-1 | val loss per exit |", "|---|---|---|---|"]
     for n, (m, t) in rows.items():

@@ -10,10 +10,10 @@
 # 8192-token tokenizer), carried as `.cache/corpus`. Python needs torch, tokenizers, numpy, tqdm,
 # pyyaml, click, pydantic, rouge-score (+ nltk, absl-py); the project runs from PYTHONPATH.
 #
-# Time (GPU): each config trains under wall-clock caps written in its YAML (pretrain 22 s,
-# finetune 8 s; the LR schedule anneals by time under a cap), about 45 s per config with start,
+# Time (GPU): each config trains under wall-clock caps written in its YAML (pretrain 20 s,
+# finetune 10 s; the LR schedule anneals by time under a cap), about 40 s per config with start,
 # evaluation and checkpoints; tracing runs on the CPU cores in the background while the next
-# config trains. Budget: about 4 minutes in all (tokenising the corpus once ~15 s, 4 x ~45 s,
+# config trains. Budget: about 4 minutes in all (tokenising the corpus once ~15 s, 4 x ~40 s,
 # the last trace ~30 s). Everything that comes back is in OUT_DIR: gpu-results.tar.gz
 # (traces/NAME.jsonl.gz, results/NAME.train.json, results/NAME.trace.json, provenance.json)
 # and train_all.log.
@@ -23,7 +23,7 @@ OUT=$(mkdir -p "${1:?usage: train_all.sh OUT_DIR}" && cd "$1" && pwd)
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
 cd "$ROOT"
 PY=${PYTHON:-python3}
-CONFIGS=${CONFIGS:-"12x1 4x1 4x3 2x6"}
+CONFIGS=${CONFIGS:-"12x1 4x3 4x1 2x6"}  # slowest to trace first: tracing overlaps the next training
 LIMIT=${LIMIT:-200}
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export SPEEDSIM_CORPUS="$ROOT/.cache/corpus"
@@ -65,12 +65,16 @@ EOF
 done
 
 say "corpus and tokens (once for all configs)"
-"$PY" - <<'EOF'
+"$PY" - "$WORK/configs/${CONFIGS%% *}.yaml" <<'EOF'
+import sys
 from speedsim.data import DEFAULT_VOCAB_SIZE, corpus_tokenizer, default_cache_dir, open_corpus, token_stream
+from speedsim.train import load_train_config, prepare_data
 c = open_corpus()
 tok = corpus_tokenizer(c, DEFAULT_VOCAB_SIZE)
 for split in ("validation", "train"):
     print(split, len(token_stream(c, split, tok, default_cache_dir(), progress=False)), "tokens")
+_, enc = prepare_data(load_train_config(sys.argv[1]), tok)  # every config shares these lengths
+print({k: len(v) for k, v in enc.items()}, "fine-tuning examples")
 EOF
 
 TRACE_PIDS=()
@@ -79,7 +83,7 @@ for n in $CONFIGS; do
   "$PY" -m speedsim.cli train --config "$WORK/configs/$n.yaml" --out "$WORK/runs/$n" --device "$DEVICE" --json \
     > "$WORK/pack/results/$n.train.json"
   say "trace $n ($LIMIT test examples, CPU, background)"
-  ( OMP_NUM_THREADS=3 "$PY" -m speedsim.cli trace --checkpoint "$WORK/runs/$n" --split test --limit "$LIMIT" \
+  ( OMP_NUM_THREADS=4 "$PY" -m speedsim.cli trace --checkpoint "$WORK/runs/$n" --split test --limit "$LIMIT" \
       --max-new-tokens 128 --out "$WORK/pack/traces/$n.jsonl.gz" --json > "$WORK/pack/results/$n.trace.json" \
     && say "traced $n" ) &
   TRACE_PIDS+=($!)
