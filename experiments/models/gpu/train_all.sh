@@ -80,15 +80,18 @@ EOF
 TRACE_PIDS=()
 for n in $CONFIGS; do
   say "train $n on $DEVICE"
-  "$PY" -m speedsim.cli train --config "$WORK/configs/$n.yaml" --out "$WORK/runs/$n" --device "$DEVICE" --json \
-    > "$WORK/pack/results/$n.train.json"
+  if ! "$PY" -m speedsim.cli train --config "$WORK/configs/$n.yaml" --out "$WORK/runs/$n" --device "$DEVICE" --json \
+      > "$WORK/pack/results/$n.train.json"; then
+    say "train $n FAILED (see above); going on with the next config"
+    continue
+  fi
   say "trace $n ($LIMIT test examples, CPU, background)"
   ( OMP_NUM_THREADS=4 "$PY" -m speedsim.cli trace --checkpoint "$WORK/runs/$n" --split test --limit "$LIMIT" \
       --max-new-tokens 128 --out "$WORK/pack/traces/$n.jsonl.gz" --json > "$WORK/pack/results/$n.trace.json" \
     && say "traced $n" ) &
   TRACE_PIDS+=($!)
 done
-for pid in "${TRACE_PIDS[@]}"; do wait "$pid"; done
+for pid in "${TRACE_PIDS[@]}"; do wait "$pid" || say "a trace FAILED (see above)"; done
 
 "$PY" - "$WORK/pack/provenance.json" "$DEVICE" "${SMOKE:-0}" "$CONFIGS" <<'EOF'
 import json, subprocess, sys, time, torch
