@@ -86,7 +86,7 @@ for n in $CONFIGS; do
     continue
   fi
   say "trace $n ($LIMIT test examples, CPU, background)"
-  ( OMP_NUM_THREADS=4 "$PY" -m speedsim.cli trace --checkpoint "$WORK/runs/$n" --split test --limit "$LIMIT" \
+  ( OMP_NUM_THREADS=2 "$PY" -m speedsim.cli trace --checkpoint "$WORK/runs/$n" --split test --limit "$LIMIT" \
       --max-new-tokens 128 --out "$WORK/pack/traces/$n.jsonl.gz" --json > "$WORK/pack/results/$n.trace.json" \
     && say "traced $n" ) &
   TRACE_PIDS+=($!)
