@@ -43,8 +43,12 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 
 
 
 def special_ids(tok: Tokenizer) -> dict[str, int]:
-    """{"pad": id, "bos": id, "eos": id}."""
-    return {name.strip("<>"): tok.token_to_id(name) for name in SPECIAL_TOKENS}
+    """{"pad": id, "bos": id, "eos": id}; a tokenizer without them is a `UserError`."""
+    ids = {name.strip("<>"): tok.token_to_id(name) for name in SPECIAL_TOKENS}
+    missing = [k for k, v in ids.items() if v is None]
+    if missing:
+        raise UserError(f"tokenizer lacks the special tokens {', '.join(missing)}", where="tokenizer")
+    return {k: int(v) for k, v in ids.items() if v is not None}
 
 
 def save_tokenizer(tok: Tokenizer, path: Path | str) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from speedsim.model import SharedDecoder
+
 
 class KVCache:
     """Keys and values of one sequence (batch 1) for every (layer, repeat) slot.
@@ -39,9 +41,9 @@ class KVCache:
         self._high = 0  # 1 + highest position written in any slot: rollback zeroes only below it
 
     @classmethod
-    def for_model(cls, model: torch.nn.Module) -> KVCache:
+    def for_model(cls, model: SharedDecoder) -> KVCache:
         """An empty cache shaped for a `SharedDecoder`, in its dtype and on its device."""
-        c = model.config  # type: ignore[attr-defined]
+        c = model.config
         p = next(model.parameters())
         return cls(c.unique_layers, c.repeats, c.n_heads, c.max_len, c.head_dim, p.dtype, p.device)
 

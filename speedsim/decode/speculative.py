@@ -10,7 +10,7 @@ Greedy output is identical to `greedy` (lossless).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -40,7 +40,7 @@ def speculative_step(model: SharedDecoder, state: DecodeState, ctrl: PipelineCon
     repeats = [r for _, r, _ in work]
     seq = [state.offset + p for p, _, _ in work]
     new = [i for i, r in enumerate(repeats) if r == 0]  # launched this step: embed their input tokens
-    emb = iter(
+    emb: Iterator[torch.Tensor] = iter(
         model.embed(
             torch.tensor([work[i][2] for i in new], device=device), torch.tensor([seq[i] for i in new], device=device)
         )

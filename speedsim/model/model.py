@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import torch
 import torch.nn as nn
@@ -288,13 +288,13 @@ class DecoderLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor, cross_kv: Any, cross_allowed: Any) -> torch.Tensor:
         x = x + self.attn(self.ln1(x), allowed)
-        if self.cross is not None:
+        if self.cross is not None and self.ln2 is not None:
             x = x + self.cross(self.ln2(x), cross_kv, cross_allowed)
         return x + self.ffn(self.ln3(x))
 
     def step(self, x: torch.Tensor, layer: int, plan: _AttentionPlan, cache: KVCacheLike, cross_kv: Any) -> torch.Tensor:
         x = x + self.attn.step(self.ln1(x), layer, plan, cache)
-        if self.cross is not None:
+        if self.cross is not None and self.ln2 is not None:
             x = x + self.cross.step(self.ln2(x), cross_kv)
         return x + self.ffn(self.ln3(x))
 
@@ -437,7 +437,16 @@ class SharedDecoder(nn.Module):
 
     def cross_kv(self, memory: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per unique layer, K and V of the memory (B, H, S, D): the same for every repeat."""
-        return [layer.cross.memory_kv(memory) for layer in self.layers]  # type: ignore[union-attr]
+        out = []
+        for layer in self.decoder_layers:
+            assert layer.cross is not None, "decoder-only model has no cross-attention"
+            out.append(layer.cross.memory_kv(memory))
+        return out
+
+    @property
+    def decoder_layers(self) -> list[DecoderLayer]:
+        """The U shared decoder layers, typed (the ModuleList itself; no copy)."""
+        return cast(list[DecoderLayer], self.layers)
 
     def embed(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Decoder input vectors (N, C) of tokens (N,) at sequence positions (N,)."""
@@ -458,7 +467,7 @@ class SharedDecoder(nn.Module):
         linear layers run once over the N tokens (the weight reads SPEED amortises).
         """
         plan = _attention_plan(repeats, positions, x.device)
-        for u, layer in enumerate(self.layers):
+        for u, layer in enumerate(self.decoder_layers):
             x = layer.step(x, u, plan, cache, cross_kv[u] if cross_kv is not None else None)
         return x
 

@@ -17,6 +17,7 @@ import contextlib
 import json
 import math
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,15 @@ import torch
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
-from speedsim.data import IGNORE_INDEX, BatchStream, corpus_tokenizer, special_ids, tokenizer_from_str
+from speedsim.data import (
+    IGNORE_INDEX,
+    Batch,
+    BatchStream,
+    LMStream,
+    corpus_tokenizer,
+    special_ids,
+    tokenizer_from_str,
+)
 from speedsim.errors import UserError
 from speedsim.fileio import write_text
 from speedsim.model import SharedDecoder, SpeedConfig, default_exit_weights, exit_loss
@@ -129,14 +138,14 @@ def _resume(run: _Run, name: str) -> _Stage:
                   bool(ckpt.get("stopped_by_time")), list(ckpt["history"]), dict(ckpt.get("val") or {}))
 
 
-def _data(run: _Run, name: str) -> tuple[Any, Any]:
+def _data(run: _Run, name: str) -> tuple[LMStream | BatchStream, Callable[[], Iterable[Batch]]]:
     """(batches addressed by step, a function giving the validation batches) of a stage."""
     cfg, tok = run.cfg, run.tok
     assert tok is not None
     if name == "pretrain":
-        stream, val = pretraining_streams(cfg, tok, run.progress)
+        windows, val_windows = pretraining_streams(cfg, tok, run.progress)
         bos = special_ids(tok)["bos"]
-        return stream, lambda: window_batches(val, cfg.prefix_tokens, bos)
+        return windows, lambda: window_batches(val_windows, cfg.prefix_tokens, bos)
     _, enc = prepare_data(cfg, tok)
     pad = special_ids(tok)["pad"]
     s = cfg.stage(name)
