@@ -225,3 +225,17 @@ def test_data_build_cli_prints_the_counts(code_corpus: dict, tmp_path: Path, mon
     assert set(m["splits"]) == {"train", "validation", "test"} and m["packages"]["tinypkg"]["modules"] == 121
     assert {p.name for p in (tmp_path / "carry").iterdir()} >= {"manifest.json", "documents.jsonl.xz", "tokenizer-v320.json"}
     assert load_train_config  # the config loader is importable from speedsim.train (measure uses it)
+
+
+def test_decoder_only_pretrains_causally_and_finetunes_on_continuation(tmp_path: Path, code_corpus: dict) -> None:
+    """A decoder-only config (continue task): causal-LM pre-training, then the continuation task."""
+    cfg = write_config(tmp_path / "dec.yaml", code_corpus, data={"task": "continue", "max_src_tokens": 24, "max_tgt_tokens": 24},
+                       model={"encoder_layers": 0}, pretrain={"prefix_tokens": 0, "target_tokens": 16},
+                       eval={"rouge_examples": 2})
+    m = train(cfg, tmp_path / "out", progress=False)
+    assert m["stages"] == {"pretrain": 4, "finetune": 4} and len(m["val_loss_per_exit"]) == 2
+    assert m["pretrain"]["val_loss"] > 0 and m["decoded"] == 2
+    bad = write_config(tmp_path / "bad.yaml", code_corpus, data={"task": "continue"}, model={"encoder_layers": 0},
+                       pretrain={"prefix_tokens": 8})
+    with pytest.raises(UserError, match="prefix_tokens: a decoder-only model has no encoder input"):
+        load_train_config(bad)
