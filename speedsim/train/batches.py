@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 from tokenizers import Tokenizer
 
 from speedsim.data import (
+    PINNED_ENV,
     Corpus,
     Encoded,
     LMStream,
@@ -25,9 +27,15 @@ def cache_dir(cfg: TrainConfig) -> Path:
     return Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_dir()
 
 
+_OPENED: dict[tuple[str, ...], Corpus] = {}  # corpora this process has opened and checked
+
+
 def corpus_of(cfg: TrainConfig, progress: bool = True) -> Corpus:
-    """The corpus a config trains on (built and cached on first use)."""
-    return open_corpus(cache_dir(cfg), cfg.data.sources, progress)
+    """The corpus a config trains on (built and cached on first use; checked once per process)."""
+    key = (str(cache_dir(cfg)), os.environ.get(PINNED_ENV, ""), *(cfg.data.sources or ()))
+    if key not in _OPENED:
+        _OPENED[key] = open_corpus(cache_dir(cfg), cfg.data.sources, progress)
+    return _OPENED[key]
 
 
 def prepare_data(

@@ -255,6 +255,9 @@ def _final_metrics(run: _Run, stages: list[_Stage], evaluate: bool) -> dict[str,
     m["unique_layers"], m["repeats"] = run.sc.unique_layers, run.sc.repeats
     m["parameters"] = sum(p.numel() for p in last.model.parameters())
     m["train_seconds"] = sum(st.elapsed for st in stages)
+    manifest = corpus_of(cfg, run.progress).manifest  # which corpus: a rebuilt one (other packages) differs
+    m["corpus"] = {"fingerprint": manifest["fingerprint"], "totals": manifest["totals"],
+                   "documents_sha256": manifest["files"]["documents.jsonl.xz"]["sha256"]}
     for st in stages:
         m[st.name] = {"steps": st.step, "train_seconds": st.elapsed, "stopped_by_time": st.stopped_by_time,
                       "val_loss": st.val.get("val_loss"), "val_loss_per_exit": st.val.get("val_loss_per_exit")}
