@@ -63,12 +63,6 @@ def profiles(as_json: bool, directory: Path | None) -> None:
                                    "memory_GiB", "kernel_latency_us", "eager_launch_us"]))
 
 
-def _writable(path: Path | None, option: str) -> None:
-    """A file to be written must have an existing directory: say so before any work is done."""
-    if path is not None and not Path(path).resolve().parent.is_dir():
-        raise UserError(f"directory {Path(path).resolve().parent} does not exist", where=option)
-
-
 def _models_option(fn):
     return click.option("--model-spec", "model_specs", multiple=True, type=click.Path(path_type=Path),
                         help="YAML spec of a model not built in (repeatable).")(fn)
@@ -84,7 +78,7 @@ def _models_option(fn):
 @click.option("--profile", "profile_name", default="h200", show_default=True, help="Profile name or YAML path.")
 @click.option("--mode", type=click.Choice(["graph", "eager", "all"]), default="graph", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--worst", default=10, show_default=True, help="How many worst rows to list.")
+@click.option("--worst", type=click.IntRange(min=0), default=10, show_default=True, help="How many worst rows to list.")
 @_models_option
 def validate(measured: Path | None, kernels: Path | None, strict: bool, profile_name: str, mode: str, as_json: bool,
              worst: int, model_specs: tuple[Path, ...]) -> None:
@@ -152,13 +146,14 @@ def _validate_kernels(profile, path: Path, models, strict: bool, as_json: bool) 
 def calibrate(measured: Path | None, profile_name: str, out: Path, name: str | None, sections: str | None,
               kernels: Path | None, as_json: bool, model_specs: tuple[Path, ...]) -> None:
     """Fit a profile's few free parameters (efficiencies, latencies, in-flight bytes) to measurements."""
+    from speedsim.fileio import check_output
     from speedsim.hardware import load_profile, save_profile
     from speedsim.paths import H200_MEASURED
     from speedsim.validation import read_measured
     from speedsim.validation.calibrate import calibrate as fit
     from speedsim.workload import resolve_models
 
-    _writable(out, "--out")
+    check_output(out, "--out")  # a directory, a device or a missing directory: refused before the fit
     path = measured or H200_MEASURED
     profile = load_profile(profile_name)
     rows = read_measured(path)
@@ -440,8 +435,11 @@ def run(args: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("speedsim: interrupted", err=True)
         return 130
-    except click.ClickException as err:
-        err.show()
+    except click.ClickException as err:  # a usage error (bad option value, missing option): one line too
+        hint = ""
+        if isinstance(err, click.UsageError) and err.ctx is not None:
+            hint = f" (see {' '.join(['speedsim', *err.ctx.command_path.split()[1:]])} --help)"
+        click.echo(f"speedsim: error: {' '.join(err.format_message().split())}{hint}", err=True)
         return err.exit_code
     except BrokenPipeError:
         return 0

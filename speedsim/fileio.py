@@ -44,6 +44,27 @@ def check_output(path: Path | str, where: str | None = None) -> Path:
     return path
 
 
+def check_output_dir(path: Path | str, where: str | None = None) -> Path:
+    """`path` as a Path if speedsim may write files in it (an existing, writable directory, or
+    one it can create); else a `UserError` naming it (exit 2). Call it before long work."""
+    path = Path(path)
+    label = where or str(path)
+    if path.exists() or path.is_symlink():
+        if not path.is_dir():
+            raise UserError(f"{path} exists and is not a directory", where=label)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise UserError(f"directory {path} is not writable", where=label)
+        return path
+    parent = path.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"cannot create {path}: {parent} is not a directory", where=label)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"cannot create {path}: directory {parent} is not writable", where=label)
+    return path
+
+
 @contextlib.contextmanager
 def atomic_write(path: Path | str, mode: str = "w", where: str | None = None, **open_kwargs: Any) -> Iterator[IO]:
     """Open a temporary file beside `path` (text with `mode="w"`, bytes with `"wb"`); on a

@@ -9,6 +9,12 @@ from speedsim.errors import UserError
 
 _UXR = re.compile(r"\s*(\d+)\s*[xX]\s*(\d+)\s*")
 
+# Bounds that keep nonsense from running for hours or failing deep inside: R is also the
+# number of exits an exit trace records (at most 1024, `speedsim.trace.schema`), and no
+# decoder speedsim models is deeper than a few hundred layers.
+MAX_REPEATS = 1024
+MAX_DEPTH = 4096  # U*R layers
+
 
 @dataclass(frozen=True, order=True)
 class Sharing:
@@ -22,6 +28,9 @@ class Sharing:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise UserError(f"{name} must be an integer >= 1, got {v!r}", where="sharing")
+        if self.repeats > MAX_REPEATS or self.unique * self.repeats > MAX_DEPTH:
+            raise UserError(f"{self.unique}x{self.repeats} is out of range (R <= {MAX_REPEATS}, "
+                            f"depth U*R <= {MAX_DEPTH} layers)", where="sharing")
 
     @classmethod
     def parse(cls, text: str, where: str = "--sharing") -> Sharing:
@@ -32,6 +41,9 @@ class Sharing:
         u, r = int(m.group(1)), int(m.group(2))
         if u < 1 or r < 1:
             raise UserError(f"'{text}': U and R must be >= 1", where=where)
+        if r > MAX_REPEATS or u * r > MAX_DEPTH:
+            raise UserError(f"'{text}' is out of range (R <= {MAX_REPEATS}, depth U*R <= {MAX_DEPTH} layers)",
+                            where=where)
         return cls(u, r)
 
     @property

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from speedsim.errors import UserError
+from speedsim.fileio import check_output_dir
 from speedsim.hardware import load_profile
 from speedsim.paths import EXPERIMENTS_DIR, H200_MEASURED, MEASURED_DIR, ROOT
 from speedsim.report import figures
@@ -23,6 +24,7 @@ from speedsim.report.readme import write_readme, write_validation
 from speedsim.sharing import Sharing
 from speedsim.simulate import step_points, synthetic_traces
 from speedsim.sweep import SweepSpec, load_spec, read_results, run_sweep
+from speedsim.sweep.runner import check_scheduler
 from speedsim.sweep.spec import expand
 from speedsim.trace.io import resolve_trace
 from speedsim.validation import read_measured, validate
@@ -187,7 +189,11 @@ def build_report(out: Path | str, *, full: bool = False, specs: tuple[Path, ...]
                  paper_spec: Path | None = PAPER_SPEC, workers: int = 2, scheduler: str | None = None,
                  cache: Path | str | None = None, progress: bool = True) -> dict:
     """Run the study and write figures, data and README.md under `out`; a summary dict."""
-    out = Path(out)
+    out = check_output_dir(out, "--out")  # before minutes of work, not after them
+    if cache:
+        check_output_dir(cache, "--cache")
+    if scheduler is not None:
+        check_scheduler(scheduler)
     specs = specs if specs is not None else (FULL_STUDY if full else DEFAULT_STUDY)
     with tempfile.TemporaryDirectory(prefix="speedsim-report-") as tmp:
         work = Path(cache) if cache else Path(tmp)

@@ -109,8 +109,8 @@ def run_sweep(spec: SweepSpec | Path | str, out: Path | str, workers: int = 2, s
     worker, at most 8 runs each); `on_run(key, rows)` is called after each run is recorded.
     """
     t0 = time.monotonic()
-    if scheduler:
-        check_scheduler(scheduler)  # a malformed address fails before anything runs
+    if scheduler is not None:
+        check_scheduler(scheduler)  # a malformed (or empty) address fails before anything runs
     if not isinstance(spec, SweepSpec):
         spec_path = Path(spec)
         spec = load_spec(spec_path)
@@ -137,7 +137,7 @@ def run_sweep(spec: SweepSpec | Path | str, out: Path | str, workers: int = 2, s
     bar = tqdm(total=len(runs), initial=skipped, desc=spec.name, unit="run", disable=not progress,
                dynamic_ncols=True, mininterval=0.5)
     try:
-        if scheduler:
+        if scheduler is not None:
             results = _dask_results(todo, args, scheduler, chunk)
         else:
             results = _local(todo, args, workers, chunk)
@@ -166,13 +166,16 @@ def _check_same_spec(store: ResultStore, runs: list[RunParams], out: Path) -> No
                         "use a new --out directory, or delete this one to start over", where="--out")
 
 
-SCHEDULER = re.compile(r"^((tcp|tls|ucx|ws|wss)://)?([\w.\-]+|\[[0-9a-fA-F:]+\]):\d{1,5}/?$|^inproc://\S+$")
+SCHEDULER = re.compile(r"^((tcp|tls|ucx|ws|wss)://)?([\w.\-]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})/?$|^inproc://\S+$")
 
 
 def check_scheduler(address: str) -> str:
     """A Dask scheduler address (`tcp://host:8786`, `host:8786`); a UserError for anything else."""
-    if not SCHEDULER.match(address):
+    m = SCHEDULER.match(address)
+    if not m:
         raise UserError(f"'{address}' is not a scheduler address (e.g. tcp://host:8786)", where="--scheduler")
+    if m.group("port") is not None and not 1 <= int(m.group("port")) <= 65535:
+        raise UserError(f"'{address}': port {int(m.group('port'))} is not in 1..65535", where="--scheduler")
     return address
 
 

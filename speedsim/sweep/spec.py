@@ -79,6 +79,16 @@ class RunParams(BaseModel):
     launch_exit: int = Field(0, ge=0, description="exit whose prediction launches the next token")
     max_in_flight: int | None = Field(None, ge=1, description="most tokens in flight (default R)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bools(cls, data: Any) -> Any:
+        # YAML's `true` would pass as the number 1 (pydantic's lax mode): a number axis takes numbers only
+        if isinstance(data, dict):
+            for key, value in data.items():
+                if isinstance(value, bool) and key in _NUMBER_FIELDS:
+                    raise ValueError(f"{key}: {value!r} is not a number")
+        return data
+
     @model_validator(mode="after")
     def _one_accuracy(self) -> RunParams:
         if self.agree is not None and self.mispredict is not None:
@@ -110,6 +120,7 @@ class RunParams(BaseModel):
 
 
 KNOWN_AXES = tuple(RunParams.model_fields) + SHARING_AXES
+_NUMBER_FIELDS = ("limit", "mispredict", "burst", "out_len", "src_len", "seqs", "seed", "launch_exit", "max_in_flight")
 
 
 class Block(BaseModel):
@@ -239,7 +250,8 @@ def expand(spec: SweepSpec, where: str = "spec") -> list[RunParams]:
             except ValidationError as err:
                 first = err.errors()[0]
                 loc = ".".join(str(p) for p in first["loc"]) or "(run)"
-                raise UserError(f"key '{loc}': {first['msg']} (in run {_short(raw)})", where=where) from None
+                msg = first["msg"].removeprefix("Value error, ")
+                raise UserError(f"key '{loc}': {msg} (in run {_short(raw)})", where=where) from None
             runs.setdefault(run.key, run)
     return list(runs.values())
 

@@ -30,7 +30,7 @@ from typing import Any
 import pandas as pd
 
 from speedsim.errors import UserError
-from speedsim.fileio import atomic_write, write_text
+from speedsim.fileio import atomic_write, check_output_dir, write_text
 from speedsim.simulate.schema import NUMERIC
 from speedsim.sweep.execute import COLUMNS
 
@@ -51,9 +51,7 @@ class ResultStore:
     """Journal plus table of one sweep's results in `directory`."""
 
     def __init__(self, directory: Path | str, flush_every_s: float = 2.0):
-        self.dir = Path(directory)
-        if self.dir.exists() and not self.dir.is_dir():
-            raise UserError(f"{self.dir} exists and is not a directory", where="--out")
+        self.dir = check_output_dir(directory, "--out")
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:

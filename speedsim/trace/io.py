@@ -25,8 +25,8 @@ def _open_read(path: Path) -> IO[str]:
 
 def _parse(line: str, where: str) -> ExitTrace:
     try:
-        record = json.loads(line, parse_constant=_no_constant)
-    except (json.JSONDecodeError, ValueError) as err:
+        record = json.loads(line, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
+    except (json.JSONDecodeError, ValueError, RecursionError) as err:
         raise UserError(f"not valid JSON ({getattr(err, 'msg', err)})", where=where) from None
     if not isinstance(record, dict) or "version" not in record:
         raise UserError("not an exit trace record (a JSON object with a 'version' field)", where=where)
@@ -38,6 +38,16 @@ def _parse(line: str, where: str) -> ExitTrace:
 
 def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not a number")
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object as a dict; a key given twice is an error (JSON would silently keep the last)."""
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"key '{key}' is given twice")
+        out[key] = value
+    return out
 
 
 def iter_traces(path: Path | str) -> Iterator[ExitTrace]:

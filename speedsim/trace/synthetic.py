@@ -210,6 +210,9 @@ def _fields(text: str) -> dict[str, str]:
     chosen = [k for k in _ACCURACY if k in fields]
     if len(chosen) > 1:
         raise UserError(f"give one of {', '.join(_ACCURACY)}, not {' and '.join(chosen)}", where=WHERE)
+    if not chosen:  # an accuracy silently defaulted to `perfect` would hide a typo or a missing item
+        raise UserError(f"'{text}' gives no accuracy: add one of perfect, mispredict=P, agree=A0/A1/... or "
+                        "fit=TRACE", where=WHERE)
     return fields
 
 
@@ -247,7 +250,10 @@ def parse_synthetic(text: str, repeats: int) -> tuple[SyntheticSpec, int, int]:
     src = _number(fields, "src", int, None, 1, MAX_SYNTHETIC_LEN)
     burst = _number(fields, "burst", float, None, 0.0, 1.0)
     if "fit" in fields:
-        base = fit(read_traces(Path(fields["fit"])))
+        try:
+            base = fit(read_traces(Path(fields["fit"])))
+        except ValueError as err:  # no traces, or traces of several R
+            raise UserError(f"fit={fields['fit']}: {err}", where=WHERE) from None
         if base.repeats != repeats:
             raise UserError(f"fit={fields['fit']} has R={base.repeats} exits, expected {repeats}", where=WHERE)
         update: dict = {"lengths": [length]} if length else {}

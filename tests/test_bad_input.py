@@ -1,0 +1,1142 @@
+"""Bad input, organised by input kind: every case exits 2 with ONE line on stderr that names the
+file, field, flag or row, and never a traceback (DESIGN.md, CLI contract).
+
+Then property-based fuzzing of the readers (random bytes and random field mutations of a valid
+file give a valid result or a `UserError`, never another exception), and a strict JSON parse of
+every cheap command's `--json` output (no NaN or Infinity).
+
+Inputs are tiny and every case fails at validation, before any real work: no model is trained,
+no report is built (guards below make a case fail fast, not run long, if that ever changes).
+
+Cases that fail in modules owned elsewhere are `xfail(strict=True)` with the owner area in the
+reason, so the owner sees them turn green (and must then drop the mark).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import threading
+import traceback
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import TINY_PROFILE, CliResult, run_cli
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from speedsim.errors import UserError
+
+# ------------------------------------------------------------------------------------- helpers
+
+
+# Stands for a valid profile file of round numbers (conftest's TINY_PROFILE), so that cases about
+# other inputs do not depend on the shipped profiles, which others calibrate and edit.
+HW = "@tiny-profile"
+
+
+@pytest.fixture(scope="module")
+def tiny_profile_file(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("hw") / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY_PROFILE, sort_keys=False))
+    return str(path)
+
+
+@pytest.fixture
+def cli(tiny_profile_file: str) -> Callable[..., CliResult]:
+    """conftest's in-process runner, with `HW` replaced by the tiny profile's path and an escaping
+    exception returned as a result whose stderr holds "Traceback" (what these tests look for), so
+    that a failure (and an expected failure) reports in one line instead of a long traceback."""
+    def run(*args: str) -> CliResult:
+        args = tuple(tiny_profile_file if a == HW else a for a in args)
+        try:
+            return run_cli(*args)
+        except Exception as err:
+            last = traceback.extract_tb(err.__traceback__)[-1]
+            return CliResult(-1, "", f"Traceback (escaped run()): {type(err).__name__}: {err} "
+                                     f"[{last.filename}:{last.lineno}]\n")
+    return run
+
+
+def assert_bad(res: CliResult, *names: str) -> str:
+    """Exit 2, exactly one stderr line, no traceback, and the line names every one of `names`.
+
+    A failure is reported as one line (`pytrace=False`): the exit status and stderr say it all.
+    """
+    lines = res.stderr.strip().splitlines()
+    if "Traceback" in res.stderr + res.stdout:
+        pytest.fail(f"a traceback: {res.stderr[-1500:]}", pytrace=False)
+    if res.returncode != 2:
+        pytest.fail(f"exit status {res.returncode}, expected 2; stderr: {res.stderr[-1500:]!r}", pytrace=False)
+    if len(lines) != 1:
+        pytest.fail(f"{len(lines)} lines on stderr, expected 1: {res.stderr[-1500:]!r}", pytrace=False)
+    missing = [name for name in names if name not in lines[0]]
+    if missing:
+        pytest.fail(f"the error line does not name {missing}: {lines[0]!r}", pytrace=False)
+    return lines[0]
+
+
+def xfail(owner: str, what: str) -> pytest.MarkDecorator:
+    """A known failure in a module someone else owns (strict: it must be un-marked once fixed)."""
+    return pytest.mark.xfail(strict=True, reason=f"{owner}: {what}")
+
+
+def case(id_: str, *values: Any, owner: str | None = None, why: str = "") -> Any:
+    return pytest.param(*values, id=id_, marks=[xfail(owner, why)] if owner else [])
+
+
+@pytest.fixture
+def fifo_reader(tmp_path: Path) -> Iterator[Callable[[str, bytes], Path]]:
+    """`make(name, data)`: a FIFO in tmp_path whose writer feeds `data` to whoever opens it, so a
+    reader that (wrongly) reads a FIFO gets data instead of blocking the test forever."""
+    made: list[tuple[Path, threading.Thread]] = []
+
+    def make(name: str, data: bytes) -> Path:
+        path = tmp_path / name
+        os.mkfifo(path)
+
+        def feed() -> None:
+            try:
+                with open(path, "wb") as fh:
+                    fh.write(data)
+            except OSError:
+                pass
+
+        thread = threading.Thread(target=feed, daemon=True)
+        thread.start()
+        made.append((path, thread))
+        return path
+
+    yield make
+    for path, thread in made:
+        if thread.is_alive():  # nobody opened it: open the read end so the writer's open returns
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+            thread.join(timeout=2)
+            os.close(fd)
+
+
+@pytest.fixture
+def fifo(tmp_path: Path) -> Path:
+    """A FIFO (a special file, like /dev/null) in tmp_path, for output-path cases."""
+    path = tmp_path / "special"
+    os.mkfifo(path)
+    return path
+
+
+def _boom(what: str) -> Callable[..., Any]:
+    def fail(*_a: Any, **_k: Any) -> Any:
+        raise AssertionError(f"{what} started: the bad input was not refused up front")
+    return fail
+
+
+# ------------------------------------------------------------------------------ profile YAML
+
+def _set(path: str, value: Any) -> Callable[[dict], None]:
+    """A mutation that sets the dotted `path` (list indices as numbers) to `value`."""
+    def mutate(data: dict) -> None:
+        *parents, last = path.split(".")
+        node: Any = data
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        node[int(last) if isinstance(node, list) else last] = value
+    return mutate
+
+
+def _drop(path: str) -> Callable[[dict], None]:
+    def mutate(data: dict) -> None:
+        *parents, last = path.split(".")
+        node: Any = data
+        for key in parents:
+            node = node[key]
+        del node[last]
+    return mutate
+
+
+PROFILE_TEXT = yaml.safe_dump(TINY_PROFILE, sort_keys=False)
+
+PROFILE_CASES = [
+    case("utf16", PROFILE_TEXT.encode("utf-16"), "UTF-8"),
+    case("binary", bytes(range(256)), "UTF-8"),
+    case("nul-bytes", b"name: x\x00\n", "binary"),
+    case("empty", b"", "mapping"),
+    case("list", b"- a\n- b\n", "mapping"),
+    case("bad-yaml", b"name: [x\n", "YAML"),
+    case("duplicate-key", (PROFILE_TEXT + "kind: cpu\n").encode(), "kind"),
+    case("duplicate-nested-key", PROFILE_TEXT.replace("  units: 4\n", "  units: 4\n  units: 8\n").encode(), "units"),
+    case("inf", _set("memory.dram.bandwidth_GBps", float("inf")), "memory.dram.bandwidth_GBps"),
+    case("nan", _set("compute.clock_MHz", float("nan")), "compute.clock_MHz"),
+    case("quoted-inf", _set("memory.dram.bandwidth_GBps", "inf"), "memory.dram.bandwidth_GBps"),
+    case("overflowing-string", _set("kernel.latency_us", "1e999"), "kernel.latency_us"),
+    case("zero-units", _set("compute.units", 0), "compute.units"),
+    case("negative-bandwidth", _set("memory.dram.bandwidth_GBps", -1.0), "memory.dram.bandwidth_GBps"),
+    case("fractional-units", _set("compute.units", 2.5), "compute.units"),
+    case("string-units", _set("compute.units", "four"), "compute.units"),
+    case("efficiency-above-1", _set("memory.dram.efficiency", 1.5), "memory.dram.efficiency"),
+    case("unknown-dtype", _set("compute.matrix_peak_TFLOPS.fp64", 1.0), "matrix_peak_TFLOPS"),
+    case("negative-peak", _set("compute.matrix_peak_TFLOPS.bf16", -1.0), "matrix_peak_TFLOPS"),
+    case("unknown-field", _set("colour", "blue"), "colour"),
+    case("missing-memory", _drop("memory"), "memory"),
+    case("missing-dram-bandwidth", _drop("memory.dram.bandwidth_GBps"), "bandwidth_GBps"),
+    case("no-onchip-level", _set("memory.onchip", []), "memory.onchip"),
+    case("no-sources", _set("sources", []), "sources"),
+    case("unknown-kind", _set("kind", "fpga"), "kind"),
+    case("bool-units", _set("compute.units", True), "compute.units",
+         owner="hardware", why="compute.units: true is taken as 1 (pydantic lax bool->int)"),
+    case("bool-efficiency", _set("compute.matrix_efficiency", True), "compute.matrix_efficiency",
+         owner="hardware", why="compute.matrix_efficiency: true is taken as 1.0"),
+    case("huge-units", _set("compute.units", 10**30), "compute.units",
+         owner="hardware", why="compute.units has no upper bound (1e30 units accepted)"),
+    case("default-dtype-without-peak", _set("default_dtype", "fp8"), "default_dtype",
+         owner="hardware", why="default_dtype fp8 with no fp8 peak is accepted; the engine then dies with KeyError"),
+    case("memory-capacity-contradicts-dram", _set("memory_capacity_GiB", 100.0), "memory_capacity_GiB",
+         owner="hardware", why="memory_capacity_GiB 100 beside a 1 GiB DRAM is accepted"),
+    case("onchip-larger-than-dram", _set("memory.onchip.0.capacity_MiB", 4096.0), "capacity_MiB",
+         owner="hardware", why="an on-chip level larger than DRAM is accepted"),
+]
+
+
+@pytest.mark.parametrize("content, field", PROFILE_CASES)
+def test_bad_profile(cli, tmp_path: Path, content: bytes | Callable[[dict], None], field: str) -> None:
+    """A bad profile YAML (`--profile FILE`): exit 2, one line naming the file and the field."""
+    path = tmp_path / "bad.yaml"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        data = copy.deepcopy(TINY_PROFILE)
+        content(data)
+        path.write_text(yaml.safe_dump(data))
+    res = cli("simulate", "--profile", str(path), "--model", "t5base", "--sharing", "4x3",
+              "--synthetic", "perfect,len=3", "--baseline", "none")
+    assert_bad(res, "bad.yaml", field)
+
+
+def test_profile_that_is_a_directory(cli, tmp_path: Path) -> None:
+    """`--profile DIR.yaml` (a directory): one line naming it."""
+    (tmp_path / "dir.yaml").mkdir()
+    assert_bad(cli("simulate", "--profile", str(tmp_path / "dir.yaml"), "--model", "t5base", "--sharing", "4x3",
+                   "--synthetic", "perfect"), "dir.yaml", "directory")
+
+
+def test_profile_that_is_a_fifo(cli, fifo_reader) -> None:
+    """`--profile FIFO.yaml`: refused as not a regular file (reading it could block forever)."""
+    path = fifo_reader("pipe.yaml", PROFILE_TEXT.encode())
+    assert_bad(cli("simulate", "--profile", str(path), "--model", "t5base", "--sharing", "4x3",
+                   "--synthetic", "perfect"), "pipe.yaml", "regular file")
+
+
+def test_unknown_profile_name(cli) -> None:
+    """`--profile NAME` that is not shipped: one line naming the flag."""
+    assert_bad(cli("simulate", "--profile", "no-such-chip", "--model", "t5base", "--sharing", "4x3",
+                   "--synthetic", "perfect"), "--profile", "no-such-chip")
+
+
+def test_profiles_dir_with_a_bad_file(cli, tmp_path: Path) -> None:
+    """`speedsim profiles --dir` with an undecodable profile: one line naming that file."""
+    (tmp_path / "x.yaml").write_bytes(b"\xff\xfe\x00n")
+    assert_bad(cli("profiles", "--dir", str(tmp_path)), "x.yaml")
+
+
+def test_profiles_dir_with_a_misnamed_profile(cli, tmp_path: Path) -> None:
+    """A profile whose `name` differs from its file name: one line naming the file and field."""
+    (tmp_path / "other.yaml").write_text(PROFILE_TEXT)
+    assert_bad(cli("profiles", "--dir", str(tmp_path)), "other.yaml", "name")
+
+
+# ------------------------------------------------------------------------------ measured CSV
+
+HEADER = "section,model,mode,pattern,n,ctx,L,R,us_median,us_min,us_max,extra\n"
+ROW = "gemv,,eager,W256MiB,1,0,0,0,67.008,66.632,67.546,\n"
+VALIDATION = "validation"
+
+MEASURED_CASES = [
+    case("empty", "", "bad.csv"),
+    case("utf16", (HEADER + ROW).encode("utf-16"), "bad.csv"),
+    case("binary", bytes(range(256)) * 4, "bad.csv"),
+    case("missing-column", HEADER.replace("us_median,", "") + ROW, "us_median"),
+    case("unknown-section", HEADER + ROW.replace("gemv", "bogus"), "bad.csv:2"),
+    case("unknown-mode", HEADER + ROW.replace("eager", "turbo"), "bad.csv:2"),
+    case("non-numeric-n", HEADER + ROW.replace("W256MiB,1,", "W256MiB,abc,"), "bad.csv:2"),
+    case("negative-n", HEADER + ROW.replace("W256MiB,1,", "W256MiB,-1,"), "bad.csv:2"),
+    case("header-only", HEADER, "bad.csv", owner=VALIDATION, why="a header-only CSV validates as an empty table, exit 0"),
+    case("negative-time", HEADER + ROW.replace("67.008", "-67.008"), "bad.csv:2",
+         owner=VALIDATION, why="a negative us_median is accepted (listed as no measured time)"),
+    case("zero-time", HEADER + ROW.replace("67.008", "0"), "bad.csv:2",
+         owner=VALIDATION, why="us_median 0 is accepted"),
+    case("inf-time", HEADER + ROW.replace("67.008", "inf"), "bad.csv:2",
+         owner=VALIDATION, why="us_median inf is accepted"),
+    case("nan-time", HEADER + ROW.replace("67.008", "nan"), "bad.csv:2",
+         owner=VALIDATION, why="us_median nan is accepted"),
+    case("overflowing-time", HEADER + ROW.replace("67.008", "1e400"), "bad.csv:2",
+         owner=VALIDATION, why="us_median 1e400 (inf) is accepted"),
+    case("fractional-n", HEADER + ROW.replace("W256MiB,1,", "W256MiB,2.5,"), "bad.csv:2",
+         owner=VALIDATION, why="n=2.5 is silently truncated to 2"),
+    case("huge-n", HEADER + ROW.replace("W256MiB,1,", "W256MiB,1e30,"), "bad.csv:2",
+         owner=VALIDATION, why="n=1e30 is accepted (absurd MAPE)"),
+    case("conflicting-duplicate-rows", HEADER + ROW + ROW.replace("67.008", "99.0"), "bad.csv:3",
+         owner=VALIDATION, why="two rows of one scenario with different times are both accepted"),
+    case("ragged-row", HEADER + "gemv,,eager\n", "bad.csv:2",
+         owner=VALIDATION, why="a row with 3 of 12 cells is accepted"),
+    case("duplicate-column", HEADER.replace("extra", "n") + ROW, "bad.csv",
+         owner=VALIDATION, why="a header with column n twice is accepted (pandas renames it n.1)"),
+]
+
+
+@pytest.mark.parametrize("content, name", MEASURED_CASES)
+def test_bad_measured_csv_validate(cli, tmp_path: Path, content: str | bytes, name: str) -> None:
+    """`validate --measured BAD.csv`: exit 2, one line naming the file (and row)."""
+    path = tmp_path / "bad.csv"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    assert_bad(cli("validate", "--measured", str(path), "--profile", HW, "--json"), name)
+
+
+@pytest.mark.parametrize("content, name", [
+    case("empty", "", "bad.csv"),
+    case("header-only", HEADER, "bad.csv"),
+    case("unknown-section", HEADER + ROW.replace("gemv", "bogus"), "bad.csv:2"),
+    case("negative-time", HEADER + ROW.replace("67.008", "-1"), "bad.csv:2",
+         owner=VALIDATION, why="calibrate: a negative time is reported as 'no rows with a time', not named by row"),
+    case("inf-time", HEADER + ROW.replace("67.008", "inf"), "bad.csv:2",
+         owner=VALIDATION, why="calibrate: us_median inf is not named by row"),
+])
+def test_bad_measured_csv_calibrate(cli, tmp_path: Path, content: str, name: str) -> None:
+    """`calibrate --measured BAD.csv`: exit 2, one line naming the file (and row)."""
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    assert_bad(cli("calibrate", "--measured", str(path), "--profile", HW, "--kernels", "none",
+                   "--out", str(tmp_path / "fitted.yaml")), name)
+    assert not (tmp_path / "fitted.yaml").exists()
+
+
+@pytest.mark.parametrize("command", [
+    case("validate", "validate", owner=VALIDATION, why="read_measured on a directory raises IsADirectoryError"),
+    case("calibrate", "calibrate", owner=VALIDATION, why="read_measured on a directory raises IsADirectoryError"),
+])
+def test_measured_csv_that_is_a_directory(cli, tmp_path: Path, command: str) -> None:
+    """`--measured DIR`: one line naming it."""
+    (tmp_path / "m.csv").mkdir()
+    extra = ["--out", str(tmp_path / "f.yaml"), "--kernels", "none"] if command == "calibrate" else []
+    assert_bad(cli(command, "--measured", str(tmp_path / "m.csv"), "--profile", HW, *extra), "m.csv")
+
+
+@xfail(VALIDATION, "read_measured reads a FIFO (could block forever) instead of refusing a non-regular file")
+def test_measured_csv_that_is_a_fifo(cli, fifo_reader) -> None:
+    """`--measured FIFO`: refused as not a regular file."""
+    path = fifo_reader("m.csv", (HEADER + ROW).encode())
+    assert_bad(cli("validate", "--measured", str(path), "--profile", HW), "m.csv")
+
+
+def test_measured_csv_missing(cli, tmp_path: Path) -> None:
+    assert_bad(cli("validate", "--measured", str(tmp_path / "none.csv"), "--profile", HW), "none.csv")
+
+
+# ------------------------------------------------------------------------------ kernel CSV
+
+KHEADER = "scenario,kernel,calls_per_iter,device_us_per_iter\n"
+KROW = "layer_t5base_n1_ctx1024,nvjet_sm90_tst_64x8_64x16_4x1_v_bz_TNT,2.0,6.31\n"
+
+
+@pytest.mark.parametrize("content, name", [
+    case("empty", "", "k.csv"),
+    case("missing-column", KHEADER.replace(",device_us_per_iter", "") + KROW, "device_us_per_iter"),
+    case("negative-time", KHEADER + KROW.replace("6.31", "-6.31"), "k.csv:2"),
+    case("inf-time", KHEADER + KROW.replace("6.31", "inf"), "k.csv:2"),
+    case("nan-calls", KHEADER + KROW.replace("2.0", "nan"), "k.csv:2"),
+    case("text-time", KHEADER + KROW.replace("6.31", "fast"), "k.csv:2"),
+    case("unknown-scenario", KHEADER + KROW.replace("layer_t5base", "blob_t5base"), "k.csv:2"),
+    case("utf16", (KHEADER + KROW).encode("utf-16"), "k.csv"),
+    case("header-only", KHEADER, "k.csv", owner=VALIDATION, why="a header-only kernel CSV validates, exit 0"),
+])
+def test_bad_kernel_csv(cli, tmp_path: Path, content: str | bytes, name: str) -> None:
+    """`validate --kernels BAD.csv`: exit 2, one line naming the file (and row)."""
+    path = tmp_path / "k.csv"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    assert_bad(cli("validate", "--kernels", str(path), "--profile", HW, "--json"), name)
+
+
+@xfail(VALIDATION, "read_kernels on a directory raises IsADirectoryError")
+def test_kernel_csv_that_is_a_directory(cli, tmp_path: Path) -> None:
+    (tmp_path / "k.csv").mkdir()
+    assert_bad(cli("validate", "--kernels", str(tmp_path / "k.csv"), "--profile", HW), "k.csv")
+
+
+# ------------------------------------------------------------------------------ model spec
+
+SPEC = "name: mine\nd_model: 64\nn_heads: 4\nd_ff: 256\nvocab: 1000\n"
+WORKLOAD = "workload"
+
+MODEL_SPEC_CASES = [
+    case("utf16", SPEC.encode("utf-16"), "UTF-8"),
+    case("binary", b"\x00\x01\x02", "binary"),
+    case("empty", b"", "mapping"),
+    case("list", b"- 1\n", "mapping"),
+    case("duplicate-key", (SPEC + "d_ff: 512\n").encode(), "d_ff"),
+    case("heads-do-not-divide", SPEC.replace("n_heads: 4", "n_heads: 3").encode(), "n_heads"),
+    case("zero-width", SPEC.replace("d_model: 64", "d_model: 0").encode(), "d_model"),
+    case("negative-vocab", SPEC.replace("vocab: 1000", "vocab: -5").encode(), "vocab"),
+    case("fractional-width", SPEC.replace("d_model: 64", "d_model: 64.5").encode(), "d_model"),
+    case("string-width", SPEC.replace("d_ff: 256", "d_ff: wide").encode(), "d_ff"),
+    case("inf", SPEC.replace("vocab: 1000", "vocab: .inf").encode(), "vocab"),
+    case("quoted-inf", SPEC.replace("d_ff: 256", "d_ff: 'inf'").encode(), "d_ff"),
+    case("unknown-ffn", (SPEC + "ffn: tanh\n").encode(), "ffn"),
+    case("unknown-field", (SPEC + "layers: 12\n").encode(), "layers"),
+    case("missing-name", SPEC.replace("name: mine\n", "").encode(), "name"),
+    case("negative-cross-attention", (SPEC + "cross_attention_len: -1\n").encode(), "cross_attention_len"),
+    case("bool-heads", SPEC.replace("n_heads: 4", "n_heads: true").encode(), "n_heads",
+         owner=WORKLOAD, why="ModelSpec: n_heads: true is taken as 1"),
+    case("huge-vocab", SPEC.replace("vocab: 1000", "vocab: 1000000000000000000000").encode(), "vocab",
+         owner=WORKLOAD, why="ModelSpec: vocab 1e21 is accepted; the error is a memory overflow naming --model, "
+         "not the spec file's field"),
+]
+
+
+@pytest.mark.parametrize("content, field", MODEL_SPEC_CASES)
+def test_bad_model_spec(cli, tmp_path: Path, content: bytes, field: str) -> None:
+    """`--model-spec BAD.yaml`: exit 2, one line naming the file and field."""
+    path = tmp_path / "spec.yaml"
+    path.write_bytes(content)
+    assert_bad(cli("simulate", "--profile", HW, "--model", "mine", "--sharing", "4x3",
+                   "--synthetic", "perfect,len=3", "--baseline", "none", "--model-spec", str(path)),
+               "spec.yaml", field)
+
+
+@xfail(WORKLOAD, "a --model-spec named like a built-in (t5base) silently replaces it")
+def test_model_spec_shadowing_a_builtin(cli, tmp_path: Path) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_text(SPEC.replace("name: mine", "name: t5base"))
+    assert_bad(cli("simulate", "--profile", HW, "--model", "t5base", "--sharing", "4x3",
+                   "--synthetic", "perfect,len=3", "--model-spec", str(path)), "spec.yaml", "t5base")
+
+
+@xfail(WORKLOAD, "two --model-spec files with one name and different shapes: the last silently wins")
+def test_two_model_specs_with_one_name(cli, tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(SPEC)
+    (tmp_path / "b.yaml").write_text(SPEC.replace("d_ff: 256", "d_ff: 512"))
+    assert_bad(cli("simulate", "--profile", HW, "--model", "mine", "--sharing", "4x3", "--synthetic", "perfect",
+                   "--model-spec", str(tmp_path / "a.yaml"), "--model-spec", str(tmp_path / "b.yaml")),
+               "b.yaml", "mine")
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "fifo"])
+def test_model_spec_that_is_not_a_file(cli, tmp_path: Path, fifo_reader, kind: str) -> None:
+    """`--model-spec` that does not exist, is a directory or a FIFO: one line naming it."""
+    path = tmp_path / "spec.yaml"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "fifo":
+        path = fifo_reader("spec.yaml", SPEC.encode())
+    assert_bad(cli("simulate", "--profile", HW, "--model", "mine", "--sharing", "4x3", "--synthetic", "perfect",
+                   "--model-spec", str(path)), "spec.yaml")
+
+
+# ------------------------------------------------------------------------------ trace file
+
+REC = {"version": 1, "seq_id": "a", "src_len": 4, "repeats": 3, "exits": [[1, 2, 3], [4, 4, 4]]}
+
+
+def _lines(*records: Any) -> bytes:
+    return "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records).encode()
+
+
+TRACE_CASES = [
+    case("empty", b"", "--trace"),
+    case("blank-lines", b"\n\n", "--trace"),
+    case("all-sequences-empty", _lines({**REC, "exits": []}), "--trace"),
+    case("utf16", _lines(REC).decode().encode("utf-16"), "t.jsonl"),
+    case("binary", bytes(range(256)), "t.jsonl"),
+    case("not-json", _lines("{not json"), "t.jsonl:1"),
+    case("nan", _lines('{"version":1,"seq_id":"a","src_len":NaN,"repeats":3,"exits":[]}'), "t.jsonl:1"),
+    case("infinity", _lines('{"version":1,"seq_id":"a","src_len":Infinity,"repeats":3,"exits":[]}'), "t.jsonl:1"),
+    case("overflowing-number", _lines('{"version":1,"seq_id":"a","src_len":1e400,"repeats":3,"exits":[]}'),
+         "t.jsonl:1"),
+    case("no-version", _lines({k: v for k, v in REC.items() if k != "version"}), "t.jsonl:1"),
+    case("future-version", _lines({**REC, "version": 2}), "t.jsonl:1"),
+    case("bool-version", _lines({**REC, "version": True}), "t.jsonl:1"),
+    case("negative-token", _lines({**REC, "exits": [[-1, 2, 3]]}), "t.jsonl:1"),
+    case("huge-token", _lines({**REC, "exits": [[10**30, 2, 3]]}), "t.jsonl:1"),
+    case("float-token", _lines({**REC, "exits": [[1.0, 2, 3]]}), "t.jsonl:1"),
+    case("string-token", _lines({**REC, "exits": [["1", 2, 3]]}), "t.jsonl:1"),
+    case("duplicate-seq-id", _lines(REC, REC), "t.jsonl:2"),
+    case("duplicate-json-key", _lines('{"version":1,"seq_id":"a","seq_id":"b","src_len":4,"repeats":3,'
+                                      '"exits":[[1,2,3],[4,4,4]]}'), "t.jsonl:1"),
+    case("row-shorter-than-repeats", _lines({**REC, "exits": [[1, 2]]}), "t.jsonl:1"),
+    case("zero-repeats", _lines({**REC, "repeats": 0, "exits": []}), "t.jsonl:1"),
+    case("negative-src-len", _lines({**REC, "src_len": -1}), "t.jsonl:1"),
+    case("empty-seq-id", _lines({**REC, "seq_id": ""}), "t.jsonl:1"),
+    case("negative-eos", _lines({**REC, "eos_id": -5}), "t.jsonl:1"),
+    case("unknown-field", _lines({**REC, "colour": 1}), "t.jsonl:1"),
+    case("array-record", _lines([1, 2, 3]), "t.jsonl:1"),
+    case("deeply-nested", _lines("[" * 100000 + "]" * 100000), "t.jsonl:1"),
+    case("repeats-contradict-sharing", _lines({**REC, "repeats": 2, "exits": [[1, 2], [3, 3]]}), "--sharing"),
+    case("mixed-repeats", _lines(REC, {**REC, "seq_id": "b", "repeats": 2, "exits": [[1, 2]]}), "--sharing"),
+]
+
+
+@pytest.mark.parametrize("content, name", TRACE_CASES)
+def test_bad_trace(cli, tmp_path: Path, content: bytes, name: str) -> None:
+    """`simulate --trace BAD.jsonl`: exit 2, one line naming the file:line (or the flag)."""
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(content)
+    assert_bad(cli("simulate", "--profile", HW, "--model", "t5base", "--sharing", "4x3", "--trace", str(path),
+                   "--baseline", "none"), name)
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "fifo", "not-gzip", "unknown-name"])
+def test_trace_that_is_not_a_trace_file(cli, tmp_path: Path, fifo_reader, kind: str) -> None:
+    """`--trace` missing, a directory, a FIFO, a .gz that is not gzip, an unknown shipped name: one line."""
+    path: Path | str = tmp_path / "t.jsonl"
+    name = "t.jsonl"
+    if kind == "directory":
+        Path(path).mkdir()
+    elif kind == "fifo":
+        path = fifo_reader("t.jsonl", _lines(REC))
+    elif kind == "not-gzip":
+        path = tmp_path / "t.jsonl.gz"
+        path.write_bytes(b"not gzip at all")
+        name = "t.jsonl.gz"
+    elif kind == "unknown-name":
+        path = name = "no-such-trace"
+    assert_bad(cli("simulate", "--profile", HW, "--model", "t5base", "--sharing", "4x3", "--trace", str(path)),
+               name)
+
+
+def test_trace_and_synthetic_together(cli, tmp_path: Path) -> None:
+    """`--trace` and `--synthetic` contradict each other: one line naming both flags."""
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(_lines(REC))
+    assert_bad(cli("simulate", "--profile", HW, "--model", "t5base", "--sharing", "4x3", "--trace", str(path),
+                   "--synthetic", "perfect"), "--trace", "--synthetic")
+
+
+# ------------------------------------------------------------------------------ synthetic spec
+
+SYNTHETIC_CASES = [
+    "", " ", "len=3,,seqs=1", "colour=blue", "perfect=1", "perfect,mispredict=0.5", "mispredict=0.5,perfect",
+    "agree=0.5/1/1,mispredict=0.1", "len=4,len=5", "mispredict=0.1,mispredict=0.2", "len=4", "seqs=2,seed=1",
+    "seed=-1", "seed=99999999999999999999999", "seed=1e3", "src=0", "len=0", "len=-3", "len=2.5", "len=1e9",
+    "len=99999999", "seqs=0", "seqs=1.5", "mispredict=inf", "mispredict=nan", "mispredict=-0.1", "mispredict=1.5",
+    "mispredict=0x1", "burst=nan", "burst=2", "agree=0.5", "agree=0.5/1/1/1", "agree=0.5/0.4/1", "agree=nan/1",
+    "agree=0.5/0.7/0.9", "agree=0.5//1", "agree=", "fit=/no/such/trace.jsonl",
+]
+
+
+@pytest.mark.parametrize("text", SYNTHETIC_CASES, ids=[s or "(empty)" for s in SYNTHETIC_CASES])
+def test_bad_synthetic(cli, text: str) -> None:
+    """`--synthetic TEXT` that is empty, repeats or contradicts keys, or has values out of range: one line."""
+    res = cli("simulate", "--profile", HW, "--model", "t5base", "--sharing", "4x3", "--synthetic", text,
+              "--baseline", "none")
+    assert_bad(res, "trace.jsonl" if text.startswith("fit=") else "--synthetic")
+
+
+@pytest.mark.parametrize("kind", ["empty", "mixed-repeats"])
+def test_synthetic_fit_to_a_bad_trace(cli, tmp_path: Path, kind: str) -> None:
+    """`--synthetic fit=TRACE` of a trace with nothing to fit: one line naming the flag and file."""
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(b"" if kind == "empty" else _lines(REC, {**REC, "seq_id": "b", "repeats": 2, "exits": [[1, 2]]}))
+    assert_bad(cli("simulate", "--profile", HW, "--model", "t5base", "--sharing", "4x3",
+                   "--synthetic", f"fit={path}"), "--synthetic", "t.jsonl")
+
+
+# ------------------------------------------------------------------------------ sharing
+
+SHARING_CASES = ["0x3", "4x0", "4", "x3", "axb", "-1x3", "4x3x2", "", "4.5x2", "4x", "1e3x1", "4*3", "100000x100000",
+                 "1x2000", "5000x1"]
+
+
+@pytest.mark.parametrize("text", SHARING_CASES, ids=[s or "(empty)" for s in SHARING_CASES])
+def test_bad_sharing(cli, text: str) -> None:
+    """`--sharing` that is not UxR with 1 <= R <= 1024 and depth <= 4096: one line naming the flag."""
+    assert_bad(cli("simulate", "--profile", HW, "--model", "t5base", "--sharing", text,
+                   "--synthetic", "perfect,len=3"), "--sharing")
+
+
+# ------------------------------------------------------------------------------ sweep spec
+
+SWEEP = ("name: t\nfixed: {model: t5base, profile: h200, out_len: 3, baselines: []}\n"
+         "axes:\n  sharing: [4x3]\n  mispredict: [0.1]\n")
+
+SWEEP_CASES = [
+    case("utf16", SWEEP.encode("utf-16"), "UTF-8"),
+    case("binary", b"\x89PNG\x00\x00", "binary"),
+    case("empty", b"", "mapping"),
+    case("list", b"- a\n", "mapping"),
+    case("duplicate-key", (SWEEP + "name: u\n").encode(), "name"),
+    case("unknown-key", (SWEEP + "colour: blue\n").encode(), "colour"),
+    case("unknown-axis", SWEEP.replace("mispredict:", "colour:").encode(), "colour"),
+    case("empty-axis", SWEEP.replace("[0.1]", "[]").encode(), "mispredict"),
+    case("scalar-axis", SWEEP.replace("[0.1]", "0.1").encode(), "axes.mispredict"),
+    case("no-runs", b"name: t\nfixed: {model: t5base}\n", "no axes"),
+    case("agree-and-mispredict", SWEEP.replace("out_len: 3", "out_len: 3, agree: 0.5/1/1").encode(), "agree"),
+    case("sharing-and-unique", SWEEP.replace("out_len: 3", "out_len: 3, unique: 4").encode(), "unique"),
+    case("depth-not-multiple", SWEEP.replace("sharing: [4x3]", "depth: [7]\n  repeats: [3]").encode(), "depth"),
+    case("inf", SWEEP.replace("[0.1]", "[.inf]").encode(), "mispredict"),
+    case("nan", SWEEP.replace("[0.1]", "[.nan]").encode(), "mispredict"),
+    case("quoted-nan", SWEEP.replace("[0.1]", "['nan']").encode(), "mispredict"),
+    case("zero-out-len", SWEEP.replace("out_len: 3", "out_len: 0").encode(), "out_len"),
+    case("fractional-out-len", SWEEP.replace("out_len: 3", "out_len: 2.5").encode(), "out_len"),
+    case("bool-out-len", SWEEP.replace("out_len: 3", "out_len: true").encode(), "out_len"),
+    case("string-out-len", SWEEP.replace("out_len: 3", "out_len: long").encode(), "out_len"),
+    case("negative-seed", SWEEP.replace("out_len: 3", "out_len: 3, seed: -1").encode(), "seed"),
+    case("huge-seqs", SWEEP.replace("out_len: 3", "out_len: 3, seqs: 1000000000000").encode(), "seqs"),
+    case("zero-limit", SWEEP.replace("out_len: 3", "out_len: 3, limit: 0").encode(), "limit"),
+    case("unknown-profile", SWEEP.replace("profile: h200", "profile: nope").encode(), "profile"),
+    case("unknown-model", SWEEP.replace("model: t5base", "model: nope").encode(), "model"),
+    case("bad-sharing", SWEEP.replace("[4x3]", "[4x0]").encode(), "sharing"),
+    case("huge-sharing", SWEEP.replace("[4x3]", "[100000x100000]").encode(), "sharing"),
+    case("missing-trace", SWEEP.replace("mispredict: [0.1]", "trace: [/no/such.jsonl]").encode(), "trace"),
+    case("agree-too-short", SWEEP.replace("mispredict: [0.1]", "agree: ['0.5']").encode(), "agree"),
+    case("blocks-not-a-list", (SWEEP + "blocks: 3\n").encode(), "blocks"),
+    case("run-not-a-mapping", b"name: t\nruns: [3]\n", "runs"),
+    case("label-not-text", (SWEEP + "blocks:\n  - {label: 3, axes: {sharing: [2x6]}}\n").encode(), "label"),
+    case("missing-model-spec", (SWEEP + "model_specs: [/no/such/spec.yaml]\n").encode(), "spec.yaml"),
+]
+
+
+@pytest.mark.parametrize("content, key", SWEEP_CASES)
+def test_bad_sweep_spec(cli, tmp_path: Path, content: bytes, key: str) -> None:
+    """`sweep BAD.yaml`: exit 2, one line naming the file (or spec file) and the key; nothing is run."""
+    path = tmp_path / "sweep.yaml"
+    path.write_bytes(content)
+    out = tmp_path / "out"
+    line = assert_bad(cli("sweep", str(path), "--out", str(out), "--workers", "1"), key)
+    assert "sweep.yaml" in line or "spec.yaml" in line
+    assert not (out / "runs.jsonl").exists() or not (out / "runs.jsonl").read_text()
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "fifo"])
+def test_sweep_spec_that_is_not_a_file(cli, tmp_path: Path, fifo_reader, kind: str) -> None:
+    path = tmp_path / "sweep.yaml"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "fifo":
+        path = fifo_reader("sweep.yaml", SWEEP.encode())
+    assert_bad(cli("sweep", str(path), "--out", str(tmp_path / "out")), "sweep.yaml")
+
+
+# ------------------------------------------------------------------------------ train config
+
+TRAIN = {
+    "name": "tiny",
+    "data": {"task": "summarize", "vocab_size": 320, "max_src_tokens": 48, "max_tgt_tokens": 40},
+    "model": {"d_model": 32, "n_heads": 2, "d_ff": 64, "unique_layers": 2, "repeats": 2, "encoder_layers": 1,
+              "max_len": 64},
+    "pretrain": {"steps": 4, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 2,
+                 "prefix_tokens": 16, "target_tokens": 16},
+    "finetune": {"steps": 4, "batch_size": 4, "warmup_steps": 1, "checkpoint_every": 2},
+    "eval": {"val_examples": 8, "rouge_examples": 3, "max_new_tokens": 6},
+}
+TRAIN_OWNER = "train"
+
+
+@pytest.fixture
+def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bad config must fail before any stage starts: fail fast (not train) if one does."""
+    import speedsim.train.loop as loop
+
+    monkeypatch.setattr(loop, "_resume", _boom("training"))
+
+
+TRAIN_CASES = [
+    case("utf16", yaml.safe_dump(TRAIN).encode("utf-16"), "UTF-8"),
+    case("binary", b"\x00\xff\x00", "tiny.yaml"),
+    case("empty", b"", "mapping"),
+    case("duplicate-key", (yaml.safe_dump(TRAIN) + "name: again\n").encode(), "name"),
+    case("inf-lr", _set("pretrain.lr", float("inf")), "pretrain.lr"),
+    case("quoted-inf-lr", _set("pretrain.lr", "inf"), "pretrain.lr"),
+    case("nan-weight-decay", _set("finetune.weight_decay", float("nan")), "finetune.weight_decay"),
+    case("zero-steps", _set("pretrain.steps", 0), "pretrain.steps"),
+    case("fractional-steps", _set("pretrain.steps", 2.5), "pretrain.steps"),
+    case("string-batch", _set("pretrain.batch_size", "many"), "pretrain.batch_size"),
+    case("too-many-threads", _set("threads", 100000), "threads"),
+    case("max-len-too-short", _set("model.max_len", 8), "max_len"),
+    case("dropout-above-1", _set("model.dropout", 1.5), "dropout"),
+    case("exit-weights-wrong-count", _set("model.exit_weights", [1.0]), "exit_weights"),
+    case("negative-exit-weight", _set("model.exit_weights", [-1.0, 1.0]), "exit_weights"),
+    case("heads-do-not-divide", _set("model.n_heads", 3), "n_heads"),
+    case("unknown-model-field", _set("model.colour", 1), "colour"),
+    case("unknown-section", _set("train", {"steps": 3}), "train"),
+    case("unknown-task", _set("data.task", "translate"), "task"),
+    case("task-contradicts-model", _set("data.task", "continue"), "task"),
+    case("zero-repeats", _set("model.repeats", 0), "repeats"),
+    case("missing-name", _drop("name"), "name"),
+    case("no-stage", lambda c: (c.pop("pretrain"), c.pop("finetune")), "stage"),
+    case("scratch-contradicts-pretrain", _set("finetune.from_scratch", True), "from_scratch"),
+    case("zero-max-new-tokens", _set("eval.max_new_tokens", 0), "eval.max_new_tokens"),
+    case("warmup-longer-than-stage", _set("pretrain.warmup_steps", 100), "warmup_steps",
+         owner=TRAIN_OWNER, why="warmup_steps 100 > steps 4 is accepted"),
+    case("bool-steps", _set("pretrain.steps", True), "pretrain.steps",
+         owner=TRAIN_OWNER, why="steps: true is taken as 1"),
+    case("negative-seed", _set("seed", -1), "seed", owner=TRAIN_OWNER, why="seed: -1 is accepted"),
+    case("huge-width", _set("model.d_model", 10**12), "d_model",
+         owner=TRAIN_OWNER, why="model.d_model 1e12 is accepted (training then tries to allocate it)"),
+    case("missing-source-directory", _set("data.sources", ["/no/such/dir"]), "sources",
+         owner=TRAIN_OWNER, why="data.sources naming a missing directory is not checked with the config"),
+]
+
+
+@pytest.mark.parametrize("content, field", TRAIN_CASES)
+def test_bad_train_config(cli, tmp_path: Path, no_training, content: bytes | Callable[[dict], Any],
+                          field: str) -> None:
+    """`train --config BAD.yaml`: exit 2, one line naming the file and field, before any training."""
+    path = tmp_path / "tiny.yaml"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        data = copy.deepcopy(TRAIN)
+        data["data"]["cache_dir"] = str(tmp_path / "cache")
+        content(data)
+        path.write_text(yaml.safe_dump(data))
+    assert_bad(cli("train", "--config", str(path), "--out", str(tmp_path / "run")), "tiny.yaml", field)
+    assert not (tmp_path / "run").exists()
+
+
+@xfail(TRAIN_OWNER, "data.cache_dir that is a regular file is not checked with the config")
+def test_train_cache_dir_that_is_a_file(cli, tmp_path: Path, no_training) -> None:
+    (tmp_path / "afile").write_text("x")
+    data = copy.deepcopy(TRAIN)
+    data["data"]["cache_dir"] = str(tmp_path / "afile")
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(data))
+    assert_bad(cli("train", "--config", str(tmp_path / "tiny.yaml"), "--out", str(tmp_path / "run")), "cache_dir")
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "fifo"])
+def test_train_config_that_is_not_a_file(cli, tmp_path: Path, fifo_reader, no_training, kind: str) -> None:
+    path = tmp_path / "tiny.yaml"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "fifo":
+        path = fifo_reader("tiny.yaml", yaml.safe_dump(TRAIN).encode())
+    assert_bad(cli("train", "--config", str(path), "--out", str(tmp_path / "run")), "tiny.yaml")
+
+
+# ------------------------------------------------------------------------------ checkpoint
+
+@pytest.mark.parametrize("kind, name", [
+    ("missing", "ck"), ("empty-directory", "ck"), ("garbage", "finetune.pt"), ("text-file", "ck.pt"),
+    ("missing-fields", "ck.pt"), ("not-a-dict", "ck.pt"), ("wrong-format", "ck.pt"), ("stage-is-a-directory", "ck"),
+])
+def test_bad_checkpoint(cli, tmp_path: Path, kind: str, name: str) -> None:
+    """`trace --checkpoint BAD`: exit 2, one line naming the run directory or file; nothing written."""
+    import torch
+
+    path = tmp_path / "ck"
+    if kind == "empty-directory":
+        path.mkdir()
+    elif kind == "garbage":
+        path.mkdir()
+        (path / "finetune.pt").write_bytes(b"\x00garbage")
+    elif kind == "stage-is-a-directory":
+        (path / "finetune.pt").mkdir(parents=True)
+    elif kind != "missing":
+        path = tmp_path / "ck.pt"
+        if kind == "text-file":
+            path.write_text("not a checkpoint\n")
+        else:
+            obj = {"missing-fields": {"format": 2}, "not-a-dict": [1, 2]}.get(kind)
+            if kind == "wrong-format":
+                from speedsim.train.checkpoint import REQUIRED
+
+                obj = {**dict.fromkeys(REQUIRED, 0), "format": 999}
+            torch.save(obj, path)
+    out = tmp_path / "t.jsonl"
+    assert_bad(cli("trace", "--checkpoint", str(path), "--out", str(out)), name)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("flag", ["--max-new-tokens", "--limit"])
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_trace_counts_below_one(cli, tmp_path: Path, flag: str, value: str) -> None:
+    """`trace --max-new-tokens 0` / `--limit 0`: refused (not silently the default), naming the flag."""
+    assert_bad(cli("trace", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "t.jsonl"), flag, value), flag)
+
+
+# ------------------------------------------------------------------------------ output paths
+
+SIM_ARGS = ("simulate", "--profile", HW, "--model", "t5base", "--sharing", "4x3", "--synthetic", "perfect,len=3",
+            "--baseline", "none")
+
+
+def _target(tmp_path: Path, fifo: Path, kind: str, name: str) -> Path:
+    """An output path of `kind`: an existing directory, a FIFO, a path under a missing directory or under a file."""
+    if kind == "directory":
+        (tmp_path / name).mkdir()
+        return tmp_path / name
+    if kind == "fifo":
+        return fifo
+    if kind == "missing-parent":
+        return tmp_path / "no" / "such" / name
+    (tmp_path / "afile").write_text("mine\n")
+    return tmp_path / "afile" / name
+
+
+def _untouched(tmp_path: Path, fifo: Path) -> None:
+    """Nothing was written: the FIFO is still a FIFO and no temporary file is left anywhere."""
+    import stat
+
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+    if (tmp_path / "afile").exists():
+        assert (tmp_path / "afile").read_text() == "mine\n"
+
+
+OUTPUT_KINDS = ["directory", "fifo", "missing-parent", "under-a-file"]
+
+
+@pytest.mark.parametrize("kind", OUTPUT_KINDS)
+def test_timeline_output(cli, tmp_path: Path, fifo: Path, kind: str) -> None:
+    """`simulate --timeline` to a directory, a special file or an impossible path: one line naming the flag."""
+    assert_bad(cli(*SIM_ARGS, "--timeline", str(_target(tmp_path, fifo, kind, "tl.json"))), "--timeline")
+    _untouched(tmp_path, fifo)
+
+
+@pytest.mark.parametrize("kind", OUTPUT_KINDS)
+def test_calibrate_output(cli, tmp_path: Path, fifo: Path, monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    """`calibrate --out` that cannot be written is refused before the fit."""
+    import speedsim.validation.calibrate as calibrate
+
+    monkeypatch.setattr(calibrate, "calibrate", _boom("the fit"))
+    (tmp_path / "m.csv").write_text(HEADER + ROW)
+    assert_bad(cli("calibrate", "--measured", str(tmp_path / "m.csv"), "--profile", HW, "--kernels", "none",
+                   "--out", str(_target(tmp_path, fifo, kind, "fitted.yaml"))), "--out")
+    _untouched(tmp_path, fifo)
+
+
+@pytest.mark.parametrize("kind", OUTPUT_KINDS)
+def test_measure_output(cli, tmp_path: Path, fifo: Path, monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    """`measure --out` that cannot be written is refused before any timing."""
+    import speedsim.validation.measure.run as run
+
+    monkeypatch.setattr(run, "_base", _boom("measuring"))
+    assert_bad(cli("measure", "--device", "cpu", "--quick", "--out", str(_target(tmp_path, fifo, kind, "m.csv"))),
+               "--out")
+    _untouched(tmp_path, fifo)
+
+
+@pytest.mark.parametrize("kind", OUTPUT_KINDS)
+def test_trace_output(cli, tmp_path: Path, fifo: Path, monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    """`trace --out` that cannot be written is refused before decoding."""
+    import speedsim.train as train
+
+    monkeypatch.setattr(train, "record_traces", _boom("decoding"))
+    assert_bad(cli("trace", "--checkpoint", str(tmp_path), "--out", str(_target(tmp_path, fifo, kind, "t.jsonl"))),
+               "--out")
+    _untouched(tmp_path, fifo)
+
+
+@pytest.mark.parametrize("kind", ["file", "fifo", "under-a-file"])
+def test_sweep_output(cli, tmp_path: Path, fifo: Path, kind: str) -> None:
+    """`sweep --out` that is a file, a special file or under a file: one line naming the flag."""
+    (tmp_path / "s.yaml").write_text(SWEEP)
+    out = {"file": tmp_path / "afile", "fifo": fifo, "under-a-file": tmp_path / "afile" / "out"}[kind]
+    (tmp_path / "afile").write_text("mine\n")
+    assert_bad(cli("sweep", str(tmp_path / "s.yaml"), "--out", str(out), "--workers", "1"), "--out")
+    _untouched(tmp_path, fifo)
+
+
+@pytest.mark.parametrize("flag, kind", [("--out", "file"), ("--out", "fifo"), ("--out", "under-a-file"),
+                                        ("--cache", "file")])
+def test_report_output(cli, tmp_path: Path, fifo: Path, monkeypatch: pytest.MonkeyPatch, flag: str,
+                       kind: str) -> None:
+    """`report --out FILE` (or `--cache FILE`) is refused before any sweep runs, not after minutes of work."""
+    import speedsim.report.build as build
+
+    monkeypatch.setattr(build, "run_study", _boom("the study"))
+    (tmp_path / "afile").write_text("mine\n")
+    target = {"file": tmp_path / "afile", "fifo": fifo, "under-a-file": tmp_path / "afile" / "r"}[kind]
+    args = ["--out", str(target)] if flag == "--out" else ["--out", str(tmp_path / "r"), "--cache", str(target)]
+    assert_bad(cli("report", *args), flag)
+    _untouched(tmp_path, fifo)
+
+
+def test_train_output_that_is_a_file(cli, tmp_path: Path, no_training) -> None:
+    """`train --out FILE`: one line naming the flag."""
+    (tmp_path / "afile").write_text("mine\n")
+    data = copy.deepcopy(TRAIN)
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(data))
+    assert_bad(cli("train", "--config", str(tmp_path / "tiny.yaml"), "--out", str(tmp_path / "afile")), "--out")
+
+
+# ------------------------------------------------------------------------------ scheduler address
+
+@pytest.mark.parametrize("address", ["notanaddress", "", "http://host:8786", "tcp://:8786", "tcp://host:99999",
+                                     "tcp://host:0", "tcp://host", "host:port"])
+def test_bad_scheduler_address(cli, tmp_path: Path, address: str) -> None:
+    """`sweep --scheduler` that is not a Dask address: one line naming the flag, before any run."""
+    (tmp_path / "s.yaml").write_text(SWEEP)
+    out = tmp_path / "out"
+    assert_bad(cli("sweep", str(tmp_path / "s.yaml"), "--out", str(out), "--scheduler", address), "--scheduler")
+    assert not out.exists()
+
+
+def test_report_bad_scheduler_address(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import speedsim.report.build as build
+
+    monkeypatch.setattr(build, "run_study", _boom("the study"))
+    assert_bad(cli("report", "--out", str(tmp_path / "r"), "--scheduler", "notanaddress"), "--scheduler")
+
+
+# ------------------------------------------------------------------------------ command-line flags
+
+@pytest.mark.parametrize("args, flag", [
+    (("sweep", "s.yaml", "--out", "o", "--workers", "0"), "--workers"),
+    (("simulate", "--profile", HW), "--model"),
+    (("simulate", "--colour", "blue"), "--colour"),
+    (("simulate", *SIM_ARGS[1:], "--limit", "0"), "--limit"),
+    (("simulate", *SIM_ARGS[1:], "--mode", "turbo"), "--mode"),
+    (("validate", "--worst", "-1"), "--worst"),
+    (("measure", "--device", "tpu", "--out", "m.csv"), "--device"),
+    (("no-such-command",), "no-such-command"),
+])
+def test_bad_flags_one_line(cli, args: tuple[str, ...], flag: str) -> None:
+    """A click usage error (bad value, missing or unknown option): one line naming the flag, exit 2."""
+    assert_bad(cli(*args), flag)
+
+
+# ====================================================================== fuzzing the readers
+
+FUZZ = settings(max_examples=40, derandomize=True, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+ANY_VALUE = st.one_of(
+    st.none(), st.booleans(), st.integers(-(10**30), 10**30), st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=6), st.sampled_from(["inf", "-inf", "nan", "1e999", "0", "-1", "2.5", "4x3", ""]),
+    st.lists(st.integers(-3, 3), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+
+
+@pytest.fixture(scope="module")
+def fuzz_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("fuzz")
+
+
+def _paths(data: Any, prefix: tuple = ()) -> list[tuple]:
+    """Every key path in nested dicts and lists (dict keys and list indices)."""
+    out = []
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
+    for key, value in items:
+        out.append((*prefix, key))
+        out += _paths(value, (*prefix, key))
+    return out
+
+
+@st.composite
+def mutated(draw: st.DrawFn, base: dict) -> dict:
+    """`base` with one to three random edits: a value replaced, a key removed, or a key added."""
+    data = copy.deepcopy(base)
+    for _ in range(draw(st.integers(1, 3))):
+        paths = _paths(data)
+        if not paths:
+            break
+        path = draw(st.sampled_from(paths))
+        node: Any = data
+        for key in path[:-1]:
+            node = node[key]
+        action = draw(st.sampled_from(["replace", "replace", "delete", "add"]))
+        if action == "replace":
+            node[path[-1]] = draw(ANY_VALUE)
+        elif action == "delete":
+            del node[path[-1]]
+        elif isinstance(node, dict):
+            node[draw(st.text(min_size=1, max_size=5))] = draw(ANY_VALUE)
+    return data
+
+
+def _finite_everywhere(obj: Any) -> bool:
+    if isinstance(obj, float):
+        return math.isfinite(obj)
+    if isinstance(obj, dict):
+        return all(_finite_everywhere(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return all(_finite_everywhere(v) for v in obj)
+    return True
+
+
+@FUZZ
+@given(data=st.binary(max_size=300))
+def test_fuzz_read_mapping_bytes(fuzz_dir: Path, data: bytes) -> None:
+    """Random bytes as YAML: a finite mapping or a `UserError`, nothing else."""
+    from speedsim.yamlio import read_mapping
+
+    path = fuzz_dir / "m.yaml"
+    path.write_bytes(data)
+    try:
+        result = read_mapping(path, "fuzz")
+    except UserError:
+        return
+    assert isinstance(result, dict) and _finite_everywhere(result)
+
+
+@FUZZ
+@given(text=st.text(alphabet=st.sampled_from(list("ab:{}[]-,.!&*#|>'\"\n 019eEinfa\t")), max_size=80))
+def test_fuzz_read_mapping_yaml_like(fuzz_dir: Path, text: str) -> None:
+    """YAML-ish text (anchors, flow mappings, tags, quotes): a finite mapping or a `UserError`."""
+    from speedsim.yamlio import read_mapping
+
+    path = fuzz_dir / "m.yaml"
+    path.write_text(text)
+    try:
+        result = read_mapping(path, "fuzz")
+    except UserError:
+        return
+    assert isinstance(result, dict) and _finite_everywhere(result)
+
+
+@FUZZ
+@given(data=st.one_of(st.binary(max_size=200), mutated(TINY_PROFILE).map(lambda d: yaml.safe_dump(d).encode())))
+def test_fuzz_profile_reader(fuzz_dir: Path, data: bytes) -> None:
+    """Random bytes or a mutated valid profile: a profile with finite numbers, or a `UserError`."""
+    from speedsim.hardware import load_profile_file
+
+    path = fuzz_dir / "p.yaml"
+    path.write_bytes(data)
+    try:
+        profile = load_profile_file(path)
+    except UserError:
+        return
+    assert _finite_everywhere(profile.model_dump())
+
+
+MEASURED_CELLS = st.one_of(st.sampled_from(["", "0", "-1", "2.5", "1e30", "1e400", "inf", "nan", "NaN", "abc", "gemv",
+                                            "eager", "graph", "W256MiB", '"', ",", "\n"]),
+                           st.text(max_size=5))
+
+
+@st.composite
+def measured_csv(draw: st.DrawFn) -> bytes:
+    """A valid measured CSV with random cells replaced (or random bytes)."""
+    if draw(st.booleans()):
+        return draw(st.binary(max_size=200))
+    lines = [HEADER.rstrip("\n").split(","), ROW.rstrip("\n").split(",")]
+    for _ in range(draw(st.integers(1, 4))):
+        r = draw(st.integers(0, 1))
+        lines[r][draw(st.integers(0, 11))] = draw(MEASURED_CELLS)
+    return "".join(",".join(cells) + "\n" for cells in lines).encode()
+
+
+@FUZZ
+@given(data=measured_csv())
+def test_fuzz_measured_reader(fuzz_dir: Path, data: bytes) -> None:
+    """A mutated measured CSV: rows or a `UserError`, never another exception."""
+    from speedsim.validation import read_measured
+
+    path = fuzz_dir / "m.csv"
+    path.write_bytes(data)
+    try:
+        rows = read_measured(path)
+    except UserError:
+        return
+    assert all(isinstance(r.n, int) and r.n >= 0 for r in rows)
+
+
+@st.composite
+def trace_file(draw: st.DrawFn) -> bytes:
+    """Random bytes, or JSON Lines of mutated valid records, or a valid record with a line of noise."""
+    kind = draw(st.sampled_from(["bytes", "mutated", "noise"]))
+    if kind == "bytes":
+        return draw(st.binary(max_size=200))
+    if kind == "noise":
+        return _lines(REC) + draw(st.text(max_size=30)).encode() + b"\n"
+    records = draw(st.lists(mutated(REC), min_size=1, max_size=3))
+    return "".join(json.dumps(r) + "\n" for r in records).encode()
+
+
+@FUZZ
+@given(data=trace_file(), gz=st.booleans())
+def test_fuzz_trace_reader(fuzz_dir: Path, data: bytes, gz: bool) -> None:
+    """Random or mutated trace files (plain or gzip): valid traces or a `UserError`."""
+    import gzip
+
+    from speedsim.trace.io import read_traces
+
+    path = fuzz_dir / ("t.jsonl.gz" if gz else "t.jsonl")
+    path.write_bytes(gzip.compress(data, mtime=0) if gz and data[:1] != b"\x1f" else data)
+    try:
+        traces = read_traces(path)
+    except UserError:
+        return
+    for tr in traces:
+        assert all(len(row) == tr.repeats for row in tr.exits)
+        assert all(0 <= tok <= 2**31 - 1 for row in tr.exits for tok in row)
+
+
+SWEEP_BASE = yaml.safe_load(SWEEP)
+
+
+@FUZZ
+@given(data=st.one_of(st.binary(max_size=120), mutated(SWEEP_BASE).map(lambda d: yaml.safe_dump(d).encode())))
+def test_fuzz_sweep_spec(fuzz_dir: Path, data: bytes) -> None:
+    """Random bytes or a mutated valid sweep spec through `load_spec` and `plan`: runs or a `UserError`."""
+    from speedsim.sweep import load_spec, plan
+
+    path = fuzz_dir / "s.yaml"
+    path.write_bytes(data)
+    try:
+        runs = plan(load_spec(path))
+    except UserError:
+        return
+    assert runs and all(_finite_everywhere(r.model_dump()) for r in runs)
+
+
+# ====================================================================== strict JSON output
+
+def _strict(text: str) -> Any:
+    def refuse(name: str) -> None:
+        raise AssertionError(f"{name} in --json output is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.parametrize("args", [
+    ("profiles", "--json"),
+    ("simulate", "--profile", "h200", "--model", "t5base", "--sharing", "4x3", "--synthetic",
+     "mispredict=0.3,len=6,seqs=2", "--json"),
+    ("simulate", "--profile", "cpu-host", "--model", "dec1b", "--sharing", "2x6", "--synthetic", "perfect,len=4",
+     "--baseline", "none", "--mode", "eager", "--json"),
+    ("simulate", "--profile", "h200", "--model", "t5base", "--sharing", "12x1", "--synthetic", "perfect,len=2",
+     "--json"),
+], ids=["profiles", "simulate", "simulate-cpu-eager", "simulate-r1"])
+def test_json_is_strict(cli, args: tuple[str, ...]) -> None:
+    """`--json` prints one strictly valid JSON object (no NaN or Infinity) and nothing else on stdout."""
+    res = cli(*args)
+    assert res.returncode == 0, res.stderr
+    assert isinstance(_strict(res.stdout), dict)
+
+
+def test_json_is_strict_simulate_trace(cli, tmp_path: Path) -> None:
+    """A trace whose only decoded token follows the prefill, and one that is empty: still strict JSON."""
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(_lines(REC, {**REC, "seq_id": "b", "exits": []}))
+    res = cli("simulate", "--profile", "h200", "--model", "t5base", "--sharing", "4x3", "--trace", str(path), "--json")
+    assert res.returncode == 0, res.stderr
+    assert isinstance(_strict(res.stdout), dict)
+
+
+def test_json_is_strict_validate(cli, tmp_path: Path) -> None:
+    """`validate --json` on rows with and without a measured time: strict JSON."""
+    path = tmp_path / "m.csv"
+    path.write_text(HEADER + ROW + ROW.replace("W256MiB,1,", "W256MiB,2,").replace("67.008", ""))
+    res = cli("validate", "--measured", str(path), "--profile", "h200", "--json")
+    assert res.returncode == 0, res.stderr
+    assert isinstance(_strict(res.stdout), dict)
+
+
+def test_json_is_strict_validate_kernels(cli, tmp_path: Path) -> None:
+    path = tmp_path / "k.csv"
+    path.write_text(KHEADER + KROW)
+    res = cli("validate", "--kernels", str(path), "--profile", "h200", "--json")
+    assert res.returncode == 0, res.stderr
+    assert isinstance(_strict(res.stdout), dict)
+
+
+def test_json_is_strict_sweep(cli, tmp_path: Path) -> None:
+    """`sweep --json` on a tiny spec: strict JSON, and its results table has no infinite number."""
+    (tmp_path / "s.yaml").write_text(SWEEP)
+    res = cli("sweep", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "out"), "--workers", "1", "--json")
+    assert res.returncode == 0, res.stderr
+    summary = _strict(res.stdout)
+    assert summary["runs"] == 1 and summary["failed"] == 0
+    for line in (tmp_path / "out" / "runs.jsonl").read_text().splitlines():
+        _strict(line)
