@@ -593,6 +593,12 @@ SWEEP_CASES = [
     case("run-not-a-mapping", b"name: t\nruns: [3]\n", "runs"),
     case("label-not-text", (SWEEP + "blocks:\n  - {label: 3, axes: {sharing: [2x6]}}\n").encode(), "label"),
     case("missing-model-spec", (SWEEP + "model_specs: [/no/such/spec.yaml]\n").encode(), "spec.yaml"),
+    case("trace-with-synthetic-parameters", SWEEP.replace("mispredict: [0.1]", "trace: [4x3]").encode(), "out_len"),
+    case("limit-without-trace", SWEEP.replace("out_len: 3", "out_len: 3, limit: 2").encode(), "limit"),
+    case("launch-exit-beyond-r", SWEEP.replace("out_len: 3", "out_len: 3, launch_exit: 3").encode(), "launch_exit"),
+    case("unknown-mode", SWEEP.replace("out_len: 3", "out_len: 3, mode: turbo").encode(), "mode"),
+    case("unknown-baseline", SWEEP.replace("baselines: []", "baselines: [bogus]").encode(), "baselines"),
+    case("quoted-inf-src-len", SWEEP.replace("out_len: 3", "out_len: 3, src_len: 'inf'").encode(), "src_len"),
 ]
 
 
@@ -888,11 +894,18 @@ def test_report_bad_scheduler_address(cli, tmp_path: Path, monkeypatch: pytest.M
     (("simulate", *SIM_ARGS[1:], "--limit", "0"), "--limit"),
     (("simulate", *SIM_ARGS[1:], "--mode", "turbo"), "--mode"),
     (("validate", "--worst", "-1"), "--worst"),
+    (("sweep", "s.yaml", "--out", "o", "--workers", "100000000000"), "--workers"),
+    (("report", "--out", "r", "--workers", "100000000000"), "--workers"),
+    (("simulate", *SIM_ARGS[1:], "--launch-exit", "3"), "--launch-exit"),
+    (("simulate", *SIM_ARGS[1:], "--src-len", "1e3"), "--src-len"),
     (("measure", "--device", "tpu", "--out", "m.csv"), "--device"),
     (("no-such-command",), "no-such-command"),
 ])
-def test_bad_flags_one_line(cli, args: tuple[str, ...], flag: str) -> None:
-    """A click usage error (bad value, missing or unknown option): one line naming the flag, exit 2."""
+def test_bad_flags_one_line(cli, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], flag: str) -> None:
+    """A bad flag (a value out of range, a missing or unknown option): one line naming the flag, exit 2."""
+    import speedsim.report.build as build
+
+    monkeypatch.setattr(build, "run_study", _boom("the study"))
     assert_bad(cli(*args), flag)
 
 

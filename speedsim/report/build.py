@@ -24,7 +24,7 @@ from speedsim.report.readme import write_readme, write_validation
 from speedsim.sharing import Sharing
 from speedsim.simulate import step_points, synthetic_traces
 from speedsim.sweep import SweepSpec, load_spec, read_results, run_sweep
-from speedsim.sweep.runner import check_scheduler
+from speedsim.sweep.runner import check_scheduler, check_workers
 from speedsim.sweep.spec import expand
 from speedsim.trace.io import resolve_trace
 from speedsim.validation import read_measured, validate
@@ -194,6 +194,7 @@ def build_report(out: Path | str, *, full: bool = False, specs: tuple[Path, ...]
         check_output_dir(cache, "--cache")
     if scheduler is not None:
         check_scheduler(scheduler)
+    check_workers(workers)
     specs = specs if specs is not None else (FULL_STUDY if full else DEFAULT_STUDY)
     with tempfile.TemporaryDirectory(prefix="speedsim-report-") as tmp:
         work = Path(cache) if cache else Path(tmp)

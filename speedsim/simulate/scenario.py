@@ -89,6 +89,9 @@ def build_scenario(profile: str, model: str, sharing: str | Sharing, *, trace: P
     if limit:
         traces = traces[:limit]
     policy = Policy(launch_exit=launch_exit, max_in_flight=max_in_flight)
+    if launch_exit >= shared.repeats:  # named by its flag here (Policy.check names the field)
+        raise UserError(f"{launch_exit} is not an exit of an R={shared.repeats} model (exits 0..{shared.repeats - 1})",
+                        where="--launch-exit")
     policy.check(shared.repeats)
     return Scenario(hw, spec, shared, traces, workload, mode, tuple(baselines), policy, src_len, device_control)
 

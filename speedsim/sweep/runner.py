@@ -10,6 +10,7 @@ runs of one spec: running a spec whose runs do not include every run already rec
 from __future__ import annotations
 
 import ctypes
+import os
 import re
 import shutil
 import signal
@@ -29,6 +30,7 @@ from speedsim.sweep.spec import RunParams, SweepSpec, load_spec, plan
 from speedsim.sweep.store import ResultStore
 
 Rows = list[dict[str, Any]]
+WORKERS_PER_CORE = 4  # local worker processes per CPU core, at most
 
 
 @dataclass
@@ -109,6 +111,7 @@ def run_sweep(spec: SweepSpec | Path | str, out: Path | str, workers: int = 2, s
     worker, at most 8 runs each); `on_run(key, rows)` is called after each run is recorded.
     """
     t0 = time.monotonic()
+    check_workers(workers)
     if scheduler is not None:
         check_scheduler(scheduler)  # a malformed (or empty) address fails before anything runs
     if not isinstance(spec, SweepSpec):
@@ -156,6 +159,16 @@ def run_sweep(spec: SweepSpec | Path | str, out: Path | str, workers: int = 2, s
         store.close()
     return SweepSummary(spec.name, len(runs), skipped, ran, failed, out, time.monotonic() - t0,
                         tuple(store.bad_lines))
+
+
+def check_workers(workers: int) -> int:
+    """A number of local worker processes this machine can run: 1 to `WORKERS_PER_CORE` per core
+    (more only thrash, and a huge number would fail deep in the process pool)."""
+    most = WORKERS_PER_CORE * (os.cpu_count() or 1)
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= most:
+        raise UserError(f"{workers} is not between 1 and {most} ({WORKERS_PER_CORE} per core of this machine)",
+                        where="--workers")
+    return workers
 
 
 def _check_same_spec(store: ResultStore, runs: list[RunParams], out: Path) -> None:

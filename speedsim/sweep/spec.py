@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from speedsim.errors import UserError
 from speedsim.hardware import list_profile_files, load_profile
+from speedsim.pipeline import Policy
 from speedsim.sharing import Sharing
 from speedsim.trace.io import iter_traces, resolve_trace
 from speedsim.trace.synthetic import (
@@ -93,6 +94,12 @@ class RunParams(BaseModel):
     def _one_accuracy(self) -> RunParams:
         if self.agree is not None and self.mispredict is not None:
             raise ValueError("give agree or mispredict, not both")
+        # (against the defaults, not the fields given: a run is also rebuilt from its full dump)
+        synthetic = [k for k in _SYNTHETIC_FIELDS if getattr(self, k) != RunParams.model_fields[k].default]
+        if self.trace is not None and synthetic:  # they would be silently ignored
+            raise ValueError(f"a run with a trace takes no synthetic parameters (got {', '.join(synthetic)})")
+        if self.trace is None and self.limit is not None:
+            raise ValueError("limit applies to a trace's sequences; a synthetic run sets seqs")
         return self
 
     @property
@@ -120,6 +127,7 @@ class RunParams(BaseModel):
 
 
 KNOWN_AXES = tuple(RunParams.model_fields) + SHARING_AXES
+_SYNTHETIC_FIELDS = ("mispredict", "agree", "burst", "out_len", "seqs", "seed")
 _NUMBER_FIELDS = ("limit", "mispredict", "burst", "out_len", "src_len", "seqs", "seed", "launch_exit", "max_in_flight")
 
 
@@ -277,7 +285,8 @@ def check_runs(spec: SweepSpec, runs: list[RunParams], where: str = "spec") -> N
     seen: set[tuple] = set()
     for run in runs:
         checks = (("profile", run.profile), ("model", run.model), ("sharing", run.sharing),
-                  ("trace", run.trace), ("synthetic", run.synthetic(_repeats(run.sharing)) if run.trace is None else None))
+                  ("trace", run.trace), ("synthetic", run.synthetic(_repeats(run.sharing)) if run.trace is None else None),
+                  ("launch_exit", f"{run.launch_exit}/{run.max_in_flight}"))
         for key, value in checks:
             if value is None or (key, value, run.sharing) in seen:
                 continue
@@ -296,8 +305,10 @@ def check_runs(spec: SweepSpec, runs: list[RunParams], where: str = "spec") -> N
                     r = trace_repeats(str(path))
                     if r != Sharing.parse(run.sharing).repeats:
                         raise UserError(f"trace has R={r} exits but sharing is {run.sharing}")
-                else:
+                elif key == "synthetic":
                     parse_synthetic(value, Sharing.parse(run.sharing).repeats)
+                else:
+                    Policy(launch_exit=run.launch_exit, max_in_flight=run.max_in_flight).check(_repeats(run.sharing))
             except UserError as err:
                 msg = str(err).split(": ", 1)[-1] if err.where else str(err)
                 raise UserError(f"key '{key}': {msg}", where=where) from None
