@@ -13,8 +13,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "experiments" / "models" / "results"
 ORDER = ["12x1", "4x1", "4x3", "3x4", "2x6", "6x2", "continue-4x3", "continue-2x6"]
+ORDER += [f"gpu-{n}" for n in ("12x1", "4x1", "4x3", "2x6")]  # GPU recipe (gpu/train_all.sh), where present
 # Hooper et al. 2023, T5-Base size, C4-pretrained: first-exit misprediction of 4x3 and 2x6
-PAPER_MISS = {"4x3": "6-14%", "2x6": "13-17%", "continue-4x3": "6-14% (4x3)", "continue-2x6": "13-17% (2x6)"}
+PAPER_MISS = {"4x3": "6-14%", "2x6": "13-17%", "continue-4x3": "6-14% (4x3)", "continue-2x6": "13-17% (2x6)",
+              "gpu-4x3": "6-14% (4x3)", "gpu-2x6": "13-17% (2x6)"}
 TRACES = ROOT / "experiments" / "traces"
 
 
