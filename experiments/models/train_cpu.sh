@@ -12,13 +12,17 @@ cd "$ROOT"
 RUNS=${1:-checkpoints}
 SPEEDSIM=${SPEEDSIM:-speedsim}
 PY=${PYTHON:-python}
-mkdir -p "$RUNS" experiments/traces experiments/models/results
+CONFIGS_DIR=${CONFIGS_DIR:-experiments/models}     # overrides: a trial run with other configs and outputs
+TRACES=${TRACES:-experiments/traces}
+RESULTS=${RESULTS:-experiments/models/results}
+mkdir -p "$RUNS" "$TRACES" "$RESULTS"
 
 "$SPEEDSIM" data build                       # corpus + tokenizer, cached (minutes, once)
-"$PY" - <<'EOF'                              # token ids, cached once for both lanes
+"$PY" - "$CONFIGS_DIR/4x3.yaml" <<'EOF'       # token ids, cached once for both lanes
+import sys
 from speedsim.data import default_cache_dir, token_stream
 from speedsim.train import corpus_of, load_train_config, prepare_data
-cfg = load_train_config("experiments/models/4x3.yaml")  # every required config shares data settings
+cfg = load_train_config(sys.argv[1])  # every required config shares these data settings
 tok, _ = prepare_data(cfg)
 for split in ("validation", "train"):
     token_stream(corpus_of(cfg), split, tok, default_cache_dir())
@@ -26,10 +30,10 @@ EOF
 
 lane() {
   for n in "$@"; do
-    "$SPEEDSIM" train --config "experiments/models/$n.yaml" --out "$RUNS/$n"
-    "$SPEEDSIM" trace --checkpoint "$RUNS/$n" --split test --limit 200 --max-new-tokens 128 \
-      --out "experiments/traces/$n.jsonl.gz" --json > "experiments/models/results/$n.trace.json"
-    cp "$RUNS/$n/metrics.json" "experiments/models/results/$n.train.json"
+    "$SPEEDSIM" train --config "$CONFIGS_DIR/$n.yaml" --out "$RUNS/$n"
+    "$SPEEDSIM" trace --checkpoint "$RUNS/$n" --split test --limit "${LIMIT:-200}" --max-new-tokens 128 \
+      --out "$TRACES/$n.jsonl.gz" --json > "$RESULTS/$n.trace.json"
+    cp "$RUNS/$n/metrics.json" "$RESULTS/$n.train.json"
   done
 }
 # Two lanes balanced by measured time (README.md): 4x3 + 12x1 (~150 min), 2x6 + 4x1 (~120 min).
