@@ -95,9 +95,13 @@ for pid in "${TRACE_PIDS[@]}"; do wait "$pid" || say "a trace FAILED (see above)
 
 "$PY" - "$WORK/pack/provenance.json" "$DEVICE" "${SMOKE:-0}" "$CONFIGS" <<'EOF'
 import json, subprocess, sys, time, torch
-commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or "unknown"
+try:  # the GPU machine's copy of the tree may have no git metadata
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or "unknown"
+except OSError:
+    commit = "unknown"
 dev = torch.cuda.get_device_name(0) if sys.argv[2] == "cuda" else "cpu"
 json.dump({"device": dev, "torch": torch.__version__, "smoke": sys.argv[3] == "1", "configs": sys.argv[4].split(),
+           "corpus": json.load(open(".cache/corpus/manifest.json"))["files"]["documents.jsonl.xz"]["sha256"],
            "recipe": "experiments/models/gpu/*.yaml", "commit": commit,
            "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, open(sys.argv[1], "w"), indent=1)
 EOF
