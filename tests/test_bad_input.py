@@ -556,7 +556,7 @@ def test_bad_sharing(cli, text: str) -> None:
 
 # ------------------------------------------------------------------------------ sweep spec
 
-SWEEP = ("name: t\nfixed: {model: t5base, profile: h200, out_len: 3, baselines: []}\n"
+SWEEP = ("name: t\nfixed: {model: t5base, profile: '@tiny-profile', out_len: 3, baselines: []}\n"
          "axes:\n  sharing: [4x3]\n  mispredict: [0.1]\n")
 
 SWEEP_CASES = [
@@ -583,7 +583,7 @@ SWEEP_CASES = [
     case("negative-seed", SWEEP.replace("out_len: 3", "out_len: 3, seed: -1").encode(), "seed"),
     case("huge-seqs", SWEEP.replace("out_len: 3", "out_len: 3, seqs: 1000000000000").encode(), "seqs"),
     case("zero-limit", SWEEP.replace("out_len: 3", "out_len: 3, limit: 0").encode(), "limit"),
-    case("unknown-profile", SWEEP.replace("profile: h200", "profile: nope").encode(), "profile"),
+    case("unknown-profile", SWEEP.replace("'@tiny-profile'", "nope").encode(), "profile"),
     case("unknown-model", SWEEP.replace("model: t5base", "model: nope").encode(), "model"),
     case("bad-sharing", SWEEP.replace("[4x3]", "[4x0]").encode(), "sharing"),
     case("huge-sharing", SWEEP.replace("[4x3]", "[100000x100000]").encode(), "sharing"),
@@ -603,10 +603,10 @@ SWEEP_CASES = [
 
 
 @pytest.mark.parametrize("content, key", SWEEP_CASES)
-def test_bad_sweep_spec(cli, tmp_path: Path, content: bytes, key: str) -> None:
+def test_bad_sweep_spec(cli, tmp_path: Path, tiny_profile_file: str, content: bytes, key: str) -> None:
     """`sweep BAD.yaml`: exit 2, one line naming the file (or spec file) and the key; nothing is run."""
     path = tmp_path / "sweep.yaml"
-    path.write_bytes(content)
+    path.write_bytes(content.replace(HW.encode(), tiny_profile_file.encode()))
     out = tmp_path / "out"
     line = assert_bad(cli("sweep", str(path), "--out", str(out), "--workers", "1"), key)
     assert "sweep.yaml" in line or "spec.yaml" in line
@@ -760,6 +760,62 @@ def test_trace_counts_below_one(cli, tmp_path: Path, flag: str, value: str) -> N
     assert_bad(cli("trace", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "t.jsonl"), flag, value), flag)
 
 
+# ------------------------------------------------------------------------------ measure options
+
+@pytest.fixture
+def no_measuring(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bad measure options must fail before a model is built or anything is timed: fail fast if not."""
+    import speedsim.validation.measure.run as run
+
+    monkeypatch.setattr(run, "Recorder", _boom("timing"))
+    monkeypatch.setattr(run, "from_spec", _boom("building the model"))
+
+
+MEASURE_OWNER = "validation (measure)"
+MEASURE_CASES = [
+    case("unknown-part", ("--parts", "bogus"), "--parts"),
+    case("empty-parts", ("--parts", ","), "--parts"),
+    case("zero-sharing", ("--sharings", "0x3"), "--sharings"),
+    case("huge-sharing", ("--sharings", "100000x1"), "--sharings"),
+    case("unknown-lm-head", ("--lm-head", "foo"), "--lm-head"),
+    case("zero-batch", ("--batch-sizes", "0"), "--batch-sizes"),
+    case("fractional-batch", ("--batch-sizes", "1.5"), "--batch-sizes"),
+    case("text-batch-ctx", ("--batch-ctx", "abc"), "--batch-ctx"),
+    case("unknown-model", ("--model", "nope"), "--model"),
+    case("zero-sequences", ("--sequences", "0"), "--sequences"),
+    case("checkpoint-and-config", ("--checkpoint", ".", "--config", "x.yaml"), "--config"),
+    case("too-many-threads", ("--threads", "100000"), "--threads",
+         owner=MEASURE_OWNER, why="--threads beyond this machine's cores is accepted (train's config refuses it)"),
+    case("huge-batch-ctx", ("--batch-ctx", "1000000000", "--parts", "batch"), "--batch-ctx",
+         owner=MEASURE_OWNER, why="--batch-ctx 1e9 is accepted (then allocates a 1e9-key cache)"),
+    case("huge-batch", ("--batch-sizes", "100000000", "--parts", "batch"), "--batch-sizes",
+         owner=MEASURE_OWNER, why="--batch-sizes 1e8 is accepted"),
+    case("huge-max-new-tokens", ("--max-new-tokens", "100000000"), "--max-new-tokens",
+         owner=MEASURE_OWNER, why="--max-new-tokens 1e8 is accepted (a 300 GB cache allocation, then a traceback)"),
+    case("huge-sequences", ("--sequences", "100000000"), "--sequences",
+         owner=MEASURE_OWNER, why="--sequences 1e8 is accepted (then runs for hours)"),
+]
+
+
+@pytest.mark.parametrize("args, flag", MEASURE_CASES)
+def test_bad_measure_option(cli, tmp_path: Path, no_measuring, args: tuple[str, ...], flag: str) -> None:
+    """`measure` with a bad option: exit 2, one line naming the flag, before any model is built."""
+    assert_bad(cli("measure", "--device", "cpu", "--quick", "--out", str(tmp_path / "m.csv"), *args), flag)
+    assert not (tmp_path / "m.csv").exists()
+
+
+@pytest.mark.parametrize("kind", ["config", "model-spec", "checkpoint"])
+def test_measure_bad_input_files(cli, tmp_path: Path, no_measuring, kind: str) -> None:
+    """`measure --config/--model-spec/--checkpoint` of a bad file: one line naming the file."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes("name: x\n".encode("utf-16"))
+    if kind == "checkpoint":
+        bad = tmp_path / "finetune.pt"
+        bad.write_bytes(b"\x00garbage")
+    assert_bad(cli("measure", "--device", "cpu", "--quick", "--out", str(tmp_path / "m.csv"), f"--{kind}",
+                   str(tmp_path if kind == "checkpoint" else bad)), bad.name)
+
+
 # ------------------------------------------------------------------------------ output paths
 
 SIM_ARGS = ("simulate", "--profile", HW, "--model", "t5base", "--sharing", "4x3", "--synthetic", "perfect,len=3",
@@ -834,9 +890,9 @@ def test_trace_output(cli, tmp_path: Path, fifo: Path, monkeypatch: pytest.Monke
 
 
 @pytest.mark.parametrize("kind", ["file", "fifo", "under-a-file"])
-def test_sweep_output(cli, tmp_path: Path, fifo: Path, kind: str) -> None:
+def test_sweep_output(cli, tmp_path: Path, tiny_profile_file: str, fifo: Path, kind: str) -> None:
     """`sweep --out` that is a file, a special file or under a file: one line naming the flag."""
-    (tmp_path / "s.yaml").write_text(SWEEP)
+    (tmp_path / "s.yaml").write_text(SWEEP.replace(HW, tiny_profile_file))
     out = {"file": tmp_path / "afile", "fifo": fifo, "under-a-file": tmp_path / "afile" / "out"}[kind]
     (tmp_path / "afile").write_text("mine\n")
     assert_bad(cli("sweep", str(tmp_path / "s.yaml"), "--out", str(out), "--workers", "1"), "--out")
@@ -870,9 +926,9 @@ def test_train_output_that_is_a_file(cli, tmp_path: Path, no_training) -> None:
 
 @pytest.mark.parametrize("address", ["notanaddress", "", "http://host:8786", "tcp://:8786", "tcp://host:99999",
                                      "tcp://host:0", "tcp://host", "host:port"])
-def test_bad_scheduler_address(cli, tmp_path: Path, address: str) -> None:
+def test_bad_scheduler_address(cli, tmp_path: Path, tiny_profile_file: str, address: str) -> None:
     """`sweep --scheduler` that is not a Dask address: one line naming the flag, before any run."""
-    (tmp_path / "s.yaml").write_text(SWEEP)
+    (tmp_path / "s.yaml").write_text(SWEEP.replace(HW, tiny_profile_file))
     out = tmp_path / "out"
     assert_bad(cli("sweep", str(tmp_path / "s.yaml"), "--out", str(out), "--scheduler", address), "--scheduler")
     assert not out.exists()
@@ -1081,12 +1137,12 @@ SWEEP_BASE = yaml.safe_load(SWEEP)
 
 @FUZZ
 @given(data=st.one_of(st.binary(max_size=120), mutated(SWEEP_BASE).map(lambda d: yaml.safe_dump(d).encode())))
-def test_fuzz_sweep_spec(fuzz_dir: Path, data: bytes) -> None:
+def test_fuzz_sweep_spec(fuzz_dir: Path, tiny_profile_file: str, data: bytes) -> None:
     """Random bytes or a mutated valid sweep spec through `load_spec` and `plan`: runs or a `UserError`."""
     from speedsim.sweep import load_spec, plan
 
     path = fuzz_dir / "s.yaml"
-    path.write_bytes(data)
+    path.write_bytes(data.replace(HW.encode(), tiny_profile_file.encode()))
     try:
         runs = plan(load_spec(path))
     except UserError:
@@ -1104,13 +1160,13 @@ def _strict(text: str) -> Any:
 
 @pytest.mark.parametrize("args", [
     ("profiles", "--json"),
-    ("simulate", "--profile", "h200", "--model", "t5base", "--sharing", "4x3", "--synthetic",
+    ("simulate", "--profile", HW, "--model", "t5base", "--sharing", "4x3", "--synthetic",
      "mispredict=0.3,len=6,seqs=2", "--json"),
-    ("simulate", "--profile", "cpu-host", "--model", "dec1b", "--sharing", "2x6", "--synthetic", "perfect,len=4",
+    ("simulate", "--profile", HW, "--model", "t5base", "--sharing", "2x6", "--synthetic", "perfect,len=4",
      "--baseline", "none", "--mode", "eager", "--json"),
-    ("simulate", "--profile", "h200", "--model", "t5base", "--sharing", "12x1", "--synthetic", "perfect,len=2",
+    ("simulate", "--profile", HW, "--model", "t5base", "--sharing", "12x1", "--synthetic", "perfect,len=2",
      "--json"),
-], ids=["profiles", "simulate", "simulate-cpu-eager", "simulate-r1"])
+], ids=["profiles", "simulate", "simulate-eager", "simulate-r1"])
 def test_json_is_strict(cli, args: tuple[str, ...]) -> None:
     """`--json` prints one strictly valid JSON object (no NaN or Infinity) and nothing else on stdout."""
     res = cli(*args)
@@ -1122,7 +1178,7 @@ def test_json_is_strict_simulate_trace(cli, tmp_path: Path) -> None:
     """A trace whose only decoded token follows the prefill, and one that is empty: still strict JSON."""
     path = tmp_path / "t.jsonl"
     path.write_bytes(_lines(REC, {**REC, "seq_id": "b", "exits": []}))
-    res = cli("simulate", "--profile", "h200", "--model", "t5base", "--sharing", "4x3", "--trace", str(path), "--json")
+    res = cli("simulate", "--profile", HW, "--model", "t5base", "--sharing", "4x3", "--trace", str(path), "--json")
     assert res.returncode == 0, res.stderr
     assert isinstance(_strict(res.stdout), dict)
 
@@ -1131,7 +1187,7 @@ def test_json_is_strict_validate(cli, tmp_path: Path) -> None:
     """`validate --json` on rows with and without a measured time: strict JSON."""
     path = tmp_path / "m.csv"
     path.write_text(HEADER + ROW + ROW.replace("W256MiB,1,", "W256MiB,2,").replace("67.008", ""))
-    res = cli("validate", "--measured", str(path), "--profile", "h200", "--json")
+    res = cli("validate", "--measured", str(path), "--profile", HW, "--json")
     assert res.returncode == 0, res.stderr
     assert isinstance(_strict(res.stdout), dict)
 
@@ -1139,14 +1195,14 @@ def test_json_is_strict_validate(cli, tmp_path: Path) -> None:
 def test_json_is_strict_validate_kernels(cli, tmp_path: Path) -> None:
     path = tmp_path / "k.csv"
     path.write_text(KHEADER + KROW)
-    res = cli("validate", "--kernels", str(path), "--profile", "h200", "--json")
+    res = cli("validate", "--kernels", str(path), "--profile", HW, "--json")
     assert res.returncode == 0, res.stderr
     assert isinstance(_strict(res.stdout), dict)
 
 
-def test_json_is_strict_sweep(cli, tmp_path: Path) -> None:
+def test_json_is_strict_sweep(cli, tmp_path: Path, tiny_profile_file: str) -> None:
     """`sweep --json` on a tiny spec: strict JSON, and its results table has no infinite number."""
-    (tmp_path / "s.yaml").write_text(SWEEP)
+    (tmp_path / "s.yaml").write_text(SWEEP.replace(HW, tiny_profile_file))
     res = cli("sweep", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "out"), "--workers", "1", "--json")
     assert res.returncode == 0, res.stderr
     summary = _strict(res.stdout)

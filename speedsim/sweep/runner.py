@@ -25,6 +25,7 @@ from typing import Any
 from tqdm import tqdm
 
 from speedsim.errors import UserError
+from speedsim.fileio import check_output_dir
 from speedsim.sweep.execute import execute
 from speedsim.sweep.spec import RunParams, SweepSpec, load_spec, plan
 from speedsim.sweep.store import ResultStore
@@ -112,6 +113,7 @@ def run_sweep(spec: SweepSpec | Path | str, out: Path | str, workers: int = 2, s
     """
     t0 = time.monotonic()
     check_workers(workers)
+    check_output_dir(out, "--out")  # before the spec is planned, so a bad --out is named whatever the spec
     if scheduler is not None:
         check_scheduler(scheduler)  # a malformed (or empty) address fails before anything runs
     if not isinstance(spec, SweepSpec):
