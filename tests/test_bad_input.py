@@ -899,6 +899,23 @@ def test_sweep_output(cli, tmp_path: Path, tiny_profile_file: str, fifo: Path, k
     _untouched(tmp_path, fifo)
 
 
+@pytest.mark.parametrize("name", ["runs.jsonl", ".lock", "results.csv", "spec.yaml"])
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_sweep_output_holding_a_special_file(cli, tmp_path: Path, tiny_profile_file: str, name: str,
+                                             kind: str) -> None:
+    """A sweep --out whose journal, lock, table or spec copy is a FIFO or a directory: refused (no hang, no
+    traceback), and the special file is left alone."""
+    (tmp_path / "s.yaml").write_text(SWEEP.replace(HW, tiny_profile_file))
+    out = tmp_path / "out"
+    out.mkdir()
+    if kind == "fifo":
+        os.mkfifo(out / name)
+    else:
+        (out / name).mkdir()
+    assert_bad(cli("sweep", str(tmp_path / "s.yaml"), "--out", str(out), "--workers", "1"), "--out", name)
+    assert (out / name).is_dir() if kind == "directory" else (out / name).is_fifo()
+
+
 @pytest.mark.parametrize("flag, kind", [("--out", "file"), ("--out", "fifo"), ("--out", "under-a-file"),
                                         ("--cache", "file")])
 def test_report_output(cli, tmp_path: Path, fifo: Path, monkeypatch: pytest.MonkeyPatch, flag: str,

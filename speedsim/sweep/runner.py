@@ -12,7 +12,6 @@ from __future__ import annotations
 import ctypes
 import os
 import re
-import shutil
 import signal
 import sys
 import time
@@ -25,7 +24,7 @@ from typing import Any
 from tqdm import tqdm
 
 from speedsim.errors import UserError
-from speedsim.fileio import check_output_dir
+from speedsim.fileio import check_output_dir, write_bytes
 from speedsim.sweep.execute import execute
 from speedsim.sweep.spec import RunParams, SweepSpec, load_spec, plan
 from speedsim.sweep.store import ResultStore
@@ -127,7 +126,7 @@ def run_sweep(spec: SweepSpec | Path | str, out: Path | str, workers: int = 2, s
     try:
         _check_same_spec(store, runs, out)
         if spec_path is not None:
-            shutil.copyfile(spec_path, out / "spec.yaml")
+            write_bytes(out / "spec.yaml", spec_path.read_bytes(), where="--out")
     except BaseException:
         store.close()
         raise

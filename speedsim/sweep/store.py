@@ -30,7 +30,7 @@ from typing import Any
 import pandas as pd
 
 from speedsim.errors import UserError
-from speedsim.fileio import atomic_write, check_output_dir, write_text
+from speedsim.fileio import atomic_write, check_output, check_output_dir, write_text
 from speedsim.simulate.schema import NUMERIC
 from speedsim.sweep.execute import COLUMNS
 
@@ -56,6 +56,8 @@ class ResultStore:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise UserError(f"cannot create {self.dir}: {err.strerror}", where="--out") from None
+        for name in (LOCK, JOURNAL, PARQUET, CSV):  # a FIFO or directory there would block or break a write
+            check_output(self.dir / name, "--out")
         self._lock = _take_lock(self.dir)
         self.flush_every_s = flush_every_s
         self._dirty = False
