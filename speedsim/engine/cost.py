@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from speedsim.hardware.profile import HardwareProfile
-from speedsim.workload.kernels import Kernel
+from speedsim.workload.kernels import ATTENTION, Kernel
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,7 @@ class CostModel:
 
     units: int
     latency_us: float
+    matrix_latency_us: float     # the fixed time of a matrix-path kernel (GEMM, attention)
     p: float
     dram_Bpus: float
     onchip_Bpus: float
@@ -44,6 +45,7 @@ class CostModel:
     dram_latency_us: float       # first-byte latency of a kernel whose reads reach DRAM ...
     onchip_latency_us: float     # ... or only the on-chip level
     row_us_per_element: float    # one unit's serial time per element of a row reduction
+    index_us: float              # offset arithmetic of a kernel over non-contiguous operands
     tile_us: float               # one attention block's fixed chain per key tile
     unit_matrix_FLOPpus: dict[str, float]  # one unit's share of the achievable matrix rate
     matrix_FLOPpus: dict[str, float]
@@ -59,6 +61,8 @@ class CostModel:
         return cls(
             units=c.units,
             latency_us=profile.kernel.latency_us,
+            matrix_latency_us=(profile.kernel.latency_us if profile.kernel.matrix_latency_us is None
+                               else profile.kernel.matrix_latency_us),
             p=profile.kernel.overlap_exponent,
             dram_Bpus=m.dram.achievable_Bps / 1e6,
             onchip_Bpus=profile.l2.achievable_Bps / 1e6,
@@ -67,10 +71,11 @@ class CostModel:
             unit_onchip_Bpus=c.unit_inflight_KiB * 1024 / profile.l2.latency_ns * 1e3,
             attn_dram_Bpus=c.unit_attention_inflight_KiB * 1024 / m.dram.latency_ns * 1e3,
             attn_onchip_Bpus=c.unit_attention_inflight_KiB * 1024 / profile.l2.latency_ns * 1e3,
-            dram_latency_us=m.dram.latency_ns / 1e3,
-            onchip_latency_us=profile.l2.latency_ns / 1e3,
+            dram_latency_us=m.dram.first_byte_us,
+            onchip_latency_us=profile.l2.first_byte_us,
             row_us_per_element=c.row_reduce_cycles_per_element / c.clock_MHz,
             tile_us=c.attention_tile_cycles / c.clock_MHz,
+            index_us=c.index_cycles / c.clock_MHz,
             unit_matrix_FLOPpus={d: profile.matrix_peak(d) / 1e6 / c.units for d in dtypes},
             matrix_FLOPpus={d: profile.matrix_peak(d) / 1e6 for d in dtypes},
             vector_FLOPpus={d: profile.vector_peak(d) / 1e6 for d in dtypes},
@@ -86,17 +91,22 @@ class CostModel:
         """
         work = k.parallel_work
         units = self.units
-        active = work if work < units else units
         hits = onchip_bytes - dram_bytes
         waves = -(-work // units)
         t_bw = max(dram_bytes / self.dram_Bpus, onchip_bytes / self.onchip_Bpus)
         if k.key_tiles:  # one block per unit walks its key tiles one after the other
-            per_byte = ((dram_bytes / self.attn_dram_Bpus + hits / self.attn_onchip_Bpus) / onchip_bytes
-                        if onchip_bytes else 0.0)
-            tile = self.tile_us + k.tile_bytes * per_byte + k.tile_flops / self.unit_matrix_FLOPpus[k.dtype]
+            # the multi-query kernel keeps fewer loads in flight per unit than the single-query one
+            d_rate, c_rate = ((self.attn_dram_Bpus, self.attn_onchip_Bpus) if k.kind == ATTENTION
+                              else (self.unit_dram_Bpus, self.unit_onchip_Bpus))
+            per_byte = (dram_bytes / d_rate + hits / c_rate) / onchip_bytes if onchip_bytes else 0.0
+            load, math_us = k.tile_bytes * per_byte, k.tile_flops / self.unit_matrix_FLOPpus[k.dtype]
+            # the multi-query kernel's producer warps load the next tile while its consumers compute
+            # (warp-specialized, TMA); the single-query kernel loads, then computes
+            tile = self.tile_us + (max(load, math_us) if k.kind == ATTENTION else load + math_us)
             t_mem = max(t_bw, waves * k.key_tiles * tile)
         else:
-            t_units = (dram_bytes / self.unit_dram_Bpus + hits / self.unit_onchip_Bpus) / active
+            # blocks run in waves of `units`: a partial last wave streams with fewer units
+            t_units = (dram_bytes / self.unit_dram_Bpus + hits / self.unit_onchip_Bpus) * waves / work
             t_mem = max(t_bw, t_units)
         if k.row_elements:  # one block per row walks the row serially
             t_mem = max(t_mem, waves * k.row_elements * self.row_us_per_element)
@@ -107,7 +117,12 @@ class CostModel:
             t_body = smooth_max(t_mem, t_comp, self.p)
         else:
             t_body = t_mem
-        return self.latency_us + t_body
+        # the first bytes arrive one idle load latency after the start: from DRAM, or from on-chip memory
+        first = self.dram_latency_us if dram_bytes else (self.onchip_latency_us if onchip_bytes else 0.0)
+        fixed = self.matrix_latency_us if k.matrix else self.latency_us
+        if k.indexed:
+            fixed += self.index_us
+        return fixed + first + t_body
 
     def roofline_us(self, k: Kernel, dram_bytes: float) -> float:
         """Closed-form lower bound: DRAM bytes at the datasheet bandwidth, FLOPs at the datasheet peak."""

@@ -165,8 +165,10 @@ class Engine:
         by_class = tot.dram_by_class
         busy = tot.busy
         node_us = self.host_overhead_us if self.mode == "graph" else 0.0
+        node_gap = self.profile.host.launch_overhead_us.graph_gap if self.mode == "graph" else 0.0
         rec = self.recorder
         units = cost.units
+        previous = ""
         while True:
             index, kernels, last, done = yield queue.get()
             # Kernels of one graph run back to back on this stream; with a single stream nothing
@@ -178,7 +180,9 @@ class Engine:
                     continue
                 dram, chip = onchip.serve(k, by_class)
                 t = cost.kernel_us(k, dram, chip)
-                t += node_us  # a replayed graph starts a node this long after the one before it ends
+                if k.name != previous:  # a node of another kernel: a gap, and at most one per node_us
+                    t = max(t + node_gap, node_us)
+                previous = k.name
                 if compute is not None and dram_channel is not None:
                     # concurrent streams: hold the units this kernel can use, and move its DRAM
                     # bytes through the shared channel at no more than its stand-alone pace

@@ -75,6 +75,10 @@ class SoftwareSpec(_Frozen):
         16, gt=0, description="queries a single-query (decode) attention kernel computes per key tile, padded "
         "(kernels.csv: cudnn ..._sm80_flash_fprop_wmma_f16_knob_35_16x128x64)",
     )
+    attention_pad_queries: bool = Field(
+        True, description="an attention kernel computes whole query tiles (tensor-core tiles: padded rows cost "
+        "as much as real ones); False: only the real queries (a CPU)",
+    )
     attention_key_tile: int = Field(
         128, gt=0, description="keys one attention block loads and scores per step of its softmax recurrence "
         "(kernels.csv: the 128 of cudnn's 16x128x64 and 64x128x64 kernels)",
@@ -152,6 +156,13 @@ class ComputeSpec(_Frozen):
         "RMSNorm: one block per row walks its d elements, reduces, then scales). kernels.csv: the norm of "
         "one row takes 1.86 / 3.98 / 6.45 us at d = 768 / 2048 / 4096 (~2.7 cycles per element on the H200)",
     )
+    index_cycles: float = Field(
+        0.0, ge=0, description="clock cycles a kernel over non-contiguous operands spends on offset arithmetic "
+        "(an integer division per dimension and operand) before its loads: PyTorch's generic "
+        "elementwise_kernel<128, 4> (KV-cache writes, the mask's where, gated activations on slices) and the "
+        "reductions over strided partial sums. kernels.csv: such kernels take 1.5-2.3 us where the vectorized "
+        "elementwise kernels of the same size take 0.95-1.3 us",
+    )
     attention_tile_cycles: float = Field(
         0.0, ge=0, description="clock cycles of the dependent chain one attention block runs per key tile (load "
         "K, score, softmax rescale, load V, accumulate), on top of the tile's bytes and FLOPs at one unit's "
@@ -179,7 +190,11 @@ class MemoryLevel(_Frozen):
     capacity_MiB: float = Field(gt=0, description="capacity of the level")
     bandwidth_GBps: float = Field(gt=0, description="peak bandwidth (datasheet), reads plus writes")
     efficiency: float = Field(gt=0, le=1, description="achievable fraction of the peak bandwidth")
-    latency_ns: float = Field(gt=0, description="load-to-use latency of a read served by this level")
+    latency_ns: float = Field(gt=0, description="load-to-use latency of a read served by this level under a "
+                              "streaming load (sets, with the bytes in flight per unit, a unit's streaming rate)")
+    first_byte_ns: float | None = Field(None, gt=0, description="load-to-use latency of the first read of a "
+                                        "kernel on an idle level (what a kernel waits before its first bytes "
+                                        "arrive); default: latency_ns")
     usable_fraction: float = Field(
         1.0,
         gt=0,
@@ -195,6 +210,10 @@ class MemoryLevel(_Frozen):
     @property
     def usable_bytes(self) -> float:
         return self.capacity_bytes * self.usable_fraction
+
+    @property
+    def first_byte_us(self) -> float:
+        return (self.first_byte_ns if self.first_byte_ns is not None else self.latency_ns) / 1e3
 
     @property
     def achievable_Bps(self) -> float:
@@ -214,6 +233,12 @@ class KernelSpec(_Frozen):
     latency_us: float = Field(
         ge=0, description="fixed device time of any kernel (launch on the device, ramp, tail, epilogue)"
     )
+    matrix_latency_us: float | None = Field(
+        None, ge=0, description="fixed device time of a kernel on the matrix path (GEMM, attention), in place "
+        "of latency_us: its pipeline prologue (descriptors, the first stages of operand loads into shared "
+        "memory) and epilogue. kernels.csv: GEMM-library kernels take ~1.4 us more than their bytes need, "
+        "vectorized elementwise kernels ~0.8 us; default: latency_us",
+    )
     overlap_exponent: float = Field(
         4.0,
         ge=1,
@@ -226,8 +251,12 @@ class LaunchOverhead(_Frozen):
     """Per-kernel issue cost in each execution mode (us)."""
 
     eager: float = Field(ge=0, description="framework dispatch + driver launch, paid by the host per framework op")
-    graph: float = Field(ge=0, description="gap between consecutive dependent nodes of a replayed graph (the "
-                         "next node's launch on the device after the previous one ends)")
+    graph: float = Field(ge=0, description="least time from the start of a graph node to the start of the next "
+                         "node of another kernel (the next node's launch is prepared while the previous one runs)")
+
+    graph_gap: float = Field(0.0, ge=0, description="time between the end of a graph node and the start of the "
+                             "next node of another kernel (the dependency's resolution on the device), on top of "
+                             "`graph`, which bounds how soon after the previous node's start a node can start")
 
     def __getitem__(self, mode: str) -> float:
         return getattr(self, mode)

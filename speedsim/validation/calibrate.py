@@ -39,12 +39,15 @@ class FreeParameter:
 
 DEVICE_PARAMETERS: tuple[FreeParameter, ...] = (
     FreeParameter(("kernel", "latency_us"), 0.1, 20.0, "fixed device time per kernel"),
-    FreeParameter(("host", "launch_overhead_us", "graph"), 0.01, 10.0, "gap between dependent nodes of a graph"),
+    FreeParameter(("kernel", "matrix_latency_us"), 0.1, 20.0, "fixed device time per matrix-path kernel"),
+    FreeParameter(("host", "launch_overhead_us", "graph"), 0.01, 10.0, "least time between starts of graph nodes"),
+    FreeParameter(("host", "launch_overhead_us", "graph_gap"), 0.01, 10.0, "gap between dependent graph nodes"),
     FreeParameter(("compute", "unit_inflight_KiB"), 0.1, 1024.0, "bytes in flight per unit, streaming"),
     FreeParameter(("compute", "unit_attention_inflight_KiB"), 0.1, 1024.0, "bytes in flight per unit, attention"),
     FreeParameter(("memory", "onchip", 0, "latency_ns"), 20.0, 2000.0, "on-chip load latency"),
     FreeParameter(("compute", "row_reduce_cycles_per_element"), 0.01, 100.0, "serial cycles per row element"),
     FreeParameter(("compute", "attention_tile_cycles"), 1.0, 1e5, "dependent chain per attention key tile"),
+    FreeParameter(("compute", "index_cycles"), 1.0, 1e5, "offset arithmetic of a non-contiguous kernel"),
 )
 # anchored in closed form by the ceiling rows before the fit (ceiling pattern, parameter)
 ANCHORS: tuple[tuple[str, FreeParameter], ...] = (
@@ -59,9 +62,14 @@ __doc__ += "\n".join(f"- {'.'.join(map(str, p.path))} in [{p.low}, {p.high}]: {p
 
 
 def _get(d: dict, path: tuple) -> float:
+    """The value at `path`; an optional value left unset falls back to what the model uses in its place
+    (`kernel.matrix_latency_us` -> `kernel.latency_us`)."""
+    value: object = d
     for key in path:
-        d = d[key]
-    return d  # type: ignore[return-value]
+        value = value[key]  # type: ignore[index]
+    if value is None and path == ("kernel", "matrix_latency_us"):
+        value = d["kernel"]["latency_us"]
+    return float(value)  # type: ignore[arg-type]
 
 
 def _set(d: dict, path: tuple, value: float) -> None:

@@ -73,6 +73,7 @@ class Kernel:
     key_tiles: int = 0           # attention: key tiles one block walks under the softmax recurrence
     tile_bytes: float = 0.0      # ... the K and V bytes of one such tile
     tile_flops: float = 0.0      # ... and its FLOPs, queries padded to the kernel's query tile
+    indexed: bool = False        # operands are not contiguous: offsets are computed per element first
 
     @property
     def bytes_total(self) -> float:
@@ -92,6 +93,7 @@ class KernelRules:
     split_min_keys: int   # split-KV only from this many keys
     query_tile: int       # queries per attention block when not split
     decode_query_tile: int  # queries a single-query attention kernel computes per tile (padded)
+    pad_queries: bool     # attention computes whole query tiles (False: only the real queries)
     key_tile: int         # keys per step of an attention block's softmax recurrence
     split_fill: float     # split-KV only while batch x heads < this x units
     reduce_block: int     # outputs per block of a split-K reduction
@@ -109,6 +111,7 @@ class KernelRules:
                    units=profile.compute.units, split_keys=sw.attention_split_keys,
                    split_min_keys=sw.attention_split_min_keys, query_tile=sw.attention_query_tile,
                    decode_query_tile=sw.attention_decode_query_tile, key_tile=sw.attention_key_tile,
+                   pad_queries=sw.attention_pad_queries,
                    split_fill=sw.attention_split_fill, reduce_block=sw.splitk_reduce_block_elements,
                    row_reuse_min=sw.gemm_row_reuse_min, tile_tokens=sw.gemm_tile_tokens,
                    large_tile_features=sw.gemm_large_tile_features, block_elements=sw.elementwise_block_elements,
@@ -158,6 +161,7 @@ def linear(name: str, weight_id: str, rows: int, d_in: int, d_out: int, dtype: s
     if not split:
         return [main]
     reduce = Kernel(name=name + ".splitk_reduce", flops=float(rows * d_out * k_blocks), dtype=dtype, kclass=REDUCE,
+                    indexed=True,
                     parallel_work=max(1, math.ceil(rows * d_out / rules.reduce_block)), host_ops=0,
                     accesses=(Access(ACT, ACTIVATIONS, rows * d_out * 4 * k_blocks, rows * d_out * b),))
     return [main, reduce]
@@ -184,7 +188,7 @@ def kv_write(name: str, cache_ids: list[str], rows_each: int, d: int, dtype: str
     b = _elt(dtype)
     acc = [Access(ACT, ACTIVATIONS, len(cache_ids) * rows_each * d * b)]
     acc += [Access(cid, KV, 0.0, rows_each * d * b, footprint_bytes=0.0) for cid in cache_ids]
-    return Kernel(name=name, flops=0.0, dtype=dtype, host_ops=rules.host_ops.kv_write, kclass=COPY,
+    return Kernel(name=name, flops=0.0, dtype=dtype, host_ops=rules.host_ops.kv_write, kclass=COPY, indexed=True,
                   parallel_work=max(1, math.ceil(len(cache_ids) * rows_each * d / rules.block_elements)),
                   accesses=tuple(acc))
 
@@ -219,6 +223,8 @@ def attention(name: str, spec: ModelSpec, queries: int, keys: list[int], cache_i
         work += h * (math.ceil(kv_len / rules.split_keys) if split else q_tiles)
     block_keys = rules.split_keys if split else max(keys)
     q_pad = rules.decode_query_tile if single else rules.query_tile
+    if not rules.pad_queries:
+        q_pad = min(q_pad, queries)
     tile_keys = min(rules.key_tile, block_keys)
     key_tiles = math.ceil(block_keys / tile_keys)
     if host_ops is None:
@@ -231,6 +237,7 @@ def attention(name: str, spec: ModelSpec, queries: int, keys: list[int], cache_i
             return [main]
         partial = work * dh * 4.0 * queries
         return [main, Kernel(name=name + ".reduce", flops=float(work * dh), dtype=dtype, host_ops=0, kclass=REDUCE,
+                             indexed=True,
                              parallel_work=max(1, h * len(keys)),
                              accesses=(Access(ACT, ACTIVATIONS, partial, len(keys) * queries * d * b),))]
     if queries == 1 and not masked:
@@ -240,7 +247,7 @@ def attention(name: str, spec: ModelSpec, queries: int, keys: list[int], cache_i
         mask_elems = queries * max(keys)
         prep += [elementwise(name + ".mask_fill", mask_elems, 0, dtype, rules),
                  elementwise(name + ".mask_fill", mask_elems, 0, dtype, rules),
-                 elementwise(name + ".mask_where", mask_elems, 2, dtype, rules)]
+                 dataclasses.replace(elementwise(name + ".mask_where", mask_elems, 2, dtype, rules), indexed=True)]
     prep.append(elementwise(name + ".memset", len(keys) * queries * h, 0, "fp32", rules))
     # issued from inside the one attention op: no host ops of their own
     return [dataclasses.replace(k, host_ops=0, kclass=MASK) for k in prep] + [main]
@@ -288,8 +295,9 @@ def _layer_parts(spec: ModelSpec, layer_id: str, cache_ids: tuple[str, ...], que
     p.add(rmsnorm(f"{layer_id}.norm2", rows, d, dtype))
     p.add(*linear(f"{layer_id}.w1", f"{layer_id}.w1", rows, d, (2 if spec.gated else 1) * dff, dtype, rules))
     if spec.gated:
-        p.add(elementwise(f"{layer_id}.silu", rows * dff, 1, dtype, rules, 4.0),
-              elementwise(f"{layer_id}.mul", rows * dff, 2, dtype, rules))
+        # gate and up are slices of the fused w1 output: contiguous for one row, strided for several
+        p.add(dataclasses.replace(elementwise(f"{layer_id}.silu", rows * dff, 1, dtype, rules, 4.0), indexed=rows > 1),
+              dataclasses.replace(elementwise(f"{layer_id}.mul", rows * dff, 2, dtype, rules), indexed=rows > 1))
     else:
         p.add(elementwise(f"{layer_id}.{spec.ffn}", rows * dff, 1, dtype, rules))
     p.add(*linear(f"{layer_id}.w2", f"{layer_id}.w2", rows, dff, d, dtype, rules))
