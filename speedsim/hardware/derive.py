@@ -8,7 +8,9 @@ Only the H200 has measurements in the repository, so the other GPU profiles take
     exponent carry over unchanged (same kind of memory system), and so does the whole `software`
     section (same software stack: PyTorch, cuBLAS/cuDNN);
   - times that are counts of clock cycles scale with the inverse clock: the fixed kernel
-    latency, the graph node overhead and the on-chip load latency (`x h200_clock / clock`);
+    latencies (vector and matrix path), the graph node spacing and gap, and the on-chip load
+    latencies (`x h200_clock / clock`); parameters given in cycles (row reduction, attention key
+    tile, offset arithmetic) carry over as they are;
   - bytes in flight per unit scale with the unit's shared memory (the staging buffers that
     hold those loads): `x smem_KiB / reference smem_KiB` (the reference profile's
     `compute.smem_per_unit_KiB`, 228 KiB on the H200);
@@ -78,11 +80,15 @@ def derive_gpu(sheet: GpuDatasheet, ref: HardwareProfile, ref_smem_KiB: float | 
     data["memory"]["onchip"] = [dict(data["memory"]["onchip"][0],
                                      capacity_MiB=sheet.l2_capacity_MiB,
                                      bandwidth_GBps=r4(l2_bytes_per_unit_clock * sheet.units * sheet.clock_MHz),
-                                     latency_ns=r4(ref_l2.latency_ns * cycles))]
+                                     latency_ns=r4(ref_l2.latency_ns * cycles),
+                                     first_byte_ns=r4(ref_l2.first_byte_us * 1e3 * cycles))]
     data["kernel"]["latency_us"] = r4(ref.kernel.latency_us * cycles)
+    if ref.kernel.matrix_latency_us is not None:
+        data["kernel"]["matrix_latency_us"] = r4(ref.kernel.matrix_latency_us * cycles)
     data["host"]["launch_overhead_us"] = {
         "eager": r4(ref.host.launch_overhead_us["eager"] / sheet.host_speed),
         "graph": r4(ref.host.launch_overhead_us["graph"] * cycles),
+        "graph_gap": r4(ref.host.launch_overhead_us.graph_gap * cycles),
     }
     data["software"]["sources"] = [f"rule: the {ref.name} profile's software section, unchanged (same software "
                                    "stack; speedsim.hardware.derive)"]
