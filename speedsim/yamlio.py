@@ -46,6 +46,40 @@ def _mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)  # type: ignore[arg-type]
 
 
+MAX_NODES = 100_000  # YAML nodes of a document with every alias expanded
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int | None]) -> int:
+    """Nodes of `node` with aliases expanded (a shared node counts once per use), memoised; a
+    node that contains itself (`a: &x [*x]`) is a `YAMLError`."""
+    if id(node) in memo:
+        size = memo[id(node)]
+        if size is None:
+            raise yaml.YAMLError("a recursive alias (a value that contains itself)")
+        return size
+    memo[id(node)] = None  # in progress
+    children = node.value if isinstance(node, yaml.SequenceNode) else \
+        [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else []
+    size = 1 + sum(_expanded_size(child, memo) for child in children)
+    memo[id(node)] = size
+    return size
+
+
+def _load(text: str) -> Any:
+    """The document in `text`; a `UserError` (no file named) if aliases expand it past `MAX_NODES`
+    (a "billion laughs" document would otherwise take hours to construct and check)."""
+    loader = _StrictLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, {}) > MAX_NODES:
+            raise yaml.YAMLError(f"more than {MAX_NODES:,} values once its aliases are expanded")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def _non_finite(data: Any, path: str = "") -> str | None:
     """Dotted path of the first NaN or infinite number in `data`, or None."""
     if isinstance(data, float) and not math.isfinite(data):
@@ -78,7 +112,7 @@ def read_mapping(path: Path | str, what: str) -> dict:
     if "\x00" in text:
         raise UserError(f"cannot read {what}: binary data (NUL bytes)", where=str(path))
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        data = _load(text)
     except yaml.MarkedYAMLError as err:
         line = f" (line {err.problem_mark.line + 1})" if err.problem_mark else ""
         raise UserError(f"not valid YAML: {err.problem}{line}", where=str(path)) from None

@@ -158,6 +158,8 @@ def _drop(path: str) -> Callable[[dict], None]:
 
 
 PROFILE_TEXT = yaml.safe_dump(TINY_PROFILE, sort_keys=False)
+# "billion laughs": 9**8 values once the aliases are expanded (hours to construct and check)
+LAUGHS = ("a0: &a0 [1, 2]\n" + "".join(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 9))).encode()
 
 PROFILE_CASES = [
     case("utf16", PROFILE_TEXT.encode("utf-16"), "UTF-8"),
@@ -166,6 +168,8 @@ PROFILE_CASES = [
     case("empty", b"", "mapping"),
     case("list", b"- a\n- b\n", "mapping"),
     case("bad-yaml", b"name: [x\n", "YAML"),
+    case("billion-laughs", LAUGHS, "aliases"),
+    case("recursive-alias", b"sources: &s [*s]\n", "recursive"),
     case("duplicate-key", (PROFILE_TEXT + "kind: cpu\n").encode(), "kind"),
     case("duplicate-nested-key", PROFILE_TEXT.replace("  units: 4\n", "  units: 4\n  units: 8\n").encode(), "units"),
     case("inf", _set("memory.dram.bandwidth_GBps", float("inf")), "memory.dram.bandwidth_GBps"),
@@ -565,6 +569,7 @@ SWEEP_CASES = [
     case("empty", b"", "mapping"),
     case("list", b"- a\n", "mapping"),
     case("duplicate-key", (SWEEP + "name: u\n").encode(), "name"),
+    case("billion-laughs", LAUGHS, "aliases"),
     case("unknown-key", (SWEEP + "colour: blue\n").encode(), "colour"),
     case("unknown-axis", SWEEP.replace("mispredict:", "colour:").encode(), "colour"),
     case("empty-axis", SWEEP.replace("[0.1]", "[]").encode(), "mispredict"),
@@ -651,6 +656,7 @@ TRAIN_CASES = [
     case("binary", b"\x00\xff\x00", "tiny.yaml"),
     case("empty", b"", "mapping"),
     case("duplicate-key", (yaml.safe_dump(TRAIN) + "name: again\n").encode(), "name"),
+    case("billion-laughs", LAUGHS, "aliases"),
     case("inf-lr", _set("pretrain.lr", float("inf")), "pretrain.lr"),
     case("quoted-inf-lr", _set("pretrain.lr", "inf"), "pretrain.lr"),
     case("nan-weight-decay", _set("finetune.weight_decay", float("nan")), "finetune.weight_decay"),
