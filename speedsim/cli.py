@@ -328,6 +328,8 @@ def simulate_cmd(profile_name: str, model_name: str, sharing: str, trace_file: P
     from speedsim.report.tables import format_simulation
 
     click.echo(format_simulation(result))
+    for note in result.notes:
+        click.echo(f"note: {note}")
 
 
 @cli.command("measure")

@@ -248,3 +248,13 @@ def test_norm_is_serial_per_row_element(tiny_profile):
     k = rmsnorm("n", 1, 4096, "bf16")
     first_byte = 0.001  # the fixture's on-chip load latency (1 ns)
     assert CostModel.from_profile(prof).kernel_us(k, 0.0, 1.0) == pytest.approx(4096 * 2.0 / 1000.0 + first_byte)
+
+
+def test_per_program_totals_add_up_to_the_run(h200, t5base, rules):
+    """One stream: each program's FLOPs, DRAM bytes and roofline are its own kernels', and they sum
+    to the run's totals (what decode-only accounting relies on)."""
+    steps = [group_distinct(t5base, 3, 2, 1024, rules, "bf16"), group_pipelined(t5base, 3, 2, 1024, rules, "bf16")]
+    result = Engine(h200, "graph").run(steps)
+    assert sum(t.flops for t in result.per_program) == pytest.approx(result.flops, rel=1e-12)
+    assert sum(t.dram_bytes for t in result.per_program) == pytest.approx(result.dram_bytes, rel=1e-12)
+    assert result.per_program[0].flops == pytest.approx(steps[0].flops, rel=1e-12)

@@ -46,6 +46,18 @@ from speedsim.workload.kernels import Program
 Mode = Literal["eager", "graph"]
 
 
+@dataclass(frozen=True)
+class ProgramTotals:
+    """FLOPs, DRAM bytes (in all and per tensor class) and roofline time of one program (one stream:
+    exactly its kernels; several streams: what completed between its predecessor's end and its own)."""
+
+    flops: float
+    dram_bytes: float
+    roofline_us: float
+    dram_bytes_by_class: dict[str, float]
+    onchip_bytes: float = 0.0
+
+
 @dataclass
 class SimResult:
     """What one simulation produced. Times in microseconds, traffic in bytes."""
@@ -62,6 +74,7 @@ class SimResult:
     events: int = 0                  # SimPy events processed
     program_start_us: list[float] = field(default_factory=list)
     onchip: OnChipState | None = None  # residency when the run ended: pass it to the next run to continue warm
+    per_program: list[ProgramTotals] = field(default_factory=list)  # in program order
 
     @property
     def total_us(self) -> float:
@@ -91,7 +104,8 @@ class CountingEnvironment(simpy.Environment):
 class _Totals:
     """Counters of one run, local to `Engine.run` (accumulated kernel by kernel, in completion order)."""
 
-    __slots__ = ("busy", "dram_by_class", "dram_bytes", "flops", "kernels", "onchip_bytes", "roofline_us")
+    __slots__ = ("busy", "dram_by_class", "dram_bytes", "flops", "kernels", "mark", "onchip_bytes", "per_program",
+                 "roofline_us")
 
     def __init__(self) -> None:
         self.kernels = 0
@@ -101,6 +115,19 @@ class _Totals:
         self.roofline_us = 0.0
         self.busy = {"host": 0.0, "device": 0.0, "dram": 0.0, "round_trip": 0.0}
         self.dram_by_class = empty_class_totals()
+        self.per_program: dict[int, ProgramTotals] = {}
+        self.mark = ProgramTotals(0.0, 0.0, 0.0, empty_class_totals(), 0.0)
+
+    def close_program(self, index: int) -> None:
+        """Attribute what accumulated since the last program ended to program `index`."""
+        now = ProgramTotals(self.flops, self.dram_bytes, self.roofline_us, dict(self.dram_by_class),
+                            self.onchip_bytes)
+        m = self.mark
+        self.per_program[index] = ProgramTotals(
+            now.flops - m.flops, now.dram_bytes - m.dram_bytes, now.roofline_us - m.roofline_us,
+            {c: v - m.dram_bytes_by_class[c] for c, v in now.dram_bytes_by_class.items()},
+            now.onchip_bytes - m.onchip_bytes)
+        self.mark = now
 
 
 class Engine:
@@ -212,6 +239,7 @@ class Engine:
                 yield env.timeout(elapsed)
             if last:
                 ends[index] = env.now
+                tot.close_program(index)
             if done is not None:
                 done.succeed()
 
@@ -253,6 +281,7 @@ class Engine:
             roofline_us=tot.roofline_us,
             events=env.processed,
             onchip=cache.snapshot(),
+            per_program=[tot.per_program[i] for i in range(len(programs))],
         )
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from speedsim.engine import Engine, Recorder
 from speedsim.engine.sim import Mode
 from speedsim.errors import UserError
-from speedsim.hardware.profile import HardwareProfile
+from speedsim.hardware.profile import BYTES_PER_ELEMENT, HardwareProfile
 from speedsim.pipeline import Policy
 from speedsim.sharing import Sharing
 from speedsim.simulate.phases import BASELINES, Phase, build_phases, check_fits
@@ -62,7 +62,10 @@ def summarise(method: str, phase: Phase, profile: HardwareProfile, mode: str,
     prefill_us, decode_us, tokens, gaps = _gaps(phase, result.program_us(), result.program_end_us)
     total = result.total_us
     per = max(tokens, 1)
-    by = result.dram_bytes_by_class
+    # per-token traffic, FLOPs and roofline cover the decode steps only; the prefill is reported apart
+    decode = [t for t, is_prefill in zip(result.per_program, phase.prefill, strict=True) if not is_prefill]
+    prefill = [t for t, is_prefill in zip(result.per_program, phase.prefill, strict=True) if is_prefill]
+    by = {c: sum(t.dram_bytes_by_class[c] for t in decode) for c in result.dram_bytes_by_class}
     peak = profile.matrix_peak(profile.default_dtype, False)
     sequences = sum(phase.prefill)
     return MethodResult(
@@ -73,18 +76,20 @@ def summarise(method: str, phase: Phase, profile: HardwareProfile, mode: str,
         prefill_us=prefill_us, decode_us=decode_us, total_us=total, tokens=tokens,
         e2e_per_token_us=total / (tokens + sequences) if tokens + sequences else math.nan,
         kernels=result.kernels, events=result.events,
-        dram_bytes_per_token=result.dram_bytes / per,
+        dram_bytes_per_token=sum(t.dram_bytes for t in decode) / per,
         dram_weights_bytes_per_token=by["weights"] / per,
         dram_kv_bytes_per_token=by["kv"] / per,
         dram_activations_bytes_per_token=by["activations"] / per,
         dram_embeddings_bytes_per_token=by["embeddings"] / per,
-        onchip_bytes_per_token=result.onchip_bytes / per,
-        flops_per_token=result.flops / per,
+        onchip_bytes_per_token=sum(t.onchip_bytes for t in decode) / per,
+        flops_per_token=sum(t.flops for t in decode) / per,
         util_compute=result.flops / (total * 1e-6 * peak) if total else 0.0,
         util_dram=result.busy_us["dram"] / total if total else 0.0,
         util_device_busy=result.busy_us["device"] / total if total else 0.0,
         util_host=result.busy_us["host"] / total if total else 0.0,
-        roofline_us_per_token=result.roofline_us / per,
+        roofline_us_per_token=sum(t.roofline_us for t in decode) / per,
+        prefill_dram_bytes=sum(t.dram_bytes for t in prefill),
+        prefill_flops=sum(t.flops for t in prefill),
         host_us_per_token=(profile.host.round_trip_us * (len(phase.programs) - sequences) / tokens
                            if round_trip and tokens else 0.0),
         speedup=1.0,
@@ -122,7 +127,21 @@ def simulate(profile: HardwareProfile, spec: ModelSpec, sharing: Sharing, traces
                                mean_in_flight=stats.mean_in_flight, first_exit_miss=first_exit_miss(traces))
     return SimulationResult(profile=profile.name, model=spec.name, sharing=sharing, mode=mode,
                             sequences=len(traces), memory_bytes=need, speed=speed, baselines=others,
-                            schedule=schedule)
+                            schedule=schedule, notes=run_notes(profile, spec, sharing))
+
+
+def run_notes(profile: HardwareProfile, spec: ModelSpec, sharing: Sharing) -> tuple[str, ...]:
+    """Notes for the output: a scratchpad accelerator whose on-chip memory cannot hold the shared
+    group's weights streams them from DRAM every step (sharing then saves DRAM traffic, not reuse on-chip)."""
+    if profile.kind != "accelerator":
+        return ()
+    onchip = profile.l2
+    group = sharing.unique * spec.layer_weight_elements() * BYTES_PER_ELEMENT[profile.default_dtype]
+    if group <= onchip.usable_bytes:
+        return ()
+    return (f"the {sharing.unique} shared decoder layers' weights ({group / 1e6:.1f} MB) do not fit "
+            f"{profile.name}'s {onchip.name} ({onchip.usable_bytes / 1e6:.2f} MB usable): they stream from "
+            "DRAM every step",)
 
 
 def step_points(profile: HardwareProfile, spec: ModelSpec, sharing: Sharing, traces: Sequence[ExitTrace],

@@ -34,7 +34,7 @@ class MethodResult:
     e2e_per_token_us: float                 # total_us over every emitted token, position 0 included
     kernels: int                            # kernels simulated
     events: int                             # SimPy events processed
-    dram_bytes_per_token: float
+    dram_bytes_per_token: float             # decode steps only (as every per-token figure)
     dram_weights_bytes_per_token: float
     dram_kv_bytes_per_token: float
     dram_activations_bytes_per_token: float
@@ -45,7 +45,9 @@ class MethodResult:
     util_dram: float                        # fraction of time DRAM streams at its achievable rate
     util_device_busy: float                 # fraction of time a kernel runs
     util_host: float                        # fraction of time the host issues work
-    roofline_us_per_token: float            # closed-form lower bound per kernel, summed, per token
+    roofline_us_per_token: float            # closed-form lower bound per kernel, summed, per token (decode)
+    prefill_dram_bytes: float               # the prefill's DRAM bytes, summed over the sequences
+    prefill_flops: float                    # the prefill's FLOPs, summed over the sequences
     host_us_per_token: float                # host round trip per decode step (copy, sync, controller), per token
     speedup: float                          # SPEED's speedup over this method: its per_token_us over SPEED's (1 for SPEED)
 
@@ -79,6 +81,7 @@ class SimulationResult:
     speed: MethodResult
     baselines: Mapping[str, MethodResult]
     schedule: ScheduleSummary
+    notes: tuple[str, ...] = ()        # what an architect should know about the run (not errors)
 
     def methods(self) -> Iterator[MethodResult]:
         """SPEED, then each baseline."""
@@ -91,7 +94,7 @@ class SimulationResult:
                 "sequences": self.sequences, "memory_bytes": dict(self.memory_bytes)}
         speed = {k: v for k, v in asdict(self.speed).items() if k != "method"}
         base = {name: {k: v for k, v in asdict(r).items() if k != "method"} for name, r in self.baselines.items()}
-        return {**head, **speed, **asdict(self.schedule), "baselines": base}
+        return {**head, **speed, **asdict(self.schedule), "baselines": base, "notes": list(self.notes)}
 
     def to_rows(self) -> list[dict[str, Any]]:
         """One tidy row per method (SPEED first); schedule columns are NaN for the baselines."""
