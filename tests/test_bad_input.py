@@ -837,6 +837,9 @@ def _target(tmp_path: Path, fifo: Path, kind: str, name: str) -> Path:
         return fifo
     if kind == "missing-parent":
         return tmp_path / "no" / "such" / name
+    if kind == "link-to-fifo":
+        (tmp_path / name).symlink_to(fifo)
+        return tmp_path / name
     (tmp_path / "afile").write_text("mine\n")
     return tmp_path / "afile" / name
 
@@ -851,7 +854,7 @@ def _untouched(tmp_path: Path, fifo: Path) -> None:
         assert (tmp_path / "afile").read_text() == "mine\n"
 
 
-OUTPUT_KINDS = ["directory", "fifo", "missing-parent", "under-a-file"]
+OUTPUT_KINDS = ["directory", "fifo", "missing-parent", "under-a-file", "link-to-fifo"]
 
 
 @pytest.mark.parametrize("kind", OUTPUT_KINDS)
@@ -1171,6 +1174,36 @@ def test_fuzz_sweep_spec(fuzz_dir: Path, tiny_profile_file: str, data: bytes) ->
     except UserError:
         return
     assert runs and all(_finite_everywhere(r.model_dump()) for r in runs)
+
+
+@FUZZ
+@given(text=st.one_of(st.text(max_size=40), st.lists(st.sampled_from([
+    "perfect", "mispredict=0.1", "agree=0.5/0.9", "agree=0.5/1/1", "len=4", "seqs=2", "src=8", "burst=0.5", "seed=3",
+    "len=0", "mispredict=nan", "seed=-1", "agree=", "colour=1", "", "len=2.5", "burst=1e-9"]), max_size=4).map(",".join)),
+       repeats=st.integers(1, 4))
+def test_fuzz_synthetic_text(text: str, repeats: int) -> None:
+    """The `--synthetic` text parser: a spec whose numbers are finite and in range, or a `UserError`."""
+    from speedsim.trace.synthetic import parse_synthetic
+
+    try:
+        spec, seqs, seed = parse_synthetic(text, repeats)
+    except UserError:
+        return
+    assert _finite_everywhere(spec.model_dump()) and len(spec.agreement) == repeats
+    assert 1 <= seqs and 0 <= seed and all(n >= 1 for n in spec.lengths)
+
+
+@FUZZ
+@given(text=st.one_of(st.text(max_size=12), st.from_regex(r"\s*-?\d{1,6}\s*[xX*]\s*-?\d{1,6}\s*", fullmatch=True)))
+def test_fuzz_sharing_text(text: str) -> None:
+    """`UxR` text: a `Sharing` with 1 <= R <= 1024 and depth <= 4096, or a `UserError`."""
+    from speedsim.sharing import MAX_DEPTH, MAX_REPEATS, Sharing
+
+    try:
+        shared = Sharing.parse(text)
+    except UserError:
+        return
+    assert 1 <= shared.repeats <= MAX_REPEATS and 1 <= shared.unique and shared.depth <= MAX_DEPTH
 
 
 # ====================================================================== strict JSON output
