@@ -917,12 +917,33 @@ def test_sweep_output_holding_a_special_file(cli, tmp_path: Path, tiny_profile_f
     (tmp_path / "s.yaml").write_text(SWEEP.replace(HW, tiny_profile_file))
     out = tmp_path / "out"
     out.mkdir()
+    if name != "runs.jsonl":
+        (out / "runs.jsonl").write_text("")  # a sweep's directory, so the special file is what is refused
     if kind == "fifo":
         os.mkfifo(out / name)
     else:
         (out / name).mkdir()
     assert_bad(cli("sweep", str(tmp_path / "s.yaml"), "--out", str(out), "--workers", "1"), "--out", name)
     assert (out / name).is_dir() if kind == "directory" else (out / name).is_fifo()
+
+
+@pytest.mark.parametrize("command", ["sweep", "report"])
+def test_output_directory_of_someone_else(cli, tmp_path: Path, tiny_profile_file: str,
+                                          monkeypatch: pytest.MonkeyPatch, command: str) -> None:
+    """`sweep/report --out DIR` where DIR holds files that are not a sweep's or a report's: refused, not
+    overwritten (a project's README.md, a results.csv of another tool)."""
+    import speedsim.report.build as build
+
+    monkeypatch.setattr(build, "run_study", _boom("the study"))
+    (tmp_path / "s.yaml").write_text(SWEEP.replace(HW, tiny_profile_file))
+    out = tmp_path / "project"
+    out.mkdir()
+    (out / "README.md").write_text("# my project\n")
+    (out / "results.csv").write_text("mine\n")
+    args = (str(tmp_path / "s.yaml"), "--out", str(out), "--workers", "1") if command == "sweep" else ("--out", str(out))
+    assert_bad(cli(command, *args), "--out", "project")
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "results.csv"]
+    assert (out / "README.md").read_text() == "# my project\n"
 
 
 @pytest.mark.parametrize("flag, kind", [("--out", "file"), ("--out", "fifo"), ("--out", "under-a-file"),

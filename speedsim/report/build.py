@@ -185,11 +185,29 @@ def write_data(data: ReportData, out: Path) -> None:
     val.to_csv(d / "validation.csv", index=False)
 
 
+REPORT_TITLE = "# speedsim report"  # the first line of the README.md that `write_readme` writes
+
+
+def _check_report_dir(out: Path) -> None:
+    """`out` must be new, empty, or hold an earlier report: never overwrite someone's README.md."""
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    readme = out / "README.md"
+    try:
+        first = readme.read_text(encoding="utf-8").split("\n", 1)[0] if readme.is_file() else ""
+    except (OSError, UnicodeDecodeError):
+        first = ""
+    if first.strip() != REPORT_TITLE:
+        raise UserError(f"{out} is not empty and holds no speedsim report (README.md starting '{REPORT_TITLE}'); "
+                        "use a new or empty directory", where="--out")
+
+
 def build_report(out: Path | str, *, full: bool = False, specs: tuple[Path, ...] | None = None,
                  paper_spec: Path | None = PAPER_SPEC, workers: int = 2, scheduler: str | None = None,
                  cache: Path | str | None = None, progress: bool = True) -> dict:
     """Run the study and write figures, data and README.md under `out`; a summary dict."""
     out = check_output_dir(out, "--out")  # before minutes of work, not after them
+    _check_report_dir(out)
     if cache:
         check_output_dir(cache, "--cache")
     if scheduler is not None:

@@ -52,6 +52,9 @@ class ResultStore:
 
     def __init__(self, directory: Path | str, flush_every_s: float = 2.0):
         self.dir = check_output_dir(directory, "--out")
+        if self.dir.is_dir() and any(self.dir.iterdir()) and not any((self.dir / f).exists() for f in (JOURNAL, LOCK)):
+            raise UserError(f"{self.dir} is not empty and is not a sweep's output (no {JOURNAL}); use a new or "
+                            "empty directory, so no file of yours is overwritten", where="--out")
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
