@@ -489,6 +489,15 @@ def test_bad_trace(cli, tmp_path: Path, content: bytes, name: str) -> None:
                    "--baseline", "none"), name)
 
 
+def test_trace_with_a_byte_order_mark_is_read(cli, tmp_path: Path) -> None:
+    """A UTF-8 byte-order mark before the first record (some editors write one) is not an error."""
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + _lines(REC))
+    res = cli("simulate", "--profile", HW, "--model", "t5base", "--sharing", "4x3", "--trace", str(path),
+              "--baseline", "none", "--json")
+    assert res.returncode == 0, res.stderr
+
+
 @pytest.mark.parametrize("kind", ["missing", "directory", "fifo", "not-gzip", "unknown-name"])
 def test_trace_that_is_not_a_trace_file(cli, tmp_path: Path, fifo_reader, kind: str) -> None:
     """`--trace` missing, a directory, a FIFO, a .gz that is not gzip, an unknown shipped name: one line."""
@@ -1010,6 +1019,23 @@ def test_bad_flags_one_line(cli, monkeypatch: pytest.MonkeyPatch, args: tuple[st
 
     monkeypatch.setattr(build, "run_study", _boom("the study"))
     assert_bad(cli(*args), flag)
+
+
+@pytest.mark.parametrize("args, flag", [
+    (("--source", "/no/such/directory"), "--source"),
+    (("--vocab-size", "10"), "--vocab-size"),
+    (("--export", "@a-file"), "--export"),
+])
+def test_data_build_bad_options(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...],
+                                flag: str) -> None:
+    """`data build` with a missing source, a vocabulary too small, an export path that is a file: one line,
+    before the corpus is built."""
+    import speedsim.data as data
+
+    monkeypatch.setattr(data, "open_corpus", _boom("building the corpus"))
+    (tmp_path / "afile").write_text("mine\n")
+    args = tuple(str(tmp_path / "afile") if a == "@a-file" else a for a in args)
+    assert_bad(cli("data", "build", *args), flag)
 
 
 # ====================================================================== fuzzing the readers

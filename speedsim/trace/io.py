@@ -18,9 +18,10 @@ from speedsim.trace.schema import ExitTrace
 
 
 def _open_read(path: Path) -> IO[str]:
+    # utf-8-sig: a byte-order mark (some editors write one) is not part of the first record
     if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return path.open("r", encoding="utf-8")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig")
+    return path.open("r", encoding="utf-8-sig")
 
 
 def _parse(line: str, where: str) -> ExitTrace:
