@@ -18,7 +18,10 @@ from speedsim.errors import UserError
 
 
 def _finite(obj: Any) -> Any:
-    """`obj` with every NaN or infinite number replaced by None (JSON has no NaN)."""
+    """`obj` with every NaN or infinite number replaced by None (JSON has no NaN), and numpy values
+    as the Python numbers they hold (an int64 stays an integer, a float32 infinity becomes None)."""
+    if hasattr(obj, "dtype") and callable(getattr(obj, "tolist", None)):  # numpy scalar or array, pandas series
+        obj = obj.tolist()
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
@@ -30,7 +33,7 @@ def _finite(obj: Any) -> Any:
 
 def emit_json(obj: Any) -> None:
     """Print one strictly valid JSON object on stdout and nothing else (NaN and inf as null)."""
-    click.echo(json.dumps(_finite(obj), indent=1, sort_keys=False, default=float, allow_nan=False))
+    click.echo(json.dumps(_finite(obj), indent=1, sort_keys=False, default=str, allow_nan=False))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -305,12 +308,14 @@ def trace_cmd(checkpoint: str, split: str, out_file: str, limit: int | None, max
               help="Write SPEED's timeline as a Chrome trace (open in Perfetto).")
 @click.option("--device-control", is_flag=True,
               help="What-if: the controller runs on the device, so no step waits for its results to reach the host.")
+@click.option("--bounds", is_flag=True,
+              help="Also run the profile's parameter ranges at their fast and slow ends: per_token_us_low/high.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_models_option
 def simulate_cmd(profile_name: str, model_name: str, sharing: str, trace_file: Path | None, synthetic: str | None,
                  baseline: str, mode: str, src_len: int | None, limit: int | None, launch_exit: int,
-                 max_in_flight: int | None, timeline: Path | None, device_control: bool, as_json: bool,
-                 model_specs: tuple[Path, ...]) -> None:
+                 max_in_flight: int | None, timeline: Path | None, device_control: bool, bounds: bool,
+                 as_json: bool, model_specs: tuple[Path, ...]) -> None:
     """Simulate SPEED decoding of exit traces against the unshared and shared-sequential baselines."""
     from speedsim.fileio import check_output
     from speedsim.simulate import build_scenario, run_scenario
@@ -320,7 +325,8 @@ def simulate_cmd(profile_name: str, model_name: str, sharing: str, trace_file: P
     baselines = {"both": ("unshared", "sequential"), "none": ()}.get(baseline, (baseline,))
     scenario = build_scenario(profile_name, model_name, sharing, trace=trace_file, synthetic=synthetic, limit=limit,
                               mode=mode, baselines=baselines, launch_exit=launch_exit, max_in_flight=max_in_flight,
-                              src_len=src_len, model_specs=model_specs, device_control=device_control)
+                              src_len=src_len, model_specs=model_specs, device_control=device_control,
+                              bounds=bounds)
     result = run_scenario(scenario, timeline)
     if as_json:
         emit_json(result.to_dict())
@@ -328,6 +334,10 @@ def simulate_cmd(profile_name: str, model_name: str, sharing: str, trace_file: P
     from speedsim.report.tables import format_simulation
 
     click.echo(format_simulation(result))
+    if bounds:
+        for m in result.methods():
+            click.echo(f"{m.method}: per token {m.per_token_us:.4g} us, bounds [{m.per_token_us_low:.4g}, "
+                       f"{m.per_token_us_high:.4g}] us over the profile's ranges")
     for note in result.notes:
         click.echo(f"note: {note}")
 

@@ -126,3 +126,39 @@ def test_unknown_profile_exit_2(cli):
     out = cli("validate", "--profile", "no-such-chip")
     assert out.returncode == 2
     assert "no-such-chip" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize(("ranges", "needle"), [
+    ({"kernel.latency_us": {"low": 2.0, "high": 1.0, "reason": "x"}}, "ranges.kernel.latency_us"),
+    ({"kernel.no_such": {"low": 1.0, "high": 2.0, "reason": "x"}}, "kernel.no_such"),
+])
+def test_bad_range_names_the_field(tmp_path, tiny_profile_dict, ranges, needle):
+    """A range with low > high, or one naming no parameter, is a UserError naming the field."""
+    tiny_profile_dict["ranges"] = ranges
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_profile_dict))
+    with pytest.raises(UserError) as err:
+        load_profile_file(path)
+    assert needle in str(err.value)
+
+
+def test_derived_profiles_range_every_rule_scaled_parameter():
+    """Every derived GPU profile gives a range (with a reason) for its rule-scaled numbers, and the
+    profile's own value lies inside it."""
+    data = load_profile("l4")
+    for path in ("kernel.latency_us", "compute.unit_inflight_KiB", "memory.dram.efficiency",
+                 "memory.onchip.0.efficiency", "host.controller_us"):
+        assert path in data.ranges and data.ranges[path].reason
+    flat = data.model_dump()
+    r = data.ranges["compute.unit_inflight_KiB"]
+    assert r.low <= flat["compute"]["unit_inflight_KiB"] <= r.high
+
+
+def test_fast_and_slow_ends_move_each_parameter_its_way(h200):
+    """The fast end puts times low and efficiencies high; the slow end the reverse."""
+    from speedsim.hardware.bounds import at_end
+
+    fast, slow = at_end(h200, "fast"), at_end(h200, "slow")
+    assert fast.host.controller_us == h200.ranges["host.controller_us"].low
+    assert slow.host.controller_us == h200.ranges["host.controller_us"].high
+    assert fast.l2.efficiency == h200.ranges["memory.onchip.0.efficiency"].high

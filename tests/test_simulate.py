@@ -193,3 +193,15 @@ def test_device_control_removes_the_host_round_trip(h200):
     assert seq.host_us_per_token == pytest.approx(per_step)
     delta = seq.per_token_us - device.baselines["sequential"].per_token_us
     assert delta == pytest.approx(per_step + h200.host.graph_launch_us, rel=0.05)
+
+
+def test_bounds_bracket_the_nominal_per_token_time(cli):
+    """`simulate --bounds --json` gives per_token_us_low <= per_token_us <= per_token_us_high for SPEED
+    and inside each baseline."""
+    res = cli("simulate", "--profile", "l4", "--model", "t5base", "--sharing", "2x3",
+              "--synthetic", "mispredict=0.2,len=6,src=8,seed=1", "--bounds", "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    for m in (out, *out["baselines"].values()):
+        assert m["per_token_us_low"] <= m["per_token_us"] <= m["per_token_us_high"]
+    assert out["per_token_us_low"] < out["per_token_us_high"]

@@ -90,12 +90,70 @@ def derive_gpu(sheet: GpuDatasheet, ref: HardwareProfile, ref_smem_KiB: float | 
         "graph": r4(ref.host.launch_overhead_us["graph"] * cycles),
         "graph_gap": r4(ref.host.launch_overhead_us.graph_gap * cycles),
     }
+    data["ranges"] = derived_ranges(ref, data, cycles, inflight)
     data["software"]["sources"] = [f"rule: the {ref.name} profile's software section, unchanged (same software "
                                    "stack; speedsim.hardware.derive)"]
     data["sources"] = list(sheet.sources) + [
         f"rule: speedsim.hardware.derive from the calibrated {ref.name} profile (efficiencies, latencies, "
         "in-flight bytes; see hw_profiles/README.md)"]
     return HardwareProfile.model_validate(data)
+
+
+def _span(value: float, *ends: float) -> tuple[float, float]:
+    r4 = lambda x: float(f"{x:.4g}")  # noqa: E731
+    return r4(min(value, *ends)), r4(max(value, *ends))
+
+
+def derived_ranges(ref: HardwareProfile, data: dict, cycles: float, inflight: float) -> dict[str, dict]:
+    """A range, with its reason, for every parameter of a derived profile (none is fitted to its device).
+
+    Rule-scaled numbers span the rule and its alternative (a time that is a cycle count vs a fixed
+    time; in-flight bytes set by shared memory vs by the load machinery, unchanged); achievable
+    fractions and per-cycle work span what is published for other GPUs or an assumed +-30%.
+    """
+    c, k, host, l2 = data["compute"], data["kernel"], data["host"], data["memory"]["onchip"][0]
+    ref_c, ref_l2 = ref.compute, ref.l2
+    clock = f"the {ref.name} value as clock cycles (the rule) or as a fixed time"
+    smem = f"bytes in flight scaled by shared memory per unit (the rule, x{inflight:.3g}) or the {ref.name}'s"
+    out: dict[str, tuple[tuple[float, float], str]] = {
+        "kernel.latency_us": (_span(k["latency_us"], ref.kernel.latency_us), clock),
+        "host.launch_overhead_us.graph": (_span(host["launch_overhead_us"]["graph"],
+                                                ref.host.launch_overhead_us.graph), clock),
+        "memory.onchip.0.latency_ns": (_span(l2["latency_ns"], ref_l2.latency_ns), clock),
+        "memory.onchip.0.first_byte_ns": (_span(l2["first_byte_ns"], ref_l2.first_byte_us * 1e3), clock),
+        "compute.unit_inflight_KiB": (_span(c["unit_inflight_KiB"], ref_c.unit_inflight_KiB), smem),
+        "compute.unit_attention_inflight_KiB": (_span(c["unit_attention_inflight_KiB"],
+                                                      ref_c.unit_attention_inflight_KiB), smem),
+        "memory.dram.efficiency": (_span(data["memory"]["dram"]["efficiency"], 0.8),
+                                   "achievable DRAM fraction not measured on this device: 0.87-0.90 is published "
+                                   "for HBM on A100/H100, GDDR and LPDDR reach less (0.8 assumed)"),
+        "memory.onchip.0.efficiency": (_span(l2["efficiency"], 0.4, 0.8),
+                                       "L2 bandwidth is not measured on any device here (assumption)"),
+        "memory.onchip.0.usable_fraction": (_span(l2["usable_fraction"], 0.5, 0.9),
+                                            "share of the L2 that keeps data between kernels: partitioning and "
+                                            "replication are not measured (assumption)"),
+        "compute.matrix_efficiency": (_span(c["matrix_efficiency"], 0.7),
+                                      "large-GEMM fraction of the dense peak: 0.78-0.82 measured on the H200, less "
+                                      "on smaller GPUs (0.7 assumed)"),
+        "host.launch_overhead_us.eager": (_span(host["launch_overhead_us"]["eager"],
+                                                0.5 * host["launch_overhead_us"]["eager"],
+                                                2.0 * host["launch_overhead_us"]["eager"]),
+                                          "host CPU speed relative to the H200's host: x0.5 to x2 (assumption)"),
+    }
+    if k.get("matrix_latency_us") is not None and ref.kernel.matrix_latency_us is not None:
+        out["kernel.matrix_latency_us"] = (_span(k["matrix_latency_us"], ref.kernel.matrix_latency_us), clock)
+    if ref.host.launch_overhead_us.graph_gap:
+        out["host.launch_overhead_us.graph_gap"] = (_span(host["launch_overhead_us"]["graph_gap"],
+                                                          ref.host.launch_overhead_us.graph_gap), clock)
+    for name in ("row_reduce_cycles_per_element", "attention_tile_cycles", "index_cycles"):
+        if c.get(name):
+            out[f"compute.{name}"] = (_span(c[name], 0.7 * c[name], 1.3 * c[name]),
+                                      f"cycles measured on the {ref.name}; another architecture's work per "
+                                      "cycle differs (+-30% assumed)")
+    for path, r in ref.ranges.items():  # the reference's own uncertain values (host round trip, ...)
+        if path.startswith("host.") and path not in out:
+            out[path] = ((r.low, r.high), f"as on the {ref.name}: {r.reason}")
+    return {path: {"low": lo, "high": hi, "reason": why} for path, ((lo, hi), why) in sorted(out.items())}
 
 
 def load_datasheets(path: Path) -> list[GpuDatasheet]:

@@ -282,6 +282,20 @@ class HostSpec(_Frozen):
         return self.d2h_copy_us + self.sync_us + self.controller_us
 
 
+class ParameterRange(_Frozen):
+    """Where a parameter not fitted to this device's measurements may lie, and why."""
+
+    low: float
+    high: float
+    reason: str = Field(min_length=1, description="why the value is uncertain and where the ends come from")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ParameterRange:
+        if self.low > self.high:
+            raise ValueError(f"low {self.low:g} > high {self.high:g}")
+        return self
+
+
 class HardwareProfile(_Frozen):
     """A whole device: compute, memory hierarchy, kernel and host costs, and where each came from."""
 
@@ -300,6 +314,27 @@ class HardwareProfile(_Frozen):
     sources: list[str] = Field(
         min_length=1, description="datasheet URLs, 'measured: <file>', or 'rule: <what was derived how>'"
     )
+    ranges: dict[str, ParameterRange] = Field(
+        default_factory=dict, description="parameter path (e.g. 'compute.unit_inflight_KiB', "
+        "'memory.onchip.0.efficiency') -> its range, for every parameter not fitted to this device "
+        "(`speedsim simulate --bounds` runs the two ends)",
+    )
+
+    @model_validator(mode="after")
+    def _ranges_name_numbers(self) -> HardwareProfile:
+        data = self.model_dump()
+        for path in self.ranges:
+            value: object = data
+            for key in path.split("."):
+                if isinstance(value, list) and key.isdigit() and int(key) < len(value):
+                    value = value[int(key)]
+                elif isinstance(value, dict) and key in value:
+                    value = value[key]
+                else:
+                    raise ValueError(f"ranges: '{path}' is not a parameter of the profile")
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise ValueError(f"ranges: '{path}' is not a number")
+        return self
 
     @model_validator(mode="after")
     def _positive_peaks(self) -> HardwareProfile:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import numpy as np
 from speedsim.engine import Engine, Recorder
 from speedsim.engine.sim import Mode
 from speedsim.errors import UserError
+from speedsim.hardware.bounds import at_end
 from speedsim.hardware.profile import BYTES_PER_ELEMENT, HardwareProfile
 from speedsim.pipeline import Policy
 from speedsim.sharing import Sharing
@@ -105,11 +107,19 @@ def first_exit_miss(traces: Sequence[ExitTrace]) -> float:
 def simulate(profile: HardwareProfile, spec: ModelSpec, sharing: Sharing, traces: Sequence[ExitTrace],
              mode: str = "graph", baselines: Sequence[str] = BASELINES, policy: Policy | None = None,
              src_len: int | None = None, timeline: Path | None = None,
-             device_control: bool = False) -> SimulationResult:
+             device_control: bool = False, bounds: bool = False) -> SimulationResult:
     """Simulate SPEED (and `baselines`) decoding `traces` on `profile`.
 
     `device_control`: the what-if of a controller on the device (no host round trip per step).
+    `bounds`: also run the profile's ranges at their fast and slow ends (`speedsim.hardware.bounds`)
+    and report per_token_us_low/high for every method.
     """
+    if bounds:
+        runs = [simulate(p, spec, sharing, traces, mode, baselines, policy, src_len, None, device_control)
+                for p in (at_end(profile, "fast"), at_end(profile, "slow"))]
+        mid = simulate(profile, spec, sharing, traces, mode, baselines, policy, src_len, timeline, device_control)
+        return replace(mid, speed=mid.speed.with_bounds(*(r.speed for r in runs)),
+                       baselines={m: b.with_bounds(*(r.baselines[m] for r in runs)) for m, b in mid.baselines.items()})
     if not traces:
         raise UserError("no sequences to simulate", where="--trace")
     if all(len(t.exits) <= 1 for t in traces):

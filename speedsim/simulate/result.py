@@ -50,11 +50,18 @@ class MethodResult:
     prefill_flops: float                    # the prefill's FLOPs, summed over the sequences
     host_us_per_token: float                # host round trip per decode step (copy, sync, controller), per token
     speedup: float                          # SPEED's speedup over this method: its per_token_us over SPEED's (1 for SPEED)
+    per_token_us_low: float = math.nan      # --bounds: per_token_us with the profile's ranges at their fast end
+    per_token_us_high: float = math.nan     # ... and at their slow end (NaN without --bounds)
 
     def with_speedup(self, speed_per_token_us: float) -> MethodResult:
         """This result with `speedup` set against SPEED's per-token time."""
         s = self.per_token_us / speed_per_token_us if speed_per_token_us else math.nan
         return replace(self, speedup=s)
+
+    def with_bounds(self, *others: MethodResult) -> MethodResult:
+        """This result with per_token_us_low/high spanning its own and `others`' per-token times."""
+        times = [self.per_token_us, *(o.per_token_us for o in others)]
+        return replace(self, per_token_us_low=min(times), per_token_us_high=max(times))
 
 
 @dataclass(frozen=True)

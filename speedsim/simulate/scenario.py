@@ -41,6 +41,7 @@ class Scenario:
     policy: Policy | None = None
     src_len: int | None = None      # source length override (None: each trace's own)
     device_control: bool = False    # what-if: the controller runs on the device (no host round trip)
+    bounds: bool = False            # also run the profile's ranges at both ends
 
 
 @lru_cache(maxsize=32)
@@ -67,7 +68,7 @@ def build_scenario(profile: str, model: str, sharing: str | Sharing, *, trace: P
                    synthetic: str | None = None, limit: int | None = None, mode: str = "graph",
                    baselines: Sequence[str] = BASELINES, launch_exit: int = 0, max_in_flight: int | None = None,
                    src_len: int | None = None, model_specs: Sequence[Path | str] = (),
-                   device_control: bool = False) -> Scenario:
+                   device_control: bool = False, bounds: bool = False) -> Scenario:
     """Load and check one run's inputs; a `UserError` naming the flag for anything off."""
     shared = sharing if isinstance(sharing, Sharing) else Sharing.parse(sharing)
     if (trace is None) == (synthetic is None):
@@ -93,10 +94,11 @@ def build_scenario(profile: str, model: str, sharing: str | Sharing, *, trace: P
         raise UserError(f"{launch_exit} is not an exit of an R={shared.repeats} model (exits 0..{shared.repeats - 1})",
                         where="--launch-exit")
     policy.check(shared.repeats)
-    return Scenario(hw, spec, shared, traces, workload, mode, tuple(baselines), policy, src_len, device_control)
+    return Scenario(hw, spec, shared, traces, workload, mode, tuple(baselines), policy, src_len, device_control,
+                    bounds)
 
 
 def run_scenario(s: Scenario, timeline: Path | None = None) -> SimulationResult:
     """Simulate a scenario."""
     return simulate(s.profile, s.spec, s.sharing, list(s.traces), s.mode, s.baselines, s.policy, s.src_len,
-                    timeline, device_control=s.device_control)
+                    timeline, device_control=s.device_control, bounds=s.bounds)

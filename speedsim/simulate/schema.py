@@ -21,7 +21,7 @@ METRICS = [
     "sequences", "dram_bytes_per_token", "dram_weights_bytes_per_token", "dram_kv_bytes_per_token",
     "dram_activations_bytes_per_token", "dram_embeddings_bytes_per_token", "onchip_bytes_per_token",
     "flops_per_token", "util_compute", "util_dram", "util_device_busy", "util_host", "roofline_us_per_token",
-    "host_us_per_token",
+    "host_us_per_token", "per_token_us_low", "per_token_us_high",
     "speedup", "steps", "flushes", "wasted_token_passes", "mean_in_flight", "first_exit_miss",
 ]
 # Measured quality of the trained model behind a shipped trace (NaN for synthetic workloads).
