@@ -1269,12 +1269,29 @@ def _strict(text: str) -> Any:
      "--baseline", "none", "--mode", "eager", "--json"),
     ("simulate", "--profile", HW, "--model", "t5base", "--sharing", "12x1", "--synthetic", "perfect,len=2",
      "--json"),
-], ids=["profiles", "simulate", "simulate-eager", "simulate-r1"])
+    ("simulate", "--profile", HW, "--model", "t5base", "--sharing", "4x3", "--synthetic", "mispredict=0.5,len=4",
+     "--bounds", "--device-control", "--json"),
+], ids=["profiles", "simulate", "simulate-eager", "simulate-r1", "simulate-bounds"])
 def test_json_is_strict(cli, args: tuple[str, ...]) -> None:
     """`--json` prints one strictly valid JSON object (no NaN or Infinity) and nothing else on stdout."""
     res = cli(*args)
     assert res.returncode == 0, res.stderr
     assert isinstance(_strict(res.stdout), dict)
+
+
+def test_emit_json_is_strict(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every command prints --json through `emit_json`: NaN and infinities (numpy's too) become null,
+    numpy integers stay integers, and anything else JSON lacks is a string, never a traceback."""
+    import numpy as np
+
+    from speedsim.cli import emit_json
+
+    emit_json({"nan": math.nan, "inf": [math.inf, -math.inf], "np_nan": np.float64("nan"), "f32": np.float32("inf"),
+               "i64": np.int64(3), "flag": np.bool_(True), "array": np.array([1.0, np.nan]), "path": Path("/x"),
+               "nested": {"t": (1.5, np.float16("-inf"))}})
+    out = _strict(capsys.readouterr().out)
+    assert out == {"nan": None, "inf": [None, None], "np_nan": None, "f32": None, "i64": 3, "flag": True,
+                   "array": [1.0, None], "path": "/x", "nested": {"t": [1.5, None]}}
 
 
 def test_json_is_strict_simulate_trace(cli, tmp_path: Path) -> None:
