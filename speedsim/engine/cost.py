@@ -1,23 +1,32 @@
 """Time of one kernel on a profile, given where its bytes come from.
 
-    t = latency + softmax_p(t_memory, t_compute)
+    t = fixed + first_byte + softmax_p(t_memory, t_compute)
 
-    t_memory  = max(dram_bytes   / dram_rate,                      DRAM bandwidth, shared
-                    onchip_bytes / onchip_rate,                    on-chip bandwidth
-                    dram_bytes / (active * inflight / dram_latency)      loads in flight per unit
-                    + hit_bytes / (active * inflight / onchip_latency))  (Little's law)
+    fixed      = kernel.latency_us (vector path) or kernel.matrix_latency_us (GEMM, attention:
+                 pipeline prologue and epilogue), + compute.index_cycles / clock for a kernel over
+                 non-contiguous operands (offset arithmetic before its loads)
+    first_byte = the idle load latency of the level its first bytes come from (DRAM or on-chip)
+    t_memory   = max(dram_bytes / dram_rate, onchip_bytes / onchip_rate,         bandwidths
+                     waves * (dram_bytes / unit_dram_rate + hit_bytes / unit_onchip_rate) / blocks,
+                     serial work of one block (below))
+    t_compute  = flops / (path_peak * efficiency * wave_utilisation)
 
-(`onchip_bytes` counts every byte that passes the on-chip level, DRAM-sourced ones included;
-`hit_bytes` = onchip_bytes - dram_bytes are served on-chip.)
-    t_compute = flops / (path_peak * efficiency * wave_utilisation)
+A unit's streaming rate is Little's law: bytes in flight per unit / loaded latency of the level;
+blocks run in waves of `units`, so a partial last wave streams with fewer units. (`onchip_bytes`
+counts every byte through the on-chip level; `hit_bytes` = onchip - dram are served on-chip.)
 
-`active = min(units, parallel_work)`: a GEMV with 36 blocks on a 132-unit GPU keeps at most 36
-units' worth of loads in flight; `inflight` is the profile's bytes in flight per unit (smaller
-for attention kernels that walk all keys in one block). `softmax_p` is the soft
-maximum (m^p + c^p)^(1/p): memory and compute overlap well but not perfectly near the ridge.
+Serial work of one block, where the kernel has it:
+- a single-row norm (`row_elements`): one block walks the row, `row_reduce_cycles_per_element`
+  per element (kernels.csv: 1.86 / 3.98 / 6.45 us at d = 768 / 2048 / 4096);
+- attention (`key_tiles`): one block walks its key tiles, each `attention_tile_cycles` of
+  dependent chain plus its K/V bytes at one unit's rate and its FLOPs (queries padded to the
+  kernel's tile) at one unit's share of the matrix peak; the single-query kernel loads then
+  computes, the multi-query one overlaps the two (kernels.csv and the layer rows: ~16 ns per key
+  at d_head 64 whether the KV is in L2 or HBM, ~20 ns at d_head 128).
 
-`roofline_us` is the closed-form lower bound (bytes at peak DRAM bandwidth, FLOPs at the
-datasheet peak): every simulated kernel time must be at least this.
+`softmax_p` is the soft maximum (m^p + c^p)^(1/p): memory and compute overlap well but not
+perfectly near the ridge. `roofline_us` is the closed-form lower bound (bytes at peak DRAM
+bandwidth, FLOPs at the datasheet peak): every simulated kernel time must be at least this.
 """
 
 from __future__ import annotations

@@ -199,13 +199,18 @@ def attention(name: str, spec: ModelSpec, queries: int, keys: list[int], cache_i
     """Scaled-dot-product attention of `queries` rows per batch item over that item's `keys`.
 
     One batch item per entry of `keys`/`cache_ids` (SPEED's pipelined step stacks the in-flight
-    tokens, each with the cache of its own repeat, on the batch axis). A single unmasked query
-    over enough keys uses the split-KV (flash-decoding) kernel: blocks over heads x key chunks,
-    then a reduction; below that, one block per head, still a streaming decode kernel. Several
-    queries (n > 1, with a boolean mask) use the prefill kernel: one block per (head, query
-    tile) walks all keys under the softmax recurrence (the slower ATTENTION kind), after the
-    mask is turned into a bias (fill, where) and the output cleared (memset).
-    `host_ops`: framework ops of the call (default: the profile's count for a self-attention).
+    tokens, each with the cache of its own repeat, on the batch axis). Kernel selection, from
+    kernels.csv:
+    - a single unmasked query uses the decode kernel (cudnn ..._16x128x64: queries padded to 16,
+      128 keys per tile); it splits the key range into chunks (flash-decoding, then a reduce
+      kernel) from `split_min_keys` keys, but only while batch x heads < `split_fill` x units
+      (R=4 t5base, 48 heads: split, one lean_reduction; R=4 dec1b/dec7b, 128 heads: not split);
+    - several queries (n > 1, with a boolean mask) use the multi-query kernel (sm90 ..._64x128x64:
+      one block per head and 64-query tile walks all keys) after the mask is turned into a bias
+      (fill, fill, where) and the output cleared (memset).
+    Each block walks `key_tiles` tiles of `tile_bytes` K/V bytes and `tile_flops` FLOPs (costed
+    by `speedsim.engine.cost`). `host_ops`: framework ops of the call (default: the profile's
+    count for a self-attention).
     """
     b = _elt(dtype)
     h, dh, d = spec.n_heads, spec.d_head, spec.d_model
