@@ -219,6 +219,37 @@ def test_bad_profile(cli, tmp_path: Path, content: bytes | Callable[[dict], None
     assert_bad(res, "bad.yaml", field)
 
 
+def _range(low: Any, high: Any) -> dict:
+    return {"low": low, "high": high, "reason": "test"}
+
+
+@pytest.mark.parametrize("ranges, field", [
+    case("low-above-high", {"memory.dram.efficiency": _range(0.9, 0.5)}, "memory.dram.efficiency"),
+    case("unknown-parameter", {"memory.dram.colour": _range(0.5, 1.0)}, "memory.dram.colour"),
+    case("index-out-of-range", {"memory.onchip.5.efficiency": _range(0.5, 1.0)}, "memory.onchip.5.efficiency"),
+    case("not-a-number", {"name": _range(0.5, 1.0)}, "name"),
+    case("bool-parameter", {"host.synchronous": _range(0, 1)}, "host.synchronous"),
+    case("quoted-inf-end", {"compute.clock_MHz": _range(1.0, "inf")}, "compute.clock_MHz"),
+    case("no-reason", {"memory.dram.efficiency": {"low": 0.5, "high": 1.0}}, "reason"),
+    case("end-outside-the-field", {"memory.dram.efficiency": _range(0.5, 1.5)}, "memory.dram.efficiency",
+         owner="hardware", why="a range end outside the field's bounds (efficiency 1.5) is accepted; --bounds then "
+         "dies with a pydantic ValidationError"),
+    case("negative-end", {"memory.dram.bandwidth_GBps": _range(-1.0, 1.0)}, "memory.dram.bandwidth_GBps",
+         owner="hardware", why="a negative bandwidth range end is accepted; --bounds then dies with a ValidationError"),
+    case("fractional-int-end", {"compute.units": _range(2.5, 3.5)}, "compute.units",
+         owner="hardware", why="fractional ends for the integer compute.units are accepted; --bounds then dies"),
+    case("excludes-the-value", {"memory.dram.bandwidth_GBps": _range(5.0, 6.0)}, "memory.dram.bandwidth_GBps",
+         owner="hardware", why="a range that excludes the profile's own value (1.0 outside [5, 6]) is accepted"),
+])
+def test_bad_profile_range(cli, tmp_path: Path, ranges: dict, field: str) -> None:
+    """A profile's `ranges:` that is inconsistent: exit 2 (with --bounds too), one line naming file and parameter."""
+    data = copy.deepcopy(TINY_PROFILE)
+    data["ranges"] = ranges
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(data))
+    assert_bad(cli("simulate", "--profile", str(tmp_path / "bad.yaml"), "--model", "t5base", "--sharing", "4x3",
+                   "--synthetic", "mispredict=0.3,len=3", "--bounds"), "bad.yaml", field)
+
+
 def test_profile_that_is_a_directory(cli, tmp_path: Path) -> None:
     """`--profile DIR.yaml` (a directory): one line naming it."""
     (tmp_path / "dir.yaml").mkdir()
