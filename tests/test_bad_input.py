@@ -725,6 +725,10 @@ TRAIN_CASES = [
     case("negative-seed", _set("seed", -1), "seed", owner=TRAIN_OWNER, why="seed: -1 is accepted"),
     case("huge-width", _set("model.d_model", 10**12), "d_model",
          owner=TRAIN_OWNER, why="model.d_model 1e12 is accepted (training then tries to allocate it)"),
+    case("null-encoder-layers", _set("model.encoder_layers", None), "encoder_layers",
+         owner=TRAIN_OWNER, why="model.encoder_layers: null raises TypeError in TrainConfig.decoder_only (int(None))"),
+    case("text-encoder-layers", _set("model.encoder_layers", "two"), "encoder_layers",
+         owner=TRAIN_OWNER, why="model.encoder_layers: 'two' raises ValueError in TrainConfig.decoder_only"),
     case("missing-source-directory", _set("data.sources", ["/no/such/dir"]), "sources",
          owner=TRAIN_OWNER, why="data.sources naming a missing directory is not checked with the config"),
 ]
