@@ -1005,12 +1005,19 @@ def test_report_output(cli, tmp_path: Path, fifo: Path, monkeypatch: pytest.Monk
     _untouched(tmp_path, fifo)
 
 
-def test_train_output_that_is_a_file(cli, tmp_path: Path, no_training) -> None:
-    """`train --out FILE`: one line naming the flag."""
+@pytest.mark.parametrize("kind", [
+    "file", pytest.param("under-a-file", marks=xfail(TRAIN_OWNER, "a run directory under a regular file: "
+                                                                   "NotADirectoryError from mkdir after the config is read")),
+])
+def test_train_output_that_is_a_file(cli, tmp_path: Path, no_training, kind: str) -> None:
+    """`train --out FILE` (or a path under a file): one line naming the flag."""
     (tmp_path / "afile").write_text("mine\n")
     data = copy.deepcopy(TRAIN)
+    data["data"]["cache_dir"] = str(tmp_path / "cache")
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(data))
-    assert_bad(cli("train", "--config", str(tmp_path / "tiny.yaml"), "--out", str(tmp_path / "afile")), "--out")
+    out = tmp_path / "afile" if kind == "file" else tmp_path / "afile" / "run"
+    assert_bad(cli("train", "--config", str(tmp_path / "tiny.yaml"), "--out", str(out)), "--out")
+    assert (tmp_path / "afile").read_text() == "mine\n"
 
 
 # ------------------------------------------------------------------------------ scheduler address
@@ -1060,6 +1067,9 @@ def test_bad_flags_one_line(cli, monkeypatch: pytest.MonkeyPatch, args: tuple[st
     (("--source", "/no/such/directory"), "--source"),
     (("--vocab-size", "10"), "--vocab-size"),
     (("--export", "@a-file"), "--export"),
+    pytest.param(("--export", "@a-file/export"), "--export", id="export-under-a-file",
+                 marks=xfail("data", "--export under a regular file is not checked before the corpus is built "
+                                     "(NotADirectoryError at the end)")),
 ])
 def test_data_build_bad_options(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...],
                                 flag: str) -> None:
@@ -1069,7 +1079,7 @@ def test_data_build_bad_options(cli, tmp_path: Path, monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(data, "open_corpus", _boom("building the corpus"))
     (tmp_path / "afile").write_text("mine\n")
-    args = tuple(str(tmp_path / "afile") if a == "@a-file" else a for a in args)
+    args = tuple(a.replace("@a-file", str(tmp_path / "afile")) for a in args)
     assert_bad(cli("data", "build", *args), flag)
 
 
