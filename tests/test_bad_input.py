@@ -18,6 +18,7 @@ import copy
 import json
 import math
 import os
+import re
 import threading
 import traceback
 from collections.abc import Callable, Iterator
@@ -48,18 +49,25 @@ def tiny_profile_file(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture
-def cli(tiny_profile_file: str) -> Callable[..., CliResult]:
+def cli(tiny_profile_file: str, tmp_path_factory: pytest.TempPathFactory) -> Callable[..., CliResult]:
     """conftest's in-process runner, with `HW` replaced by the tiny profile's path and an escaping
     exception returned as a result whose stderr holds "Traceback" (what these tests look for), so
-    that a failure (and an expected failure) reports in one line instead of a long traceback."""
+    that a failure (and an expected failure) reports in one line instead of a long traceback.
+
+    In stderr, each test's temporary directory is shown as `<tmp>/`: its name is the test's name,
+    which must not be what satisfies a check that the error names a field.
+    """
+    tmp = re.compile(re.escape(str(tmp_path_factory.getbasetemp())) + r"/[^/\s]+/")
+
     def run(*args: str) -> CliResult:
         args = tuple(tiny_profile_file if a == HW else a for a in args)
         try:
-            return run_cli(*args)
+            res = run_cli(*args)
         except Exception as err:
             last = traceback.extract_tb(err.__traceback__)[-1]
-            return CliResult(-1, "", f"Traceback (escaped run()): {type(err).__name__}: {err} "
-                                     f"[{last.filename}:{last.lineno}]\n")
+            res = CliResult(-1, "", f"Traceback (escaped run()): {type(err).__name__}: {err} "
+                                    f"[{last.filename}:{last.lineno}]\n")
+        return CliResult(res.returncode, res.stdout, tmp.sub("<tmp>/", res.stderr))
     return run
 
 
@@ -613,7 +621,8 @@ SWEEP = ("name: t\nfixed: {model: t5base, profile: '@tiny-profile', out_len: 3, 
 
 SWEEP_CASES = [
     case("utf16", SWEEP.encode("utf-16"), "UTF-8"),
-    case("binary", b"\x89PNG\x00\x00", "binary"),
+    case("binary", b"\x89PNG\x00\x00", "UTF-8"),
+    case("nul-bytes", b"name: t\x00\n", "binary"),
     case("empty", b"", "mapping"),
     case("list", b"- a\n", "mapping"),
     case("duplicate-key", (SWEEP + "name: u\n").encode(), "name"),
@@ -626,6 +635,9 @@ SWEEP_CASES = [
     case("agree-and-mispredict", SWEEP.replace("out_len: 3", "out_len: 3, agree: 0.5/1/1").encode(), "agree"),
     case("sharing-and-unique", SWEEP.replace("out_len: 3", "out_len: 3, unique: 4").encode(), "unique"),
     case("depth-not-multiple", SWEEP.replace("sharing: [4x3]", "depth: [7]\n  repeats: [3]").encode(), "depth"),
+    case("fractional-unique", SWEEP.replace("sharing: [4x3]", "unique: [2.5]\n  repeats: [3]").encode(), "unique"),
+    case("bool-repeats", SWEEP.replace("sharing: [4x3]", "unique: [4]\n  repeats: [true]").encode(), "repeats"),
+    case("zero-depth", SWEEP.replace("sharing: [4x3]", "depth: [0]\n  repeats: [3]").encode(), "depth"),
     case("inf", SWEEP.replace("[0.1]", "[.inf]").encode(), "mispredict"),
     case("nan", SWEEP.replace("[0.1]", "[.nan]").encode(), "mispredict"),
     case("quoted-nan", SWEEP.replace("[0.1]", "['nan']").encode(), "mispredict"),

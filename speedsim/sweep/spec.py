@@ -192,10 +192,13 @@ def _resolve_sharing(raw: dict[str, Any], where: str) -> dict[str, Any]:
     if "sharing" in out or len(given) != 2:
         raise UserError(f"give 'sharing', or exactly two of unique/repeats/depth (got {', '.join(given)})",
                         where=where)
-    try:
-        g = {k: int(v) for k, v in given.items()}
-    except (TypeError, ValueError):
-        raise UserError(f"unique/repeats/depth must be integers (got {given})", where=where) from None
+    # integers only: int() would take `true` as 1 and truncate 2.5 to 2
+    if not all(isinstance(v, int) and not isinstance(v, bool) or isinstance(v, str) and v.strip().isdigit()
+               for v in given.values()):
+        raise UserError(f"unique/repeats/depth must be integers (got {given})", where=where)
+    g = {k: int(v) for k, v in given.items()}
+    if any(v < 1 for v in g.values()):
+        raise UserError(f"unique/repeats/depth must be >= 1 (got {given})", where=where)
     u, r = g.get("unique"), g.get("repeats")
     if u is None or r is None:
         known, other = ("repeats", "unique") if r is not None else ("unique", "repeats")
