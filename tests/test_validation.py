@@ -78,7 +78,7 @@ def test_calibrate_fits_a_detuned_profile(h200):
     from speedsim.validation.calibrate import DEVICE_PARAMETERS, with_values
 
     rows = [r for r in read_measured(H200_MEASURED) if r.section in ("lmhead", "layer") and r.model == "dec1b"]
-    start = with_values(h200, DEVICE_PARAMETERS[:1], [5.0])  # kernel latency 5 us instead of ~1.7
+    start = with_values(h200, DEVICE_PARAMETERS[:1], [5.0])  # kernel latency 5 us instead of ~0.7
     before = validate(start, rows, BUILTIN_MODELS, "graph").mape()["all"]
     result = calibrate(start, rows, BUILTIN_MODELS, max_evals=20)
     after = validate(result.profile, rows, BUILTIN_MODELS, "graph").mape()["all"]

@@ -182,7 +182,9 @@ def calibrate(profile: HardwareProfile, rows: list[MeasuredRow], models: dict[st
         if targets is not None:
             before["kernels"] = float(np.mean(np.abs(np.expm1(targets.log_errors(profile)))))
         fitted = profile
-        for _ in range(2):  # the anchors assume the other parameters; refit both once more
+        anchored = any(u[0].section == "ceiling" and u[0].pattern.startswith(tuple(a for a, _ in ANCHORS))
+                       for u in graph)
+        for _ in range(2 if anchored else 1):  # the anchors assume the other parameters: refit both once more
             fitted = anchor_ceilings(fitted, graph)
             fitted = _fit(fitted, DEVICE_PARAMETERS, graph, max_evals, targets)
     if eager_pairs:
