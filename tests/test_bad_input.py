@@ -690,7 +690,7 @@ def test_sweep_spec_that_is_not_a_file(cli, tmp_path: Path, fifo_reader, kind: s
 
 # ------------------------------------------------------------------------------ train config
 
-TRAIN = {
+TRAIN: dict[str, Any] = {
     "name": "tiny",
     "data": {"task": "summarize", "vocab_size": 320, "max_src_tokens": 48, "max_tgt_tokens": 40},
     "model": {"d_model": 32, "n_heads": 2, "d_ff": 64, "unique_layers": 2, "repeats": 2, "encoder_layers": 1,
