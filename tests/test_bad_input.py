@@ -358,6 +358,7 @@ def test_bad_measured_csv_calibrate(cli, tmp_path: Path, content: str, name: str
 
 @xfail(VALIDATION, "calibrate --sections bogus is not named: the error blames the CSV (no measured rows to fit)")
 def test_calibrate_unknown_section(cli, tmp_path: Path) -> None:
+    """`calibrate --sections` naming no known section: one line naming the flag and the section."""
     (tmp_path / "m.csv").write_text(HEADER + ROW)
     assert_bad(cli("calibrate", "--measured", str(tmp_path / "m.csv"), "--profile", HW, "--kernels", "none",
                    "--out", str(tmp_path / "f.yaml"), "--sections", "bogus"), "--sections", "bogus")
@@ -382,6 +383,7 @@ def test_measured_csv_that_is_a_fifo(cli, fifo_reader) -> None:
 
 
 def test_measured_csv_missing(cli, tmp_path: Path) -> None:
+    """`--measured` naming no file: one line naming it."""
     assert_bad(cli("validate", "--measured", str(tmp_path / "none.csv"), "--profile", HW), "none.csv")
 
 
@@ -411,6 +413,7 @@ def test_bad_kernel_csv(cli, tmp_path: Path, content: str | bytes, name: str) ->
 
 @xfail(VALIDATION, "read_kernels on a directory raises IsADirectoryError")
 def test_kernel_csv_that_is_a_directory(cli, tmp_path: Path) -> None:
+    """`--kernels DIR`: one line naming it."""
     (tmp_path / "k.csv").mkdir()
     assert_bad(cli("validate", "--kernels", str(tmp_path / "k.csv"), "--profile", HW), "k.csv")
 
@@ -457,6 +460,7 @@ def test_bad_model_spec(cli, tmp_path: Path, content: bytes, field: str) -> None
 
 @xfail(WORKLOAD, "a --model-spec named like a built-in (t5base) silently replaces it")
 def test_model_spec_shadowing_a_builtin(cli, tmp_path: Path) -> None:
+    """A --model-spec whose name is a built-in model's: refused, not silently replacing it."""
     path = tmp_path / "spec.yaml"
     path.write_text(SPEC.replace("name: mine", "name: t5base"))
     assert_bad(cli("simulate", "--profile", HW, "--model", "t5base", "--sharing", "4x3",
@@ -465,6 +469,7 @@ def test_model_spec_shadowing_a_builtin(cli, tmp_path: Path) -> None:
 
 @xfail(WORKLOAD, "two --model-spec files with one name and different shapes: the last silently wins")
 def test_two_model_specs_with_one_name(cli, tmp_path: Path) -> None:
+    """Two --model-spec files of one name and different shapes: refused."""
     (tmp_path / "a.yaml").write_text(SPEC)
     (tmp_path / "b.yaml").write_text(SPEC.replace("d_ff: 256", "d_ff: 512"))
     assert_bad(cli("simulate", "--profile", HW, "--model", "mine", "--sharing", "4x3", "--synthetic", "perfect",
@@ -680,6 +685,7 @@ def test_bad_sweep_spec(cli, tmp_path: Path, tiny_profile_file: str, content: by
 
 @pytest.mark.parametrize("kind", ["missing", "directory", "fifo"])
 def test_sweep_spec_that_is_not_a_file(cli, tmp_path: Path, fifo_reader, kind: str) -> None:
+    """A sweep spec that does not exist, is a directory or a FIFO: one line naming it."""
     path = tmp_path / "sweep.yaml"
     if kind == "directory":
         path.mkdir()
@@ -772,6 +778,7 @@ def test_bad_train_config(cli, tmp_path: Path, no_training, content: bytes | Cal
 
 @xfail(TRAIN_OWNER, "data.cache_dir that is a regular file is not checked with the config")
 def test_train_cache_dir_that_is_a_file(cli, tmp_path: Path, no_training) -> None:
+    """`data.cache_dir` naming a regular file: refused with the config, naming the field."""
     (tmp_path / "afile").write_text("x")
     data = copy.deepcopy(TRAIN)
     data["data"]["cache_dir"] = str(tmp_path / "afile")
@@ -781,6 +788,7 @@ def test_train_cache_dir_that_is_a_file(cli, tmp_path: Path, no_training) -> Non
 
 @pytest.mark.parametrize("kind", ["missing", "directory", "fifo"])
 def test_train_config_that_is_not_a_file(cli, tmp_path: Path, fifo_reader, no_training, kind: str) -> None:
+    """`train --config` that does not exist, is a directory or a FIFO: one line naming it."""
     path = tmp_path / "tiny.yaml"
     if kind == "directory":
         path.mkdir()
@@ -1053,6 +1061,7 @@ def test_bad_scheduler_address(cli, tmp_path: Path, tiny_profile_file: str, addr
 
 
 def test_report_bad_scheduler_address(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`report --scheduler` that is not an address: one line, before the study runs."""
     import speedsim.report.build as build
 
     monkeypatch.setattr(build, "run_study", _boom("the study"))
@@ -1378,6 +1387,7 @@ def test_json_is_strict_validate(cli, tmp_path: Path) -> None:
 
 
 def test_json_is_strict_validate_kernels(cli, tmp_path: Path) -> None:
+    """`validate --kernels --json` on a one-kernel profile: strict JSON."""
     path = tmp_path / "k.csv"
     path.write_text(KHEADER + KROW)
     res = cli("validate", "--kernels", str(path), "--profile", HW, "--json")
