@@ -171,7 +171,8 @@ def calibrate(measured: Path | None, profile_name: str, out: Path, name: str | N
     from speedsim.paths import relative
 
     fitted = result.profile
-    note = f"measured: {relative(path)} (fitted by speedsim calibrate)"
+    fitted_on = relative(path) + (f" and {relative(kernels)}" if kernel_rows else "")
+    note = f"measured: {fitted_on} (fitted by speedsim calibrate)"
     sources = [s for s in fitted.sources if not s.startswith(f"measured: {relative(path)}")] + [note]
     fitted = fitted.model_copy(update={"sources": sources, "name": name or fitted.name})
     save_profile(fitted, out)
