@@ -97,7 +97,7 @@ def validate(measured: Path | None, kernels: Path | None, strict: bool, profile_
     profile = load_profile(profile_name)
     models = resolve_models(model_specs)
     if kernels is not None:
-        _validate_kernels(profile, kernels, models, strict, as_json)
+        _validate_kernels(profile, kernels, models, strict, as_json, worst)
         return
     path = measured or H200_MEASURED
     rows = read_measured(path)
@@ -111,12 +111,12 @@ def validate(measured: Path | None, kernels: Path | None, strict: bool, profile_
     click.echo(format_validation(result, report))
 
 
-def _validate_kernels(profile, path: Path, models, strict: bool, as_json: bool) -> None:
+def _validate_kernels(profile, path: Path, models, strict: bool, as_json: bool, worst: int) -> None:
     from speedsim.report.tables import format_table
     from speedsim.validation.kernels import read_kernels, validate_kernels
 
     report = validate_kernels(profile, read_kernels(path), models, source=str(path), strict=strict)
-    result = report.as_json()
+    result = report.as_json(worst)
     if as_json:
         emit_json(result)
         return

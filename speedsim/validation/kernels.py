@@ -107,9 +107,12 @@ class KernelReport:
                 out[cls] = sum(apes) / len(apes)
         return out
 
-    def as_json(self) -> dict:
-        return {"profile": self.profile, "kind": "kernels", "rows": len(self.cells),
-                "mape": {k: round(v, 4) for k, v in self.mape().items()},
+    def as_json(self, worst: int = 10) -> dict:
+        """The shape `validate --json` uses (profile, mode, rows, skipped, mape, worst), plus the
+        kernel-level parts: unclassified count and rows, per-scenario totals, every cell."""
+        ranked = sorted(self.cells, key=lambda c: c["ape"], reverse=True)[:worst]
+        return {"profile": self.profile, "mode": "kernels", "rows": len(self.cells), "skipped": 0,
+                "mape": {k: round(v, 4) for k, v in self.mape().items()}, "worst": ranked,
                 "unclassified": len(self.unclassified), "unclassified_rows": self.unclassified,
                 "scenarios": self.scenarios, "cells": self.cells}
 
