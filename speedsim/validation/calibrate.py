@@ -150,6 +150,17 @@ def anchor_ceilings(profile: HardwareProfile, usable) -> HardwareProfile:
     return profile
 
 
+def _fit_eager_overhead(profile: HardwareProfile, eager) -> HardwareProfile:
+    """The host's eager overhead per framework op alone, on the eager rows (the device is fitted already)."""
+    def loss(logv: float) -> float:
+        prof = with_values(profile, (EAGER_PARAMETER,), [math.exp(logv)])
+        return float(np.mean(np.abs(_log_errors(prof, eager))))
+
+    res = minimize_scalar(loss, bounds=(math.log(EAGER_PARAMETER.low), math.log(EAGER_PARAMETER.high)),
+                          method="bounded", options={"xatol": 1e-3})
+    return with_values(profile, (EAGER_PARAMETER,), [math.exp(res.x)])
+
+
 def calibrate(profile: HardwareProfile, rows: list[MeasuredRow], models: dict[str, ModelSpec],
               source: str = "measured", max_evals: int = 60,
               sections: tuple[str, ...] | None = None, kernels: list[KernelRow] | None = None,
@@ -191,13 +202,7 @@ def calibrate(profile: HardwareProfile, rows: list[MeasuredRow], models: dict[st
         eager = _objective_rows(fitted, eager_pairs, models, source)
         before["eager"] = mape(profile, eager)
         if has_graph:
-            def eager_loss(logv: float) -> float:
-                prof = with_values(fitted, (EAGER_PARAMETER,), [math.exp(logv)])
-                return float(np.mean(np.abs(_log_errors(prof, eager))))
-
-            res = minimize_scalar(eager_loss, bounds=(math.log(EAGER_PARAMETER.low), math.log(EAGER_PARAMETER.high)),
-                                  method="bounded", options={"xatol": 1e-3})
-            fitted = with_values(fitted, (EAGER_PARAMETER,), [math.exp(res.x)])
+            fitted = _fit_eager_overhead(fitted, eager)
         else:
             fitted = _fit(profile, (*DEVICE_PARAMETERS, EAGER_PARAMETER), eager, max_evals)
     if not before:
