@@ -200,9 +200,10 @@ def recurrence_ends(profile: HardwareProfile, mode: str, programs: list[Program]
     issue = device_free = 0.0
     ends = []
     for program in programs:
-        if mode == "graph":  # one graph launch per program, then its kernels back to back
+        if mode == "graph":  # one graph launch per program, then (after its start) its kernels back to back
             issue += profile.host.graph_launch_us
-            device_free = max(device_free, issue) + sum(kernel_us(k) for k in program.kernels)
+            start = profile.host.graph_start_us if len(program.kernels) > 1 else 0.0
+            device_free = max(device_free, issue) + start + sum(kernel_us(k) for k in program.kernels)
         else:  # the host pays the launch overhead per framework op of every kernel
             for k in program.kernels:
                 issue += overhead * k.host_ops

@@ -193,6 +193,7 @@ class Engine:
         busy = tot.busy
         node_us = self.host_overhead_us if self.mode == "graph" else 0.0
         node_gap = self.profile.host.launch_overhead_us.graph_gap if self.mode == "graph" else 0.0
+        graph_start = self.profile.host.graph_start_us if self.mode == "graph" else 0.0
         rec = self.recorder
         units = cost.units
         previous = ""
@@ -201,7 +202,7 @@ class Engine:
             # Kernels of one graph run back to back on this stream; with a single stream nothing
             # else can compete for units or DRAM, so their spans are summed into one timeout.
             span_start = env.now
-            elapsed = 0.0
+            elapsed = graph_start if len(kernels) > 1 else 0.0
             for k in kernels:
                 if not k.launches:  # host-side framework work: no device time
                     continue

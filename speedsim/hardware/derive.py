@@ -8,7 +8,7 @@ Only the H200 has measurements in the repository, so the other GPU profiles take
     exponent carry over unchanged (same kind of memory system), and so does the whole `software`
     section (same software stack: PyTorch, cuBLAS/cuDNN);
   - times that are counts of clock cycles scale with the inverse clock: the fixed kernel
-    latencies (vector and matrix path), the graph node spacing and gap, and the on-chip load
+    latencies (vector and matrix path), the graph start, node spacing and gap, and the on-chip load
     latencies (`x h200_clock / clock`); parameters given in cycles (row reduction, attention key
     tile, offset arithmetic) carry over as they are;
   - bytes in flight per unit scale with the unit's shared memory (the staging buffers that
@@ -85,6 +85,7 @@ def derive_gpu(sheet: GpuDatasheet, ref: HardwareProfile, ref_smem_KiB: float | 
     data["kernel"]["latency_us"] = r4(ref.kernel.latency_us * cycles)
     if ref.kernel.matrix_latency_us is not None:
         data["kernel"]["matrix_latency_us"] = r4(ref.kernel.matrix_latency_us * cycles)
+    data["host"]["graph_start_us"] = r4(ref.host.graph_start_us * cycles)
     data["host"]["launch_overhead_us"] = {
         "eager": r4(ref.host.launch_overhead_us["eager"] / sheet.host_speed),
         "graph": r4(ref.host.launch_overhead_us["graph"] * cycles),
@@ -142,6 +143,8 @@ def derived_ranges(ref: HardwareProfile, data: dict, cycles: float, inflight: fl
     }
     if k.get("matrix_latency_us") is not None and ref.kernel.matrix_latency_us is not None:
         out["kernel.matrix_latency_us"] = (_span(k["matrix_latency_us"], ref.kernel.matrix_latency_us), clock)
+    if ref.host.graph_start_us:
+        out["host.graph_start_us"] = (_span(host["graph_start_us"], ref.host.graph_start_us), clock)
     if ref.host.launch_overhead_us.graph_gap:
         out["host.launch_overhead_us.graph_gap"] = (_span(host["launch_overhead_us"]["graph_gap"],
                                                           ref.host.launch_overhead_us.graph_gap), clock)

@@ -267,6 +267,9 @@ class HostSpec(_Frozen):
 
     launch_overhead_us: LaunchOverhead
     graph_launch_us: float = Field(0.0, ge=0, description="host time to launch one whole graph")
+    graph_start_us: float = Field(0.0, ge=0, description="device time from a graph's start to its first node, paid "
+                                  "by every replay of a graph of several nodes (back-to-back replays do not hide it; "
+                                  "a one-node graph starts as its kernel: the lmhead graph rows)")
     synchronous: bool = Field(False, description="the host runs each op itself and waits for it (a CPU): "
                               "issue and execution do not overlap")
     d2h_copy_us: float = Field(0.0, ge=0, description="the round trip of a decode step, part 1: copying the "

@@ -42,6 +42,7 @@ DEVICE_PARAMETERS: tuple[FreeParameter, ...] = (
     FreeParameter(("kernel", "matrix_latency_us"), 0.1, 20.0, "fixed device time per matrix-path kernel"),
     FreeParameter(("host", "launch_overhead_us", "graph"), 0.01, 10.0, "least time between starts of graph nodes"),
     FreeParameter(("host", "launch_overhead_us", "graph_gap"), 0.01, 10.0, "gap between dependent graph nodes"),
+    FreeParameter(("host", "graph_start_us"), 0.01, 20.0, "device time from a graph's start to its first node"),
     FreeParameter(("compute", "unit_inflight_KiB"), 0.1, 1024.0, "bytes in flight per unit, streaming"),
     FreeParameter(("compute", "unit_attention_inflight_KiB"), 0.1, 1024.0, "bytes in flight per unit, attention"),
     FreeParameter(("memory", "onchip", 0, "latency_ns"), 20.0, 2000.0, "on-chip load latency"),
