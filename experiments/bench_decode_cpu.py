@@ -43,7 +43,7 @@ def random_model(args: argparse.Namespace) -> tuple[SharedDecoder, list[list[int
 
 def checkpoint_model(args: argparse.Namespace) -> tuple[SharedDecoder, list[list[int]], int | None]:
     from speedsim.data import special_ids
-    from speedsim.model.train import load_model, prepare_data
+    from speedsim.train import load_model, prepare_data
 
     model, tok, cfg = load_model(args.checkpoint)
     _, splits = prepare_data(cfg, tok)

@@ -207,7 +207,10 @@ def data_group() -> None:
 def data_build_cmd(sources: tuple[str, ...], vocab_size: int | None, export_dir: str | None, as_json: bool) -> None:
     """Build (or check) the cached corpus and its tokenizer; print the counts."""
     from speedsim.data import DEFAULT_VOCAB_SIZE, corpus_tokenizer, export_corpus, open_corpus
+    from speedsim.fileio import check_output_dir
 
+    if export_dir:
+        check_output_dir(export_dir, "--export")  # before the corpus is built, not after
     corpus = open_corpus(sources=list(sources) or None, progress=not as_json)
     corpus_tokenizer(corpus, vocab_size or DEFAULT_VOCAB_SIZE)
     if export_dir:
@@ -235,8 +238,10 @@ def data_build_cmd(sources: tuple[str, ...], vocab_size: int | None, export_dir:
 @click.option("--json", "as_json", is_flag=True, help="print the final metrics as one JSON object")
 def train_cmd(config_path: str, out_dir: str, device: str, as_json: bool) -> None:
     """Pre-train and fine-tune a SPEED model (resumable)."""
+    from speedsim.fileio import check_output_dir
     from speedsim.train import train
 
+    check_output_dir(out_dir, "--out")
     metrics = train(config_path, out_dir, device=device, progress=not as_json)
     if as_json:
         emit_json(metrics)

@@ -37,7 +37,7 @@ from tqdm import tqdm
 from speedsim.data.extract import continue_texts, extract_file, pair_texts
 from speedsim.data.sources import SourceRoot, explicit_roots, fingerprint, installed_roots
 from speedsim.errors import UserError
-from speedsim.fileio import atomic_write, write_text
+from speedsim.fileio import atomic_write, check_output_dir, write_text
 
 TASKS = ("summarize", "continue")
 SPLITS = ("train", "validation", "test")
@@ -343,7 +343,7 @@ def _changed(manifest: dict[str, Any], roots: Sequence[SourceRoot]) -> str:
 
 def export_corpus(corpus: Corpus, out_dir: Path | str) -> Path:
     """Copy a corpus directory (data, manifest, tokenizers) to `out_dir`, to carry elsewhere."""
-    out = Path(out_dir)
+    out = check_output_dir(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = [p for p in sorted(corpus.directory.iterdir()) if p.is_file() and not p.name.startswith(".")]
     for src in sorted(files, key=lambda p: p.name == MANIFEST):  # the manifest last: it marks the copy complete

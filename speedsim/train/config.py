@@ -8,24 +8,38 @@ A config has up to two stages, run in order into one run directory:
 - ``finetune``: the task of ``data.task`` (code to docstring, or function continuation),
   starting from the pre-trained weights, or from random weights only with ``from_scratch``.
 
-Inconsistent stages, a model that does not fit the lengths, and more `threads` than this
-machine has cores are `UserError`s naming the file and the field.
+Counts are strict integers (`steps: true` or `2.5` is refused, not taken as 1 or 2) and rates
+finite numbers. Inconsistent stages, a warm-up longer than its stage, a model that does not
+fit the lengths or is larger than `MAX_TRAIN_PARAMETERS`, a missing source directory, a
+`cache_dir` that cannot be a directory, and more `threads` than this machine has cores are
+`UserError`s naming the file and the field.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, Strict, model_validator
 
-from speedsim.data import DEFAULT_VOCAB_SIZE, TASKS
+from speedsim.data import DEFAULT_VOCAB_SIZE, TASKS, default_cache_dir
 from speedsim.errors import UserError
+from speedsim.fileio import check_output_dir
 from speedsim.model import SpeedConfig
 from speedsim.yamlio import read_mapping, validate_as
 
 STAGES = ("pretrain", "finetune")
+# Largest model a config may train, in parameters. fp32 weights, their gradients and AdamW's two
+# moments take 16 bytes per parameter, so the limit is 32 GiB of training state before any
+# activation: what one large workstation or one 80 GB GPU holds (the models of the SPEED paper
+# and of experiments/models/ have at most a few hundred million).
+MAX_TRAIN_PARAMETERS = 2**31
+SEED_MAX = 2**63 - 1  # torch.manual_seed takes a 64-bit seed
+DEFAULT_WARMUP_STEPS = 50  # linear warm-up of a stage that sets none (or all its steps, if fewer)
+
+Count = Annotated[int, Strict()]  # an integer (a YAML `true` or `2.5` is not one)
+Rate = Annotated[float, Strict(), AllowInfNan(False)]  # a finite number (an integer is one too; `true` is not)
 
 
 class _Section(BaseModel):
@@ -34,45 +48,65 @@ class _Section(BaseModel):
 
 class DataSection(_Section):
     task: str = Field("summarize", description="fine-tuning task: summarize (encoder-decoder) or continue (decoder-only)")
-    vocab_size: int = Field(DEFAULT_VOCAB_SIZE, ge=259, description="BPE vocabulary size in tokens, specials included")
-    max_src_tokens: int = Field(256, ge=1, description="fine-tuning source / prompt length cap in tokens")
-    max_tgt_tokens: int = Field(128, ge=3, description="fine-tuning target length cap in tokens (with <bos>/<eos>)")
+    vocab_size: Count = Field(DEFAULT_VOCAB_SIZE, ge=259, description="BPE vocabulary size in tokens, specials included")
+    max_src_tokens: Count = Field(256, ge=1, description="fine-tuning source / prompt length cap in tokens")
+    max_tgt_tokens: Count = Field(128, ge=3, description="fine-tuning target length cap in tokens (with <bos>/<eos>)")
     sources: list[str] | None = Field(None, description="source directories of the corpus; default: stdlib + installed packages")
     cache_dir: str | None = Field(None, description="corpus + token cache; default $SPEEDSIM_CACHE or ~/.cache/speedsim")
 
 
 class StageSection(_Section):
-    steps: int = Field(ge=1, description="optimizer steps of this stage")
-    batch_size: int = Field(16, ge=1, description="sequences per step")
-    lr: float = Field(1e-3, gt=0, description="peak learning rate")
-    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="final LR as a fraction of the peak (cosine decay)")
-    warmup_steps: int = Field(50, ge=0, description="linear warm-up steps")
-    weight_decay: float = Field(0.01, ge=0, description="AdamW decoupled weight decay")
-    grad_clip: float = Field(1.0, gt=0, description="max global gradient norm")
-    checkpoint_every: int = Field(100, ge=1, description="steps between checkpoints")
-    eval_every: int = Field(0, ge=0, description="steps between validation-loss evaluations (0: only at the end)")
-    max_seconds: float | None = Field(
+    steps: Count = Field(ge=1, description="optimizer steps of this stage")
+    batch_size: Count = Field(16, ge=1, description="sequences per step")
+    lr: Rate = Field(1e-3, gt=0, description="peak learning rate")
+    min_lr_ratio: Rate = Field(0.1, ge=0, le=1, description="final LR as a fraction of the peak (cosine decay)")
+    warmup_steps: Count = Field(
+        DEFAULT_WARMUP_STEPS, ge=0, description=f"linear warm-up steps, at most `steps` (default {DEFAULT_WARMUP_STEPS}, "
+        "or `steps` if fewer)"
+    )
+    weight_decay: Rate = Field(0.01, ge=0, description="AdamW decoupled weight decay")
+    grad_clip: Rate = Field(1.0, gt=0, description="max global gradient norm")
+    checkpoint_every: Count = Field(100, ge=1, description="steps between checkpoints")
+    eval_every: Count = Field(0, ge=0, description="steps between validation-loss evaluations (0: only at the end)")
+    max_seconds: Rate | None = Field(
         None, gt=0, description="wall-clock cap of the stage in seconds: the LR schedule follows max(step, time) "
         "progress and the stage ends at the cap (a capped run is not bit-reproducible)"
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_warmup_fits(cls, data: Any) -> Any:
+        # The default warm-up is meant for long stages: a shorter stage warms up over all its steps.
+        if isinstance(data, dict) and "warmup_steps" not in data and type(data.get("steps")) is int:
+            return {**data, "warmup_steps": min(DEFAULT_WARMUP_STEPS, max(data["steps"], 0))}
+        return data
+
+    @model_validator(mode="after")
+    def _warmup_within_stage(self) -> StageSection:
+        # A warm-up longer than the stage never reaches the peak LR: the schedule would silently
+        # train at a fraction of `lr`.
+        if self.warmup_steps > self.steps:
+            raise ValueError(f"warmup_steps {self.warmup_steps} exceeds steps {self.steps}: "
+                             "the peak learning rate would never be reached")
+        return self
+
 
 class PretrainSection(StageSection):
-    prefix_tokens: int | None = Field(
+    prefix_tokens: Count | None = Field(
         None, ge=0, description="encoder input per window (encoder-decoder; default data.max_src_tokens); 0 for decoder-only"
     )
-    target_tokens: int = Field(128, ge=2, description="tokens predicted per window")
+    target_tokens: Count = Field(128, ge=2, description="tokens predicted per window")
 
 
 class FinetuneSection(StageSection):
-    from_scratch: bool = Field(False, description="fine-tune from random weights (needed when there is no pretrain stage)")
+    from_scratch: Annotated[bool, Strict()] = Field(False, description="fine-tune from random weights (needed when there is no pretrain stage)")
 
 
 class EvalSection(_Section):
-    val_examples: int = Field(256, ge=1, description="validation examples (or windows) for the loss")
-    rouge_examples: int = Field(64, ge=0, description="validation examples decoded greedily for ROUGE-L")
-    max_new_tokens: int = Field(128, ge=1, description="decode length cap in tokens")
-    batch_size: int = Field(32, ge=1, description="examples per validation-loss batch")
+    val_examples: Count = Field(256, ge=1, description="validation examples (or windows) for the loss")
+    rouge_examples: Count = Field(64, ge=0, description="validation examples decoded greedily for ROUGE-L")
+    max_new_tokens: Count = Field(128, ge=1, description="decode length cap in tokens")
+    batch_size: Count = Field(32, ge=1, description="examples per validation-loss batch")
 
 
 class TrainConfig(_Section):
@@ -84,12 +118,13 @@ class TrainConfig(_Section):
     pretrain: PretrainSection | None = None
     finetune: FinetuneSection | None = None
     eval: EvalSection = EvalSection()
-    seed: int = Field(0, description="seeds initialisation, data order and dropout")
-    threads: int = Field(1, ge=1, description="torch intra-op CPU threads (at most this machine's cores)")
+    seed: Count = Field(0, ge=0, le=SEED_MAX, description="seeds initialisation, data order and dropout")
+    threads: Count = Field(1, ge=1, description="torch intra-op CPU threads (at most this machine's cores)")
 
     @property
     def decoder_only(self) -> bool:
-        return int(self.model.get("encoder_layers", 0)) == 0
+        # SpeedConfig's default is 0 (decoder-only); parse_train_config has checked the type
+        return self.model.get("encoder_layers", 0) == 0
 
     @property
     def stages(self) -> list[str]:
@@ -144,6 +179,30 @@ def _check_lengths(cfg: TrainConfig, sc: SpeedConfig, where: str) -> None:
             raise UserError(f"model.max_len {sc.max_len} is shorter than {field} = {n}", where=where)
 
 
+def parameter_count(sc: SpeedConfig) -> int:
+    """Parameters of `SharedDecoder(sc)`, in closed form (checked against the built model in the tests)."""
+    d, f = sc.d_model, sc.d_ff
+    ffn = d * (2 * f if sc.ffn == "swiglu" else f) + f * d  # up (gate and value for swiglu), down
+    attn = 4 * d * d  # qkv and output projection (cross-attention: q, kv and output, also 4 d^2)
+    encoder = sc.encoder_layers * (2 * d + attn + ffn)  # two norms per layer
+    decoder = sc.unique_layers * (2 * d + attn + ffn + (0 if sc.decoder_only else d + attn))
+    positions = sc.max_len * d * (1 if sc.decoder_only else 2)
+    embeddings = sc.vocab_size * d * (1 if sc.tie_embeddings else 2)  # token table (+ untied LM head)
+    norms = d * (1 if sc.decoder_only else 2)  # exit norm (+ encoder's final norm)
+    return embeddings + positions + encoder + decoder + norms
+
+
+def _check_size(sc: SpeedConfig, where: str) -> None:
+    n = parameter_count(sc)
+    if n > MAX_TRAIN_PARAMETERS:
+        raise UserError(
+            f"model: {n:.3g} parameters (d_model {sc.d_model}, d_ff {sc.d_ff}, {sc.unique_layers} shared + "
+            f"{sc.encoder_layers} encoder layers, max_len {sc.max_len}, vocab {sc.vocab_size}) exceed the limit of "
+            f"{MAX_TRAIN_PARAMETERS:,} (MAX_TRAIN_PARAMETERS: 16 bytes each for weights, gradients and AdamW state)",
+            where=where,
+        )
+
+
 def check_threads(threads: int, where: str) -> None:
     """More threads than cores would only thrash: a `UserError`."""
     cores = machine_cores()
@@ -161,27 +220,46 @@ def parse_train_config(raw: Any, where: str) -> TrainConfig:
     for key, owner in (("vocab_size", "data.vocab_size"), ("pad_id", "the tokenizer"), ("bos_id", "the tokenizer"), ("seed", "seed")):
         if key in cfg.model:
             raise UserError(f"model.{key}: set by {owner}", where=where)
+    for key in ("unique_layers", "repeats"):
+        value = cfg.model.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise UserError(f"model.{key}: must be an integer >= 1, got {value!r}", where=where)
+    sc = speed_config(cfg, cfg.data.vocab_size, where)  # before anything reads a model field
+    _check_size(sc, where)
     if cfg.decoder_only != (cfg.data.task == "continue"):
         raise UserError(
             f"data.task {cfg.data.task!r} does not match model.encoder_layers "
             "(summarize needs an encoder, continue is decoder-only)",
             where=where,
         )
-    for key in ("unique_layers", "repeats"):
-        value = cfg.model.get(key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise UserError(f"model.{key}: must be an integer >= 1, got {value!r}", where=where)
     _check_stages(cfg, where)
-    _check_lengths(cfg, speed_config(cfg, cfg.data.vocab_size, where), where)
+    _check_lengths(cfg, sc, where)
     return cfg
 
 
+def check_paths(cfg: TrainConfig, where: str) -> None:
+    """The config's directories exist where this machine needs them: every `data.sources`
+    entry, and a `data.cache_dir` (or `$SPEEDSIM_CACHE`) that is or can become a directory."""
+    for i, source in enumerate(cfg.data.sources or ()):
+        if not Path(source).exists():
+            raise UserError(f"data.sources[{i}]: {source} does not exist", where=where)
+    field = "data.cache_dir" if cfg.data.cache_dir else "$SPEEDSIM_CACHE" if os.environ.get("SPEEDSIM_CACHE") else None
+    if field is None:
+        return  # the default ~/.cache/speedsim: not the user's input
+    try:
+        check_output_dir(cfg.data.cache_dir or default_cache_dir(), field)
+    except UserError as err:
+        raise UserError(str(err), where=where) from None
+
+
 def load_train_config(path: Path | str) -> TrainConfig:
-    """Read and validate a training YAML config."""
+    """Read and validate a training YAML config (`parse_train_config`, then `check_paths`)."""
     path = Path(path)
     if not path.exists():
         raise UserError("config file not found", where=str(path))
-    return parse_train_config(read_mapping(path, "training config"), str(path))
+    cfg = parse_train_config(read_mapping(path, "training config"), str(path))
+    check_paths(cfg, str(path))
+    return cfg
 
 
 def speed_config(cfg: TrainConfig, vocab_size: int, where: str = "config") -> SpeedConfig:

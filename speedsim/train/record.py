@@ -90,7 +90,7 @@ def record_traces(
     if not items:
         raise UserError(f"the {split} split has no examples", where="--split")
     eos = special_ids(tok)["eos"]
-    n_new = max_new_tokens or cfg.eval.max_new_tokens
+    n_new = cfg.eval.max_new_tokens if max_new_tokens is None else max_new_tokens  # 0 was refused above
     name = f"{cfg.name} ({cfg.data.task})"
     traces, texts, ids = [], [], []
     with torch.no_grad():
