@@ -155,35 +155,17 @@ class Engine:
 
     # ------------------------------------------------------------------ processes
 
-    def _host(self, env: simpy.Environment, programs: list[tuple[Program, int]], queues: list[simpy.Store],
-              starts: list[float], busy: dict[str, float]):
-        graph = self.mode == "graph"
-        round_trip = self.round_trip_us
-        for index, (program, stream) in enumerate(programs):
-            starts.append(env.now)
-            finished = env.event() if round_trip is not None else None
-            if graph:
-                if self.graph_launch_us:
-                    yield env.timeout(self.graph_launch_us)
-                    busy["host"] += self.graph_launch_us
-                queues[stream].put((index, program.kernels, True, finished))
-            else:
-                kernels = program.kernels
-                last = len(kernels) - 1
-                for i, k in enumerate(kernels):
-                    issue = self.host_overhead_us * k.host_ops  # per framework op the kernel takes
-                    yield env.timeout(issue)
-                    busy["host"] += issue
-                    done = env.event() if self.synchronous or (i == last and finished is not None) else None
-                    queues[stream].put((index, (k,), i == last, done))
-                    if done is not None:
-                        yield done  # the host runs the op itself (a CPU), or waits for the step's results
-            if finished is not None and round_trip is not None:
-                if graph:
-                    yield finished
+    def _host(self, session: Session, programs: list[tuple[Program, int]]):
+        """The host of a run: issues every program in order (a decode loop waits for each step's
+        results to reach the host before it issues the next)."""
+        env, round_trip = session.env, self.round_trip_us
+        for program, stream in programs:
+            finished = yield from session.issue(program, stream)
+            if round_trip is not None:
+                yield finished
                 yield env.timeout(round_trip)  # results to the host, then the controller decides
-                busy["host"] += round_trip
-                busy["round_trip"] += round_trip
+                session.tot.busy["host"] += round_trip
+                session.tot.busy["round_trip"] += round_trip
 
     def _stream(self, env: simpy.Environment, sid: int, queue: simpy.Store, compute: simpy.Container | None,
                 ends: dict[int, float], dram_channel: SharedBandwidth | None, onchip: OnChipCache,
@@ -254,25 +236,70 @@ class Engine:
         the result's `onchip` is the state at the end. The engine keeps neither.
         """
         env = CountingEnvironment()
-        tot = _Totals()
-        cache = OnChipCache(self.onchip_capacity_bytes, onchip)
-        n = max(self.n_streams, 1 + max(streams or [0]))
-        queues = [simpy.Store(env) for _ in range(n)]
-        compute = simpy.Container(env, capacity=self.cost.units, init=self.cost.units) if n > 1 else None
-        ends: dict[int, float] = {}
-        starts: list[float] = []
-        channel = SharedBandwidth(env, self.cost.dram_Bpus) if n > 1 else None
-        for sid, q in enumerate(queues):
-            env.process(self._stream(env, sid, q, compute, ends, channel, cache, tot))
-        assigned = list(zip(programs, streams or [0] * len(programs), strict=True))
-        env.process(self._host(env, assigned, queues, starts, tot.busy))
+        session = Session(self, env, max(self.n_streams, 1 + max(streams or [0])), onchip)
+        env.process(self._host(session, list(zip(programs, streams or [0] * len(programs), strict=True))))
         env.run()
-        if self.recorder is not None:
-            self.recorder.host_spans(starts, self.mode)
+        return session.result()
+
+
+class Session:
+    """The device of one `Engine` inside a SimPy environment the caller drives.
+
+    `Engine.run` drives it with a host that issues a fixed list of programs; a serving
+    simulation drives it with a scheduler that builds each step from what finished before.
+    `issue(program, stream)` is the host's work to launch one program (a generator to `yield
+    from`); its value is an event that fires when the program's last kernel ends.
+    """
+
+    def __init__(self, engine: Engine, env: CountingEnvironment, streams: int = 1,
+                 onchip: OnChipState | None = None):
+        self.engine, self.env = engine, env
+        self.tot = _Totals()
+        self.cache = OnChipCache(engine.onchip_capacity_bytes, onchip)
+        self.queues = [simpy.Store(env) for _ in range(streams)]
+        self.compute = simpy.Container(env, capacity=engine.cost.units, init=engine.cost.units) \
+            if streams > 1 else None
+        self.channel = SharedBandwidth(env, engine.cost.dram_Bpus) if streams > 1 else None
+        self.ends: dict[int, float] = {}
+        self.starts: list[float] = []
+        for sid, q in enumerate(self.queues):
+            env.process(engine._stream(env, sid, q, self.compute, self.ends, self.channel, self.cache, self.tot))
+
+    def issue(self, program: Program, stream: int = 0):
+        """Launch `program` on `stream` as the host does (graph: one launch; eager: per framework
+        op, waiting for each op on a host that runs them itself); returns the completion event."""
+        eng, env, busy = self.engine, self.env, self.tot.busy
+        index = len(self.starts)
+        self.starts.append(env.now)
+        finished = env.event()
+        queue = self.queues[stream]
+        if eng.mode == "graph" or not program.kernels:
+            if eng.mode == "graph" and eng.graph_launch_us:
+                yield env.timeout(eng.graph_launch_us)
+                busy["host"] += eng.graph_launch_us
+            queue.put((index, program.kernels, True, finished))
+            return finished
+        kernels = program.kernels
+        last = len(kernels) - 1
+        for i, k in enumerate(kernels):
+            issue = eng.host_overhead_us * k.host_ops  # per framework op the kernel takes
+            yield env.timeout(issue)
+            busy["host"] += issue
+            done = finished if i == last else (env.event() if eng.synchronous else None)
+            queue.put((index, (k,), i == last, done))
+            if eng.synchronous and done is not None:
+                yield done  # the host runs the op itself (a CPU): it waits for it
+        return finished
+
+    def result(self) -> SimResult:
+        """What the programs issued so far produced (call after the environment has run)."""
+        tot, n = self.tot, len(self.starts)
+        if self.engine.recorder is not None:
+            self.engine.recorder.host_spans(self.starts, self.engine.mode)
         return SimResult(
-            mode=self.mode,
-            program_end_us=[ends[i] for i in range(len(programs))],
-            program_start_us=starts,
+            mode=self.engine.mode,
+            program_end_us=[self.ends[i] for i in range(n)],
+            program_start_us=list(self.starts),
             kernels=tot.kernels,
             flops=tot.flops,
             dram_bytes=tot.dram_bytes,
@@ -280,9 +307,9 @@ class Engine:
             dram_bytes_by_class=dict(tot.dram_by_class),
             busy_us=dict(tot.busy),
             roofline_us=tot.roofline_us,
-            events=env.processed,
-            onchip=cache.snapshot(),
-            per_program=[tot.per_program[i] for i in range(len(programs))],
+            events=self.env.processed,
+            onchip=self.cache.snapshot(),
+            per_program=[tot.per_program[i] for i in range(n)],
         )
 
 
