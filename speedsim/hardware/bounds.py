@@ -17,25 +17,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from speedsim.hardware.profile import HardwareProfile
+from speedsim.hardware.profile import HardwareProfile, set_parameter
 
 
 def slower_when_larger(path: str) -> bool:
     """Whether a larger value of the parameter at `path` makes kernels slower (a time or a cycle count)."""
     name = path.rsplit(".", 1)[-1]
     return name.endswith(("_us", "_ns")) or "cycles" in name
-
-
-def _set(data: dict, path: str, value: float) -> None:
-    keys = path.split(".")
-    node: object = data
-    for key in keys[:-1]:
-        node = node[int(key)] if isinstance(node, list) else node[key]  # type: ignore[index]
-    last = keys[-1]
-    if isinstance(node, list):
-        node[int(last)] = value
-    else:
-        node[last] = value  # type: ignore[index]
 
 
 def at_end(profile: HardwareProfile, end: Literal["fast", "slow"]) -> HardwareProfile:
@@ -46,6 +34,6 @@ def at_end(profile: HardwareProfile, end: Literal["fast", "slow"]) -> HardwarePr
     for path, r in profile.ranges.items():
         fast = r.low if slower_when_larger(path) else r.high
         slow = r.high if slower_when_larger(path) else r.low
-        _set(data, path, fast if end == "fast" else slow)
+        set_parameter(data, path, fast if end == "fast" else slow)
     data["name"] = f"{profile.name} ({end} end)"
     return HardwareProfile.model_validate(data)

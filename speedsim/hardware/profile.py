@@ -11,10 +11,10 @@ is said in the field's description.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from speedsim.errors import UserError
 from speedsim.fileio import write_text
@@ -26,8 +26,14 @@ Dtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "int8"]
 BYTES_PER_ELEMENT: dict[str, int] = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1}
 
 
+# Sanity maxima: a value beyond them is a typo or a unit mistake, not a device.
+MAX_UNITS = 1_000_000  # compute units (SMs, cores, arrays); the largest GPUs have ~150
+CAPACITY_TOLERANCE = 0.01  # memory_capacity_GiB vs memory.dram.capacity_MiB: rounding, not a contradiction
+
+
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    # strict: `units: true` is not 1, `efficiency: true` is not 1.0, `"4"` is not 4 (an int is a float)
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, strict=True)
 
 
 # Where the software section's defaults come from (a profile that keeps them says so in its own
@@ -128,7 +134,7 @@ class SoftwareSpec(_Frozen):
 class ComputeSpec(_Frozen):
     """The device's compute units (SMs, cores, systolic arrays)."""
 
-    units: int = Field(gt=0, description="independent compute units (SMs, cores, arrays)")
+    units: int = Field(gt=0, le=MAX_UNITS, description="independent compute units (SMs, cores, arrays)")
     clock_MHz: float = Field(gt=0, description="sustained clock of the units")
     matrix_peak_TFLOPS: dict[Dtype, float] = Field(
         description="dense peak of the matrix path (tensor cores, systolic array) per dtype, whole device"
@@ -285,6 +291,19 @@ class HostSpec(_Frozen):
         return self.d2h_copy_us + self.sync_us + self.controller_us
 
 
+def set_parameter(data: dict, path: str, value: float) -> None:
+    """Set the parameter at dotted `path` (list indices as numbers) of a dumped profile to `value`;
+    an integral float for an int field becomes an int (a range's ends are floats)."""
+    *parents, last = path.split(".")
+    node: Any = data
+    for key in parents:
+        node = node[int(key)] if isinstance(node, list) else node[key]
+    index: Any = int(last) if isinstance(node, list) else last
+    old = node[index]
+    node[index] = int(value) if isinstance(old, int) and not isinstance(old, bool) and float(value).is_integer() \
+        else value
+
+
 class ParameterRange(_Frozen):
     """Where a parameter not fitted to this device's measurements may lie, and why."""
 
@@ -302,7 +321,7 @@ class ParameterRange(_Frozen):
 class HardwareProfile(_Frozen):
     """A whole device: compute, memory hierarchy, kernel and host costs, and where each came from."""
 
-    name: str
+    name: str = Field(min_length=1, description="the profile's name (its file name without .yaml)")
     description: str = ""
     kind: Literal["gpu", "accelerator", "cpu"]
     default_dtype: Dtype = "bf16"
@@ -325,8 +344,10 @@ class HardwareProfile(_Frozen):
 
     @model_validator(mode="after")
     def _ranges_name_numbers(self) -> HardwareProfile:
+        """Each range names a number of the profile, contains its value, and both ends are values
+        the field itself accepts (`--bounds` runs them)."""
         data = self.model_dump()
-        for path in self.ranges:
+        for path, r in self.ranges.items():
             value: object = data
             for key in path.split("."):
                 if isinstance(value, list) and key.isdigit() and int(key) < len(value):
@@ -337,6 +358,36 @@ class HardwareProfile(_Frozen):
                     raise ValueError(f"ranges: '{path}' is not a parameter of the profile")
             if not isinstance(value, int | float) or isinstance(value, bool):
                 raise ValueError(f"ranges: '{path}' is not a number")
+            if not r.low <= value <= r.high:
+                raise ValueError(f"ranges: '{path}' [{r.low:g}, {r.high:g}] excludes the profile's own value {value:g}")
+            for end, v in (("low", r.low), ("high", r.high)):
+                trial = self.model_dump(exclude={"ranges"})
+                try:
+                    set_parameter(trial, path, v)
+                    HardwareProfile.model_validate(trial)
+                except (ValueError, ValidationError) as err:
+                    why = err.errors()[0]["msg"] if isinstance(err, ValidationError) else str(err)
+                    raise ValueError(f"ranges: '{path}' {end} end {v:g} is not a value the field takes ({why})") \
+                        from None
+        return self
+
+    @model_validator(mode="after")
+    def _consistent_memory(self) -> HardwareProfile:
+        dram_GiB = self.memory.dram.capacity_MiB / 1024
+        if abs(self.memory_capacity_GiB - dram_GiB) > CAPACITY_TOLERANCE * dram_GiB:
+            raise ValueError(f"memory_capacity_GiB {self.memory_capacity_GiB:g} contradicts memory.dram.capacity_MiB "
+                             f"{self.memory.dram.capacity_MiB:g} ({dram_GiB:.4g} GiB)")
+        for i, level in enumerate(self.memory.onchip):
+            if level.capacity_MiB >= self.memory.dram.capacity_MiB:
+                raise ValueError(f"memory.onchip.{i}.capacity_MiB {level.capacity_MiB:g} is not smaller than "
+                                 f"memory.dram.capacity_MiB {self.memory.dram.capacity_MiB:g}")
+        return self
+
+    @model_validator(mode="after")
+    def _default_dtype_has_a_peak(self) -> HardwareProfile:
+        if self.default_dtype not in self.compute.matrix_peak_TFLOPS | self.compute.vector_peak_TFLOPS:
+            raise ValueError(f"default_dtype '{self.default_dtype}' has no peak rate in compute.matrix_peak_TFLOPS "
+                             "or compute.vector_peak_TFLOPS")
         return self
 
     @model_validator(mode="after")
