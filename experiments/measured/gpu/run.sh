@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# One prepared measurement on a CUDA GPU (H100/H200: about 3 minutes; the timeouts bound it at ~6):
+# One prepared measurement on a CUDA GPU (H100/H200: about 3-4 minutes; the timeouts bound it at ~6):
 #   env      nvidia-smi and library versions                     -> env.json
 #   loop     whole greedy and SPEED decodes at t5base dimensions  -> decode.csv (+ exit traces in measured.tgz)
-#            (random weights, 12x1 / 4x3 / 2x6, untied and tied LM head, CUDA-graph replay per step)
+#            (random weights, untied LM head, 12x1 / 4x3 / 2x6, CUDA-graph replay per step)
+#   loop-tied  the same with the LM head tied to the embeddings   -> decode-tied.csv
 #   batch    one decode step for B = 1..32 sequences at own KV lengths, unshared 12x1 and SPEED 4x3 / 2x6
 #                                                                 -> batch.csv
 #   steps    ceilings, one layer, the shared group, the LM head   -> steps.csv
@@ -41,14 +42,15 @@ if [ "$SMOKE" = 1 ]; then
   LOOP=(--sequences 2 --max-new-tokens 16)
   BATCH=(--batch-sizes 1,4,16 --batch-ctx 32)
   STEPS=(--quick)
-  T_LOOP=60 T_BATCH=30 T_STEPS=30
+  T_LOOP=60 T_TIED=60 T_BATCH=30 T_STEPS=30
 else
   DEVICE=cuda
   MODEL=(--model t5base)
   LOOP=(--sequences 4 --max-new-tokens 128)
   BATCH=()
   STEPS=()
-  T_LOOP=${T_LOOP:-170} T_BATCH=${T_BATCH:-80} T_STEPS=${T_STEPS:-60}
+  # an H200 took 121 s for the untied part before eager decodes were cut to 2 sources, once (~60 s now)
+  T_LOOP=${T_LOOP:-120} T_TIED=${T_TIED:-90} T_BATCH=${T_BATCH:-60} T_STEPS=${T_STEPS:-45}
 fi
 
 declare -A STATUS
@@ -89,7 +91,9 @@ print(env.get("gpu", env.get("processor")), env.get("torch"))
 EOF
 
 part loop "$T_LOOP" $PY -m speedsim.cli measure --device $DEVICE --parts loop --sharings 12x1,4x3,2x6 \
-  --lm-head untied,tied "${MODEL[@]}" "${LOOP[@]}" --out "$RAW/decode.csv" --json
+  --lm-head untied "${MODEL[@]}" "${LOOP[@]}" --out "$RAW/decode.csv" --json
+part loop-tied "$T_TIED" $PY -m speedsim.cli measure --device $DEVICE --parts loop --sharings 12x1,4x3,2x6 \
+  --lm-head tied "${MODEL[@]}" "${LOOP[@]}" --out "$RAW/decode-tied.csv" --json
 part batch "$T_BATCH" $PY -m speedsim.cli measure --device $DEVICE --parts batch --sharings 12x1,4x3,2x6 \
   "${MODEL[@]}" "${BATCH[@]}" --out "$RAW/batch.csv" --json
 part steps "$T_STEPS" $PY -m speedsim.cli measure --device $DEVICE --parts steps --sharings 4x3 \
@@ -97,11 +101,12 @@ part steps "$T_STEPS" $PY -m speedsim.cli measure --device $DEVICE --parts steps
 
 # the CSVs on top, everything (traces, specs, env, logs) in one archive: at most 8 files come back
 [ -f "$RAW/decode.csv" ] && cp "$RAW/decode.csv" "$OUT/decode.csv"
+[ -f "$RAW/decode-tied.csv" ] && cp "$RAW/decode-tied.csv" "$OUT/decode-tied.csv"
 [ -f "$RAW/batch.csv" ] && cp "$RAW/batch.csv" "$OUT/batch.csv"
 [ -f "$RAW/steps.csv" ] && cp "$RAW/steps.csv" "$OUT/steps.csv"
 {
   echo "run.sh on $(hostname) $(date -u '+%Y-%m-%d %H:%M:%S UTC'), SMOKE=$SMOKE, $(( $(date +%s) - START )) s"
-  for name in env loop batch steps; do echo "  $name: ${STATUS[$name]:-not run}"; done
+  for name in env loop loop-tied batch steps; do echo "  $name: ${STATUS[$name]:-not run}"; done
   $PY experiments/measured/gpu/summary.py "$OUT" 2>&1
   grep -h "WARNING\|Error\|error" "$RAW"/*.log 2>/dev/null | head -n 20 | sed 's/^/  log: /'
 } > "$OUT/summary.txt"

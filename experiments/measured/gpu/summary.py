@@ -1,6 +1,6 @@
 """Print a short summary of a run.sh output directory: whole decodes, batched steps, step rows.
 
-Usage: python3 experiments/measured/gpu/summary.py OUT_DIR   (reads decode.csv, batch.csv, steps.csv)
+Usage: python3 experiments/measured/gpu/summary.py OUT_DIR   (reads decode*.csv, batch.csv, steps.csv)
 """
 import sys
 from pathlib import Path
@@ -31,7 +31,7 @@ def decode(df) -> None:
     print("\nwhole decodes (us per emitted token, prefill included; SPEED's speedup over sequential decoding of "
           "the same UxR, and over the unshared decoder of the same depth)")
     print(f"{'weights':14s} {'UxR':5s} {'mode':5s} {'sequential':>10s} {'SPEED':>8s} {'speedup':>7s} {'vs deep':>7s} "
-          f"{'steps/tok':>9s} {'host/step':>9s} {'1st=final':>9s} {'match':>5s} {'graphs':>6s}")
+          f"{'steps/tok':>9s} {'host/step':>9s} {'1st=final':>9s} {'match':>5s} {'repeat':>6s} {'graphs':>6s}")
     df = df.assign(weights=df.extra.map(lambda e: _extra(e, "weights")))
     deep = {(w, L, m): us for w, L, R, m, us, p in zip(df.weights, df.L, df.R, df["mode"], df.us_median, df.pattern)
             if R == 1 and p == "sequential"}
@@ -46,7 +46,8 @@ def decode(df) -> None:
         print(f"{weights:14s} {str(L) + 'x' + str(R):5s} {mode:5s} {s_us:10.1f} {p_us:8.1f} {s_us / p_us:7.2f} "
               f"{d_us / p_us:7.2f} {steps:9.2f} "
               f"{_extra(row.extra, 'host_us_per_step'):>9s} {_extra(row.extra, 'first_exit_agree'):>9s} "
-              f"{_extra(row.extra, 'greedy_match'):>5s} {_extra(row.extra, 'graphs'):>6s}")
+              f"{_extra(row.extra, 'greedy_match'):>5s} {_extra(row.extra, 'repeat_match'):>6s} "
+              f"{_extra(row.extra, 'graphs'):>6s}")
 
 
 def batch(df) -> None:
@@ -74,7 +75,10 @@ def steps(df) -> None:
 
 
 def main(out: Path) -> None:
-    for name, fn in (("decode.csv", decode), ("batch.csv", batch), ("steps.csv", steps)):
+    frames = [df for name in ("decode.csv", "decode-tied.csv") if (df := _read(out / name)) is not None]
+    if frames:
+        decode(pd.concat(frames, ignore_index=True))
+    for name, fn in (("batch.csv", batch), ("steps.csv", steps)):
         df = _read(out / name)
         if df is not None:
             fn(df)
