@@ -262,15 +262,18 @@ def attention(name: str, spec: ModelSpec, queries: int, keys: list[int], cache_i
 
 def decoder_layer(spec: ModelSpec, layer_id: str, kv_lens: list[int], cache_ids: list[str],
                   queries: int, dtype: str, rules: KernelRules,
-                  cross_ids: list[str] | None = None) -> Program:
+                  cross_ids: list[str] | None = None, cross_lens: list[int] | None = None) -> Program:
     """One pre-norm decoder layer over `len(kv_lens)` batch items of `queries` tokens each.
 
     `kv_lens[i]`: keys already cached for item i (its new rows are appended before attention).
     `cache_ids[i]`: identity of item i's self-attention KV cache for this layer (and repeat).
-    `cross_ids[i]`: identity of item i's encoder K/V (cross-attention models).
+    `cross_ids[i]`: identity of item i's encoder K/V (cross-attention models); `cross_lens[i]`
+    its encoder positions (default: every item has `spec.cross_attention_len`; a serving batch
+    mixes requests with sources of different lengths).
     """
     cross = tuple(cross_ids or [f"cross.{layer_id}"] * len(kv_lens)) if spec.cross_attention_len else ()
-    before, after = _layer_parts(spec, layer_id, tuple(cache_ids), queries, dtype, rules, cross)
+    lens = tuple(cross_lens) if cross_lens is not None and spec.cross_attention_len else ()
+    before, after = _layer_parts(spec, layer_id, tuple(cache_ids), queries, dtype, rules, cross, lens)
     attn = attention(f"{layer_id}.attn", spec, queries, [n + queries for n in kv_lens], cache_ids,
                      queries > 1, dtype, rules)
     return Program([*before, *attn, *after])
@@ -278,7 +281,8 @@ def decoder_layer(spec: ModelSpec, layer_id: str, kv_lens: list[int], cache_ids:
 
 @lru_cache(maxsize=4096)
 def _layer_parts(spec: ModelSpec, layer_id: str, cache_ids: tuple[str, ...], queries: int, dtype: str,
-                 rules: KernelRules, cross_ids: tuple[str, ...]) -> tuple[tuple[Kernel, ...], tuple[Kernel, ...]]:
+                 rules: KernelRules, cross_ids: tuple[str, ...],
+                 cross_lens: tuple[int, ...] = ()) -> tuple[tuple[Kernel, ...], tuple[Kernel, ...]]:
     """The kernels of a layer before and after its self-attention (they do not depend on KV length)."""
     d, dff = spec.d_model, spec.d_ff
     batch = len(cache_ids)
@@ -293,7 +297,7 @@ def _layer_parts(spec: ModelSpec, layer_id: str, cache_ids: tuple[str, ...], que
     if spec.cross_attention_len:
         p.add(rmsnorm(f"{layer_id}.norm_x", rows, d, dtype))
         p.add(*linear(f"{layer_id}.xq", f"{layer_id}.xq", rows, d, d, dtype, rules))
-        p.add(*attention(f"{layer_id}.xattn", spec, queries, [spec.cross_attention_len] * batch, list(cross_ids),
+        p.add(*attention(f"{layer_id}.xattn", spec, queries, list(cross_lens) or [spec.cross_attention_len] * batch, list(cross_ids),
                          False, dtype, rules, host_ops=rules.host_ops.cross_attention))
         p.add(*linear(f"{layer_id}.xo", f"{layer_id}.xo", rows, d, d, dtype, rules))
         p.add(elementwise(f"{layer_id}.add_x", rows * d, 2, dtype, rules))

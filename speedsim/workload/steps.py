@@ -58,43 +58,85 @@ def with_source(spec: ModelSpec, src_len: int) -> ModelSpec:
     return spec
 
 
-def pipelined_step(ctx: StepContext, in_flight: list[tuple[int, int]], launched: int) -> Program:
-    """One SPEED step: the U shared layers once over every in-flight token, each at its own repeat
-    and attending to its own (layer, repeat) cache; the LM head on every in-flight token's exit."""
+@dataclass(frozen=True)
+class Seq:
+    """One sequence's share of a batched step: its context and the prefix of its tensor ids
+    ("" for a lone sequence; a serving batch gives each request its own caches, `q7.`)."""
+
+    ctx: StepContext
+    prefix: str = ""
+
+    def cache(self, layer: int, repeat: int | None = None) -> str:
+        return f"{self.prefix}kv.L{layer}" + ("" if repeat is None else f".r{repeat}")
+
+    def cross(self, layer: int) -> str:
+        return f"{self.prefix}cross.L{layer}"
+
+
+def _layer(seqs: list[Seq], layer: int, tokens: list[tuple[Seq, int, int | None]]) -> Program:
+    """Layer `layer` over `tokens` = (sequence, position, repeat or None for unshared caches)."""
+    ctx = seqs[0].ctx
+    return decoder_layer(ctx.spec, f"L{layer}", [s.ctx.kv_before(pos) for s, pos, _ in tokens],
+                         [s.cache(layer, r) for s, _, r in tokens], 1, ctx.dtype, ctx.rules,
+                         cross_ids=[s.cross(layer) for s, _, _ in tokens],
+                         cross_lens=[s.ctx.spec.cross_attention_len for s, _, _ in tokens])
+
+
+def pipelined_batch(work: list[tuple[Seq, list[tuple[int, int]], int]]) -> Program:
+    """One SPEED step of a batch: each sequence's in-flight (position, repeat) tokens and how many it
+    launched; the U shared layers run once over every token of every sequence (one read of the
+    weights), each token at its own repeat and attending to its own sequence's (layer, repeat)
+    cache; the LM head on every in-flight token's exit."""
+    seqs = [s for s, _, _ in work]
+    ctx = seqs[0].ctx
     p = Program([bookkeeping("step.plan", ctx.rules)])
+    launched = sum(n for _, _, n in work)
     if launched:
         p.add(embed(ctx.spec, launched, ctx.dtype, ctx.rules))
-    kv_lens = [ctx.kv_before(pos) for pos, _ in in_flight]
     for u in range(ctx.sharing.unique):
-        caches = [f"kv.L{u}.r{r}" for _, r in in_flight]
-        p.extend(decoder_layer(ctx.spec, f"L{u}", kv_lens, caches, 1, ctx.dtype, ctx.rules,
-                               cross_ids=[f"cross.L{u}"] * len(in_flight)))
-    p.extend(lm_head(ctx.spec, len(in_flight), ctx.dtype, ctx.rules))
+        p.extend(_layer(seqs, u, [(s, pos, r) for s, flight, _ in work for pos, r in flight]))
+    p.extend(lm_head(ctx.spec, sum(len(f) for _, f, _ in work), ctx.dtype, ctx.rules))
+    return p
+
+
+def pipelined_step(ctx: StepContext, in_flight: list[tuple[int, int]], launched: int) -> Program:
+    """One SPEED step of one sequence (`pipelined_batch` of one)."""
+    return pipelined_batch([(Seq(ctx), in_flight, launched)])
+
+
+def sequential_batch(work: list[tuple[Seq, int]]) -> Program:
+    """The shared model without pipelining: one token per sequence through U layers R times, then
+    the head once; the batch shares each layer's weight read."""
+    seqs = [s for s, _ in work]
+    ctx = seqs[0].ctx
+    p = Program([embed(ctx.spec, len(work), ctx.dtype, ctx.rules)])
+    for r in range(ctx.sharing.repeats):
+        p.add(bookkeeping(f"pass.r{r}", ctx.rules))  # one decoder pass per repeat
+        for u in range(ctx.sharing.unique):
+            p.extend(_layer(seqs, u, [(s, pos, r) for s, pos in work]))
+    p.extend(lm_head(ctx.spec, len(work), ctx.dtype, ctx.rules))
     return p
 
 
 def sequential_token(ctx: StepContext, position: int) -> Program:
-    """The shared model without pipelining: one token through U layers R times, then the head once."""
-    p = Program([embed(ctx.spec, 1, ctx.dtype, ctx.rules)])
-    kv = [ctx.kv_before(position)]
-    for r in range(ctx.sharing.repeats):
-        p.add(bookkeeping(f"pass.r{r}", ctx.rules))  # one decoder pass per repeat
-        for u in range(ctx.sharing.unique):
-            p.extend(decoder_layer(ctx.spec, f"L{u}", kv, [f"kv.L{u}.r{r}"], 1, ctx.dtype, ctx.rules,
-                                   cross_ids=[f"cross.L{u}"]))
-    p.extend(lm_head(ctx.spec, 1, ctx.dtype, ctx.rules))
+    """`sequential_batch` of one sequence."""
+    return sequential_batch([(Seq(ctx), position)])
+
+
+def unshared_batch(work: list[tuple[Seq, int]]) -> Program:
+    """An unshared decoder of the same depth (U*R distinct layers): one token per sequence, then the head."""
+    seqs = [s for s, _ in work]
+    ctx = seqs[0].ctx
+    p = Program([embed(ctx.spec, len(work), ctx.dtype, ctx.rules), bookkeeping("pass", ctx.rules)])
+    for i in range(ctx.sharing.depth):
+        p.extend(_layer(seqs, i, [(s, pos, None) for s, pos in work]))
+    p.extend(lm_head(ctx.spec, len(work), ctx.dtype, ctx.rules))
     return p
 
 
 def unshared_token(ctx: StepContext, position: int) -> Program:
-    """An unshared decoder of the same depth (U*R distinct layers): one token, then the head."""
-    p = Program([embed(ctx.spec, 1, ctx.dtype, ctx.rules), bookkeeping("pass", ctx.rules)])
-    kv = [ctx.kv_before(position)]
-    for i in range(ctx.sharing.depth):
-        p.extend(decoder_layer(ctx.spec, f"L{i}", kv, [f"kv.L{i}"], 1, ctx.dtype, ctx.rules,
-                               cross_ids=[f"cross.L{i}"]))
-    p.extend(lm_head(ctx.spec, 1, ctx.dtype, ctx.rules))
-    return p
+    """`unshared_batch` of one sequence."""
+    return unshared_batch([(Seq(ctx), position)])
 
 
 def encoder_layer(spec: ModelSpec, layer_id: str, tokens: int, dtype: str, rules: KernelRules) -> Program:
@@ -115,15 +157,16 @@ def encoder_layer(spec: ModelSpec, layer_id: str, tokens: int, dtype: str, rules
     return p
 
 
-def prefill(ctx: StepContext, unshared: bool = False) -> Program:
+def prefill(ctx: StepContext, unshared: bool = False, prefix: str = "") -> Program:
     """Everything before the first decode step: the encoder and cross K/V (encoder-decoder) or the
-    prompt (decoder-only), and position 0 through all R repeats with its R exits."""
+    prompt (decoder-only), and position 0 through all R repeats with its R exits. `prefix`: of the
+    sequence's cache ids (see `Seq`)."""
     spec, dtype, rules = ctx.spec, ctx.dtype, ctx.rules
     depth, unique = ctx.sharing.depth, ctx.sharing.unique
     p = Program()
     layer_ids = [f"L{i}" for i in range(depth)] if unshared else [f"L{i % unique}" for i in range(depth)]
-    caches = [f"kv.L{i}" for i in range(depth)] if unshared else \
-        [f"kv.L{i % unique}.r{i // unique}" for i in range(depth)]
+    caches = [f"{prefix}kv.L{i}" for i in range(depth)] if unshared else \
+        [f"{prefix}kv.L{i % unique}.r{i // unique}" for i in range(depth)]
     if ctx.encoder_decoder:
         src = max(1, ctx.src_len)
         p.add(embed(spec, src, dtype, rules))
@@ -133,7 +176,7 @@ def prefill(ctx: StepContext, unshared: bool = False) -> Program:
             p.add(*linear(f"{lid}.xkv", f"{lid}.xkv", src, spec.d_model, 2 * spec.d_model, dtype, rules))
         p.add(embed(spec, 1, dtype, rules))
         for lid, cache in zip(layer_ids, caches, strict=True):
-            p.extend(decoder_layer(spec, lid, [0], [cache], 1, dtype, rules, cross_ids=[f"cross.{lid}"]))
+            p.extend(decoder_layer(spec, lid, [0], [cache], 1, dtype, rules, cross_ids=[f"{prefix}cross.{lid}"]))
     else:
         prompt = max(1, ctx.src_len)
         p.add(embed(spec, prompt, dtype, rules))
