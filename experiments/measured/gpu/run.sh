@@ -11,6 +11,7 @@
 #
 #   OUT=/some/dir bash experiments/measured/gpu/run.sh            # on the GPU machine (repo root; .whl/ beside)
 #   SMOKE=1 PYTHON=.venv/bin/python bash experiments/measured/gpu/run.sh /tmp/gpu-smoke   # CPU twin, < 2 min
+#   PARTS="env loop-tied" OUT=/some/dir bash experiments/measured/gpu/run.sh   # only some parts
 #
 # Each part has its own timeout, so one failing part does not lose the others; the CSVs are
 # rewritten after every model or pattern, so a part cut short keeps what it measured.
@@ -54,8 +55,10 @@ else
 fi
 
 declare -A STATUS
+PARTS=" ${PARTS:-env loop loop-tied batch steps} "  # e.g. PARTS="env loop-tied" to rerun only those
 part() {  # part NAME SECONDS COMMAND...: run with a timeout, log to raw/NAME.log, remember the exit status
   local name=$1 limit=$2; shift 2
+  [[ "$PARTS" == *" $name "* ]] || return 0
   local t0=$(date +%s)
   echo "== $name (timeout ${limit}s): $*"
   timeout --kill-after=10 "$limit" "$@" > "$RAW/$name.out" 2> "$RAW/$name.log"
