@@ -23,7 +23,7 @@ from speedsim.engine.sim import time_call
 from speedsim.errors import UserError
 from speedsim.hardware.profile import HardwareProfile
 from speedsim.validation.kernels import KernelRow, KernelTargets, kernel_targets
-from speedsim.validation.measured import MeasuredRow, rows_for_mode
+from speedsim.validation.measured import KNOWN_SECTIONS, MeasuredRow, rows_for_mode
 from speedsim.validation.validate import build_programs
 from speedsim.workload.kernels import KernelRules
 from speedsim.workload.models import ModelSpec
@@ -175,6 +175,10 @@ def calibrate(profile: HardwareProfile, rows: list[MeasuredRow], models: dict[st
     a per-kernel profile whose class times are fitted together with the graph rows.
     """
     if sections:
+        unknown = [s for s in sections if s not in KNOWN_SECTIONS]
+        if unknown:
+            raise UserError(f"unknown section(s) {', '.join(repr(s) for s in unknown)} "
+                            f"(known: {', '.join(KNOWN_SECTIONS)})", where="--sections")
         rows = [r for r in rows if r.section in sections]
     def components(mode: str) -> list:
         return [(r, m) for r, m in rows_for_mode(rows, mode) if r.section != "decode" and (r.mode or m) == mode]

@@ -28,12 +28,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
-
 from speedsim.engine.recorder import Recorder
 from speedsim.engine.sim import Engine
 from speedsim.errors import UserError
 from speedsim.hardware.profile import HardwareProfile
+from speedsim.validation.measured import finite_number, read_csv_table
 from speedsim.workload.kernels import (
     ATTN,
     COPY,
@@ -52,6 +51,7 @@ from speedsim.workload.models import ModelSpec
 from speedsim.workload.patterns import layer_multitoken
 
 KERNEL_COLUMNS = ("scenario", "kernel", "calls_per_iter", "device_us_per_iter")
+MAX_CALLS_PER_ITER = 1e6  # kernel calls in one profiled iteration (a layer runs tens)
 
 # (class, pattern): the first match wins. `Memset (Device)` is the output clear of a masked
 # attention call (class mask) where the scenario has one, otherwise a GEMM library's workspace
@@ -68,7 +68,6 @@ CLASS_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple((c, re.compile(p, r
 SCENARIO = re.compile(r"(?P<kind>layer|pipelayer|lmhead)_(?P<model>[A-Za-z0-9.-]+?)_"
                       r"(?:n(?P<n>\d+)|R(?P<R>\d+))(?:_ctx(?P<ctx>\d+))?")
 
-
 def classify(kernel: str, masked_attention: bool) -> str | None:
     """The class of a measured kernel by its name (None: no rule matches)."""
     for cls, pattern in CLASS_RULES:
@@ -78,7 +77,6 @@ def classify(kernel: str, masked_attention: bool) -> str | None:
             return cls
     return None
 
-
 @dataclass(frozen=True)
 class KernelRow:
     line: int
@@ -86,7 +84,6 @@ class KernelRow:
     kernel: str
     calls: float
     us: float
-
 
 @dataclass
 class KernelReport:
@@ -116,31 +113,19 @@ class KernelReport:
                 "unclassified": len(self.unclassified), "unclassified_rows": self.unclassified,
                 "scenarios": self.scenarios, "cells": self.cells}
 
-
 def read_kernels(path: Path) -> list[KernelRow]:
-    """Read a kernel profile CSV; a missing column or a non-numeric time is a `UserError` naming the row."""
+    """Read a kernel profile CSV: a `UserError` naming the file (and row) if it is not a regular file,
+    has no rows, a missing or repeated column, a ragged row, or a count or time that is not a finite
+    number >= 0 (`calls_per_iter` at most `MAX_CALLS_PER_ITER`)."""
     path = Path(path)
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise UserError("no such file", where=str(path)) from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise UserError(f"not a readable CSV ({str(err).splitlines()[0]})", where=str(path)) from None
-    missing = [c for c in KERNEL_COLUMNS if c not in df.columns]
-    if missing:
-        raise UserError(f"missing column(s) {', '.join(missing)}", where=str(path))
+    _, records = read_csv_table(path, "kernel CSV", KERNEL_COLUMNS)
     rows = []
-    for i, rec in enumerate(df.to_dict("records")):
-        where = f"{path}:{i + 2}"
-        try:
-            calls, us = float(rec["calls_per_iter"]), float(rec["device_us_per_iter"])
-        except ValueError:
-            raise UserError("calls_per_iter and device_us_per_iter must be numbers", where=where) from None
-        if not (math.isfinite(us) and us >= 0 and math.isfinite(calls) and calls >= 0):
-            raise UserError("calls_per_iter and device_us_per_iter must be finite and >= 0", where=where)
-        rows.append(KernelRow(i + 2, rec["scenario"].strip(), rec["kernel"], calls, us))
+    for line, rec in records:
+        where = f"{path}:{line}"
+        calls = finite_number(rec["calls_per_iter"].strip(), "calls_per_iter", where, 0, MAX_CALLS_PER_ITER)
+        us = finite_number(rec["device_us_per_iter"].strip(), "device_us_per_iter", where)
+        rows.append(KernelRow(line, rec["scenario"].strip(), rec["kernel"], calls, us))
     return rows
-
 
 def scenario_program(scenario: str, models: dict[str, ModelSpec], rules: KernelRules, dtype: str,
                      where: str) -> tuple[Program, bool]:
@@ -169,7 +154,6 @@ def scenario_program(scenario: str, models: dict[str, ModelSpec], rules: KernelR
     raise UserError(f"scenario '{scenario}' does not fit its kind ({kind} takes "
                     f"{'R' if kind == 'pipelayer' else 'n'})", where=where)
 
-
 def simulated_by_class(profile: HardwareProfile, program: Program, warmup: int = 2) -> dict[str, list[float]]:
     """Per class: [device us, kernel count] of one warm call of `program` (as profiled: after warm-up)."""
     rec = Recorder()
@@ -182,7 +166,6 @@ def simulated_by_class(profile: HardwareProfile, program: Program, warmup: int =
             cell[0] += dur
             cell[1] += 1
     return out
-
 
 def validate_kernels(profile: HardwareProfile, rows: list[KernelRow], models: dict[str, ModelSpec],
                      source: str = "kernels", strict: bool = False) -> KernelReport:
@@ -223,7 +206,6 @@ def validate_kernels(profile: HardwareProfile, rows: list[KernelRow], models: di
                                  "ape": round(abs(s_tot - m_tot) / m_tot, 4) if m_tot > 0 else 1.0})
     return report
 
-
 @dataclass(frozen=True)
 class KernelTargets:
     """What calibration compares per evaluation: (scenario, program, {class: measured us}) per scenario."""
@@ -237,7 +219,6 @@ class KernelTargets:
             sim = simulated_by_class(profile, program)
             out += [math.log(sim[c][0] / us) for c, us in meas.items() if c in sim and sim[c][0] > 0]
         return out
-
 
 def kernel_targets(profile: HardwareProfile, rows: list[KernelRow], models: dict[str, ModelSpec],
                    source: str = "kernels") -> KernelTargets:

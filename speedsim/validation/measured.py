@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import math
+import stat
 from dataclasses import dataclass
 from pathlib import Path
-
-import pandas as pd
 
 from speedsim.errors import UserError
 from speedsim.validation.schema import COLUMNS, MEASURED_ONLY, MODES
@@ -50,21 +51,87 @@ class MeasuredRow:
                 "ctx": self.ctx, "L": self.L, "R": self.R}
 
 
-def read_measured(path: Path) -> list[MeasuredRow]:
-    """Read and check a measured CSV; a missing column or unknown section is a `UserError`."""
+def read_csv_table(path: Path, what: str, required: tuple[str, ...]) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """The header and (line, row) records of a CSV file; `UserError` naming the file if it is not
+    a regular file (a directory; a FIFO, whose read could block), not UTF-8 text, has no rows, a
+    column given twice, a missing `required` column, or a row whose cell count differs from the header's."""
     path = Path(path)
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
+            raise UserError(f"cannot read {what}: it is a directory", where=str(path))
+        if not stat.S_ISREG(mode):
+            raise UserError(f"cannot read {what}: not a regular file", where=str(path))
+        text = path.read_bytes().decode("utf-8-sig")
     except FileNotFoundError:
         raise UserError("no such file", where=str(path)) from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise UserError(f"not a readable CSV ({str(err).splitlines()[0]})", where=str(path)) from None
-    missing = [c for c in COLUMNS if c not in df.columns and c != "extra"]
+    except OSError as err:
+        raise UserError(f"cannot read {what}: {err.strerror}", where=str(path)) from None
+    except UnicodeDecodeError:
+        raise UserError(f"cannot read {what}: not UTF-8 text", where=str(path)) from None
+    if "\x00" in text:
+        raise UserError(f"cannot read {what}: binary data (NUL bytes)", where=str(path))
+    try:
+        lines = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as err:
+        raise UserError(f"not a readable CSV ({err})", where=str(path)) from None
+    if not lines or not any(cell.strip() for cell in lines[0]):
+        raise UserError(f"not a readable CSV: empty, no header ({what})", where=str(path))
+    header = [c.strip() for c in lines[0]]
+    twice = sorted({c for c in header if header.count(c) > 1})
+    if twice:
+        raise UserError(f"column(s) {', '.join(twice)} given twice in the header", where=str(path))
+    missing = [c for c in required if c not in header]
     if missing:
         raise UserError(f"missing column(s) {', '.join(missing)}", where=str(path))
-    rows = []
-    for i, rec in enumerate(df.to_dict("records")):
-        line = i + 2
+    records = []
+    for number, cells in enumerate(lines[1:], start=2):
+        if not cells:  # a blank line
+            continue
+        if len(cells) != len(header):
+            raise UserError(f"{len(cells)} cells where the header has {len(header)}", where=f"{path}:{number}")
+        records.append((number, dict(zip(header, cells, strict=True))))
+    if not records:
+        raise UserError(f"no rows, only a header ({what})", where=str(path))
+    return header, records
+
+
+def finite_number(text: str, column: str, where: str, low: float = 0.0, high: float = math.inf,
+                  integer: bool = False, low_open: bool = False) -> float:
+    """`text` as a finite number in [low, high] (or (low, high]), an integer if `integer`; else a
+    `UserError` at `where` naming `column`."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise UserError(f"{column} '{text}' is not a number", where=where) from None
+    if not math.isfinite(value):
+        raise UserError(f"{column} '{text}' is not a finite number", where=where)
+    if integer and not value.is_integer():
+        raise UserError(f"{column} {text} is not a whole number", where=where)
+    if value < low or (low_open and value == low) or value > high:
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+        raise UserError(f"{column} {text} is outside {interval}", where=where)
+    return value
+
+
+# Largest sane scenario sizes: tokens per step, KV length, layers, repeats. Beyond them a value is
+# a typo, not a measurement (n=1e30 gave a MAPE of 2.7e26%).
+MAX_ROW_INTS = {"n": 1 << 20, "ctx": 1 << 24, "L": 1 << 12, "R": 1 << 12}
+# Repeats of one scenario in one file (the shipped H200 files measure the lmhead rows twice) differ by
+# noise: eager repeats up to 1.7x apart there. Further apart than this, the two rows contradict each other.
+MAX_REPEAT_RATIO = 2.0
+
+
+def read_measured(path: Path) -> list[MeasuredRow]:
+    """Read and check a measured CSV: a `UserError` naming the file (and row) for a missing or
+    repeated column, a ragged row, an unknown section or mode, a size that is not a whole number
+    in [0, its maximum] (`MAX_ROW_INTS`), a time that is not a finite number > 0 (empty: not measured), a median outside
+    the row's own min..max, a repeat of a scenario that contradicts an earlier row, or no rows."""
+    path = Path(path)
+    _, records = read_csv_table(path, "measured CSV", tuple(c for c in COLUMNS if c != "extra"))
+    rows: list[MeasuredRow] = []
+    seen: dict[tuple, MeasuredRow] = {}
+    for line, rec in records:
         where = f"{path}:{line}"
         section = rec["section"].strip()
         if section not in KNOWN_SECTIONS:
@@ -72,16 +139,24 @@ def read_measured(path: Path) -> list[MeasuredRow]:
         mode = rec["mode"].strip()
         if mode not in ("", *MODES):
             raise UserError(f"unknown mode '{mode}' (graph, eager or empty)", where=where)
-        try:
-            ints = {k: int(float(rec[k] or 0)) for k in ("n", "ctx", "L", "R")}
-            us = float(rec["us_median"]) if rec["us_median"].strip() else math.nan
-        except (ValueError, OverflowError) as err:
-            raise UserError(f"not a finite number: {err}", where=where) from None
-        if any(v < 0 for v in ints.values()):
-            raise UserError("n, ctx, L and R must be >= 0", where=where)
-        rows.append(MeasuredRow(line=line, section=section, model=rec["model"].strip(), mode=mode,
-                                pattern=rec["pattern"].strip(), us_median=us, extra=rec.get("extra", "") or "",
-                                **ints))
+        ints = {k: int(finite_number(rec[k].strip() or "0", k, where, 0, high, integer=True))
+                for k, high in MAX_ROW_INTS.items()}
+        # an empty time: a row not measured (yet), listed by `validate` as skipped; any other text must be a time
+        us = finite_number(rec["us_median"].strip(), "us_median", where, low_open=True) \
+            if rec["us_median"].strip() else math.nan
+        spread = [finite_number(rec[c].strip(), c, where, low_open=True) for c in ("us_min", "us_max")
+                  if rec[c].strip()]
+        if len(spread) == 2 and math.isfinite(us) and not spread[0] <= us <= spread[1]:
+            raise UserError(f"us_median {us:g} is outside the row's us_min..us_max {spread[0]:g}..{spread[1]:g}",
+                            where=where)
+        row = MeasuredRow(line=line, section=section, model=rec["model"].strip(), mode=mode,
+                          pattern=rec["pattern"].strip(), us_median=us, extra=rec.get("extra", "") or "", **ints)
+        first = seen.setdefault((row.key, row.mode, row.extra.strip()), row)
+        if first is not row and math.isfinite(us + first.us_median) \
+                and max(us, first.us_median) > MAX_REPEAT_RATIO * min(us, first.us_median):
+            raise UserError(f"this scenario's us_median {us:g} contradicts line {first.line}'s {first.us_median:g} "
+                            f"(repeats more than {MAX_REPEAT_RATIO:g}x apart)", where=where)
+        rows.append(row)
     return rows
 
 
