@@ -31,7 +31,7 @@ def decode(df) -> None:
     print("\nwhole decodes (us per emitted token, prefill included; SPEED's speedup over sequential decoding of "
           "the same UxR, and over the unshared decoder of the same depth)")
     print(f"{'weights':14s} {'UxR':5s} {'mode':5s} {'sequential':>10s} {'SPEED':>8s} {'speedup':>7s} {'vs deep':>7s} "
-          f"{'steps/tok':>9s} {'host/step':>9s} {'1st=final':>9s} {'match':>5s} {'repeat':>6s} {'graphs':>6s}")
+          f"{'steps/tok':>9s} {'host/step':>9s} {'1st=final':>9s} {'match':>5s} {'repeat':>6s} {'graphs':>6s} {'prefill':>8s}")
     df = df.assign(weights=df.extra.map(lambda e: _extra(e, "weights")))
     deep = {(w, L, m): us for w, L, R, m, us, p in zip(df.weights, df.L, df.R, df["mode"], df.us_median, df.pattern)
             if R == 1 and p == "sequential"}
@@ -47,7 +47,7 @@ def decode(df) -> None:
               f"{d_us / p_us:7.2f} {steps:9.2f} "
               f"{_extra(row.extra, 'host_us_per_step'):>9s} {_extra(row.extra, 'first_exit_agree'):>9s} "
               f"{_extra(row.extra, 'greedy_match'):>5s} {_extra(row.extra, 'repeat_match'):>6s} "
-              f"{_extra(row.extra, 'graphs'):>6s}")
+              f"{_extra(row.extra, 'graphs'):>6s} {_extra(row.extra, 'prefill_us_per_seq'):>8s}")
 
 
 def batch(df) -> None:

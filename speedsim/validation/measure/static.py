@@ -98,6 +98,7 @@ class DecodeRun:
     exits: list[list[int]]  # SPEED: exits of every emitted position; greedy: empty
     steps: int
     host_s: float  # host time between a step's predictions arriving and the next step's launch
+    prefill_s: float  # the prefill and the copy of its state into the static buffers, synchronised
 
 
 @dataclass
@@ -148,6 +149,15 @@ class StaticDecoder:
                     mask[..., :S] = True
                 elif S != self.src_len:
                     raise ValueError(f"source of {S} tokens, buffers hold {self.src_len} (use masked_cross)")
+
+    def _prefill(self, src: Sequence[int], max_new_tokens: int) -> tuple[DecodeState, float]:
+        """The functional decoder's prefill, loaded into the buffers; (state, seconds it took)."""
+        t = time.perf_counter()
+        state = prefill(self.model, src, max_new_tokens)
+        self.load(state)
+        if self.k.is_cuda:
+            torch.cuda.synchronize()
+        return state, time.perf_counter() - t
 
     def _length(self, last: int) -> int:
         """Keys to read for tokens up to position `last`: rounded up to a bucket."""
@@ -206,8 +216,7 @@ class StaticDecoder:
     # -------------------------------------------------------------- whole decodes
     def greedy(self, src: Sequence[int], max_new_tokens: int, eos_id: int | None) -> DecodeRun:
         """Sequential greedy decoding: one step per token through all R repeats."""
-        state = prefill(self.model, src, max_new_tokens)
-        self.load(state)
+        state, prefill_s = self._prefill(src, max_new_tokens)
         tokens, steps, host = [state.first_exits[-1]], 0, 0.0
         t = time.perf_counter()
         while len(tokens) < state.max_new_tokens and not (eos_id is not None and tokens[-1] == eos_id):
@@ -218,12 +227,11 @@ class StaticDecoder:
             t = time.perf_counter()
             tokens.append(pred)
             steps += 1
-        return DecodeRun(tokens, [], steps, host)
+        return DecodeRun(tokens, [], steps, host, prefill_s)
 
     def speed(self, src: Sequence[int], max_new_tokens: int, eos_id: int | None) -> DecodeRun:
         """SPEED: one step per pipeline step; the controller decides between steps, on the host."""
-        state = prefill(self.model, src, max_new_tokens)
-        self.load(state)
+        state, prefill_s = self._prefill(src, max_new_tokens)
         ctrl = PipelineController(self.model.config.repeats, None, state.first_exits, state.max_new_tokens, eos_id)
         steps, host = 0, 0.0
         t = time.perf_counter()
@@ -243,4 +251,4 @@ class StaticDecoder:
                 preds[i] = out[j]
             ctrl.advance(preds)
             steps += 1
-        return DecodeRun(list(ctrl.tokens), [list(e) for e in ctrl.exits], steps, host)
+        return DecodeRun(list(ctrl.tokens), [list(e) for e in ctrl.exits], steps, host, prefill_s)
