@@ -23,19 +23,31 @@ from speedsim.errors import UserError
 from speedsim.yamlio import read_mapping, validate_as
 
 
+# Sanity maxima of a model's dimensions: beyond them a value is a typo (the largest published models
+# have d_model ~3e4, d_ff ~1e5, vocabularies ~1e6), and byte counts would overflow further in.
+MAX_WIDTH = 1 << 17       # d_model
+MAX_FFN = 1 << 20         # d_ff
+MAX_HEADS = 1 << 12       # n_heads
+MAX_VOCAB = 1 << 24       # vocab
+MAX_POSITIONS = 1 << 22   # cross_attention_len
+MAX_LAYERS = 1 << 12      # encoder_layers
+
+
 class ModelSpec(BaseModel):
     """Dimensions of one transformer decoder layer stack (one layer's shape; depth comes from UxR)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # strict: `n_heads: true` is not 1, `d_model: "64"` is not 64
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
-    name: str
-    d_model: int = Field(gt=0)
-    n_heads: int = Field(gt=0)
-    d_ff: int = Field(gt=0)
+    name: str = Field(min_length=1)
+    d_model: int = Field(gt=0, le=MAX_WIDTH)
+    n_heads: int = Field(gt=0, le=MAX_HEADS)
+    d_ff: int = Field(gt=0, le=MAX_FFN)
     ffn: Literal["relu", "gelu", "swiglu"] = "relu"
-    cross_attention_len: int = Field(0, ge=0, description="encoder positions attended by cross-attention; 0 = none")
-    vocab: int = Field(gt=0)
-    encoder_layers: int = Field(0, ge=0, description="encoder depth (prefill only); 0 = decoder-only")
+    cross_attention_len: int = Field(0, ge=0, le=MAX_POSITIONS,
+                                     description="encoder positions attended by cross-attention; 0 = none")
+    vocab: int = Field(gt=0, le=MAX_VOCAB)
+    encoder_layers: int = Field(0, ge=0, le=MAX_LAYERS, description="encoder depth (prefill only); 0 = decoder-only")
 
     @model_validator(mode="after")
     def _heads_divide(self) -> ModelSpec:
@@ -78,11 +90,20 @@ def load_model_spec_file(path: Path) -> ModelSpec:
 
 
 def resolve_models(spec_files: list[Path] | tuple[Path, ...] = ()) -> dict[str, ModelSpec]:
-    """Built-in models plus user specs (a user spec of the same name overrides the built-in)."""
+    """Built-in models plus user specs.
+
+    A spec never silently replaces another: one named like a built-in model, or like an earlier
+    spec, is a `UserError` naming its file, unless its dimensions are the same (the spec files
+    written beside measured CSVs repeat a built-in's)."""
     models = dict(BUILTIN_MODELS)
+    origin = {name: "a built-in model" for name in BUILTIN_MODELS}
     for path in spec_files:
         spec = load_model_spec_file(path)
+        if spec.name in models and models[spec.name] != spec:
+            raise UserError(f"name: '{spec.name}' is already {origin[spec.name]} with other dimensions: "
+                            "give this spec another name", where=str(path))
         models[spec.name] = spec
+        origin.setdefault(spec.name, f"given by {path}")
     return models
 
 
