@@ -182,7 +182,10 @@ def _add_row(rec: Recorder, d: Decodable, mode: str, method: str, times: list[fl
     extra = {"impl": "static", "weights": d.weights, "trace": trace_path.name, "sequences": len(runs),
              "tokens": tokens, "steps": steps, "us_per_step": f"{statistics.median(times) * 1e6 / steps:.1f}",
              "host_us_per_step": f"{sum(r.host_s for r in runs) * 1e6 / steps:.1f}",
-             "prefill_us_per_seq": f"{sum(r.prefill_s for r in runs) * 1e6 / len(runs):.0f}", **notes}
+             "prefill_us_per_seq": f"{sum(r.prefill_s for r in runs) * 1e6 / len(runs):.0f}",
+             # per token without the prefill (eager, Python-bound on a GPU: a large share of us_* there)
+             "us_per_token_no_prefill": f"{(statistics.median(times) - sum(r.prefill_s for r in runs)) * 1e6 / tokens:.1f}",
+             **notes}
     rec.add(section="decode", model=d.name, mode=mode, pattern="pipelined" if method == "speed" else "sequential",
             n=round(tokens / len(runs)), ctx=round(statistics.mean(len(s) for s in d.sources)), L=c.unique_layers,
             R=c.repeats, us_median=statistics.median(us), us_min=min(us), us_max=max(us),
