@@ -348,6 +348,47 @@ def simulate_cmd(profile_name: str, model_name: str, sharing: str, trace_file: P
         click.echo(f"note: {note}")
 
 
+@cli.command("serve")
+@click.option("--profile", "profile_name", required=True, help="Profile name or YAML path.")
+@click.option("--model", "model_name", required=True, help="Model dimensions: t5base, dec1b, dec7b or a --model-spec.")
+@click.option("--sharing", required=True, help="UxR: U distinct layers repeated R times (e.g. 4x3).")
+@click.option("--trace", "trace_file", default=None,
+              help="Exit traces to sample requests from (a file, or a shipped trace's name such as 4x3).")
+@click.option("--synthetic", default=None, help="Synthetic traces, as for simulate (one per request).")
+@click.option("--method", type=click.Choice(["speed", "sequential", "unshared"]), default="speed", show_default=True)
+@click.option("--arrivals", required=True, help="poisson:RATE_PER_S or trace:FILE (arrival times in seconds).")
+@click.option("--requests", "n_requests", type=int, required=True, help="Number of requests.")
+@click.option("--max-batch", type=int, default=32, show_default=True, help="Most requests decoding at once.")
+@click.option("--kv-capacity-GB", "kv_capacity", type=float, default=None,
+              help="KV memory in GB (default: device memory minus the weights).")
+@click.option("--prefill", type=click.Choice(["chunked", "stream"]), default="chunked", show_default=True,
+              help="chunked: prefills join the decode steps; stream: a second stream beside decoding.")
+@click.option("--prefill-budget", type=int, default=512, show_default=True,
+              help="chunked: source tokens prefilled per step (at least one request).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of arrivals and trace sampling.")
+@click.option("--mode", type=click.Choice(["graph", "eager"]), default="graph", show_default=True)
+@click.option("--timeline", type=click.Path(path_type=Path), default=None,
+              help="Write a Chrome trace: one track per stream and the queue length (open in Perfetto).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_models_option
+def serve_cmd(profile_name: str, model_name: str, sharing: str, trace_file: str | None, synthetic: str | None,
+              method: str, arrivals: str, n_requests: int, max_batch: int, kv_capacity: float | None, prefill: str,
+              prefill_budget: int, seed: int, mode: str, timeline: Path | None, as_json: bool,
+              model_specs: tuple[Path, ...]) -> None:
+    """Simulate many requests on one device: queueing, batching, KV memory, latency percentiles."""
+    from speedsim.serve import ServeSpec, serve
+
+    spec = ServeSpec(profile_name, model_name, sharing, method, arrivals, n_requests, trace_file, synthetic,
+                     max_batch, kv_capacity, prefill, prefill_budget, seed, mode, tuple(str(p) for p in model_specs))
+    result = serve(spec, timeline)
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    from speedsim.report.tables import format_serving
+
+    click.echo(format_serving(result))
+
+
 @cli.command("measure")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), required=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True,

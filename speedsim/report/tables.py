@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from speedsim.serve import ServeResult
 from speedsim.simulate import SimulationResult
 
 
@@ -64,4 +65,20 @@ def format_simulation(r: SimulationResult) -> str:
     out.append(f"SPEED DRAM traffic per token: {by}")
     out.append(f"utilisation: compute {sp.util_compute:.1%} of peak, DRAM {sp.util_dram:.0%}, device busy "
                f"{sp.util_device_busy:.0%}, host {sp.util_host:.0%}")
+    return "\n".join(out)
+
+
+def format_serving(r: ServeResult) -> str:
+    """`speedsim serve`'s summary: latency percentiles per request, throughput, batching, utilisation."""
+    out = [f"{r.model} {r.sharing} {r.method} on {r.profile} ({r.mode} mode): {r.requests} requests, {r.tokens} "
+           f"output tokens in {r.makespan_us / 1e3:,.1f} ms"]
+    rows = [{"latency": name, **{k: _us(getattr(getattr(r, name), k)) for k in ("p50", "p90", "p99", "mean")}}
+            for name in ("ttft_us", "tpot_us", "e2e_us", "queue_us")]
+    out.append(format_table(rows, ["latency", "p50", "p90", "p99", "mean"]))
+    u = r.utilization
+    out.append(f"throughput {r.throughput_tokens_per_s:,.0f} tokens/s, {r.throughput_requests_per_s:,.1f} requests/s; "
+               f"{r.steps} steps, mean batch {r.mean_batch:.2f} requests, {r.mean_tokens_per_step:.2f} token passes "
+               f"per step, mean queue {r.mean_queue_length:.2f}")
+    out.append(f"utilisation: compute {u.compute:.1%} of peak, DRAM {u.dram:.0%}, KV memory {u.kv:.1%} of "
+               f"{r.kv_capacity_bytes / 1e9:,.1f} GB")
     return "\n".join(out)

@@ -1,0 +1,68 @@
+"""Request arrivals for a serving simulation: a Poisson process or the times in a file.
+
+`--arrivals poisson:RATE` draws exponential gaps of mean 1/RATE seconds from a seeded
+`numpy.random.Generator`; `--arrivals trace:FILE` reads one arrival time in seconds per line
+(or the first column of a CSV with a header), non-negative and sorted. Times come back in
+microseconds, the engine's unit.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from speedsim.errors import UserError
+
+WHERE = "--arrivals"
+
+
+def parse_arrivals(text: str, requests: int, seed: int) -> np.ndarray:
+    """Arrival times (us, sorted, starting at the first arrival) of `requests` requests."""
+    kind, _, value = text.partition(":")
+    if kind == "poisson":
+        try:
+            rate = float(value)
+        except ValueError:
+            raise UserError(f"'{value}' is not a rate in requests per second", where=WHERE) from None
+        if not math.isfinite(rate) or rate <= 0:
+            raise UserError(f"rate must be a finite number > 0 requests/s, got '{value}'", where=WHERE)
+        gaps = np.random.default_rng(seed).exponential(1e6 / rate, size=requests)
+        return np.cumsum(gaps) - gaps[0]
+    if kind == "trace":
+        times = read_arrival_file(Path(value))
+        if len(times) < requests:
+            raise UserError(f"{value} has {len(times)} arrival times, fewer than --requests {requests}",
+                            where=WHERE)
+        return times[:requests]
+    raise UserError(f"'{text}' is not poisson:RATE_PER_S or trace:FILE", where=WHERE)
+
+
+def read_arrival_file(path: Path) -> np.ndarray:
+    """Arrival times in seconds, one per line (or a CSV's first column after a header), as us."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"cannot read arrival times: {getattr(err, 'strerror', None) or err}",
+                        where=str(path)) from None
+    times: list[float] = []
+    for lineno, line in enumerate(lines, 1):
+        cell = line.split(",")[0].strip()
+        if not cell or cell.startswith("#"):
+            continue
+        try:
+            t = float(cell)
+        except ValueError:
+            if lineno == 1 and not times:  # a CSV header
+                continue
+            raise UserError(f"'{cell}' is not a time in seconds", where=f"{path}:{lineno}") from None
+        if not math.isfinite(t) or t < 0:
+            raise UserError(f"arrival time {cell} must be a finite number >= 0", where=f"{path}:{lineno}")
+        if times and t < times[-1] / 1e6:
+            raise UserError(f"arrival times must be sorted ({cell} s comes after {times[-1] / 1e6:g} s)",
+                            where=f"{path}:{lineno}")
+        times.append(t * 1e6)
+    if not times:
+        raise UserError("no arrival times", where=str(path))
+    return np.asarray(times) - times[0]

@@ -1,0 +1,116 @@
+"""Serving simulation: many requests on one device (arrivals, queue, KV capacity, batched steps)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from speedsim.errors import UserError
+from speedsim.serve import ServeSpec, serve
+from speedsim.sharing import Sharing
+from speedsim.simulate import simulate, synthetic_traces
+from speedsim.trace.io import write_traces
+from speedsim.workload import BUILTIN_MODELS
+
+
+def spec(**kw) -> ServeSpec:
+    base = {"profile": "h200", "model": "t5base", "sharing": "4x3", "method": "speed", "arrivals": "poisson:2000",
+            "requests": 24, "synthetic": "mispredict=0.15,len=24,src=64"}
+    return ServeSpec(**{**base, **kw})
+
+
+@pytest.mark.parametrize("method", ["speed", "sequential", "unshared"])
+def test_one_request_matches_simulate(tmp_path, h200, method):
+    """One request and nothing else on the device: serve's time per output token is simulate's
+    per-token time (the single-request path is the same code: engine session, step builders)."""
+    traces = synthetic_traces("mispredict=0.2,len=20,src=48,seed=5", 3)
+    path = tmp_path / "one.jsonl"
+    write_traces(path, traces)
+    served = serve(spec(method=method, requests=1, arrivals="poisson:1", trace=str(path), synthetic=None))
+    alone = simulate(h200, BUILTIN_MODELS["t5base"], Sharing(4, 3), traces, "graph", ("sequential", "unshared"))
+    expected = alone.speed if method == "speed" else alone.baselines[method]
+    assert served.tpot_us.mean == pytest.approx(expected.per_token_us, rel=0.01)
+
+
+def test_deterministic_for_a_seed():
+    """The same seed gives the same numbers; another seed other arrivals."""
+    a, b, c = serve(spec(seed=3)), serve(spec(seed=3)), serve(spec(seed=4))
+    assert a == b
+    assert a.e2e_us != c.e2e_us
+
+
+def test_littles_law_on_the_queue():
+    """Time-averaged queue length equals arrival rate times mean queueing time (L = lambda W) over the run."""
+    r = serve(spec(requests=60, max_batch=2, arrivals="poisson:8000"))
+    assert r.queue_us.mean > 0
+    rate = r.requests / r.makespan_us
+    assert r.mean_queue_length == pytest.approx(rate * r.queue_us.mean, rel=1e-9)
+
+
+def test_kv_capacity_bounds_concurrency():
+    """With KV room for about two requests, requests queue for memory although the batch has room."""
+    one = 24 * 2 * 768 * 2 * 12 + 64 * 2 * 768 * 2 * 4  # KV of 24 positions, 12 caches; encoder K/V of 4 layers
+    roomy = serve(spec(requests=30, arrivals="poisson:20000"))
+    tight = serve(spec(requests=30, arrivals="poisson:20000", kv_capacity_GB=2.5 * one / 1e9))
+    assert tight.mean_batch <= 2.0 + 1e-9 < roomy.mean_batch
+    assert tight.queue_us.mean > roomy.queue_us.mean
+    assert 0 < tight.utilization.kv <= 1
+
+
+def test_batching_amortises_weight_reads():
+    """Under load a larger batch serves more tokens per second (weights read once per step)."""
+    one = serve(spec(requests=40, max_batch=1, arrivals="poisson:20000"))
+    many = serve(spec(requests=40, max_batch=16, arrivals="poisson:20000"))
+    assert many.throughput_tokens_per_s > 2 * one.throughput_tokens_per_s
+    assert many.mean_batch > 4
+
+
+def test_prefill_on_a_second_stream():
+    """Prefill beside decoding on a second stream finishes every request, with its own timing."""
+    chunked = serve(spec(prefill="chunked"))
+    streamed = serve(spec(prefill="stream"))
+    assert streamed.requests == chunked.requests == 24
+    assert streamed.ttft_us.mean != chunked.ttft_us.mean
+
+
+@pytest.mark.parametrize("kw, where", [
+    ({"arrivals": "poisson:0"}, "--arrivals"),
+    ({"arrivals": "poisson:-3"}, "--arrivals"),
+    ({"arrivals": "poisson:abc"}, "--arrivals"),
+    ({"arrivals": "poisson:nan"}, "--arrivals"),
+    ({"arrivals": "uniform:3"}, "--arrivals"),
+    ({"requests": 0}, "--requests"),
+    ({"max_batch": 0}, "--max-batch"),
+    ({"kv_capacity_GB": 1e-6}, "--kv-capacity-GB"),
+    ({"kv_capacity_GB": float("inf")}, "--kv-capacity-GB"),
+    ({"method": "beam"}, "--method"),
+])
+def test_bad_input(kw, where):
+    with pytest.raises(UserError, match=where):
+        serve(spec(**kw))
+
+
+@pytest.mark.parametrize("text, row", [("0.5\n0.2\n", ":2"), ("-1\n", ":1"), ("0\nabc\n", ":2"), ("", "")])
+def test_bad_arrival_file(tmp_path, text, row):
+    path = tmp_path / "arrivals.txt"
+    path.write_text(text)
+    with pytest.raises(UserError, match=f"{path}{row}"):
+        serve(spec(arrivals=f"trace:{path}", requests=1))
+
+
+def test_arrival_file_and_cli_timeline(cli, tmp_path):
+    """`speedsim serve --json` from an arrivals file: strict JSON; the timeline has a queue counter track."""
+    arrivals = tmp_path / "a.csv"
+    arrivals.write_text("t_s\n0\n0.0001\n0.0001\n0.0005\n")
+    timeline = tmp_path / "t.json"
+    out = cli("serve", "--profile", "h200", "--model", "t5base", "--sharing", "2x6", "--synthetic",
+              "mispredict=0.1,len=16", "--arrivals", f"trace:{arrivals}", "--requests", "4", "--timeline",
+              str(timeline), "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout, parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+    for key in ("ttft_us", "tpot_us", "e2e_us", "queue_us"):
+        assert set(result[key]) == {"p50", "p90", "p99", "mean"}
+    assert {"compute", "dram", "kv"} <= set(result["utilization"]) and result["requests"] == 4
+    events = json.loads(timeline.read_text())["traceEvents"]
+    assert any(e["ph"] == "C" for e in events) and any(e["ph"] == "X" for e in events)
