@@ -34,20 +34,22 @@ MAX_LAYERS = 1 << 12      # encoder_layers
 
 
 class ModelSpec(BaseModel):
-    """Dimensions of one transformer decoder layer stack (one layer's shape; depth comes from UxR)."""
+    """Dimensions of one transformer decoder layer stack (one layer's shape; depth comes from UxR).
 
-    # strict: `n_heads: true` is not 1, `d_model: "64"` is not 64
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    The counts are strict integers: `n_heads: true` is not 1, `d_model: "64"` is not 64."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(min_length=1)
-    d_model: int = Field(gt=0, le=MAX_WIDTH)
-    n_heads: int = Field(gt=0, le=MAX_HEADS)
-    d_ff: int = Field(gt=0, le=MAX_FFN)
+    d_model: int = Field(gt=0, strict=True, le=MAX_WIDTH)
+    n_heads: int = Field(gt=0, strict=True, le=MAX_HEADS)
+    d_ff: int = Field(gt=0, strict=True, le=MAX_FFN)
     ffn: Literal["relu", "gelu", "swiglu"] = "relu"
-    cross_attention_len: int = Field(0, ge=0, le=MAX_POSITIONS,
+    cross_attention_len: int = Field(0, ge=0, strict=True, le=MAX_POSITIONS,
                                      description="encoder positions attended by cross-attention; 0 = none")
-    vocab: int = Field(gt=0, le=MAX_VOCAB)
-    encoder_layers: int = Field(0, ge=0, le=MAX_LAYERS, description="encoder depth (prefill only); 0 = decoder-only")
+    vocab: int = Field(gt=0, strict=True, le=MAX_VOCAB)
+    encoder_layers: int = Field(0, ge=0, strict=True, le=MAX_LAYERS,
+                                description="encoder depth (prefill only); 0 = decoder-only")
 
     @model_validator(mode="after")
     def _heads_divide(self) -> ModelSpec:
