@@ -22,7 +22,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from speedsim.errors import UserError
 from speedsim.yamlio import read_mapping, validate_as
 
-
 # Sanity maxima of a model's dimensions: beyond them a value is a typo (the largest published models
 # have d_model ~3e4, d_ff ~1e5, vocabularies ~1e6), and byte counts would overflow further in.
 MAX_WIDTH = 1 << 17       # d_model
