@@ -27,7 +27,7 @@ TINY_STUDY = {
 }
 
 FIGURES = {"latency_vs_depth_h200", "latency_vs_depth_gemmini", "speedup_vs_mispredict",
-           "speedup_vs_output_length", "dram_traffic_vs_depth", "roofline", "parity"}
+           "speedup_vs_output_length", "dram_traffic_vs_depth", "roofline", "parity", "serving"}
 
 
 def tiny_paper(tmp_path) -> dict:
@@ -49,7 +49,12 @@ def test_report_writes_figures_readme_and_is_deterministic(tmp_path):
     """Every figure and the README are written; a second build (resuming the cache) is byte-identical."""
     study = write(tmp_path, TINY_STUDY, "study.yaml")
     paper = write(tmp_path, tiny_paper(tmp_path), "paper.yaml")
-    kwargs = {"specs": (study,), "paper_spec": paper, "workers": 1, "progress": False, "cache": tmp_path / "cache"}
+    serving = write(tmp_path, {"profiles": ["h200"], "requests": 4, "max_batch": 2, "loads": [1.0], "batches": [1, 2],
+                               "configs": [{"sharing": "12x1", "method": "unshared", "trace": str(tmp_path / "deep.jsonl")},
+                                           {"sharing": "4x3", "method": "speed", "trace": str(tmp_path / "shared.jsonl")}]},
+                    "serving.yaml")
+    kwargs = {"specs": (study,), "paper_spec": paper, "workers": 1, "progress": False, "cache": tmp_path / "cache",
+              "serving_spec": serving}
     first = build_report(tmp_path / "a", **kwargs)
     assert first["failed_runs"] == 0 and first["paper"] == "ok"
     names = {f.removeprefix("figures/").removesuffix(".png") for f in first["figures"]}

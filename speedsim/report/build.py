@@ -21,6 +21,8 @@ from speedsim.hardware import load_profile
 from speedsim.paths import EXPERIMENTS_DIR, H200_MEASURED, MEASURED_DIR, ROOT
 from speedsim.report import figures
 from speedsim.report.readme import write_readme, write_validation
+from speedsim.report.serving import serving_figure
+from speedsim.serve.study import crossover, curves, load_study, speed_limit
 from speedsim.sharing import Sharing
 from speedsim.simulate import step_points, synthetic_traces
 from speedsim.sweep import SweepSpec, load_spec, read_results, run_sweep
@@ -33,6 +35,7 @@ from speedsim.workload import BUILTIN_MODELS, resolve_models
 EXPERIMENTS = EXPERIMENTS_DIR
 DEFAULT_STUDY = (EXPERIMENTS / "default.yaml",)
 FULL_STUDY = (EXPERIMENTS / "latency_vs_depth.yaml", EXPERIMENTS / "acceptance.yaml")
+SERVING_SPEC = EXPERIMENTS / "serving.yaml"
 PAPER_SPEC = EXPERIMENTS / "speed_paper.yaml"
 H200_RERUN = H200_MEASURED.with_name("measured_rerun.csv")
 ROOFLINE_CONFIG = ("t5base", "4x3", "mispredict=0.1,len=24,seqs=1,src=128")
@@ -53,6 +56,8 @@ class ReportData:
     noise: dict[str, float] = field(default_factory=dict)   # median run-vs-rerun difference of measured rows, per mode
     cpu: pd.DataFrame | None = None                          # cpu-host validation, one row per measured row
     cpu_mape: dict[str, float] = field(default_factory=dict)
+    serving: pd.DataFrame | None = None                      # latency-throughput curves (speedsim serve)
+    serving_limit: pd.DataFrame | None = None                # where SPEED stops beating 12x1, per profile
     figures: dict[str, str] = field(default_factory=dict)
 
 
@@ -166,8 +171,11 @@ def draw(data: ReportData, out: Path) -> dict[str, str]:
     made["parity"] = figures.parity(data.validation, fig_dir / "parity.png")
     if data.paper is not None:
         made["speed_paper"] = figures.speed_paper(data.paper, fig_dir / "speed_paper.png")
+    if data.serving is not None:
+        made["serving"] = serving_figure(data.serving, fig_dir / "serving.png")
     kept = {v for v in made.values() if v is not None}
-    ours = ("latency_vs_depth_", "speedup_vs_", "dram_traffic_vs_depth", "roofline", "parity", "speed_paper")
+    ours = ("latency_vs_depth_", "speedup_vs_", "dram_traffic_vs_depth", "roofline", "parity", "speed_paper",
+            "serving")
     for stale in fig_dir.glob("*.png"):  # figures of an earlier report that this one did not draw
         if stale not in kept and stale.name.startswith(ours):
             stale.unlink()
@@ -183,6 +191,8 @@ def write_data(data: ReportData, out: Path) -> None:
         data.paper.to_csv(d / "speed_paper.csv", index=False)
     val = pd.concat([v.assign(sim_mode=m) for m, v in data.validation.items()], ignore_index=True)
     val.to_csv(d / "validation.csv", index=False)
+    if data.serving is not None:
+        data.serving.to_csv(d / "serving.csv", index=False)
 
 
 REPORT_TITLE = "# speedsim report"  # the first line of the README.md that `write_readme` writes
@@ -202,9 +212,18 @@ def _check_report_dir(out: Path) -> None:
                         "use a new or empty directory", where="--out")
 
 
+def run_serving(spec: Path | None, full: bool) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """The serving study (`experiments/serving.yaml`; its reduced form unless `full`)."""
+    if spec is None or not Path(spec).exists():
+        return None, None
+    study = load_study(spec, full=full)
+    return curves(study), speed_limit(crossover(study))
+
+
 def build_report(out: Path | str, *, full: bool = False, specs: tuple[Path, ...] | None = None,
                  paper_spec: Path | None = PAPER_SPEC, workers: int = 2, scheduler: str | None = None,
-                 cache: Path | str | None = None, progress: bool = True) -> dict:
+                 cache: Path | str | None = None, progress: bool = True,
+                 serving_spec: Path | None = SERVING_SPEC) -> dict:
     """Run the study and write figures, data and README.md under `out`; a summary dict."""
     out = check_output_dir(out, "--out")  # before minutes of work, not after them
     _check_report_dir(out)
@@ -226,6 +245,7 @@ def build_report(out: Path | str, *, full: bool = False, specs: tuple[Path, ...]
                        else Path(s).name for s in specs])
     data.noise = noise_floor()
     data.cpu, data.cpu_mape = run_cpu_validation()
+    data.serving, data.serving_limit = run_serving(serving_spec, full)
     data.figures = draw(data, out)
     write_data(data, out)
     readme = write_readme(data, out)

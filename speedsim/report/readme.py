@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from speedsim.report.figures import ok
+from speedsim.report.serving import serving_section
 from speedsim.simulate.schema import MISPREDICT, OUT_LEN, WEIGHT_BUDGET
 
 if TYPE_CHECKING:
@@ -401,6 +402,7 @@ def write_readme(data: ReportData, out: Path) -> Path:
     lines += traffic_section(data)
     lines += roofline_section(data)
     lines += acceptance_sections(data)
+    lines += serving_section(data.serving, data.serving_limit, data.figures.get("serving"), "experiments/serving.yaml")
     failed = data.study[data.study["status"] != "ok"] if not data.study.empty else data.study
     if len(failed):
         lines += ["## Failed runs", "", _md_table(
