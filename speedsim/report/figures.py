@@ -30,6 +30,10 @@ METHOD_STYLE = {
 CLASS_COLORS = {"weights": "tab:blue", "kv": "tab:orange", "activations": "tab:gray", "embeddings": "tab:purple"}
 CLASS_LABELS = {"weights": "layer weights", "kv": "KV cache", "activations": "activations",
                 "embeddings": "embeddings + LM head"}
+# per-run bounds of `simulate --bounds` (the profile's ranges at their ends): a derived profile's rows
+# have them, a measured profile's rows do not (or hold NaN), and only finite ones are drawn
+BAND_COLUMNS = ("per_token_us_low", "per_token_us_high")
+BAND_ALPHA = 0.15
 MS_ABOVE_US = 10_000.0  # latencies beyond this are plotted in milliseconds
 PAPER_MISS = {"4x3": (0.06, 0.14), "2x6": (0.13, 0.17)}  # Hooper et al. 2023, first-exit misprediction
 DPI = 100
@@ -74,6 +78,7 @@ def latency_vs_depth(df: pd.DataFrame, profile: str, path: Path) -> Path | None:
             # markers keep the one drawn first visible under the other
             extra = {"ls": "--", "mfc": "none", "ms": 9} if method == "unshared" else {}
             left.plot(part["depth"], part["per_token_us"] / div, **style, **extra)
+            draw_band(left, part["depth"], part, div, style["color"])
         shallow = budget[(budget["R"] == 1) & (budget["method"] == "speed")]
         if not shallow.empty:
             left.axhline(shallow["per_token_us"].iloc[0] / div, color="k", ls=":",
@@ -94,11 +99,16 @@ def latency_vs_depth(df: pd.DataFrame, profile: str, path: Path) -> Path | None:
             speed = part[part["method"] == "speed"].sort_values("depth")
             name = "unshared (R = 1)" if r == 1 else f"SPEED, R = {r}"
             right.plot(speed["depth"], speed["per_token_us"] / div, color=color, marker="o", label=name)
+            draw_band(right, speed["depth"], speed, div, color)
         seq = fixed[(fixed["method"] == "sequential") & (fixed["R"] > 1)]
         if not seq.empty:  # the same layer passes per token whatever R: one curve (the mean over R)
             mean = seq.groupby("depth")["per_token_us"].mean()
             right.plot(mean.index, mean.to_numpy() / div, color="k", marker="s", ls="--",
                        label=f"sequential (any R > 1: {', '.join(str(r) for r in rs if r > 1)})")
+            if all(c in seq.columns for c in BAND_COLUMNS):
+                numeric = seq.assign(**{c: pd.to_numeric(seq[c], errors="coerce") for c in BAND_COLUMNS})
+                bands = numeric.groupby("depth")[list(BAND_COLUMNS)].mean()
+                draw_band(right, bands.index, bands, div, "k")
         right.set_title("fixed depth: U = depth / R distinct layers")
         right.set_xlabel("effective depth (decoder layers)")
         right.set_ylabel(f"per-token decode latency ({unit})")
@@ -110,6 +120,21 @@ def latency_vs_depth(df: pd.DataFrame, profile: str, path: Path) -> Path | None:
     fig.suptitle(f"{profile}: per-token latency vs decoder depth ({first['model']} dimensions, "
                  f"{first['mode']} mode, {_workload_text(first)})")
     return save(fig, path)
+
+
+def draw_band(ax, x, rows: pd.DataFrame, div: float, color) -> bool:
+    """Shade per_token_us_low..high under a curve where `rows` have both columns with finite values
+    (a derived profile run with `--bounds`); draw nothing otherwise (a measured profile). True if drawn."""
+    if not all(c in rows.columns for c in BAND_COLUMNS):
+        return False
+    low, high = (pd.to_numeric(rows[c], errors="coerce").to_numpy(dtype=float) for c in BAND_COLUMNS)
+    finite = np.isfinite(low) & np.isfinite(high)
+    if not finite.any():
+        return False
+    xs = np.asarray(x, dtype=float)
+    ax.fill_between(xs, np.where(finite, low, np.nan) / div, np.where(finite, high, np.nan) / div, where=finite,
+                    color=color, alpha=BAND_ALPHA, linewidth=0)
+    return True
 
 
 def _time_scale(values: pd.Series) -> tuple[float, str]:
