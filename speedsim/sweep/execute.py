@@ -59,7 +59,8 @@ def _simulate(run: RunParams, sharing: Sharing, model_specs: tuple[str, ...], ba
         trace=resolve_trace(run.trace, base_dir) if run.trace else None,
         synthetic=None if run.trace else run.synthetic(sharing.repeats),
         limit=run.limit, mode=run.mode, baselines=run.baselines, launch_exit=run.launch_exit,
-        max_in_flight=run.max_in_flight, src_len=run.src_len if run.trace else None, model_specs=model_specs)
+        max_in_flight=run.max_in_flight, src_len=run.src_len if run.trace else None, model_specs=model_specs,
+        bounds=run.bounds)
     return run_scenario(scenario).to_rows()
 
 

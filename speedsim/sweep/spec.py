@@ -79,6 +79,8 @@ class RunParams(BaseModel):
     baselines: tuple[Literal["unshared", "sequential"], ...] = ("unshared", "sequential")
     launch_exit: int = Field(0, ge=0, description="exit whose prediction launches the next token")
     max_in_flight: int | None = Field(None, ge=1, description="most tokens in flight (default R)")
+    bounds: bool = Field(False, description="also simulate the profile's ranges at both ends "
+                         "(per_token_us_low/high; three simulations per run)")
 
     @model_validator(mode="before")
     @classmethod
