@@ -171,7 +171,7 @@ def calibrate(measured: Path | None, profile_name: str, out: Path, name: str | N
     from speedsim.paths import relative
 
     fitted = result.profile
-    fitted_on = relative(path) + (f" and {relative(kernels)}" if kernel_rows else "")
+    fitted_on = relative(path) + (f" and {relative(kernels)}" if kernel_rows and kernels is not None else "")
     note = f"measured: {fitted_on} (fitted by speedsim calibrate)"
     sources = [s for s in fitted.sources if not s.startswith(f"measured: {relative(path)}")] + [note]
     fitted = fitted.model_copy(update={"sources": sources, "name": name or fitted.name})
@@ -182,8 +182,9 @@ def calibrate(measured: Path | None, profile_name: str, out: Path, name: str | N
         emit_json(summary)
         return
     click.echo(f"wrote {out}")
-    for key, before in result.before.items():
-        click.echo(f"  {key:5s} MAPE {before:.1%} -> {result.after[key]:.1%}")
+    scope = f" of sections {sections}" if sections else ""
+    for key, before in result.before.items():  # computed by validate (validate --kernels for kernels)
+        click.echo(f"  {key:7s} MAPE {before:.1%} -> {result.after[key]:.1%} (as validate computes it, rows{scope})")
     for key, value in result.values.items():
         click.echo(f"  {key} = {value:.4g}")
 

@@ -143,3 +143,24 @@ def test_bad_kernels_csv_exit_2(tmp_path, cli, row, strict, needle):
     path.write_text("scenario,kernel,calls_per_iter,device_us_per_iter\n" + row + "\n")
     res = cli("validate", "--kernels", str(path), *(["--strict"] if strict else []))
     assert res.returncode == 2 and f"{path}:2" in res.stderr and needle in res.stderr
+
+
+def test_h200_recipe_reproduces_the_shipped_profile(cli, tmp_path):
+    """hw_profiles/README.md's recipe for h200 (`speedsim calibrate --profile h200 --out FILE`, whose
+    fixed point the shipped file is) writes the shipped file byte for byte, and the MAPE it prints
+    for graph and eager rows is what `validate` prints for them (one code path per figure).
+
+    Nothing is cached: the whole fit runs (~15 s, the one slow test here: a subset would test
+    another fit than the one that made the file)."""
+    from speedsim.paths import PROFILE_DIR
+
+    out = tmp_path / "h200.yaml"
+    res = cli("calibrate", "--profile", "h200", "--out", str(out), "--json")
+    assert res.returncode == 0, res.stderr
+    assert out.read_text() == (PROFILE_DIR / "h200.yaml").read_text()
+    after = json.loads(res.stdout)["mape_after"]
+    for mode in ("graph", "eager"):
+        shown = cli("validate", "--profile", "h200", "--mode", mode, "--json")
+        assert json.loads(shown.stdout)["mape"]["all"] == round(after[mode], 4)
+    kernels = cli("validate", "--kernels", str(H200_MEASURED.with_name("kernels.csv")), "--profile", "h200", "--json")
+    assert json.loads(kernels.stdout)["mape"]["all"] == round(after["kernels"], 4)

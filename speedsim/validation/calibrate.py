@@ -22,9 +22,9 @@ from scipy.optimize import least_squares, minimize_scalar
 from speedsim.engine.sim import time_call
 from speedsim.errors import UserError
 from speedsim.hardware.profile import HardwareProfile
-from speedsim.validation.kernels import KernelRow, KernelTargets, kernel_targets
+from speedsim.validation.kernels import KernelRow, KernelTargets, kernel_targets, validate_kernels
 from speedsim.validation.measured import KNOWN_SECTIONS, MeasuredRow, rows_for_mode
-from speedsim.validation.validate import build_programs
+from speedsim.validation.validate import build_programs, validate
 from speedsim.workload.kernels import KernelRules
 from speedsim.workload.models import ModelSpec
 
@@ -57,6 +57,10 @@ ANCHORS: tuple[tuple[str, FreeParameter], ...] = (
 )
 EAGER_PARAMETER = FreeParameter(("host", "launch_overhead_us", "eager"), 0.1, 500.0,
                                 "host time per framework op in eager mode")
+# Not fitted without graph-mode rows (a CPU, eager only), left as the starting profile has them: only
+# graph rows can tell them (eager rows do not depend on them).
+EAGER_ONLY_UNFITTED = frozenset({("host", "launch_overhead_us", "graph"), ("host", "launch_overhead_us", "graph_gap"),
+                                 ("host", "graph_start_us")})
 
 __doc__ += "\n".join(f"- {'.'.join(map(str, p.path))} in [{p.low}, {p.high}]: {p.what}"
                      for p in (*(a for _, a in ANCHORS), *DEVICE_PARAMETERS, EAGER_PARAMETER))
@@ -183,21 +187,20 @@ def calibrate(profile: HardwareProfile, rows: list[MeasuredRow], models: dict[st
     def components(mode: str) -> list:
         return [(r, m) for r, m in rows_for_mode(rows, mode) if r.section != "decode" and (r.mode or m) == mode]
 
-    def mape(prof: HardwareProfile, usable) -> float:
-        return float(np.mean(np.abs(np.expm1(_log_errors(prof, usable)))))
+    def errors(prof: HardwareProfile) -> dict[str, float]:
+        """MAPE as `validate` computes and prints it (one code path per figure): per mode over the
+        rows given (after `sections`), and `validate --kernels`' overall figure for the kernel rows."""
+        out = {m: validate(prof, rows, models, m, source).mape()["all"] for m in modes}
+        if kernels:
+            out["kernels"] = validate_kernels(prof, kernels, models, kernels_source).mape()["all"]
+        return out
 
     graph_pairs, eager_pairs = components("graph"), components("eager")
     has_graph = any(r.mode == "graph" for r, _ in graph_pairs)
     targets = kernel_targets(profile, kernels, models, kernels_source) if kernels else None
-    before: dict[str, float] = {}
-    after: dict[str, float] = {}
     fitted = profile
     if has_graph:
         graph = _objective_rows(profile, graph_pairs, models, source)
-        before["graph"] = mape(profile, graph)
-        if targets is not None:
-            before["kernels"] = float(np.mean(np.abs(np.expm1(targets.log_errors(profile)))))
-        fitted = profile
         anchored = any(u[0].section == "ceiling" and u[0].pattern.startswith(tuple(a for a, _ in ANCHORS))
                        for u in graph)
         for _ in range(2 if anchored else 1):  # the anchors assume the other parameters: refit both once more
@@ -205,22 +208,19 @@ def calibrate(profile: HardwareProfile, rows: list[MeasuredRow], models: dict[st
             fitted = _fit(fitted, DEVICE_PARAMETERS, graph, max_evals, targets)
     if eager_pairs:
         eager = _objective_rows(fitted, eager_pairs, models, source)
-        before["eager"] = mape(profile, eager)
         if has_graph:
             fitted = _fit_eager_overhead(fitted, eager)
         else:
-            fitted = _fit(profile, (*DEVICE_PARAMETERS, EAGER_PARAMETER), eager, max_evals)
-    if not before:
+            device = tuple(p for p in DEVICE_PARAMETERS if p.path not in EAGER_ONLY_UNFITTED)
+            fitted = _fit(profile, (*device, EAGER_PARAMETER), eager, max_evals)
+    if not (has_graph or eager_pairs):
         raise UserError("no measured rows to fit (only whole-decode rows?)", where=source)
 
     # round to 4 significant digits for a readable profile (changes the error by < 0.1%)
-    all_params = (*(a for _, a in ANCHORS), *DEVICE_PARAMETERS, EAGER_PARAMETER)
+    all_params = tuple(p for p in (*(a for _, a in ANCHORS), *DEVICE_PARAMETERS, EAGER_PARAMETER)
+                       if has_graph or p.path not in EAGER_ONLY_UNFITTED)
     fitted = with_values(fitted, all_params, [_get(fitted.model_dump(), p.path) for p in all_params], digits=4)
-    if has_graph:
-        after["graph"] = mape(fitted, _objective_rows(fitted, graph_pairs, models, source))
-        if targets is not None:
-            after["kernels"] = float(np.mean(np.abs(np.expm1(targets.log_errors(fitted)))))
-    if eager_pairs:
-        after["eager"] = mape(fitted, _objective_rows(fitted, eager_pairs, models, source))
+    modes = (*(("graph",) if has_graph else ()), *(("eager",) if eager_pairs else ()))
+    before, after = errors(profile), errors(fitted)
     values = {".".join(map(str, p.path)): _get(fitted.model_dump(), p.path) for p in all_params}
     return CalibrationResult(fitted, before, after, values)
