@@ -162,3 +162,13 @@ def test_fast_and_slow_ends_move_each_parameter_its_way(h200):
     assert fast.host.controller_us == h200.ranges["host.controller_us"].low
     assert slow.host.controller_us == h200.ranges["host.controller_us"].high
     assert fast.l2.efficiency == h200.ranges["memory.onchip.0.efficiency"].high
+
+
+def test_range_ends_of_an_integer_field_are_integers(tiny_profile_dict):
+    """A range over an integer field (compute.units) with whole-number ends runs at both ends as
+    integers; `--bounds` then gets a valid profile."""
+    from speedsim.hardware.bounds import at_end
+
+    tiny_profile_dict["ranges"] = {"compute.units": {"low": 2.0, "high": 8.0, "reason": "test"}}
+    profile = HardwareProfile.model_validate(tiny_profile_dict)
+    assert at_end(profile, "fast").compute.units == 8 and at_end(profile, "slow").compute.units == 2

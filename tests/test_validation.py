@@ -164,3 +164,24 @@ def test_h200_recipe_reproduces_the_shipped_profile(cli, tmp_path):
         assert json.loads(shown.stdout)["mape"]["all"] == round(after[mode], 4)
     kernels = cli("validate", "--kernels", str(H200_MEASURED.with_name("kernels.csv")), "--profile", "h200", "--json")
     assert json.loads(kernels.stdout)["mape"]["all"] == round(after["kernels"], 4)
+
+
+def test_repeated_scenarios_within_noise_are_kept_and_contradictions_refused(tmp_path):
+    """A scenario measured twice (the shipped H200 files repeat the lmhead rows) is kept while the
+    repeats are within 2x of each other; further apart, the later row is named."""
+    row = "lmhead,t5base,graph,lmhead,1,0,0,0,{us},1,100,\n"
+    path = tmp_path / "m.csv"
+    path.write_text(HEADER + row.format(us=14.5) + row.format(us=20.0))
+    assert [r.us_median for r in read_measured(path)] == [14.5, 20.0]
+    path.write_text(HEADER + row.format(us=14.5) + row.format(us=40.0))
+    with pytest.raises(UserError, match="line 2") as err:
+        read_measured(path)
+    assert err.value.where == f"{path}:3"
+
+
+def test_median_outside_its_own_min_max_is_refused(tmp_path):
+    """us_median must lie within the row's us_min..us_max (a pasted or edited time does not)."""
+    path = tmp_path / "m.csv"
+    path.write_text(HEADER + "lmhead,t5base,graph,lmhead,1,0,0,0,99,14,15,\n")
+    with pytest.raises(UserError, match="us_min"):
+        read_measured(path)

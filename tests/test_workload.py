@@ -101,3 +101,25 @@ def test_encoder_layers_have_no_cross_attention_weights():
     got = memory_footprint(spec, Sharing(1, 1), 8, 16, "bf16")["weights"]
     decoder = spec.layer_weight_elements()
     assert got == 2 * (decoder + spec.encoder_layers * (decoder - 4 * d * d - d))
+
+
+def test_a_spec_may_repeat_a_builtin_but_not_replace_it(tmp_path):
+    """A spec with a built-in's name and dimensions (written beside measured CSVs) is accepted; with
+    other dimensions it is refused, naming its file; so is a second spec of one name."""
+    import yaml
+
+    from speedsim.errors import UserError
+    from speedsim.workload.models import BUILTIN_MODELS, resolve_models
+
+    same = tmp_path / "same.yaml"
+    same.write_text(yaml.safe_dump(BUILTIN_MODELS["t5base"].model_dump()))
+    assert resolve_models([same])["t5base"] == BUILTIN_MODELS["t5base"]
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump({**BUILTIN_MODELS["t5base"].model_dump(), "d_ff": 1024}))
+    with pytest.raises(UserError, match="other.yaml"):
+        resolve_models([other])
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("name: mine\nd_model: 64\nn_heads: 4\nd_ff: 256\nvocab: 1000\n")
+    b.write_text("name: mine\nd_model: 64\nn_heads: 4\nd_ff: 512\nvocab: 1000\n")
+    with pytest.raises(UserError, match="b.yaml"):
+        resolve_models([a, b])

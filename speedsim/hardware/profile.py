@@ -321,7 +321,8 @@ class ParameterRange(_Frozen):
 class HardwareProfile(_Frozen):
     """A whole device: compute, memory hierarchy, kernel and host costs, and where each came from."""
 
-    name: str = Field(min_length=1, description="the profile's name (its file name without .yaml)")
+    name: str = Field(min_length=1, pattern=r"^\S(.*\S)?$",
+                      description="the profile's name (its file name without .yaml); no leading or trailing blanks")
     description: str = ""
     kind: Literal["gpu", "accelerator", "cpu"]
     default_dtype: Dtype = "bf16"

@@ -39,7 +39,7 @@ class ModelSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, pattern=r"^\S(.*\S)?$")  # no leading or trailing blanks
     d_model: int = Field(gt=0, strict=True, le=MAX_WIDTH)
     n_heads: int = Field(gt=0, strict=True, le=MAX_HEADS)
     d_ff: int = Field(gt=0, strict=True, le=MAX_FFN)
