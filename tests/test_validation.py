@@ -145,6 +145,7 @@ def test_bad_kernels_csv_exit_2(tmp_path, cli, row, strict, needle):
     assert res.returncode == 2 and f"{path}:2" in res.stderr and needle in res.stderr
 
 
+@pytest.mark.recipe
 def test_h200_recipe_reproduces_the_shipped_profile(cli, tmp_path):
     """hw_profiles/README.md's recipe for h200 (`speedsim calibrate --profile h200 --out FILE`, whose
     fixed point the shipped file is) writes the shipped file byte for byte, and the MAPE it prints

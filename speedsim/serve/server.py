@@ -127,7 +127,8 @@ class Server:
 
     def _chunk(self) -> list[Request]:
         """Requests whose prefill joins this step: in admission order, within the token budget."""
-        chosen, budget = [], self.cfg.prefill_budget
+        chosen: list[Request] = []
+        budget = self.cfg.prefill_budget
         for req in list(self.prefilling):
             if chosen and req.src_len > budget:
                 break

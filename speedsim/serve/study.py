@@ -99,12 +99,13 @@ def speed_limit(table: pd.DataFrame, deep: str = "12x1") -> pd.DataFrame:
     """Per profile and SPEED config, the smallest batch at which its saturated throughput no longer
     beats the unshared `deep` decoder's (NaN: it beats it at every batch studied), and why."""
     out = []
-    base = table[(table["sharing"] == deep) & (table["method"] == "unshared")].set_index(["profile", "batch"])
+    deep_rows = table[(table["sharing"] == deep) & (table["method"] == "unshared")]
+    base = {(str(r["profile"]), int(r["batch"])): float(r["tokens_per_s"]) for _, r in deep_rows.iterrows()}
     for (profile, sharing), part in table[table["method"] == "speed"].groupby(["profile", "sharing"], sort=True):
         lost = None
         for _, row in part.sort_values("batch").iterrows():
-            other = base.loc[(profile, row["batch"])] if (profile, row["batch"]) in base.index else None
-            if other is not None and row["tokens_per_s"] <= other["tokens_per_s"]:
+            other = base.get((str(profile), int(row["batch"])))
+            if other is not None and row["tokens_per_s"] <= other:
                 lost = row
                 break
         why = ""
