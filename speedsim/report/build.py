@@ -20,8 +20,9 @@ from speedsim.fileio import check_output_dir
 from speedsim.hardware import load_profile
 from speedsim.paths import EXPERIMENTS_DIR, H200_MEASURED, MEASURED_DIR, ROOT
 from speedsim.report import figures
-from speedsim.report.readme import write_readme, write_validation
+from speedsim.report.readme import write_readme
 from speedsim.report.serving import serving_figure
+from speedsim.report.validation_md import write_validation
 from speedsim.serve.study import crossover, curves, load_study, speed_limit
 from speedsim.sharing import Sharing
 from speedsim.simulate import step_points, synthetic_traces

@@ -15,7 +15,7 @@ ffn (relu | gelu | swiglu), cross_attention_len (0 = decoder-only), vocab.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -25,6 +25,8 @@ from speedsim.yamlio import read_mapping, validate_as
 # Sanity maxima of a model's dimensions: beyond them a value is a typo (the largest published models
 # have d_model ~3e4, d_ff ~1e5, vocabularies ~1e6), and byte counts would overflow further in.
 MAX_WIDTH = 1 << 17       # d_model
+FfnKind = Literal["relu", "gelu", "swiglu"]
+FFN_KINDS: tuple[str, ...] = get_args(FfnKind)  # feed-forward kinds, for the torch model's config too
 MAX_FFN = 1 << 20         # d_ff
 MAX_HEADS = 1 << 12       # n_heads
 MAX_VOCAB = 1 << 24       # vocab
@@ -43,7 +45,7 @@ class ModelSpec(BaseModel):
     d_model: int = Field(gt=0, strict=True, le=MAX_WIDTH)
     n_heads: int = Field(gt=0, strict=True, le=MAX_HEADS)
     d_ff: int = Field(gt=0, strict=True, le=MAX_FFN)
-    ffn: Literal["relu", "gelu", "swiglu"] = "relu"
+    ffn: FfnKind = "relu"
     cross_attention_len: int = Field(0, ge=0, strict=True, le=MAX_POSITIONS,
                                      description="encoder positions attended by cross-attention; 0 = none")
     vocab: int = Field(gt=0, strict=True, le=MAX_VOCAB)
