@@ -7,6 +7,7 @@ in Perfetto (ui.perfetto.dev) and chrome://tracing.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -53,3 +54,16 @@ class Recorder:
     def write_chrome_trace(self, path: Path) -> None:
         """Write the Chrome trace (opens in Perfetto) atomically."""
         write_text(path, json.dumps(self.chrome_trace()))
+
+
+def merged_chrome_trace(recorders: Mapping[str, Recorder]) -> dict:
+    """One Chrome trace of several runs side by side (say SPEED and each baseline): run i's
+    processes get ids 10 i + (0 host, 1 device, 2 memory) and names prefixed with its label."""
+    events: list[dict] = []
+    for i, (label, rec) in enumerate(recorders.items()):
+        for event in rec.chrome_trace()["traceEvents"]:
+            e = {**event, "pid": event["pid"] + 10 * i}
+            if e["ph"] == "M" and e.get("name") == "process_name":
+                e["args"] = {"name": f"{label}: {e['args']['name']}"}
+            events.append(e)
+    return {"traceEvents": events, "displayTimeUnit": "ns"}

@@ -106,7 +106,7 @@ class ServeResult:
         return asdict(self)
 
 
-def summarise(records: Sequence[RequestRecord], **facts: Any) -> dict[str, Any]:
+def latency_summary(records: Sequence[RequestRecord], **facts: Any) -> dict[str, Any]:
     """The latency percentiles and throughputs of finished requests (the ServeResult fields they give)."""
     first = min(r.arrival_us for r in records)
     last = max(r.done_us for r in records)

@@ -15,7 +15,7 @@ from speedsim.errors import UserError
 from speedsim.fileio import check_output, write_text
 from speedsim.pipeline import Policy
 from speedsim.serve.arrivals import parse_arrivals
-from speedsim.serve.metrics import RequestRecord, ServeResult, Utilization, summarise
+from speedsim.serve.metrics import RequestRecord, ServeResult, Utilization, latency_summary
 from speedsim.serve.requests import METHODS, make_requests, weights_bytes
 from speedsim.serve.server import PREFILL_MODES, ServerConfig, run_server
 from speedsim.sharing import Sharing
@@ -110,7 +110,7 @@ def serve(s: ServeSpec, timeline: Path | None = None) -> ServeResult:
     records = [RequestRecord(r.rid, r.arrival_us, r.admitted_us, r.first_token_us, r.done_us, r.tokens, r.src_len)
                for r in server.requests]
     result = session.result()
-    facts = summarise(records)
+    facts = latency_summary(records)
     span = facts["makespan_us"]
     peak = profile.matrix_peak(profile.default_dtype, False)
     if recorder is not None and timeline is not None:

@@ -6,6 +6,7 @@ exit traces --(pipeline replay)--> schedule --(workload.steps)--> step programs 
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import replace
@@ -14,8 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from speedsim.engine import Engine, Recorder
+from speedsim.engine.recorder import merged_chrome_trace
 from speedsim.engine.sim import Mode
 from speedsim.errors import UserError
+from speedsim.fileio import write_text
 from speedsim.hardware.bounds import at_end
 from speedsim.hardware.profile import BYTES_PER_ELEMENT, HardwareProfile
 from speedsim.pipeline import Policy
@@ -49,18 +52,15 @@ def _gaps(phase: Phase, durations: list[float], ends: list[float]) -> tuple[floa
 
 
 def summarise(method: str, phase: Phase, profile: HardwareProfile, mode: str,
-              timeline: Path | None = None, round_trip: bool = True) -> MethodResult:
+              recorder: Recorder | None = None, round_trip: bool = True) -> MethodResult:
     """Run one method's programs on a cold engine; its `MethodResult` (speedup still 1).
 
     `round_trip`: each step's results reach the host (copy, sync, controller: the profile's
     `host` fields) before the next step is issued, as in every real decode loop; False is the
     what-if of control on the device.
     """
-    recorder = Recorder() if timeline else None
     engine = Engine(profile, mode, recorder=recorder, round_trip=round_trip)  # type: ignore[arg-type]
     result = engine.run(phase.programs)
-    if recorder is not None and timeline is not None:
-        recorder.write_chrome_trace(timeline)
     prefill_us, decode_us, tokens, gaps = _gaps(phase, result.program_us(), result.program_end_us)
     total = result.total_us
     per = max(tokens, 1)
@@ -130,9 +130,12 @@ def simulate(profile: HardwareProfile, spec: ModelSpec, sharing: Sharing, traces
     need = check_fits(spec, sharing, traces, profile, baselines, src_len)
     phases, stats = build_phases(spec, sharing, traces, profile, baselines, policy, src_len)
     rt = not device_control
-    speed = summarise("speed", phases["speed"], profile, mode, timeline, round_trip=rt)
-    others = {m: summarise(m, phases[m], profile, mode, round_trip=rt).with_speedup(speed.per_token_us)
-              for m in baselines}
+    recorders = {m: Recorder() for m in ("speed", *baselines)} if timeline else {}
+    speed = summarise("speed", phases["speed"], profile, mode, recorders.get("speed"), round_trip=rt)
+    others = {m: summarise(m, phases[m], profile, mode, recorders.get(m), round_trip=rt)
+              .with_speedup(speed.per_token_us) for m in baselines}
+    if timeline is not None:  # every method's timeline, side by side
+        write_text(timeline, json.dumps(merged_chrome_trace(recorders)))
     schedule = ScheduleSummary(steps=stats.steps, flushes=stats.flushes, wasted_token_passes=stats.wasted_passes,
                                mean_in_flight=stats.mean_in_flight, first_exit_miss=first_exit_miss(traces))
     return SimulationResult(profile=profile.name, model=spec.name, sharing=sharing, mode=mode,
