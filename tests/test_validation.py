@@ -186,3 +186,23 @@ def test_median_outside_its_own_min_max_is_refused(tmp_path):
     path.write_text(HEADER + "lmhead,t5base,graph,lmhead,1,0,0,0,99,14,15,\n")
     with pytest.raises(UserError, match="us_min"):
         read_measured(path)
+
+
+def test_batch_rows_are_simulated(h200, tmp_path):
+    """Section `batch` (speedsim measure --parts batch): a step of B sequences at their own KV lengths;
+    more sequences cost more, the SPEED step of R tokens each more than the unshared step of one,
+    and a row without its lengths is a UserError naming the row."""
+    rows = ["section,model,mode,pattern,n,ctx,L,R,us_median,us_min,us_max,extra"]
+    for pattern, L, R in (("unshared", 12, 1), ("pipelined", 4, 3)):
+        for n in (1, 16):
+            lengths = "/".join(["128"] * n)
+            rows.append(f"batch,t5base,graph,{pattern},{n},128,{L},{R},100,90,110,cross=512;lengths={lengths}")
+    path = tmp_path / "batch.csv"
+    path.write_text("\n".join(rows) + "\n")
+    sim = {(r.row.pattern, r.row.n): r.simulated_us
+           for r in validate(h200, read_measured(path), BUILTIN_MODELS, "graph").results}
+    assert sim[("unshared", 16)] > sim[("unshared", 1)] and sim[("pipelined", 16)] > sim[("pipelined", 1)]
+    assert sim[("pipelined", 16)] / sim[("pipelined", 1)] > sim[("unshared", 16)] / sim[("unshared", 1)]
+    path.write_text(rows[0] + "\nbatch,t5base,graph,unshared,2,128,12,1,100,90,110,cross=512\n")
+    with pytest.raises(UserError, match=r":2: a batch row needs lengths"):
+        validate(h200, read_measured(path), BUILTIN_MODELS, "graph")

@@ -22,14 +22,7 @@ MODES = ("graph", "eager")  # plus "" for mode-independent rows (one large kerne
 TIME_COLUMNS = ("us_median", "us_min", "us_max")
 
 # Sections written by `speedsim measure` that the simulator does not model yet (pattern -> meaning).
-MEASURED_ONLY: dict[str, dict[str, str]] = {
-    "batch": {
-        "unshared": "one decode step of the U*R-deep unshared decoder for n sequences, 1 token each, "
-                    "then the LM head on n rows",
-        "pipelined": "one SPEED step of the UxR model for n sequences, R tokens each at R repeats, "
-                     "then the LM head on n*R rows",
-    },
-}
+MEASURED_ONLY: dict[str, dict[str, str]] = {}  # none today: section batch is simulated (workload.patterns)
 
 
 def measured_row(**fields: object) -> dict[str, object]:

@@ -11,6 +11,7 @@ import re
 
 from speedsim.errors import UserError
 from speedsim.hardware.profile import BYTES_PER_ELEMENT
+from speedsim.sharing import Sharing
 from speedsim.workload.kernels import (
     ACT,
     ACTIVATIONS,
@@ -26,6 +27,7 @@ from speedsim.workload.kernels import (
     lm_head,
 )
 from speedsim.workload.models import ModelSpec
+from speedsim.workload.steps import Seq, StepContext, pipelined_batch, unshared_batch, with_source
 
 CEILING_PATTERNS = re.compile(r"copy_(\d+)(MiB|GiB)|gemm_(bf16|tf32|fp32|fp16)_(\d+)|launch_add_x100")
 SECTIONS: dict[str, re.Pattern[str] | set[str]] = {
@@ -37,6 +39,9 @@ SECTIONS: dict[str, re.Pattern[str] | set[str]] = {
     # whole decodes of recorded sequences (speedsim measure), per emitted token; simulated from the
     # exit trace named in `extra` (trace=FILE) by speedsim.simulate, not by a single program
     "decode": {"sequential", "pipelined"},
+    # one decode step of B sequences at their own KV lengths (speedsim measure --parts batch): the
+    # unshared L-deep decoder (one token each) or a SPEED UxR step (R tokens each, one per repeat)
+    "batch": {"unshared", "pipelined"},
 }
 GEMV_SHAPES = {"W256MiB": (16384, 8192), "W16MiB": (2048, 4096)}  # (out, in) of measure.py's GEMVs
 
@@ -154,7 +159,40 @@ def program_for_row(row: dict, models: dict[str, ModelSpec], rules: KernelRules,
         return layer_multitoken(spec, max(1, n), ctx, rules, dtype, functional), 1
     if section == "lmhead":
         return lm_head(spec, max(1, n), dtype, rules, final_norm=functional), 1
+    if section == "batch":
+        return batch_step(spec, pattern, n, L, R, row.get("extra") or "", rules, dtype, where), 1
     if L < 1 or R < 1:
         raise UserError(f"group row needs L >= 1 and R >= 1 (got L={L}, R={R})", where=where)
     build = {"distinct": group_distinct, "sequential": group_sequential, "pipelined": group_pipelined}[pattern]
     return build(spec, L, R, ctx, rules, dtype, functional=functional), 1
+
+
+def _extra(extra: str, key: str) -> str | None:
+    for item in extra.split(";"):
+        k, _, v = item.partition("=")
+        if k.strip() == key:
+            return v.strip()
+    return None
+
+
+def batch_step(spec: ModelSpec, pattern: str, n: int, L: int, R: int, extra: str, rules: KernelRules,
+               dtype: str, where: str) -> Program:
+    """A measured batched decode step (section `batch`): the sequences' KV lengths come from `extra`
+    (`lengths=a/b/...`, `cross=S` encoder positions). The measured call is the layers and the LM
+    head over buffers already filled: no embedding and no host-side plan."""
+    try:
+        lengths = [int(x) for x in (_extra(extra, "lengths") or "").split("/")]
+        cross = int(_extra(extra, "cross") or spec.cross_attention_len or 0)
+    except ValueError:
+        raise UserError("a batch row needs lengths=A/B/... (and cross=S) in its extra column", where=where) from None
+    if len(lengths) != n or min(lengths) < 1 or L < 1 or R < 1:
+        raise UserError(f"a batch row needs n={n} KV lengths >= 1, L >= 1 and R >= 1", where=where)
+    sharing = Sharing(L, R)
+    ctx = StepContext(with_source(spec, cross) if spec.cross_attention_len else spec, sharing, cross, dtype, rules)
+    seqs = [Seq(ctx, f"b{i}.") for i in range(n)]
+    if pattern == "unshared":
+        step = unshared_batch([(s, length) for s, length in zip(seqs, lengths, strict=True)])
+    else:  # each sequence's R tokens, the oldest deepest (position length + R - 1 - r at repeat r)
+        step = pipelined_batch([(s, [(length + R - 1 - r, r) for r in range(R)], 0)
+                                for s, length in zip(seqs, lengths, strict=True)])
+    return Program([k for k in step.kernels if k.launches])  # the measured loop has no host-side plan
