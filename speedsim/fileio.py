@@ -101,3 +101,25 @@ def write_bytes(path: Path | str, data: bytes, where: str | None = None) -> Path
     with atomic_write(path, "wb", where) as fh:
         fh.write(data)
     return Path(path)
+
+
+def read_text_input(path: Path | str, what: str, encoding: str = "utf-8") -> str:
+    """The text of an input file; a `UserError` naming it if it is missing, not a regular file (a
+    directory; a FIFO, whose read could block), unreadable, not `encoding` text, or binary."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
+            raise UserError(f"cannot read {what}: it is a directory", where=str(path))
+        if not stat.S_ISREG(mode):
+            raise UserError(f"cannot read {what}: not a regular file", where=str(path))
+        text = path.read_bytes().decode(encoding)
+    except FileNotFoundError:
+        raise UserError("no such file", where=str(path)) from None
+    except OSError as err:
+        raise UserError(f"cannot read {what}: {err.strerror}", where=str(path)) from None
+    except UnicodeDecodeError:
+        raise UserError(f"cannot read {what}: not UTF-8 text", where=str(path)) from None
+    if "\x00" in text:
+        raise UserError(f"cannot read {what}: binary data (NUL bytes)", where=str(path))
+    return text

@@ -11,7 +11,6 @@ or `"1e999"` that pydantic turns into a float is refused too.
 from __future__ import annotations
 
 import math
-import stat
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from speedsim.errors import UserError, user_error
+from speedsim.fileio import read_text_input
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -96,21 +96,7 @@ def read_mapping(path: Path | str, what: str) -> dict:
     """The YAML mapping in `path`; `UserError` naming the file if it is unreadable, not UTF-8 text,
     not a mapping, has a duplicate key or a number that is not finite."""
     path = Path(path)
-    try:
-        mode = path.stat().st_mode
-        if stat.S_ISDIR(mode):
-            raise UserError(f"cannot read {what}: it is a directory", where=str(path))
-        if not stat.S_ISREG(mode):
-            raise UserError(f"cannot read {what}: not a regular file", where=str(path))
-        text = path.read_bytes().decode("utf-8")
-    except IsADirectoryError:
-        raise UserError(f"cannot read {what}: it is a directory", where=str(path)) from None
-    except OSError as err:
-        raise UserError(f"cannot read {what}: {err.strerror}", where=str(path)) from None
-    except UnicodeDecodeError:
-        raise UserError(f"cannot read {what}: not UTF-8 text", where=str(path)) from None
-    if "\x00" in text:
-        raise UserError(f"cannot read {what}: binary data (NUL bytes)", where=str(path))
+    text = read_text_input(path, what)
     try:
         data = _load(text)
     except yaml.MarkedYAMLError as err:

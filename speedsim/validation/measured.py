@@ -5,11 +5,11 @@ from __future__ import annotations
 import csv
 import io
 import math
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from speedsim.errors import UserError
+from speedsim.fileio import read_text_input
 from speedsim.validation.schema import COLUMNS, MEASURED_ONLY, MODES
 from speedsim.workload.patterns import SECTIONS
 
@@ -56,21 +56,7 @@ def read_csv_table(path: Path, what: str, required: tuple[str, ...]) -> tuple[li
     a regular file (a directory; a FIFO, whose read could block), not UTF-8 text, has no rows, a
     column given twice, a missing `required` column, or a row whose cell count differs from the header's."""
     path = Path(path)
-    try:
-        mode = path.stat().st_mode
-        if stat.S_ISDIR(mode):
-            raise UserError(f"cannot read {what}: it is a directory", where=str(path))
-        if not stat.S_ISREG(mode):
-            raise UserError(f"cannot read {what}: not a regular file", where=str(path))
-        text = path.read_bytes().decode("utf-8-sig")
-    except FileNotFoundError:
-        raise UserError("no such file", where=str(path)) from None
-    except OSError as err:
-        raise UserError(f"cannot read {what}: {err.strerror}", where=str(path)) from None
-    except UnicodeDecodeError:
-        raise UserError(f"cannot read {what}: not UTF-8 text", where=str(path)) from None
-    if "\x00" in text:
-        raise UserError(f"cannot read {what}: binary data (NUL bytes)", where=str(path))
+    text = read_text_input(path, what, encoding="utf-8-sig")
     try:
         lines = list(csv.reader(io.StringIO(text, newline="")))
     except csv.Error as err:
