@@ -37,6 +37,10 @@ DEFAULT_MODEL = "t5base"  # random weights at these dimensions when no checkpoin
 DEFAULT_MAX_NEW_TOKENS = 128  # for random-weight models of a model spec
 
 
+# Sanity maxima of a measurement plan: beyond them a run allocates hundreds of GB or runs for hours.
+LIMITS = {"sequences": 1024, "max_new_tokens": 8192, "batch_sizes": 4096, "batch_ctxs": 131072}
+
+
 @dataclass(frozen=True)
 class MeasurePlan:
     """What to measure. `None` fields take the defaults of a full or a quick (smoke-test) run."""
@@ -51,6 +55,12 @@ class MeasurePlan:
     quick: bool = False
 
     def __post_init__(self) -> None:
+        for name, top in LIMITS.items():
+            value = getattr(self, name)
+            values = value if isinstance(value, tuple) else (value,) if value is not None else ()
+            if any(v > top for v in values):
+                raise UserError(f"at most {top} (a measurement, not a stress test), got {max(values)}",
+                                where="--" + name.replace("_", "-").replace("batch-ctxs", "batch-ctx"))
         unknown = [p for p in self.parts if p not in PARTS]
         if unknown or not self.parts:
             raise UserError(f"unknown part(s) {', '.join(unknown) or '(none given)'} (known: {', '.join(PARTS)})",
@@ -169,6 +179,9 @@ def measure(device: str, out: Path, checkpoint: Path | None = None, config: Path
         raise UserError("no CUDA device is available here", where="--device")
     if checkpoint is not None and config is not None:
         raise UserError("give --checkpoint or --config, not both", where="--config")
+    cores = os.cpu_count() or 1
+    if threads is not None and not 1 <= threads <= cores:
+        raise UserError(f"must be in 1..{cores} (this machine's cores), got {threads}", where="--threads")
     out = check_output(Path(out), "--out")
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     if device == "cpu":
