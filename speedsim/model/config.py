@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from speedsim.errors import UserError
+from speedsim.sharing import Sharing
 from speedsim.workload.models import FFN_KINDS
 
 
@@ -68,9 +69,9 @@ class SpeedConfig:
         return self.d_model // self.n_heads
 
     @property
-    def sharing(self) -> str:
-        """`UxR`, as the paper writes it (e.g. 4x3)."""
-        return f"{self.unique_layers}x{self.repeats}"
+    def sharing(self) -> Sharing:
+        """UxR (prints as the paper writes it, e.g. 4x3)."""
+        return Sharing(self.unique_layers, self.repeats)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/YAML-ready dict (tuples become lists)."""

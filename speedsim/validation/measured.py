@@ -10,6 +10,7 @@ from pathlib import Path
 
 from speedsim.errors import UserError
 from speedsim.fileio import read_text_input
+from speedsim.sharing import Sharing
 from speedsim.validation.schema import COLUMNS, MEASURED_ONLY, MODES
 from speedsim.workload.patterns import SECTIONS
 
@@ -31,6 +32,11 @@ class MeasuredRow:
     R: int
     us_median: float
     extra: str = ""
+
+    @property
+    def sharing(self) -> Sharing:
+        """The row's UxR: L distinct layers applied R times (a UserError if either is < 1)."""
+        return Sharing.parse(f"{self.L}x{self.R}", where=f"line {self.line}")
 
     def extra_field(self, name: str) -> str | None:
         """Value of `name=value` in the `extra` column (entries separated by ';')."""

@@ -9,7 +9,6 @@ from pathlib import Path
 from speedsim.engine.sim import time_call
 from speedsim.errors import UserError
 from speedsim.hardware.profile import HardwareProfile
-from speedsim.sharing import Sharing
 from speedsim.simulate import simulate
 from speedsim.trace.io import read_traces
 from speedsim.validation.measured import MeasuredRow, rows_for_mode
@@ -120,7 +119,7 @@ def _decode_row(profile: HardwareProfile, row: MeasuredRow, models: dict[str, Mo
         if row.L < 1 or row.R < 1:
             raise UserError(f"decode row needs L >= 1 and R >= 1 (got L={row.L}, R={row.R})", where=where)
         traces = read_traces(path)
-        cache[key] = simulate(profile, models[row.model], Sharing(row.L, row.R), traces, mode, ("sequential",))
+        cache[key] = simulate(profile, models[row.model], row.sharing, traces, mode, ("sequential",))
     result = cache[key]
     method = result.speed if row.pattern == "pipelined" else result.baselines["sequential"]
     return method.e2e_per_token_us
