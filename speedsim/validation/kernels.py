@@ -167,18 +167,27 @@ def simulated_by_class(profile: HardwareProfile, program: Program, warmup: int =
             cell[1] += 1
     return out
 
-def validate_kernels(profile: HardwareProfile, rows: list[KernelRow], models: dict[str, ModelSpec],
-                     source: str = "kernels", strict: bool = False) -> KernelReport:
-    """Compare every scenario of a kernel profile with its simulated kernels, class by class."""
+def classified_rows(profile: HardwareProfile, rows: list[KernelRow], models: dict[str, ModelSpec],
+                    source: str) -> tuple[dict[str, tuple[Program, bool]], list[tuple[KernelRow, str | None]]]:
+    """Each scenario's simulated program (built with `profile`'s software rules) and each row's class."""
     rules = KernelRules.from_profile(profile)
-    report = KernelReport(profile.name)
-    measured: dict[str, dict[str, list[float]]] = {}
     programs: dict[str, tuple[Program, bool]] = {}
+    out: list[tuple[KernelRow, str | None]] = []
     for row in rows:
         if row.scenario not in programs:
             programs[row.scenario] = scenario_program(row.scenario, models, rules, profile.default_dtype,
                                                       f"{source}:{row.line}")
-        cls = classify(row.kernel, programs[row.scenario][1])
+        out.append((row, classify(row.kernel, programs[row.scenario][1])))
+    return programs, out
+
+
+def validate_kernels(profile: HardwareProfile, rows: list[KernelRow], models: dict[str, ModelSpec],
+                     source: str = "kernels", strict: bool = False) -> KernelReport:
+    """Compare every scenario of a kernel profile with its simulated kernels, class by class."""
+    report = KernelReport(profile.name)
+    measured: dict[str, dict[str, list[float]]] = {}
+    programs, classified = classified_rows(profile, rows, models, source)
+    for row, cls in classified:
         if cls is None:
             if strict:
                 raise UserError(f"kernel '{row.kernel[:60]}' matches no class rule", where=f"{source}:{row.line}")
@@ -223,14 +232,9 @@ class KernelTargets:
 def kernel_targets(profile: HardwareProfile, rows: list[KernelRow], models: dict[str, ModelSpec],
                    source: str = "kernels") -> KernelTargets:
     """The kernel profile as calibration targets (programs built with `profile`'s software rules)."""
-    rules = KernelRules.from_profile(profile)
-    programs: dict[str, tuple[Program, bool]] = {}
     meas: dict[str, dict[str, float]] = {}
-    for row in rows:
-        if row.scenario not in programs:
-            programs[row.scenario] = scenario_program(row.scenario, models, rules, profile.default_dtype,
-                                                      f"{source}:{row.line}")
-        cls = classify(row.kernel, programs[row.scenario][1])
+    programs, classified = classified_rows(profile, rows, models, source)
+    for row, cls in classified:
         if cls is not None and row.us > 0:
             cell = meas.setdefault(row.scenario, {})
             cell[cls] = cell.get(cls, 0.0) + row.us
