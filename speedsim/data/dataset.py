@@ -85,11 +85,13 @@ class Batch:
     n_tokens: int  # number of labelled tokens
 
 
-def collate(items: list[Encoded], pad_id: int, decoder_only: bool) -> Batch:
-    """Pad a list of examples into a `Batch`."""
+def collate(items: list[Encoded], pad_id: int, decoder_only: bool, pad_to: tuple[int, int] | None = None) -> Batch:
+    """Pad a list of examples into a `Batch`: to the longest example, or to at least `pad_to`
+    (source, target) tokens, so that every batch of a stage has one shape."""
+    min_s, min_t = pad_to or (0, 0)
     if decoder_only:
         seqs = [it.src + it.tgt for it in items]
-        T = max(len(s) for s in seqs) - 1
+        T = max(max(len(s) for s in seqs), min_s + min_t) - 1
         tgt_in = torch.full((len(items), T), pad_id, dtype=torch.long)
         labels = torch.full((len(items), T), IGNORE_INDEX, dtype=torch.long)
         for i, (it, s) in enumerate(zip(items, seqs, strict=True)):
@@ -98,8 +100,8 @@ def collate(items: list[Encoded], pad_id: int, decoder_only: bool) -> Batch:
             p0 = len(it.src) - 1
             labels[i, p0 : len(s) - 1] = torch.tensor(s[p0 + 1 :])
         return Batch(None, None, tgt_in, tgt_in == pad_id, labels, int((labels != IGNORE_INDEX).sum()))
-    S = max(len(it.src) for it in items)
-    T = max(len(it.tgt) for it in items) - 1
+    S = max(max(len(it.src) for it in items), min_s)
+    T = max(max(len(it.tgt) for it in items), min_t) - 1
     src = torch.full((len(items), S), pad_id, dtype=torch.long)
     tgt_in = torch.full((len(items), T), pad_id, dtype=torch.long)
     labels = torch.full((len(items), T), IGNORE_INDEX, dtype=torch.long)
@@ -140,11 +142,14 @@ def epoch_batches(n_items: int, lengths: list[int], batch_size: int, seed: int, 
 class BatchStream:
     """The training batches, addressed by global step: `stream[step]` is always the same batch."""
 
-    def __init__(self, items: list[Encoded], batch_size: int, seed: int, pad_id: int, decoder_only: bool):
+    def __init__(
+        self, items: list[Encoded], batch_size: int, seed: int, pad_id: int, decoder_only: bool,
+        pad_to: tuple[int, int] | None = None,
+    ):
         if len(items) < batch_size:
             raise ValueError(f"{len(items)} training examples, fewer than one batch of {batch_size}")
         self.items, self.batch_size, self.seed = items, batch_size, seed
-        self.pad_id, self.decoder_only = pad_id, decoder_only
+        self.pad_id, self.decoder_only, self.pad_to = pad_id, decoder_only, pad_to
         self.lengths = [_length(it) for it in items]
         self.per_epoch = len(items) // batch_size
         self._epoch, self._batches = -1, []  # type: tuple[int, list[list[int]]]
@@ -154,7 +159,7 @@ class BatchStream:
         if epoch != self._epoch:
             self._epoch = epoch
             self._batches = epoch_batches(len(self.items), self.lengths, self.batch_size, self.seed, epoch)
-        return collate([self.items[i] for i in self._batches[k]], self.pad_id, self.decoder_only)
+        return collate([self.items[i] for i in self._batches[k]], self.pad_id, self.decoder_only, self.pad_to)
 
 
 # ------------------------------------------------------------------------------ pre-training

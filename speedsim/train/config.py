@@ -100,6 +100,10 @@ class PretrainSection(StageSection):
 
 class FinetuneSection(StageSection):
     from_scratch: Annotated[bool, Strict()] = Field(False, description="fine-tune from random weights (needed when there is no pretrain stage)")
+    fixed_shape: Annotated[bool, Strict()] = Field(
+        False, description="pad every batch to data.max_src_tokens x max_tgt_tokens: one tensor shape for the whole "
+        "stage (on a GPU, no per-shape work; more padding)"
+    )
 
 
 class EvalSection(_Section):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import statistics
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -151,7 +152,9 @@ def _data(run: _Run, name: str) -> tuple[LMStream | BatchStream, Callable[[], It
     s = cfg.stage(name)
     if len(enc["train"]) < s.batch_size:
         raise UserError(f"{len(enc['train'])} training examples, fewer than one batch of {s.batch_size}", where=run.where)
-    stream = BatchStream(enc["train"], s.batch_size, cfg.seed, pad, cfg.decoder_only)
+    fixed = cfg.finetune is not None and cfg.finetune.fixed_shape
+    pad_to = (cfg.data.max_src_tokens, cfg.data.max_tgt_tokens) if fixed else None
+    stream = BatchStream(enc["train"], s.batch_size, cfg.seed, pad, cfg.decoder_only, pad_to)
     val = enc["validation"][: cfg.eval.val_examples]
     return stream, lambda: example_batches(val, pad, cfg.decoder_only, cfg.eval.batch_size)
 
@@ -183,7 +186,9 @@ def _run_stage(run: _Run, st: _Stage, budget: int | None) -> int:
         if s.max_seconds and st.elapsed >= s.max_seconds:
             st.stopped_by_time = True
             break
-        rec: dict[str, Any] = {"step": st.step + 1, "loss": _step(run, st, batches[st.step], lr_at(st.step, s, st.elapsed), s.grad_clip)}
+        t_step = time.perf_counter()
+        loss = _step(run, st, batches[st.step], lr_at(st.step, s, st.elapsed), s.grad_clip)  # .item(): synchronised
+        rec: dict[str, Any] = {"step": st.step + 1, "loss": loss, "seconds": time.perf_counter() - t_step}
         st.step += 1
         if s.eval_every and st.step % s.eval_every == 0:
             with run.autocast():
@@ -260,7 +265,10 @@ def _final_metrics(run: _Run, stages: list[_Stage], evaluate: bool) -> dict[str,
     m["corpus"] = {"fingerprint": manifest["fingerprint"], "totals": manifest["totals"],
                    "documents_sha256": manifest["files"]["documents.jsonl.xz"]["sha256"]}
     for st in stages:
+        step_s = [r["seconds"] for r in st.history if "seconds" in r]  # batch building included
         m[st.name] = {"steps": st.step, "train_seconds": st.elapsed, "stopped_by_time": st.stopped_by_time,
+                      "median_step_seconds": statistics.median(step_s) if step_s else None,
+                      "first_step_seconds": step_s[0] if step_s else None,
                       "val_loss": st.val.get("val_loss"), "val_loss_per_exit": st.val.get("val_loss_per_exit")}
     m.update(last.val)
     m["val_rougeL"], m["rouge_examples"], m["decoded"] = None, 0, False
