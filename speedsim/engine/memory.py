@@ -74,58 +74,140 @@ class OnChipCache:
         """The current residency as an immutable `OnChipState`."""
         return OnChipState(self.capacity, tuple(self.resident.items()), self.used)
 
-    def _grow(self, tensor: str, add: float, size: float) -> None:
-        """Make `add` more bytes of `tensor` (footprint `size`) resident, evicting least recently used bytes."""
-        if size > self.capacity:  # scan resistance: a tensor larger than the level bypasses it
-            return
-        resident = self.resident
-        have = resident.pop(tensor, 0.0)
-        need = add - (self.capacity - self.used)
-        while need > 0.0 and resident:
-            victim = next(iter(resident))
-            part = resident[victim]
-            if part > need:
-                resident[victim] = part - need
-                self.used -= need
-                break
-            del resident[victim]
-            self.used -= part
-            need -= part
-        add = min(add, self.capacity - self.used)
-        resident[tensor] = have + add  # most recently used
-        self.used += add
-
     def serve(self, kernel: Kernel, dram_by_class: dict[str, float]) -> tuple[float, float]:
-        """Account one kernel's accesses; return (dram_bytes, onchip_bytes) and add DRAM bytes per class."""
+        """Account one kernel's accesses; return (dram_bytes, onchip_bytes) and add DRAM bytes per class.
+
+        The loops below are `_grow` and the read and write rules of the module docstring written out
+        inline (with the level's fill in a local): a batched step serves thousands of accesses."""
         dram = 0.0
         onchip = 0.0
         resident = self.resident
         cap = self.capacity
+        used = self.used
         for a in kernel.accesses:
-            size = a.footprint_bytes or (a.read_bytes + a.write_bytes)
-            if a.read_bytes:
-                onchip += a.read_bytes
-                if not (a.tensor == ACT and size <= cap):
-                    have = resident.pop(a.tensor, 0.0)
+            read, write = a.read_bytes, a.write_bytes
+            size = a.footprint_bytes or (read + write)
+            if read:
+                onchip += read
+                tensor = a.tensor
+                if not (tensor == ACT and size <= cap):
+                    have = resident.pop(tensor, 0.0)
                     if have > size:  # reused with a smaller footprint (the next sequence's cache)
-                        self.used -= have - size
+                        used -= have - size
                         have = size
                     if have > 0.0:
-                        resident[a.tensor] = have  # most recently used
-                    miss = a.read_bytes * (1.0 - have / size) if size > 0 else 0.0
+                        resident[tensor] = have  # most recently used
+                    miss = read * (1.0 - have / size) if size > 0 else 0.0
                     if miss > 0.0:
                         dram += miss
                         dram_by_class[a.tclass] += miss
-                        self._grow(a.tensor, size - have, size)
-            if a.write_bytes:
-                onchip += a.write_bytes
+                        if size <= cap:
+                            used = _grow(resident, cap, used, tensor, size - have)
+            if write:
+                onchip += write
                 if size > cap:
-                    dram += a.write_bytes
-                    dram_by_class[a.tclass] += a.write_bytes
+                    dram += write
+                    dram_by_class[a.tclass] += write
                 else:  # write-allocate: the written bytes are on-chip
                     have = resident.get(a.tensor, 0.0)
-                    self._grow(a.tensor, min(a.write_bytes, size - have), size)
+                    used = _grow(resident, cap, used, a.tensor, min(write, size - have))
+        items = kernel.items
+        if items is not None:
+            tclass = items.tclass
+            if items.write:  # each item writes its whole footprint
+                for tensor, size in zip(items.tensors, items.nbytes, strict=True):
+                    if not size:
+                        continue
+                    onchip += size
+                    if size > cap:
+                        dram += size
+                        dram_by_class[tclass] += size
+                        continue
+                    # write-allocate (`_grow` inline): size - have more bytes resident (fewer: a
+                    # tensor resident beyond the written bytes shrinks to them)
+                    have = resident.pop(tensor, 0.0)
+                    add = size - have
+                    need = add - (cap - used)
+                    while need > 0.0 and resident:
+                        victim = next(iter(resident))
+                        part = resident[victim]
+                        if part > need:
+                            resident[victim] = part - need
+                            used -= need
+                            break
+                        del resident[victim]
+                        used -= part
+                        need -= part
+                    free = cap - used
+                    if free < add:
+                        add = free
+                    resident[tensor] = have + add  # most recently used
+                    used += add
+            else:  # each item reads its whole footprint
+                missed = dram_by_class[tclass]
+                for tensor, size in zip(items.tensors, items.nbytes, strict=True):
+                    if not size:
+                        continue
+                    onchip += size
+                    have = resident.pop(tensor, 0.0)
+                    if have > size:  # reused with a smaller footprint
+                        used -= have - size
+                        have = size
+                    miss = size * (1.0 - have / size)
+                    if miss > 0.0 and size <= cap:
+                        dram += miss
+                        missed += miss
+                        # `_grow` inline: size - have more bytes resident, most recently used (the
+                        # tensor stays out of `resident` while others are evicted, as in `_grow`)
+                        add = size - have
+                        need = add - (cap - used)
+                        while need > 0.0 and resident:
+                            victim = next(iter(resident))
+                            part = resident[victim]
+                            if part > need:
+                                resident[victim] = part - need
+                                used -= need
+                                break
+                            del resident[victim]
+                            used -= part
+                            need -= part
+                        free = cap - used
+                        if free < add:
+                            add = free
+                        resident[tensor] = have + add
+                        used += add
+                        continue
+                    if miss > 0.0:  # larger than the level: from DRAM, and nothing evicted
+                        dram += miss
+                        missed += miss
+                    if have > 0.0:
+                        resident[tensor] = have  # most recently used
+                dram_by_class[tclass] = missed
+        self.used = used
         return dram, onchip
+
+
+def _grow(resident: dict[str, float], cap: float, used: float, tensor: str, add: float) -> float:
+    """Make `add` more bytes of `tensor` resident in `resident` (a level of `cap` bytes holding `used`),
+    evicting least recently used bytes (the last victim only in part); returns the new `used`.
+    The caller has checked that the tensor's footprint fits the level."""
+    have = resident.pop(tensor, 0.0)
+    need = add - (cap - used)
+    while need > 0.0 and resident:
+        victim = next(iter(resident))
+        part = resident[victim]
+        if part > need:
+            resident[victim] = part - need
+            used -= need
+            break
+        del resident[victim]
+        used -= part
+        need -= part
+    free = cap - used
+    if free < add:
+        add = free
+    resident[tensor] = have + add  # most recently used
+    return used + add
 
 
 def empty_class_totals() -> dict[str, float]:

@@ -57,6 +57,28 @@ class Access:
 
 
 @dataclass(frozen=True, slots=True)
+class ItemAccesses:
+    """Each batch item's own tensor in one kernel (its KV cache, its encoder K/V): item i reads,
+    or writes, all `nbytes[i]` bytes of tensor `tensors[i]`, which is also that tensor's footprint.
+
+    The same traffic as one `Access` per item (`expand()`), served in item order after the
+    kernel's `accesses`; kept as two tuples because a batched step has hundreds of items and
+    builds them every step.
+    """
+
+    tclass: str                  # one of TENSOR_CLASSES
+    tensors: tuple[str, ...]
+    nbytes: tuple[float, ...]
+    write: bool = False          # False: each item reads its bytes; True: writes them
+
+    def expand(self) -> tuple[Access, ...]:
+        """One `Access` per item."""
+        if self.write:
+            return tuple(Access(t, self.tclass, 0.0, n) for t, n in zip(self.tensors, self.nbytes, strict=True))
+        return tuple(Access(t, self.tclass, n, footprint_bytes=n) for t, n in zip(self.tensors, self.nbytes, strict=True))
+
+
+@dataclass(frozen=True, slots=True)
 class Kernel:
     """One device kernel."""
 
@@ -75,10 +97,16 @@ class Kernel:
     tile_bytes: float = 0.0      # ... the K and V bytes of one such tile
     tile_flops: float = 0.0      # ... and its FLOPs, queries padded to the kernel's query tile
     indexed: bool = False        # operands are not contiguous: offsets are computed per element first
+    items: ItemAccesses | None = None  # each batch item's own tensor, after `accesses`
+
+    @property
+    def all_accesses(self) -> tuple[Access, ...]:
+        """Every access in the order the kernel makes them: `accesses`, then one per item."""
+        return self.accesses if self.items is None else self.accesses + self.items.expand()
 
     @property
     def bytes_total(self) -> float:
-        return sum(a.read_bytes + a.write_bytes for a in self.accesses)
+        return sum(a.read_bytes + a.write_bytes for a in self.all_accesses)
 
 
 @dataclass(frozen=True)
@@ -184,19 +212,26 @@ def rmsnorm(name: str, rows: int, d: int, dtype: str) -> Kernel:
                   accesses=(Access(ACT, ACTIVATIONS, rows * d * b + d * b, rows * d * b),))
 
 
-def kv_write(name: str, cache_ids: list[str], rows_each: int, d: int, dtype: str, rules: KernelRules) -> Kernel:
+def kv_write(name: str, cache_ids: list[str] | tuple[str, ...], rows_each: int, d: int, dtype: str,
+             rules: KernelRules) -> Kernel:
     """Copy the new K (or V) rows of every batch item into its cache."""
+    return _kv_write(name, tuple(cache_ids), rows_each, d, dtype, rules)
+
+
+@lru_cache(maxsize=1024)
+def _kv_write(name: str, cache_ids: tuple[str, ...], rows_each: int, d: int, dtype: str, rules: KernelRules) -> Kernel:
+    # cached: a serving batch writes the same caches step after step until it changes
     b = _elt(dtype)
-    acc = [Access(ACT, ACTIVATIONS, len(cache_ids) * rows_each * d * b)]
-    acc += [Access(cid, KV, 0.0, rows_each * d * b, footprint_bytes=0.0) for cid in cache_ids]
+    n = len(cache_ids)
     return Kernel(name=name, flops=0.0, dtype=dtype, host_ops=rules.host_ops.kv_write, kclass=COPY, indexed=True,
-                  parallel_work=max(1, math.ceil(len(cache_ids) * rows_each * d / rules.block_elements)),
-                  accesses=tuple(acc))
+                  parallel_work=max(1, math.ceil(n * rows_each * d / rules.block_elements)),
+                  accesses=(Access(ACT, ACTIVATIONS, n * rows_each * d * b),),
+                  items=ItemAccesses(KV, cache_ids, (rows_each * d * b,) * n, write=True))
 
 
-def attention(name: str, spec: ModelSpec, queries: int, keys: list[int], cache_ids: list[str],
-              masked: bool, dtype: str, rules: KernelRules, tclass: str = KV,
-              host_ops: int | None = None) -> list[Kernel]:
+def attention(name: str, spec: ModelSpec, queries: int, keys: list[int] | tuple[int, ...],
+              cache_ids: list[str] | tuple[str, ...], masked: bool, dtype: str, rules: KernelRules,
+              tclass: str = KV, host_ops: int | None = None) -> list[Kernel]:
     """Scaled-dot-product attention of `queries` rows per batch item over that item's `keys`.
 
     One batch item per entry of `keys`/`cache_ids` (SPEED's pipelined step stacks the in-flight
@@ -213,41 +248,36 @@ def attention(name: str, spec: ModelSpec, queries: int, keys: list[int], cache_i
     by `speedsim.engine.cost`). `host_ops`: framework ops of the call (default: the profile's
     count for a self-attention).
     """
-    b = _elt(dtype)
-    h, dh, d = spec.n_heads, spec.d_head, spec.d_model
-    single = queries == 1 and not masked
-    q_tiles = 1 if single else math.ceil(queries / rules.query_tile)
-    split = (single and max(keys) >= rules.split_min_keys
-             and len(keys) * h * q_tiles < rules.split_fill * rules.units)
-    accesses = [Access(ACT, ACTIVATIONS, len(keys) * queries * d * b, len(keys) * queries * d * b)]
-    flops = 0.0
-    work = 0
-    for kv_len, cid in zip(keys, cache_ids, strict=True):
-        kv_bytes = 2.0 * kv_len * d * b  # K and V rows
-        accesses.append(Access(cid, tclass, kv_bytes, footprint_bytes=kv_bytes))
-        flops += 4.0 * queries * kv_len * d
-        work += h * (math.ceil(kv_len / rules.split_keys) if split else q_tiles)
-    block_keys = rules.split_keys if split else max(keys)
-    q_pad = rules.decode_query_tile if single else rules.query_tile
-    if not rules.pad_queries:
-        q_pad = min(q_pad, queries)
-    tile_keys = min(rules.key_tile, block_keys)
-    key_tiles = math.ceil(block_keys / tile_keys)
+    ids, lens = tuple(cache_ids), tuple(keys)
+    if len(ids) != len(lens):
+        raise ValueError(f"attention '{name}': {len(lens)} key lengths for {len(ids)} caches")
     if host_ops is None:
         host_ops = rules.host_ops.self_attention
+    return list(_attention(name, spec, queries, lens, ids, masked, dtype, rules, tclass, host_ops))
+
+
+@lru_cache(maxsize=256)
+def _attention(name: str, spec: ModelSpec, queries: int, keys: tuple[int, ...], cache_ids: tuple[str, ...],
+               masked: bool, dtype: str, rules: KernelRules, tclass: str, host_ops: int) -> tuple[Kernel, ...]:
+    # cached: a serving batch's cross-attention is the same step after step until the batch changes
+    b = _elt(dtype)
+    h = spec.n_heads
+    single = queries == 1 and not masked
+    split, flops, work, nbytes, key_tiles, tile_bytes, tile_flops = _attention_shape(spec, queries, keys, masked,
+                                                                                     dtype, rules)
     main = Kernel(name=name, flops=flops, matrix=True, dtype=dtype, parallel_work=work, host_ops=host_ops, kclass=ATTN,
-                  kind=STREAM if queries == 1 else ATTENTION, accesses=tuple(accesses), key_tiles=key_tiles,
-                  tile_bytes=2.0 * tile_keys * dh * b, tile_flops=4.0 * q_pad * tile_keys * dh)
+                  kind=STREAM if queries == 1 else ATTENTION, key_tiles=key_tiles, tile_bytes=tile_bytes,
+                  tile_flops=tile_flops, accesses=_act_access(len(keys) * queries * spec.d_model * b),
+                  items=ItemAccesses(tclass, cache_ids, nbytes))
     if split:
         if work <= h * len(keys):
-            return [main]
-        partial = work * dh * 4.0 * queries
-        return [main, Kernel(name=name + ".reduce", flops=float(work * dh), dtype=dtype, host_ops=0, kclass=REDUCE,
-                             indexed=True,
-                             parallel_work=max(1, h * len(keys)),
-                             accesses=(Access(ACT, ACTIVATIONS, partial, len(keys) * queries * d * b),))]
-    if queries == 1 and not masked:
-        return [main]  # the single-query kernel needs no preparation
+            return (main,)
+        partial = work * spec.d_head * 4.0 * queries
+        return (main, Kernel(name=name + ".reduce", flops=float(work * spec.d_head), dtype=dtype, host_ops=0,
+                             kclass=REDUCE, indexed=True, parallel_work=max(1, h * len(keys)),
+                             accesses=(Access(ACT, ACTIVATIONS, partial, len(keys) * queries * spec.d_model * b),)))
+    if single:
+        return (main,)  # the single-query kernel needs no preparation
     prep: list[Kernel] = []
     if masked:
         mask_elems = queries * max(keys)
@@ -256,14 +286,50 @@ def attention(name: str, spec: ModelSpec, queries: int, keys: list[int], cache_i
                  dataclasses.replace(elementwise(name + ".mask_where", mask_elems, 2, dtype, rules), indexed=True)]
     prep.append(elementwise(name + ".memset", len(keys) * queries * h, 0, "fp32", rules))
     # issued from inside the one attention op: no host ops of their own
-    return [dataclasses.replace(k, host_ops=0, kclass=MASK) for k in prep] + [main]
+    return (*(dataclasses.replace(k, host_ops=0, kclass=MASK) for k in prep), main)
+
+
+@lru_cache(maxsize=64)
+def _act_access(nbytes: int) -> tuple[Access, ...]:
+    """An attention call's activations: it reads its queries and writes its outputs."""
+    return (Access(ACT, ACTIVATIONS, nbytes, nbytes),)
+
+
+@lru_cache(maxsize=64)
+def _attention_shape(spec: ModelSpec, queries: int, keys: tuple[int, ...], masked: bool, dtype: str,
+                     rules: KernelRules) -> tuple[bool, float, int, tuple[float, ...], int, float, float]:
+    """What an attention call's kernels need from its key lengths alone (shared by every layer of
+    a step): split-KV or not, FLOPs, blocks, each item's K/V bytes, and one block's key tiles."""
+    b = _elt(dtype)
+    h, dh, d = spec.n_heads, spec.d_head, spec.d_model
+    single = queries == 1 and not masked
+    q_tiles = 1 if single else math.ceil(queries / rules.query_tile)
+    longest = max(keys)
+    split = single and longest >= rules.split_min_keys and len(keys) * h * q_tiles < rules.split_fill * rules.units
+    flops = 0.0
+    for kv_len in keys:
+        flops += 4.0 * queries * kv_len * d
+    if split:
+        split_keys = rules.split_keys
+        work = h * sum(math.ceil(kv_len / split_keys) for kv_len in keys)
+    else:
+        work = h * q_tiles * len(keys)
+    nbytes = tuple([2.0 * kv_len * d * b for kv_len in keys])  # K and V rows
+    block_keys = rules.split_keys if split else longest
+    q_pad = rules.decode_query_tile if single else rules.query_tile
+    if not rules.pad_queries:
+        q_pad = min(q_pad, queries)
+    tile_keys = min(rules.key_tile, block_keys)
+    key_tiles = math.ceil(block_keys / tile_keys)
+    return split, flops, work, nbytes, key_tiles, 2.0 * tile_keys * dh * b, 4.0 * q_pad * tile_keys * dh
 
 
 # ------------------------------------------------------------------------------ layers and heads
 
-def decoder_layer(spec: ModelSpec, layer_id: str, kv_lens: list[int], cache_ids: list[str],
+def decoder_layer(spec: ModelSpec, layer_id: str, kv_lens: list[int], cache_ids: list[str] | tuple[str, ...],
                   queries: int, dtype: str, rules: KernelRules,
-                  cross_ids: list[str] | None = None, cross_lens: list[int] | None = None) -> Program:
+                  cross_ids: list[str] | tuple[str, ...] | None = None,
+                  cross_lens: list[int] | tuple[int, ...] | None = None) -> Program:
     """One pre-norm decoder layer over `len(kv_lens)` batch items of `queries` tokens each.
 
     `kv_lens[i]`: keys already cached for item i (its new rows are appended before attention).
@@ -271,59 +337,70 @@ def decoder_layer(spec: ModelSpec, layer_id: str, kv_lens: list[int], cache_ids:
     `cross_ids[i]`: identity of item i's encoder K/V (cross-attention models); `cross_lens[i]`
     its encoder positions (default: every item has `spec.cross_attention_len`; a serving batch
     mixes requests with sources of different lengths).
+
+    The kernels that depend only on the batch's shape are built once per shape; those that touch
+    each item's own tensors (cache writes, attention) carry them as `ItemAccesses`.
     """
-    cross = tuple(cross_ids or [f"cross.{layer_id}"] * len(kv_lens)) if spec.cross_attention_len else ()
-    lens = tuple(cross_lens) if cross_lens is not None and spec.cross_attention_len else ()
-    before, after = _layer_parts(spec, layer_id, tuple(cache_ids), queries, dtype, rules, cross, lens)
-    attn = attention(f"{layer_id}.attn", spec, queries, [n + queries for n in kv_lens], cache_ids,
-                     queries > 1, dtype, rules)
-    return Program([*before, *attn, *after])
+    ids = tuple(cache_ids)
+    batch = len(ids)
+    pre, mid, post = _layer_shape(spec, layer_id, batch * queries, dtype, rules)
+    k_write = _kv_write(f"{layer_id}.k_write", ids, queries, spec.d_model, dtype, rules)
+    v_write = _kv_write(f"{layer_id}.v_write", ids, queries, spec.d_model, dtype, rules)
+    attn = attention(f"{layer_id}.attn", spec, queries, [n + queries for n in kv_lens], ids, queries > 1, dtype,
+                     rules)
+    kernels = [*pre, k_write, v_write, *attn, *mid]
+    if spec.cross_attention_len:
+        cross = tuple(cross_ids or [f"cross.{layer_id}"] * batch)
+        lens = tuple(cross_lens or ()) or (spec.cross_attention_len,) * batch
+        kernels += attention(f"{layer_id}.xattn", spec, queries, lens, cross, False, dtype, rules,
+                             host_ops=rules.host_ops.cross_attention)
+        kernels += post
+    return Program(kernels)
 
 
 @lru_cache(maxsize=4096)
-def _layer_parts(spec: ModelSpec, layer_id: str, cache_ids: tuple[str, ...], queries: int, dtype: str,
-                 rules: KernelRules, cross_ids: tuple[str, ...],
-                 cross_lens: tuple[int, ...] = ()) -> tuple[tuple[Kernel, ...], tuple[Kernel, ...]]:
-    """The kernels of a layer before and after its self-attention (they do not depend on KV length)."""
+def _layer_shape(spec: ModelSpec, layer_id: str, rows: int, dtype: str,
+                 rules: KernelRules) -> tuple[tuple[Kernel, ...], tuple[Kernel, ...], tuple[Kernel, ...]]:
+    """The kernels of a layer over `rows` tokens that do not depend on which caches they use or
+    their lengths: before the KV writes, after self-attention, after cross-attention (empty
+    without it)."""
     d, dff = spec.d_model, spec.d_ff
-    batch = len(cache_ids)
-    rows = batch * queries
-    before = [rmsnorm(f"{layer_id}.norm1", rows, d, dtype),
-              *linear(f"{layer_id}.qkv", f"{layer_id}.qkv", rows, d, 3 * d, dtype, rules),
-              kv_write(f"{layer_id}.k_write", list(cache_ids), queries, d, dtype, rules),
-              kv_write(f"{layer_id}.v_write", list(cache_ids), queries, d, dtype, rules)]
-    p = Program()
-    p.add(*linear(f"{layer_id}.o", f"{layer_id}.o", rows, d, d, dtype, rules))
-    p.add(elementwise(f"{layer_id}.add1", rows * d, 2, dtype, rules))
+    pre = (rmsnorm(f"{layer_id}.norm1", rows, d, dtype),
+           *linear(f"{layer_id}.qkv", f"{layer_id}.qkv", rows, d, 3 * d, dtype, rules))
+    mid = [*linear(f"{layer_id}.o", f"{layer_id}.o", rows, d, d, dtype, rules),
+           elementwise(f"{layer_id}.add1", rows * d, 2, dtype, rules)]
+    post: list[Kernel] = []
     if spec.cross_attention_len:
-        p.add(rmsnorm(f"{layer_id}.norm_x", rows, d, dtype))
-        p.add(*linear(f"{layer_id}.xq", f"{layer_id}.xq", rows, d, d, dtype, rules))
-        p.add(*attention(f"{layer_id}.xattn", spec, queries, list(cross_lens) or [spec.cross_attention_len] * batch, list(cross_ids),
-                         False, dtype, rules, host_ops=rules.host_ops.cross_attention))
-        p.add(*linear(f"{layer_id}.xo", f"{layer_id}.xo", rows, d, d, dtype, rules))
-        p.add(elementwise(f"{layer_id}.add_x", rows * d, 2, dtype, rules))
-    p.add(rmsnorm(f"{layer_id}.norm2", rows, d, dtype))
-    p.add(*linear(f"{layer_id}.w1", f"{layer_id}.w1", rows, d, (2 if spec.gated else 1) * dff, dtype, rules))
+        mid += [rmsnorm(f"{layer_id}.norm_x", rows, d, dtype),
+                *linear(f"{layer_id}.xq", f"{layer_id}.xq", rows, d, d, dtype, rules)]
+        post += [*linear(f"{layer_id}.xo", f"{layer_id}.xo", rows, d, d, dtype, rules),
+                 elementwise(f"{layer_id}.add_x", rows * d, 2, dtype, rules)]
+    tail = post if spec.cross_attention_len else mid
+    tail.append(rmsnorm(f"{layer_id}.norm2", rows, d, dtype))
+    tail += linear(f"{layer_id}.w1", f"{layer_id}.w1", rows, d, (2 if spec.gated else 1) * dff, dtype, rules)
     if spec.gated:
         # gate and up are slices of the fused w1 output: contiguous for one row, strided for several
-        p.add(dataclasses.replace(elementwise(f"{layer_id}.silu", rows * dff, 1, dtype, rules, 4.0), indexed=rows > 1),
-              dataclasses.replace(elementwise(f"{layer_id}.mul", rows * dff, 2, dtype, rules), indexed=rows > 1))
+        tail += [dataclasses.replace(elementwise(f"{layer_id}.silu", rows * dff, 1, dtype, rules, 4.0), indexed=rows > 1),
+                 dataclasses.replace(elementwise(f"{layer_id}.mul", rows * dff, 2, dtype, rules), indexed=rows > 1)]
     else:
-        p.add(elementwise(f"{layer_id}.{spec.ffn}", rows * dff, 1, dtype, rules))
-    p.add(*linear(f"{layer_id}.w2", f"{layer_id}.w2", rows, dff, d, dtype, rules))
-    p.add(elementwise(f"{layer_id}.add2", rows * d, 2, dtype, rules))
-    return tuple(before), tuple(p.kernels)
+        tail.append(elementwise(f"{layer_id}.{spec.ffn}", rows * dff, 1, dtype, rules))
+    tail += linear(f"{layer_id}.w2", f"{layer_id}.w2", rows, dff, d, dtype, rules)
+    tail.append(elementwise(f"{layer_id}.add2", rows * d, 2, dtype, rules))
+    return pre, tuple(mid), tuple(post)
 
 
 def lm_head(spec: ModelSpec, rows: int, dtype: str, rules: KernelRules, final_norm: bool = True) -> Program:
     """Final norm (optional) and the vocabulary projection for `rows` exits."""
-    p = Program()
-    if final_norm:
-        p.add(rmsnorm("head.norm", rows, spec.d_model, dtype))
-    p.add(*linear("lm_head", "lm_head", rows, spec.d_model, spec.vocab, dtype, rules, tclass=EMBEDDINGS))
-    return p
+    return Program(list(_lm_head(spec, rows, dtype, rules, final_norm)))
 
 
+@lru_cache(maxsize=1024)
+def _lm_head(spec: ModelSpec, rows: int, dtype: str, rules: KernelRules, final_norm: bool) -> tuple[Kernel, ...]:
+    norm = (rmsnorm("head.norm", rows, spec.d_model, dtype),) if final_norm else ()
+    return (*norm, *linear("lm_head", "lm_head", rows, spec.d_model, spec.vocab, dtype, rules, tclass=EMBEDDINGS))
+
+
+@lru_cache(maxsize=256)
 def bookkeeping(name: str, rules: KernelRules) -> Kernel:
     """Host-only framework work of one decoder pass (positions, KV slots, length mask of its
     tokens): costs host time in eager mode, no device time."""
@@ -331,6 +408,7 @@ def bookkeeping(name: str, rules: KernelRules) -> Kernel:
                   launches=False)
 
 
+@lru_cache(maxsize=1024)
 def embed(spec: ModelSpec, rows: int, dtype: str, rules: KernelRules) -> Kernel:
     """Gather the embeddings of `rows` newly launched tokens."""
     b = _elt(dtype)

@@ -14,6 +14,7 @@ depth has `L0..L{U*R-1}` with one cache and one encoder K/V each.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from speedsim.hardware.profile import BYTES_PER_ELEMENT
 from speedsim.sharing import Sharing
@@ -67,19 +68,49 @@ class Seq:
     prefix: str = ""
 
     def cache(self, layer: int, repeat: int | None = None) -> str:
-        return f"{self.prefix}kv.L{layer}" + ("" if repeat is None else f".r{repeat}")
+        return _cache_id(self.prefix, layer, repeat)
 
     def cross(self, layer: int) -> str:
-        return f"{self.prefix}cross.L{layer}"
+        return _cross_id(self.prefix, layer)
+
+    def ids(self, layers: int, repeat: int | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Its (cache, encoder K/V) ids in layers 0..layers-1 for a token at `repeat`."""
+        return _ids(self.prefix, layers, repeat)
 
 
-def _layer(seqs: list[Seq], layer: int, tokens: list[tuple[Seq, int, int | None]]) -> Program:
-    """Layer `layer` over `tokens` = (sequence, position, repeat or None for unshared caches)."""
+def _cache_id(prefix: str, layer: int, repeat: int | None) -> str:
+    return f"{prefix}kv.L{layer}" + ("" if repeat is None else f".r{repeat}")
+
+
+def _cross_id(prefix: str, layer: int) -> str:
+    return f"{prefix}cross.L{layer}"
+
+
+@lru_cache(maxsize=1 << 16)
+def _ids(prefix: str, layers: int, repeat: int | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    # cached: a serving step names every in-flight token's caches in every layer
+    return (tuple(_cache_id(prefix, u, repeat) for u in range(layers)),
+            tuple(_cross_id(prefix, u) for u in range(layers)))
+
+
+def _layers(seqs: list[Seq], layers: range, tokens: list[tuple[Seq, int, int | None]]) -> Program:
+    """Layers `layers` over `tokens` = (sequence, position, repeat or None for unshared caches).
+
+    What is the same in every layer (each token's KV length, source length, cache ids) is worked
+    out once for the step."""
     ctx = seqs[0].ctx
-    return decoder_layer(ctx.spec, f"L{layer}", [s.ctx.kv_before(pos) for s, pos, _ in tokens],
-                         [s.cache(layer, r) for s, _, r in tokens], 1, ctx.dtype, ctx.rules,
-                         cross_ids=[s.cross(layer) for s, _, _ in tokens],
-                         cross_lens=[s.ctx.spec.cross_attention_len for s, _, _ in tokens])
+    spec, dtype, rules = ctx.spec, ctx.dtype, ctx.rules
+    n = len(layers) and layers[-1] + 1
+    kv = [s.ctx.kv_before(pos) for s, pos, _ in tokens]
+    ids = [s.ids(n, r) for s, _, r in tokens]
+    caches = list(zip(*[c for c, _ in ids], strict=True)) if ids else [()] * n
+    crosses = list(zip(*[x for _, x in ids], strict=True)) if ids else [()] * n
+    cross_lens = [s.ctx.spec.cross_attention_len for s, _, _ in tokens]
+    p = Program()
+    for u in layers:
+        p.extend(decoder_layer(spec, f"L{u}", kv, caches[u], 1, dtype, rules, cross_ids=crosses[u],
+                               cross_lens=cross_lens))
+    return p
 
 
 def pipelined_batch(work: list[tuple[Seq, list[tuple[int, int]], int]]) -> Program:
@@ -93,8 +124,7 @@ def pipelined_batch(work: list[tuple[Seq, list[tuple[int, int]], int]]) -> Progr
     launched = sum(n for _, _, n in work)
     if launched:
         p.add(embed(ctx.spec, launched, ctx.dtype, ctx.rules))
-    for u in range(ctx.sharing.unique):
-        p.extend(_layer(seqs, u, [(s, pos, r) for s, flight, _ in work for pos, r in flight]))
+    p.extend(_layers(seqs, range(ctx.sharing.unique), [(s, pos, r) for s, flight, _ in work for pos, r in flight]))
     p.extend(lm_head(ctx.spec, sum(len(f) for _, f, _ in work), ctx.dtype, ctx.rules))
     return p
 
@@ -112,8 +142,7 @@ def sequential_batch(work: list[tuple[Seq, int]]) -> Program:
     p = Program([embed(ctx.spec, len(work), ctx.dtype, ctx.rules)])
     for r in range(ctx.sharing.repeats):
         p.add(bookkeeping(f"pass.r{r}", ctx.rules))  # one decoder pass per repeat
-        for u in range(ctx.sharing.unique):
-            p.extend(_layer(seqs, u, [(s, pos, r) for s, pos in work]))
+        p.extend(_layers(seqs, range(ctx.sharing.unique), [(s, pos, r) for s, pos in work]))
     p.extend(lm_head(ctx.spec, len(work), ctx.dtype, ctx.rules))
     return p
 
@@ -128,8 +157,7 @@ def unshared_batch(work: list[tuple[Seq, int]]) -> Program:
     seqs = [s for s, _ in work]
     ctx = seqs[0].ctx
     p = Program([embed(ctx.spec, len(work), ctx.dtype, ctx.rules), bookkeeping("pass", ctx.rules)])
-    for i in range(ctx.sharing.depth):
-        p.extend(_layer(seqs, i, [(s, pos, None) for s, pos in work]))
+    p.extend(_layers(seqs, range(ctx.sharing.depth), [(s, pos, None) for s, pos in work]))
     p.extend(lm_head(ctx.spec, len(work), ctx.dtype, ctx.rules))
     return p
 
