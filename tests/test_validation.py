@@ -167,6 +167,30 @@ def test_h200_recipe_reproduces_the_shipped_profile(cli, tmp_path):
     assert json.loads(kernels.stdout)["mape"]["all"] == round(after["kernels"], 4)
 
 
+@pytest.mark.recipe
+def test_cpu_host_recipe_reproduces_the_shipped_profile(cli, tmp_path):
+    """experiments/measured/cpu-host/README.md's recipe for cpu-host (the decode-shaped rows plus the
+    measured cost of one framework op, an eager-only fit that includes the L3's usable share) writes
+    the shipped file byte for byte (it is the recipe's fixed point), and the MAPE it prints is what
+    `validate` prints for the same rows (~5-10 s, nothing cached)."""
+    from speedsim.paths import MEASURED_DIR, PROFILE_DIR
+
+    folder = MEASURED_DIR / "cpu-host"
+    measured, spec = str(folder / "measured.csv"), str(folder / "measured.speed-4x3.yaml")
+    out = tmp_path / "cpu-host.yaml"
+    res = cli("calibrate", "--measured", measured, "--profile", "cpu-host", "--out", str(out), "--model-spec", spec,
+              "--sections", "layer,group,lmhead,ceiling/launch_add_x100", "--json")
+    assert res.returncode == 0, res.stderr
+    assert out.read_text() == (PROFILE_DIR / "cpu-host.yaml").read_text()
+    fitted = [r for r in read_measured(folder / "measured.csv")
+              if r.section in ("layer", "group", "lmhead") or r.pattern == "launch_add_x100"]
+    from speedsim.hardware import load_profile
+    from speedsim.workload import resolve_models
+
+    report = validate(load_profile("cpu-host"), fitted, resolve_models([folder / "measured.speed-4x3.yaml"]), "eager")
+    assert json.loads(res.stdout)["mape_after"]["eager"] == report.mape()["all"]
+
+
 def test_repeated_scenarios_within_noise_are_kept_and_contradictions_refused(tmp_path):
     """A scenario measured twice (the shipped H200 files repeat the lmhead rows) is kept while the
     repeats are within 2x of each other; further apart, the later row is named."""

@@ -6,7 +6,9 @@ fitted by minimising the mean absolute log error of simulated against measured p
 form (the copy row sets the DRAM efficiency, the large-GEMM rows the matrix efficiency); then
 graph-mode rows and, when given, a per-kernel profile (`speedsim.validation.kernels`: the device
 time of each kernel class per scenario) fit the device-side parameters together; eager rows
-then fit the host's eager launch overhead alone.
+then fit the host's eager launch overhead alone. Without graph-mode rows (a CPU) the device
+parameters, the eager overhead and the on-chip cache's usable share are fitted together on the
+eager rows.
 
 The parameters (path in the profile, bounds):
 """
@@ -61,9 +63,17 @@ EAGER_PARAMETER = FreeParameter(("host", "launch_overhead_us", "eager"), 0.1, 50
 # graph rows can tell them (eager rows do not depend on them).
 EAGER_ONLY_UNFITTED = frozenset({("host", "launch_overhead_us", "graph"), ("host", "launch_overhead_us", "graph_gap"),
                                  ("host", "graph_start_us")})
+# Fitted only without graph-mode rows (a CPU): the share of the last-level cache the process gets. A
+# CPU's L3 is shared with the other cores (and, in a VM, with other tenants), so its usable share is
+# not a datasheet number; the CPU's rows pin it (an unshared 12-layer group against 4 shared layers
+# that nearly fit). A GPU's L2 usable fraction stays cited and ranged (`simulate --bounds`).
+EAGER_ONLY_PARAMETERS: tuple[FreeParameter, ...] = (
+    FreeParameter(("memory", "onchip", 0, "usable_fraction"), 0.05, 1.0,
+                  "share of the last-level cache the process gets (eager-only fits: a CPU)"),
+)
 
 __doc__ += "\n".join(f"- {'.'.join(map(str, p.path))} in [{p.low}, {p.high}]: {p.what}"
-                     for p in (*(a for _, a in ANCHORS), *DEVICE_PARAMETERS, EAGER_PARAMETER))
+                     for p in (*(a for _, a in ANCHORS), *DEVICE_PARAMETERS, EAGER_PARAMETER, *EAGER_ONLY_PARAMETERS))
 
 
 def _get(d: dict, path: tuple) -> float:
@@ -172,18 +182,22 @@ def calibrate(profile: HardwareProfile, rows: list[MeasuredRow], models: dict[st
               kernels_source: str = "kernels") -> CalibrationResult:
     """Anchor the ceilings, fit the device parameters on graph rows (and kernel rows), then the eager overhead.
 
-    Without graph-mode rows (a CPU, where PyTorch runs eager only) the device parameters and the
-    eager overhead are fitted together on the eager rows. Whole-decode rows (section `decode`)
-    are never fitted: they stay an out-of-sample check for `validate`. `sections` limits the fit
-    to rows of those sections (e.g. the decode-shaped layer, group and lmhead rows). `kernels`:
-    a per-kernel profile whose class times are fitted together with the graph rows.
+    Without graph-mode rows (a CPU, where PyTorch runs eager only) the device parameters, the
+    eager overhead and the on-chip cache's usable share (`EAGER_ONLY_PARAMETERS`) are fitted
+    together on the eager rows. Whole-decode rows (section `decode`) are never fitted: they stay
+    an out-of-sample check for `validate`. `sections` limits the fit to rows of those sections
+    (e.g. the decode-shaped layer, group and lmhead rows); an item `SECTION/PATTERN` adds the rows
+    of one pattern of a section (e.g. `ceiling/launch_add_x100`, the measured cost of one framework
+    op). `kernels`: a per-kernel profile whose class times are fitted together with the graph rows.
     """
     if sections:
-        unknown = [s for s in sections if s not in KNOWN_SECTIONS]
+        unknown = [s for s in sections if s.split("/", 1)[0] not in KNOWN_SECTIONS]
         if unknown:
             raise UserError(f"unknown section(s) {', '.join(repr(s) for s in unknown)} "
-                            f"(known: {', '.join(KNOWN_SECTIONS)})", where="--sections")
-        rows = [r for r in rows if r.section in sections]
+                            f"(known: {', '.join(KNOWN_SECTIONS)}, or SECTION/PATTERN)", where="--sections")
+        rows = [r for r in rows if r.section in sections or f"{r.section}/{r.pattern}" in sections]
+        if not rows:
+            raise UserError(f"no measured rows of {', '.join(sections)}", where="--sections")
     def components(mode: str) -> list:
         return [(r, m) for r, m in rows_for_mode(rows, mode) if r.section != "decode" and (r.mode or m) == mode]
 
@@ -212,13 +226,13 @@ def calibrate(profile: HardwareProfile, rows: list[MeasuredRow], models: dict[st
             fitted = _fit_eager_overhead(fitted, eager)
         else:
             device = tuple(p for p in DEVICE_PARAMETERS if p.path not in EAGER_ONLY_UNFITTED)
-            fitted = _fit(profile, (*device, EAGER_PARAMETER), eager, max_evals)
+            fitted = _fit(profile, (*device, EAGER_PARAMETER, *EAGER_ONLY_PARAMETERS), eager, max_evals)
     if not (has_graph or eager_pairs):
         raise UserError("no measured rows to fit (only whole-decode rows?)", where=source)
 
     # round to 4 significant digits for a readable profile (changes the error by < 0.1%)
-    all_params = tuple(p for p in (*(a for _, a in ANCHORS), *DEVICE_PARAMETERS, EAGER_PARAMETER)
-                       if has_graph or p.path not in EAGER_ONLY_UNFITTED)
+    base = (*(a for _, a in ANCHORS), *DEVICE_PARAMETERS, EAGER_PARAMETER)
+    all_params = base if has_graph else (*(p for p in base if p.path not in EAGER_ONLY_UNFITTED), *EAGER_ONLY_PARAMETERS)
     fitted = with_values(fitted, all_params, [_get(fitted.model_dump(), p.path) for p in all_params], digits=4)
     modes = (*(("graph",) if has_graph else ()), *(("eager",) if eager_pairs else ()))
     before, after = errors(profile), errors(fitted)
