@@ -98,45 +98,71 @@ class CostModel:
 
         This is the kernel alone; with concurrent streams the engine shares DRAM among kernels.
         """
+        return self.plan_us(self.plan(k), dram_bytes, onchip_bytes)
+
+    def plan(self, k: Kernel) -> KernelPlan:
+        """What `kernel_us` needs of kernel `k` that does not depend on where its bytes come from
+        (the engine works it out once per kernel object, then times each run of it with `plan_us`)."""
         work = k.parallel_work
         units = self.units
-        hits = onchip_bytes - dram_bytes
         waves = -(-work // units)
-        t_bw = max(dram_bytes / self.dram_Bpus, onchip_bytes / self.onchip_Bpus)
+        tiles = 0
+        d_rate = c_rate = math_us = 0.0
+        wave_tiles = 0
         if k.key_tiles:  # one block per unit walks its key tiles one after the other
             # the multi-query kernel keeps fewer loads in flight per unit than the single-query one
+            tiles = 1 if k.kind == ATTENTION else 2
             d_rate, c_rate = ((self.attn_dram_Bpus, self.attn_onchip_Bpus) if k.kind == ATTENTION
                               else (self.unit_dram_Bpus, self.unit_onchip_Bpus))
-            per_byte = (dram_bytes / d_rate + hits / c_rate) / onchip_bytes if onchip_bytes else 0.0
-            load, math_us = k.tile_bytes * per_byte, k.tile_flops / self.unit_matrix_FLOPpus[k.dtype]
-            # the multi-query kernel's producer warps load the next tile while its consumers compute
-            # (warp-specialized, TMA); the single-query kernel loads, then computes
-            tile = self.tile_us + (max(load, math_us) if k.kind == ATTENTION else load + math_us)
-            t_mem = max(t_bw, waves * k.key_tiles * tile)
-        else:
-            # blocks run in waves of `units`: a partial last wave streams with fewer units
-            t_units = (dram_bytes / self.unit_dram_Bpus + hits / self.unit_onchip_Bpus) * waves / work
-            t_mem = max(t_bw, t_units)
-        if k.row_elements:  # one block per row walks the row serially
-            t_mem = max(t_mem, waves * k.row_elements * self.row_us_per_element)
+            math_us = k.tile_flops / self.unit_matrix_FLOPpus[k.dtype]
+            wave_tiles = waves * k.key_tiles
+        # one block per row walks the row serially
+        row_us = waves * k.row_elements * self.row_us_per_element if k.row_elements else None
+        t_comp = None
         if k.flops:
             util = work / (waves * units)
             peak = (self.matrix_FLOPpus if k.matrix else self.vector_FLOPpus)[k.dtype]
             t_comp = k.flops / (peak * util)
-            t_body = smooth_max(t_mem, t_comp, self.p)
-        else:
-            t_body = t_mem
-        # the first bytes arrive one idle load latency after the start: from DRAM, or from on-chip memory
-        first = self.dram_latency_us if dram_bytes else (self.onchip_latency_us if onchip_bytes else 0.0)
         fixed = self.matrix_latency_us if k.matrix else self.latency_us
         if k.indexed:
             fixed += self.index_us
+        peak_sheet = (self.matrix_datasheet_FLOPpus if k.matrix else self.vector_datasheet_FLOPpus)[k.dtype]
+        return (waves, work, tiles, d_rate, c_rate, k.tile_bytes, math_us, wave_tiles, row_us, t_comp, fixed,
+                k.flops / peak_sheet)
+
+    def plan_us(self, plan: KernelPlan, dram_bytes: float, onchip_bytes: float) -> float:
+        """`kernel_us` of a kernel from its `plan`."""
+        waves, work, tiles, d_rate, c_rate, tile_bytes, math_us, wave_tiles, row_us, t_comp, fixed, _ = plan
+        hits = onchip_bytes - dram_bytes
+        t_bw = max(dram_bytes / self.dram_Bpus, onchip_bytes / self.onchip_Bpus)
+        if tiles:
+            per_byte = (dram_bytes / d_rate + hits / c_rate) / onchip_bytes if onchip_bytes else 0.0
+            load = tile_bytes * per_byte
+            # the multi-query kernel's producer warps load the next tile while its consumers compute
+            # (warp-specialized, TMA); the single-query kernel loads, then computes
+            tile = self.tile_us + (max(load, math_us) if tiles == 1 else load + math_us)
+            t_mem = max(t_bw, wave_tiles * tile)
+        else:
+            # blocks run in waves of `units`: a partial last wave streams with fewer units
+            t_units = (dram_bytes / self.unit_dram_Bpus + hits / self.unit_onchip_Bpus) * waves / work
+            t_mem = max(t_bw, t_units)
+        if row_us is not None:
+            t_mem = max(t_mem, row_us)
+        t_body = t_mem if t_comp is None else smooth_max(t_mem, t_comp, self.p)
+        # the first bytes arrive one idle load latency after the start: from DRAM, or from on-chip memory
+        first = self.dram_latency_us if dram_bytes else (self.onchip_latency_us if onchip_bytes else 0.0)
         return fixed + first + t_body
 
     def roofline_us(self, k: Kernel, dram_bytes: float) -> float:
         """Closed-form lower bound: DRAM bytes at the datasheet bandwidth, FLOPs at the datasheet peak."""
         peak = (self.matrix_datasheet_FLOPpus if k.matrix else self.vector_datasheet_FLOPpus)[k.dtype]
         return max(dram_bytes / self.dram_peak_Bpus, k.flops / peak)
+
+
+# waves, blocks, tiles (0: none, 1: multi-query attention, 2: single-query), per-unit DRAM and
+# on-chip rates, tile bytes, tile math time, waves x key tiles, row time, compute time, fixed time,
+# FLOPs at the datasheet peak (the roofline's compute term)
+KernelPlan = tuple[int, int, int, float, float, float, float, int, float | None, float | None, float, float]
 
 
 def smooth_max(a: float, b: float, p: float) -> float:

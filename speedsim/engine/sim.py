@@ -37,11 +37,13 @@ from typing import Literal
 import simpy
 
 from speedsim.engine.bandwidth import SharedBandwidth
-from speedsim.engine.cost import CostModel
+from speedsim.engine.cost import CostModel, KernelPlan
 from speedsim.engine.memory import OnChipCache, OnChipState, empty_class_totals
 from speedsim.engine.recorder import Recorder
 from speedsim.hardware.profile import HardwareProfile
-from speedsim.workload.kernels import Program
+from speedsim.workload.kernels import Kernel, Program
+
+_MAX_PLANS = 4096  # kernel cost plans one stream keeps
 
 Mode = Literal["eager", "graph"]
 
@@ -178,6 +180,11 @@ class Engine:
         graph_start = self.profile.host.graph_start_us if self.mode == "graph" else 0.0
         rec = self.recorder
         units = cost.units
+        dram_Bpus, dram_peak_Bpus = cost.dram_Bpus, cost.dram_peak_Bpus
+        serve, plan_us = onchip.serve, cost.plan_us
+        # each kernel object's cost plan, worked out at its first run (the kernel is kept with its
+        # plan, so its id is not reused while cached; bounded, as a serving run builds new kernels)
+        plans: dict[int, tuple[Kernel, KernelPlan]] = {}
         previous = ""
         while True:
             index, kernels, last, done = yield queue.get()
@@ -185,15 +192,52 @@ class Engine:
             # else can compete for units or DRAM, so their spans are summed into one timeout.
             span_start = env.now
             elapsed = graph_start if len(kernels) > 1 else 0.0
-            for k in kernels:
-                if not k.launches:  # host-side framework work: no device time
-                    continue
-                dram, chip = onchip.serve(k, by_class)
-                t = cost.kernel_us(k, dram, chip)
-                if k.name != previous:  # a node of another kernel: a gap, and at most one per node_us
-                    t = max(t + node_gap, node_us)
-                previous = k.name
-                if compute is not None and dram_channel is not None:
+            if len(plans) > _MAX_PLANS:
+                plans.clear()
+            if compute is None or dram_channel is None:
+                # one stream: nothing yields between kernels, so the totals are summed in locals
+                # (the same additions in the same order) and stored once after the program
+                count, flops, dram_sum, chip_sum = tot.kernels, tot.flops, tot.dram_bytes, tot.onchip_bytes
+                roofline, device, dram_busy = tot.roofline_us, busy["device"], busy["dram"]
+                for k in kernels:
+                    if not k.launches:  # host-side framework work: no device time
+                        continue
+                    dram, chip = serve(k, by_class)
+                    entry = plans.get(id(k))
+                    if entry is None:
+                        entry = plans[id(k)] = (k, cost.plan(k))
+                    plan = entry[1]
+                    t = plan_us(plan, dram, chip)
+                    name = k.name
+                    if name != previous:  # a node of another kernel: a gap, and at most one per node_us
+                        t = max(t + node_gap, node_us)
+                    previous = name
+                    start = span_start + elapsed
+                    elapsed += t
+                    count += 1
+                    flops += k.flops
+                    dram_sum += dram
+                    chip_sum += chip
+                    roofline += max(dram / dram_peak_Bpus, plan[11])  # `CostModel.roofline_us`
+                    device += t
+                    if dram:
+                        dram_busy += min(t, dram / dram_Bpus)
+                    if rec is not None:
+                        rec.kernel(name, sid, start, t, dram, chip, index)
+                tot.kernels, tot.flops, tot.dram_bytes, tot.onchip_bytes = count, flops, dram_sum, chip_sum
+                tot.roofline_us, busy["device"], busy["dram"] = roofline, device, dram_busy
+            else:
+                for k in kernels:
+                    if not k.launches:
+                        continue
+                    dram, chip = serve(k, by_class)
+                    entry = plans.get(id(k))
+                    if entry is None:
+                        entry = plans[id(k)] = (k, cost.plan(k))
+                    t = plan_us(entry[1], dram, chip)
+                    if k.name != previous:
+                        t = max(t + node_gap, node_us)
+                    previous = k.name
                     # concurrent streams: hold the units this kernel can use, and move its DRAM
                     # bytes through the shared channel at no more than its stand-alone pace
                     need = min(units, k.parallel_work)
@@ -205,19 +249,16 @@ class Engine:
                         yield env.timeout(t)
                     t = env.now - start
                     yield compute.put(need)
-                else:
-                    start = span_start + elapsed
-                    elapsed += t
-                tot.kernels += 1
-                tot.flops += k.flops
-                tot.dram_bytes += dram
-                tot.onchip_bytes += chip
-                tot.roofline_us += cost.roofline_us(k, dram)
-                busy["device"] += t
-                if dram:
-                    busy["dram"] += min(t, dram / cost.dram_Bpus)
-                if rec is not None:
-                    rec.kernel(k.name, sid, start, t, dram, chip, index)
+                    tot.kernels += 1
+                    tot.flops += k.flops
+                    tot.dram_bytes += dram
+                    tot.onchip_bytes += chip
+                    tot.roofline_us += max(dram / dram_peak_Bpus, entry[1][11])
+                    busy["device"] += t
+                    if dram:
+                        busy["dram"] += min(t, dram / dram_Bpus)
+                    if rec is not None:
+                        rec.kernel(k.name, sid, start, t, dram, chip, index)
             if elapsed:
                 yield env.timeout(elapsed)
             if last:
