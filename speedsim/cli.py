@@ -140,7 +140,8 @@ def _validate_kernels(profile, path: Path, models, strict: bool, as_json: bool, 
 @click.option("--profile", "profile_name", required=True, help="Starting profile (name or YAML path).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Where to write the fitted profile.")
 @click.option("--name", default=None, help="Name of the fitted profile (default: the starting profile's).")
-@click.option("--sections", default=None, help="Fit only rows of these sections (comma-separated, e.g. layer,group).")
+@click.option("--sections", default=None, help="Fit only rows of these sections (comma-separated, e.g. layer,group); "
+              "SECTION/PATTERN adds one pattern's rows (e.g. ceiling/launch_add_x100).")
 @click.option("--kernels", type=click.Path(path_type=Path), default=None,
               help="Per-kernel profile fitted together with the rows (default with the shipped H200 measurements: "
                    "their kernels.csv; 'none' for no kernel rows).")
@@ -304,7 +305,9 @@ def trace_cmd(checkpoint: str, split: str, out_file: str, limit: int | None, max
               help="perfect | mispredict=P | agree=A0/A1/..., plus len=N, seqs=K, src=N, burst=B, seed=S.")
 @click.option("--baseline", type=click.Choice(["unshared", "sequential", "both", "none"]), default="both",
               show_default=True)
-@click.option("--mode", type=click.Choice(["graph", "eager"]), default="graph", show_default=True)
+@click.option("--mode", type=click.Choice(["graph", "eager"]), default="graph", show_default=True,
+              help="graph: one launch per step (CUDA graphs); eager: per framework op. A host without a graph mode "
+                   "(a CPU: host.synchronous) runs eager whatever this says, and the output says so.")
 @click.option("--src-len", type=click.IntRange(min=1), default=None,
               help="Source (encoder input or prompt) length; default: each trace's own.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Simulate only the first N sequences.")

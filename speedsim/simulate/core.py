@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,6 +29,19 @@ from speedsim.trace.schema import ExitTrace
 from speedsim.workload.models import ModelSpec
 
 MODES = ("graph", "eager")
+
+
+def effective_mode(profile: HardwareProfile, mode: str) -> tuple[str, tuple[str, ...]]:
+    """The mode a run simulates, and a note when it is not the one asked for.
+
+    A synchronous host (a CPU that runs each op itself, `host.synchronous`) has no graph mode:
+    there is no device queue to capture a graph of kernels for, and PyTorch on a CPU runs eager.
+    Graph mode on such a profile is simulated, and labelled, as eager, with a note saying so.
+    """
+    if mode == "graph" and profile.host.synchronous:
+        return "eager", (f"{profile.name} has no graph mode (its host runs each op itself): simulated in eager "
+                         "mode, the only one it has",)
+    return mode, ()
 
 
 def _gaps(phase: Phase, durations: list[float], ends: list[float]) -> tuple[float, float, int, list[float]]:
@@ -52,13 +65,17 @@ def _gaps(phase: Phase, durations: list[float], ends: list[float]) -> tuple[floa
 
 
 def summarise(method: str, phase: Phase, profile: HardwareProfile, mode: str,
-              recorder: Recorder | None = None, round_trip: bool = True) -> MethodResult:
+              recorder: Recorder | None = None, round_trip: bool = True,
+              memory: Mapping[str, float] | None = None) -> MethodResult:
     """Run one method's programs on a cold engine; its `MethodResult` (speedup still 1).
 
     `round_trip`: each step's results reach the host (copy, sync, controller: the profile's
     `host` fields) before the next step is issued, as in every real decode loop; False is the
-    what-if of control on the device.
+    what-if of control on the device. `memory`: the method's device-memory footprint by part,
+    with its `total` (`speedsim.simulate.phases.check_fits`).
     """
+    memory = dict(memory or {})
+    memory_total = memory.pop("total", math.nan)
     engine = Engine(profile, mode, recorder=recorder, round_trip=round_trip)  # type: ignore[arg-type]
     result = engine.run(phase.programs)
     prefill_us, decode_us, tokens, gaps = _gaps(phase, result.program_us(), result.program_end_us)
@@ -95,6 +112,8 @@ def summarise(method: str, phase: Phase, profile: HardwareProfile, mode: str,
         host_us_per_token=(profile.host.round_trip_us * (len(phase.programs) - sequences) / tokens
                            if round_trip and tokens else 0.0),
         speedup=1.0,
+        memory_bytes=memory_total,
+        memory_bytes_by_part=memory,
     )
 
 
@@ -127,20 +146,24 @@ def simulate(profile: HardwareProfile, spec: ModelSpec, sharing: Sharing, traces
                         where="--trace")
     if mode not in MODES:
         raise UserError(f"unknown mode '{mode}'", where="--mode")
-    need = check_fits(spec, sharing, traces, profile, baselines, src_len)
+    mode, mode_notes = effective_mode(profile, mode)
+    # each method's own footprint (the unshared baseline holds every layer), the largest checked first
+    need = {m: check_fits(spec, sharing, traces, profile, (m,) if m == "unshared" else (), src_len)
+            for m in sorted(("speed", *baselines), key=lambda m: m != "unshared")}
     phases, stats = build_phases(spec, sharing, traces, profile, baselines, policy, src_len)
     rt = not device_control
     recorders = {m: Recorder() for m in ("speed", *baselines)} if timeline else {}
-    speed = summarise("speed", phases["speed"], profile, mode, recorders.get("speed"), round_trip=rt)
-    others = {m: summarise(m, phases[m], profile, mode, recorders.get(m), round_trip=rt)
+    speed = summarise("speed", phases["speed"], profile, mode, recorders.get("speed"), round_trip=rt,
+                      memory=need["speed"])
+    others = {m: summarise(m, phases[m], profile, mode, recorders.get(m), round_trip=rt, memory=need[m])
               .with_speedup(speed.per_token_us) for m in baselines}
     if timeline is not None:  # every method's timeline, side by side
         write_text(timeline, json.dumps(merged_chrome_trace(recorders)))
     schedule = ScheduleSummary(steps=stats.steps, flushes=stats.flushes, wasted_token_passes=stats.wasted_passes,
                                mean_in_flight=stats.mean_in_flight, first_exit_miss=first_exit_miss(traces))
     return SimulationResult(profile=profile.name, model=spec.name, sharing=sharing, mode=mode,
-                            sequences=len(traces), memory_bytes=need, speed=speed, baselines=others,
-                            schedule=schedule, notes=run_notes(profile, spec, sharing))
+                            sequences=len(traces), speed=speed, baselines=others,
+                            schedule=schedule, notes=mode_notes + run_notes(profile, spec, sharing))
 
 
 def run_notes(profile: HardwareProfile, spec: ModelSpec, sharing: Sharing) -> tuple[str, ...]:
@@ -166,6 +189,7 @@ def step_points(profile: HardwareProfile, spec: ModelSpec, sharing: Sharing, tra
     steps that move no DRAM bytes (no arithmetic intensity). Rows: method, flops, dram_bytes, us.
     """
     phases, _ = build_phases(spec, sharing, traces, profile, [m for m in methods if m != "speed"], None, None)
+    mode = effective_mode(profile, mode)[0]  # type: ignore[assignment]
     rows: list[dict[str, float | str]] = []
     for method in methods:
         phase = phases[method]

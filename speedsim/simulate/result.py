@@ -50,6 +50,8 @@ class MethodResult:
     prefill_flops: float                    # the prefill's FLOPs, summed over the sequences
     host_us_per_token: float                # host round trip per decode step (copy, sync, controller), per token
     speedup: float                          # SPEED's speedup over this method: its per_token_us over SPEED's (1 for SPEED)
+    memory_bytes: float                     # device memory this method needs: weights, embeddings, KV (one sequence)
+    memory_bytes_by_part: Mapping[str, float]  # ... by part: weights, embeddings, kv, cross_kv (JSON only)
     per_token_us_low: float = math.nan      # --bounds: per_token_us with the profile's ranges at their fast end
     per_token_us_high: float = math.nan     # ... and at their slow end (NaN without --bounds)
 
@@ -84,7 +86,6 @@ class SimulationResult:
     sharing: Sharing
     mode: str                         # graph | eager
     sequences: int
-    memory_bytes: Mapping[str, float]  # device memory needed (weights, KV, ...), largest method
     speed: MethodResult
     baselines: Mapping[str, MethodResult]
     schedule: ScheduleSummary
@@ -96,11 +97,12 @@ class SimulationResult:
         yield from self.baselines.values()
 
     def to_dict(self) -> dict[str, Any]:
-        """The `--json` object: run facts and SPEED's figures at the top, baselines nested."""
+        """The `--json` object: run facts and SPEED's figures at the top (its `memory_bytes` too), each
+        baseline's figures (its own `memory_bytes` among them) nested under `baselines`."""
         head = {"profile": self.profile, "model": self.model, "sharing": str(self.sharing), "mode": self.mode,
-                "sequences": self.sequences, "memory_bytes": dict(self.memory_bytes)}
-        speed = {k: v for k, v in asdict(self.speed).items() if k != "method"}
-        base = {name: {k: v for k, v in asdict(r).items() if k != "method"} for name, r in self.baselines.items()}
+                "sequences": self.sequences}
+        speed = _figures(self.speed)
+        base = {name: _figures(r) for name, r in self.baselines.items()}
         return {**head, **speed, **asdict(self.schedule), "baselines": base, "notes": list(self.notes)}
 
     def to_rows(self) -> list[dict[str, Any]]:
@@ -108,7 +110,19 @@ class SimulationResult:
         common = {"U": self.sharing.unique, "R": self.sharing.repeats, "depth": self.sharing.depth,
                   "sequences": self.sequences}
         blank = dict.fromkeys((f.name for f in fields(ScheduleSummary)), math.nan)
-        rows = [{**common, **asdict(self.speed), **asdict(self.schedule)}]
-        rows += [{**common, **asdict(r), **blank} for r in self.baselines.values()]
+        rows = [{**common, **_row(self.speed), **asdict(self.schedule)}]
+        rows += [{**common, **_row(r), **blank} for r in self.baselines.values()]
         return rows
+
+
+def _figures(r: MethodResult) -> dict[str, Any]:
+    """A method's figures for the JSON (its name is the key it sits under)."""
+    out = {k: v for k, v in asdict(r).items() if k != "method"}
+    out["memory_bytes_by_part"] = dict(r.memory_bytes_by_part)
+    return out
+
+
+def _row(r: MethodResult) -> dict[str, Any]:
+    """A method's flat figures for a table row (the by-part breakdown stays in the JSON)."""
+    return {k: v for k, v in asdict(r).items() if k != "memory_bytes_by_part"}
 

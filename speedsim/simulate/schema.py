@@ -20,7 +20,7 @@ METRICS = [
     "per_token_us", "p50_token_us", "p99_token_us", "prefill_us", "decode_us", "total_us", "tokens",
     "sequences", "dram_bytes_per_token", "dram_weights_bytes_per_token", "dram_kv_bytes_per_token",
     "dram_activations_bytes_per_token", "dram_embeddings_bytes_per_token", "onchip_bytes_per_token",
-    "flops_per_token", "util_compute", "util_dram", "util_device_busy", "util_host", "roofline_us_per_token",
+    "flops_per_token", "memory_bytes", "util_compute", "util_dram", "util_device_busy", "util_host", "roofline_us_per_token",
     "host_us_per_token", "per_token_us_low", "per_token_us_high",
     "speedup", "steps", "flushes", "wasted_token_passes", "mean_in_flight", "first_exit_miss",
 ]
