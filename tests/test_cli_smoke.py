@@ -1,0 +1,159 @@
+"""One end-to-end smoke test per command: `speedsim COMMAND` in a subprocess, as a user runs it.
+
+Every other CLI test calls the command in-process (the `cli` fixture); these check that each command
+starts, runs on the smallest input that exercises it, exits 0 and prints a sane line. The
+subprocesses start together when the module's first test runs (most of their time is Python and
+torch starting up), and each test waits for its own; `trace` starts once `train` has written its
+checkpoint. (`simulate`'s is `tests/test_simulate.py::test_cli_simulate_json_and_timeline`.)
+`report`'s whole study takes far longer than a smoke test: its test is `--help` and an argument
+error (exit 2, one line), both through the real entry point.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import _tiny_module
+
+TIMEOUT_S = 180
+MEASURED = ("section,model,mode,pattern,n,ctx,L,R,us_median,us_min,us_max,extra\n"
+            "lmhead,t5base,graph,lmhead,1,0,0,0,14.5,14.4,14.7,\n"
+            "lmhead,t5base,graph,lmhead,4,0,0,0,15.3,15.2,15.5,\n")
+TINY_SPEC = {"name": "tiny", "d_model": 32, "n_heads": 2, "d_ff": 64, "ffn": "relu", "cross_attention_len": 12,
+             "vocab": 300, "encoder_layers": 1}
+SWEEP = {"name": "smoke", "description": "one tiny run", "fixed": {"model": "t5base", "mode": "graph", "seed": 0},
+         "blocks": [{"label": "smoke", "axes": {"profile": ["h200"], "sharing": ["2x2"], "mispredict": [0.1],
+                                                "out_len": [8]}}]}
+
+
+def _train_config(sources: Path, cache: Path) -> dict:
+    """A tiny encoder-decoder, one step of each stage, built on its own corpus cache."""
+    return {
+        "name": "tiny",
+        "data": {"task": "summarize", "vocab_size": 320, "max_src_tokens": 48, "max_tgt_tokens": 40,
+                 "sources": [str(sources)], "cache_dir": str(cache)},
+        "model": {"d_model": 32, "n_heads": 2, "d_ff": 64, "unique_layers": 2, "repeats": 2, "encoder_layers": 1,
+                  "max_len": 64, "dropout": 0.1},
+        "pretrain": {"steps": 1, "batch_size": 2, "warmup_steps": 1, "checkpoint_every": 1, "eval_every": 1,
+                     "prefix_tokens": 16, "target_tokens": 16},
+        "finetune": {"steps": 1, "batch_size": 2, "warmup_steps": 1, "checkpoint_every": 1, "eval_every": 1},
+        "eval": {"val_examples": 2, "rouge_examples": 1, "max_new_tokens": 4},
+    }
+
+
+@dataclass(frozen=True)
+class Case:
+    args: tuple[str, ...]
+    expect: str          # a regular expression one line of stdout (exit 0) or stderr (exit 2) matches
+    code: int = 0
+    after: str = ""      # the case whose process must finish first
+
+
+def _cases(d: Path) -> dict[str, Case]:
+    pkg = d / "src" / "tinypkg"
+    return {
+        "profiles": Case(("profiles",), r"^cpu-host\s+cpu\s+1\s"),
+        "validate": Case(("validate", "--measured", str(d / "m.csv"), "--profile", "h200"),
+                         r"^profile h200, mode graph: 2 rows simulated, 0 skipped$"),
+        "calibrate": Case(("calibrate", "--measured", str(d / "m.csv"), "--profile", "h200", "--out",
+                           str(d / "fit.yaml")), r"^  graph +MAPE \d+\.\d% -> \d+\.\d%"),
+        "data build": Case(("data", "build", "--source", str(pkg), "--vocab-size", "320"),
+                           r"^corpus .*: 31 modules, .* function-docstring pairs"),
+        "train": Case(("train", "--config", str(d / "train.yaml"), "--out", str(d / "run")),
+                      rf"^checkpoint: {re.escape(str(d / 'run'))}$"),
+        "trace": Case(("trace", "--checkpoint", str(d / "run"), "--out", str(d / "t.jsonl.gz"), "--limit", "1",
+                       "--max-new-tokens", "2"), r"^wrote 1 traces \(\d+ tokens\) to ", after="train"),
+        "serve": Case(("serve", "--profile", "h200", "--model", "t5base", "--sharing", "4x3", "--synthetic",
+                       "perfect,len=8", "--arrivals", "poisson:100", "--requests", "2"),
+                      r"^t5base 4x3 speed on h200 \(graph mode\): 2 requests, 16 output tokens in "),
+        "measure": Case(("measure", "--device", "cpu", "--parts", "batch", "--sharings", "2x2", "--model", "tiny",
+                         "--model-spec", str(d / "tiny.yaml"), "--batch-sizes", "2", "--batch-ctx", "8", "--quick",
+                         "--out", str(d / "batch.csv")), r"^wrote .*batch\.csv \(2 rows"),
+        "sweep": Case(("sweep", str(d / "sweep.yaml"), "--out", str(d / "sweep"), "--workers", "1"),
+                      r"^smoke: 1 runs, 0 already done, 1 ran, 0 failed"),
+        "report --help": Case(("report", "--help"), r"^Usage: speedsim report \[OPTIONS\]$"),
+        "report bad --out": Case(("report", "--out", str(d / "m.csv")), r"^speedsim: error: --out: .*m\.csv", code=2),
+    }
+
+
+class Smoke:
+    """The module's subprocesses: started together, each awaited by its own test."""
+
+    def __init__(self, d: Path, names: set[str]) -> None:
+        pkg = d / "src" / "tinypkg"
+        pkg.mkdir(parents=True)
+        (pkg / "__init__.py").write_text('"""A generated package."""\n')
+        for i in range(30):
+            (pkg / f"mod{i}.py").write_text(_tiny_module(i))
+        (d / "m.csv").write_text(MEASURED)
+        (d / "tiny.yaml").write_text(yaml.safe_dump(TINY_SPEC))
+        (d / "sweep.yaml").write_text(yaml.safe_dump(SWEEP))
+        (d / "train.yaml").write_text(yaml.safe_dump(_train_config(pkg, d / "train-cache")))
+        self.cases = _cases(d)
+        # nothing written under ~/.cache; one thread each, as several run at once
+        self.env = {**os.environ, "SPEEDSIM_CACHE": str(d / "cache"), "OMP_NUM_THREADS": "1"}
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.done: dict[str, tuple[int, str, str]] = {}
+        for name in sorted(names):
+            if not self.cases[name].after:
+                self._start(name)
+
+    def _start(self, name: str) -> None:
+        self.procs[name] = subprocess.Popen([sys.executable, "-m", "speedsim.cli", *self.cases[name].args],
+                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env)
+
+    def result(self, name: str) -> tuple[int, str, str]:
+        """(exit status, stdout, stderr) of `name`, starting it first if it waits for another case."""
+        if name not in self.done:
+            first = self.cases[name].after
+            if first:
+                code = self.result(first)[0]
+                assert code == 0, f"{first} failed, so {name} has nothing to run on"
+            if name not in self.procs:
+                self._start(name)
+            try:
+                out, err = self.procs[name].communicate(timeout=TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.procs[name].kill()
+                out, err = self.procs[name].communicate()
+            self.done[name] = (self.procs[name].returncode, out, err)
+        return self.done[name]
+
+    def close(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+
+
+@pytest.fixture(scope="module")
+def smoke(request, tmp_path_factory):
+    """Starts the subprocesses of the smoke tests selected in this session (and what they wait for)."""
+    selected = {item.callspec.params["command"] for item in request.session.items
+                if item.module is request.module and hasattr(item, "callspec")}
+    cases = _cases(Path("."))
+    selected |= {cases[n].after for n in selected if cases[n].after}
+    s = Smoke(tmp_path_factory.mktemp("smoke"), selected)
+    yield s
+    s.close()
+
+
+@pytest.mark.parametrize("command", list(_cases(Path("."))))
+def test_command_runs_in_a_subprocess(smoke: Smoke, command: str) -> None:
+    """`speedsim COMMAND` on its smallest input: the expected exit status, a sane line, no traceback (and
+    on an error, exactly one line on stderr)."""
+    code, out, err = smoke.result(command)
+    case = smoke.cases[command]
+    assert code == case.code, (command, code, err[-2000:])
+    assert "Traceback" not in err
+    lines = (out if case.code == 0 else err).splitlines()
+    assert any(re.search(case.expect, line) for line in lines), (command, case.expect, out[-2000:], err[-500:])
+    if case.code == 2:
+        assert len(err.strip().splitlines()) == 1 and not out
