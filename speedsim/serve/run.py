@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from speedsim.engine import Engine, Recorder
-from speedsim.engine.sim import CountingEnvironment, Session
+from speedsim.engine.sim import CountingEnvironment, Session, gc_paused
 from speedsim.errors import UserError
 from speedsim.fileio import check_output, write_text
 from speedsim.pipeline import Policy
@@ -90,8 +90,9 @@ def serve(s: ServeSpec, timeline: Path | None = None) -> ServeResult:
     spec = get_model(s.model, cached_models(tuple(s.model_specs)))
     rng = np.random.default_rng(s.seed)
     arrivals = parse_arrivals(s.arrivals, s.requests, s.seed)
-    requests = make_requests(_traces(s, sharing.repeats, rng), arrivals, spec, sharing, profile, s.method,
-                             Policy())
+    with gc_paused():  # each request's schedule: many small objects, no cycles
+        requests = make_requests(_traces(s, sharing.repeats, rng), arrivals, spec, sharing, profile, s.method,
+                                 Policy())
     weights = weights_bytes(spec, sharing, profile, s.method)
     capacity = s.kv_capacity_GB * 1e9 if s.kv_capacity_GB is not None \
         else profile.memory_capacity_GiB * 2**30 - weights

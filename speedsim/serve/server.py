@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import simpy
 
-from speedsim.engine.sim import CountingEnvironment, Session
+from speedsim.engine.sim import CountingEnvironment, Session, gc_paused
 from speedsim.serve.requests import Request
 from speedsim.workload.kernels import Program
 from speedsim.workload.steps import pipelined_batch, prefill, sequential_batch, unshared_batch
@@ -190,7 +190,8 @@ def run_server(session: Session, config: ServerConfig, requests: list[Request]) 
     env: CountingEnvironment = session.env
     env.process(server.arrivals())
     env.process(server.scheduler())
-    env.run()
+    with gc_paused():
+        env.run()
     server._account()
     if any(math.isnan(r.done_us) for r in server.requests):
         raise RuntimeError("a request never completed")  # a scheduler bug, not bad input

@@ -19,6 +19,7 @@ from functools import lru_cache
 from speedsim.hardware.profile import BYTES_PER_ELEMENT
 from speedsim.sharing import Sharing
 from speedsim.workload.kernels import (
+    Kernel,
     KernelRules,
     Program,
     attention,
@@ -52,8 +53,12 @@ class StepContext:
         return position if self.encoder_decoder else max(self.src_len, 1) - 1 + position
 
 
+@lru_cache(maxsize=256)
 def with_source(spec: ModelSpec, src_len: int) -> ModelSpec:
-    """The spec with cross-attention over `src_len` encoder positions (encoder-decoder models)."""
+    """The spec with cross-attention over `src_len` encoder positions (encoder-decoder models).
+
+    Cached: the sequences of one source length share one spec object, so the kernel caches keyed
+    by spec find it by identity (a serving run makes one context per request)."""
     if spec.cross_attention_len and src_len != spec.cross_attention_len:
         return spec.model_copy(update={"cross_attention_len": max(1, src_len)})
     return spec
@@ -169,6 +174,12 @@ def unshared_token(ctx: StepContext, position: int) -> Program:
 
 def encoder_layer(spec: ModelSpec, layer_id: str, tokens: int, dtype: str, rules: KernelRules) -> Program:
     """One bidirectional encoder layer over `tokens` positions (no mask, no cross-attention)."""
+    return Program(list(_encoder_layer(spec, layer_id, tokens, dtype, rules)))
+
+
+@lru_cache(maxsize=1024)
+def _encoder_layer(spec: ModelSpec, layer_id: str, tokens: int, dtype: str, rules: KernelRules) -> tuple[Kernel, ...]:
+    # cached: every request of a serving run with this source length prefills the same encoder
     d, dff = spec.d_model, spec.d_ff
     p = Program()
     p.add(rmsnorm(f"{layer_id}.norm1", tokens, d, dtype))
@@ -182,7 +193,7 @@ def encoder_layer(spec: ModelSpec, layer_id: str, tokens: int, dtype: str, rules
     p.add(elementwise(f"{layer_id}.act", tokens * dff * (2 if spec.gated else 1), 1, dtype, rules))
     p.add(*linear(f"{layer_id}.w2", f"{layer_id}.w2", tokens, dff, d, dtype, rules))
     p.add(elementwise(f"{layer_id}.add2", tokens * d, 2, dtype, rules))
-    return p
+    return tuple(p.kernels)
 
 
 def prefill(ctx: StepContext, unshared: bool = False, prefix: str = "") -> Program:
@@ -196,13 +207,7 @@ def prefill(ctx: StepContext, unshared: bool = False, prefix: str = "") -> Progr
     caches = [f"{prefix}kv.L{i}" for i in range(depth)] if unshared else \
         [f"{prefix}kv.L{i % unique}.r{i // unique}" for i in range(depth)]
     if ctx.encoder_decoder:
-        src = max(1, ctx.src_len)
-        p.add(embed(spec, src, dtype, rules))
-        for i in range(spec.encoder_layers):
-            p.extend(encoder_layer(spec, f"E{i}", src, dtype, rules))
-        for lid in dict.fromkeys(layer_ids):  # cross K/V of every distinct decoder layer
-            p.add(*linear(f"{lid}.xkv", f"{lid}.xkv", src, spec.d_model, 2 * spec.d_model, dtype, rules))
-        p.add(embed(spec, 1, dtype, rules))
+        p.add(*_encode(spec, max(1, ctx.src_len), tuple(dict.fromkeys(layer_ids)), dtype, rules))
         for lid, cache in zip(layer_ids, caches, strict=True):
             p.extend(decoder_layer(spec, lid, [0], [cache], 1, dtype, rules, cross_ids=[f"{prefix}cross.{lid}"]))
     else:
@@ -213,6 +218,20 @@ def prefill(ctx: StepContext, unshared: bool = False, prefix: str = "") -> Progr
     exits = 1 if unshared else ctx.sharing.repeats
     p.extend(lm_head(spec, exits, dtype, rules))
     return p
+
+
+@lru_cache(maxsize=256)
+def _encode(spec: ModelSpec, src: int, layer_ids: tuple[str, ...], dtype: str, rules: KernelRules) -> tuple[Kernel, ...]:
+    """A prefill's encoder: the source's embeddings, the encoder layers, the cross K/V of every
+    distinct decoder layer in `layer_ids`, and the first decoder token's embedding (the same for
+    every sequence with this source length: cached)."""
+    p = Program([embed(spec, src, dtype, rules)])
+    for i in range(spec.encoder_layers):
+        p.extend(encoder_layer(spec, f"E{i}", src, dtype, rules))
+    for lid in layer_ids:  # cross K/V of every distinct decoder layer
+        p.add(*linear(f"{lid}.xkv", f"{lid}.xkv", src, spec.d_model, 2 * spec.d_model, dtype, rules))
+    p.add(embed(spec, 1, dtype, rules))
+    return tuple(p.kernels)
 
 
 def memory_footprint(spec: ModelSpec, sharing: Sharing, max_positions: int, src_len: int, dtype: str,
