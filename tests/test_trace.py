@@ -164,3 +164,27 @@ def test_trace_stats_replays_the_pipeline() -> None:
     # (position 0 is the prefill's, outside the pipeline): one misprediction
     stats = trace_stats([_trace([[1, 1, 1], [4, 5, 5], [6, 6, 6], [7, 7, 7]])])
     assert stats["flushes"] == 1 and stats["flushes_per_token"] == pytest.approx(1 / 4)
+
+
+def test_fit_carries_flip_patterns_and_eos_stops() -> None:
+    """Exits that change more than once before settling, and decodes that stopped on <eos>,
+    are fitted and regenerated: patterns and the <eos> share come back from a large sample."""
+    spec = SyntheticSpec(repeats=3, agreement=[0.7, 0.79], patterns={"10": 0.3, "11": 0.2, "01": 0.5},
+                         lengths=[300], eos_id=2, eos_final=0.5, vocab_size=50)
+    traces = generate(spec, 60, seed=3)
+    rows = [r for t in traces for r in t.exits if settle_exit(r) > 0]
+    assert any(r[0] != r[1] != r[2] for r in rows)  # two changes: a flush at each verifying exit
+    f = fit(traces)
+    assert f.patterns is not None and f.in_order
+    assert {b: round(p, 1) for b, p in f.patterns.items()} == {"01": 0.5, "10": 0.3, "11": 0.2}
+    assert f.eos_final == pytest.approx(0.5, abs=0.15)
+    again = generate(f, 60, seed=4)
+    assert [len(t.exits) for t in again] == [len(t.exits) for t in traces]
+
+
+def test_patterns_must_agree_with_agreement() -> None:
+    """A flip pattern whose last change is not where `agreement` settles is refused."""
+    with pytest.raises(ValueError, match="patterns"):
+        SyntheticSpec(repeats=3, agreement=[0.7, 1.0], patterns={"01": 1.0})  # settles at 2, agreement says 1
+    with pytest.raises(ValueError, match="eos"):
+        SyntheticSpec(repeats=2, agreement=[0.9], eos_final=0.5)

@@ -10,6 +10,13 @@ Bursty option: whether the first exit misses (`k > 0`) follows a two-state Marko
 with `P(miss | previous missed) = burst`; the chance after a hit is set so the long-run miss
 rate stays `1 - agreement[0]`. `burst = 1 - agreement[0]` is the independent case.
 
+Flip patterns (`patterns`, set by `fit`): in a real model the exits before the settling one
+may also disagree among themselves (exit 0 says A, exit 1 B, exit 2 the final C), and each
+change of prediction is a flush. A pattern is the string of R-1 bits "exit r differs from
+exit r-1", r = 1..R-1 (its last 1 is at the settling exit); with patterns, a missed position
+draws its pattern from their distribution instead of drawing `k` alone, so flushes and wasted
+work per token follow the real trace, not only its miss rate.
+
 `fit(traces)` estimates every parameter from real traces. Randomness comes from a seeded
 `numpy.random.Generator`, never from global state.
 
@@ -17,7 +24,9 @@ rate stays `1 - agreement[0]`. `burst = 1 - agreement[0]` is the independent cas
 synthetic workload): one of `perfect`, `mispredict=P`, `agree=A0/A1/...` or `fit=TRACE`, plus
 `len=N`, `seqs=K`, `src=N`, `burst=B`, `seed=S`. `mispredict=P` settles every miss at the first
 verifying exit, so it is the optimistic bound for a miss rate P; `fit=TRACE` carries a real
-trace's settle-exit distribution, burstiness and lengths (`len=N` overrides the lengths).
+trace's settle-exit distribution, flip patterns, burstiness, lengths and stops on <eos>: by default as many
+sequences as the trace holds, with its sequences' lengths in order (`len=N`, `src=N` override
+the lengths, `seqs=K` the count).
 """
 
 from __future__ import annotations
@@ -56,6 +65,15 @@ class SyntheticSpec(BaseModel):
     src_lens: list[int] = Field([DEFAULT_SRC_LEN], min_length=1, description="source lengths in tokens, sampled uniformly per sequence")
     vocab_size: int = Field(32000, ge=2, description="token ids are drawn from [0, vocab_size)")
     eos_id: int | None = Field(None, description="recorded in the traces; never drawn as a token")
+    patterns: dict[str, float] | None = Field(
+        None, description="P(flip pattern | first exit missed): R-1 bits 'exit r differs from exit r-1' per missed "
+        "position; consistent with `agreement` (set by `fit`)"
+    )
+    eos_final: float = Field(
+        0.0, ge=0, le=1, description="P(a sequence ends on eos_id, as a decode that stopped on <eos>): SPEED then "
+        "discards the tokens in flight past it"
+    )
+    in_order: bool = Field(False, description="sequence i takes lengths[i] and src_lens[i] (cycling), not random ones")
 
     @model_validator(mode="after")
     def _check(self) -> SyntheticSpec:
@@ -71,11 +89,29 @@ class SyntheticSpec(BaseModel):
         if any(n < 1 for n in self.lengths) or any(n < 0 for n in self.src_lens):
             raise ValueError("lengths must be >= 1 and src_lens >= 0")
         object.__setattr__(self, "agreement", a)  # normalised once, at construction
+        if self.patterns is not None:
+            self._check_patterns()
+        if self.eos_final > 0 and self.eos_id is None:
+            raise ValueError("eos_final needs an eos_id")
         if self.burst is not None:
             m = 1 - a[0]
             if 0 < m < 1 and self._hit_to_miss() > 1:
                 raise ValueError(f"burst {self.burst} is too low for a miss rate of {m:.3f}")
         return self
+
+    def _check_patterns(self) -> None:
+        assert self.patterns is not None
+        R = self.repeats
+        if not self.patterns or any(len(b) != R - 1 or set(b) - {"0", "1"} or "1" not in b for b in self.patterns):
+            raise ValueError(f"patterns must be strings of {R - 1} bits with at least one 1")
+        total = sum(self.patterns.values())
+        if any(p < 0 for p in self.patterns.values()) or abs(total - 1) > 1e-6:
+            raise ValueError("pattern probabilities must be >= 0 and sum to 1")
+        implied = np.zeros(R)
+        for bits, p in self.patterns.items():
+            implied[bits.rindex("1") + 1] += p
+        if self.miss_rate > 0 and np.abs(implied - self.settle_probs()).max() > 1e-6:
+            raise ValueError("patterns disagree with agreement (their last 1 is the settling exit)")
 
     @property
     def miss_rate(self) -> float:
@@ -105,22 +141,46 @@ def generate(spec: SyntheticSpec, n: int, seed: int = 0, name: str = "synthetic"
     hit_to_miss = spec._hit_to_miss()
     miss_to_miss = spec.burst if spec.burst is not None else m
     V = spec.vocab_size
+    patterns = list(spec.patterns) if spec.patterns else None
+    pattern_p = np.array(list(spec.patterns.values())) / sum(spec.patterns.values()) if spec.patterns else None
     out = []
     for i in range(n):
-        T = int(rng.choice(spec.lengths))
-        src_len = int(rng.choice(spec.src_lens))
+        if spec.in_order:
+            T, src_len = spec.lengths[i % len(spec.lengths)], spec.src_lens[i % len(spec.src_lens)]
+        else:
+            T, src_len = int(rng.choice(spec.lengths)), int(rng.choice(spec.src_lens))
         final = _draw_tokens(rng, T, V, spec.eos_id)
+        if spec.eos_final > 0 and rng.random() < spec.eos_final:
+            final[-1] = spec.eos_id
         wrong = (final + rng.integers(1, V, size=T)) % V  # != final
         prev_miss = rng.random() < m  # start from the stationary distribution
         exits = []
         for t in range(T):
             p = miss_to_miss if prev_miss else hit_to_miss
             miss = bool(rng.random() < p) if R > 1 else False
-            k = int(rng.choice(R, p=settle)) if miss else 0
-            exits.append([int(wrong[t]) if r < k else int(final[t]) for r in range(R)])
+            if patterns is not None and miss:
+                exits.append(_flipped_row(patterns[int(rng.choice(len(patterns), p=pattern_p))], int(final[t]), V, rng))
+            else:
+                k = int(rng.choice(R, p=settle)) if miss else 0
+                exits.append([int(wrong[t]) if r < k else int(final[t]) for r in range(R)])
             prev_miss = miss
         out.append(ExitTrace(seq_id=f"{name}-{i}", src_len=src_len, repeats=R, exits=exits, eos_id=spec.eos_id, model=name))
     return out
+
+
+def _flipped_row(bits: str, final: int, V: int, rng: np.random.Generator) -> list[int]:
+    """Predictions of exits 0..R-1 ending in `final` that change exactly where `bits` has a 1
+    (bit r-1: exit r differs from exit r-1); every prediction before the last change is wrong."""
+    row = [final]
+    for b in reversed(bits):  # from the final exit back to exit 0
+        if b == "1":  # a new wrong token, neither the final one nor the one after it
+            tok = int(rng.integers(0, V))
+            while tok in (final, row[-1]) and V > 2:
+                tok = int(rng.integers(0, V))
+            row.append(tok)
+        else:
+            row.append(row[-1])
+    return row[::-1]
 
 
 def _draw_tokens(rng: np.random.Generator, T: int, V: int, eos_id: int | None) -> np.ndarray:
@@ -137,7 +197,10 @@ def fit(traces: Sequence[ExitTrace], bursty: bool = True) -> SyntheticSpec:
     settling exit is <= r). This equals plain per-exit agreement when predictions never flip
     back, and is the value that preserves the settling model's flush count otherwise.
     burst: P(first exit misses | it missed at the previous position of the same sequence).
-    lengths, src_lens: the empirical lists.
+    patterns: the distribution of flip patterns over missed positions (see the module doc).
+    eos_final: the fraction of traces that stopped on <eos>.
+    lengths, src_lens: the empirical lists, in order (`in_order`: n fitted sequences have the
+    real ones' lengths).
     """
     if not traces:
         raise ValueError("fit needs at least one trace")
@@ -147,6 +210,7 @@ def fit(traces: Sequence[ExitTrace], bursty: bool = True) -> SyntheticSpec:
     settled = np.zeros(R)
     n_pos = 0
     mm = m_prev = 0
+    counts: dict[str, int] = {}
     for tr in traces:
         prev = None
         for row in tr.exits:
@@ -154,6 +218,9 @@ def fit(traces: Sequence[ExitTrace], bursty: bool = True) -> SyntheticSpec:
             settled[k:] += 1
             n_pos += 1
             miss = k > 0
+            if miss:  # exits k.. agree and exit k-1 does not: the pattern's last 1 is at exit k
+                bits = "".join("1" if row[r] != row[r - 1] else "0" for r in range(1, R))
+                counts[bits] = counts.get(bits, 0) + 1
             if prev is not None and prev:
                 m_prev += 1
                 mm += miss
@@ -168,6 +235,7 @@ def fit(traces: Sequence[ExitTrace], bursty: bool = True) -> SyntheticSpec:
         if m < 1 and m * (1 - burst) / (1 - m) > 1:
             burst = (2 * m - 1) / m
     eos = next((t.eos_id for t in traces if t.eos_id is not None), None)
+    n_miss = sum(counts.values())
     return SyntheticSpec(
         repeats=R,
         agreement=agreement,
@@ -175,6 +243,9 @@ def fit(traces: Sequence[ExitTrace], bursty: bool = True) -> SyntheticSpec:
         lengths=[max(1, len(t.exits)) for t in traces],
         src_lens=[t.src_len for t in traces],
         eos_id=eos,
+        patterns={b: c / n_miss for b, c in sorted(counts.items())} if n_miss else None,
+        eos_final=sum(1 for t in traces if eos is not None and t.exits and t.exits[-1][-1] == eos) / len(traces),
+        in_order=True,
     )
 
 
@@ -244,7 +315,7 @@ def parse_synthetic(text: str, repeats: int) -> tuple[SyntheticSpec, int, int]:
     if not text or not text.strip():
         raise UserError("empty spec (give perfect, mispredict=P, agree=A0/A1/... or fit=TRACE)", where=WHERE)
     fields = _fields(text)
-    seqs = _number(fields, "seqs", int, DEFAULT_SEQS, 1, MAX_SYNTHETIC_SEQS)
+    seqs = _number(fields, "seqs", int, None, 1, MAX_SYNTHETIC_SEQS)
     seed = _number(fields, "seed", int, DEFAULT_SEED, 0, 2**63 - 1)
     length = _number(fields, "len", int, None, 1, MAX_SYNTHETIC_LEN)
     src = _number(fields, "src", int, None, 1, MAX_SYNTHETIC_LEN)
@@ -260,9 +331,11 @@ def parse_synthetic(text: str, repeats: int) -> tuple[SyntheticSpec, int, int]:
         update |= {"src_lens": [src]} if src else {}
         update |= {"burst": burst} if burst is not None else {}
         raw = {**base.model_dump(), **update}
+        seqs = seqs or len(base.lengths)  # by default one fitted sequence per real one, of its lengths
     else:
         raw = {"repeats": repeats, "agreement": _agreement(fields, repeats), "burst": burst,
                "lengths": [length or DEFAULT_OUT_LEN], "src_lens": [src or DEFAULT_SRC_LEN]}
+        seqs = seqs or DEFAULT_SEQS
     try:
         return SyntheticSpec.model_validate(raw), seqs, seed
     except ValidationError as err:
