@@ -1,33 +1,60 @@
 """Benchmark the serving simulation (issue 11's target: 1,000 requests x 128 output tokens at batch
 up to 32 on h200 in under 10 s on one core).
 
-    python experiments/bench_serve.py [--requests 1000] [--len 128] [--max-batch 32]
+    python experiments/bench_serve.py [--requests 1000] [--len 128] [--max-batch 32] [--repeat 1]
 
-Reports wall time, SimPy events per second, and how time grows with requests and batch size
-(token-steps = decode steps x requests in them; the cost should be linear in them).
+Prints one JSON object: `rows`, one per run (the target run first, then a quarter and half of
+its requests at the same batch, and half at a quarter of the batch), and `scaling`.
+
+Each row has wall and CPU seconds (CPU time is steadier on a shared machine), SimPy events per
+second, and the cost per token-step (token-steps = decode steps x requests in them, the unit of
+the simulator's work: every step serves each request's KV and encoder K/V in every layer).
+`scaling` says how time grows: the CPU time per token-step of every row relative to the target
+run's (1.0 everywhere = linear in token-steps, whatever the number of requests or the batch),
+and a least-squares fit of CPU seconds = fixed + per_token_step x token-steps over the rows.
+With `--repeat N` every run is repeated N times and its medians are reported.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 
 from speedsim.serve import ServeSpec, serve
 
 
-def one(requests: int, length: int, max_batch: int, rate: float) -> dict:
+def one(requests: int, length: int, max_batch: int, rate: float, repeat: int = 1) -> dict:
     spec = ServeSpec("h200", "t5base", "4x3", "speed", f"poisson:{rate}", requests,
                      synthetic=f"mispredict=0.1,len={length},src=128", max_batch=max_batch)
-    t = time.perf_counter()
-    r = serve(spec)
-    wall = time.perf_counter() - t
+    walls, cpus = [], []
+    for _ in range(repeat):
+        t, c = time.perf_counter(), time.process_time()
+        r = serve(spec)
+        walls.append(time.perf_counter() - t)
+        cpus.append(time.process_time() - c)
+    wall, cpu = statistics.median(walls), statistics.median(cpus)
     token_steps = r.mean_batch * r.steps
     return {"requests": requests, "len": length, "max_batch": max_batch, "wall_s": round(wall, 3),
-            "steps": r.steps, "mean_batch": round(r.mean_batch, 2), "token_steps": round(token_steps),
-            "events": r.events, "events_per_s": round(r.events / wall), "us_per_token_step": round(1e6 * wall / token_steps, 1),
+            "cpu_s": round(cpu, 3), "steps": r.steps, "mean_batch": round(r.mean_batch, 2),
+            "token_steps": round(token_steps), "events": r.events, "events_per_s": round(r.events / wall),
+            "us_per_token_step": round(1e6 * cpu / token_steps, 1),
             "throughput_tokens_per_s": round(r.throughput_tokens_per_s), "tpot_p99_us": round(r.tpot_us.p99, 1)}
+
+
+def scaling(rows: list[dict]) -> dict:
+    """How CPU time grows with token-steps across the rows (see the module docstring)."""
+    base = rows[0]["cpu_s"] / rows[0]["token_steps"]
+    relative = [round(r["cpu_s"] / r["token_steps"] / base, 3) for r in rows]
+    x = [r["token_steps"] for r in rows]
+    y = [r["cpu_s"] for r in rows]
+    mx, my = statistics.fmean(x), statistics.fmean(y)
+    sxx = sum((a - mx) ** 2 for a in x)
+    slope = sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True)) / sxx if sxx else 0.0
+    return {"cpu_per_token_step_relative": relative,
+            "fit_fixed_s": round(my - slope * mx, 3), "fit_us_per_token_step": round(1e6 * slope, 2)}
 
 
 def main() -> int:
@@ -36,11 +63,12 @@ def main() -> int:
     p.add_argument("--len", type=int, default=128)
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--rate", type=float, default=1e5, help="arrivals per second (high: the batch stays full)")
+    p.add_argument("--repeat", type=int, default=1, help="runs of each case (medians are reported)")
     a = p.parse_args()
-    rows = [one(a.requests, a.len, a.max_batch, a.rate)]
-    rows += [one(n, a.len, b, a.rate) for n, b in ((a.requests // 4, a.max_batch), (a.requests // 2, a.max_batch),
-                                                   (a.requests // 2, a.max_batch // 4))]
-    sys.stdout.write(json.dumps(rows, indent=1) + "\n")
+    cases = [(a.requests, a.max_batch), (a.requests // 4, a.max_batch), (a.requests // 2, a.max_batch),
+             (a.requests // 2, max(1, a.max_batch // 4))]
+    rows = [one(n, a.len, b, a.rate, a.repeat) for n, b in cases]
+    sys.stdout.write(json.dumps({"rows": rows, "scaling": scaling(rows)}, indent=1) + "\n")
     return 0
 
 

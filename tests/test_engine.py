@@ -259,3 +259,48 @@ def test_per_program_totals_add_up_to_the_run(h200, t5base, rules):
     assert sum(t.flops for t in result.per_program) == pytest.approx(result.flops, rel=1e-12)
     assert sum(t.dram_bytes for t in result.per_program) == pytest.approx(result.dram_bytes, rel=1e-12)
     assert result.per_program[0].flops == pytest.approx(steps[0].flops, rel=1e-12)
+
+
+def _serving_steps(t5base, rules) -> list[Kernel]:
+    """The kernels of a prefill and a few batched SPEED steps of three requests (KV of different lengths)."""
+    from speedsim.sharing import Sharing
+    from speedsim.workload.steps import Seq, StepContext, pipelined_batch, prefill, with_source
+
+    ctx = StepContext(with_source(t5base, 96), Sharing(2, 3), 96, "bf16", rules)
+    seqs = [Seq(ctx, f"q{i}.") for i in range(3)]
+    kernels = list(prefill(ctx, prefix="q0.").kernels)
+    for step in range(6):
+        work = [(s, [(40 * i + step + 2 - r, r) for r in range(3 - i % 2)], 1) for i, s in enumerate(seqs)]
+        kernels += pipelined_batch(work).kernels
+    return kernels
+
+
+@pytest.mark.parametrize("capacity", [42 * 2**20, 2**20, 2e5])
+def test_item_accesses_serve_as_one_access_per_item(t5base, rules, capacity):
+    """A kernel's per-item accesses (`ItemAccesses`, each request's KV and encoder K/V) move exactly
+    the bytes, and leave exactly the residency, of the same accesses given one `Access` per item,
+    with room to spare, with evictions, and with caches larger than the level."""
+    import dataclasses
+
+    kernels = [k for k in _serving_steps(t5base, rules) if k.launches]
+    assert any(k.items is not None and k.items.write for k in kernels)
+    assert any(k.items is not None and not k.items.write for k in kernels)
+    batched, expanded = OnChipCache(capacity), OnChipCache(capacity)
+    by_batched, by_expanded = empty_class_totals(), empty_class_totals()
+    for k in kernels:
+        flat = dataclasses.replace(k, accesses=k.all_accesses, items=None)
+        assert batched.serve(k, by_batched) == expanded.serve(flat, by_expanded)
+    assert by_batched == by_expanded
+    assert batched.snapshot() == expanded.snapshot()
+
+
+def test_engine_time_of_a_repeated_kernel_is_its_cost(h200, t5base, rules):
+    """The engine times each kernel by its cost plan (reusing the last time when a kernel's traffic
+    repeats): the same as `CostModel.kernel_us` kernel by kernel."""
+    kernels = [k for k in _serving_steps(t5base, rules) if k.launches]
+    recorder = Recorder()
+    Engine(h200, "eager", recorder=recorder).run([Program([k]) for k in kernels])
+    cost = CostModel.from_profile(h200)
+    cache, totals = OnChipCache(h200.l2.usable_bytes), empty_class_totals()
+    expected = [cost.kernel_us(k, *cache.serve(k, totals)) for k in kernels]
+    assert [span[3] for span in recorder.spans] == expected

@@ -123,3 +123,22 @@ def test_a_spec_may_repeat_a_builtin_but_not_replace_it(tmp_path):
     b.write_text("name: mine\nd_model: 64\nn_heads: 4\nd_ff: 512\nvocab: 1000\n")
     with pytest.raises(UserError, match="b.yaml"):
         resolve_models([a, b])
+
+
+def test_batched_layer_touches_each_items_own_caches(rules):
+    """In a batched layer each item writes one K and one V row to its own cache and attention reads
+    its own K and V (the new row included) and its own encoder K/V; shape-only kernels are shared."""
+    spec = BUILTIN_MODELS["t5base"]
+    d, b = spec.d_model, 2
+    layer = decoder_layer(spec, "L0", [10, 20, 30], ["a", "b", "c"], 1, "bf16", rules, cross_ids=["xa", "xb", "xb"],
+                          cross_lens=[64, 96, 96])
+    by_name = {k.name: k for k in layer.kernels}
+    for name in ("L0.k_write", "L0.v_write"):
+        writes = [a for a in by_name[name].all_accesses if a.tclass == "kv"]
+        assert [(a.tensor, a.write_bytes, a.read_bytes) for a in writes] == [(c, d * b, 0.0) for c in "abc"]
+    reads = [(a.tensor, a.read_bytes) for a in by_name["L0.attn"].all_accesses if a.tclass == "kv"]
+    assert reads == [("a", 2.0 * 11 * d * b), ("b", 2.0 * 21 * d * b), ("c", 2.0 * 31 * d * b)]
+    cross = [(a.tensor, a.read_bytes) for a in by_name["L0.xattn"].all_accesses if a.tclass == "kv"]
+    assert cross == [("xa", 2.0 * 64 * d * b), ("xb", 2.0 * 96 * d * b), ("xb", 2.0 * 96 * d * b)]
+    other = decoder_layer(spec, "L0", [5, 6, 7], ["d", "e", "f"], 1, "bf16", rules, cross_ids=["x"] * 3)
+    assert layer.kernels[0] is other.kernels[0]  # the norm before attention: built once per shape

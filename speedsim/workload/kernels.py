@@ -215,18 +215,29 @@ def rmsnorm(name: str, rows: int, d: int, dtype: str) -> Kernel:
 def kv_write(name: str, cache_ids: list[str] | tuple[str, ...], rows_each: int, d: int, dtype: str,
              rules: KernelRules) -> Kernel:
     """Copy the new K (or V) rows of every batch item into its cache."""
-    return _kv_write(name, tuple(cache_ids), rows_each, d, dtype, rules)
+    b = _elt(dtype)
+    ids = tuple(cache_ids)
+    return _kv_write(name, ItemAccesses(KV, ids, (rows_each * d * b,) * len(ids), write=True), rows_each, d, dtype,
+                     rules)
+
+
+def _kv_write(name: str, items: ItemAccesses, rows_each: int, d: int, dtype: str, rules: KernelRules) -> Kernel:
+    b = _elt(dtype)
+    n = len(items.tensors)
+    return Kernel(name=name, flops=0.0, dtype=dtype, host_ops=rules.host_ops.kv_write, kclass=COPY, indexed=True,
+                  parallel_work=max(1, math.ceil(n * rows_each * d / rules.block_elements)),
+                  accesses=(Access(ACT, ACTIVATIONS, n * rows_each * d * b),), items=items)
 
 
 @lru_cache(maxsize=1024)
-def _kv_write(name: str, cache_ids: tuple[str, ...], rows_each: int, d: int, dtype: str, rules: KernelRules) -> Kernel:
-    # cached: a serving batch writes the same caches step after step until it changes
+def _kv_writes(layer_id: str, cache_ids: tuple[str, ...], rows_each: int, d: int, dtype: str,
+               rules: KernelRules) -> tuple[Kernel, Kernel]:
+    """A layer's K and V cache writes (the same items; cached: a serving batch writes the same
+    caches step after step until it changes)."""
     b = _elt(dtype)
-    n = len(cache_ids)
-    return Kernel(name=name, flops=0.0, dtype=dtype, host_ops=rules.host_ops.kv_write, kclass=COPY, indexed=True,
-                  parallel_work=max(1, math.ceil(n * rows_each * d / rules.block_elements)),
-                  accesses=(Access(ACT, ACTIVATIONS, n * rows_each * d * b),),
-                  items=ItemAccesses(KV, cache_ids, (rows_each * d * b,) * n, write=True))
+    items = ItemAccesses(KV, cache_ids, (rows_each * d * b,) * len(cache_ids), write=True)
+    return (_kv_write(f"{layer_id}.k_write", items, rows_each, d, dtype, rules),
+            _kv_write(f"{layer_id}.v_write", items, rows_each, d, dtype, rules))
 
 
 def attention(name: str, spec: ModelSpec, queries: int, keys: list[int] | tuple[int, ...],
@@ -344,8 +355,7 @@ def decoder_layer(spec: ModelSpec, layer_id: str, kv_lens: list[int], cache_ids:
     ids = tuple(cache_ids)
     batch = len(ids)
     pre, mid, post = _layer_shape(spec, layer_id, batch * queries, dtype, rules)
-    k_write = _kv_write(f"{layer_id}.k_write", ids, queries, spec.d_model, dtype, rules)
-    v_write = _kv_write(f"{layer_id}.v_write", ids, queries, spec.d_model, dtype, rules)
+    k_write, v_write = _kv_writes(layer_id, ids, queries, spec.d_model, dtype, rules)
     attn = attention(f"{layer_id}.attn", spec, queries, [n + queries for n in kv_lens], ids, queries > 1, dtype,
                      rules)
     kernels = [*pre, k_write, v_write, *attn, *mid]

@@ -98,21 +98,20 @@ def _ids(prefix: str, layers: int, repeat: int | None) -> tuple[tuple[str, ...],
             tuple(_cross_id(prefix, u) for u in range(layers)))
 
 
-def _layers(seqs: list[Seq], layers: range, tokens: list[tuple[Seq, int, int | None]]) -> Program:
-    """Layers `layers` over `tokens` = (sequence, position, repeat or None for unshared caches).
+def _layers(seqs: list[Seq], n: int, tokens: list[tuple[Seq, int, int | None]]) -> Program:
+    """Layers 0..n-1 over `tokens` = (sequence, position, repeat or None for unshared caches).
 
     What is the same in every layer (each token's KV length, source length, cache ids) is worked
     out once for the step."""
     ctx = seqs[0].ctx
     spec, dtype, rules = ctx.spec, ctx.dtype, ctx.rules
-    n = len(layers) and layers[-1] + 1
     kv = [s.ctx.kv_before(pos) for s, pos, _ in tokens]
     ids = [s.ids(n, r) for s, _, r in tokens]
     caches = list(zip(*[c for c, _ in ids], strict=True)) if ids else [()] * n
     crosses = list(zip(*[x for _, x in ids], strict=True)) if ids else [()] * n
     cross_lens = [s.ctx.spec.cross_attention_len for s, _, _ in tokens]
     p = Program()
-    for u in layers:
+    for u in range(n):
         p.extend(decoder_layer(spec, f"L{u}", kv, caches[u], 1, dtype, rules, cross_ids=crosses[u],
                                cross_lens=cross_lens))
     return p
@@ -129,7 +128,7 @@ def pipelined_batch(work: list[tuple[Seq, list[tuple[int, int]], int]]) -> Progr
     launched = sum(n for _, _, n in work)
     if launched:
         p.add(embed(ctx.spec, launched, ctx.dtype, ctx.rules))
-    p.extend(_layers(seqs, range(ctx.sharing.unique), [(s, pos, r) for s, flight, _ in work for pos, r in flight]))
+    p.extend(_layers(seqs, ctx.sharing.unique, [(s, pos, r) for s, flight, _ in work for pos, r in flight]))
     p.extend(lm_head(ctx.spec, sum(len(f) for _, f, _ in work), ctx.dtype, ctx.rules))
     return p
 
@@ -147,7 +146,7 @@ def sequential_batch(work: list[tuple[Seq, int]]) -> Program:
     p = Program([embed(ctx.spec, len(work), ctx.dtype, ctx.rules)])
     for r in range(ctx.sharing.repeats):
         p.add(bookkeeping(f"pass.r{r}", ctx.rules))  # one decoder pass per repeat
-        p.extend(_layers(seqs, range(ctx.sharing.unique), [(s, pos, r) for s, pos in work]))
+        p.extend(_layers(seqs, ctx.sharing.unique, [(s, pos, r) for s, pos in work]))
     p.extend(lm_head(ctx.spec, len(work), ctx.dtype, ctx.rules))
     return p
 
@@ -162,7 +161,7 @@ def unshared_batch(work: list[tuple[Seq, int]]) -> Program:
     seqs = [s for s, _ in work]
     ctx = seqs[0].ctx
     p = Program([embed(ctx.spec, len(work), ctx.dtype, ctx.rules), bookkeeping("pass", ctx.rules)])
-    p.extend(_layers(seqs, range(ctx.sharing.depth), [(s, pos, None) for s, pos in work]))
+    p.extend(_layers(seqs, ctx.sharing.depth, [(s, pos, None) for s, pos in work]))
     p.extend(lm_head(ctx.spec, len(work), ctx.dtype, ctx.rules))
     return p
 
