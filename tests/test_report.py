@@ -30,13 +30,19 @@ FIGURES = {"latency_vs_depth_h200", "latency_vs_depth_gemmini", "speedup_vs_misp
            "speedup_vs_output_length", "dram_traffic_vs_depth", "roofline", "parity", "serving"}
 
 
-def tiny_paper(tmp_path) -> dict:
-    """A speed_paper-like spec on small trace files written here (R = 1 and R = 3)."""
+def tiny_paper(tmp_path, equal_length: bool = True) -> dict:
+    """A speed_paper-like spec on small trace files written here (R = 1 and R = 3), with (by
+    default) the equal-length block of traces fitted to them."""
     write_traces(tmp_path / "deep.jsonl", synthetic_traces("perfect,len=6,seqs=2,src=16", 1))
     write_traces(tmp_path / "shared.jsonl", synthetic_traces("mispredict=0.2,len=6,seqs=2,src=16", 3))
-    return {"name": "speed_paper", "fixed": {"label": "paper", "model": "t5base"},
-            "runs": [{"profile": "h200", "sharing": "12x1", "trace": str(tmp_path / "deep.jsonl"), "baselines": []},
-                     {"profile": "h200", "sharing": "4x3", "trace": str(tmp_path / "shared.jsonl")}]}
+    runs = [{"profile": "h200", "sharing": "12x1", "trace": str(tmp_path / "deep.jsonl"), "baselines": []},
+            {"profile": "h200", "sharing": "4x3", "trace": str(tmp_path / "shared.jsonl")}]
+    fitted = [{"profile": "h200", "sharing": "12x1", "fit": str(tmp_path / "deep.jsonl"), "baselines": []},
+              {"profile": "h200", "sharing": "4x3", "fit": str(tmp_path / "shared.jsonl")}]
+    blocks = [{"label": "paper", "runs": runs}]
+    if equal_length:
+        blocks.append({"label": "equal-length", "fixed": {"out_len": 8, "seqs": 2}, "runs": fitted})
+    return {"name": "speed_paper", "fixed": {"model": "t5base"}, "blocks": blocks}
 
 
 def write(tmp_path, spec: dict, name: str):
@@ -65,6 +71,7 @@ def test_report_writes_figures_readme_and_is_deterministic(tmp_path):
         data = (tmp_path / "a" / figure).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and b"tEXt" not in data and b"tIME" not in data
     assert "MAPE graph" in readme and "MAPE eager" in readme and "**Reading.**" in readme
+    assert "At one output length" in readme and "**Reading.** At 8 tokens" in readme
     assert (tmp_path / "a" / "data" / "study.csv").exists() and (tmp_path / "a" / "data" / "validation.csv").exists()
     build_report(tmp_path / "b", **kwargs)
     for path in sorted((tmp_path / "a").rglob("*")):
@@ -74,15 +81,15 @@ def test_report_writes_figures_readme_and_is_deterministic(tmp_path):
 
 def test_report_with_missing_traces_says_so(tmp_path):
     """Missing exit traces do not stop the report: configs with traces run, the rest are named."""
-    spec = tiny_paper(tmp_path)
-    spec["runs"][0]["trace"] = str(tmp_path / "missing.jsonl")
+    spec = tiny_paper(tmp_path, equal_length=False)
+    spec["blocks"][0]["runs"][0]["trace"] = str(tmp_path / "missing.jsonl")
     paper, note = run_paper(write(tmp_path, spec, "paper.yaml"), tmp_path / "cache", 1, None, False)
     assert paper is not None and set(paper["sharing"]) == {"4x3"} and "missing.jsonl" in note
     empty = pd.DataFrame()
     data = ReportData(study=empty, paper=paper, paper_note=note, validation={}, mape={}, steps=empty, peaks={},
                       specs=[])
     assert any(line.startswith("Partial: no exit traces shipped yet") for line in paper_section(data))
-    spec["runs"][1]["trace"] = str(tmp_path / "missing2.jsonl")
+    spec["blocks"][0]["runs"][1]["trace"] = str(tmp_path / "missing2.jsonl")
     paper, note = run_paper(write(tmp_path, spec, "paper.yaml"), tmp_path / "cache2", 1, None, False)
     assert paper is None
     data = ReportData(study=empty, paper=None, paper_note=note, validation={}, mape={}, steps=empty, peaks={},

@@ -14,6 +14,7 @@ import yaml
 
 from speedsim.errors import UserError
 from speedsim.sweep import ResultStore, load_spec, plan, read_results, run_sweep
+from speedsim.sweep.spec import RunParams
 from speedsim.sweep.store import JOURNAL
 
 SMALL = {
@@ -196,10 +197,11 @@ def test_speed_paper_spec_needs_the_shipped_traces():
     from speedsim.paths import ROOT, TRACE_DIR
 
     spec = load_spec(ROOT / "experiments" / "speed_paper.yaml")
-    names = {"12x1", "4x1", "4x3", "2x6", "3x4", "6x2"}
+    names = {"12x1", "4x1", "4x3", "2x6"}
     if all((TRACE_DIR / f"{n}.jsonl.gz").exists() for n in names):
         runs = plan(spec)
-        assert {r.trace for r in runs} == names and {r.profile for r in runs} == {"rtx-a5000", "h200"}
+        assert {r.trace for r in runs if r.label == "paper"} == names and {r.profile for r in runs} == {"rtx-a5000", "h200"}
+        assert {r.fit for r in runs if r.label == "equal-length"} == names  # the same configs at one output length
     else:
         with pytest.raises(UserError, match="trace"):
             plan(spec)
@@ -298,3 +300,16 @@ def _alive(pid: int) -> bool:
             return fh.read().split(") ")[1][0] != "Z"
     except OSError:
         return False
+
+
+def test_fit_runs_are_synthetic_runs_fitted_to_a_trace():
+    """`fit: NAME` is a synthetic workload fitted to that trace; it excludes the other accuracies and a
+    trace, and runs without it keep the keys they had before the field existed."""
+    run = RunParams(profile="h200", sharing="4x3", fit="4x3", out_len=32, seqs=3)
+    assert run.synthetic(3) == "fit=4x3,len=32,seqs=3,seed=0"
+    for bad in ({"mispredict": 0.1}, {"agree": "0.8/0.9"}, {"trace": "4x3"}):
+        with pytest.raises(ValueError):
+            RunParams(profile="h200", sharing="4x3", fit="4x3", **bad)
+    # the key this run had before `fit` existed (computed at commit 3d193d8): old results directories resume
+    assert RunParams(profile="h200", sharing="4x3", mispredict=0.1).key == "11df9f3aa4fb2ada"
+    assert run.key != RunParams(profile="h200", sharing="4x3", fit="2x6", out_len=32, seqs=3).key

@@ -4,8 +4,9 @@
 #
 #   experiments/models/train_cpu.sh [RUN_DIR]     # default: checkpoints/ (git-ignored)
 #
-# Re-running resumes every run from its checkpoints. Traces and metrics go where the report
-# reads them: experiments/traces/NAME.jsonl.gz and experiments/models/results/NAME.{train,trace}.json.
+# Re-running resumes every run from its checkpoints. Traces and metrics go beside the shipped
+# (GPU recipe) ones: experiments/traces/cpu/NAME.jsonl.gz and
+# experiments/models/results-cpu/NAME.{train,trace}.json.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
@@ -13,8 +14,8 @@ RUNS=${1:-checkpoints}
 SPEEDSIM=${SPEEDSIM:-speedsim}
 PY=${PYTHON:-python}
 CONFIGS_DIR=${CONFIGS_DIR:-experiments/models}     # overrides: a trial run with other configs and outputs
-TRACES=${TRACES:-experiments/traces}
-RESULTS=${RESULTS:-experiments/models/results}
+TRACES=${TRACES:-experiments/traces/cpu}
+RESULTS=${RESULTS:-experiments/models/results-cpu}
 mkdir -p "$RUNS" "$TRACES" "$RESULTS"
 
 "$SPEEDSIM" data build                       # corpus + tokenizer, cached (minutes, once)

@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from speedsim.sharing import Sharing  # noqa: E402
-from speedsim.simulate.schema import FIXED_DEPTH, MISPREDICT, OUT_LEN, WEIGHT_BUDGET  # noqa: E402
+from speedsim.simulate.schema import FIXED_DEPTH, MISPREDICT, OUT_LEN, PAPER, PAPER_EQUAL_LENGTH, WEIGHT_BUDGET  # noqa: E402
 
 TAB10: list[tuple[float, ...]] = [tuple(c) for c in plt.get_cmap("tab10")(range(10))]  # the ten tab10 colours
 
@@ -185,21 +185,23 @@ def speedup_vs_mispredict(df: pd.DataFrame, path: Path, paper: pd.DataFrame | No
             if sharing in PAPER_MISS:
                 lo, hi = PAPER_MISS[sharing]
                 ax.axvspan(100 * lo, 100 * hi, color=color, alpha=0.08)
-        if paper is not None and not paper.empty:
+        marks = {PAPER: ("*", 13, "real exit traces of the trained models\n(vs sequential; their own output lengths)"),
+                 PAPER_EQUAL_LENGTH: ("D", 7, "fitted to them, at 64 output tokens\n(vs sequential)")}
+        for label, (marker, size, legend) in marks.items() if paper is not None and not paper.empty else ():
             real = ok(paper)
-            real = real[real["profile"] == profile]
+            real = real[(real["profile"] == profile) & (real["label"] == label)]
             miss = real[real["method"] == "speed"].set_index("run_key")["first_exit_miss"]
             real = real[real["method"] == "sequential"]
             real = real.assign(first_exit_miss=real["run_key"].map(miss))
             for _, row in real.iterrows():
                 color = colors.get(row["sharing"], "k")
-                ax.plot(100 * row["first_exit_miss"], row["speedup"], marker="*", ms=13, color=color, ls="",
+                ax.plot(100 * row["first_exit_miss"], row["speedup"], marker=marker, ms=size, color=color, ls="",
                         markeredgecolor="k")
-                ax.annotate(row["sharing"], (100 * row["first_exit_miss"], row["speedup"]), xytext=(6, -3),
-                            textcoords="offset points", fontsize=7)
+                if label == PAPER:
+                    ax.annotate(row["sharing"], (100 * row["first_exit_miss"], row["speedup"]), xytext=(6, -3),
+                                textcoords="offset points", fontsize=7)
             if not real.empty:
-                ax.plot([], [], marker="*", ms=11, ls="", color="w", markeredgecolor="k",
-                        label="real exit traces of the trained models\n(vs sequential; their own output lengths)")
+                ax.plot([], [], marker=marker, ms=size - 2, ls="", color="w", markeredgecolor="k", label=legend)
         ax.plot([], [], color="k", ls="-", label="vs shared, sequential")
         ax.plot([], [], color="k", ls="--", label="vs unshared, same depth")
         ax.axhline(1.0, color="k", lw=0.8)
@@ -362,29 +364,37 @@ def parity(validation: dict[str, pd.DataFrame], path: Path) -> Path | None:
 # ------------------------------------------------------------------------------ the paper's comparison
 
 def speed_paper(df: pd.DataFrame, path: Path) -> Path | None:
-    """Per-token latency of each trained config on each profile, with its measured quality annotated."""
+    """Per-token latency of each trained config on each profile, with its measured quality annotated:
+    on the real traces (each model's own output lengths) and on traces fitted to them at one length."""
     data = ok(df)
     data = data[data["method"] == "speed"]
     if data.empty:
         return None
     profiles = _profiles(data)
-    configs = [c for c in ("12x1", "4x1", "4x3", "2x6", "3x4", "6x2") if c in set(data["sharing"])]
-    fig, ax = plt.subplots(figsize=(10, 4.6), layout="constrained")
-    width = 0.8 / len(profiles)
-    x = np.arange(len(configs))
-    for i, profile in enumerate(profiles):
-        part = data[data["profile"] == profile].set_index("sharing").reindex(configs)
-        bars = ax.bar(x + i * width, part["per_token_us"], width, label=profile)
-        for bar, rouge in zip(bars, part["test_rougeL"], strict=True):
-            if rouge == rouge:  # not NaN
-                ax.annotate(f"R-L {rouge:.3f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                            ha="center", va="bottom", fontsize=7)
+    panels = [(label, title) for label, title in (
+        (PAPER, "real exit traces, each model's own output lengths"),
+        (PAPER_EQUAL_LENGTH, "traces fitted to them, 64 output tokens each")) if (data["label"] == label).any()]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.6), layout="constrained", sharey=True,
+                             squeeze=False)
     names = {"12x1": "12x1\nunshared deep", "4x1": "4x1\nunshared shallow"}
-    ax.set_xticks(x + width * (len(profiles) - 1) / 2, [names.get(c, f"{c}\nSPEED") for c in configs])
-    ax.set_ylabel("per-token decode latency (µs)")
-    ax.set_xlabel("trained config (each on its own real exit traces; R-L = test ROUGE-L of the trained model)")
-    ax.grid(alpha=0.3, axis="y")
-    ax.legend()
-    ax.set_title("The SPEED paper's comparison: unshared deep and shallow decoders vs shared models with SPEED "
+    for ax, (label, title) in zip(axes[0], panels, strict=True):
+        block = data[data["label"] == label]
+        configs = [c for c in ("12x1", "4x1", "4x3", "2x6") if c in set(block["sharing"])]
+        width = 0.8 / len(profiles)
+        x = np.arange(len(configs))
+        for i, profile in enumerate(profiles):
+            part = block[block["profile"] == profile].set_index("sharing").reindex(configs)
+            bars = ax.bar(x + i * width, part["per_token_us"], width, label=profile)
+            for bar, rouge in zip(bars, part["test_rougeL"], strict=True):
+                if rouge == rouge:  # not NaN
+                    ax.annotate(f"R-L {rouge:.3f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                                ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(x + width * (len(profiles) - 1) / 2, [names.get(c, f"{c}\nSPEED") for c in configs])
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0][0].set_ylabel("per-token decode latency (µs)")
+    axes[0][0].legend()
+    fig.supxlabel("trained config (R-L = test ROUGE-L of the trained model)", fontsize=9)
+    fig.suptitle("The SPEED paper's comparison: unshared deep and shallow decoders vs shared models with SPEED "
                  "(T5-Base dimensions)", fontsize=10)
     return save(fig, path)

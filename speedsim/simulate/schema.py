@@ -35,6 +35,7 @@ FIXED_DEPTH = "fixed_depth"       # fixed depth, growing repeats
 MISPREDICT = "mispredict"         # speedup against the first-exit misprediction rate
 OUT_LEN = "out_len"               # speedup against the output length
 PAPER = "paper"                   # the SPEED paper's comparison on real traces
+PAPER_EQUAL_LENGTH = "equal-length"  # the same, on traces fitted to them at one output length
 
 
 def columns(params: list[str]) -> list[str]:

@@ -79,5 +79,5 @@ def execute(params: dict[str, Any], model_specs: tuple[str, ...] = (), base_dir:
     except Exception as err:
         raise RunFailed(f"run {run.key} ({json.dumps(run.model_dump(mode='json'), sort_keys=True)}) "
                         f"failed: {type(err).__name__}: {err}") from err
-    common = {**head, "status": "ok", "error": "", **quality_of(run.trace)}
+    common = {**head, "status": "ok", "error": "", **quality_of(run.trace or run.fit)}
     return [{k: v for k, v in {**common, **row}.items() if k in KEEP} for row in rows]

@@ -68,6 +68,8 @@ class RunParams(BaseModel):
     trace: str | None = Field(None, description="exit trace: shipped name (experiments/traces/NAME.jsonl.gz) "
                               "or a path; None = synthetic traces")
     limit: int | None = Field(None, ge=1, description="simulate only the first N sequences of the trace")
+    fit: str | None = Field(None, description="synthetic: traces fitted to this exit trace (shipped name or path; "
+                            "`--synthetic fit=`), at out_len tokens")
     mispredict: float | None = Field(None, ge=0, le=1, description="synthetic: first-exit misprediction rate")
     agree: str | None = Field(None, description="synthetic: per-exit agreement with the final exit, 'a0/a1/..'")
     burst: float | None = Field(None, ge=0, le=1, description="synthetic: P(miss | previous position missed)")
@@ -94,8 +96,9 @@ class RunParams(BaseModel):
 
     @model_validator(mode="after")
     def _one_accuracy(self) -> RunParams:
-        if self.agree is not None and self.mispredict is not None:
-            raise ValueError("give agree or mispredict, not both")
+        given = [k for k in ("fit", "agree", "mispredict") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give one of fit, agree and mispredict, not {' and '.join(given)}")
         # (against the defaults, not the fields given: a run is also rebuilt from its full dump)
         synthetic = [k for k in _SYNTHETIC_FIELDS if getattr(self, k) != RunParams.model_fields[k].default]
         if self.trace is not None and synthetic:  # they would be silently ignored
@@ -107,7 +110,9 @@ class RunParams(BaseModel):
     @property
     def key(self) -> str:
         """Stable identity of the run: 16 hex digits of a hash of its canonical JSON."""
-        canon = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        # `fit` came later: left out while unset, so the runs of older specs keep their keys
+        canon = json.dumps(self.model_dump(mode="json", exclude={"fit"} if self.fit is None else None),
+                           sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canon.encode()).hexdigest()[:16]
 
     def synthetic(self, repeats: int) -> str:
@@ -115,6 +120,10 @@ class RunParams(BaseModel):
 
         With R = 1 there is no early exit, so nothing can be mispredicted: the text is `perfect`'s.
         """
+        if self.fit:  # the real trace's lengths of source, its stops on <eos> and (R > 1) its accuracy
+            parts = [f"fit={self.fit}", f"len={self.out_len}", f"seqs={self.seqs}", f"seed={self.seed}"]
+            return ",".join(parts + ([f"src={self.src_len}"] if self.src_len else []) +
+                            ([f"burst={self.burst:g}"] if self.burst is not None else []))
         if repeats == 1:
             acc = "mispredict=0"
         elif self.agree:
@@ -129,7 +138,7 @@ class RunParams(BaseModel):
 
 
 KNOWN_AXES = tuple(RunParams.model_fields) + SHARING_AXES
-_SYNTHETIC_FIELDS = ("mispredict", "agree", "burst", "out_len", "seqs", "seed")
+_SYNTHETIC_FIELDS = ("fit", "mispredict", "agree", "burst", "out_len", "seqs", "seed")
 _NUMBER_FIELDS = ("limit", "mispredict", "burst", "out_len", "src_len", "seqs", "seed", "launch_exit", "max_in_flight")
 
 

@@ -21,7 +21,8 @@ work per token follow the real trace, not only its miss rate.
 `numpy.random.Generator`, never from global state.
 
 `parse_synthetic(text, R)` reads the command line's `--synthetic` text (also a sweep run's
-synthetic workload): one of `perfect`, `mispredict=P`, `agree=A0/A1/...` or `fit=TRACE`, plus
+synthetic workload): one of `perfect`, `mispredict=P`, `agree=A0/A1/...` or `fit=TRACE` (a
+shipped trace's name or a path), plus
 `len=N`, `seqs=K`, `src=N`, `burst=B`, `seed=S`. `mispredict=P` settles every miss at the first
 verifying exit, so it is the optimistic bound for a miss rate P; `fit=TRACE` carries a real
 trace's settle-exit distribution, flip patterns, burstiness, lengths and stops on <eos>: by default as many
@@ -33,13 +34,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from speedsim.errors import UserError, user_error
-from speedsim.trace.io import read_traces
+from speedsim.trace.io import read_traces, resolve_trace
 from speedsim.trace.schema import ExitTrace
 
 # Defaults of synthetic workloads, here and nowhere else (the CLI and sweep specs use them).
@@ -322,7 +322,7 @@ def parse_synthetic(text: str, repeats: int) -> tuple[SyntheticSpec, int, int]:
     burst = _number(fields, "burst", float, None, 0.0, 1.0)
     if "fit" in fields:
         try:
-            base = fit(read_traces(Path(fields["fit"])))
+            base = fit(read_traces(resolve_trace(fields["fit"])))
         except ValueError as err:  # no traces, or traces of several R
             raise UserError(f"fit={fields['fit']}: {err}", where=WHERE) from None
         if base.repeats != repeats:
