@@ -23,6 +23,11 @@ written by the kernel before, so their reads are on-chip.
 So parameter sharing shows up by itself: a shared group whose weights fit is read from DRAM
 once and then from on-chip memory every repeat and every step; an unshared deep decoder cycles
 through more weights than fit and streams most of them from DRAM.
+
+A kernel's accesses are served in order: its `accesses`, then its per-item ones (`ItemAccesses`:
+each batch item's own KV cache or encoder K/V, read or written whole), exactly as if each item
+were one more `Access`. A batched serving step has thousands of them, so `serve` runs the rules
+above inline, with the level's fill in a local (`tests/test_engine.py` checks the equivalence).
 """
 
 from __future__ import annotations
@@ -78,7 +83,8 @@ class OnChipCache:
         """Account one kernel's accesses; return (dram_bytes, onchip_bytes) and add DRAM bytes per class.
 
         The loops below are `_grow` and the read and write rules of the module docstring written out
-        inline (with the level's fill in a local): a batched step serves thousands of accesses."""
+        inline (with the level's fill in a local): a batched step serves thousands of accesses. The
+        order of every floating-point operation is that of one `Access` at a time."""
         dram = 0.0
         onchip = 0.0
         resident = self.resident
