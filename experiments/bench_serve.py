@@ -11,7 +11,9 @@ second, and the cost per token-step (token-steps = decode steps x requests in th
 the simulator's work: every step serves each request's KV and encoder K/V in every layer).
 `scaling` says how time grows: the CPU time per token-step of every row relative to the target
 run's (1.0 everywhere = linear in token-steps, whatever the number of requests or the batch),
-and a least-squares fit of CPU seconds = fixed + per_token_step x token-steps over the rows.
+and a least-squares fit over the rows of CPU seconds = per_step x steps + per_token_step x
+token-steps (a step's shared kernels and weights, and each request's KV in it; a smaller batch
+pays the per-step part over fewer requests).
 With `--repeat N` every run is repeated N times and its medians are reported.
 """
 
@@ -22,6 +24,8 @@ import json
 import statistics
 import sys
 import time
+
+import numpy as np
 
 from speedsim.serve import ServeSpec, serve
 
@@ -45,16 +49,15 @@ def one(requests: int, length: int, max_batch: int, rate: float, repeat: int = 1
 
 
 def scaling(rows: list[dict]) -> dict:
-    """How CPU time grows with token-steps across the rows (see the module docstring)."""
+    """How CPU time grows across the rows (see the module docstring)."""
     base = rows[0]["cpu_s"] / rows[0]["token_steps"]
     relative = [round(r["cpu_s"] / r["token_steps"] / base, 3) for r in rows]
-    x = [r["token_steps"] for r in rows]
-    y = [r["cpu_s"] for r in rows]
-    mx, my = statistics.fmean(x), statistics.fmean(y)
-    sxx = sum((a - mx) ** 2 for a in x)
-    slope = sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True)) / sxx if sxx else 0.0
-    return {"cpu_per_token_step_relative": relative,
-            "fit_fixed_s": round(my - slope * mx, 3), "fit_us_per_token_step": round(1e6 * slope, 2)}
+    # cpu = per_step x steps + per_token_step x token_steps: a step's own work (its shared kernels,
+    # the weights) and each request's in it (its KV and encoder K/V in every layer)
+    a = np.array([[r["steps"], r["token_steps"]] for r in rows], dtype=float)
+    (per_step, per_token_step), *_ = np.linalg.lstsq(a, np.array([r["cpu_s"] for r in rows]), rcond=None)
+    return {"cpu_per_token_step_relative": relative, "fit_us_per_step": round(float(1e6 * per_step), 1),
+            "fit_us_per_token_step": round(float(1e6 * per_token_step), 1)}
 
 
 def main() -> int:
