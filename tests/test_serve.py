@@ -114,3 +114,11 @@ def test_arrival_file_and_cli_timeline(cli, tmp_path):
     assert {"compute", "dram", "kv"} <= set(result["utilization"]) and result["requests"] == 4
     events = json.loads(timeline.read_text())["traceEvents"]
     assert any(e["ph"] == "C" for e in events) and any(e["ph"] == "X" for e in events)
+
+
+def test_serve_on_a_host_without_graph_mode_runs_eager(cli):
+    """cpu-host has no graph mode: `serve --mode graph` simulates, and reports, eager (as simulate does)."""
+    args = ("serve", "--profile", "cpu-host", "--model", "t5base", "--sharing", "4x3", "--synthetic",
+            "mispredict=0.1,len=8", "--method", "speed", "--arrivals", "poisson:5", "--requests", "3", "--json")
+    graph, eager = (json.loads(cli(*args, "--mode", m).stdout) for m in ("graph", "eager"))
+    assert graph["mode"] == "eager" and graph == eager

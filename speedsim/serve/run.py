@@ -19,6 +19,7 @@ from speedsim.serve.metrics import RequestRecord, ServeResult, Utilization, late
 from speedsim.serve.requests import METHODS, make_requests, weights_bytes
 from speedsim.serve.server import PREFILL_MODES, ServerConfig, run_server
 from speedsim.sharing import Sharing
+from speedsim.simulate.core import effective_mode
 from speedsim.simulate.scenario import cached_models, cached_profile, cached_traces
 from speedsim.trace.io import resolve_trace
 from speedsim.trace.schema import ExitTrace
@@ -102,7 +103,8 @@ def serve(s: ServeSpec, timeline: Path | None = None) -> ServeResult:
                         f"{largest.src_len}) but only {max(capacity, 0) / 1e9:.3f} GB is free for KV next to "
                         f"{weights / 1e9:.3f} GB of weights on {profile.name}", where="--kv-capacity-GB")
     recorder = Recorder() if timeline else None
-    engine = Engine(profile, s.mode, recorder=recorder)  # type: ignore[arg-type]
+    mode, _ = effective_mode(profile, s.mode)  # a CPU host has no graph mode: the result says eager
+    engine = Engine(profile, mode, recorder=recorder)  # type: ignore[arg-type]
     env = CountingEnvironment()
     session = Session(engine, env, streams=2 if s.prefill == "stream" else 1)
     config = ServerConfig(s.method, s.max_batch, capacity, s.prefill, s.prefill_budget,
@@ -117,7 +119,7 @@ def serve(s: ServeSpec, timeline: Path | None = None) -> ServeResult:
     if recorder is not None and timeline is not None:
         _write_timeline(timeline, recorder, server.queue_samples)
     return ServeResult(
-        profile=profile.name, model=spec.name, sharing=str(sharing), method=s.method, mode=s.mode, **facts,
+        profile=profile.name, model=spec.name, sharing=str(sharing), method=s.method, mode=mode, **facts,
         mean_batch=server.batch_sum / max(server.steps, 1),
         mean_tokens_per_step=server.token_sum / max(server.steps, 1),
         mean_queue_length=server.queue_area / span,
