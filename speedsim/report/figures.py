@@ -187,9 +187,9 @@ def speedup_vs_mispredict(df: pd.DataFrame, path: Path, paper: pd.DataFrame | No
                 ax.axvspan(100 * lo, 100 * hi, color=color, alpha=0.08)
         marks = {PAPER: ("*", 13, "real exit traces of the trained models\n(vs sequential; their own output lengths)"),
                  PAPER_EQUAL_LENGTH: ("D", 7, "fitted to them, at 64 output tokens\n(vs sequential)")}
-        for label, (marker, size, legend) in marks.items() if paper is not None and not paper.empty else ():
-            real = ok(paper)
-            real = real[(real["profile"] == profile) & (real["label"] == label)]
+        runs = ok(paper) if paper is not None and not paper.empty else pd.DataFrame()
+        for label, (marker, size, legend) in marks.items() if not runs.empty else ():
+            real = runs[(runs["profile"] == profile) & (runs["label"] == label)]
             miss = real[real["method"] == "speed"].set_index("run_key")["first_exit_miss"]
             real = real[real["method"] == "sequential"]
             real = real.assign(first_exit_miss=real["run_key"].map(miss))
