@@ -555,6 +555,12 @@ SYNTHETIC_CASES = [
     "len=99999999", "seqs=0", "seqs=1.5", "mispredict=inf", "mispredict=nan", "mispredict=-0.1", "mispredict=1.5",
     "mispredict=0x1", "burst=nan", "burst=2", "agree=0.5", "agree=0.5/1/1/1", "agree=0.5/0.4/1", "agree=nan/1",
     "agree=0.5/0.7/0.9", "agree=0.5//1", "agree=", "fit=/no/such/trace.jsonl",
+    # a burst that contradicts a miss rate of 1 (every miss follows a miss) gave the numbers of a rate of 0.5
+    "mispredict=1,burst=0", "agree=0/0/1,burst=0.5",
+    # one token per sequence: nothing to decode (the error named --trace, which was not given)
+    "perfect,len=1", "mispredict=0.2,len=1,seqs=4",
+    # each within its own bound, together weeks of simulation
+    "perfect,seqs=10000,len=65536",
 ]
 
 
@@ -566,13 +572,24 @@ def test_bad_synthetic(cli, text: str) -> None:
     assert_bad(res, "trace.jsonl" if text.startswith("fit=") else "--synthetic")
 
 
-@pytest.mark.parametrize("kind", ["empty", "mixed-repeats"])
+FIT_CASES = {
+    "empty": (b"", ""),
+    "mixed-repeats": (_lines(REC, {**REC, "seq_id": "b", "repeats": 2, "exits": [[1, 2]]}), ""),
+    "one-token-sequences": (_lines({**REC, "exits": [[1, 2, 3]]}, {**REC, "seq_id": "b", "exits": []}), ""),
+    "burst-below-all-miss": (_lines({**REC, "exits": [[1, 2, 3]] * 4}), ",burst=0.5"),
+    "other-repeats": (_lines({**REC, "repeats": 2, "exits": [[1, 2], [3, 3]]}), ""),
+}
+
+
+@pytest.mark.parametrize("kind", list(FIT_CASES))
 def test_synthetic_fit_to_a_bad_trace(cli, tmp_path: Path, kind: str) -> None:
-    """`--synthetic fit=TRACE` of a trace with nothing to fit: one line naming the flag and file."""
+    """`--synthetic fit=TRACE` of a trace with nothing to fit (or nothing to decode, or an R other than
+    --sharing's), or with a burst its miss rate contradicts: one line naming the flag and file."""
     path = tmp_path / "t.jsonl"
-    path.write_bytes(b"" if kind == "empty" else _lines(REC, {**REC, "seq_id": "b", "repeats": 2, "exits": [[1, 2]]}))
+    content, more = FIT_CASES[kind]
+    path.write_bytes(content)
     assert_bad(cli("simulate", "--profile", HW, "--model", "t5base", "--sharing", "4x3",
-                   "--synthetic", f"fit={path}"), "--synthetic", "t.jsonl")
+                   "--synthetic", f"fit={path}{more}"), "--synthetic", "t.jsonl")
 
 
 # ------------------------------------------------------------------------------ sharing
@@ -638,6 +655,22 @@ SWEEP_CASES = [
     case("unknown-mode", SWEEP.replace("out_len: 3", "out_len: 3, mode: turbo").encode(), "mode"),
     case("unknown-baseline", SWEEP.replace("baselines: []", "baselines: [bogus]").encode(), "baselines"),
     case("quoted-inf-src-len", SWEEP.replace("out_len: 3", "out_len: 3, src_len: 'inf'").encode(), "src_len"),
+    # empty text: an empty fit or agree silently meant a perfect model, an empty trace synthetic traces
+    case("empty-fit", SWEEP.replace("mispredict: [0.1]", "fit: ['']").encode(), "fit"),
+    case("empty-agree", SWEEP.replace("mispredict: [0.1]", "agree: ['']").encode(), "agree"),
+    case("blank-trace", SWEEP.replace("mispredict: [0.1]", "trace: ['  ']").encode(), "trace"),
+    # a ',' in fit or agree smuggled a parameter into the run's --synthetic text
+    case("fit-with-a-comma", SWEEP.replace("mispredict: [0.1]", "fit: ['4x3,burst=0.9']").encode(), "fit"),
+    case("missing-fit", SWEEP.replace("mispredict: [0.1]", "fit: [/no/such.jsonl]").encode(), "fit"),
+    case("fit-of-other-repeats", SWEEP.replace("mispredict: [0.1]", "fit: [2x6]").encode(), "R=6"),
+    case("fit-with-limit", SWEEP.replace("mispredict: [0.1]", "fit: [4x3]\n  limit: [2]").encode(), "limit"),
+    case("fit-with-trace", SWEEP.replace("mispredict: [0.1]", "fit: [4x3]\n  trace: [4x3]").encode(), "fit"),
+    case("burst-contradicts-miss-rate", SWEEP.replace("[0.1]", "[1.0]\n  burst: [0.0]").encode(), "burst"),
+    case("one-token-outputs", SWEEP.replace("out_len: 3", "out_len: 1").encode(), "len=1"),
+    case("text-bounds", SWEEP.replace("out_len: 3", "out_len: 3, bounds: 'yes'").encode(), "bounds"),
+    # beyond int64: the results table could not hold it (a traceback after every run had run)
+    case("huge-max-in-flight", SWEEP.replace("out_len: 3", "out_len: 3, max_in_flight: 100000000000000000000000")
+         .encode(), "max_in_flight"),
 ]
 
 

@@ -313,3 +313,19 @@ def test_fit_runs_are_synthetic_runs_fitted_to_a_trace():
     # the key this run had before `fit` existed (computed at commit 3d193d8): old results directories resume
     assert RunParams(profile="h200", sharing="4x3", mispredict=0.1).key == "11df9f3aa4fb2ada"
     assert run.key != RunParams(profile="h200", sharing="4x3", fit="2x6", out_len=32, seqs=3).key
+
+
+def test_relative_fit_path_is_resolved_against_the_spec(tmp_path, monkeypatch):
+    """`fit: t.jsonl` beside the spec is found from any working directory, as `trace:` paths are; the
+    results' workload column names fit as the spec gives it."""
+    rec = {"version": 1, "seq_id": "a", "src_len": 4, "repeats": 3, "exits": [[1, 2, 3], [4, 4, 4], [5, 6, 6]]}
+    (tmp_path / "t.jsonl").write_text(json.dumps(rec) + "\n")
+    spec = {"name": "fit", "fixed": {"model": "t5base", "profile": "h200", "out_len": 4, "baselines": []},
+            "axes": {"sharing": ["4x3"], "fit": ["t.jsonl"]}}
+    path = write_spec(tmp_path, spec)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    summary = run_sweep(path, tmp_path / "out", workers=1, progress=False)
+    assert (summary.ran, summary.failed) == (1, 0)
+    assert read_results(tmp_path / "out")["workload"].tolist() == ["synthetic:fit=t.jsonl,len=4,seqs=1,seed=0"]

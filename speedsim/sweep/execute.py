@@ -57,7 +57,7 @@ def _simulate(run: RunParams, sharing: Sharing, model_specs: tuple[str, ...], ba
     scenario = build_scenario(
         run.profile, run.model, sharing,
         trace=resolve_trace(run.trace, base_dir) if run.trace else None,
-        synthetic=None if run.trace else run.synthetic(sharing.repeats),
+        synthetic=None if run.trace else run.synthetic(sharing.repeats, base_dir),
         limit=run.limit, mode=run.mode, baselines=run.baselines, launch_exit=run.launch_exit,
         max_in_flight=run.max_in_flight, src_len=run.src_len if run.trace else None, model_specs=model_specs,
         bounds=run.bounds)

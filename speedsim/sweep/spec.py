@@ -32,21 +32,24 @@ import itertools
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 
 from speedsim.errors import UserError
 from speedsim.hardware import list_profile_files, load_profile
 from speedsim.pipeline import Policy
-from speedsim.sharing import Sharing
+from speedsim.sharing import MAX_REPEATS, Sharing
 from speedsim.trace.io import iter_traces, resolve_trace
+from speedsim.trace.schema import MAX_TOKEN_ID
 from speedsim.trace.synthetic import (
     DEFAULT_OUT_LEN,
     DEFAULT_SEED,
     DEFAULT_SEQS,
     DEFAULT_SRC_LEN,
-    parse_synthetic,
+    MAX_SYNTHETIC_LEN,
+    MAX_SYNTHETIC_SEQS,
+    parse_decodable,
 )
 from speedsim.workload import get_model, resolve_models
 from speedsim.yamlio import read_mapping
@@ -67,21 +70,21 @@ class RunParams(BaseModel):
     mode: Literal["graph", "eager"] = "graph"
     trace: str | None = Field(None, description="exit trace: shipped name (experiments/traces/NAME.jsonl.gz) "
                               "or a path; None = synthetic traces")
-    limit: int | None = Field(None, ge=1, description="simulate only the first N sequences of the trace")
+    limit: int | None = Field(None, ge=1, le=MAX_TOKEN_ID, description="simulate only the first N sequences of the trace")
     fit: str | None = Field(None, description="synthetic: traces fitted to this exit trace (shipped name or path; "
                             "`--synthetic fit=`), at out_len tokens")
     mispredict: float | None = Field(None, ge=0, le=1, description="synthetic: first-exit misprediction rate")
     agree: str | None = Field(None, description="synthetic: per-exit agreement with the final exit, 'a0/a1/..'")
     burst: float | None = Field(None, ge=0, le=1, description="synthetic: P(miss | previous position missed)")
-    out_len: int = Field(DEFAULT_OUT_LEN, ge=1, description="synthetic: output length in tokens")
-    src_len: int | None = Field(None, ge=1, description="source length in tokens (synthetic default 128; "
-                                "with a trace: overrides each sequence's own)")
-    seqs: int = Field(DEFAULT_SEQS, ge=1, description="synthetic: number of sequences")
-    seed: int = Field(DEFAULT_SEED, ge=0, description="synthetic: seed of the trace generator")
+    out_len: int = Field(DEFAULT_OUT_LEN, ge=1, le=MAX_SYNTHETIC_LEN, description="synthetic: output length in tokens")
+    src_len: int | None = Field(None, ge=1, le=MAX_TOKEN_ID, description="source length in tokens (synthetic default "
+                                "128; with a trace: overrides each sequence's own)")
+    seqs: int = Field(DEFAULT_SEQS, ge=1, le=MAX_SYNTHETIC_SEQS, description="synthetic: number of sequences")
+    seed: int = Field(DEFAULT_SEED, ge=0, le=2**63 - 1, description="synthetic: seed of the trace generator")
     baselines: tuple[Literal["unshared", "sequential"], ...] = ("unshared", "sequential")
-    launch_exit: int = Field(0, ge=0, description="exit whose prediction launches the next token")
-    max_in_flight: int | None = Field(None, ge=1, description="most tokens in flight (default R)")
-    bounds: bool = Field(False, description="also simulate the profile's ranges at both ends "
+    launch_exit: int = Field(0, ge=0, lt=MAX_REPEATS, description="exit whose prediction launches the next token")
+    max_in_flight: int | None = Field(None, ge=1, le=MAX_REPEATS, description="most tokens in flight (default R)")
+    bounds: Annotated[bool, Strict()] = Field(False, description="also simulate the profile's ranges at both ends "
                          "(per_token_us_low/high; three simulations per run)")
 
     @model_validator(mode="before")
@@ -93,6 +96,18 @@ class RunParams(BaseModel):
                 if isinstance(value, bool) and key in _NUMBER_FIELDS:
                     raise ValueError(f"{key}: {value!r} is not a number")
         return data
+
+    @field_validator("profile", "model", "sharing", "trace", "fit", "agree")
+    @classmethod
+    def _text(cls, value: str | None, info: Any) -> str | None:
+        # an empty `fit` or `agree` would silently mean a perfect model, an empty `trace` synthetic traces
+        if value is not None and not value.strip():
+            raise ValueError(f"{info.field_name} is empty")
+        # fit and agree become items of the --synthetic text, whose items are separated by commas:
+        # 'fit: 4x3,burst=0.9' would smuggle in a parameter the run does not show
+        if value is not None and info.field_name in ("fit", "agree") and "," in value:
+            raise ValueError(f"{info.field_name} {value!r} holds a ',' (give other parameters as their own keys)")
+        return value
 
     @model_validator(mode="after")
     def _one_accuracy(self) -> RunParams:
@@ -115,13 +130,18 @@ class RunParams(BaseModel):
                            sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canon.encode()).hexdigest()[:16]
 
-    def synthetic(self, repeats: int) -> str:
+    def synthetic(self, repeats: int, base_dir: str | Path = "") -> str:
         """The `--synthetic` text of this run's traces (only meaningful without a trace).
 
         With R = 1 there is no early exit, so nothing can be mispredicted: the text is `perfect`'s.
+        `base_dir`: the spec's directory, against which a relative `fit` path is resolved first (as
+        a `trace` path is); without it, the text names `fit` as given.
         """
         if self.fit:  # the real trace's lengths of source, its stops on <eos> and (R > 1) its accuracy
-            parts = [f"fit={self.fit}", f"len={self.out_len}", f"seqs={self.seqs}", f"seed={self.seed}"]
+            fit = self.fit
+            if base_dir and resolve_trace(fit, base_dir) != resolve_trace(fit):
+                fit = str(resolve_trace(fit, base_dir))
+            parts = [f"fit={fit}", f"len={self.out_len}", f"seqs={self.seqs}", f"seed={self.seed}"]
             return ",".join(parts + ([f"src={self.src_len}"] if self.src_len else []) +
                             ([f"burst={self.burst:g}"] if self.burst is not None else []))
         if repeats == 1:
@@ -299,7 +319,8 @@ def check_runs(spec: SweepSpec, runs: list[RunParams], where: str = "spec") -> N
     seen: set[tuple] = set()
     for run in runs:
         checks = (("profile", run.profile), ("model", run.model), ("sharing", run.sharing),
-                  ("trace", run.trace), ("synthetic", run.synthetic(_repeats(run.sharing)) if run.trace is None else None),
+                  ("trace", run.trace),
+                  ("synthetic", run.synthetic(_repeats(run.sharing), spec.base_dir) if run.trace is None else None),
                   ("launch_exit", f"{run.launch_exit}/{run.max_in_flight}"))
         for key, value in checks:
             if value is None or (key, value, run.sharing) in seen:
@@ -320,11 +341,14 @@ def check_runs(spec: SweepSpec, runs: list[RunParams], where: str = "spec") -> N
                     if r != Sharing.parse(run.sharing).repeats:
                         raise UserError(f"trace has R={r} exits but sharing is {run.sharing}")
                 elif key == "synthetic":
-                    parse_synthetic(value, Sharing.parse(run.sharing).repeats)
+                    parse_decodable(value, Sharing.parse(run.sharing).repeats)
                 else:
                     Policy(launch_exit=run.launch_exit, max_in_flight=run.max_in_flight).check(_repeats(run.sharing))
             except UserError as err:
-                msg = str(err).split(": ", 1)[-1] if err.where else str(err)
+                if key == "synthetic" and err.where not in (None, "--synthetic"):  # the fitted trace file
+                    key, msg = "fit", str(err)
+                else:
+                    msg = str(err).split(": ", 1)[-1] if err.where else str(err)
                 raise UserError(f"key '{key}': {msg}", where=where) from None
 
 

@@ -49,6 +49,9 @@ DEFAULT_SEQS = 1
 DEFAULT_SEED = 0
 MAX_SYNTHETIC_LEN = 65536     # tokens per synthetic sequence (output or source)
 MAX_SYNTHETIC_SEQS = 10000
+# Tokens of one synthetic workload (sequences x tokens each): about half an hour of simulation.
+# Each bound above alone allows 655M tokens, weeks of simulation: a typo, not a study.
+MAX_SYNTHETIC_TOKENS = 1 << 20
 
 
 class SyntheticSpec(BaseModel):
@@ -95,7 +98,10 @@ class SyntheticSpec(BaseModel):
             raise ValueError("eos_final needs an eos_id")
         if self.burst is not None:
             m = 1 - a[0]
-            if 0 < m < 1 and self._hit_to_miss() > 1:
+            if m == 1 and self.burst < 1:  # every position misses: P(miss | missed) is 1, whatever burst says
+                raise ValueError(f"burst {self.burst:g} contradicts a miss rate of 1 (every position misses, "
+                                 "so a miss always follows a miss: burst 1)")
+            if 0 < m < 1 and self._hit_to_miss() > 1 + 1e-9:  # (fit's own clamp may round just above 1)
                 raise ValueError(f"burst {self.burst} is too low for a miss rate of {m:.3f}")
         return self
 
@@ -122,7 +128,7 @@ class SyntheticSpec(BaseModel):
         m = self.miss_rate
         if self.burst is None or m in (0.0, 1.0):
             return m
-        return m * (1 - self.burst) / (1 - m)  # keeps the stationary miss rate at m
+        return min(1.0, m * (1 - self.burst) / (1 - m))  # keeps the stationary miss rate at m
 
     def settle_probs(self) -> np.ndarray:
         """P(k = r) given that the first exit missed (k >= 1), r = 0..R-1."""
@@ -323,6 +329,9 @@ def parse_synthetic(text: str, repeats: int) -> tuple[SyntheticSpec, int, int]:
     if "fit" in fields:
         try:
             base = fit(read_traces(resolve_trace(fields["fit"])))
+        except ValidationError as err:  # (a ValueError too: its text is many lines)
+            msg = err.errors()[0]["msg"].removeprefix("Value error, ")
+            raise UserError(f"fit={fields['fit']}: the fitted parameters are invalid: {msg}", where=WHERE) from None
         except ValueError as err:  # no traces, or traces of several R
             raise UserError(f"fit={fields['fit']}: {err}", where=WHERE) from None
         if base.repeats != repeats:
@@ -337,12 +346,37 @@ def parse_synthetic(text: str, repeats: int) -> tuple[SyntheticSpec, int, int]:
                "lengths": [length or DEFAULT_OUT_LEN], "src_lens": [src or DEFAULT_SRC_LEN]}
         seqs = seqs or DEFAULT_SEQS
     try:
-        return SyntheticSpec.model_validate(raw), seqs, seed
+        spec = SyntheticSpec.model_validate(raw)
     except ValidationError as err:
+        if "fit" in fields:  # what the fitted trace says contradicts what the text adds (burst=)
+            msg = err.errors()[0]["msg"].removeprefix("Value error, ")
+            raise UserError(f"fit={fields['fit']}: {msg}", where=WHERE) from None
         raise user_error(err, WHERE, with_field=False) from None
+    tokens = _lengths_drawn(spec, seqs)
+    if seqs * max(tokens) > MAX_SYNTHETIC_TOKENS:
+        raise UserError(f"{seqs} sequences of up to {max(tokens)} tokens exceed {MAX_SYNTHETIC_TOKENS:,} tokens "
+                        "in all (MAX_SYNTHETIC_TOKENS: about half an hour of simulation)", where=WHERE)
+    return spec, seqs, seed
+
+
+def _lengths_drawn(spec: SyntheticSpec, seqs: int) -> list[int]:
+    """The output lengths `generate(spec, seqs)` can give its sequences."""
+    return spec.lengths[:seqs] if spec.in_order else spec.lengths
+
+
+def parse_decodable(text: str, repeats: int) -> tuple[SyntheticSpec, int, int]:
+    """`parse_synthetic` for a decode (simulate, sweeps): a `UserError` if every sequence would have
+    one token, so that nothing is decoded after the prefill (serving takes such prefill-only requests)."""
+    spec, seqs, seed = parse_synthetic(text, repeats)
+    if max(_lengths_drawn(spec, seqs)) <= 1:
+        fields = _fields(text)
+        what = f"fit={fields['fit']}'s sequences are empty or of one token" if "fit" in fields and "len" not in fields \
+            else "len=1"
+        raise UserError(f"every sequence has one token ({what}): nothing is decoded after the prefill", where=WHERE)
+    return spec, seqs, seed
 
 
 def synthetic_traces(text: str, repeats: int) -> list[ExitTrace]:
     """The traces the `--synthetic` text describes, for a model with `repeats` exits."""
-    spec, seqs, seed = parse_synthetic(text, repeats)
+    spec, seqs, seed = parse_decodable(text, repeats)
     return generate(spec, seqs, seed=seed, name=f"synthetic:{text}")
