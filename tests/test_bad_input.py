@@ -605,6 +605,71 @@ def test_bad_sharing(cli, text: str) -> None:
                    "--synthetic", "perfect,len=3"), "--sharing")
 
 
+# ------------------------------------------------------------------------------ serve options
+
+SERVE = ("serve", "--profile", HW, "--model", "t5base", "--sharing", "4x3", "--synthetic", "perfect,len=3",
+         "--requests", "2")
+
+SERVE_CASES = [
+    case("rate-zero", ("--arrivals", "poisson:0"), "--arrivals"),
+    case("rate-nan", ("--arrivals", "poisson:nan"), "--arrivals"),
+    case("rate-inf", ("--arrivals", "poisson:inf"), "--arrivals"),
+    case("rate-missing", ("--arrivals", "poisson:"), "--arrivals"),
+    # so low that the arrivals overflow to infinity (null latencies, a warning on stderr)
+    case("rate-denormal", ("--arrivals", "poisson:1e-320"), "--arrivals"),
+    case("rate-too-low", ("--arrivals", "poisson:1e-9"), "--arrivals"),
+    case("unknown-process", ("--arrivals", "uniform:3"), "--arrivals"),
+    case("zero-requests", ("--arrivals", "poisson:1", "--requests", "0"), "--requests"),
+    case("huge-requests", ("--arrivals", "poisson:1", "--requests", "10000000000000000000000"), "--requests"),
+    case("zero-batch", ("--arrivals", "poisson:1", "--max-batch", "0"), "--max-batch"),
+    case("huge-batch", ("--arrivals", "poisson:1", "--max-batch", "10000000000000000000000"), "--max-batch"),
+    case("zero-kv", ("--arrivals", "poisson:1", "--kv-capacity-GB", "0"), "--kv-capacity-GB"),
+    case("nan-kv", ("--arrivals", "poisson:1", "--kv-capacity-GB", "nan"), "--kv-capacity-GB"),
+    # 1e300 GB is an infinite number of bytes: the KV utilisation came out null
+    case("huge-kv", ("--arrivals", "poisson:1", "--kv-capacity-GB", "1e300"), "--kv-capacity-GB"),
+    case("kv-below-one-request", ("--arrivals", "poisson:1", "--kv-capacity-GB", "1e-9"), "--kv-capacity-GB"),
+    case("zero-prefill-budget", ("--arrivals", "poisson:1", "--prefill-budget", "0"), "--prefill-budget"),
+    case("negative-seed", ("--arrivals", "poisson:1", "--seed", "-1"), "--seed"),
+    case("unknown-prefill", ("--arrivals", "poisson:1", "--prefill", "eager"), "--prefill"),
+    case("fit-of-other-repeats", ("--arrivals", "poisson:1", "--synthetic", "fit=2x6"), "--synthetic"),
+    case("trace-and-synthetic", ("--arrivals", "poisson:1", "--trace", "4x3"), "--trace"),
+]
+
+
+@pytest.mark.parametrize("args, flag", SERVE_CASES)
+def test_bad_serve_option(cli, args: tuple[str, ...], flag: str) -> None:
+    """`serve` with an arrival spec, count, capacity or workload out of range: one line naming the flag."""
+    assert_bad(cli(*SERVE, *args), flag)
+
+
+ARRIVAL_FILES = {
+    "empty": b"",
+    "header-only": b"time\n",
+    "unsorted": b"0\n2\n1\n",
+    "negative": b"-1\n0\n",
+    "nan": b"0\nnan\n",
+    "text": b"0\nsoon\n",
+    "utf16": "0\n1\n".encode("utf-16"),
+    "binary": bytes(range(256)),
+    # 1e300 s: a request's work is lost to rounding when added to its arrival, its latency 0 (exit 0)
+    "far-future": b"0\n1e300\n",
+    "too-few": b"0\n",
+}
+
+
+@pytest.mark.parametrize("kind", [*ARRIVAL_FILES, "missing", "directory", "fifo"])
+def test_bad_arrival_file(cli, tmp_path: Path, fifo_reader, kind: str) -> None:
+    """`--arrivals trace:FILE` that is not a sorted list of enough times in range: one line naming the file."""
+    path = tmp_path / "arrivals.txt"
+    if kind in ARRIVAL_FILES:
+        path.write_bytes(ARRIVAL_FILES[kind])
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "fifo":
+        path = fifo_reader("arrivals.txt", b"0\n1\n")
+    assert_bad(cli(*SERVE, "--arrivals", f"trace:{path}"), "arrivals.txt")
+
+
 # ------------------------------------------------------------------------------ sweep spec
 
 SWEEP = ("name: t\nfixed: {model: t5base, profile: '@tiny-profile', out_len: 3, baselines: []}\n"

@@ -14,8 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from speedsim.errors import UserError
+from speedsim.fileio import read_text_input
 
 WHERE = "--arrivals"
+# Latest arrival, in seconds (about 116 days). Times are microseconds in float64; far beyond this a
+# request's work (microseconds) is lost to rounding when added to its arrival time, and its
+# latency comes out as zero.
+MAX_ARRIVAL_S = 1e7
 
 
 def parse_arrivals(text: str, requests: int, seed: int) -> np.ndarray:
@@ -28,8 +33,15 @@ def parse_arrivals(text: str, requests: int, seed: int) -> np.ndarray:
             raise UserError(f"'{value}' is not a rate in requests per second", where=WHERE) from None
         if not math.isfinite(rate) or rate <= 0:
             raise UserError(f"rate must be a finite number > 0 requests/s, got '{value}'", where=WHERE)
+        if requests / rate > MAX_ARRIVAL_S:
+            raise UserError(f"rate {value}/s is too low: {requests} requests would arrive over about "
+                            f"{requests / rate:.3g} s, beyond {MAX_ARRIVAL_S:g} s", where=WHERE)
         gaps = np.random.default_rng(seed).exponential(1e6 / rate, size=requests)
-        return np.cumsum(gaps) - gaps[0]
+        times = np.cumsum(gaps) - gaps[0]
+        if times[-1] > MAX_ARRIVAL_S * 1e6:
+            raise UserError(f"rate {value}/s is too low: the last of {requests} requests would arrive at "
+                            f"{times[-1] / 1e6:.3g} s, beyond {MAX_ARRIVAL_S:g} s", where=WHERE)
+        return times
     if kind == "trace":
         times = read_arrival_file(Path(value))
         if len(times) < requests:
@@ -41,11 +53,8 @@ def parse_arrivals(text: str, requests: int, seed: int) -> np.ndarray:
 
 def read_arrival_file(path: Path) -> np.ndarray:
     """Arrival times in seconds, one per line (or a CSV's first column after a header), as us."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"cannot read arrival times: {getattr(err, 'strerror', None) or err}",
-                        where=str(path)) from None
+    # a regular file of UTF-8 text (a FIFO would block, a device never end); a byte-order mark is no time
+    lines = read_text_input(path, "arrival times", encoding="utf-8-sig").splitlines()
     times: list[float] = []
     for lineno, line in enumerate(lines, 1):
         cell = line.split(",")[0].strip()
@@ -57,8 +66,9 @@ def read_arrival_file(path: Path) -> np.ndarray:
             if lineno == 1 and not times:  # a CSV header
                 continue
             raise UserError(f"'{cell}' is not a time in seconds", where=f"{path}:{lineno}") from None
-        if not math.isfinite(t) or t < 0:
-            raise UserError(f"arrival time {cell} must be a finite number >= 0", where=f"{path}:{lineno}")
+        if not math.isfinite(t) or t < 0 or t > MAX_ARRIVAL_S:
+            raise UserError(f"arrival time {cell} must be a number in [0, {MAX_ARRIVAL_S:g}] seconds",
+                            where=f"{path}:{lineno}")
         if times and t < times[-1] / 1e6:
             raise UserError(f"arrival times must be sorted ({cell} s comes after {times[-1] / 1e6:g} s)",
                             where=f"{path}:{lineno}")

@@ -28,6 +28,7 @@ from speedsim.workload import get_model
 
 MAX_REQUESTS = 1_000_000
 MAX_BATCH = 4096
+MAX_KV_GB = 1e6  # a petabyte: beyond it a typo (1e300 GB overflowed to an infinite capacity, kv utilisation null)
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,8 @@ def _check(s: ServeSpec) -> None:
         raise UserError(f"unknown prefill '{s.prefill}' (known: {', '.join(PREFILL_MODES)})", where="--prefill")
     if s.prefill_budget < 1:
         raise UserError(f"must be >= 1 token, got {s.prefill_budget}", where="--prefill-budget")
-    if s.kv_capacity_GB is not None and not (math.isfinite(s.kv_capacity_GB) and s.kv_capacity_GB > 0):
-        raise UserError(f"must be a finite number > 0, got {s.kv_capacity_GB}", where="--kv-capacity-GB")
+    if s.kv_capacity_GB is not None and not (math.isfinite(s.kv_capacity_GB) and 0 < s.kv_capacity_GB <= MAX_KV_GB):
+        raise UserError(f"must be a number in (0, {MAX_KV_GB:g}] GB, got {s.kv_capacity_GB}", where="--kv-capacity-GB")
     if s.seed < 0:
         raise UserError(f"must be >= 0, got {s.seed}", where="--seed")
     if (s.trace is None) == (s.synthetic is None):
