@@ -155,13 +155,14 @@ def calibrate(measured: Path | None, profile_name: str, out: Path, name: str | N
     from speedsim.paths import H200_MEASURED
     from speedsim.validation import read_measured
     from speedsim.validation.calibrate import calibrate as fit
+    from speedsim.validation.calibrate import parse_sections
     from speedsim.workload import resolve_models
 
     check_output(out, "--out")  # a directory, a device or a missing directory: refused before the fit
     path = measured or H200_MEASURED
     profile = load_profile(profile_name)
     rows = read_measured(path)
-    chosen = tuple(x.strip() for x in sections.split(",")) if sections else None
+    chosen = parse_sections(sections)
     from speedsim.validation.kernels import read_kernels
 
     if kernels is None and measured is None:

@@ -284,6 +284,7 @@ def test_profiles_dir_with_a_misnamed_profile(cli, tmp_path: Path) -> None:
 
 HEADER = "section,model,mode,pattern,n,ctx,L,R,us_median,us_min,us_max,extra\n"
 ROW = "gemv,,eager,W256MiB,1,0,0,0,67.008,66.632,67.546,\n"
+BATCH = "batch,t5base,eager,unshared,2,26,12,1,10000,,,impl=static;seed=0;cross=64;lengths=37/16\n"
 VALIDATION = "validation"
 
 MEASURED_CASES = [
@@ -306,6 +307,27 @@ MEASURED_CASES = [
     case("conflicting-duplicate-rows", HEADER + ROW + ROW.replace("67.008", "99.0"), "bad.csv:3"),
     case("ragged-row", HEADER + "gemv,,eager\n", "bad.csv:2"),
     case("duplicate-column", HEADER.replace("extra", "n") + ROW, "bad.csv"),
+    # batch rows (speedsim measure --parts batch): lengths=A/B/...;cross=S in the extra column
+    case("batch-no-lengths", HEADER + BATCH.replace(";lengths=37/16", ""), "lengths"),
+    case("batch-fractional-length", HEADER + BATCH.replace("lengths=37/16", "lengths=37.5/16"), "lengths"),
+    case("batch-huge-length", HEADER + BATCH.replace("lengths=37/16", "lengths=100000000000000000000/16"), "lengths"),
+    case("batch-lengths-not-n", HEADER + BATCH.replace("lengths=37/16", "lengths=37/16/9"), "lengths"),
+    case("batch-zero-length", HEADER + BATCH.replace("lengths=37/16", "lengths=0/16"), "lengths"),
+    case("batch-lengths-twice", HEADER + BATCH.replace("\n", ";lengths=1/2\n"), "lengths"),
+    case("batch-negative-cross", HEADER + BATCH.replace("cross=64", "cross=-64"), "cross"),
+    case("batch-empty-cross", HEADER + BATCH.replace("cross=64", "cross="), "cross"),
+    case("batch-huge-cross", HEADER + BATCH.replace("cross=64", "cross=1000000000000"), "cross"),
+    case("batch-ctx-contradicts-lengths", HEADER + BATCH.replace(",2,26,", ",2,999,"), "ctx"),
+    case("batch-zero-repeats", HEADER + BATCH.replace(",12,1,", ",12,0,"), "bad.csv:2"),
+    # ceiling scenarios of nothing (0 MiB: simulated 0 us) or of sizes no device holds
+    case("empty-copy", HEADER + "ceiling,,,copy_0MiB,0,0,0,0,10,,,\n", "copy_0MiB"),
+    case("huge-copy", HEADER + "ceiling,,,copy_99999999GiB,0,0,0,0,10,,,\n", "copy_99999999GiB"),
+    case("huge-gemm", HEADER + "ceiling,,,gemm_bf16_99999999,0,0,0,0,10,,,\n", "gemm_bf16_99999999"),
+    # a decode row's trace: its problems named on the row, not as a --trace flag validate does not have
+    case("decode-trace-missing-file", HEADER + "decode,t5base,graph,pipelined,0,0,4,3,10,,,trace=/no/such.jsonl\n",
+         "bad.csv:2"),
+    case("decode-trace-is-a-directory", HEADER + "decode,t5base,graph,pipelined,0,0,4,3,10,,,trace=/\n",
+         "bad.csv:2"),
 ]
 
 
@@ -333,11 +355,24 @@ def test_bad_measured_csv_calibrate(cli, tmp_path: Path, content: str, name: str
     assert not (tmp_path / "fitted.yaml").exists()
 
 
-def test_calibrate_unknown_section(cli, tmp_path: Path) -> None:
-    """`calibrate --sections` naming no known section: one line naming the flag and the section."""
+@pytest.mark.parametrize("sections, name", [
+    case("unknown", "bogus", "bogus"),
+    # an empty value fitted every row, as if --sections were not given
+    case("empty", "", "empty"),
+    case("blank", " ", "empty"),
+    case("empty-item", "gemv,", "''"),
+    # SECTION/PATTERN that selects no row (a typo) beside one that does: it was silently dropped
+    case("pattern-with-no-rows", "gemv,gemv/W1MiB", "gemv/W1MiB"),
+    case("no-pattern", "gemv/", "gemv/"),
+    case("pattern-of-unknown-section", "bogus/x", "bogus/x"),
+])
+def test_calibrate_bad_sections(cli, tmp_path: Path, sections: str, name: str) -> None:
+    """`calibrate --sections` with no known section, an empty item or a pattern of no row: one line
+    naming the flag and the item."""
     (tmp_path / "m.csv").write_text(HEADER + ROW)
     assert_bad(cli("calibrate", "--measured", str(tmp_path / "m.csv"), "--profile", HW, "--kernels", "none",
-                   "--out", str(tmp_path / "f.yaml"), "--sections", "bogus"), "--sections", "bogus")
+                   "--out", str(tmp_path / "f.yaml"), "--sections", sections), "--sections", name)
+    assert not (tmp_path / "f.yaml").exists()
 
 
 @pytest.mark.parametrize("command", [
@@ -818,6 +853,18 @@ TRAIN_CASES = [
     case("null-encoder-layers", _set("model.encoder_layers", None), "encoder_layers"),
     case("text-encoder-layers", _set("model.encoder_layers", "two"), "encoder_layers"),
     case("missing-source-directory", _set("data.sources", ["/no/such/dir"]), "sources"),
+    # finite but absurd rates: NaN losses and exit 0, as with lr: .inf
+    case("huge-lr", _set("pretrain.lr", 1e308), "pretrain.lr"),
+    case("huge-weight-decay", _set("finetune.weight_decay", 1e10), "finetune.weight_decay"),
+    # empty text or list: silently the default (an empty cache_dir meant ~/.cache/speedsim)
+    case("empty-cache-dir", _set("data.cache_dir", ""), "cache_dir"),
+    case("empty-sources", _set("data.sources", []), "sources"),
+    case("empty-name", _set("name", ""), "name"),
+    # finetune.fixed_shape (pad every batch to one shape): a boolean of the finetune stage only
+    case("text-fixed-shape", _set("finetune.fixed_shape", "yes"), "finetune.fixed_shape"),
+    case("integer-fixed-shape", _set("finetune.fixed_shape", 1), "finetune.fixed_shape"),
+    case("null-fixed-shape", _set("finetune.fixed_shape", None), "finetune.fixed_shape"),
+    case("fixed-shape-in-pretrain", _set("pretrain.fixed_shape", True), "pretrain.fixed_shape"),
 ]
 
 

@@ -51,20 +51,27 @@ class DataSection(_Section):
     vocab_size: Count = Field(DEFAULT_VOCAB_SIZE, ge=259, description="BPE vocabulary size in tokens, specials included")
     max_src_tokens: Count = Field(256, ge=1, description="fine-tuning source / prompt length cap in tokens")
     max_tgt_tokens: Count = Field(128, ge=3, description="fine-tuning target length cap in tokens (with <bos>/<eos>)")
-    sources: list[str] | None = Field(None, description="source directories of the corpus; default: stdlib + installed packages")
-    cache_dir: str | None = Field(None, description="corpus + token cache; default $SPEEDSIM_CACHE or ~/.cache/speedsim")
+    # an empty list or text is a mistake, not the default (an empty cache_dir silently meant ~/.cache)
+    sources: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        None, min_length=1, description="source directories of the corpus; default: stdlib + installed packages"
+    )
+    cache_dir: str | None = Field(None, min_length=1, description="corpus + token cache; default $SPEEDSIM_CACHE or "
+                                  "~/.cache/speedsim")
 
 
 class StageSection(_Section):
     steps: Count = Field(ge=1, description="optimizer steps of this stage")
     batch_size: Count = Field(16, ge=1, description="sequences per step")
-    lr: Rate = Field(1e-3, gt=0, description="peak learning rate")
+    # AdamW steps each weight by about lr: above 1 (1e308 passed as finite) the losses turn NaN and
+    # the run still ends with exit 0
+    lr: Rate = Field(1e-3, gt=0, le=1, description="peak learning rate (AdamW: at most 1)")
     min_lr_ratio: Rate = Field(0.1, ge=0, le=1, description="final LR as a fraction of the peak (cosine decay)")
     warmup_steps: Count = Field(
         DEFAULT_WARMUP_STEPS, ge=0, description=f"linear warm-up steps, at most `steps` (default {DEFAULT_WARMUP_STEPS}, "
         "or `steps` if fewer)"
     )
-    weight_decay: Rate = Field(0.01, ge=0, description="AdamW decoupled weight decay")
+    weight_decay: Rate = Field(0.01, ge=0, le=1, description="AdamW decoupled weight decay (each step scales "
+                               "the weights by 1 - lr * weight_decay: at most 1)")
     grad_clip: Rate = Field(1.0, gt=0, description="max global gradient norm")
     checkpoint_every: Count = Field(100, ge=1, description="steps between checkpoints")
     eval_every: Count = Field(0, ge=0, description="steps between validation-loss evaluations (0: only at the end)")
@@ -114,7 +121,7 @@ class EvalSection(_Section):
 
 
 class TrainConfig(_Section):
-    name: str = Field(description="run name, e.g. 4x3")
+    name: str = Field(min_length=1, description="run name, e.g. 4x3")
     data: DataSection = DataSection()
     model: dict[str, Any] = Field(
         description="SpeedConfig fields (exit_weights included) except vocab_size, pad_id, bos_id (from the tokenizer)"

@@ -176,6 +176,16 @@ def _fit_eager_overhead(profile: HardwareProfile, eager) -> HardwareProfile:
     return with_values(profile, (EAGER_PARAMETER,), [math.exp(res.x)])
 
 
+def parse_sections(text: str | None) -> tuple[str, ...] | None:
+    """The `--sections` text (comma-separated SECTION or SECTION/PATTERN items) as a tuple; None when
+    not given. An empty text is a `UserError`: it would silently fit every row."""
+    if text is None:
+        return None
+    if not text.strip():
+        raise UserError("empty: give SECTION[,SECTION/PATTERN,...] (e.g. layer,group)", where="--sections")
+    return tuple(x.strip() for x in text.split(","))
+
+
 def calibrate(profile: HardwareProfile, rows: list[MeasuredRow], models: dict[str, ModelSpec],
               source: str = "measured", max_evals: int = 60,
               sections: tuple[str, ...] | None = None, kernels: list[KernelRow] | None = None,
@@ -195,9 +205,11 @@ def calibrate(profile: HardwareProfile, rows: list[MeasuredRow], models: dict[st
         if unknown:
             raise UserError(f"unknown section(s) {', '.join(repr(s) for s in unknown)} "
                             f"(known: {', '.join(KNOWN_SECTIONS)}, or SECTION/PATTERN)", where="--sections")
+        # each item selects rows: one that selects none is a typo (layer/multitokn), not a no-op
+        empty = [s for s in sections if not any(s in (r.section, f"{r.section}/{r.pattern}") for r in rows)]
+        if empty:
+            raise UserError(f"no measured rows of {', '.join(empty)}", where="--sections")
         rows = [r for r in rows if r.section in sections or f"{r.section}/{r.pattern}" in sections]
-        if not rows:
-            raise UserError(f"no measured rows of {', '.join(sections)}", where="--sections")
     def components(mode: str) -> list:
         return [(r, m) for r, m in rows_for_mode(rows, mode) if r.section != "decode" and (r.mode or m) == mode]
 

@@ -12,7 +12,7 @@ from speedsim.errors import UserError
 from speedsim.fileio import read_text_input
 from speedsim.sharing import Sharing
 from speedsim.validation.schema import COLUMNS, MEASURED_ONLY, MODES
-from speedsim.workload.patterns import SECTIONS
+from speedsim.workload.patterns import CEILING_PATTERNS, SECTIONS
 
 KNOWN_SECTIONS = (*SECTIONS, *(s for s in MEASURED_ONLY if s not in SECTIONS))  # simulated, then measured only
 
@@ -143,6 +143,7 @@ def read_measured(path: Path) -> list[MeasuredRow]:
                             where=where)
         row = MeasuredRow(line=line, section=section, model=rec["model"].strip(), mode=mode,
                           pattern=rec["pattern"].strip(), us_median=us, extra=rec.get("extra", "") or "", **ints)
+        _check_extra(row, where)
         first = seen.setdefault((row.key, row.mode, row.extra.strip()), row)
         if first is not row and math.isfinite(us + first.us_median) \
                 and max(us, first.us_median) > MAX_REPEAT_RATIO * min(us, first.us_median):
@@ -150,6 +151,52 @@ def read_measured(path: Path) -> list[MeasuredRow]:
                             f"(repeats more than {MAX_REPEAT_RATIO:g}x apart)", where=where)
         rows.append(row)
     return rows
+
+
+# Largest ceiling scenarios: a copy of 1 TiB, a square GEMM of 65536 (beyond them a typo; 0 simulates nothing).
+MAX_COPY_BYTES = 1 << 40
+MAX_GEMM_N = 1 << 16
+
+
+def _check_extra(row: MeasuredRow, where: str) -> None:
+    """The `extra` column's `key=value` entries, given once each, and what the simulation reads from
+    them and from the pattern: a batch row's `lengths=A/B/...` (n whole numbers in 1..MAX ctx, whose
+    rounded mean is its ctx) and `cross=S`, and a ceiling pattern's size."""
+    keys = [item.partition("=")[0].strip() for item in row.extra.split(";") if item.strip()]
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:
+        raise UserError(f"extra: {', '.join(twice)} given twice in '{row.extra}'", where=where)
+    if row.section == "ceiling":
+        m = CEILING_PATTERNS.fullmatch(row.pattern)
+        if m is not None and m.group(1):
+            size = int(m.group(1)) << (20 if m.group(2) == "MiB" else 30)
+            if not 1 <= size <= MAX_COPY_BYTES:
+                raise UserError(f"pattern {row.pattern}: copies are of 1 MiB to {MAX_COPY_BYTES >> 30} GiB",
+                                where=where)
+        elif m is not None and m.group(4) and not 1 <= int(m.group(4)) <= MAX_GEMM_N:
+            raise UserError(f"pattern {row.pattern}: GEMMs are of size 1 to {MAX_GEMM_N}", where=where)
+    if row.section != "batch":
+        return
+    if row.L < 1 or row.R < 1:
+        raise UserError(f"a batch row needs L >= 1 and R >= 1 (got L={row.L}, R={row.R})", where=where)
+    limit = MAX_ROW_INTS["ctx"]
+    text = row.extra_field("lengths")
+    if not text:
+        raise UserError("a batch row needs lengths=A/B/... (one KV length per sequence) in its extra column",
+                        where=where)
+    try:
+        lengths = [int(x) for x in text.split("/")]
+    except ValueError:
+        raise UserError(f"extra: lengths={text} is not whole numbers A/B/...", where=where) from None
+    if len(lengths) != row.n or not all(1 <= n <= limit for n in lengths):
+        raise UserError(f"extra: lengths={text} must be n={row.n} whole numbers in 1..{limit}", where=where)
+    if row.ctx and abs(row.ctx - sum(lengths) / len(lengths)) > 1:
+        raise UserError(f"ctx {row.ctx} contradicts the mean {sum(lengths) / len(lengths):g} of lengths={text}",
+                        where=where)
+    cross = row.extra_field("cross")
+    if cross is not None and not (cross.isdigit() and int(cross) <= limit):
+        raise UserError(f"extra: cross={cross} must be a whole number of encoder positions in 0..{limit}",
+                        where=where)
 
 
 def rows_for_mode(rows: list[MeasuredRow], mode: str) -> list[tuple[MeasuredRow, str]]:

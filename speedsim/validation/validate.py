@@ -118,8 +118,12 @@ def _decode_row(profile: HardwareProfile, row: MeasuredRow, models: dict[str, Mo
     if key not in cache:
         if row.L < 1 or row.R < 1:
             raise UserError(f"decode row needs L >= 1 and R >= 1 (got L={row.L}, R={row.R})", where=where)
-        traces = read_traces(path)
-        cache[key] = simulate(profile, models[row.model], row.sharing, traces, mode, ("sequential",))
+        try:  # the trace's problems are this row's: name it, not a flag the command does not have
+            traces = read_traces(path)
+            cache[key] = simulate(profile, models[row.model], row.sharing, traces, mode, ("sequential",))
+        except UserError as err:
+            msg = str(err).split(": ", 1)[1] if err.where and err.where.startswith("--") else str(err)
+            raise UserError(f"trace={name}: {msg}", where=where) from None
     result = cache[key]
     method = result.speed if row.pattern == "pipelined" else result.baselines["sequential"]
     return method.e2e_per_token_us
