@@ -150,6 +150,9 @@ def _validate_kernels(profile, path: Path, models, strict: bool, as_json: bool, 
 def calibrate(measured: Path | None, profile_name: str, out: Path, name: str | None, sections: str | None,
               kernels: Path | None, as_json: bool, model_specs: tuple[Path, ...]) -> None:
     """Fit a profile's few free parameters (efficiencies, latencies, in-flight bytes) to measurements."""
+    from pydantic import ValidationError
+
+    from speedsim.errors import user_error
     from speedsim.fileio import check_output
     from speedsim.hardware import load_profile, save_profile
     from speedsim.paths import H200_MEASURED
@@ -161,6 +164,11 @@ def calibrate(measured: Path | None, profile_name: str, out: Path, name: str | N
     check_output(out, "--out")  # a directory, a device or a missing directory: refused before the fit
     path = measured or H200_MEASURED
     profile = load_profile(profile_name)
+    if name is not None:  # checked as the profile's own field, before the fit (`--name ''` kept the old name)
+        try:
+            type(profile).model_validate({**profile.model_dump(), "name": name})
+        except ValidationError as err:
+            raise user_error(err, "--name") from None
     rows = read_measured(path)
     chosen = parse_sections(sections)
     from speedsim.validation.kernels import read_kernels
@@ -176,7 +184,7 @@ def calibrate(measured: Path | None, profile_name: str, out: Path, name: str | N
     fitted_on = relative(path) + (f" and {relative(kernels)}" if kernel_rows and kernels is not None else "")
     note = f"measured: {fitted_on} (fitted by speedsim calibrate)"
     sources = [s for s in fitted.sources if not s.startswith(f"measured: {relative(path)}")] + [note]
-    fitted = fitted.model_copy(update={"sources": sources, "name": name or fitted.name})
+    fitted = fitted.model_copy(update={"sources": sources, "name": fitted.name if name is None else name})
     save_profile(fitted, out)
     summary = {"profile": fitted.name, "out": str(out), "mape_before": result.before,
                "mape_after": result.after, "parameters": result.values}
@@ -202,7 +210,7 @@ def data_group() -> None:
 @data_group.command("build")
 @click.option("--source", "sources", multiple=True, type=click.Path(exists=True),
               help="build from these directories only (repeatable; default: stdlib + installed packages)")
-@click.option("--vocab-size", type=click.IntRange(min=259), default=None,
+@click.option("--vocab-size", type=click.IntRange(min=259, max=2**31 - 1), default=None,
               help="also train the corpus's BPE tokenizer of this many tokens (default: the recipe's)")
 @click.option("--export", "export_dir", type=click.Path(file_okay=False), default=None,
               help="copy the corpus (and its tokenizers) to this directory, to carry to another machine")

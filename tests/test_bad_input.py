@@ -392,6 +392,28 @@ def test_measured_csv_that_is_a_fifo(cli, fifo_reader) -> None:
     assert_bad(cli("validate", "--measured", str(path), "--profile", HW), "m.csv")
 
 
+@pytest.mark.parametrize("content, args, name", [
+    # every row eager, --mode graph (the default): an empty table with exit 0
+    case("no-row-of-the-mode", HEADER + ROW, (), "--mode"),
+    case("no-row-measured", HEADER + ROW.replace("67.008,66.632,67.546", ",,"), ("--mode", "eager"), "bad.csv"),
+])
+def test_measured_csv_with_nothing_to_compare(cli, tmp_path: Path, content: str, args: tuple[str, ...],
+                                              name: str) -> None:
+    """`validate` of a file with no measured row of the mode asked for: one line, not an empty table."""
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    assert_bad(cli("validate", "--measured", str(path), "--profile", HW, "--json", *args), name)
+
+
+@pytest.mark.parametrize("name", ["", " padded "])
+def test_calibrate_bad_profile_name(cli, tmp_path: Path, name: str) -> None:
+    """`calibrate --name` that is empty (it kept the old name) or padded: one line, no profile written."""
+    (tmp_path / "m.csv").write_text(HEADER + ROW)
+    assert_bad(cli("calibrate", "--measured", str(tmp_path / "m.csv"), "--profile", HW, "--kernels", "none",
+                   "--out", str(tmp_path / "f.yaml"), "--name", name), "--name")
+    assert not (tmp_path / "f.yaml").exists()
+
+
 def test_measured_csv_missing(cli, tmp_path: Path) -> None:
     """`--measured` naming no file: one line naming it."""
     assert_bad(cli("validate", "--measured", str(tmp_path / "none.csv"), "--profile", HW), "none.csv")
@@ -1196,6 +1218,7 @@ def test_bad_flags_one_line(cli, monkeypatch: pytest.MonkeyPatch, args: tuple[st
 @pytest.mark.parametrize("args, flag", [
     (("--source", "/no/such/directory"), "--source"),
     (("--vocab-size", "10"), "--vocab-size"),
+    pytest.param(("--vocab-size", "100000000000000000000"), "--vocab-size", id="vocab-beyond-int32"),  # a traceback
     (("--export", "@a-file"), "--export"),
     pytest.param(("--export", "@a-file/export"), "--export", id="export-under-a-file"),
 ])

@@ -81,6 +81,9 @@ def validate(profile: HardwareProfile, rows: list[MeasuredRow], models: dict[str
              source: str = "measured") -> ValidationReport:
     """Simulate every row of `mode` on `profile`; rows without a usable measurement are skipped and listed."""
     pairs = rows_for_mode(rows, mode)
+    if rows and not pairs:  # an empty table with exit 0 reads as "nothing to report", not "wrong mode"
+        modes = sorted({r.mode for r in rows})
+        raise UserError(f"{source} has no rows of mode {mode} (its rows are {', '.join(modes)})", where="--mode")
     rules = KernelRules.from_profile(profile)
     report = ValidationReport(profile=profile.name, mode=mode)
     # an unknown model is an error, not a skip: check every row before simulating any
@@ -101,6 +104,8 @@ def validate(profile: HardwareProfile, rows: list[MeasuredRow], models: dict[str
             program, divisor = programs[row.key]
             simulated = time_call(profile, program, sim_mode) / divisor  # type: ignore[arg-type]
         report.results.append(RowResult(row, sim_mode, simulated))
+    if pairs and not report.results:
+        raise UserError(f"no row of mode {mode} has a measured time (us_median): nothing to compare", where=source)
     return report
 
 
