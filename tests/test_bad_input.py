@@ -1499,7 +1499,7 @@ def test_json_is_strict_validate(cli, tmp_path: Path) -> None:
     """`validate --json` on rows with and without a measured time: strict JSON."""
     path = tmp_path / "m.csv"
     path.write_text(HEADER + ROW + ROW.replace("W256MiB,1,", "W256MiB,2,").replace("67.008", ""))
-    res = cli("validate", "--measured", str(path), "--profile", HW, "--json")
+    res = cli("validate", "--measured", str(path), "--profile", HW, "--mode", "eager", "--json")
     assert res.returncode == 0, res.stderr
     assert isinstance(_strict(res.stdout), dict)
 
