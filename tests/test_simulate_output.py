@@ -39,6 +39,7 @@ def test_graph_mode_on_a_host_without_one_is_reported_as_eager():
     assert graph.mode == eager.mode == "eager"
     assert graph.speed == eager.speed and graph.baselines == eager.baselines
     assert any("no graph mode" in n for n in graph.notes) and not any("graph" in n for n in eager.notes)
+    assert {row["mode"] for row in graph.to_rows()} == {"eager"}  # sweep rows (and the report's titles) too
 
 
 def test_a_device_with_a_graph_mode_keeps_it(h200):

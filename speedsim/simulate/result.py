@@ -106,9 +106,10 @@ class SimulationResult:
         return {**head, **speed, **asdict(self.schedule), "baselines": base, "notes": list(self.notes)}
 
     def to_rows(self) -> list[dict[str, Any]]:
-        """One tidy row per method (SPEED first); schedule columns are NaN for the baselines."""
+        """One tidy row per method (SPEED first); schedule columns are NaN for the baselines. `mode` is
+        the mode simulated (eager on a host without a graph mode, whatever the run asked for)."""
         common = {"U": self.sharing.unique, "R": self.sharing.repeats, "depth": self.sharing.depth,
-                  "sequences": self.sequences}
+                  "sequences": self.sequences, "mode": self.mode}
         blank = dict.fromkeys((f.name for f in fields(ScheduleSummary)), math.nan)
         rows = [{**common, **_row(self.speed), **asdict(self.schedule)}]
         rows += [{**common, **_row(r), **blank} for r in self.baselines.values()]
