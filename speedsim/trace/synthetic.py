@@ -101,7 +101,8 @@ class SyntheticSpec(BaseModel):
             if m == 1 and self.burst < 1:  # every position misses: P(miss | missed) is 1, whatever burst says
                 raise ValueError(f"burst {self.burst:g} contradicts a miss rate of 1 (every position misses, "
                                  "so a miss always follows a miss: burst 1)")
-            if 0 < m < 1 and self._hit_to_miss() > 1 + 1e-9:  # (fit's own clamp may round just above 1)
+            # (fit's own clamp may round just above 1)
+            if 0 < m < 1 and m * (1 - self.burst) / (1 - m) > 1 + 1e-9:
                 raise ValueError(f"burst {self.burst} is too low for a miss rate of {m:.3f}")
         return self
 
