@@ -72,6 +72,7 @@ def test_report_writes_figures_readme_and_is_deterministic(tmp_path):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and b"tEXt" not in data and b"tIME" not in data
     assert "MAPE graph" in readme and "MAPE eager" in readme and "**Reading.**" in readme
     assert "At one output length" in readme and "**Reading.** At 8 tokens" in readme
+    assert "Diamonds are synthetic traces fitted to the same models" in readme  # h200 4x3 against its curve
     assert (tmp_path / "a" / "data" / "study.csv").exists() and (tmp_path / "a" / "data" / "validation.csv").exists()
     build_report(tmp_path / "b", **kwargs)
     for path in sorted((tmp_path / "a").rglob("*")):
