@@ -120,6 +120,17 @@ def test_wall_clock_cap_ends_a_stage_and_anneals_the_lr(tmp_path: Path, code_cor
     assert m["pretrain"]["stopped_by_time"] and 0 < m["pretrain"]["steps"] < 10_000 and m["stages"]["finetune"] == 4
 
 
+def test_a_diverging_loss_stops_the_run(tmp_path: Path, code_corpus: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A non-finite loss is a UserError naming the stage and step: no run goes on training on NaN."""
+    import speedsim.train.loop as loop
+
+    cfg = write_config(tmp_path / "tiny.yaml", code_corpus)
+    real_step = loop._step
+    monkeypatch.setattr(loop, "_step", lambda run, st, *a: float("nan") if st.step == 2 else real_step(run, st, *a))
+    with pytest.raises(UserError, match="pretrain step 3: the loss is nan"):
+        train(cfg, tmp_path / "out", progress=False, evaluate=False)
+
+
 def test_corrupt_checkpoint_is_user_error_naming_file(tmp_path: Path, code_corpus: dict) -> None:
     """A torn checkpoint is a UserError naming the file, both to resume and to load."""
     cfg = write_config(tmp_path / "tiny.yaml", code_corpus)

@@ -188,6 +188,9 @@ def _run_stage(run: _Run, st: _Stage, budget: int | None) -> int:
             break
         t_step = time.perf_counter()
         loss = _step(run, st, batches[st.step], lr_at(st.step, s, st.elapsed), s.grad_clip)  # .item(): synchronised
+        if not math.isfinite(loss):  # the weights are ruined: stop at the last checkpoint, not train on NaN
+            raise UserError(f"{st.name} step {st.step + 1}: the loss is {loss} (diverged: lower {st.name}.lr); the "
+                            f"run stays at its last checkpoint", where=run.where)
         rec: dict[str, Any] = {"step": st.step + 1, "loss": loss, "seconds": time.perf_counter() - t_step}
         st.step += 1
         if s.eval_every and st.step % s.eval_every == 0:
