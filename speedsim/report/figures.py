@@ -186,7 +186,7 @@ def speedup_vs_mispredict(df: pd.DataFrame, path: Path, paper: pd.DataFrame | No
                 lo, hi = PAPER_MISS[sharing]
                 ax.axvspan(100 * lo, 100 * hi, color=color, alpha=0.08)
         marks = {PAPER: ("*", 13, "real exit traces of the trained models\n(vs sequential; their own output lengths)"),
-                 PAPER_EQUAL_LENGTH: ("D", 7, "fitted to them, at 64 output tokens\n(vs sequential)")}
+                 PAPER_EQUAL_LENGTH: ("D", 7, "fitted to them, at {n} output tokens\n(vs sequential)")}
         runs = ok(paper) if paper is not None and not paper.empty else pd.DataFrame()
         for label, (marker, size, legend) in marks.items() if not runs.empty else ():
             real = runs[(runs["profile"] == profile) & (runs["label"] == label)]
@@ -201,7 +201,8 @@ def speedup_vs_mispredict(df: pd.DataFrame, path: Path, paper: pd.DataFrame | No
                     ax.annotate(row["sharing"], (100 * row["first_exit_miss"], row["speedup"]), xytext=(6, -3),
                                 textcoords="offset points", fontsize=7)
             if not real.empty:
-                ax.plot([], [], marker=marker, ms=size - 2, ls="", color="w", markeredgecolor="k", label=legend)
+                ax.plot([], [], marker=marker, ms=size - 2, ls="", color="w", markeredgecolor="k",
+                        label=legend.format(n=int(real["out_len"].iloc[0])))
         ax.plot([], [], color="k", ls="-", label="vs shared, sequential")
         ax.plot([], [], color="k", ls="--", label="vs unshared, same depth")
         ax.axhline(1.0, color="k", lw=0.8)
@@ -373,7 +374,7 @@ def speed_paper(df: pd.DataFrame, path: Path) -> Path | None:
     profiles = _profiles(data)
     panels = [(label, title) for label, title in (
         (PAPER, "real exit traces, each model's own output lengths"),
-        (PAPER_EQUAL_LENGTH, "traces fitted to them, 64 output tokens each")) if (data["label"] == label).any()]
+        (PAPER_EQUAL_LENGTH, "traces fitted to them, {n} output tokens each")) if (data["label"] == label).any()]
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.6), layout="constrained", sharey=True,
                              squeeze=False)
     names = {"12x1": "12x1\nunshared deep", "4x1": "4x1\nunshared shallow"}
@@ -390,7 +391,7 @@ def speed_paper(df: pd.DataFrame, path: Path) -> Path | None:
                     ax.annotate(f"R-L {rouge:.3f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                                 ha="center", va="bottom", fontsize=7)
         ax.set_xticks(x + width * (len(profiles) - 1) / 2, [names.get(c, f"{c}\nSPEED") for c in configs])
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title.format(n=int(block["out_len"].iloc[0])), fontsize=10)
         ax.grid(alpha=0.3, axis="y")
     axes[0][0].set_ylabel("per-token decode latency (µs)")
     axes[0][0].legend()

@@ -321,7 +321,9 @@ def _diamonds(m: pd.DataFrame, runs: pd.DataFrame) -> str:
         return ""
     miss, got = float(fitted["miss"].iloc[0]), float(fitted["speedup"].iloc[0])
     bound = float(np.interp(miss, curve["miss"], curve["speedup"]))
-    return (f"Diamonds are synthetic traces fitted to the same models at the curves' length: {profile} {sharing} "
+    n_fit, n_curve = int(fitted["out_len"].iloc[0]), int(curve["out_len"].iloc[0])
+    length = "the curves' length" if n_fit == n_curve else f"{n_fit} tokens (the curves: {n_curve})"
+    return (f"Diamonds are synthetic traces fitted to the same models at {length}: {profile} {sharing} "
             f"gives {_x(got)} at {miss:.0%} misses where the curve gives {_x(bound)}. The curves settle every miss "
             "at the first verifying exit (`mispredict=P`, the optimistic bound); the trained models' misses settle "
             "later and flush more work in flight.")
