@@ -807,6 +807,23 @@ def test_bad_sweep_spec(cli, tmp_path: Path, tiny_profile_file: str, content: by
     assert not (out / "runs.jsonl").exists() or not (out / "runs.jsonl").read_text()
 
 
+def test_sweep_of_a_trace_with_nothing_to_decode(cli, tmp_path: Path, tiny_profile_file: str) -> None:
+    """A trace whose sequences (or first `limit` of them) have one token each: refused when the sweep is
+    planned, naming the key and the file, not found by a run after others have run."""
+    trace = tmp_path / "one.jsonl"
+    trace.write_text('{"version": 1, "seq_id": "a", "src_len": 4, "repeats": 3, "exits": [[1, 1, 1]]}\n'
+                     '{"version": 1, "seq_id": "b", "src_len": 4, "repeats": 3, "exits": [[1, 1, 1], [2, 2, 2]]}\n')
+    for limit, bad in ((1, True), (None, False)):
+        spec = tmp_path / "sweep.yaml"
+        spec.write_text(f"name: t\nfixed: {{model: t5base, profile: '{tiny_profile_file}', baselines: []}}\n"
+                        f"runs:\n  - {{sharing: 4x3, trace: {trace}{f', limit: {limit}' if limit else ''}}}\n")
+        res = cli("sweep", str(spec), "--out", str(tmp_path / f"out{limit}"), "--workers", "1")
+        if bad:
+            assert "one.jsonl" in assert_bad(res, "trace")
+        else:
+            assert res.returncode == 0, res.stderr
+
+
 @pytest.mark.parametrize("kind", ["missing", "directory", "fifo"])
 def test_sweep_spec_that_is_not_a_file(cli, tmp_path: Path, fifo_reader, kind: str) -> None:
     """A sweep spec that does not exist, is a directory or a FIFO: one line naming it."""

@@ -312,6 +312,12 @@ def trace_repeats(path: str) -> int:
     raise UserError("trace file has no sequences", where=path)
 
 
+@lru_cache(maxsize=64)
+def trace_lengths(path: str) -> tuple[int, ...]:
+    """Generated positions of each sequence of a trace file, in order."""
+    return tuple(len(t.exits) for t in iter_traces(path))
+
+
 def check_runs(spec: SweepSpec, runs: list[RunParams], where: str = "spec") -> None:
     """Raise `UserError` (naming the key) for anything that would make a run fail on bad input."""
 
@@ -323,9 +329,10 @@ def check_runs(spec: SweepSpec, runs: list[RunParams], where: str = "spec") -> N
                   ("synthetic", run.synthetic(_repeats(run.sharing), spec.base_dir) if run.trace is None else None),
                   ("launch_exit", f"{run.launch_exit}/{run.max_in_flight}"))
         for key, value in checks:
-            if value is None or (key, value, run.sharing) in seen:
+            seen_key = (key, value, run.sharing, run.limit if key == "trace" else None)
+            if value is None or seen_key in seen:
                 continue
-            seen.add((key, value, run.sharing))
+            seen.add(seen_key)
             try:
                 if key == "profile":
                     load_profile(value)
@@ -340,6 +347,9 @@ def check_runs(spec: SweepSpec, runs: list[RunParams], where: str = "spec") -> N
                     r = trace_repeats(str(path))
                     if r != Sharing.parse(run.sharing).repeats:
                         raise UserError(f"trace has R={r} exits but sharing is {run.sharing}")
+                    if all(n <= 1 for n in trace_lengths(str(path))[: run.limit]):  # found at run time otherwise
+                        raise UserError(f"{path}: every sequence{f' of the first {run.limit}' if run.limit else ''} "
+                                        "has at most one token: nothing is decoded after the prefill")
                 elif key == "synthetic":
                     parse_decodable(value, Sharing.parse(run.sharing).repeats)
                 else:
