@@ -18,8 +18,9 @@ A spec (`experiments/*.yaml`)::
 Every run is a `RunParams`: its fields are the only axes (an unknown one is an error naming
 it). `profile: all` expands to every shipped profile. Sharing is `sharing: UxR` or two of
 `unique`, `repeats`, `depth` (layers). The workload is a shipped or given exit trace
-(`trace`, optionally its first `limit` sequences) or seeded synthetic traces (`mispredict`
-or `agree`, `out_len`, `src_len`, `seqs`, `burst`, `seed`).
+(`trace`, optionally its first `limit` sequences) or seeded synthetic traces (`mispredict`,
+`agree` or `fit`: a trace to fit them to, as `--synthetic fit=`; then `out_len`, `src_len`,
+`seqs`, `burst`, `seed`).
 
 `plan(spec)` checks everything a run needs (profiles, models, sharing, traces, synthetic
 parameters) and raises `UserError` before any run starts.
