@@ -18,7 +18,14 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from speedsim.sharing import Sharing  # noqa: E402
-from speedsim.simulate.schema import FIXED_DEPTH, MISPREDICT, OUT_LEN, PAPER, PAPER_EQUAL_LENGTH, WEIGHT_BUDGET  # noqa: E402
+from speedsim.simulate.schema import (  # noqa: E402
+    FIXED_DEPTH,
+    MISPREDICT,
+    OUT_LEN,
+    PAPER,
+    PAPER_EQUAL_LENGTH,
+    WEIGHT_BUDGET,
+)
 
 TAB10: list[tuple[float, ...]] = [tuple(c) for c in plt.get_cmap("tab10")(range(10))]  # the ten tab10 colours
 

@@ -25,9 +25,9 @@ synthetic workload): one of `perfect`, `mispredict=P`, `agree=A0/A1/...` or `fit
 shipped trace's name or a path), plus
 `len=N`, `seqs=K`, `src=N`, `burst=B`, `seed=S`. `mispredict=P` settles every miss at the first
 verifying exit, so it is the optimistic bound for a miss rate P; `fit=TRACE` carries a real
-trace's settle-exit distribution, flip patterns, burstiness, lengths and stops on <eos>: by default as many
-sequences as the trace holds, with its sequences' lengths in order (`len=N`, `src=N` override
-the lengths, `seqs=K` the count).
+trace's settle-exit distribution, flip patterns, burstiness, lengths and stops on <eos>: by
+default as many sequences as the trace holds, with its sequences' lengths in order (`len=N`,
+`src=N` override the lengths, `seqs=K` the count).
 """
 
 from __future__ import annotations
