@@ -135,8 +135,9 @@ def _validate_kernels(profile, path: Path, models, strict: bool, as_json: bool, 
 
 
 @cli.command()
-@click.option("--measured", type=click.Path(path_type=Path), default=None,
-              help="Measured CSV (default: the shipped H200 measurements).")
+@click.option("--measured", type=click.Path(path_type=Path), multiple=True,
+              help="Measured CSV, repeatable: the rows of every file are fitted together (default: the shipped "
+                   "H200 measurements).")
 @click.option("--profile", "profile_name", required=True, help="Starting profile (name or YAML path).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Where to write the fitted profile.")
 @click.option("--name", default=None, help="Name of the fitted profile (default: the starting profile's).")
@@ -147,7 +148,7 @@ def _validate_kernels(profile, path: Path, models, strict: bool, as_json: bool, 
                    "their kernels.csv; 'none' for no kernel rows).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_models_option
-def calibrate(measured: Path | None, profile_name: str, out: Path, name: str | None, sections: str | None,
+def calibrate(measured: tuple[Path, ...], profile_name: str, out: Path, name: str | None, sections: str | None,
               kernels: Path | None, as_json: bool, model_specs: tuple[Path, ...]) -> None:
     """Fit a profile's few free parameters (efficiencies, latencies, in-flight bytes) to measurements."""
     from pydantic import ValidationError
@@ -162,28 +163,29 @@ def calibrate(measured: Path | None, profile_name: str, out: Path, name: str | N
     from speedsim.workload import resolve_models
 
     check_output(out, "--out")  # a directory, a device or a missing directory: refused before the fit
-    path = measured or H200_MEASURED
+    paths = measured or (H200_MEASURED,)
     profile = load_profile(profile_name)
     if name is not None:  # checked as the profile's own field, before the fit (`--name ''` kept the old name)
         try:
             type(profile).model_validate({**profile.model_dump(), "name": name})
         except ValidationError as err:
             raise user_error(err, "--name") from None
-    rows = read_measured(path)
+    rows = [row for path in paths for row in read_measured(path)]
     chosen = parse_sections(sections)
     from speedsim.validation.kernels import read_kernels
 
-    if kernels is None and measured is None:
+    if kernels is None and not measured:
         kernels = H200_MEASURED.with_name("kernels.csv")
     kernel_rows = read_kernels(kernels) if kernels is not None and str(kernels) != "none" else None
-    result = fit(profile, rows, resolve_models(model_specs), source=str(path), sections=chosen,
+    result = fit(profile, rows, resolve_models(model_specs), source=", ".join(map(str, paths)), sections=chosen,
                  kernels=kernel_rows, kernels_source=str(kernels))
     from speedsim.paths import relative
 
     fitted = result.profile
-    fitted_on = relative(path) + (f" and {relative(kernels)}" if kernel_rows and kernels is not None else "")
+    files = [relative(p) for p in paths] + ([relative(kernels)] if kernel_rows and kernels is not None else [])
+    fitted_on = ", ".join(files[:-1]) + " and " + files[-1] if len(files) > 1 else files[0]
     note = f"measured: {fitted_on} (fitted by speedsim calibrate)"
-    sources = [s for s in fitted.sources if not s.startswith(f"measured: {relative(path)}")] + [note]
+    sources = [s for s in fitted.sources if not s.startswith(f"measured: {relative(paths[0])}")] + [note]
     fitted = fitted.model_copy(update={"sources": sources, "name": fitted.name if name is None else name})
     save_profile(fitted, out)
     summary = {"profile": fitted.name, "out": str(out), "mape_before": result.before,
@@ -405,7 +407,8 @@ def serve_cmd(profile_name: str, model_name: str, sharing: str, trace_file: str 
 @cli.command("measure")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), required=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True,
-              help="Measured CSV to write (batch rows go to <stem>.batch.csv, traces and specs beside it).")
+              help="Measured CSV to write (batch and op rows go to <stem>.batch.csv and <stem>.ops.csv, traces "
+                   "and specs beside it).")
 @click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
               help="Trained run directory (speedsim train); its test split is decoded.")
 @click.option("--config", type=click.Path(path_type=Path), default=None,
@@ -413,7 +416,8 @@ def serve_cmd(profile_name: str, model_name: str, sharing: str, trace_file: str 
 @click.option("--model", default="t5base", show_default=True,
               help="Without --checkpoint/--config: random weights at this model spec's dimensions.")
 @_models_option
-@click.option("--parts", default=None, help="Comma-separated: steps, loop (whole decodes), batch [default: all].")
+@click.option("--parts", default=None, help="Comma-separated: steps, loop (whole decodes), batch, ops (single ops at the model's "
+              "shapes) [default: all].")
 @click.option("--sharings", default=None, help="UxR list for whole decodes and batch rows [default: 12x1,4x3,2x6].")
 @click.option("--lm-head", "lm_heads", default=None,
               help="Random-weight decodes: untied (exits disagree), tied (exits agree), or both [default: untied].")
@@ -429,7 +433,8 @@ def measure_cmd(device: str, out: Path, checkpoint: Path | None, config: Path | 
                 model_specs: tuple[Path, ...], parts: str | None, sharings: str | None, lm_heads: str | None,
                 sequences: int | None, max_new_tokens: int | None, batch_sizes: str | None, batch_ctxs: str | None,
                 threads: int | None, quick: bool, as_json: bool) -> None:
-    """Time decode steps, whole decodes and batched steps of speedsim's decoders here, in the measured-CSV schema."""
+    """Time decode steps, whole decodes, batched steps and single ops of speedsim's decoders here, in the
+    measured-CSV schema."""
     from speedsim.validation.measure import measure, plan_from_options
 
     plan = plan_from_options(parts, sharings, lm_heads, sequences, max_new_tokens, batch_sizes, batch_ctxs, quick)

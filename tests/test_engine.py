@@ -304,3 +304,37 @@ def test_engine_time_of_a_repeated_kernel_is_its_cost(h200, t5base, rules):
     cache, totals = OnChipCache(h200.l2.usable_bytes), empty_class_totals()
     expected = [cost.kernel_us(k, *cache.serve(k, totals)) for k in kernels]
     assert [span[3] for span in recorder.spans] == expected
+
+
+def test_a_tensor_read_once_per_row_misses_only_its_first_pass():
+    """A GEMV per row (rows below `gemm_row_reuse_min`) reads its weights once per row: a weight that
+    fits on-chip comes from DRAM once and then from on-chip memory; one larger than the level
+    streams every pass from DRAM."""
+    from speedsim.engine.memory import OnChipCache
+    from speedsim.workload.kernels import TENSOR_CLASSES, Access, Kernel
+
+    def dram(size: float, passes: int, cap: float) -> float:
+        k = Kernel("gemv", 0.0, (Access("w", "weights", passes * size, footprint_bytes=size),), parallel_work=1)
+        return OnChipCache(cap).serve(k, dict.fromkeys(TENSOR_CLASSES, 0.0))[0]
+    assert dram(1e6, 3, cap=4e6) == 1e6
+    assert dram(1e6, 3, cap=0.5e6) == 3e6
+    assert dram(1e6, 1, cap=4e6) == 1e6
+
+
+def test_attention_has_its_own_fixed_time_defaulting_to_the_matrix_paths():
+    """`kernel.attention_latency_us` is the fixed time of attention kernels only; unset, attention
+    takes the matrix path's fixed time, as before."""
+    from speedsim.engine.cost import CostModel
+    from speedsim.hardware import load_profile
+    from speedsim.workload import BUILTIN_MODELS, KernelRules
+    from speedsim.workload.kernels import attention, linear
+
+    base = load_profile("h200")
+    assert base.kernel.attention_latency_us is None
+    slow = base.model_copy(update={"kernel": base.kernel.model_copy(update={"attention_latency_us": 50.0})})
+    rules = KernelRules.from_profile(base)
+    attn = attention("a", BUILTIN_MODELS["t5base"], 1, [64], ["kv"], False, "bf16", rules)[-1]
+    gemv = linear("q", "w", 1, 768, 768, "bf16", rules)[0]
+    a, b = CostModel.from_profile(base), CostModel.from_profile(slow)
+    assert b.kernel_us(attn, 1e5, 1e5) - a.kernel_us(attn, 1e5, 1e5) == pytest.approx(50.0 - a.matrix_latency_us)
+    assert b.kernel_us(gemv, 1e6, 1e6) == a.kernel_us(gemv, 1e6, 1e6)

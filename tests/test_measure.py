@@ -219,3 +219,21 @@ def test_measure_cuda_graph_replay_rows(tmp_path, tiny_spec):  # pragma: no cove
     graph = [r for r in decode if r.mode == "graph"]
     assert all(int(r.extra_field("graphs")) > 0 and r.extra_field("late_captures") is None for r in graph)
     assert {r.mode for r in read_measured(summary["batch"])} == {"graph", "eager"}
+
+
+def test_ops_only_run_writes_single_op_rows_that_validate(tmp_path, tiny_spec, cli):
+    """`--parts ops`: every op kind at the model's shapes, in `--out`; each row names its shape and
+    simulates as that shape (two linear rows of the same row count but other shapes differ)."""
+    out = tmp_path / "ops.csv"
+    summary = measure("cpu", out, plan=MeasurePlan(parts=("ops",), quick=True), model="tiny",
+                      model_specs=(tiny_spec,))
+    rows = read_measured(out)
+    assert summary["ops"] == str(out) and summary["rows"] == len(rows)
+    assert {r.pattern for r in rows} == {"linear", "attention", "norm", "kv_write"}
+    assert all(r.section == "op" and r.mode == "eager" and r.us_median > 0 for r in rows)
+    linear = [r for r in rows if r.pattern == "linear" and r.n == 1]
+    assert len({r.extra for r in linear}) == len(linear) >= 4
+    res = cli("validate", "--measured", str(out), "--profile", "cpu-host", "--mode", "eager",
+              "--model-spec", summary["model_spec"], "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["rows"] == len(rows)

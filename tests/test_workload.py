@@ -142,3 +142,46 @@ def test_batched_layer_touches_each_items_own_caches(rules):
     assert cross == [("xa", 2.0 * 64 * d * b), ("xb", 2.0 * 96 * d * b), ("xb", 2.0 * 96 * d * b)]
     other = decoder_layer(spec, "L0", [5, 6, 7], ["d", "e", "f"], 1, "bf16", rules, cross_ids=["x"] * 3)
     assert layer.kernels[0] is other.kernels[0]  # the norm before attention: built once per shape
+
+
+def test_op_rows_simulate_their_own_shape_and_refuse_a_missing_one():
+    """Section `op`: a linear row is the GEMV/GEMM of its extra's shape, an attention row n items of
+    ctx keys and Q queries, a norm row carries the profile's host ops per norm; a linear row without
+    its shape is a UserError naming the row."""
+    from speedsim.errors import UserError
+    from speedsim.hardware import load_profile
+
+    rules = KernelRules.from_profile(load_profile("cpu-host"))
+    models = BUILTIN_MODELS
+
+    def program(pattern, n, ctx=0, extra=""):
+        row = dict(section="op", model="t5base", pattern=pattern, n=n, ctx=ctx, L=0, R=0, extra=extra)
+        return program_for_row(row, models, rules, "fp32", where="ops.csv:2")[0]
+    small, wide = program("linear", 4, extra="in=256;out=256"), program("linear", 4, extra="in=256;out=4096")
+    assert wide.flops == 16 * small.flops == 2 * 4 * 256 * 4096
+    attn = program("attention", 3, ctx=50, extra="queries=2")
+    main = [k for k in attn.kernels if k.kclass == "attention"]
+    assert len(main) == 1 and main[0].flops == 3 * 4.0 * 2 * 50 * models["t5base"].d_model
+    assert main[0].host_ops == 1  # the op alone: no reshapes around it
+    assert program("norm", 8).kernels[0].host_ops == rules.host_ops.norm == 7
+    with pytest.raises(UserError, match="ops.csv:2.*in=K;out=N"):
+        program("linear", 4)
+    with pytest.raises(UserError, match="ops.csv:2.*integers"):
+        program("attention", 4, ctx=8, extra="queries=x")
+
+
+def test_static_batch_rows_attend_over_the_padded_length():
+    """A batch row of the static implementation (one buffer padded to the longest, a masked SDPA):
+    every sequence's attention reads the longest length's keys; its own KV write stays its own."""
+    from speedsim.hardware import load_profile
+
+    rules = KernelRules.from_profile(load_profile("h200"))
+    row = dict(section="batch", model="t5base", pattern="unshared", n=2, ctx=30, L=12, R=1,
+               extra="impl=static;seed=0;cross=64;lengths=10/50")
+    program = program_for_row(row, BUILTIN_MODELS, rules, "bf16", where="b.csv:2")[0]
+    attn = next(k for k in program.kernels if k.kclass == "attention" and ".xattn" not in k.name)
+    assert attn.items is not None and len(set(attn.items.nbytes)) == 1
+    ragged = program_for_row({**row, "extra": "seed=0;cross=64;lengths=10/50"}, BUILTIN_MODELS, rules, "bf16",
+                             where="b.csv:2")[0]
+    attn = next(k for k in ragged.kernels if k.kclass == "attention" and ".xattn" not in k.name)
+    assert attn.items is not None and attn.items.nbytes[0] < attn.items.nbytes[1]

@@ -2,8 +2,9 @@
 
     t = fixed + first_byte + softmax_p(t_memory, t_compute)
 
-    fixed      = kernel.latency_us (vector path) or kernel.matrix_latency_us (GEMM, attention:
-                 pipeline prologue and epilogue), + compute.index_cycles / clock for a kernel over
+    fixed      = kernel.latency_us (vector path), kernel.matrix_latency_us (GEMM: pipeline prologue
+                 and epilogue) or kernel.attention_latency_us (an attention call's set-up; default
+                 the matrix path's), + compute.index_cycles / clock for a kernel over
                  non-contiguous operands (offset arithmetic before its loads)
     first_byte = the idle load latency of the level its first bytes come from (DRAM or on-chip)
     t_memory   = max(dram_bytes / dram_rate, onchip_bytes / onchip_rate,         bandwidths
@@ -34,7 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from speedsim.hardware.profile import HardwareProfile
-from speedsim.workload.kernels import ATTENTION, Kernel
+from speedsim.workload.kernels import ATTENTION, ATTN, Kernel
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,8 @@ class CostModel:
 
     units: int
     latency_us: float
-    matrix_latency_us: float     # the fixed time of a matrix-path kernel (GEMM, attention)
+    matrix_latency_us: float     # the fixed time of a matrix-path kernel (GEMM)
+    attention_latency_us: float  # ... and of an attention kernel
     p: float
     dram_Bpus: float
     onchip_Bpus: float
@@ -66,12 +68,15 @@ class CostModel:
     @classmethod
     def from_profile(cls, profile: HardwareProfile) -> CostModel:
         c, m = profile.compute, profile.memory
+        matrix_latency_us = (profile.kernel.latency_us if profile.kernel.matrix_latency_us is None
+                             else profile.kernel.matrix_latency_us)
         dtypes = set(c.matrix_peak_TFLOPS) | set(c.vector_peak_TFLOPS) | {"bf16", "fp16", "fp32", "tf32", "int8"}
         return cls(
             units=c.units,
             latency_us=profile.kernel.latency_us,
-            matrix_latency_us=(profile.kernel.latency_us if profile.kernel.matrix_latency_us is None
-                               else profile.kernel.matrix_latency_us),
+            matrix_latency_us=matrix_latency_us,
+            attention_latency_us=(matrix_latency_us if profile.kernel.attention_latency_us is None
+                                  else profile.kernel.attention_latency_us),
             p=profile.kernel.overlap_exponent,
             dram_Bpus=m.dram.achievable_Bps / 1e6,
             onchip_Bpus=profile.l2.achievable_Bps / 1e6,
@@ -123,7 +128,8 @@ class CostModel:
             util = work / (waves * units)
             peak = (self.matrix_FLOPpus if k.matrix else self.vector_FLOPpus)[k.dtype]
             t_comp = k.flops / (peak * util)
-        fixed = self.matrix_latency_us if k.matrix else self.latency_us
+        fixed = (self.attention_latency_us if k.kclass == ATTN else self.matrix_latency_us) if k.matrix \
+            else self.latency_us
         if k.indexed:
             fixed += self.index_us
         peak_sheet = (self.matrix_datasheet_FLOPpus if k.matrix else self.vector_datasheet_FLOPpus)[k.dtype]

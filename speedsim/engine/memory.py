@@ -15,7 +15,9 @@ not wipe a shared group that fits. On the H200 this is what the measurements sho
 LM head (49 MB, read back to back) runs at DRAM speed, and so do dec1b layers whose weights
 cycle through the L2.
 
-A resident tensor read with a smaller footprint (a cache reused by the next sequence) shrinks.
+A kernel that reads a tensor that fits more than once (a CPU's GEMV per activation row) misses
+only its first pass; the later ones find it resident. A resident tensor read with a smaller
+footprint (a cache reused by the next sequence) shrinks.
 Writes are absorbed on-chip (write-back, write-allocate): written bytes become resident, and
 reach DRAM only for tensors too large to stay resident. Activations (`ACT`) were always just
 written by the kernel before, so their reads are on-chip.
@@ -103,7 +105,9 @@ class OnChipCache:
                         have = size
                     if have > 0.0:
                         resident[tensor] = have  # most recently used
-                    miss = read * (1.0 - have / size) if size > 0 else 0.0
+                    # a tensor that fits is missed once: a kernel reading it again (a GEMV per row)
+                    # finds it resident; one larger than the level streams every read from DRAM
+                    miss = ((read if size > cap else min(read, size)) * (1.0 - have / size)) if size > 0 else 0.0
                     if miss > 0.0:
                         dram += miss
                         dram_by_class[a.tclass] += miss

@@ -83,8 +83,9 @@ def derive_gpu(sheet: GpuDatasheet, ref: HardwareProfile, ref_smem_KiB: float | 
                                      latency_ns=r4(ref_l2.latency_ns * cycles),
                                      first_byte_ns=r4(ref_l2.first_byte_us * 1e3 * cycles))]
     data["kernel"]["latency_us"] = r4(ref.kernel.latency_us * cycles)
-    if ref.kernel.matrix_latency_us is not None:
-        data["kernel"]["matrix_latency_us"] = r4(ref.kernel.matrix_latency_us * cycles)
+    for name in ("matrix_latency_us", "attention_latency_us"):
+        if getattr(ref.kernel, name) is not None:
+            data["kernel"][name] = r4(getattr(ref.kernel, name) * cycles)
     data["host"]["graph_start_us"] = r4(ref.host.graph_start_us * cycles)
     data["host"]["launch_overhead_us"] = {
         "eager": r4(ref.host.launch_overhead_us["eager"] / sheet.host_speed),

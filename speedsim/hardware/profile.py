@@ -146,6 +146,13 @@ class KernelSpec(_Frozen):
         "memory) and epilogue. kernels.csv: GEMM-library kernels take ~1.4 us more than their bytes need, "
         "vectorized elementwise kernels ~0.8 us; default: latency_us",
     )
+    attention_latency_us: float | None = Field(
+        None, ge=0, description="fixed device time of an attention kernel, in place of matrix_latency_us: "
+        "the per-call set-up a framework's attention op does apart from its per-block work. PyTorch's CPU "
+        "flash attention allocates its per-thread buffers and converts the mask every call: ~8 us at one "
+        "item and one head, against ~0.2 us more per (item x head) block (experiments/measured/cpu-host/"
+        "kernels.csv); default: matrix_latency_us",
+    )
     overlap_exponent: float = Field(
         4.0,
         ge=1,

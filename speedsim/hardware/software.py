@@ -40,6 +40,10 @@ class HostOps(_Frozen):
     )
     kv_write: int = Field(2, ge=0, description="one copy of new K (or V) rows into the cache: index, then write")
     embed: int = Field(3, ge=0, description="gathering the embeddings of newly launched tokens")
+    norm: int = Field(
+        1, ge=0, description="one RMSNorm call: one fused kernel on a GPU; PyTorch's CPU rms_norm runs pow, "
+        "mean (sum, div), add, rsqrt and two muls as separate ops (torch.profiler, PyTorch 2.13)",
+    )
 
 
 class SoftwareSpec(_Frozen):

@@ -18,12 +18,15 @@ def cpu_section(data: ReportData) -> list[str]:
         return []
     counts = {k: len(table) if k == "all" else int((table["section"] == k).sum()) for k in data.cpu_mape}
     lines = ["## cpu-host: speedsim's own decoder on this project's CPU machine", "",
-             "`experiments/measured/cpu-host/measured.csv` (`speedsim measure --device cpu`, the trained 4x3 "
-             "model, one thread); `hw_profiles/cpu-host.yaml` was calibrated on the decode-shaped rows only "
-             "(layer, group, lmhead: `speedsim calibrate ... --sections layer,group,lmhead`), so the whole "
-             "decodes are an out-of-sample check and the ceilings and GEMVs are extrapolation. Same numbers as `speedsim validate --measured "
-             "experiments/measured/cpu-host/measured.csv --profile cpu-host --mode eager --model-spec "
-             "experiments/measured/cpu-host/measured.speed-4x3.yaml`.", "",
+             "`experiments/measured/cpu-host/` (`speedsim measure --device cpu`, one thread): `measured.csv` "
+             "(steps of the trained 4x3 model and its whole decodes), `batch.csv` (batched decode steps, B = "
+             "1..32 at their own KV lengths) and `ops.csv` (single ops at the model's shapes, the kernel "
+             "level). `hw_profiles/cpu-host.yaml` was calibrated on the layer, group, LM-head, batch and op rows "
+             "(`speedsim calibrate --measured ... --sections layer,group,lmhead,ceiling/launch_add_x100,batch,op`, "
+             "the recipe in `experiments/measured/cpu-host/README.md`), so the whole decodes are an "
+             "out-of-sample check and the ceilings and GEMVs are extrapolation. Same numbers as `speedsim "
+             "validate --profile cpu-host --mode eager --model-spec experiments/measured/cpu-host/"
+             "measured.speed-4x3.yaml --measured` on each file.", "",
              _md_table([{"section": k, "rows": str(counts[k]), "MAPE": _pct(v)} for k, v in data.cpu_mape.items()],
                        ["section", "rows", "MAPE"]), ""]
     dec = {r["pattern"]: r for _, r in table[table["section"] == "decode"].iterrows()}

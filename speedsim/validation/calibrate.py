@@ -70,6 +70,10 @@ EAGER_ONLY_UNFITTED = frozenset({("host", "launch_overhead_us", "graph"), ("host
 EAGER_ONLY_PARAMETERS: tuple[FreeParameter, ...] = (
     FreeParameter(("memory", "onchip", 0, "usable_fraction"), 0.05, 1.0,
                   "share of the last-level cache the process gets (eager-only fits: a CPU)"),
+    # A CPU's attention op sets up per call (buffers, the mask) several times a GEMM's fixed time;
+    # the GPU fits leave it unset (= the matrix path's): their graph rows were fitted without it.
+    FreeParameter(("kernel", "attention_latency_us"), 0.1, 100.0,
+                  "fixed time of an attention call (eager-only fits: a CPU)"),
 )
 
 __doc__ += "\n".join(f"- {'.'.join(map(str, p.path))} in [{p.low}, {p.high}]: {p.what}"
@@ -78,11 +82,13 @@ __doc__ += "\n".join(f"- {'.'.join(map(str, p.path))} in [{p.low}, {p.high}]: {p
 
 def _get(d: dict, path: tuple) -> float:
     """The value at `path`; an optional value left unset falls back to what the model uses in its place
-    (`kernel.matrix_latency_us` -> `kernel.latency_us`)."""
+    (`kernel.attention_latency_us` -> `kernel.matrix_latency_us` -> `kernel.latency_us`)."""
     value: object = d
     for key in path:
         value = value[key]  # type: ignore[index]
-    if value is None and path == ("kernel", "matrix_latency_us"):
+    if value is None and path == ("kernel", "attention_latency_us"):
+        value = d["kernel"]["matrix_latency_us"]
+    if value is None and path[0] == "kernel" and path[1] in ("matrix_latency_us", "attention_latency_us"):
         value = d["kernel"]["latency_us"]
     return float(value)  # type: ignore[arg-type]
 
@@ -131,9 +137,15 @@ def _fit(profile: HardwareProfile, params: tuple[FreeParameter, ...], usable, ma
     highs = np.log([p.high for p in params])
     start = np.log([max(p.low, min(p.high, _get(profile.model_dump(), p.path))) for p in params])
 
+    # single-op rows (section `op`, a CPU's kernel level) weigh as much in total as the other rows,
+    # like a GPU's kernel profile below: dozens of them must not outvote a handful of whole steps
+    ops = sum(1 for row, _, _ in usable if row.section == "op")
+    weight = math.sqrt((len(usable) - ops) / ops) if 0 < ops < len(usable) else 1.0
+    weights = np.array([weight if row.section == "op" else 1.0 for row, _, _ in usable])
+
     def residuals(x: np.ndarray) -> np.ndarray:
         prof = with_values(profile, params, np.exp(x))
-        errors = _log_errors(prof, usable)
+        errors = _log_errors(prof, usable) * weights
         if kernels is None:
             return errors
         cells = np.array(kernels.log_errors(prof))

@@ -32,6 +32,7 @@ class MeasuredRow:
     R: int
     us_median: float
     extra: str = ""
+    source: str = ""   # the file it was read from (rows of several files are fitted together)
 
     @property
     def sharing(self) -> Sharing:
@@ -48,9 +49,10 @@ class MeasuredRow:
 
     @property
     def key(self) -> tuple:
-        """Identity of the simulated scenario (rows that time speedsim's own decoder differ)."""
+        """Identity of the simulated scenario (rows that time speedsim's own decoder differ; a batch or
+        op row's shape is in its extra column)."""
         return (self.section, self.model, self.pattern, self.n, self.ctx, self.L, self.R,
-                "impl=speedsim" in self.extra)
+                self.extra if self.section in ("batch", "op") else "impl=speedsim" in self.extra)
 
     def as_dict(self) -> dict:
         return {"section": self.section, "model": self.model, "pattern": self.pattern, "n": self.n,
@@ -142,7 +144,8 @@ def read_measured(path: Path) -> list[MeasuredRow]:
             raise UserError(f"us_median {us:g} is outside the row's us_min..us_max {spread[0]:g}..{spread[1]:g}",
                             where=where)
         row = MeasuredRow(line=line, section=section, model=rec["model"].strip(), mode=mode,
-                          pattern=rec["pattern"].strip(), us_median=us, extra=rec.get("extra", "") or "", **ints)
+                          pattern=rec["pattern"].strip(), us_median=us, extra=rec.get("extra", "") or "",
+                          source=str(path), **ints)
         _check_extra(row, where)
         first = seen.setdefault((row.key, row.mode, row.extra.strip()), row)
         if first is not row and math.isfinite(us + first.us_median) \

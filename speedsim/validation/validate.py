@@ -73,7 +73,8 @@ def build_programs(pairs: list[tuple[MeasuredRow, str]], models: dict[str, Model
     programs: dict[tuple, tuple[Program, int]] = {}
     for row, _ in pairs:
         if row.section != "decode" and row.key not in programs:
-            programs[row.key] = program_for_row(row.__dict__, models, rules, dtype, where=f"{source}:{row.line}")
+            programs[row.key] = program_for_row(row.__dict__, models, rules, dtype,
+                                                where=f"{row.source or source}:{row.line}")
     return programs
 
 
@@ -90,7 +91,7 @@ def validate(profile: HardwareProfile, rows: list[MeasuredRow], models: dict[str
     for row, _ in pairs:
         if row.section in ("layer", "group", "lmhead", "decode") and row.model not in models:
             raise UserError(f"unknown model '{row.model}': give its dimensions with --model-spec FILE",
-                            where=f"{source}:{row.line}")
+                            where=f"{row.source or source}:{row.line}")
     programs = build_programs(pairs, models, rules, profile.default_dtype, source)
     decodes: dict = {}
     for row, sim_mode in pairs:
@@ -112,6 +113,7 @@ def validate(profile: HardwareProfile, rows: list[MeasuredRow], models: dict[str
 def _decode_row(profile: HardwareProfile, row: MeasuredRow, models: dict[str, ModelSpec], mode: str,
                 source: str, cache: dict) -> float:
     """Per emitted token time of a whole measured decode, simulated from the exit trace it names."""
+    source = row.source or source
     where = f"{source}:{row.line}"
     name = row.extra_field("trace")
     if not name:

@@ -205,10 +205,12 @@ def elementwise(name: str, elements: int, inputs: int, dtype: str, rules: Kernel
                   accesses=(Access(ACT, ACTIVATIONS, inputs * elements * b, elements * b),))
 
 
-def rmsnorm(name: str, rows: int, d: int, dtype: str) -> Kernel:
-    """RMSNorm of `rows` rows: one block per row walks its `d` elements serially (`row_elements`)."""
+def rmsnorm(name: str, rows: int, d: int, dtype: str, host_ops: int = 1) -> Kernel:
+    """RMSNorm of `rows` rows: one block per row walks its `d` elements serially (`row_elements`);
+    `host_ops`: framework ops of the call (the profile's `host_ops.norm`)."""
     b = _elt(dtype)
     return Kernel(name=name, flops=4.0 * rows * d, dtype=dtype, parallel_work=rows, kclass=NORM, row_elements=d,
+                  host_ops=host_ops,
                   accesses=(Access(ACT, ACTIVATIONS, rows * d * b + d * b, rows * d * b),))
 
 
@@ -375,18 +377,18 @@ def _layer_shape(spec: ModelSpec, layer_id: str, rows: int, dtype: str,
     their lengths: before the KV writes, after self-attention, after cross-attention (empty
     without it)."""
     d, dff = spec.d_model, spec.d_ff
-    pre = (rmsnorm(f"{layer_id}.norm1", rows, d, dtype),
+    pre = (rmsnorm(f"{layer_id}.norm1", rows, d, dtype, rules.host_ops.norm),
            *linear(f"{layer_id}.qkv", f"{layer_id}.qkv", rows, d, 3 * d, dtype, rules))
     mid = [*linear(f"{layer_id}.o", f"{layer_id}.o", rows, d, d, dtype, rules),
            elementwise(f"{layer_id}.add1", rows * d, 2, dtype, rules)]
     post: list[Kernel] = []
     if spec.cross_attention_len:
-        mid += [rmsnorm(f"{layer_id}.norm_x", rows, d, dtype),
+        mid += [rmsnorm(f"{layer_id}.norm_x", rows, d, dtype, rules.host_ops.norm),
                 *linear(f"{layer_id}.xq", f"{layer_id}.xq", rows, d, d, dtype, rules)]
         post += [*linear(f"{layer_id}.xo", f"{layer_id}.xo", rows, d, d, dtype, rules),
                  elementwise(f"{layer_id}.add_x", rows * d, 2, dtype, rules)]
     tail = post if spec.cross_attention_len else mid
-    tail.append(rmsnorm(f"{layer_id}.norm2", rows, d, dtype))
+    tail.append(rmsnorm(f"{layer_id}.norm2", rows, d, dtype, rules.host_ops.norm))
     tail += linear(f"{layer_id}.w1", f"{layer_id}.w1", rows, d, (2 if spec.gated else 1) * dff, dtype, rules)
     if spec.gated:
         # gate and up are slices of the fused w1 output: contiguous for one row, strided for several
@@ -406,7 +408,7 @@ def lm_head(spec: ModelSpec, rows: int, dtype: str, rules: KernelRules, final_no
 
 @lru_cache(maxsize=1024)
 def _lm_head(spec: ModelSpec, rows: int, dtype: str, rules: KernelRules, final_norm: bool) -> tuple[Kernel, ...]:
-    norm = (rmsnorm("head.norm", rows, spec.d_model, dtype),) if final_norm else ()
+    norm = (rmsnorm("head.norm", rows, spec.d_model, dtype, rules.host_ops.norm),) if final_norm else ()
     return (*norm, *linear("lm_head", "lm_head", rows, spec.d_model, spec.vocab, dtype, rules, tclass=EMBEDDINGS))
 
 

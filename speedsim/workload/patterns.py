@@ -21,10 +21,13 @@ from speedsim.workload.kernels import (
     Kernel,
     KernelRules,
     Program,
+    attention,
     bookkeeping,
     decoder_layer,
+    kv_write,
     linear,
     lm_head,
+    rmsnorm,
 )
 from speedsim.workload.models import ModelSpec
 from speedsim.workload.steps import Seq, StepContext, pipelined_batch, unshared_batch, with_source
@@ -42,6 +45,8 @@ SECTIONS: dict[str, re.Pattern[str] | set[str]] = {
     # one decode step of B sequences at their own KV lengths (speedsim measure --parts batch): the
     # unshared L-deep decoder (one token each) or a SPEED UxR step (R tokens each, one per repeat)
     "batch": {"unshared", "pipelined"},
+    # one framework op alone at the model's shapes (speedsim measure --parts ops): the kernel level
+    "op": {"linear", "attention", "norm", "kv_write"},
 }
 GEMV_SHAPES = {"W256MiB": (16384, 8192), "W16MiB": (2048, 4096)}  # (out, in) of measure.py's GEMVs
 
@@ -161,10 +166,39 @@ def program_for_row(row: dict, models: dict[str, ModelSpec], rules: KernelRules,
         return lm_head(spec, max(1, n), dtype, rules, final_norm=functional), 1
     if section == "batch":
         return batch_step(spec, pattern, n, L, R, row.get("extra") or "", rules, dtype, where), 1
+    if section == "op":
+        return op_program(spec, pattern, n, ctx, row.get("extra") or "", rules, dtype, where), 1
     if L < 1 or R < 1:
         raise UserError(f"group row needs L >= 1 and R >= 1 (got L={L}, R={R})", where=where)
     build = {"distinct": group_distinct, "sequential": group_sequential, "pipelined": group_pipelined}[pattern]
     return build(spec, L, R, ctx, rules, dtype, functional=functional), 1
+
+
+def op_program(spec: ModelSpec, pattern: str, n: int, ctx: int, extra: str, rules: KernelRules, dtype: str,
+               where: str) -> Program:
+    """One framework op alone (section `op`, `speedsim.validation.measure.ops`), on the same tensors
+    call after call: a linear map of n rows (`in=K;out=N`), attention of n items over `ctx` keys each
+    (`queries=Q` per item, no mask), the model's norm over n rows, or a KV write of n tokens."""
+    try:
+        numbers = {key: int(_extra(extra, key) or 0) for key in ("in", "out", "queries")}
+    except ValueError:
+        raise UserError("an op row's extra needs integers (in=K;out=N or queries=Q)", where=where) from None
+    if n < 1:
+        raise UserError(f"an op row needs n >= 1 (got {n})", where=where)
+    if pattern == "linear":
+        if min(numbers["in"], numbers["out"]) < 1:
+            raise UserError("a linear op row needs in=K;out=N (both >= 1) in its extra column", where=where)
+        return Program(linear("op.linear", "op.w", n, numbers["in"], numbers["out"], dtype, rules))
+    if pattern == "attention":
+        if ctx < 1 or numbers["queries"] < 1:
+            raise UserError("an attention op row needs ctx >= 1 keys and queries=Q >= 1 in its extra column",
+                            where=where)
+        ids = [f"op.kv{i}" for i in range(n)]
+        return Program(attention("op.attn", spec, numbers["queries"], [ctx] * n, ids, False, dtype, rules,
+                                 host_ops=1))
+    if pattern == "norm":
+        return Program([rmsnorm("op.norm", n, spec.d_model, dtype, rules.host_ops.norm)])
+    return Program([kv_write("op.kv_write", ["op.cache"], n, spec.d_model, dtype, rules)])
 
 
 def _extra(extra: str, key: str) -> str | None:
@@ -190,9 +224,14 @@ def batch_step(spec: ModelSpec, pattern: str, n: int, L: int, R: int, extra: str
     sharing = Sharing(L, R)
     ctx = StepContext(with_source(spec, cross) if spec.cross_attention_len else spec, sharing, cross, dtype, rules)
     seqs = [Seq(ctx, f"b{i}.") for i in range(n)]
+    # each sequence's R tokens, the oldest deepest (position length + R - 1 - r at repeat r); the
+    # static implementation attends over one buffer padded to the longest (a masked SDPA): every
+    # token's attention walks that many keys
+    padded = _extra(extra, "impl") == "static"
+    positions = [[max(lengths) + R - 1 if padded else length + R - 1 - r for r in range(R)] for length in lengths]
     if pattern == "unshared":
-        step = unshared_batch([(s, length) for s, length in zip(seqs, lengths, strict=True)])
-    else:  # each sequence's R tokens, the oldest deepest (position length + R - 1 - r at repeat r)
-        step = pipelined_batch([(s, [(length + R - 1 - r, r) for r in range(R)], 0)
-                                for s, length in zip(seqs, lengths, strict=True)])
+        step = unshared_batch([(s, pos[0]) for s, pos in zip(seqs, positions, strict=True)])
+    else:
+        step = pipelined_batch([(s, [(p, r) for r, p in enumerate(pos)], 0)
+                                for s, pos in zip(seqs, positions, strict=True)])
     return Program([k for k in step.kernels if k.launches])  # the measured loop has no host-side plan

@@ -181,13 +181,13 @@ def _encoder_layer(spec: ModelSpec, layer_id: str, tokens: int, dtype: str, rule
     # cached: every request of a serving run with this source length prefills the same encoder
     d, dff = spec.d_model, spec.d_ff
     p = Program()
-    p.add(rmsnorm(f"{layer_id}.norm1", tokens, d, dtype))
+    p.add(rmsnorm(f"{layer_id}.norm1", tokens, d, dtype, rules.host_ops.norm))
     p.add(*linear(f"{layer_id}.qkv", f"{layer_id}.qkv", tokens, d, 3 * d, dtype, rules))
     p.add(*attention(f"{layer_id}.attn", spec, tokens, [tokens], [f"{layer_id}.kv"], False, dtype, rules,
                      tclass="activations"))
     p.add(*linear(f"{layer_id}.o", f"{layer_id}.o", tokens, d, d, dtype, rules))
     p.add(elementwise(f"{layer_id}.add1", tokens * d, 2, dtype, rules))
-    p.add(rmsnorm(f"{layer_id}.norm2", tokens, d, dtype))
+    p.add(rmsnorm(f"{layer_id}.norm2", tokens, d, dtype, rules.host_ops.norm))
     p.add(*linear(f"{layer_id}.w1", f"{layer_id}.w1", tokens, d, (2 if spec.gated else 1) * dff, dtype, rules))
     p.add(elementwise(f"{layer_id}.act", tokens * dff * (2 if spec.gated else 1), 1, dtype, rules))
     p.add(*linear(f"{layer_id}.w2", f"{layer_id}.w2", tokens, dff, d, dtype, rules))

@@ -29,10 +29,11 @@ from speedsim.validation.measure.models import (
     spec_of,
     variant,
 )
+from speedsim.validation.measure.ops import op_rows
 from speedsim.validation.measure.timing import Budget, Recorder
 from speedsim.workload.models import resolve_models
 
-PARTS = ("steps", "loop", "batch")
+PARTS = ("steps", "loop", "batch", "ops")
 DEFAULT_MODEL = "t5base"  # random weights at these dimensions when no checkpoint or config is given
 DEFAULT_MAX_NEW_TOKENS = 128  # for random-weight models of a model spec
 
@@ -80,6 +81,11 @@ class MeasurePlan:
     def batch_budget(self, device: str) -> Budget:
         """On a shared CPU many short samples: their median shrugs off other work's bursts."""
         return self.budget if self.quick or device == "cuda" else Budget(samples=15, inner=3, warmup=2)
+
+    @property
+    def op_budget(self) -> Budget:
+        """Single ops take microseconds: many calls per sample."""
+        return self.budget if self.quick else Budget(samples=15, inner=20, warmup=5)
 
     @property
     def loop_budget(self) -> LoopBudget:
@@ -167,7 +173,7 @@ def measure(device: str, out: Path, checkpoint: Path | None = None, config: Path
     """Run the plan's parts; return a summary. Each CSV is rewritten after every section.
 
     Files: `out` (step and whole-decode rows; the batch rows if only they are measured),
-    `<stem>.batch.csv` (batch rows, beside other parts),
+    `<stem>.batch.csv` and `<stem>.ops.csv` (batch and single-op rows, beside other parts),
     `<stem>.<model>.yaml` (the model spec), `<stem>.env.yaml`, and one exit-trace file per
     timed whole-decode model. On a CPU PyTorch runs with `threads` intra-op threads (default 1:
     batch-1 decoding gains little from more, and one thread is far less disturbed by other work).
@@ -209,15 +215,21 @@ def measure(device: str, out: Path, checkpoint: Path | None = None, config: Path
                 files["traces"].append(str(trace))
                 del d
                 _free(device)
+        alone = len(plan.parts) == 1 and plan.parts[0] in ("batch", "ops")  # then `out` holds their rows
         if "batch" in plan.parts:
             assert plan.batch_sizes is not None and plan.batch_ctxs is not None
-            alone = plan.parts == ("batch",)  # then `out` holds the batch rows
             brec = Recorder(out if alone else out.with_name(f"{out.stem}.batch.csv"), device, plan.batch_budget(device))
             batch_rows(brec, base.model, base.name, src_len, plan.sharings, plan.batch_sizes, plan.batch_ctxs)
             brec.flush()
             files["batch"] = str(brec.out)
             rows += len(brec.rows)
-        if plan.parts != ("batch",):
+        if "ops" in plan.parts:
+            orec = Recorder(out if alone else out.with_name(f"{out.stem}.ops.csv"), device, plan.op_budget)
+            op_rows(orec, base.model, base.name, src_len, plan.quick)
+            orec.flush()
+            files["ops"] = str(orec.out)
+            rows += len(orec.rows)
+        if not alone:
             rec.flush()
     env = _env(device, base, plan, rows + len(rec.rows), started)
     if device == "cpu":  # below ~0.95 other work took this thread's core part of the time: timings run high
