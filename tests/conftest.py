@@ -147,3 +147,20 @@ def code_corpus(tmp_path_factory):
     corpus = open_corpus(cache, [pkg], progress=False)
     return {"sources": [str(pkg)], "cache_dir": str(cache), "corpus": corpus,
             "tokenizer": corpus_tokenizer(corpus, TINY_VOCAB)}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The CLI smoke tests run last: their subprocesses start with the session (`smoke_session`) and
+    run on the core the in-process tests leave idle, so they are done by then."""
+    items.sort(key=lambda item: item.path.name == "test_cli_smoke.py")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def smoke_session(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """Starts the subprocesses of the selected CLI smoke tests (`test_cli_smoke.start`) before any test."""
+    import test_cli_smoke
+
+    smoke = test_cli_smoke.start(request.session, tmp_path_factory)
+    yield smoke
+    if smoke is not None:
+        smoke.close()

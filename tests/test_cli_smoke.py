@@ -2,9 +2,10 @@
 
 Every other CLI test calls the command in-process (the `cli` fixture); these check that each command
 starts, runs on the smallest input that exercises it, exits 0 and prints a sane line. The
-subprocesses start together when the module's first test runs (most of their time is Python and
-torch starting up), and each test waits for its own; `train` starts once `data build` has cached
-the corpus it trains on, and `trace` once `train` has written its checkpoint. (`simulate`'s is `tests/test_simulate.py::test_cli_simulate_json_and_timeline`.)
+subprocesses start together with the test session (`conftest.py`; most of their time is Python and
+torch starting up, on the core the in-process tests leave idle), these tests run last, and each
+waits for its own; `train` starts once `data build` has cached the corpus it trains on, and `trace`
+once `train` has written its checkpoint. (`simulate`'s is `tests/test_simulate.py::test_cli_simulate_json_and_timeline`.)
 `report`'s whole study takes far longer than a smoke test: its test is `--help` and an argument
 error (exit 2, one line), both through the real entry point.
 """
@@ -15,6 +16,8 @@ import os
 import re
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,7 +87,8 @@ def _cases(d: Path) -> dict[str, Case]:
 
 
 class Smoke:
-    """The module's subprocesses: started together, each awaited by its own test."""
+    """The module's subprocesses: started together, each awaited by its own test; a case that waits
+    for another starts as soon as that one exits 0 (a thread per chain)."""
 
     def __init__(self, d: Path, names: set[str]) -> None:
         pkg = d / "src" / "tinypkg"
@@ -101,23 +105,46 @@ class Smoke:
         self.env = {**os.environ, "SPEEDSIM_CACHE": str(d / "cache"), "OMP_NUM_THREADS": "1"}
         self.procs: dict[str, subprocess.Popen] = {}
         self.done: dict[str, tuple[int, str, str]] = {}
+        self.lock = threading.Lock()
+        self.closed = False
         for name in sorted(names):
             if not self.cases[name].after:
                 self._start(name)
+        # the later cases of a chain start once the case before has exited 0 (its output stays unread
+        # until its test asks: the pipes of these small commands never fill)
+        self.chain = threading.Thread(target=self._start_waiting, args=([n for n in sorted(names)
+                                                                          if self.cases[n].after],), daemon=True)
+        self.chain.start()
 
     def _start(self, name: str) -> None:
-        self.procs[name] = subprocess.Popen([sys.executable, "-m", "speedsim.cli", *self.cases[name].args],
-                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env)
+        with self.lock:
+            if self.closed or name in self.procs:
+                return
+            self.procs[name] = subprocess.Popen([sys.executable, "-m", "speedsim.cli", *self.cases[name].args],
+                                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                                env=self.env)
+
+    def _start_waiting(self, waiting: list[str]) -> None:
+        """Start each waiting case once the case it waits for has exited 0, in dependency order."""
+        pending = list(waiting)
+        while pending and not self.closed:
+            for name in list(pending):
+                first = self.procs.get(self.cases[name].after)
+                if first is not None and first.poll() is not None:
+                    pending.remove(name)
+                    if first.returncode == 0:
+                        self._start(name)
+            time.sleep(0.05)
 
     def result(self, name: str) -> tuple[int, str, str]:
-        """(exit status, stdout, stderr) of `name`, starting it first if it waits for another case."""
+        """(exit status, stdout, stderr) of `name`, once it has run (after the case it waits for)."""
         if name not in self.done:
             first = self.cases[name].after
             if first:
                 code = self.result(first)[0]
                 assert code == 0, f"{first} failed, so {name} has nothing to run on"
-            if name not in self.procs:
-                self._start(name)
+                self.chain.join(timeout=TIMEOUT_S)  # it has started `name` by now
+                self._start(name)  # (a no-op then)
             try:
                 out, err = self.procs[name].communicate(timeout=TIMEOUT_S)
             except subprocess.TimeoutExpired:
@@ -127,23 +154,32 @@ class Smoke:
         return self.done[name]
 
     def close(self) -> None:
+        with self.lock:
+            self.closed = True
         for p in self.procs.values():
             if p.poll() is None:
                 p.kill()
                 p.communicate()
 
 
-@pytest.fixture(scope="module")
-def smoke(request, tmp_path_factory):
-    """Starts the subprocesses of the smoke tests selected in this session (and what they wait for)."""
-    selected = {item.callspec.params["command"] for item in request.session.items
-                if item.module is request.module and hasattr(item, "callspec")}
+def start(session: pytest.Session, tmp_path_factory: pytest.TempPathFactory) -> Smoke | None:
+    """The smoke subprocesses of the tests selected in `session` (and what they wait for), started now;
+    None when none is selected."""
+    selected = {item.callspec.params["command"] for item in session.items
+                if item.path.name == "test_cli_smoke.py" and hasattr(item, "callspec")}
+    if not selected:
+        return None
     cases = _cases(Path("."))
     while missing := {cases[n].after for n in selected if cases[n].after} - selected:
         selected |= missing
-    s = Smoke(tmp_path_factory.mktemp("smoke"), selected)
-    yield s
-    s.close()
+    return Smoke(tmp_path_factory.mktemp("smoke"), selected)
+
+
+@pytest.fixture
+def smoke(smoke_session: Smoke | None) -> Smoke:
+    """The session's smoke subprocesses (`conftest.smoke_session` started them with the session)."""
+    assert smoke_session is not None
+    return smoke_session
 
 
 @pytest.mark.parametrize("command", list(_cases(Path("."))))
