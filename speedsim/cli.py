@@ -157,9 +157,9 @@ def calibrate(measured: tuple[Path, ...], profile_name: str, out: Path, name: st
     from speedsim.fileio import check_output
     from speedsim.hardware import load_profile, save_profile
     from speedsim.paths import H200_MEASURED
-    from speedsim.validation import read_measured
     from speedsim.validation.calibrate import calibrate as fit
     from speedsim.validation.calibrate import parse_sections
+    from speedsim.validation.measured import read_measured_files
     from speedsim.workload import resolve_models
 
     check_output(out, "--out")  # a directory, a device or a missing directory: refused before the fit
@@ -170,7 +170,7 @@ def calibrate(measured: tuple[Path, ...], profile_name: str, out: Path, name: st
             type(profile).model_validate({**profile.model_dump(), "name": name})
         except ValidationError as err:
             raise user_error(err, "--name") from None
-    rows = [row for path in paths for row in read_measured(path)]
+    rows = read_measured_files(paths)
     chosen = parse_sections(sections)
     from speedsim.validation.kernels import read_kernels
 

@@ -204,6 +204,10 @@ PROFILE_CASES = [
     case("default-dtype-without-peak", _set("default_dtype", "fp8"), "default_dtype"),
     case("memory-capacity-contradicts-dram", _set("memory_capacity_GiB", 100.0), "memory_capacity_GiB"),
     case("onchip-larger-than-dram", _set("memory.onchip.0.capacity_MiB", 4096.0), "capacity_MiB"),
+    # fixed times and op counts so large that a step summed to inf (NaN and inf printed with exit 0)
+    case("huge-attention-latency", _set("kernel.attention_latency_us", 1e308), "kernel.attention_latency_us"),
+    case("huge-launch-overhead", _set("host.launch_overhead_us.eager", 1e300), "host.launch_overhead_us.eager"),
+    case("huge-norm-ops", lambda d: d.update(software={"host_ops": {"norm": 10**30}}), "software.host_ops.norm"),
 ]
 
 
@@ -285,6 +289,8 @@ def test_profiles_dir_with_a_misnamed_profile(cli, tmp_path: Path) -> None:
 HEADER = "section,model,mode,pattern,n,ctx,L,R,us_median,us_min,us_max,extra\n"
 ROW = "gemv,,eager,W256MiB,1,0,0,0,67.008,66.632,67.546,\n"
 BATCH = "batch,t5base,eager,unshared,2,26,12,1,10000,,,impl=static;seed=0;cross=64;lengths=37/16\n"
+LINEAR = "op,t5base,eager,linear,4,0,0,0,50,,,in=768;out=2304\n"
+ATTENTION = "op,t5base,eager,attention,4,16,0,0,50,,,queries=1\n"
 VALIDATION = "validation"
 
 MEASURED_CASES = [
@@ -319,6 +325,18 @@ MEASURED_CASES = [
     case("batch-huge-cross", HEADER + BATCH.replace("cross=64", "cross=1000000000000"), "cross"),
     case("batch-ctx-contradicts-lengths", HEADER + BATCH.replace(",2,26,", ",2,999,"), "ctx"),
     case("batch-zero-repeats", HEADER + BATCH.replace(",12,1,", ",12,0,"), "bad.csv:2"),
+    # the error was "sharing: ... out of range", naming no file or row
+    case("batch-sharing-out-of-range", HEADER + BATCH.replace(",12,1,", ",4096,2,"), "bad.csv:2"),
+    # '²' passed str.isdigit() and then failed int(): a traceback
+    case("batch-superscript-cross", HEADER + BATCH.replace("cross=64", "cross=²"), "cross"),
+    # op rows (speedsim measure --parts ops): a linear map's in=K;out=N, attention's queries=Q, checked when
+    # read (whatever --mode); sizes nothing has (in=1e20 gave a MAPE of 8e19% with exit 0)
+    case("op-huge-in", HEADER + LINEAR.replace("in=768", "in=100000000000000000000"), "in="),
+    case("op-no-out", HEADER + LINEAR.replace(";out=2304", ""), "out"),
+    case("op-huge-queries", HEADER + ATTENTION.replace("queries=1", "queries=100000000000000000000"), "queries"),
+    case("op-superscript-queries", HEADER + ATTENTION.replace("queries=1", "queries=²"), "queries"),
+    case("op-attention-without-keys", HEADER + ATTENTION.replace(",4,16,", ",4,0,"), "ctx"),
+    case("op-zero-n", HEADER + LINEAR.replace(",4,0,", ",0,0,"), "bad.csv:2"),
     # ceiling scenarios of nothing (0 MiB: simulated 0 us) or of sizes no device holds
     case("empty-copy", HEADER + "ceiling,,,copy_0MiB,0,0,0,0,10,,,\n", "copy_0MiB"),
     case("huge-copy", HEADER + "ceiling,,,copy_99999999GiB,0,0,0,0,10,,,\n", "copy_99999999GiB"),
@@ -372,6 +390,17 @@ def test_calibrate_bad_sections(cli, tmp_path: Path, sections: str, name: str) -
     (tmp_path / "m.csv").write_text(HEADER + ROW)
     assert_bad(cli("calibrate", "--measured", str(tmp_path / "m.csv"), "--profile", HW, "--kernels", "none",
                    "--out", str(tmp_path / "f.yaml"), "--sections", sections), "--sections", name)
+    assert not (tmp_path / "f.yaml").exists()
+
+
+@pytest.mark.parametrize("second", ["a.csv", "sub/../a.csv"])
+def test_calibrate_measured_file_twice(cli, tmp_path: Path, second: str) -> None:
+    """`calibrate --measured A --measured A` (its rows were fitted twice, and listed twice in the profile's
+    sources): one line naming the flag and the file, no profile written."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.csv").write_text(HEADER + ROW)
+    assert_bad(cli("calibrate", "--measured", str(tmp_path / "a.csv"), "--measured", str(tmp_path / second),
+                   "--profile", HW, "--kernels", "none", "--out", str(tmp_path / "f.yaml")), "--measured", "a.csv")
     assert not (tmp_path / "f.yaml").exists()
 
 
@@ -1013,6 +1042,8 @@ MEASURE_CASES = [
     case("huge-batch", ("--batch-sizes", "100000000", "--parts", "batch"), "--batch-sizes"),
     case("huge-max-new-tokens", ("--max-new-tokens", "100000000"), "--max-new-tokens"),
     case("huge-sequences", ("--sequences", "100000000"), "--sequences"),
+    # not `ops` alone: its rows went to m.ops.csv beside an empty m.csv
+    case("part-twice", ("--parts", "ops,ops"), "--parts"),
 ]
 
 
@@ -1098,6 +1129,18 @@ def test_measure_output(cli, tmp_path: Path, fifo: Path, monkeypatch: pytest.Mon
     assert_bad(cli("measure", "--device", "cpu", "--quick", "--out", str(_target(tmp_path, fifo, kind, "m.csv"))),
                "--out")
     _untouched(tmp_path, fifo)
+
+
+@pytest.mark.parametrize("name", ["m.batch.csv", "m.ops.csv", "m.env.yaml"])
+def test_measure_output_beside(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """`measure --out m.csv` whose file beside it is a directory: refused before any timing (it was refused
+    when written, after minutes of timing)."""
+    import speedsim.validation.measure.run as run
+
+    monkeypatch.setattr(run, "_base", _boom("measuring"))
+    (tmp_path / name).mkdir()
+    assert_bad(cli("measure", "--device", "cpu", "--quick", "--out", str(tmp_path / "m.csv")), "--out", name)
+    assert not (tmp_path / "m.csv").exists()
 
 
 @pytest.mark.parametrize("kind", OUTPUT_KINDS)

@@ -29,6 +29,8 @@ BYTES_PER_ELEMENT: dict[str, int] = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2,
 
 # Sanity maxima: a value beyond them is a typo or a unit mistake, not a device.
 MAX_UNITS = 1_000_000  # compute units (SMs, cores, arrays); the largest GPUs have ~150
+# a fixed time of one kernel, op or step (us): the profiles' are 0.1-20 us; 1e308 summed to inf (NaN output)
+MAX_FIXED_US = 1e6
 CAPACITY_TOLERANCE = 0.01  # memory_capacity_GiB vs memory.dram.capacity_MiB: rounding, not a contradiction
 
 
@@ -138,17 +140,20 @@ class KernelSpec(_Frozen):
     """Fixed costs of one kernel on the device."""
 
     latency_us: float = Field(
-        ge=0, description="fixed device time of any kernel (launch on the device, ramp, tail, epilogue)"
+        ge=0, le=MAX_FIXED_US,
+        description="fixed device time of any kernel (launch on the device, ramp, tail, epilogue)",
     )
     matrix_latency_us: float | None = Field(
-        None, ge=0, description="fixed device time of a kernel on the matrix path (GEMM, attention), in place "
-        "of latency_us: its pipeline prologue (descriptors, the first stages of operand loads into shared "
+        None, ge=0, le=MAX_FIXED_US,
+        description="fixed device time of a kernel on the matrix path (GEMM, attention), in place of "
+        "latency_us: its pipeline prologue (descriptors, the first stages of operand loads into shared "
         "memory) and epilogue. kernels.csv: GEMM-library kernels take ~1.4 us more than their bytes need, "
         "vectorized elementwise kernels ~0.8 us; default: latency_us",
     )
     attention_latency_us: float | None = Field(
-        None, ge=0, description="fixed device time of an attention kernel, in place of matrix_latency_us: "
-        "the per-call set-up a framework's attention op does apart from its per-block work. PyTorch's CPU "
+        None, ge=0, le=MAX_FIXED_US,
+        description="fixed device time of an attention kernel, in place of matrix_latency_us: the "
+        "per-call set-up a framework's attention op does apart from its per-block work. PyTorch's CPU "
         "flash attention allocates its per-thread buffers and converts the mask every call: ~8 us at one "
         "item and one head, against ~0.2 us more per (item x head) block (experiments/measured/cpu-host/"
         "kernels.csv); default: matrix_latency_us",
@@ -164,13 +169,16 @@ class KernelSpec(_Frozen):
 class LaunchOverhead(_Frozen):
     """Per-kernel issue cost in each execution mode (us)."""
 
-    eager: float = Field(ge=0, description="framework dispatch + driver launch, paid by the host per framework op")
-    graph: float = Field(ge=0, description="least time from the start of a graph node to the start of the next "
-                         "node of another kernel (the next node's launch is prepared while the previous one runs)")
+    eager: float = Field(ge=0, le=MAX_FIXED_US,
+                         description="framework dispatch + driver launch, paid by the host per framework op")
+    graph: float = Field(ge=0, le=MAX_FIXED_US,
+                         description="least time from the start of a graph node to the start of the next node of "
+                         "another kernel (the next node's launch is prepared while the previous one runs)")
 
-    graph_gap: float = Field(0.0, ge=0, description="time between the end of a graph node and the start of the "
-                             "next node of another kernel (the dependency's resolution on the device), on top of "
-                             "`graph`, which bounds how soon after the previous node's start a node can start")
+    graph_gap: float = Field(0.0, ge=0, le=MAX_FIXED_US,
+                             description="time between the end of a graph node and the start of the next node of "
+                             "another kernel (the dependency's resolution on the device), on top of `graph`, which "
+                             "bounds how soon after the previous node's start a node can start")
 
     def __getitem__(self, mode: str) -> float:
         return getattr(self, mode)
@@ -180,18 +188,21 @@ class HostSpec(_Frozen):
     """The host that issues kernels, per execution mode."""
 
     launch_overhead_us: LaunchOverhead
-    graph_launch_us: float = Field(0.0, ge=0, description="host time to launch one whole graph")
-    graph_start_us: float = Field(0.0, ge=0, description="device time from a graph's start to its first node, paid "
-                                  "by every replay of a graph of several nodes (back-to-back replays do not hide it; "
-                                  "a one-node graph starts as its kernel: the lmhead graph rows)")
+    graph_launch_us: float = Field(0.0, ge=0, le=MAX_FIXED_US, description="host time to launch one whole graph")
+    graph_start_us: float = Field(0.0, ge=0, le=MAX_FIXED_US,
+                                  description="device time from a graph's start to its first node, paid by every "
+                                  "replay of a graph of several nodes (back-to-back replays do not hide it; a "
+                                  "one-node graph starts as its kernel: the lmhead graph rows)")
     synchronous: bool = Field(False, description="the host runs each op itself and waits for it (a CPU): "
                               "issue and execution do not overlap")
-    d2h_copy_us: float = Field(0.0, ge=0, description="the round trip of a decode step, part 1: copying the "
-                               "step's exit predictions (a few bytes) from the device to the host")
-    sync_us: float = Field(0.0, ge=0, description="part 2: the host noticing that the step has finished "
-                           "(stream synchronisation, wake-up)")
-    controller_us: float = Field(0.0, ge=0, description="part 3: the controller's own time per step (compare "
-                                 "exits, choose the next step's tokens, prepare its inputs)")
+    d2h_copy_us: float = Field(0.0, ge=0, le=MAX_FIXED_US,
+                               description="the round trip of a decode step, part 1: copying the step's exit "
+                               "predictions (a few bytes) from the device to the host")
+    sync_us: float = Field(0.0, ge=0, le=MAX_FIXED_US, description="part 2: the host noticing that the step has "
+                           "finished (stream synchronisation, wake-up)")
+    controller_us: float = Field(0.0, ge=0, le=MAX_FIXED_US,
+                                 description="part 3: the controller's own time per step (compare exits, "
+                                 "choose the next step's tokens, prepare its inputs)")
 
     @property
     def round_trip_us(self) -> float:

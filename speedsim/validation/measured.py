@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,15 +157,38 @@ def read_measured(path: Path) -> list[MeasuredRow]:
     return rows
 
 
+def read_measured_files(paths: Sequence[Path], where: str = "--measured") -> list[MeasuredRow]:
+    """The rows of several measured CSVs, fitted together, each file checked by `read_measured`; a
+    `UserError` for a file given twice (its rows would count twice). Repeats of a scenario in two files
+    are not held to `MAX_REPEAT_RATIO`: two runs differ by more (the H200 run and rerun: an eager group
+    row 4x apart, a noisy first sample)."""
+    given: dict[Path, Path] = {}
+    for path in map(Path, paths):
+        first = given.setdefault(path.resolve(), path)
+        if first is not path:
+            also = "" if str(first) == str(path) else f" (also as {first})"
+            raise UserError(f"{path} is given twice{also}: its rows would count twice", where=where)
+    return [row for path in paths for row in read_measured(path)]
+
+
 # Largest ceiling scenarios: a copy of 1 TiB, a square GEMM of 65536 (beyond them a typo; 0 simulates nothing).
 MAX_COPY_BYTES = 1 << 40
 MAX_GEMM_N = 1 << 16
+# Widest linear map of an op row (in=K, out=N): a hidden size or a vocabulary (the largest are ~2**18).
+# Beyond it a typo: in=1e20 gave a MAPE of 8e19%.
+MAX_OP_WIDTH = 1 << 20
+
+
+def _whole(text: str | None) -> int | None:
+    """`text` as a whole number in ASCII digits, else None (`int()` also takes '+3' and '1_000';
+    `str.isdigit()` also takes '²', which `int()` refuses)."""
+    return int(text) if text and text.isascii() and text.isdigit() else None
 
 
 def _check_extra(row: MeasuredRow, where: str) -> None:
     """The `extra` column's `key=value` entries, given once each, and what the simulation reads from
     them and from the pattern: a batch row's `lengths=A/B/...` (n whole numbers in 1..MAX ctx, whose
-    rounded mean is its ctx) and `cross=S`, and a ceiling pattern's size."""
+    rounded mean is its ctx) and `cross=S`, an op row's shape, and a ceiling pattern's size."""
     keys = [item.partition("=")[0].strip() for item in row.extra.split(";") if item.strip()]
     twice = sorted({k for k in keys if keys.count(k) > 1})
     if twice:
@@ -178,10 +202,13 @@ def _check_extra(row: MeasuredRow, where: str) -> None:
                                 where=where)
         elif m is not None and m.group(4) and not 1 <= int(m.group(4)) <= MAX_GEMM_N:
             raise UserError(f"pattern {row.pattern}: GEMMs are of size 1 to {MAX_GEMM_N}", where=where)
+    if row.section == "op":
+        _check_op(row, where)
     if row.section != "batch":
         return
     if row.L < 1 or row.R < 1:
         raise UserError(f"a batch row needs L >= 1 and R >= 1 (got L={row.L}, R={row.R})", where=where)
+    Sharing.parse(f"{row.L}x{row.R}", where=where)  # R and the depth in range (the step builds this Sharing)
     limit = MAX_ROW_INTS["ctx"]
     text = row.extra_field("lengths")
     if not text:
@@ -197,9 +224,35 @@ def _check_extra(row: MeasuredRow, where: str) -> None:
         raise UserError(f"ctx {row.ctx} contradicts the mean {sum(lengths) / len(lengths):g} of lengths={text}",
                         where=where)
     cross = row.extra_field("cross")
-    if cross is not None and not (cross.isdigit() and int(cross) <= limit):
+    if cross is not None and not (cross.isascii() and cross.isdigit() and int(cross) <= limit):  # not '²'
         raise UserError(f"extra: cross={cross} must be a whole number of encoder positions in 0..{limit}",
                         where=where)
+
+
+def _check_op(row: MeasuredRow, where: str) -> None:
+    """An op row's shape (section `op`, `speedsim.validation.measure.ops`): n >= 1 rows, items or tokens; a
+    linear map's `in=K;out=N` in 1..MAX_OP_WIDTH; attention's ctx >= 1 keys and `queries=Q` >= 1 per item,
+    n x Q query tokens in all at most a step's (MAX_ROW_INTS n)."""
+    if row.n < 1:
+        raise UserError(f"an op row needs n >= 1 (got {row.n})", where=where)
+    if row.pattern == "linear":
+        for key in ("in", "out"):
+            text = row.extra_field(key)
+            value = _whole(text)
+            if value is None or not 1 <= value <= MAX_OP_WIDTH:
+                got = f"{key}={text}" if text is not None else f"no {key}"
+                raise UserError(f"extra: a linear op row needs in=K;out=N, whole numbers in 1..{MAX_OP_WIDTH} "
+                                f"(got {got})", where=where)
+    elif row.pattern == "attention":
+        text = row.extra_field("queries")
+        queries = _whole(text)
+        top = MAX_ROW_INTS["n"]
+        if queries is None or not 1 <= queries * row.n <= top:
+            got = f"queries={text}" if text is not None else "no queries"
+            raise UserError(f"extra: an attention op row needs queries=Q, a whole number >= 1 with n x Q <= {top} "
+                            f"query tokens (got {got} at n={row.n})", where=where)
+        if row.ctx < 1:
+            raise UserError("an attention op row needs ctx >= 1 keys", where=where)
 
 
 def rows_for_mode(rows: list[MeasuredRow], mode: str) -> list[tuple[MeasuredRow, str]]:

@@ -66,6 +66,9 @@ class MeasurePlan:
         if unknown or not self.parts:
             raise UserError(f"unknown part(s) {', '.join(unknown) or '(none given)'} (known: {', '.join(PARTS)})",
                             where="--parts")
+        twice = sorted({p for p in self.parts if self.parts.count(p) > 1})
+        if twice:  # `ops,ops` is not `ops` alone: its rows went beside an empty `out`
+            raise UserError(f"part(s) {', '.join(twice)} given twice", where="--parts")
         defaults = {"sequences": (8, 2), "batch_sizes": ((1, 2, 4, 8, 16, 32), (1, 4)),
                     "batch_ctxs": ((128, 512), (16,))}
         for name, (full, quick) in defaults.items():
@@ -189,6 +192,10 @@ def measure(device: str, out: Path, checkpoint: Path | None = None, config: Path
     if threads is not None and not 1 <= threads <= cores:
         raise UserError(f"must be in 1..{cores} (this machine's cores), got {threads}", where="--threads")
     out = check_output(Path(out), "--out")
+    alone = len(plan.parts) == 1 and plan.parts[0] in ("batch", "ops")  # then `out` holds their rows
+    beside = {part: out if alone else out.with_name(f"{out.stem}.{part}.csv") for part in ("batch", "ops")}
+    for path in [beside[p] for p in plan.parts if p in beside] + [out.with_name(f"{out.stem}.env.yaml")]:
+        check_output(path, "--out")  # written after the timing: refused before it
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     if device == "cpu":
         torch.set_num_threads(threads or 1)
@@ -215,16 +222,15 @@ def measure(device: str, out: Path, checkpoint: Path | None = None, config: Path
                 files["traces"].append(str(trace))
                 del d
                 _free(device)
-        alone = len(plan.parts) == 1 and plan.parts[0] in ("batch", "ops")  # then `out` holds their rows
         if "batch" in plan.parts:
             assert plan.batch_sizes is not None and plan.batch_ctxs is not None
-            brec = Recorder(out if alone else out.with_name(f"{out.stem}.batch.csv"), device, plan.batch_budget(device))
+            brec = Recorder(beside["batch"], device, plan.batch_budget(device))
             batch_rows(brec, base.model, base.name, src_len, plan.sharings, plan.batch_sizes, plan.batch_ctxs)
             brec.flush()
             files["batch"] = str(brec.out)
             rows += len(brec.rows)
         if "ops" in plan.parts:
-            orec = Recorder(out if alone else out.with_name(f"{out.stem}.ops.csv"), device, plan.op_budget)
+            orec = Recorder(beside["ops"], device, plan.op_budget)
             op_rows(orec, base.model, base.name, src_len, plan.quick)
             orec.flush()
             files["ops"] = str(orec.out)
