@@ -16,6 +16,8 @@ import click
 
 from speedsim.errors import UserError
 
+NOTE_END = "(fitted by speedsim calibrate)"  # ends the source note `calibrate` writes into a profile
+
 
 def _finite(obj: Any) -> Any:
     """`obj` with every NaN or infinite number replaced by None (JSON has no NaN), and numpy values
@@ -184,8 +186,9 @@ def calibrate(measured: tuple[Path, ...], profile_name: str, out: Path, name: st
     fitted = result.profile
     files = [relative(p) for p in paths] + ([relative(kernels)] if kernel_rows and kernels is not None else [])
     fitted_on = ", ".join(files[:-1]) + " and " + files[-1] if len(files) > 1 else files[0]
-    note = f"measured: {fitted_on} (fitted by speedsim calibrate)"
-    sources = [s for s in fitted.sources if not s.startswith(f"measured: {relative(paths[0])}")] + [note]
+    note = f"measured: {fitted_on} {NOTE_END}"
+    # the note of an earlier fit goes, whatever files it was fitted on
+    sources = [s for s in fitted.sources if not (s.startswith("measured: ") and s.endswith(NOTE_END))] + [note]
     fitted = fitted.model_copy(update={"sources": sources, "name": fitted.name if name is None else name})
     save_profile(fitted, out)
     summary = {"profile": fitted.name, "out": str(out), "mape_before": result.before,

@@ -249,3 +249,23 @@ def test_batch_rows_are_simulated(h200, tmp_path):
     path.write_text(rows[0] + "\nbatch,t5base,graph,unshared,2,128,12,1,100,90,110,cross=512\n")
     with pytest.raises(UserError, match=r":2: a batch row needs lengths"):
         validate(h200, read_measured(path), BUILTIN_MODELS, "graph")
+
+
+def test_calibrate_replaces_the_note_of_an_earlier_fit_on_other_files(cli, tmp_path):
+    """A profile fitted before on other files keeps one calibrate note: the new fit's, naming its files."""
+    import yaml
+
+    from speedsim.hardware import load_profile
+
+    measured = tmp_path / "m.csv"
+    measured.write_text("section,model,mode,pattern,n,ctx,L,R,us_median,us_min,us_max,extra\n"
+                        "lmhead,t5base,graph,lmhead,1,0,0,0,14.5,14.4,14.7,\n"
+                        "lmhead,t5base,graph,lmhead,4,0,0,0,15.3,15.2,15.5,\n")
+    start = load_profile("h200").model_dump()
+    start["sources"] = [*start["sources"], "measured: elsewhere/old.csv (fitted by speedsim calibrate)"]
+    (tmp_path / "start.yaml").write_text(yaml.safe_dump(start))
+    out = tmp_path / "fit.yaml"
+    res = cli("calibrate", "--measured", str(measured), "--profile", str(tmp_path / "start.yaml"), "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    notes = [s for s in yaml.safe_load(out.read_text())["sources"] if s.endswith("(fitted by speedsim calibrate)")]
+    assert len(notes) == 1 and "m.csv" in notes[0]
