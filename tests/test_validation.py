@@ -269,3 +269,13 @@ def test_calibrate_replaces_the_note_of_an_earlier_fit_on_other_files(cli, tmp_p
     assert res.returncode == 0, res.stderr
     notes = [s for s in yaml.safe_load(out.read_text())["sources"] if s.endswith("(fitted by speedsim calibrate)")]
     assert len(notes) == 1 and "m.csv" in notes[0]
+
+
+def test_an_unknown_implementation_in_extra_is_refused(cli, tmp_path):
+    """`impl=STATIC` (a typo) would simulate a batch row as another implementation: refused, naming the row."""
+    bad = tmp_path / "b.csv"
+    bad.write_text("section,model,mode,pattern,n,ctx,L,R,us_median,us_min,us_max,extra\n"
+                   "batch,t5base,graph,unshared,1,10,12,1,100,99,101,impl=STATIC;lengths=10;cross=8\n")
+    res = cli("validate", "--measured", str(bad), "--profile", "h200")
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+        f"speedsim: error: {bad}:2: extra: impl=STATIC is none of speedsim, functional, static"]

@@ -185,6 +185,11 @@ def _whole(text: str | None) -> int | None:
     return int(text) if text and text.isascii() and text.isdigit() else None
 
 
+# what `extra`'s impl= names: speedsim's functional decoder timed by step (speedsim) or whole
+# decodes (functional), or the static-buffer decoder of the closed-loop and batch rows (static)
+IMPLS = ("speedsim", "functional", "static")
+
+
 def _check_extra(row: MeasuredRow, where: str) -> None:
     """The `extra` column's `key=value` entries, given once each, and what the simulation reads from
     them and from the pattern: a batch row's `lengths=A/B/...` (n whole numbers in 1..MAX ctx, whose
@@ -193,6 +198,9 @@ def _check_extra(row: MeasuredRow, where: str) -> None:
     twice = sorted({k for k in keys if keys.count(k) > 1})
     if twice:
         raise UserError(f"extra: {', '.join(twice)} given twice in '{row.extra}'", where=where)
+    impl = row.extra_field("impl")
+    if impl is not None and impl not in IMPLS:  # a typo would silently simulate another implementation
+        raise UserError(f"extra: impl={impl} is none of {', '.join(IMPLS)}", where=where)
     if row.section == "ceiling":
         m = CEILING_PATTERNS.fullmatch(row.pattern)
         if m is not None and m.group(1):
