@@ -208,6 +208,36 @@ PROFILE_CASES = [
     case("huge-attention-latency", _set("kernel.attention_latency_us", 1e308), "kernel.attention_latency_us"),
     case("huge-launch-overhead", _set("host.launch_overhead_us.eager", 1e300), "host.launch_overhead_us.eager"),
     case("huge-norm-ops", lambda d: d.update(software={"host_ops": {"norm": 10**30}}), "software.host_ops.norm"),
+    # numbers out of their plausible range (speedsim.hardware.profile's MIN_/MAX_ constants): 1e308 ns
+    # of latency, 1e-300 GB/s or a clock of 1e-300 MHz printed inf, NaN or 400-digit times with exit 0
+    *[case(f"{'huge' if value > 1 else 'tiny'}-{field.rsplit('.', 1)[-1]}", _set(field, value), field)
+      for field, value in [
+          ("compute.clock_MHz", 1e-300), ("compute.clock_MHz", 1e300),
+          ("compute.matrix_peak_TFLOPS.bf16", 1e-300), ("compute.vector_peak_TFLOPS.fp32", 1e300),
+          ("compute.matrix_efficiency", 1e-300), ("compute.vector_efficiency", 1e-300),
+          ("compute.unit_inflight_KiB", 1e-300), ("compute.unit_attention_inflight_KiB", 1e300),
+          ("compute.smem_per_unit_KiB", 1e-300),
+          ("compute.row_reduce_cycles_per_element", 1e300), ("compute.index_cycles", 1e300),
+          ("compute.attention_tile_cycles", 1e300),
+          ("memory.dram.latency_ns", 1e308), ("memory.onchip.0.latency_ns", 1e-300),
+          ("memory.dram.first_byte_ns", 1e308),
+          ("memory.dram.bandwidth_GBps", 1e-300), ("memory.onchip.0.bandwidth_GBps", 1e300),
+          ("memory.dram.efficiency", 1e-300), ("memory.onchip.0.usable_fraction", 1e-300),
+          ("memory.onchip.0.capacity_MiB", 1e-300), ("kernel.overlap_exponent", 1e300)]],
+    # both capacities huge (they must agree): the first named is memory_capacity_GiB
+    case("huge-capacity", lambda d: (_set("memory_capacity_GiB", 1e300 / 1024)(d),
+                                     _set("memory.dram.capacity_MiB", 1e300)(d)), "memory_capacity_GiB"),
+    # the software section's sizes (speedsim.hardware.software.MAX_SOFTWARE_SIZE): a decode query tile
+    # of 10**30 (queries padded to it) gave 3e34 us per token
+    *[case(f"huge-{field}", lambda d, f=field: d.update(software={f: 10**30}), f"software.{field}")
+      for field in ("attention_split_keys", "attention_split_min_keys", "attention_query_tile",
+                    "attention_decode_query_tile", "attention_key_tile", "gemm_tile_rows", "gemm_tile_k",
+                    "splitk_reduce_block_elements", "gemm_row_reuse_min", "splitk_min_in_features",
+                    "gemm_tile_tokens", "gemm_large_tile_features", "elementwise_block_elements", "copy_block_KiB")],
+    case("tiny-split-fill", lambda d: d.update(software={"attention_split_fill": 1e-300}),
+         "software.attention_split_fill"),
+    case("huge-split-fill", lambda d: d.update(software={"attention_split_fill": 1e300}),
+         "software.attention_split_fill"),
 ]
 
 
@@ -242,6 +272,9 @@ def _range(low: Any, high: Any) -> dict:
     case("negative-end", {"memory.dram.bandwidth_GBps": _range(-1.0, 1.0)}, "memory.dram.bandwidth_GBps"),
     case("fractional-int-end", {"compute.units": _range(2.5, 3.5)}, "compute.units"),
     case("excludes-the-value", {"memory.dram.bandwidth_GBps": _range(5.0, 6.0)}, "memory.dram.bandwidth_GBps"),
+    # an end beyond the field's plausible range (`--bounds` ran it: inf and NaN)
+    case("end-above-the-range", {"compute.clock_MHz": _range(1000.0, 1e300)}, "compute.clock_MHz"),
+    case("end-below-the-range", {"memory.dram.latency_ns": _range(1e-300, 1.0)}, "memory.dram.latency_ns"),
 ])
 def test_bad_profile_range(cli, tmp_path: Path, ranges: dict, field: str) -> None:
     """A profile's `ranges:` that is inconsistent: exit 2 (with --bounds too), one line naming file and parameter."""
@@ -250,6 +283,46 @@ def test_bad_profile_range(cli, tmp_path: Path, ranges: dict, field: str) -> Non
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(data))
     assert_bad(cli("simulate", "--profile", str(tmp_path / "bad.yaml"), "--model", "t5base", "--sharing", "4x3",
                    "--synthetic", "mispredict=0.3,len=3", "--bounds"), "bad.yaml", field)
+
+
+def _sweep_of(profile: str) -> str:
+    return f"name: t\nfixed: {{model: t5base, profile: '{profile}', out_len: 3, baselines: []}}\n" \
+        "axes:\n  sharing: [4x3]\n  mispredict: [0.1]\n"
+
+
+def _run_on_profile(cli, tmp_path: Path, command: str, profile: Path) -> CliResult:
+    """`command` (simulate, serve or sweep) on the profile file `profile`."""
+    if command == "sweep":
+        (tmp_path / "s.yaml").write_text(_sweep_of(str(profile)))
+        return cli("sweep", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "out"), "--workers", "1")
+    extra = ("--requests", "2", "--arrivals", "poisson:1") if command == "serve" else ("--baseline", "none")
+    return cli(command, "--profile", str(profile), "--model", "t5base", "--sharing", "4x3",
+               "--synthetic", "perfect,len=3", *extra)
+
+
+@pytest.mark.parametrize("command", ["simulate", "serve", "sweep"])
+def test_absurd_profile_refused_by_every_command(cli, tmp_path: Path, command: str) -> None:
+    """A profile number out of its plausible range (1e308 ns of DRAM latency: inf and NaN with exit 0):
+    simulate, serve and sweep refuse it up front, one line naming the file (a sweep: its spec) and field."""
+    data = copy.deepcopy(TINY_PROFILE)
+    _set("memory.dram.latency_ns", 1e308)(data)
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(data))
+    res = _run_on_profile(cli, tmp_path, command, tmp_path / "bad.yaml")
+    assert_bad(res, "s.yaml" if command == "sweep" else "bad.yaml", "memory.dram.latency_ns")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["simulate", "serve", "sweep"])
+def test_profile_whose_cost_model_is_not_finite(cli, tmp_path: Path, tiny_profile_file: str, monkeypatch,
+                                                command: str) -> None:
+    """The guard behind the fields' ranges: a profile whose cost model has a rate that is not finite
+    (here by a DRAM rate made infinite, as a field without a range could) is refused when loaded,
+    by every command, one line naming the file (a sweep: its spec) and the rate."""
+    from speedsim.hardware.profile import MemoryLevel
+
+    monkeypatch.setattr(MemoryLevel, "achievable_Bps", property(lambda self: math.inf))
+    res = _run_on_profile(cli, tmp_path, command, Path(tiny_profile_file))
+    assert_bad(res, "s.yaml" if command == "sweep" else "tiny.yaml", "dram_Bpus")
 
 
 def test_profile_that_is_a_directory(cli, tmp_path: Path) -> None:

@@ -172,3 +172,57 @@ def test_range_ends_of_an_integer_field_are_integers(tiny_profile_dict):
     tiny_profile_dict["ranges"] = {"compute.units": {"low": 2.0, "high": 8.0, "reason": "test"}}
     profile = HardwareProfile.model_validate(tiny_profile_dict)
     assert at_end(profile, "fast").compute.units == 8 and at_end(profile, "slow").compute.units == 2
+
+
+def _unbounded_numbers(schema: dict, defs: dict, path: str) -> list[str]:
+    """Dotted paths of the numbers in a JSON schema (a model's, with `$defs`) that lack a lower or an
+    upper bound; a dict's values (`additionalProperties`) and an optional number (`anyOf`) included."""
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        if name == "ParameterRange":  # its ends are checked against the ranged field's own bounds
+            return []
+        return _unbounded_numbers(defs[name], defs, path)
+    found: list[str] = []
+    for option in schema.get("anyOf", []):
+        found += _unbounded_numbers(option, defs, path)
+    if schema.get("type") in ("number", "integer"):
+        low = "minimum" in schema or "exclusiveMinimum" in schema
+        high = "maximum" in schema or "exclusiveMaximum" in schema
+        if not (low and high):
+            found.append(path)
+    for key, sub in schema.get("properties", {}).items():
+        found += _unbounded_numbers(sub, defs, f"{path}.{key}" if path else key)
+    if isinstance(schema.get("additionalProperties"), dict):
+        found += _unbounded_numbers(schema["additionalProperties"], defs, f"{path}.*")
+    if isinstance(schema.get("items"), dict):
+        found += _unbounded_numbers(schema["items"], defs, f"{path}.0")
+    return found
+
+
+def test_every_number_of_a_profile_has_a_closed_range():
+    """Every numeric field of a profile and its nested models (the software section, dict values such
+    as the peaks) has a lower and an upper bound, so that a field added later cannot take 1e308 or
+    1e-300 and print inf or NaN (the bounds are the MIN_/MAX_ constants of speedsim.hardware)."""
+    schema = HardwareProfile.model_json_schema()
+    assert _unbounded_numbers(schema, schema["$defs"], "") == []
+
+
+def test_every_value_calibrate_may_fit_is_a_valid_profile():
+    """Each end of every parameter `speedsim calibrate` fits or anchors lies inside the field's range,
+    on each calibrated profile: a fit never writes a profile the loader refuses."""
+    from speedsim.hardware.profile import set_parameter
+    from speedsim.validation.calibrate import (
+        ANCHORS,
+        DEVICE_PARAMETERS,
+        EAGER_ONLY_PARAMETERS,
+        EAGER_PARAMETER,
+    )
+
+    parameters = [*DEVICE_PARAMETERS, *(p for _, p in ANCHORS), EAGER_PARAMETER, *EAGER_ONLY_PARAMETERS]
+    for name in ("h200", "cpu-host"):
+        profile = load_profile(name)
+        for parameter in parameters:
+            for value in (parameter.low, parameter.high):
+                data = profile.model_dump(exclude={"ranges"})
+                set_parameter(data, ".".join(str(k) for k in parameter.path), value)
+                HardwareProfile.model_validate(data)

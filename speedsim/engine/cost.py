@@ -32,9 +32,11 @@ bandwidth, FLOPs at the datasheet peak): every simulated kernel time must be at 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, fields
 
-from speedsim.hardware.profile import HardwareProfile
+from speedsim.errors import UserError
+from speedsim.hardware.profile import LOAD_CHECKS, HardwareProfile
 from speedsim.workload.kernels import ATTENTION, ATTN, Kernel
 
 
@@ -66,7 +68,32 @@ class CostModel:
     vector_datasheet_FLOPpus: dict[str, float]
 
     @classmethod
-    def from_profile(cls, profile: HardwareProfile) -> CostModel:
+    def from_profile(cls, profile: HardwareProfile, where: str | None = None) -> CostModel:
+        """The cost model of `profile`; a `UserError` at `where` (default: the profile's name) if one
+        of its numbers is not finite or a rate is not positive (`check`)."""
+        model = cls._unpack(profile)
+        model.check(where or f"profile '{profile.name}'")
+        return model
+
+    def check(self, where: str) -> None:
+        """Raise `UserError` at `where` unless every rate (bytes or FLOPs per us) is finite and > 0 and
+        every other number (times, the overlap exponent) finite and >= 0.
+
+        The profile's fields have plausible ranges; this is the guard at the end of the chain, over
+        every number of the model (a field added to it is checked too), against a field with none:
+        1e308 ns of latency or 1e-300 GB/s printed inf and NaN with exit 0."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            rate = f.name.endswith("pus")  # Bpus, FLOPpus
+            for key, v in (value.items() if isinstance(value, dict) else [(None, value)]):
+                if not (math.isfinite(v) and (v > 0 if rate else v >= 0)):
+                    name = f.name if key is None else f"{f.name}[{key}]"
+                    what, bound = ("rate", "> 0") if rate else ("number", ">= 0")
+                    raise UserError(f"the profile implies a cost-model {what} {name} = {v:g} (must be finite and "
+                                    f"{bound}): a number of the profile is out of any plausible range", where=where)
+
+    @classmethod
+    def _unpack(cls, profile: HardwareProfile) -> CostModel:
         c, m = profile.compute, profile.memory
         matrix_latency_us = (profile.kernel.latency_us if profile.kernel.matrix_latency_us is None
                              else profile.kernel.matrix_latency_us)
@@ -163,6 +190,15 @@ class CostModel:
         """Closed-form lower bound: DRAM bytes at the datasheet bandwidth, FLOPs at the datasheet peak."""
         peak = (self.matrix_datasheet_FLOPpus if k.matrix else self.vector_datasheet_FLOPpus)[k.dtype]
         return max(dram_bytes / self.dram_peak_Bpus, k.flops / peak)
+
+
+def _check_loaded(profile: HardwareProfile, path: str) -> None:
+    """A profile loaded from a file is checked at once (speedsim.hardware.profile.LOAD_CHECKS): a bad
+    one is refused naming its file before any run (a sweep checks its profiles before it starts)."""
+    CostModel.from_profile(profile, where=path)
+
+
+LOAD_CHECKS.append(_check_loaded)
 
 
 # waves, blocks, tiles (0: none, 1: multi-query attention, 2: single-query), per-unit DRAM and

@@ -25,9 +25,18 @@ DEFAULT_SOFTWARE_SOURCES = (
 )
 
 
+# Plausible ranges of the software section's numbers (the chip's are in speedsim.hardware.profile).
 # Most framework ops one piece of a decoder takes: the profiles' are 1-12; a count of 10**30 gave
 # 4e40 us per token.
 MAX_HOST_OPS = 1000
+# A tile, block or threshold (keys, queries, rows, features, elements, KiB): at least 1, at most 2**24.
+# The profiles' are 1-4096, and 2**20 where a rule is never to apply (a CPU never splits over keys or
+# K); 2**24 is 16 times that. attention_decode_query_tile = 10**30 (queries padded to it) gave 3e34 us
+# per token with exit 0.
+MAX_SOFTWARE_SIZE = 2**24
+# `attention_split_fill`, a multiple of the units: 0.01 (never split) to 100 (split whatever the
+# batch); the profiles' is 0.8 (FlashAttention's heuristic)
+MIN_SPLIT_FILL, MAX_SPLIT_FILL = 0.01, 100.0
 
 
 class HostOps(_Frozen):
@@ -62,15 +71,19 @@ class SoftwareSpec(_Frozen):
 
     # kernel selection (kernels.csv): how much parallel work a kernel exposes
     attention_split_keys: int = Field(
-        256, gt=0, description="keys per block when the attention kernel splits the key range (flash-decoding)"
+        256, gt=0, le=MAX_SOFTWARE_SIZE,
+        description="keys per block when the attention kernel splits the key range (flash-decoding)"
     )
     attention_split_min_keys: int = Field(
-        1024, gt=0, description="a single-query attention splits its key range only from this many keys "
+        1024, gt=0, le=MAX_SOFTWARE_SIZE,
+        description="a single-query attention splits its key range only from this many keys "
         "(kernels.csv: the 1025-key self-attention is split, the 512-key cross-attention is not)"
     )
-    attention_query_tile: int = Field(64, gt=0, description="queries per block of an unsplit attention kernel")
+    attention_query_tile: int = Field(64, gt=0, le=MAX_SOFTWARE_SIZE,
+                                      description="queries per block of an unsplit attention kernel")
     attention_decode_query_tile: int = Field(
-        16, gt=0, description="queries a single-query (decode) attention kernel computes per key tile, padded "
+        16, gt=0, le=MAX_SOFTWARE_SIZE,
+        description="queries a single-query (decode) attention kernel computes per key tile, padded "
         "(kernels.csv: cudnn ..._sm80_flash_fprop_wmma_f16_knob_35_16x128x64)",
     )
     attention_pad_queries: bool = Field(
@@ -78,43 +91,53 @@ class SoftwareSpec(_Frozen):
         "as much as real ones); False: only the real queries (a CPU)",
     )
     attention_key_tile: int = Field(
-        128, gt=0, description="keys one attention block loads and scores per step of its softmax recurrence "
+        128, gt=0, le=MAX_SOFTWARE_SIZE,
+        description="keys one attention block loads and scores per step of its softmax recurrence "
         "(kernels.csv: the 128 of cudnn's 16x128x64 and 64x128x64 kernels)",
     )
     attention_split_fill: float = Field(
-        0.8, gt=0, description="split-KV applies only while batch x heads x query tiles < this x units: once "
+        0.8, ge=MIN_SPLIT_FILL, le=MAX_SPLIT_FILL,
+        description="split-KV applies only while batch x heads x query tiles < this x units: once "
         "the unsplit kernel fills the units, the library does not split (FlashAttention's num_splits_heuristic; "
         "kernels.csv: R=4 t5base (48 heads) splits, R=4 dec1b/dec7b (128 heads) do not)",
     )
     gemm_tile_rows: int = Field(
-        64, gt=0, description="output features per block of a skinny GEMM/GEMV (sets its parallel work)"
+        64, gt=0, le=MAX_SOFTWARE_SIZE,
+        description="output features per block of a skinny GEMM/GEMV (sets its parallel work)"
     )
-    gemm_tile_k: int = Field(2048, gt=0, description="input features per block of a split-K GEMV")
+    gemm_tile_k: int = Field(2048, gt=0, le=MAX_SOFTWARE_SIZE,
+                             description="input features per block of a split-K GEMV")
     splitk_reduce_block_elements: int = Field(
-        512, gt=0, description="outputs per block of a split-K reduction (kernels.csv: "
+        512, gt=0, le=MAX_SOFTWARE_SIZE, description="outputs per block of a split-K reduction (kernels.csv: "
         "cublasLt::splitKreduce_kernel<32, 16, ...>, 32 x 16 outputs per block)",
     )
     gemm_row_reuse_min: int = Field(
-        1, gt=0, description="a skinny GEMM with fewer rows than this runs one GEMV per row, reading the "
+        1, gt=0, le=MAX_SOFTWARE_SIZE,
+        description="a skinny GEMM with fewer rows than this runs one GEMV per row, reading the "
         "weights once per row (MKL on a CPU below 4 rows); 1 = the weights are read once for all rows"
     )
     splitk_min_in_features: int = Field(
-        3072, gt=0, description="a GEMV whose output tiles do not fill the units is split over K from this width"
+        3072, gt=0, le=MAX_SOFTWARE_SIZE,
+        description="a GEMV whose output tiles do not fill the units is split over K from this width"
     )
     gemm_tile_tokens: int = Field(
-        128, gt=0, description="activation rows (tokens) per block of a GEMM: a GEMM over n rows has "
+        128, gt=0, le=MAX_SOFTWARE_SIZE,
+        description="activation rows (tokens) per block of a GEMM: a GEMM over n rows has "
         "ceil(n / this) row tiles (assumption)",
     )
     gemm_large_tile_features: int = Field(
-        128, gt=0, description="output features per block of a large square GEMM (the ceiling gemm rows): "
+        128, gt=0, le=MAX_SOFTWARE_SIZE,
+        description="output features per block of a large square GEMM (the ceiling gemm rows): "
         "an N x N x N product exposes (N // gemm_tile_tokens) x (N // this) blocks (assumption)",
     )
     elementwise_block_elements: int = Field(
-        4096, gt=0, description="output elements per block of an elementwise kernel, a copy of new K/V rows "
+        4096, gt=0, le=MAX_SOFTWARE_SIZE,
+        description="output elements per block of an elementwise kernel, a copy of new K/V rows "
         "into the cache, and a split-K reduction (assumption)",
     )
     copy_block_KiB: int = Field(
-        64, gt=0, description="bytes per block of a device-to-device copy (the ceiling copy rows) (assumption)"
+        64, gt=0, le=MAX_SOFTWARE_SIZE,
+        description="bytes per block of a device-to-device copy (the ceiling copy rows) (assumption)"
     )
     host_ops: HostOps = Field(HostOps(), description="host ops per piece of a decoder (eager)")
     sources: list[str] = Field(
