@@ -56,6 +56,7 @@ def cli() -> None:
               help="Profile directory (default: the project's hw_profiles/).")
 def profiles(as_json: bool, directory: Path | None) -> None:
     """List and validate every hardware profile."""
+    import speedsim.engine.cost  # noqa: F401  (registers its cost-model check: every profile loaded below passes it)
     from speedsim.hardware.summary import profile_table
 
     rows = profile_table(directory)
