@@ -88,7 +88,7 @@ def _cases(d: Path) -> dict[str, Case]:
 
 class Smoke:
     """The module's subprocesses: started together, each awaited by its own test; a case that waits
-    for another starts as soon as that one exits 0 (a thread per chain)."""
+    for another starts as soon as that one exits 0 (one thread watches every waiting case)."""
 
     def __init__(self, d: Path, names: set[str]) -> None:
         pkg = d / "src" / "tinypkg"
@@ -111,9 +111,11 @@ class Smoke:
             if not self.cases[name].after:
                 self._start(name)
         # the later cases of a chain start once the case before has exited 0 (its output stays unread
-        # until its test asks: the pipes of these small commands never fill)
-        self.chain = threading.Thread(target=self._start_waiting, args=([n for n in sorted(names)
-                                                                          if self.cases[n].after],), daemon=True)
+        # until its test asks: the pipes of these small commands never fill); `settled[name]` is set
+        # when the watcher has started `name` or given up on it
+        waiting = [n for n in sorted(names) if self.cases[n].after]
+        self.settled = {n: threading.Event() for n in waiting}
+        self.chain = threading.Thread(target=self._start_waiting, args=(waiting,), daemon=True)
         self.chain.start()
 
     def _start(self, name: str) -> None:
@@ -130,10 +132,12 @@ class Smoke:
         while pending and not self.closed:
             for name in list(pending):
                 first = self.procs.get(self.cases[name].after)
-                if first is not None and first.poll() is not None:
+                code = first.poll() if first is not None else None
+                if code is not None:
                     pending.remove(name)
-                    if first.returncode == 0:
+                    if code == 0:
                         self._start(name)
+                    self.settled[name].set()
             time.sleep(0.05)
 
     def result(self, name: str) -> tuple[int, str, str]:
@@ -143,7 +147,7 @@ class Smoke:
             if first:
                 code = self.result(first)[0]
                 assert code == 0, f"{first} failed, so {name} has nothing to run on"
-                self.chain.join(timeout=TIMEOUT_S)  # it has started `name` by now
+                self.settled[name].wait(timeout=TIMEOUT_S)  # the watcher has started it by now
                 self._start(name)  # (a no-op then)
             try:
                 out, err = self.procs[name].communicate(timeout=TIMEOUT_S)

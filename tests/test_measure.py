@@ -237,3 +237,15 @@ def test_ops_only_run_writes_single_op_rows_that_validate(tmp_path, tiny_spec, c
               "--model-spec", summary["model_spec"], "--json")
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["rows"] == len(rows)
+
+
+def test_batch_and_ops_without_steps_write_no_empty_out(tmp_path, tiny_spec):
+    """`--parts batch,ops`: the batch rows in `--out`, the op rows beside it, and no header-only file."""
+    out = tmp_path / "m.csv"
+    plan = MeasurePlan(parts=("batch", "ops"), sharings=plan_from_options(sharings="2x2").sharings, batch_sizes=(2,),
+                       batch_ctxs=(8,), quick=True)
+    summary = measure("cpu", out, plan=plan, model="tiny", model_specs=(tiny_spec,))
+    assert summary["batch"] == str(out) and summary["ops"] == str(tmp_path / "m.ops.csv")
+    assert {r.section for r in read_measured(out)} == {"batch"}
+    assert {r.section for r in read_measured(tmp_path / "m.ops.csv")} == {"op"}
+    assert not (tmp_path / "m.batch.csv").exists()

@@ -181,7 +181,17 @@ def test_static_batch_rows_attend_over_the_padded_length():
     program = program_for_row(row, BUILTIN_MODELS, rules, "bf16", where="b.csv:2")[0]
     attn = next(k for k in program.kernels if k.kclass == "attention" and ".xattn" not in k.name)
     assert attn.items is not None and len(set(attn.items.nbytes)) == 1
+    writes = next(k for k in program.kernels if k.name.endswith("k_write"))
+    assert writes.items is not None and len(writes.items.nbytes) == 2  # each its own new row
+    assert writes.items.nbytes[0] == BUILTIN_MODELS["t5base"].d_model * 2
     ragged = program_for_row({**row, "extra": "seed=0;cross=64;lengths=10/50"}, BUILTIN_MODELS, rules, "bf16",
                              where="b.csv:2")[0]
     attn = next(k for k in ragged.kernels if k.kclass == "attention" and ".xattn" not in k.name)
     assert attn.items is not None and attn.items.nbytes[0] < attn.items.nbytes[1]
+    # a SPEED step: every one of the R in-flight tokens of every sequence walks the longest length + R
+    pipelined = program_for_row({**row, "pattern": "pipelined", "L": 4, "R": 3}, BUILTIN_MODELS, rules, "bf16",
+                                where="b.csv:2")[0]
+    attn = next(k for k in pipelined.kernels if k.kclass == "attention" and ".xattn" not in k.name)
+    d = BUILTIN_MODELS["t5base"].d_model
+    assert attn.items is not None and set(attn.items.nbytes) == {2.0 * (50 + 3) * d * 2}
+    assert len(attn.items.nbytes) == 2 * 3

@@ -195,9 +195,10 @@ class KernelSpec(_Frozen):
         None, ge=0, le=MAX_FIXED_US,
         description="fixed device time of an attention kernel, in place of matrix_latency_us: the "
         "per-call set-up a framework's attention op does apart from its per-block work. PyTorch's CPU "
-        "flash attention allocates its per-thread buffers and converts the mask every call: ~8 us at one "
-        "item and one head, against ~0.2 us more per (item x head) block (experiments/measured/cpu-host/"
-        "kernels.csv); default: matrix_latency_us",
+        "flash attention allocates its per-thread buffers (and converts a mask) every call: alone, one "
+        "item of 16 keys takes ~7-10 us, each further (item x head) block ~0.2-0.4 us "
+        "(experiments/measured/cpu-host/ops.csv); fitted with the decode steps, where the mask and the "
+        "cache reads come with it, 17.5 us on cpu-host; default: matrix_latency_us",
     )
     overlap_exponent: float = Field(
         4.0,

@@ -137,8 +137,9 @@ def _fit(profile: HardwareProfile, params: tuple[FreeParameter, ...], usable, ma
     highs = np.log([p.high for p in params])
     start = np.log([max(p.low, min(p.high, _get(profile.model_dump(), p.path))) for p in params])
 
-    # single-op rows (section `op`, a CPU's kernel level) weigh as much in total as the other rows,
-    # like a GPU's kernel profile below: dozens of them must not outvote a handful of whole steps
+    # single-op rows (section `op`, a CPU's kernel level) weigh as much in total as the other rows
+    # (in the robust loss's quadratic range; beyond it, where soft-L1 is linear, sqrt(ops x others) to
+    # the others' count), like a GPU's kernel profile below: dozens must not outvote a few whole steps
     ops = sum(1 for row, _, _ in usable if row.section == "op")
     weight = math.sqrt((len(usable) - ops) / ops) if 0 < ops < len(usable) else 1.0
     weights = np.array([weight if row.section == "op" else 1.0 for row, _, _ in usable])

@@ -229,8 +229,8 @@ def batch_step(spec: ModelSpec, pattern: str, n: int, L: int, R: int, extra: str
     # token's attention walks that many keys
     padded = _extra(extra, "impl") == "static"
     positions = [[max(lengths) + R - 1 if padded else length + R - 1 - r for r in range(R)] for length in lengths]
-    if pattern == "unshared":
-        step = unshared_batch([(s, pos[0]) for s, pos in zip(seqs, positions, strict=True)])
+    if pattern == "unshared":  # one token per sequence at its own length (or the longest)
+        step = unshared_batch([(s, max(lengths) if padded else length) for s, length in zip(seqs, lengths, strict=True)])
     else:
         step = pipelined_batch([(s, [(p, r) for r, p in enumerate(pos)], 0)
                                 for s, pos in zip(seqs, positions, strict=True)])

@@ -175,8 +175,8 @@ def measure(device: str, out: Path, checkpoint: Path | None = None, config: Path
             model_specs: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Run the plan's parts; return a summary. Each CSV is rewritten after every section.
 
-    Files: `out` (step and whole-decode rows; the batch rows if only they are measured),
-    `<stem>.batch.csv` and `<stem>.ops.csv` (batch and single-op rows, beside other parts),
+    Files: `out` (step and whole-decode rows; without those, the batch rows, or else the op rows),
+    `<stem>.batch.csv` and `<stem>.ops.csv` (batch and single-op rows, beside the rows in `out`),
     `<stem>.<model>.yaml` (the model spec), `<stem>.env.yaml`, and one exit-trace file per
     timed whole-decode model. On a CPU PyTorch runs with `threads` intra-op threads (default 1:
     batch-1 decoding gains little from more, and one thread is far less disturbed by other work).
@@ -192,8 +192,11 @@ def measure(device: str, out: Path, checkpoint: Path | None = None, config: Path
     if threads is not None and not 1 <= threads <= cores:
         raise UserError(f"must be in 1..{cores} (this machine's cores), got {threads}", where="--threads")
     out = check_output(Path(out), "--out")
-    alone = len(plan.parts) == 1 and plan.parts[0] in ("batch", "ops")  # then `out` holds their rows
-    beside = {part: out if alone else out.with_name(f"{out.stem}.{part}.csv") for part in ("batch", "ops")}
+    # batch and op rows go beside `out`; without steps or whole decodes the first of them goes to `out`
+    steps_or_loop = bool({"steps", "loop"} & set(plan.parts))
+    beside = {part: out.with_name(f"{out.stem}.{part}.csv") for part in ("batch", "ops")}
+    if not steps_or_loop:
+        beside[next(p for p in ("batch", "ops") if p in plan.parts)] = out
     for path in [beside[p] for p in plan.parts if p in beside] + [out.with_name(f"{out.stem}.env.yaml")]:
         check_output(path, "--out")  # written after the timing: refused before it
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
@@ -235,7 +238,7 @@ def measure(device: str, out: Path, checkpoint: Path | None = None, config: Path
             orec.flush()
             files["ops"] = str(orec.out)
             rows += len(orec.rows)
-        if not alone:
+        if steps_or_loop:
             rec.flush()
     env = _env(device, base, plan, rows + len(rec.rows), started)
     if device == "cpu":  # below ~0.95 other work took this thread's core part of the time: timings run high
