@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -329,3 +330,22 @@ def test_relative_fit_path_is_resolved_against_the_spec(tmp_path, monkeypatch):
     summary = run_sweep(path, tmp_path / "out", workers=1, progress=False)
     assert (summary.ran, summary.failed) == (1, 0)
     assert read_results(tmp_path / "out")["workload"].tolist() == ["synthetic:fit=t.jsonl,len=4,seqs=1,seed=0"]
+
+
+def test_resuming_after_a_profile_changed_is_refused(tmp_path):
+    """A run's key hashes its parameters, not the profile's numbers: resuming into results simulated
+    with a profile that has been recalibrated since is refused, naming it; unchanged inputs resume."""
+    from speedsim.hardware import load_profile
+
+    profile = tmp_path / "chip.yaml"
+    profile.write_text(yaml.safe_dump(load_profile("h200").model_dump(mode="json", exclude_none=True)))
+    spec = {**SMALL, "axes": {**SMALL["axes"], "profile": [str(profile)], "mispredict": [0.0]}}
+    path = write_spec(tmp_path, spec)
+    first = run_sweep(path, tmp_path / "out", workers=1, progress=False)
+    assert first.ran == 2 and (tmp_path / "out" / "inputs.json").exists()
+    assert run_sweep(path, tmp_path / "out", workers=1, progress=False).skipped == 2  # same inputs: resumes
+    data = yaml.safe_load(profile.read_text())
+    data["kernel"]["latency_us"] *= 2
+    profile.write_text(yaml.safe_dump(data))
+    with pytest.raises(UserError, match=rf"other inputs: profile:{re.escape(str(profile))} changed since"):
+        run_sweep(path, tmp_path / "out", workers=1, progress=False)

@@ -4,12 +4,16 @@ in a local process pool or on a Dask cluster, record each run as it finishes.
 Runs are independent and deterministic (seeded synthetic traces, a deterministic engine), so
 the order in which workers finish changes nothing in the table. An output directory holds the
 runs of one spec: running a spec whose runs do not include every run already recorded there
-(an edited spec) is refused. Local worker processes die with the sweep, however it ends.
+(an edited spec) is refused, and so is resuming after an input changed: `inputs.json` records a
+digest of each profile, trace and model spec the runs read. Local worker processes die with the
+sweep, however it ends.
 """
 
 from __future__ import annotations
 
 import ctypes
+import hashlib
+import json
 import os
 import re
 import signal
@@ -24,7 +28,7 @@ from typing import Any
 from tqdm import tqdm
 
 from speedsim.errors import UserError
-from speedsim.fileio import check_output_dir, write_bytes
+from speedsim.fileio import check_output_dir, write_bytes, write_text
 from speedsim.sweep.execute import execute
 from speedsim.sweep.spec import RunParams, SweepSpec, load_spec, plan
 from speedsim.sweep.store import ResultStore
@@ -125,6 +129,7 @@ def run_sweep(spec: SweepSpec | Path | str, out: Path | str, workers: int = 2, s
     store = ResultStore(out)
     try:
         _check_same_spec(store, runs, out)
+        _check_same_inputs(out, input_digests(spec, runs), resuming=bool(store.keys()))
         if spec_path is not None:
             write_bytes(out / "spec.yaml", spec_path.read_bytes(), where="--out")
     except BaseException:
@@ -178,6 +183,52 @@ def _check_same_spec(store: ResultStore, runs: list[RunParams], out: Path) -> No
     if foreign:
         raise UserError(f"{out} holds {len(foreign)} run(s) of a different spec (the spec was edited?); "
                         "use a new --out directory, or delete this one to start over", where="--out")
+
+
+INPUTS_FILE = "inputs.json"
+
+
+def input_digests(spec: SweepSpec, runs: list[RunParams]) -> dict[str, str]:
+    """A digest of every input the runs read beside their parameters: each profile's content (a name
+    or a path), each trace and fitted-to trace file, each model spec file. A run's key hashes its
+    parameters only, so this is what tells a resumed sweep that a profile was recalibrated since."""
+    from speedsim.hardware import load_profile
+    from speedsim.trace.io import resolve_trace
+
+    digests: dict[str, str] = {}
+    for run in runs:
+        if f"profile:{run.profile}" not in digests:
+            digests[f"profile:{run.profile}"] = _digest(load_profile(run.profile).model_dump_json().encode())
+        for kind, name in (("trace", run.trace), ("fit", run.fit)):
+            if name is not None and f"{kind}:{name}" not in digests:
+                digests[f"{kind}:{name}"] = _digest(resolve_trace(name, spec.base_dir).read_bytes())
+    for name in spec.model_specs:
+        digests[f"model_spec:{name}"] = _digest((Path(spec.base_dir or ".") / name).read_bytes())
+    return dict(sorted(digests.items()))
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def _check_same_inputs(out: Path, digests: dict[str, str], resuming: bool) -> None:
+    """Refuse to resume results simulated from other inputs (a profile, trace or model spec that has
+    changed since); record the inputs of these results (`inputs.json`) otherwise."""
+    path = out / INPUTS_FILE
+    if resuming and path.exists():
+        try:
+            before = json.loads(path.read_text())
+        except (OSError, ValueError):
+            before = None
+        if not isinstance(before, dict):
+            raise UserError(f"{path} is unreadable: cannot tell what these results were simulated from; use a new "
+                            "--out directory, or delete this one to start over", where="--out")
+        changed = sorted(k for k, v in digests.items() if k in before and before[k] != v)
+        if changed:
+            raise UserError(f"{out} holds results simulated from other inputs: {', '.join(changed)} changed since; "
+                            "use a new --out directory, or delete this one to start over", where="--out")
+        digests = {**before, **digests}
+    write_text(path, json.dumps(digests, indent=1) + "\n", where="--out")
 
 
 SCHEDULER = re.compile(r"^((tcp|tls|ucx|ws|wss)://)?([\w.\-]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})/?$|^inproc://\S+$")
