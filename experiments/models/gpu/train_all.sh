@@ -50,10 +50,17 @@ print("torch", torch.__version__, "device", torch.cuda.get_device_name(0) if sys
 EOF
 
 # Configs: the committed GPU recipe; SMOKE shrinks steps, width and evaluation (same code path).
+# CAP_SCALE=K multiplies each stage's wall-clock cap (a longer recipe on a GPU session with time to spare).
 for n in $CONFIGS; do
-  "$PY" - "experiments/models/gpu/$n.yaml" "$WORK/configs/$n.yaml" "${SMOKE:-0}" <<'EOF'
+  "$PY" - "experiments/models/gpu/$n.yaml" "$WORK/configs/$n.yaml" "${SMOKE:-0}" "${CAP_SCALE:-1}" <<'EOF'
 import sys, yaml
 cfg = yaml.safe_load(open(sys.argv[1]))
+scale = float(sys.argv[4])
+if not 0 < scale <= 100:
+    sys.exit(f"CAP_SCALE={sys.argv[4]}: give a factor in (0, 100]")
+for stage in ("pretrain", "finetune"):
+    if cfg[stage].get("max_seconds"):
+        cfg[stage]["max_seconds"] = round(cfg[stage]["max_seconds"] * scale, 1)
 if sys.argv[3] == "1":
     cfg["model"].update(d_model=32, n_heads=2, d_ff=64)
     for stage in ("pretrain", "finetune"):
@@ -93,7 +100,7 @@ for n in $CONFIGS; do
 done
 for pid in "${TRACE_PIDS[@]}"; do wait "$pid" || say "a trace FAILED (see above)"; done
 
-"$PY" - "$WORK/pack/provenance.json" "$DEVICE" "${SMOKE:-0}" "$CONFIGS" <<'EOF'
+"$PY" - "$WORK/pack/provenance.json" "$DEVICE" "${SMOKE:-0}" "$CONFIGS" "${CAP_SCALE:-1}" <<'EOF'
 import json, subprocess, sys, time, torch
 try:  # the GPU machine's copy of the tree may have no git metadata
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or "unknown"
@@ -102,7 +109,7 @@ except OSError:
 dev = torch.cuda.get_device_name(0) if sys.argv[2] == "cuda" else "cpu"
 json.dump({"device": dev, "torch": torch.__version__, "smoke": sys.argv[3] == "1", "configs": sys.argv[4].split(),
            "corpus": json.load(open(".cache/corpus/manifest.json"))["files"]["documents.jsonl.xz"]["sha256"],
-           "recipe": "experiments/models/gpu/*.yaml", "commit": commit,
+           "recipe": "experiments/models/gpu/*.yaml", "cap_scale": float(sys.argv[5]), "commit": commit,
            "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, open(sys.argv[1], "w"), indent=1)
 EOF
 tar -czf "$OUT/gpu-results.tar.gz" -C "$WORK/pack" .
