@@ -75,8 +75,9 @@ def _models_option(fn):
 
 
 @cli.command()
-@click.option("--measured", type=click.Path(path_type=Path), default=None,
-              help="Measured CSV (default: the shipped H200 measurements).")
+@click.option("--measured", type=click.Path(path_type=Path), multiple=True,
+              help="Measured CSV, repeatable: the rows of every file together (default: the shipped H200 "
+                   "measurements).")
 @click.option("--kernels", type=click.Path(path_type=Path), default=None,
               help="Validate a per-kernel profile (scenario,kernel,calls_per_iter,device_us_per_iter) class by class "
                    "instead of measured rows.")
@@ -86,25 +87,24 @@ def _models_option(fn):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--worst", type=click.IntRange(min=0), default=10, show_default=True, help="How many worst rows to list.")
 @_models_option
-def validate(measured: Path | None, kernels: Path | None, strict: bool, profile_name: str, mode: str, as_json: bool,
+def validate(measured: tuple[Path, ...], kernels: Path | None, strict: bool, profile_name: str, mode: str, as_json: bool,
              worst: int, model_specs: tuple[Path, ...]) -> None:
     """Simulate every measured row (or kernel class) and print per-section (per-class) and overall error (MAPE)."""
     from speedsim.hardware import load_profile
     from speedsim.paths import H200_MEASURED
-    from speedsim.validation import read_measured
     from speedsim.validation import validate as run_validation
+    from speedsim.validation.measured import read_measured_files
     from speedsim.workload import resolve_models
 
-    if measured is not None and kernels is not None:
+    if measured and kernels is not None:
         raise UserError("give --measured or --kernels, not both", where="--kernels")
     profile = load_profile(profile_name)
     models = resolve_models(model_specs)
     if kernels is not None:
         _validate_kernels(profile, kernels, models, strict, as_json, worst)
         return
-    path = measured or H200_MEASURED
-    rows = read_measured(path)
-    report = run_validation(profile, rows, models, mode, source=str(path))
+    paths = measured or (H200_MEASURED,)
+    report = run_validation(profile, read_measured_files(paths), models, mode, source=", ".join(map(str, paths)))
     result = report.as_json(worst)
     if as_json:
         emit_json(result)

@@ -279,3 +279,24 @@ def test_an_unknown_implementation_in_extra_is_refused(cli, tmp_path):
     res = cli("validate", "--measured", str(bad), "--profile", "h200")
     assert res.returncode == 2 and res.stderr.strip().splitlines() == [
         f"speedsim: error: {bad}:2: extra: impl=STATIC is none of speedsim, functional, static"]
+
+
+def test_validate_several_files_together_prints_the_reports_figures(cli):
+    """`validate --measured A --measured B`: the rows of both, each section once, and every figure as
+    the report's markdown prints it (rounded once: 0.08351 is 8.4%, not 0.0835 -> 8.3%)."""
+    from speedsim.hardware import load_profile
+    from speedsim.paths import MEASURED_DIR
+    from speedsim.workload import resolve_models
+
+    folder = MEASURED_DIR / "cpu-host"
+    files = [folder / "measured.csv", folder / "batch.csv"]
+    spec = folder / "measured.speed-4x3.yaml"
+    res = cli("validate", "--profile", "cpu-host", "--mode", "eager", "--model-spec", str(spec),
+              *(x for f in files for x in ("--measured", str(f))))
+    assert res.returncode == 0, res.stderr
+    rows = [r for f in files for r in read_measured(f)]
+    report = validate(load_profile("cpu-host"), rows, resolve_models([spec]), "eager")
+    table = {line.split()[0]: line.split()[1:] for line in res.stdout.splitlines()[3:13] if line.strip()}
+    assert table["all"] == [str(len(rows)), f"{report.mape()['all']:.1%}"]
+    for section in ("layer", "group", "decode", "batch"):
+        assert table[section][1] == f"{report.mape()[section]:.1%}"

@@ -258,4 +258,4 @@ def build_report(out: Path | str, *, full: bool = False, specs: tuple[Path, ...]
     return {"out": str(out), "readme": str(readme), "figures": sorted(data.figures.values()),
             "study_runs": int(study["run_key"].nunique()) if not study.empty else 0, "failed_runs": failed,
             "paper": ("ok" if not note else f"partial: {note}") if paper is not None else note,
-            "mape": {m: {k: round(v, 4) for k, v in s.items()} for m, s in mape.items()}}
+            "mape": {m: dict(s) for m, s in mape.items()}}  # unrounded: printed as the markdown prints it

@@ -24,9 +24,10 @@ def cpu_section(data: ReportData) -> list[str]:
              "level). `hw_profiles/cpu-host.yaml` was calibrated on the layer, group, LM-head, batch and op rows "
              "(`speedsim calibrate --measured ... --sections layer,group,lmhead,ceiling/launch_add_x100,batch,op`, "
              "the recipe in `experiments/measured/cpu-host/README.md`), so the whole decodes are an "
-             "out-of-sample check and the ceilings and GEMVs are extrapolation. Each section's figure is "
-             "`speedsim validate --profile cpu-host --mode eager --model-spec experiments/measured/cpu-host/"
-             "measured.speed-4x3.yaml --measured` on its file; `all` is over the three files together.", "",
+             "out-of-sample check and the ceilings and GEMVs are extrapolation. Same numbers as `speedsim "
+             "validate --profile cpu-host --mode eager --model-spec experiments/measured/cpu-host/"
+             "measured.speed-4x3.yaml --measured experiments/measured/cpu-host/measured.csv --measured "
+             "experiments/measured/cpu-host/batch.csv --measured experiments/measured/cpu-host/ops.csv`.", "",
              _md_table([{"section": k, "rows": str(counts[k]), "MAPE": _pct(v)} for k, v in data.cpu_mape.items()],
                        ["section", "rows", "MAPE"]), ""]
     dec = {r["pattern"]: r for _, r in table[table["section"] == "decode"].iterrows()}
