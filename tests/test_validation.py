@@ -300,3 +300,28 @@ def test_validate_several_files_together_prints_the_reports_figures(cli):
     assert table["all"] == [str(len(rows)), f"{report.mape()['all']:.1%}"]
     for section in ("layer", "group", "decode", "batch"):
         assert table[section][1] == f"{report.mape()[section]:.1%}"
+
+
+@pytest.mark.recipe
+def test_cpu_host_recipe_predicts_held_out_batch_rows(cli, tmp_path):
+    """The cpu-host recipe with the batched steps at ctx ~32 only (the ctx ~128 rows held out) fits a
+    profile that simulates the held-out rows within issue 11's 10% (~40 s, nothing cached)."""
+    from speedsim.hardware import load_profile
+    from speedsim.paths import MEASURED_DIR
+    from speedsim.workload import resolve_models
+
+    folder = MEASURED_DIR / "cpu-host"
+    lines = (folder / "batch.csv").read_text().splitlines()
+    rows = read_measured(folder / "batch.csv")
+    short = tmp_path / "batch-ctx32.csv"
+    short.write_text("\n".join([lines[0], *(lines[r.line - 1] for r in rows if r.ctx < 80)]) + "\n")
+    spec = str(folder / "measured.speed-4x3.yaml")
+    out = tmp_path / "held.yaml"
+    res = cli("calibrate", "--measured", str(folder / "measured.csv"), "--measured", str(short),
+              "--measured", str(folder / "ops.csv"), "--profile", "cpu-host", "--out", str(out), "--model-spec", spec,
+              "--sections", "layer,group,lmhead,ceiling/launch_add_x100,batch,op", "--json")
+    assert res.returncode == 0, res.stderr
+    held = [r for r in rows if r.ctx >= 80]
+    assert len(held) == 18
+    report = validate(load_profile(str(out)), held, resolve_models([spec]), "eager")
+    assert report.mape()["batch"] <= 0.10
