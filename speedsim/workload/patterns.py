@@ -228,10 +228,10 @@ def batch_step(spec: ModelSpec, pattern: str, n: int, L: int, R: int, extra: str
     # static implementation attends over one buffer padded to the longest (a masked SDPA): every
     # token's attention walks that many keys
     padded = _extra(extra, "impl") == "static"
-    positions = [[max(lengths) + R - 1 if padded else length + R - 1 - r for r in range(R)] for length in lengths]
+    longest = max(lengths)
     if pattern == "unshared":  # one token per sequence at its own length (or the longest)
-        step = unshared_batch([(s, max(lengths) if padded else length) for s, length in zip(seqs, lengths, strict=True)])
+        step = unshared_batch([(s, longest if padded else n) for s, n in zip(seqs, lengths, strict=True)])
     else:
-        step = pipelined_batch([(s, [(p, r) for r, p in enumerate(pos)], 0)
-                                for s, pos in zip(seqs, positions, strict=True)])
+        step = pipelined_batch([(s, [(longest + R - 1 if padded else n + R - 1 - r, r) for r in range(R)], 0)
+                                for s, n in zip(seqs, lengths, strict=True)])
     return Program([k for k in step.kernels if k.launches])  # the measured loop has no host-side plan
