@@ -1006,6 +1006,13 @@ TRAIN_CASES = [
     case("integer-fixed-shape", _set("finetune.fixed_shape", 1), "finetune.fixed_shape"),
     case("null-fixed-shape", _set("finetune.fixed_shape", None), "finetune.fixed_shape"),
     case("fixed-shape-in-pretrain", _set("pretrain.fixed_shape", True), "pretrain.fixed_shape"),
+    # finetune.pad_multiple (a few shapes) and data.min_tgt_tokens (a task of longer outputs)
+    case("zero-pad-multiple", _set("finetune.pad_multiple", 0), "finetune.pad_multiple"),
+    case("pad-multiple-and-fixed-shape", lambda c: (_set("finetune.pad_multiple", 16)(c),
+                                                    _set("finetune.fixed_shape", True)(c)), "pad_multiple"),
+    case("pad-multiple-in-pretrain", _set("pretrain.pad_multiple", 16), "pretrain.pad_multiple"),
+    case("negative-min-tgt-tokens", _set("data.min_tgt_tokens", -1), "data.min_tgt_tokens"),
+    case("min-tgt-tokens-beyond-max", _set("data.min_tgt_tokens", 10**6), "data.min_tgt_tokens"),
 ]
 
 

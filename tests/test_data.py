@@ -30,7 +30,7 @@ from speedsim.data import (
     token_stream,
     train_tokenizer,
 )
-from speedsim.data.dataset import epoch_batches
+from speedsim.data.dataset import bucket_pad_to, epoch_batches
 from speedsim.data.extract import docstring_target, first_paragraph
 from speedsim.errors import UserError
 
@@ -262,6 +262,65 @@ def test_batch_stream_is_a_pure_function_of_step(tok) -> None:
     assert all(torch.equal(x, y) for x, y in zip(first, second, strict=True))
 
 
+def _varied(n: int) -> list[Example]:
+    return [Example(f"m:f{i}:1", "m", "train", "def f(x):\n" + "    x += 1\n" * (i % 7),
+                    "Return the content" + " and more" * (i % 9) + ".") for i in range(n)]
+
+
+@pytest.mark.parametrize("decoder_only", [False, True])
+def test_pad_multiple_rounds_shapes_and_keeps_the_loss(tok, decoder_only: bool) -> None:
+    """`pad_multiple`: every batch's lengths are multiples (or the caps), few shapes, and the
+    padding changes neither the labelled tokens nor the model's loss."""
+    from speedsim.model import SharedDecoder, SpeedConfig, exit_loss
+
+    caps = (40, 40)
+    enc = encode_examples(_varied(60), tok, caps[0], caps[1], decoder_only=decoder_only)
+    stream = BatchStream(enc, 4, seed=0, pad_id=0, decoder_only=decoder_only, pad_multiple=8, caps=caps)
+    shapes = set()
+    for step in range(stream.per_epoch):
+        b = stream[step]
+        T = b.tgt_in.shape[1]
+        assert T % 8 == 0 or T == sum(caps) - 1 if decoder_only else T % 8 == 0 or T == caps[1] - 1
+        if b.src is not None:
+            assert b.src.shape[1] % 8 == 0 or b.src.shape[1] == caps[0]
+        shapes.add((None if b.src is None else b.src.shape[1], T))
+    assert len(shapes) < stream.per_epoch  # shapes repeat
+    items = enc[:4]
+    tight = collate(items, 0, decoder_only)
+    loose = collate(items, 0, decoder_only, bucket_pad_to(items, 16, caps, decoder_only))
+    assert loose.n_tokens == tight.n_tokens and loose.tgt_in.shape[1] >= tight.tgt_in.shape[1]
+    cfg = SpeedConfig(vocab_size=tok.get_vocab_size(), d_model=32, n_heads=2, d_ff=64, unique_layers=1, repeats=2,
+                      encoder_layers=0 if decoder_only else 1, max_len=96)
+    model = SharedDecoder(cfg).eval()
+
+    def loss(b):  # type: ignore[no-untyped-def]
+        return exit_loss(model(b.src, b.tgt_in, b.src_pad_mask, b.tgt_pad_mask), b.labels)
+
+    with torch.no_grad():
+        assert torch.allclose(loss(tight), loss(loose), atol=1e-5)
+
+
+def test_pad_multiple_groups_batches_by_target_length(tok) -> None:
+    """Batches of similar targets: less target padding than grouping by total length."""
+    enc = encode_examples(_varied(200), tok, 40, 40, decoder_only=False)
+
+    def target_padding(stream: BatchStream) -> int:
+        return sum(int(stream[s].tgt_pad_mask.sum()) for s in range(stream.per_epoch))
+
+    plain = BatchStream(enc, 8, seed=0, pad_id=0, decoder_only=False)
+    bucketed = BatchStream(enc, 8, seed=0, pad_id=0, decoder_only=False, pad_multiple=1, caps=(40, 40))
+    assert target_padding(bucketed) < target_padding(plain)
+
+
+def test_min_tgt_tokens_drops_short_targets(tok) -> None:
+    """`min_tgt_tokens`: examples whose target text has fewer tokens are dropped, the rest kept whole."""
+    every = encode_examples(_varied(40), tok, 40, 60, decoder_only=False)
+    long = encode_examples(_varied(40), tok, 40, 60, decoder_only=False, min_tgt_tokens=8)
+    assert 0 < len(long) < len(every)
+    assert all(len(e.tgt) - 2 >= 8 for e in long)
+    assert [e for e in every if len(e.tgt) - 2 >= 8] == long
+
+
 def test_epoch_batches_use_each_example_at_most_once() -> None:
     """An epoch's batches are disjoint, full, and differ between epochs."""
     lengths = list(range(50))
@@ -282,3 +341,7 @@ def test_encoded_splits_are_cached_and_equal(code_corpus: dict, tmp_path: Path) 
     cached = encoded_splits(c, "summarize", tok, 32, 40, False, tmp_path)
     assert cached == fresh and all(fresh[s] for s in ("train", "validation", "test"))
     assert all(len(e.src) <= 32 and e.tgt[0] == 1 and e.tgt[-1] == 2 for e in fresh["test"])
+    cut = sorted(len(e.tgt) - 2 for e in fresh["train"])[len(fresh["train"]) // 2] + 1  # above the median
+    longer = encoded_splits(c, "summarize", tok, 32, 40, False, tmp_path, min_tgt_tokens=cut)  # its own cache file
+    assert len(list((tmp_path / "tokens").glob("*.npz"))) == 2
+    assert longer["train"] == [e for e in fresh["train"] if len(e.tgt) - 2 >= cut] != fresh["train"]

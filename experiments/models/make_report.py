@@ -61,7 +61,8 @@ def main() -> str:
         settle = " · ".join(f"{x:.2f}" for x in t.get("settle_exit_distribution", [])) or "-"
         val_rouge = "-" if m.get("val_rougeL") is None else f"{m['val_rougeL']:.3f}"
         lines.append(
-            f"| {n} | {'continue' if n.startswith('continue') else 'summarize'} | {m['parameters'] / 1e6:.2f} M | "
+            f"| {n} | {m.get('task') or ('continue' if n.startswith('continue') else 'summarize')} | "
+            f"{m['parameters'] / 1e6:.2f} M | "
             f"{steps(m)} | {m['train_seconds']:.0f} | {m['val_loss']:.3f} / {m['val_loss_per_exit'][0]:.3f} | {_num(t.get('loss'))} | "
             f"{val_rouge} | {t['rougeL']:.3f} | {distinct:.0f} | {_num(t.get('mean_output_tokens'), 1)} | "
             f"{pct(t['first_exit_miss'])} | {settle} | {_num(t.get('wasted_passes_per_token'))} | "

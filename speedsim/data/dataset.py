@@ -4,7 +4,8 @@ Fine-tuning batches (`BatchStream`) are length-bucketed examples:
 
 Encoder-decoder (``summarize``): `src` = code tokens (truncated to `max_src_tokens`),
 `tgt` = ``<bos> docstring <eos>``; examples whose target does not fit `max_tgt_tokens` are
-dropped (a truncated docstring would teach the model to stop mid-sentence).
+dropped (a truncated docstring would teach the model to stop mid-sentence), and so are those
+whose target text is shorter than `min_tgt_tokens` (a task of longer outputs, when asked for).
 
 Decoder-only (``continue``): one sequence ``<bos> prompt continuation <eos>``; the loss is
 taken on the continuation only. The prompt is cut to `max_src_tokens`, the continuation to
@@ -51,8 +52,10 @@ def encode_examples(
     max_src_tokens: int,
     max_tgt_tokens: int,
     decoder_only: bool,
+    min_tgt_tokens: int = 0,
 ) -> list[Encoded]:
-    """Tokenise `examples`; see the module docstring for the layout of each task."""
+    """Tokenise `examples`; see the module docstring for the layout of each task. Examples whose
+    target text is shorter than `min_tgt_tokens` tokens are dropped (both tasks)."""
     ids = special_ids(tok)
     bos, eos = ids["bos"], ids["eos"]
     # Sources are cut before tokenising (code averages 3.5 characters per token here), so a
@@ -61,6 +64,8 @@ def encode_examples(
     tgts = tok.encode_batch([e.target for e in examples])
     out = []
     for e, s, t in zip(examples, srcs, tgts, strict=True):
+        if len(t.ids) < min_tgt_tokens:
+            continue
         if decoder_only:
             prompt = [bos] + s.ids[: max_src_tokens - 1]
             cont = (t.ids + [eos])[:max_tgt_tokens]
@@ -121,6 +126,29 @@ def _length(it: Encoded) -> int:
     return len(it.src) + len(it.tgt)
 
 
+def _bucket_order(it: Encoded, multiple: int, decoder_only: bool) -> int:
+    """Sort key of `pad_multiple` batches. A target token costs every decoder pass and exit, a source
+    token two encoder layers: batches of one padded target length, then of similar sources, waste the
+    least. Decoder-only: the sequence's length (prompt and continuation are one sequence)."""
+    if decoder_only:
+        return len(it.src) + len(it.tgt)
+    return -(-(len(it.tgt) - 1) // multiple) * 1_000_000 + len(it.src)
+
+
+def _round_up(n: int, multiple: int, cap: int) -> int:
+    return max(n, min(cap, -(-n // multiple) * multiple))
+
+
+def bucket_pad_to(items: list[Encoded], multiple: int, caps: tuple[int, int], decoder_only: bool) -> tuple[int, int]:
+    """The `pad_to` of `collate` that rounds a batch's source and target lengths up to a multiple of
+    `multiple` tokens, at most `caps` (the data's length caps) unless the batch is longer: few
+    distinct shapes. Decoder-only: the prompt and continuation of each sequence are one length."""
+    if decoder_only:
+        return 0, _round_up(max(len(it.src) + len(it.tgt) for it in items) - 1, multiple, caps[0] + caps[1] - 1) + 1
+    return (_round_up(max(len(it.src) for it in items), multiple, caps[0]),
+            _round_up(max(len(it.tgt) - 1 for it in items), multiple, caps[1] - 1) + 1)
+
+
 def epoch_batches(n_items: int, lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
     """Index batches of one epoch: a pure function of (seed, epoch), so resuming is exact.
 
@@ -140,17 +168,26 @@ def epoch_batches(n_items: int, lengths: list[int], batch_size: int, seed: int, 
 
 
 class BatchStream:
-    """The training batches, addressed by global step: `stream[step]` is always the same batch."""
+    """The training batches, addressed by global step: `stream[step]` is always the same batch.
+
+    Padding: to each batch's longest example (default); to one shape, `pad_to`; or, with
+    `pad_multiple` (and `caps`, the data's length caps), to lengths rounded up to a multiple,
+    batches then grouped by target length first (`bucket_pad_to`).
+    """
 
     def __init__(
         self, items: list[Encoded], batch_size: int, seed: int, pad_id: int, decoder_only: bool,
-        pad_to: tuple[int, int] | None = None,
+        pad_to: tuple[int, int] | None = None, pad_multiple: int | None = None, caps: tuple[int, int] = (0, 0),
     ):
         if len(items) < batch_size:
             raise ValueError(f"{len(items)} training examples, fewer than one batch of {batch_size}")
+        if pad_to is not None and pad_multiple is not None:
+            raise ValueError("pad_to and pad_multiple exclude each other")
         self.items, self.batch_size, self.seed = items, batch_size, seed
         self.pad_id, self.decoder_only, self.pad_to = pad_id, decoder_only, pad_to
-        self.lengths = [_length(it) for it in items]
+        self.pad_multiple, self.caps = pad_multiple, caps
+        self.lengths = [_length(it) if pad_multiple is None else _bucket_order(it, pad_multiple, decoder_only)
+                        for it in items]
         self.per_epoch = len(items) // batch_size
         self._epoch, self._batches = -1, []  # type: tuple[int, list[list[int]]]
 
@@ -159,7 +196,11 @@ class BatchStream:
         if epoch != self._epoch:
             self._epoch = epoch
             self._batches = epoch_batches(len(self.items), self.lengths, self.batch_size, self.seed, epoch)
-        return collate([self.items[i] for i in self._batches[k]], self.pad_id, self.decoder_only, self.pad_to)
+        items = [self.items[i] for i in self._batches[k]]
+        pad_to = self.pad_to
+        if self.pad_multiple is not None:
+            pad_to = bucket_pad_to(items, self.pad_multiple, self.caps, self.decoder_only)
+        return collate(items, self.pad_id, self.decoder_only, pad_to)
 
 
 # ------------------------------------------------------------------------------ pre-training
@@ -236,13 +277,16 @@ class LMStream:
 
 # ------------------------------------------------------------------------------ cached splits
 def encoded_splits(
-    corpus: Corpus, task: str, tok: Tokenizer, max_src_tokens: int, max_tgt_tokens: int, decoder_only: bool, cache_dir: Path
+    corpus: Corpus, task: str, tok: Tokenizer, max_src_tokens: int, max_tgt_tokens: int, decoder_only: bool, cache_dir: Path,
+    min_tgt_tokens: int = 0,
 ) -> dict[str, list[Encoded]]:
     """Every split of `task`, tokenised (`encode_examples`), cached as .npz under
     `cache_dir/tokens/` by corpus, tokenizer and lengths (training, evaluation and tracing
     processes of one config share it)."""
     corpus_digest = corpus.manifest["files"][f"{task}.jsonl.xz"]["sha256"][:12]
     key = f"{corpus_digest}-{tokenizer_digest(tok)}-{task}-s{max_src_tokens}-t{max_tgt_tokens}-{int(decoder_only)}"
+    if min_tgt_tokens:
+        key += f"-m{min_tgt_tokens}"
     path = Path(cache_dir) / "tokens" / f"{key}.npz"
     if path.exists():
         try:
@@ -250,8 +294,8 @@ def encoded_splits(
         except (OSError, ValueError, KeyError):
             pass  # a torn cache file: tokenise again
     examples = corpus.examples(task)
-    enc = {s: encode_examples([e for e in examples if e.split == s], tok, max_src_tokens, max_tgt_tokens, decoder_only)
-           for s in ("train", "validation", "test")}
+    enc = {s: encode_examples([e for e in examples if e.split == s], tok, max_src_tokens, max_tgt_tokens, decoder_only,
+                              min_tgt_tokens) for s in ("train", "validation", "test")}
     arrays: dict[str, np.ndarray] = {}
     meta = {}
     for split, items in enc.items():

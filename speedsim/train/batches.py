@@ -46,7 +46,8 @@ def prepare_data(
     if tok is None:
         tok = corpus_tokenizer(corpus, cfg.data.vocab_size)
     d = cfg.data
-    return tok, encoded_splits(corpus, d.task, tok, d.max_src_tokens, d.max_tgt_tokens, cfg.decoder_only, cache_dir(cfg))
+    return tok, encoded_splits(corpus, d.task, tok, d.max_src_tokens, d.max_tgt_tokens, cfg.decoder_only, cache_dir(cfg),
+                               d.min_tgt_tokens)
 
 
 def pretraining_streams(

@@ -51,6 +51,8 @@ class DataSection(_Section):
     vocab_size: Count = Field(DEFAULT_VOCAB_SIZE, ge=259, description="BPE vocabulary size in tokens, specials included")
     max_src_tokens: Count = Field(256, ge=1, description="fine-tuning source / prompt length cap in tokens")
     max_tgt_tokens: Count = Field(128, ge=3, description="fine-tuning target length cap in tokens (with <bos>/<eos>)")
+    min_tgt_tokens: Count = Field(0, ge=0, description="fine-tuning examples whose target text has fewer tokens are "
+                                  "dropped, in every split (0: none; a task of longer outputs)")
     # an empty list or text is a mistake, not the default (an empty cache_dir silently meant ~/.cache)
     sources: list[Annotated[str, Field(min_length=1)]] | None = Field(
         None, min_length=1, description="source directories of the corpus; default: stdlib + installed packages"
@@ -111,6 +113,17 @@ class FinetuneSection(StageSection):
         False, description="pad every batch to data.max_src_tokens x max_tgt_tokens: one tensor shape for the whole "
         "stage (on a GPU, no per-shape work; more padding)"
     )
+    pad_multiple: Count | None = Field(
+        None, ge=1, description="pad each batch's source and target lengths up to a multiple of this many tokens "
+        "(at most the data's caps) and group batches by target length: a few shapes, little padding (instead of "
+        "fixed_shape)"
+    )
+
+    @model_validator(mode="after")
+    def _one_padding(self) -> FinetuneSection:
+        if self.fixed_shape and self.pad_multiple is not None:
+            raise ValueError("fixed_shape and pad_multiple exclude each other (one shape, or a few)")
+        return self
 
 
 class EvalSection(_Section):
@@ -188,6 +201,11 @@ def _check_lengths(cfg: TrainConfig, sc: SpeedConfig, where: str) -> None:
     for field, n in need.items():
         if n > sc.max_len:
             raise UserError(f"model.max_len {sc.max_len} is shorter than {field} = {n}", where=where)
+    room = cfg.data.max_tgt_tokens - (0 if cfg.decoder_only else 2)  # <bos> and <eos> around a summary
+    if cfg.data.min_tgt_tokens > room:
+        raise UserError(f"data.min_tgt_tokens {cfg.data.min_tgt_tokens} exceeds the {room} target tokens "
+                        f"data.max_tgt_tokens {cfg.data.max_tgt_tokens} leaves: every example would be dropped",
+                        where=where)
 
 
 def parameter_count(sc: SpeedConfig) -> int:
@@ -271,6 +289,13 @@ def load_train_config(path: Path | str) -> TrainConfig:
     cfg = parse_train_config(read_mapping(path, "training config"), str(path))
     check_paths(cfg, str(path))
     return cfg
+
+
+def task_label(cfg: TrainConfig) -> str:
+    """The fine-tuning task as traces and reports name it: `summarize`, or with a length floor
+    `summarize, targets >= 16 tokens` (another task: another test set)."""
+    floor = cfg.data.min_tgt_tokens
+    return cfg.data.task + (f", targets >= {floor} tokens" if floor else "")
 
 
 def speed_config(cfg: TrainConfig, vocab_size: int, where: str = "config") -> SpeedConfig:

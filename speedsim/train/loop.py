@@ -48,7 +48,14 @@ from speedsim.train.checkpoint import (
     save_checkpoint,
     stage_path,
 )
-from speedsim.train.config import StageSection, TrainConfig, check_threads, load_train_config, speed_config
+from speedsim.train.config import (
+    StageSection,
+    TrainConfig,
+    check_threads,
+    load_train_config,
+    speed_config,
+    task_label,
+)
 from speedsim.train.evaluate import example_batches, exit_losses, forward, quality, window_batches
 
 
@@ -152,9 +159,11 @@ def _data(run: _Run, name: str) -> tuple[LMStream | BatchStream, Callable[[], It
     s = cfg.stage(name)
     if len(enc["train"]) < s.batch_size:
         raise UserError(f"{len(enc['train'])} training examples, fewer than one batch of {s.batch_size}", where=run.where)
-    fixed = cfg.finetune is not None and cfg.finetune.fixed_shape
-    pad_to = (cfg.data.max_src_tokens, cfg.data.max_tgt_tokens) if fixed else None
-    stream = BatchStream(enc["train"], s.batch_size, cfg.seed, pad, cfg.decoder_only, pad_to)
+    ft = cfg.finetune
+    caps = (cfg.data.max_src_tokens, cfg.data.max_tgt_tokens)
+    stream = BatchStream(enc["train"], s.batch_size, cfg.seed, pad, cfg.decoder_only,
+                         pad_to=caps if ft is not None and ft.fixed_shape else None,
+                         pad_multiple=ft.pad_multiple if ft is not None else None, caps=caps)
     val = enc["validation"][: cfg.eval.val_examples]
     return stream, lambda: example_batches(val, pad, cfg.decoder_only, cfg.eval.batch_size)
 
@@ -262,6 +271,7 @@ def _final_metrics(run: _Run, stages: list[_Stage], evaluate: bool) -> dict[str,
             return done
     m: dict[str, Any] = {"name": cfg.name, "finished": True, "step": last.step, "stages": {st.name: st.step for st in stages}}
     m["unique_layers"], m["repeats"] = run.sc.unique_layers, run.sc.repeats
+    m["task"] = task_label(cfg)
     m["parameters"] = sum(p.numel() for p in last.model.parameters())
     m["train_seconds"] = sum(st.elapsed for st in stages)
     manifest = corpus_of(cfg, run.progress).manifest  # which corpus: a rebuilt one (other packages) differs

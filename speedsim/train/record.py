@@ -24,6 +24,7 @@ from speedsim.errors import UserError
 from speedsim.trace import ExitTrace, settle_exit, trace_stats
 from speedsim.train.batches import prepare_data
 from speedsim.train.checkpoint import load_model
+from speedsim.train.config import task_label
 from speedsim.train.evaluate import example_batches, exit_losses, output_stats, rouge_l
 
 
@@ -91,7 +92,7 @@ def record_traces(
         raise UserError(f"the {split} split has no examples", where="--split")
     eos = special_ids(tok)["eos"]
     n_new = cfg.eval.max_new_tokens if max_new_tokens is None else max_new_tokens  # 0 was refused above
-    name = f"{cfg.name} ({cfg.data.task})"
+    name = f"{cfg.name} ({task_label(cfg)})"
     traces, texts, ids = [], [], []
     with torch.no_grad():
         for it in tqdm(items, desc=f"trace {cfg.name}", disable=not progress, unit="seq"):

@@ -51,13 +51,24 @@ EOF
 
 # Configs: the committed GPU recipe; SMOKE shrinks steps, width and evaluation (same code path).
 # CAP_SCALE=K multiplies each stage's wall-clock cap (a longer recipe on a GPU session with time to spare).
+# SET="section.field=value ..." overrides config fields of every config (values in YAML syntax), e.g.
+# SET="finetune.fixed_shape=false finetune.pad_multiple=32 data.min_tgt_tokens=16"; provenance.json records it.
 for n in $CONFIGS; do
-  "$PY" - "experiments/models/gpu/$n.yaml" "$WORK/configs/$n.yaml" "${SMOKE:-0}" "${CAP_SCALE:-1}" <<'EOF'
+  "$PY" - "experiments/models/gpu/$n.yaml" "$WORK/configs/$n.yaml" "${SMOKE:-0}" "${CAP_SCALE:-1}" "${SET:-}" <<'EOF'
 import sys, yaml
 cfg = yaml.safe_load(open(sys.argv[1]))
 scale = float(sys.argv[4])
 if not 0 < scale <= 100:
     sys.exit(f"CAP_SCALE={sys.argv[4]}: give a factor in (0, 100]")
+for item in sys.argv[5].split():
+    path, eq, value = item.partition("=")
+    *parents, last = path.split(".")
+    node = cfg
+    for key in parents:
+        node = node.setdefault(key, {})
+    if not eq or not last or not isinstance(node, dict):
+        sys.exit(f"SET: {item!r} is not section.field=value")
+    node[last] = yaml.safe_load(value)
 for stage in ("pretrain", "finetune"):
     if cfg[stage].get("max_seconds"):
         cfg[stage]["max_seconds"] = round(cfg[stage]["max_seconds"] * scale, 1)
@@ -100,7 +111,7 @@ for n in $CONFIGS; do
 done
 for pid in "${TRACE_PIDS[@]}"; do wait "$pid" || say "a trace FAILED (see above)"; done
 
-"$PY" - "$WORK/pack/provenance.json" "$DEVICE" "${SMOKE:-0}" "$CONFIGS" "${CAP_SCALE:-1}" <<'EOF'
+"$PY" - "$WORK/pack/provenance.json" "$DEVICE" "${SMOKE:-0}" "$CONFIGS" "${CAP_SCALE:-1}" "${SET:-}" <<'EOF'
 import json, subprocess, sys, time, torch
 try:  # the GPU machine's copy of the tree may have no git metadata
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or "unknown"
@@ -109,7 +120,8 @@ except OSError:
 dev = torch.cuda.get_device_name(0) if sys.argv[2] == "cuda" else "cpu"
 json.dump({"device": dev, "torch": torch.__version__, "smoke": sys.argv[3] == "1", "configs": sys.argv[4].split(),
            "corpus": json.load(open(".cache/corpus/manifest.json"))["files"]["documents.jsonl.xz"]["sha256"],
-           "recipe": "experiments/models/gpu/*.yaml", "cap_scale": float(sys.argv[5]), "commit": commit,
+           "recipe": "experiments/models/gpu/*.yaml", "cap_scale": float(sys.argv[5]), "set": sys.argv[6].split(),
+           "commit": commit,
            "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, open(sys.argv[1], "w"), indent=1)
 EOF
 tar -czf "$OUT/gpu-results.tar.gz" -C "$WORK/pack" .
