@@ -177,12 +177,12 @@ class BatchStream:
 
     def __init__(
         self, items: list[Encoded], batch_size: int, seed: int, pad_id: int, decoder_only: bool,
-        pad_to: tuple[int, int] | None = None, pad_multiple: int | None = None, caps: tuple[int, int] = (0, 0),
+        pad_to: tuple[int, int] | None = None, pad_multiple: int | None = None, caps: tuple[int, int] | None = None,
     ):
         if len(items) < batch_size:
             raise ValueError(f"{len(items)} training examples, fewer than one batch of {batch_size}")
-        if pad_to is not None and pad_multiple is not None:
-            raise ValueError("pad_to and pad_multiple exclude each other")
+        if pad_multiple is not None and (pad_to is not None or caps is None):
+            raise ValueError("pad_multiple needs the length caps and excludes pad_to")
         self.items, self.batch_size, self.seed = items, batch_size, seed
         self.pad_id, self.decoder_only, self.pad_to = pad_id, decoder_only, pad_to
         self.pad_multiple, self.caps = pad_multiple, caps
@@ -198,7 +198,7 @@ class BatchStream:
             self._batches = epoch_batches(len(self.items), self.lengths, self.batch_size, self.seed, epoch)
         items = [self.items[i] for i in self._batches[k]]
         pad_to = self.pad_to
-        if self.pad_multiple is not None:
+        if self.pad_multiple is not None and self.caps is not None:
             pad_to = bucket_pad_to(items, self.pad_multiple, self.caps, self.decoder_only)
         return collate(items, self.pad_id, self.decoder_only, pad_to)
 
