@@ -1,0 +1,122 @@
+"""A small-scale probe of the quality ordering on this CPU: pre-training only, validation loss.
+
+The GPU recipe's deeper models (12x1) and shared ones (4x3, 2x6) end behind 4x1 at equal
+data (`reports/models.md`). This probe asks, at a scale this 2-core machine affords (d_model
+192, batches of 16 windows of 96 + 96 tokens, 400 or 2,000 steps), whether the learning
+rate or the early exits' share of the loss explain it. It reads only the validation split
+(the pre-training windows of `speedsim data build`), never the test split.
+
+    python experiments/models/ablation.py run [--runs DIR] [--only NAME ...] [--lanes 2]
+    python experiments/models/ablation.py summary [--runs DIR] [--out FILE.json]
+
+`run` writes each variant's config into RUNS/configs/ and trains it with `speedsim train` in
+`--lanes` parallel one-thread lanes (a finished run is skipped, an interrupted one resumes).
+`summary` prints the validation loss (final exit, nats/token) of every run every 100 or 250
+steps and each exit's at the end, and writes them as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE: dict[str, Any] = {
+    "data": {"task": "summarize", "vocab_size": 8192, "max_src_tokens": 192, "max_tgt_tokens": 96},
+    "eval": {"val_examples": 64, "rouge_examples": 0, "max_new_tokens": 16},
+    "model": {"d_model": 192, "n_heads": 3, "d_ff": 768, "encoder_layers": 2, "max_len": 256},
+    "seed": 0,
+    "threads": 1,
+}
+# name: (unique layers, repeats, peak LR, steps, exit weights or None for the default, w_r ~ r + 1)
+VARIANTS: dict[str, tuple[int, int, float, int, list[float] | None]] = {
+    "4x1-lr0.002": (4, 1, 2e-3, 400, None),
+    "12x1-lr0.002": (12, 1, 2e-3, 400, None),
+    "4x3-lr0.002": (4, 3, 2e-3, 400, None),
+    "4x1-lr0.0005": (4, 1, 5e-4, 400, None),
+    "12x1-lr0.0005": (12, 1, 5e-4, 400, None),
+    "4x3-lr0.0005": (4, 3, 5e-4, 400, None),
+    "4x3-lr0.004": (4, 3, 4e-3, 400, None),
+    "4x3-lr0.002-final": (4, 3, 2e-3, 400, [0.0, 0.0, 1.0]),
+    "4x1-lr0.0005-s2000": (4, 1, 5e-4, 2000, None),
+    "12x1-lr0.0005-s2000": (12, 1, 5e-4, 2000, None),
+    "4x3-lr0.002-s2000": (4, 3, 2e-3, 2000, None),
+}
+
+
+def config(name: str) -> dict[str, Any]:
+    U, R, lr, steps, weights = VARIANTS[name]
+    cfg = json.loads(json.dumps(BASE))
+    cfg["name"] = "abl-" + name.replace("-final", "-final-only")
+    cfg["model"].update(unique_layers=U, repeats=R)
+    if weights is not None:
+        cfg["model"]["exit_weights"] = weights
+    long = steps > 400
+    cfg["pretrain"] = {"steps": steps, "batch_size": 16, "lr": lr, "warmup_steps": 50, "prefix_tokens": 96,
+                       "target_tokens": 96, "checkpoint_every": 200 if long else 100, "eval_every": 250 if long else 100}
+    return cfg
+
+
+def train(runs: Path, name: str) -> str:
+    path = runs / "configs" / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config(name), sort_keys=False))
+    with open(runs / f"{name}.log", "a") as log:
+        rc = subprocess.run([sys.executable, "-m", "speedsim.cli", "train", "--config", str(path), "--out",
+                             str(runs / name), "--json"], cwd=ROOT, stdout=log, stderr=log).returncode
+    return f"{name}: {'done' if rc == 0 else f'FAILED (exit {rc}, see {name}.log)'}"
+
+
+def summary(runs: Path) -> dict[str, Any]:
+    out = {}
+    for name in VARIANTS:
+        ckpt = runs / name / "pretrain.pt"
+        if not ckpt.exists():
+            continue
+        c = torch.load(ckpt, map_location="cpu", weights_only=False)
+        out[name] = {"steps": c["step"], "finished": c["finished"],
+                     "val_loss": {r["step"]: r["val_loss"] for r in c["history"] if "val_loss" in r},
+                     "val_loss_per_exit": (c.get("val") or {}).get("val_loss_per_exit") or []}
+    return out
+
+
+def table(results: dict[str, Any]) -> str:
+    steps = sorted({s for r in results.values() for s in r["val_loss"]})
+    lines = ["| variant | " + " | ".join(f"step {s}" for s in steps) + " | end, per exit |",
+             "|---|" + "---:|" * len(steps) + "---|"]
+    for name, r in results.items():
+        cells = [f"{r['val_loss'][s]:.3f}" if s in r["val_loss"] else "" for s in steps]
+        exits = " · ".join(f"{x:.3f}" for x in r["val_loss_per_exit"]) or "(running)"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {exits} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("command", choices=["run", "summary"])
+    ap.add_argument("--runs", type=Path, default=ROOT / "checkpoints" / "ablation")
+    ap.add_argument("--only", nargs="*", choices=list(VARIANTS), default=None)
+    ap.add_argument("--lanes", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    if args.command == "run":
+        with ThreadPoolExecutor(args.lanes) as pool:
+            for line in pool.map(lambda n: train(args.runs, n), args.only or list(VARIANTS)):
+                sys.stdout.write(line + "\n")
+        return
+    results = summary(args.runs)
+    sys.stdout.write(table(results) + "\n")
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
