@@ -319,6 +319,9 @@ def test_min_tgt_tokens_drops_short_targets(tok) -> None:
     assert 0 < len(long) < len(every)
     assert all(len(e.tgt) - 2 >= 8 for e in long)
     assert [e for e in every if len(e.tgt) - 2 >= 8] == long
+    every = encode_examples(_varied(40), tok, 40, 60, decoder_only=True)  # a continuation: text and <eos>
+    long = encode_examples(_varied(40), tok, 40, 60, decoder_only=True, min_tgt_tokens=8)
+    assert 0 < len(long) < len(every) and [e for e in every if len(e.tgt) - 1 >= 8] == long
 
 
 def test_epoch_batches_use_each_example_at_most_once() -> None:

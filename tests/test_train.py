@@ -110,6 +110,54 @@ def test_resume_gives_the_state_of_an_uninterrupted_run(tmp_path: Path, code_cor
     assert all(torch.equal(sa[i]["exp_avg"], sb[i]["exp_avg"]) for i in sa)
 
 
+def test_a_checkpoint_from_before_a_new_field_resumes(tmp_path: Path, code_corpus: dict) -> None:
+    """A checkpoint written before a config field existed (its dump lacks it) resumes when the field
+    is at its default: the config is the same."""
+    from speedsim.train.checkpoint import save_checkpoint
+
+    cfg = write_config(tmp_path / "tiny.yaml", code_corpus)
+    train(cfg, tmp_path / "run", progress=False, stop_after=3)
+    path = stage_path(tmp_path / "run", "pretrain")
+    old = read_checkpoint(path)
+    del old["train_config"]["data"]["min_tgt_tokens"], old["train_config"]["finetune"]["pad_multiple"]
+    save_checkpoint(path, old)
+    assert train(cfg, tmp_path / "run", progress=False, evaluate=False)["stages"] == {"pretrain": 4, "finetune": 4}
+    other = write_config(tmp_path / "other.yaml", code_corpus, finetune={"pad_multiple": 8})  # not the default
+    with pytest.raises(UserError, match="different config"):
+        train(other, tmp_path / "run", progress=False, evaluate=False)
+
+
+def test_pad_multiple_and_min_tgt_tokens_reach_the_training_loop(tmp_path: Path, code_corpus: dict,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fine-tuning batches of a `pad_multiple` config have rounded lengths, only long targets are
+    trained on, and the task is named in the metrics."""
+    import speedsim.train.loop as loop
+
+    shapes: list[tuple[int, int, int]] = []
+    real_step = loop._step
+
+    def step(run, st, batch, *a):  # type: ignore[no-untyped-def]
+        if st.name == "finetune":
+            shapes.append((batch.src.shape[1], batch.tgt_in.shape[1], int((~batch.tgt_pad_mask).sum(1).min())))
+        return real_step(run, st, batch, *a)
+
+    monkeypatch.setattr(loop, "_step", step)
+    cfg = write_config(tmp_path / "tiny.yaml", code_corpus, finetune={"pad_multiple": 8},
+                       data={"min_tgt_tokens": 33})  # the tiny corpus's targets have 27-37 tokens
+    m = train(cfg, tmp_path / "run", progress=False, evaluate=False)
+    assert m["task"] == "summarize, targets >= 33 tokens" and len(shapes) == 4
+    assert all((S % 8 == 0 or S == 48) and (T % 8 == 0 or T == 39) for S, T, _ in shapes)
+    assert min(n for _, _, n in shapes) >= 34  # <bos> and 33 target tokens at least
+
+
+def test_too_few_long_targets_fail_before_pretraining(tmp_path: Path, code_corpus: dict) -> None:
+    """`min_tgt_tokens` that leaves fewer examples than a batch is refused before any training."""
+    cfg = write_config(tmp_path / "tiny.yaml", code_corpus, data={"min_tgt_tokens": 38})  # targets: 27-37 tokens
+    with pytest.raises(UserError, match="0 train examples with data.min_tgt_tokens 38"):
+        train(cfg, tmp_path / "run", progress=False)
+    assert not stage_path(tmp_path / "run", "pretrain").exists()
+
+
 def test_wall_clock_cap_ends_a_stage_and_anneals_the_lr(tmp_path: Path, code_corpus: dict) -> None:
     """max_seconds stops a stage early (marked as such); the LR follows time progress under a cap."""
     s = StageSection(steps=1000, lr=1.0, warmup_steps=0, min_lr_ratio=0.0, max_seconds=10.0)

@@ -25,8 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
+
+from speedsim.train import read_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE: dict[str, Any] = {
@@ -81,7 +82,7 @@ def summary(runs: Path) -> dict[str, Any]:
         ckpt = runs / name / "pretrain.pt"
         if not ckpt.exists():
             continue
-        c = torch.load(ckpt, map_location="cpu", weights_only=False)
+        c = read_checkpoint(ckpt)
         out[name] = {"steps": c["step"], "finished": c["finished"],
                      "val_loss": {r["step"]: r["val_loss"] for r in c["history"] if "val_loss" in r},
                      "val_loss_per_exit": (c.get("val") or {}).get("val_loss_per_exit") or []}

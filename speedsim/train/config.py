@@ -201,10 +201,13 @@ def _check_lengths(cfg: TrainConfig, sc: SpeedConfig, where: str) -> None:
     for field, n in need.items():
         if n > sc.max_len:
             raise UserError(f"model.max_len {sc.max_len} is shorter than {field} = {n}", where=where)
-    room = cfg.data.max_tgt_tokens - (0 if cfg.decoder_only else 2)  # <bos> and <eos> around a summary
+    # a summary needs room for <bos> and <eos> (longer ones are dropped); a continuation for <eos> (longer
+    # ones are cut, and a cut one never learns to stop)
+    room = cfg.data.max_tgt_tokens - (1 if cfg.decoder_only else 2)
     if cfg.data.min_tgt_tokens > room:
+        fate = "cut" if cfg.decoder_only else "dropped"
         raise UserError(f"data.min_tgt_tokens {cfg.data.min_tgt_tokens} exceeds the {room} target tokens "
-                        f"data.max_tgt_tokens {cfg.data.max_tgt_tokens} leaves: every example would be dropped",
+                        f"data.max_tgt_tokens {cfg.data.max_tgt_tokens} leaves: every example would be {fate}",
                         where=where)
 
 

@@ -117,11 +117,20 @@ class _Stage:
         }  # fmt: skip
 
 
+def _written_config(dumped: dict[str, Any]) -> dict[str, Any] | None:
+    """A checkpoint's config with today's defaults filled in (a field added since it was written, at its
+    default, is the same config), or None if it no longer validates."""
+    try:
+        return TrainConfig.model_validate(dumped).model_dump()
+    except ValueError:
+        return None
+
+
 def _resume(run: _Run, name: str) -> _Stage:
     """The stage's state: from its checkpoint, else fresh (fine-tuning: from the pre-trained weights)."""
     cfg, path = run.cfg, stage_path(run.out, name)
     ckpt = read_checkpoint(path) if path.exists() else None
-    if ckpt is not None and ckpt["train_config"] != cfg.model_dump():
+    if ckpt is not None and _written_config(ckpt["train_config"]) != cfg.model_dump():
         raise UserError(f"{path} was written by a different config; use another --out or delete it", where=run.where)
     if run.tok is None:
         run.tok = tokenizer_from_str(ckpt["tokenizer"], str(path)) if ckpt else corpus_tokenizer(corpus_of(cfg), cfg.data.vocab_size)
@@ -166,6 +175,19 @@ def _data(run: _Run, name: str) -> tuple[LMStream | BatchStream, Callable[[], It
                          pad_multiple=ft.pad_multiple if ft is not None else None, caps=caps)
     val = enc["validation"][: cfg.eval.val_examples]
     return stream, lambda: example_batches(val, pad, cfg.decoder_only, cfg.eval.batch_size)
+
+
+def _check_finetune_data(run: _Run) -> None:
+    """Enough fine-tuning examples for a batch and a validation set (data.min_tgt_tokens can leave too few)."""
+    cfg = run.cfg
+    assert cfg.finetune is not None
+    _, enc = prepare_data(cfg, run.tok)
+    need = {"train": cfg.finetune.batch_size, "validation": 1}
+    for split, n in need.items():
+        if len(enc[split]) < n:
+            floor = f" with data.min_tgt_tokens {cfg.data.min_tgt_tokens}" if cfg.data.min_tgt_tokens else ""
+            raise UserError(f"{len(enc[split])} {split} examples{floor}, fewer than {n} (finetune.batch_size is "
+                            f"{cfg.finetune.batch_size})", where=run.where)
 
 
 def _step(run: _Run, st: _Stage, batch: Any, lr: float, grad_clip: float) -> float:
@@ -252,6 +274,8 @@ def train(
     done, stages = 0, []
     for name in cfg.stages:
         st = _resume(run, name)
+        if not st.finished and name == cfg.stages[0] and cfg.finetune is not None:
+            _check_finetune_data(run)  # before hours of pre-training, not after them
         done += st.step
         if not st.finished:
             done += _run_stage(run, st, None if stop_after is None else max(0, stop_after - done))

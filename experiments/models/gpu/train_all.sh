@@ -60,15 +60,15 @@ cfg = yaml.safe_load(open(sys.argv[1]))
 scale = float(sys.argv[4])
 if not 0 < scale <= 100:
     sys.exit(f"CAP_SCALE={sys.argv[4]}: give a factor in (0, 100]")
-for item in sys.argv[5].split():
+for item in sys.argv[5].split():  # no spaces inside a value: [0,0,1], not [0, 0, 1]
     path, eq, value = item.partition("=")
-    *parents, last = path.split(".")
+    keys = path.split(".")
     node = cfg
-    for key in parents:
-        node = node.setdefault(key, {})
-    if not eq or not last or not isinstance(node, dict):
-        sys.exit(f"SET: {item!r} is not section.field=value")
-    node[last] = yaml.safe_load(value)
+    for key in keys[:-1]:
+        node = node.setdefault(key, {}) if isinstance(node, dict) else None
+    if not eq or not all(keys) or not isinstance(node, dict):
+        sys.exit(f"SET: {item!r} is not section.field=value (an existing section, no spaces)")
+    node[keys[-1]] = yaml.safe_load(value)
 for stage in ("pretrain", "finetune"):
     if cfg[stage].get("max_seconds"):
         cfg[stage]["max_seconds"] = round(cfg[stage]["max_seconds"] * scale, 1)
