@@ -90,14 +90,22 @@ def summary(runs: Path) -> dict[str, Any]:
 
 
 def table(results: dict[str, Any]) -> str:
-    steps = sorted({s for r in results.values() for s in r["val_loss"]})
-    lines = ["| variant | " + " | ".join(f"step {s}" for s in steps) + " | end, per exit |",
-             "|---|" + "---:|" * len(steps) + "---|"]
-    for name, r in results.items():
-        cells = [f"{r['val_loss'][s]:.3f}" if s in r["val_loss"] else "" for s in steps]
-        exits = " · ".join(f"{x:.3f}" for x in r["val_loss_per_exit"]) or "(running)"
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {exits} |")
-    return "\n".join(lines)
+    """One markdown table per set of steps at which validation ran (400-step and 2,000-step variants)."""
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for name in results:
+        p = config(name)["pretrain"]
+        groups.setdefault(tuple(range(p["eval_every"], p["steps"] + 1, p["eval_every"])), []).append(name)
+    out = []
+    for steps, names in groups.items():
+        lines = ["| variant | " + " | ".join(f"step {s}" for s in steps) + " | end, per exit |",
+                 "|---|" + "---:|" * len(steps) + "---|"]
+        for name in names:
+            r = results[name]
+            cells = [f"{r['val_loss'][s]:.3f}" if s in r["val_loss"] else "" for s in steps]
+            exits = " · ".join(f"{x:.3f}" for x in r["val_loss_per_exit"]) or "(not finished)"
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {exits} |")
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
 
 
 def main() -> None:
