@@ -37,7 +37,9 @@ BASE: dict[str, Any] = {
     "seed": 0,
     "threads": 1,
 }
-# name: (unique layers, repeats, peak LR, steps, exit weights or None for the default, w_r ~ r + 1)
+# name: (unique layers, repeats, peak LR, steps, exit weights or None for the default, w_r ~ r + 1); a name
+# ending in -signal also adds a learned vector per repeat to the residual stream before each pass (not a
+# speedsim model option: the probe trains it in-process, `repeat_signal`)
 VARIANTS: dict[str, tuple[int, int, float, int, list[float] | None]] = {
     "4x1-lr0.002": (4, 1, 2e-3, 400, None),
     "12x1-lr0.002": (12, 1, 2e-3, 400, None),
@@ -47,6 +49,7 @@ VARIANTS: dict[str, tuple[int, int, float, int, list[float] | None]] = {
     "4x3-lr0.0005": (4, 3, 5e-4, 400, None),
     "4x3-lr0.004": (4, 3, 4e-3, 400, None),
     "4x3-lr0.002-final": (4, 3, 2e-3, 400, [0.0, 0.0, 1.0]),
+    "4x3-lr0.002-signal": (4, 3, 2e-3, 400, None),
     "4x1-lr0.0005-s2000": (4, 1, 5e-4, 2000, None),
     "12x1-lr0.0005-s2000": (12, 1, 5e-4, 2000, None),
     "4x3-lr0.002-s2000": (4, 3, 2e-3, 2000, None),
@@ -56,7 +59,7 @@ VARIANTS: dict[str, tuple[int, int, float, int, list[float] | None]] = {
 def config(name: str) -> dict[str, Any]:
     U, R, lr, steps, weights = VARIANTS[name]
     cfg = json.loads(json.dumps(BASE))
-    cfg["name"] = "abl-" + name.replace("-final", "-final-only")
+    cfg["name"] = "abl-" + name.replace("-final", "-final-only")  # (-signal keeps its name)
     cfg["model"].update(unique_layers=U, repeats=R)
     if weights is not None:
         cfg["model"]["exit_weights"] = weights
@@ -66,13 +69,40 @@ def config(name: str) -> dict[str, Any]:
     return cfg
 
 
+def repeat_signal() -> None:
+    """Make `speedsim.train` build models whose residual stream gets a learned vector per repeat
+    (zero at the start) before each pass of the shared layers: a pass knows which repeat it is
+    (the Universal Transformer adds such a signal). Teacher-forced training only."""
+    import torch
+
+    import speedsim.train.loop as loop
+    from speedsim.model import SharedDecoder
+
+    class WithSignal(SharedDecoder):
+        def __init__(self, config: Any):
+            super().__init__(config)
+            self.repeat_signal = torch.nn.Parameter(torch.zeros(config.repeats, config.d_model))
+            first, calls = self.layers[0], [0]
+            plain = first.forward
+
+            def forward(x: torch.Tensor, *args: Any) -> torch.Tensor:  # layer 0 starts every repeat
+                r = calls[0] % config.repeats
+                calls[0] += 1
+                return plain(x + self.repeat_signal[r], *args)
+
+            first.forward = forward  # type: ignore[method-assign]
+
+    loop.SharedDecoder = WithSignal  # type: ignore[misc]
+
+
 def train(runs: Path, name: str) -> str:
     path = runs / "configs" / f"{name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config(name), sort_keys=False))
+    args = ["-m", "speedsim.cli", "train"] if not name.endswith("-signal") else [__file__, "train-signal"]
     with open(runs / f"{name}.log", "a") as log:
-        rc = subprocess.run([sys.executable, "-m", "speedsim.cli", "train", "--config", str(path), "--out",
-                             str(runs / name), "--json"], cwd=ROOT, stdout=log, stderr=log).returncode
+        rc = subprocess.run([sys.executable, *args, "--config", str(path), "--out", str(runs / name), "--json"],
+                            cwd=ROOT, stdout=log, stderr=log).returncode
     return f"{name}: {'done' if rc == 0 else f'FAILED (exit {rc}, see {name}.log)'}"
 
 
@@ -109,6 +139,13 @@ def table(results: dict[str, Any]) -> str:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["train-signal"]:  # one -signal variant, in this process
+        repeat_signal()
+        from speedsim.cli import main as cli
+
+        sys.argv = ["speedsim", "train", *sys.argv[2:]]
+        cli()
+        return
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("command", choices=["run", "summary"])
     ap.add_argument("--runs", type=Path, default=ROOT / "checkpoints" / "ablation")
