@@ -166,8 +166,7 @@ def _data(run: _Run, name: str) -> tuple[LMStream | BatchStream, Callable[[], It
     _, enc = prepare_data(cfg, tok)
     pad = special_ids(tok)["pad"]
     s = cfg.stage(name)
-    if len(enc["train"]) < s.batch_size:
-        raise UserError(f"{len(enc['train'])} training examples, fewer than one batch of {s.batch_size}", where=run.where)
+    _check_finetune_data(run, enc)
     ft = cfg.finetune
     caps = (cfg.data.max_src_tokens, cfg.data.max_tgt_tokens)
     stream = BatchStream(enc["train"], s.batch_size, cfg.seed, pad, cfg.decoder_only,
@@ -177,11 +176,13 @@ def _data(run: _Run, name: str) -> tuple[LMStream | BatchStream, Callable[[], It
     return stream, lambda: example_batches(val, pad, cfg.decoder_only, cfg.eval.batch_size)
 
 
-def _check_finetune_data(run: _Run) -> None:
-    """Enough fine-tuning examples for a batch and a validation set (data.min_tgt_tokens can leave too few)."""
+def _check_finetune_data(run: _Run, enc: dict[str, list[Any]] | None = None) -> None:
+    """Enough fine-tuning examples (`enc`, else the config's) for a batch and a validation set
+    (data.min_tgt_tokens can leave too few)."""
     cfg = run.cfg
     assert cfg.finetune is not None
-    _, enc = prepare_data(cfg, run.tok)
+    if enc is None:
+        _, enc = prepare_data(cfg, run.tok)
     need = {"train": cfg.finetune.batch_size, "validation": 1}
     for split, n in need.items():
         if len(enc[split]) < n:
