@@ -997,6 +997,12 @@ TRAIN_CASES = [
     # finite but absurd rates: NaN losses and exit 0, as with lr: .inf
     case("huge-lr", _set("pretrain.lr", 1e308), "pretrain.lr"),
     case("huge-weight-decay", _set("finetune.weight_decay", 1e10), "finetune.weight_decay"),
+    # layer_lr_scale: a fraction of the stage's lr, in (0, 1]
+    case("zero-layer-lr-scale", _set("pretrain.layer_lr_scale", 0), "pretrain.layer_lr_scale"),
+    case("layer-lr-scale-above-1", _set("finetune.layer_lr_scale", 3), "finetune.layer_lr_scale"),
+    case("nan-layer-lr-scale", _set("pretrain.layer_lr_scale", float("nan")), "pretrain.layer_lr_scale"),
+    case("text-layer-lr-scale", _set("pretrain.layer_lr_scale", "1/3"), "pretrain.layer_lr_scale"),
+    case("layer-lr-scale-in-model", _set("model.layer_lr_scale", 0.5), "layer_lr_scale"),
     # empty text or list: silently the default (an empty cache_dir meant ~/.cache/speedsim)
     case("empty-cache-dir", _set("data.cache_dir", ""), "cache_dir"),
     case("empty-sources", _set("data.sources", []), "sources"),

@@ -94,9 +94,10 @@ def test_finetuning_starts_from_the_pretrained_weights(trained: tuple[Path, dict
     assert not stage_path(tmp_path / "scratch", "pretrain").exists()
 
 
-def test_resume_gives_the_state_of_an_uninterrupted_run(tmp_path: Path, code_corpus: dict) -> None:
+@pytest.mark.parametrize("changes", [{}, {"finetune": {"layer_lr_scale": 0.5}}], ids=["one-lr", "layer-lr-scale"])
+def test_resume_gives_the_state_of_an_uninterrupted_run(tmp_path: Path, code_corpus: dict, changes: dict) -> None:
     """Stopping inside pre-training and inside fine-tuning, then re-running, ends in the uninterrupted state."""
-    cfg = write_config(tmp_path / "tiny.yaml", code_corpus)
+    cfg = write_config(tmp_path / "tiny.yaml", code_corpus, **changes)
     train(cfg, tmp_path / "a", progress=False, evaluate=False)
     assert train(cfg, tmp_path / "b", progress=False, stop_after=3)["stage"] == "pretrain"
     assert read_checkpoint(stage_path(tmp_path / "b", "pretrain"))["step"] == 3
@@ -120,6 +121,9 @@ def test_a_checkpoint_from_before_a_new_field_resumes(tmp_path: Path, code_corpu
     path = stage_path(tmp_path / "run", "pretrain")
     old = read_checkpoint(path)
     del old["train_config"]["data"]["min_tgt_tokens"], old["train_config"]["finetune"]["pad_multiple"]
+    del old["train_config"]["pretrain"]["layer_lr_scale"]
+    for group in old["optimizer"]["param_groups"]:
+        del group["lr_scale"]
     save_checkpoint(path, old)
     assert train(cfg, tmp_path / "run", progress=False, evaluate=False)["stages"] == {"pretrain": 4, "finetune": 4}
     other = write_config(tmp_path / "other.yaml", code_corpus, finetune={"pad_multiple": 8})  # not the default
@@ -148,6 +152,29 @@ def test_pad_multiple_and_min_tgt_tokens_reach_the_training_loop(tmp_path: Path,
     assert m["task"] == "summarize, targets >= 33 tokens" and len(shapes) == 4
     assert all((S % 8 == 0 or S == 48) and (T % 8 == 0 or T == 39) for S, T, _ in shapes)
     assert min(n for _, _, n in shapes) >= 34  # <bos> and 33 target tokens at least
+
+
+def test_layer_lr_scale_trains_the_transformer_layers_at_a_fraction_of_the_lr(tmp_path: Path, code_corpus: dict) -> None:
+    """With `layer_lr_scale` the encoder and decoder layers step at that fraction of the stage's LR;
+    embeddings, positions, final norms and the (tied) LM head at the LR itself; without it, one group."""
+    from speedsim.model import SharedDecoder, SpeedConfig
+    from speedsim.train.loop import param_groups
+
+    model = SharedDecoder(SpeedConfig(vocab_size=64, d_model=16, n_heads=2, d_ff=32, unique_layers=2, repeats=3,
+                                      encoder_layers=1, max_len=16))
+    layers, rest = param_groups(model, 0.25)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert {names[id(p)].split(".")[0] for p in layers["params"]} == {"encoder", "layers"}
+    assert {names[id(p)].split(".")[0] for p in rest["params"]} == {"tok_emb", "dec_pos", "enc_pos", "enc_norm", "norm"}
+    assert len(layers["params"]) + len(rest["params"]) == len(list(model.parameters()))
+    assert [g["lr_scale"] for g in (layers, rest)] == [0.25, 1.0]
+    assert [len(g["params"]) for g in param_groups(model, 1.0)] == [len(list(model.parameters()))]
+
+    cfg = write_config(tmp_path / "tiny.yaml", code_corpus, pretrain={"layer_lr_scale": 0.25, "lr": 1e-3})
+    train(cfg, tmp_path / "run", progress=False, stop_after=3)
+    groups = read_checkpoint(stage_path(tmp_path / "run", "pretrain"))["optimizer"]["param_groups"]
+    lr = lr_at(2, load_train_config(cfg).stage("pretrain"))  # the third step's
+    assert [g["lr"] for g in groups] == pytest.approx([0.25 * lr, lr])
 
 
 def test_too_few_long_targets_fail_before_pretraining(tmp_path: Path, code_corpus: dict) -> None:

@@ -12,7 +12,8 @@ rate or the early exits' share of the loss explain it. It reads only the validat
 `run` writes each variant's config into RUNS/configs/ and trains it with `speedsim train` in
 `--lanes` parallel one-thread lanes (a finished run is skipped, an interrupted one resumes).
 `summary` prints the validation loss (final exit, nats/token) of every run every 100 or 250
-steps and each exit's at the end, and writes them as JSON.
+steps and each exit's at the end, and writes them as JSON (`--out`: a variant whose run is no
+longer in RUNS keeps the figures already in the file).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -37,35 +38,57 @@ BASE: dict[str, Any] = {
     "seed": 0,
     "threads": 1,
 }
-# name: (unique layers, repeats, peak LR, steps, exit weights or None for the default, w_r ~ r + 1); a name
-# ending in -signal also adds a learned vector per repeat to the residual stream before each pass (not a
-# speedsim model option: the probe trains it in-process, `repeat_signal`)
-VARIANTS: dict[str, tuple[int, int, float, int, list[float] | None]] = {
-    "4x1-lr0.002": (4, 1, 2e-3, 400, None),
-    "12x1-lr0.002": (12, 1, 2e-3, 400, None),
-    "4x3-lr0.002": (4, 3, 2e-3, 400, None),
-    "4x1-lr0.0005": (4, 1, 5e-4, 400, None),
-    "12x1-lr0.0005": (12, 1, 5e-4, 400, None),
-    "4x3-lr0.0005": (4, 3, 5e-4, 400, None),
-    "4x3-lr0.004": (4, 3, 4e-3, 400, None),
-    "4x3-lr0.002-final": (4, 3, 2e-3, 400, [0.0, 0.0, 1.0]),
-    "4x3-lr0.002-signal": (4, 3, 2e-3, 400, None),
-    "4x1-lr0.0005-s2000": (4, 1, 5e-4, 2000, None),
-    "12x1-lr0.0005-s2000": (12, 1, 5e-4, 2000, None),
-    "4x3-lr0.002-s2000": (4, 3, 2e-3, 2000, None),
+
+
+class Variant(NamedTuple):
+    unique_layers: int
+    repeats: int
+    lr: float  # peak learning rate
+    steps: int
+    exit_weights: list[float] | None = None  # None: the default, w_r ~ r + 1
+    layer_lr_scale: float = 1.0  # the transformer layers' LR as a fraction of lr (pretrain.layer_lr_scale)
+
+
+# A name ending in -signal also adds a learned vector per repeat to the residual stream before each pass (not
+# a speedsim model option: the probe trains it in-process, `repeat_signal`).
+VARIANTS: dict[str, Variant] = {
+    "4x1-lr0.002": Variant(4, 1, 2e-3, 400),
+    "12x1-lr0.002": Variant(12, 1, 2e-3, 400),
+    "4x3-lr0.002": Variant(4, 3, 2e-3, 400),
+    "4x1-lr0.0005": Variant(4, 1, 5e-4, 400),
+    "12x1-lr0.0005": Variant(12, 1, 5e-4, 400),
+    "4x3-lr0.0005": Variant(4, 3, 5e-4, 400),
+    "4x3-lr0.004": Variant(4, 3, 4e-3, 400),
+    "4x3-lr0.002-final": Variant(4, 3, 2e-3, 400, [0.0, 0.0, 1.0]),
+    "4x3-lr0.002-signal": Variant(4, 3, 2e-3, 400),
+    "4x1-lr0.0005-s2000": Variant(4, 1, 5e-4, 2000),
+    "12x1-lr0.0005-s2000": Variant(12, 1, 5e-4, 2000),
+    "4x3-lr0.002-s2000": Variant(4, 3, 2e-3, 2000),
+    # embeddings, positions, norms and LM head at lr, the encoder and decoder layers at a fraction of it
+    "4x3-lr0.002-layers0.33": Variant(4, 3, 2e-3, 400, layer_lr_scale=1 / 3),
+    "2x6-lr0.002-layers0.33": Variant(2, 6, 2e-3, 400, layer_lr_scale=1 / 3),
+    "12x1-lr0.002-layers0.33": Variant(12, 1, 2e-3, 400, layer_lr_scale=1 / 3),
+    "4x1-lr0.002-layers0.33": Variant(4, 1, 2e-3, 400, layer_lr_scale=1 / 3),
+    "4x3-lr0.002-layers0.11": Variant(4, 3, 2e-3, 400, layer_lr_scale=1 / 9),
+    "4x1-lr0.002-layers0.11": Variant(4, 1, 2e-3, 400, layer_lr_scale=1 / 9),
+    "2x6-lr0.002": Variant(2, 6, 2e-3, 400),
+    "4x3-lr0.002-layers0.33-s2000": Variant(4, 3, 2e-3, 2000, layer_lr_scale=1 / 3),
+    "4x1-lr0.002-layers0.33-s2000": Variant(4, 1, 2e-3, 2000, layer_lr_scale=1 / 3),
 }
 
 
 def config(name: str) -> dict[str, Any]:
-    U, R, lr, steps, weights = VARIANTS[name]
+    v = VARIANTS[name]
     cfg = json.loads(json.dumps(BASE))
     cfg["name"] = "abl-" + name.replace("-final", "-final-only")  # (-signal keeps its name)
-    cfg["model"].update(unique_layers=U, repeats=R)
-    if weights is not None:
-        cfg["model"]["exit_weights"] = weights
-    long = steps > 400
-    cfg["pretrain"] = {"steps": steps, "batch_size": 16, "lr": lr, "warmup_steps": 50, "prefix_tokens": 96,
+    cfg["model"].update(unique_layers=v.unique_layers, repeats=v.repeats)
+    if v.exit_weights is not None:
+        cfg["model"]["exit_weights"] = v.exit_weights
+    long = v.steps > 400
+    cfg["pretrain"] = {"steps": v.steps, "batch_size": 16, "lr": v.lr, "warmup_steps": 50, "prefix_tokens": 96,
                        "target_tokens": 96, "checkpoint_every": 200 if long else 100, "eval_every": 250 if long else 100}
+    if v.layer_lr_scale != 1:
+        cfg["pretrain"]["layer_lr_scale"] = v.layer_lr_scale
     return cfg
 
 
@@ -159,6 +182,11 @@ def main() -> None:
                 sys.stdout.write(line + "\n")
         return
     results = summary(args.runs)
+    if args.out and args.out.exists():  # runs no longer on disk keep their recorded results
+        kept = json.loads(args.out.read_text())
+        for r in kept.values():
+            r["val_loss"] = {int(step): loss for step, loss in r["val_loss"].items()}  # JSON keys are text
+        results = {n: results.get(n) or kept[n] for n in VARIANTS if n in results or n in kept}
     sys.stdout.write(table(results) + "\n")
     if args.out:
         args.out.write_text(json.dumps(results, indent=1) + "\n")

@@ -75,6 +75,10 @@ class StageSection(_Section):
     weight_decay: Rate = Field(0.01, ge=0, le=1, description="AdamW decoupled weight decay (each step scales "
                                "the weights by 1 - lr * weight_decay: at most 1)")
     grad_clip: Rate = Field(1.0, gt=0, description="max global gradient norm")
+    layer_lr_scale: Rate = Field(
+        1.0, gt=0, le=1, description="learning rate of the transformer layers (encoder and decoder) as a fraction of "
+        "lr; token and position embeddings, the final norms and the LM head keep lr"
+    )
     checkpoint_every: Count = Field(100, ge=1, description="steps between checkpoints")
     eval_every: Count = Field(0, ge=0, description="steps between validation-loss evaluations (0: only at the end)")
     max_seconds: Rate | None = Field(

@@ -142,7 +142,7 @@ def _resume(run: _Run, name: str) -> _Stage:
         model.load_state_dict(read_checkpoint(stage_path(run.out, "pretrain"))["model"])
     model.to(run.device)
     s = cfg.stage(name)
-    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    opt = torch.optim.AdamW(param_groups(model, s.layer_lr_scale), lr=s.lr, weight_decay=s.weight_decay)
     torch.manual_seed(cfg.seed + (1 if name == "finetune" else 0))  # dropout stream of the stage
     if ckpt is None:
         return _Stage(name, model, opt)
@@ -191,10 +191,21 @@ def _check_finetune_data(run: _Run, enc: dict[str, list[Any]] | None = None) -> 
                             f"{cfg.finetune.batch_size})", where=run.where)
 
 
+def param_groups(model: SharedDecoder, layer_lr_scale: float) -> list[dict[str, Any]]:
+    """AdamW's parameter groups: the transformer layers at `layer_lr_scale` times the stage's LR,
+    the rest (embeddings, positions, final norms, LM head) at the LR itself. One group when the
+    scale is 1, as checkpoints written before the option have."""
+    if layer_lr_scale == 1:
+        return [{"params": list(model.parameters()), "lr_scale": 1.0}]
+    layers = {id(p) for m in (model.encoder, model.layers) for p in m.parameters()}
+    return [{"params": [p for p in model.parameters() if id(p) in layers], "lr_scale": layer_lr_scale},
+            {"params": [p for p in model.parameters() if id(p) not in layers], "lr_scale": 1.0}]
+
+
 def _step(run: _Run, st: _Stage, batch: Any, lr: float, grad_clip: float) -> float:
     st.model.train()
     for g in st.opt.param_groups:
-        g["lr"] = lr
+        g["lr"] = lr * g.get("lr_scale", 1.0)
     with run.autocast():
         logits = forward(st.model, batch, run.device)  # (R, B, T, V)
         loss = exit_loss(logits.float(), batch.labels.to(run.device), weights=run.weights, ignore_index=IGNORE_INDEX)
