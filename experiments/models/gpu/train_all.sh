@@ -95,8 +95,30 @@ _, enc = prepare_data(load_train_config(sys.argv[1]), tok)  # every config share
 print({k: len(v) for k, v in enc.items()}, "fine-tuning examples")
 EOF
 
+# STEPS_OF="A=B ...": config A trains for the steps config B took earlier in this call (pre-training
+# and fine-tuning), so the two see the same data; without B in this call, A keeps its YAML's steps.
+STEPS_OF=${STEPS_OF:-"4x1-steps=4x3"}
+match_steps() {
+  local pair of
+  for pair in $STEPS_OF; do
+    [ "${pair%%=*}" = "$1" ] || continue
+    of="$WORK/pack/results/${pair#*=}.train.json"
+    if [ ! -s "$of" ]; then say "$1: ${pair#*=} has not trained in this call; keeping the steps in $1.yaml"; return; fi
+    "$PY" - "$WORK/configs/$1.yaml" "$of" <<'EOF'
+import json, sys, yaml
+cfg, stages = yaml.safe_load(open(sys.argv[1])), json.load(open(sys.argv[2]))["stages"]
+for stage, steps in stages.items():
+    cfg[stage]["steps"] = steps
+    cfg[stage]["warmup_steps"] = min(cfg[stage].get("warmup_steps", 50), steps)
+yaml.safe_dump(cfg, open(sys.argv[1], "w"), sort_keys=False)
+print(f"steps of {sys.argv[2].rsplit('/', 1)[-1].split('.')[0]}: {stages}")
+EOF
+  done
+}
+
 TRACE_PIDS=()
 for n in $CONFIGS; do
+  match_steps "$n"
   say "train $n on $DEVICE"
   if ! "$PY" -m speedsim.cli train --config "$WORK/configs/$n.yaml" --out "$WORK/runs/$n" --device "$DEVICE" --json \
       > "$WORK/pack/results/$n.train.json"; then
