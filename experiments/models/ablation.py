@@ -72,8 +72,10 @@ VARIANTS: dict[str, Variant] = {
     "4x3-lr0.002-layers0.11": Variant(4, 3, 2e-3, 400, layer_lr_scale=1 / 9),
     "4x1-lr0.002-layers0.11": Variant(4, 1, 2e-3, 400, layer_lr_scale=1 / 9),
     "2x6-lr0.002": Variant(2, 6, 2e-3, 400),
-    "4x3-lr0.002-layers0.33-s2000": Variant(4, 3, 2e-3, 2000, layer_lr_scale=1 / 3),
-    "4x1-lr0.002-layers0.33-s2000": Variant(4, 1, 2e-3, 2000, layer_lr_scale=1 / 3),
+    "12x1-lr0.002-layers0.11": Variant(12, 1, 2e-3, 400, layer_lr_scale=1 / 9),
+    "2x6-lr0.002-layers0.11": Variant(2, 6, 2e-3, 400, layer_lr_scale=1 / 9),
+    "4x3-lr0.002-layers0.11-s1000": Variant(4, 3, 2e-3, 1000, layer_lr_scale=1 / 9),
+    "4x1-lr0.002-layers0.11-s1000": Variant(4, 1, 2e-3, 1000, layer_lr_scale=1 / 9),
 }
 
 
@@ -84,7 +86,7 @@ def config(name: str) -> dict[str, Any]:
     cfg["model"].update(unique_layers=v.unique_layers, repeats=v.repeats)
     if v.exit_weights is not None:
         cfg["model"]["exit_weights"] = v.exit_weights
-    long = v.steps > 400
+    long = v.steps > 400  # evaluated every 250 steps
     cfg["pretrain"] = {"steps": v.steps, "batch_size": 16, "lr": v.lr, "warmup_steps": 50, "prefix_tokens": 96,
                        "target_tokens": 96, "checkpoint_every": 200 if long else 100, "eval_every": 250 if long else 100}
     if v.layer_lr_scale != 1:
