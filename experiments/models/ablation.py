@@ -2,8 +2,8 @@
 
 The GPU recipe's deeper models (12x1) and shared ones (4x3, 2x6) end behind 4x1 at equal
 data (`reports/models.md`). This probe asks, at a scale this 2-core machine affords (d_model
-192, batches of 16 windows of 96 + 96 tokens, 400 or 2,000 steps), whether the learning
-rate or the early exits' share of the loss explain it. It reads only the validation split
+192, batches of 16 windows of 96 + 96 tokens, 400, 1,000 or 2,000 steps), whether the learning
+rate (one for all weights, or a lower one for the layers) or the early exits' share of the loss explain it. It reads only the validation split
 (the pre-training windows of `speedsim data build`), never the test split.
 
     python experiments/models/ablation.py run [--runs DIR] [--only NAME ...] [--lanes 2]
