@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rouge_score import rouge_scorer
 from tokenizers import Tokenizer
 
 from speedsim.data import IGNORE_INDEX, Batch, Encoded, collate, lm_batch, special_ids
@@ -66,6 +65,8 @@ def rouge_l(predictions: list[str], references: list[str]) -> float:
     """Mean ROUGE-L F1 (rouge-score, no stemming) in [0, 1]."""
     if not predictions:
         return float("nan")
+    from rouge_score import rouge_scorer  # imports nltk (~1.4 s): only where ROUGE is computed
+
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
     scores = [scorer.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references, strict=True)]
     return sum(scores) / len(scores)
