@@ -159,13 +159,14 @@ def calibrate(measured: tuple[Path, ...], profile_name: str, out: Path, name: st
     from speedsim.errors import user_error
     from speedsim.fileio import check_output
     from speedsim.hardware import load_profile, save_profile
+    from speedsim.hardware.profile import PROFILE_FILE
     from speedsim.paths import H200_MEASURED
     from speedsim.validation.calibrate import calibrate as fit
     from speedsim.validation.calibrate import parse_sections
     from speedsim.validation.measured import read_measured_files
     from speedsim.workload import resolve_models
 
-    check_output(out, "--out")  # a directory, a device or a missing directory: refused before the fit
+    check_output(out, "--out", PROFILE_FILE)  # a directory, another file, a missing directory: refused before the fit
     paths = measured or (H200_MEASURED,)
     profile = load_profile(profile_name)
     if name is not None:  # checked as the profile's own field, before the fit (`--name ''` kept the old name)
@@ -287,9 +288,10 @@ def trace_cmd(checkpoint: str, split: str, out_file: str, limit: int | None, max
     """Decode a split with SPEED, write its exit traces, print their statistics and quality."""
     from speedsim.fileio import check_output
     from speedsim.trace import write_traces
+    from speedsim.trace.io import TRACE_FILE
     from speedsim.train import record_traces, trace_metrics
 
-    check_output(out_file, "--out")
+    check_output(out_file, "--out", TRACE_FILE)
     traces, quality = record_traces(checkpoint, split, limit, max_new_tokens, progress=not as_json)
     write_traces(out_file, traces)
     stats = {**trace_metrics(traces), **quality, "out": out_file}
@@ -342,11 +344,12 @@ def simulate_cmd(profile_name: str, model_name: str, sharing: str, trace_file: P
                  max_in_flight: int | None, timeline: Path | None, device_control: bool, bounds: bool,
                  as_json: bool, model_specs: tuple[Path, ...]) -> None:
     """Simulate SPEED decoding of exit traces against the unshared and shared-sequential baselines."""
+    from speedsim.engine.recorder import TIMELINE_FILE
     from speedsim.fileio import check_output
     from speedsim.simulate import build_scenario, run_scenario
 
     if timeline is not None:
-        check_output(timeline, "--timeline")
+        check_output(timeline, "--timeline", TIMELINE_FILE)
     baselines = {"both": ("unshared", "sequential"), "none": ()}.get(baseline, (baseline,))
     scenario = build_scenario(profile_name, model_name, sharing, trace=trace_file, synthetic=synthetic, limit=limit,
                               mode=mode, baselines=baselines, launch_exit=launch_exit, max_in_flight=max_in_flight,

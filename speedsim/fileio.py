@@ -4,7 +4,9 @@ Every file speedsim writes goes through `atomic_write`: the bytes go to a tempor
 the destination's directory, are flushed and fsynced, and the temporary file is renamed over
 the destination. An interrupt leaves either the old file or the new one, never half of one.
 A destination that exists and is not a regular file (a directory, a device node such as
-/dev/null, a FIFO) is refused before anything is written.
+/dev/null, a FIFO) is refused before anything is written. So is an existing, non-empty file that
+is not what the command writes there (`OutputKind`): `--out` naming the command's own input, a
+checkpoint, or a user's notes replaces nothing; an earlier output of the same kind is replaced.
 """
 
 from __future__ import annotations
@@ -13,16 +15,48 @@ import contextlib
 import os
 import stat
 import tempfile
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from speedsim.errors import UserError
 
 
-def check_output(path: Path | str, where: str | None = None) -> Path:
+@dataclass(frozen=True)
+class OutputKind:
+    """What a command writes at an output path, and how to tell one of those files from anything else.
+
+    `recognise(path)` reads the head of an existing file and says whether it is of this kind (an
+    error reading or parsing it counts as no); `check_output` replaces only such files."""
+
+    name: str                          # "an exit-trace file": how a refusal names it
+    recognise: Callable[[Path], bool]
+
+
+def head_text(path: Path, nbytes: int = 1 << 16) -> str:
+    """The first `nbytes` of a file (of its decompressed data if it is gzip) as text: its first lines,
+    to recognise its kind. Raises OSError, zlib.error or UnicodeDecodeError on other data."""
+    with path.open("rb") as fh:
+        data = fh.read(nbytes)
+    if data[:2] == b"\x1f\x8b":  # a head of a gzip stream decompresses as far as it goes
+        data = zlib.decompressobj(wbits=31).decompress(data, nbytes)
+    return data.decode("utf-8", errors="strict" if len(data) < nbytes else "ignore")
+
+
+def _is_kind(kind: OutputKind, path: Path) -> bool:
+    try:
+        return bool(kind.recognise(path))
+    except (OSError, ValueError, UnicodeError, zlib.error):
+        return False
+
+
+def check_output(path: Path | str, where: str | None = None, kind: OutputKind | None = None) -> Path:
     """`path` as a Path if speedsim may write it; else a `UserError` naming it (exit 2).
 
+    With `kind`, an existing non-empty file is replaced only if it is of that kind (an earlier
+    output); anything else (the command's input, a checkpoint, a user's file) is refused.
     Call it before long work, so a bad output path fails at once rather than at the end.
     """
     path = Path(path)
@@ -34,8 +68,11 @@ def check_output(path: Path | str, where: str | None = None) -> Path:
     except OSError as err:
         raise UserError(f"cannot use as output: {err.strerror}", where=label) from None
     if st is not None and not stat.S_ISREG(st.st_mode):
-        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-        raise UserError(f"{path} is {kind}; outputs are written to regular files only", where=label)
+        what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise UserError(f"{path} is {what}; outputs are written to regular files only", where=label)
+    if st is not None and st.st_size and kind is not None and not _is_kind(kind, path):
+        raise UserError(f"{path} exists and is not {kind.name}; speedsim replaces only its own outputs "
+                        "(remove the file or choose another path)", where=label)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise UserError(f"directory {parent} does not exist", where=label)

@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from speedsim.errors import UserError, user_error
-from speedsim.fileio import read_text_input
+from speedsim.fileio import OutputKind, head_text, read_text_input
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -128,3 +128,16 @@ def validate_as(model: type[M], data: dict, where: str) -> M:
     if bad:
         raise UserError(f"field '{bad}': numbers must be finite (no inf or nan)", where=where)
     return result
+
+
+def yaml_output(name: str, keys: frozenset[str]) -> OutputKind:
+    """The `OutputKind` of a YAML mapping that speedsim writes with (at least) these top-level keys."""
+
+    def recognise(path: Path) -> bool:
+        try:
+            data = yaml.load(head_text(path, 1 << 20), Loader=_SafeBase)
+        except yaml.YAMLError:
+            return False
+        return isinstance(data, dict) and keys <= data.keys()
+
+    return OutputKind(name, recognise)

@@ -1171,6 +1171,8 @@ def _target(tmp_path: Path, fifo: Path, kind: str, name: str) -> Path:
         (tmp_path / name).symlink_to(fifo)
         return tmp_path / name
     (tmp_path / "afile").write_text("mine\n")
+    if kind == "someone-elses-file":  # a regular file, but not one this command writes
+        return tmp_path / "afile"
     return tmp_path / "afile" / name
 
 
@@ -1184,7 +1186,7 @@ def _untouched(tmp_path: Path, fifo: Path) -> None:
         assert (tmp_path / "afile").read_text() == "mine\n"
 
 
-OUTPUT_KINDS = ["directory", "fifo", "missing-parent", "under-a-file", "link-to-fifo"]
+OUTPUT_KINDS = ["directory", "fifo", "missing-parent", "under-a-file", "link-to-fifo", "someone-elses-file"]
 
 
 @pytest.mark.parametrize("kind", OUTPUT_KINDS)
@@ -1192,6 +1194,80 @@ def test_timeline_output(cli, tmp_path: Path, fifo: Path, kind: str) -> None:
     """`simulate --timeline` to a directory, a special file or an impossible path: one line naming the flag."""
     assert_bad(cli(*SIM_ARGS, "--timeline", str(_target(tmp_path, fifo, kind, "tl.json"))), "--timeline")
     _untouched(tmp_path, fifo)
+
+
+def test_timeline_replaces_an_earlier_timeline(cli, tmp_path: Path) -> None:
+    """An output of the same kind (the last run's timeline) is replaced: the refusal is for other files."""
+    out = tmp_path / "tl.json"
+    for _ in range(2):
+        assert cli(*SIM_ARGS, "--timeline", str(out)).returncode == 0
+    assert json.loads(out.read_text())["traceEvents"]
+
+
+def test_calibrate_output_that_is_its_input(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`calibrate --measured m.csv --out m.csv` would replace the measurements with a profile: refused."""
+    import speedsim.validation.calibrate as calibrate
+
+    monkeypatch.setattr(calibrate, "calibrate", _boom("the fit"))
+    (tmp_path / "m.csv").write_text(HEADER + ROW)
+    assert_bad(cli("calibrate", "--measured", str(tmp_path / "m.csv"), "--profile", HW, "--kernels", "none",
+                   "--out", str(tmp_path / "m.csv")), "--out", "not a hardware profile")
+    assert (tmp_path / "m.csv").read_text() == HEADER + ROW
+
+
+def test_trace_output_in_the_checkpoint(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`trace --out RUN/finetune.pt` (the checkpoint it decodes with) or `RUN/metrics.json`: refused."""
+    import speedsim.train as train
+
+    monkeypatch.setattr(train, "record_traces", _boom("decoding"))
+    (tmp_path / "finetune.pt").write_bytes(b"PK\x03\x04" + bytes(range(256)) * 8)  # a zip, as torch.save writes
+    (tmp_path / "metrics.json").write_text('{"steps": 3}\n')
+    for name in ("finetune.pt", "metrics.json"):
+        before = (tmp_path / name).read_bytes()
+        assert_bad(cli("trace", "--checkpoint", str(tmp_path), "--out", str(tmp_path / name)), "--out",
+                   "not an exit-trace file")
+        assert (tmp_path / name).read_bytes() == before
+
+
+def test_output_kinds_recognise_their_own_files_only(tmp_path: Path) -> None:
+    """Each kind of output recognises the shipped files of its kind and none of the others' (nor
+    text, binary data or a truncated gzip)."""
+    import gzip
+
+    from speedsim.engine.recorder import TIMELINE_FILE
+    from speedsim.hardware.profile import PROFILE_FILE
+    from speedsim.paths import H200_MEASURED, PROFILE_DIR, TRACE_DIR
+    from speedsim.trace.io import TRACE_FILE
+    from speedsim.validation.measure.run import ENV_FILE, SPEC_FILE
+    from speedsim.validation.schema import MEASURED_CSV
+
+    (tmp_path / "tl.json").write_text(json.dumps({"traceEvents": [], "displayTimeUnit": "ns"}))
+    plain = tmp_path / "4x3.jsonl"
+    plain.write_bytes(gzip.decompress((TRACE_DIR / "4x3.jsonl.gz").read_bytes()))
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes((TRACE_DIR / "4x3.jsonl.gz").read_bytes()[:300])  # the head of a gzip: still a trace
+    cpu = H200_MEASURED.parent.parent / "cpu-host"
+    own = {TRACE_FILE: [TRACE_DIR / "4x3.jsonl.gz", plain, cut], PROFILE_FILE: [PROFILE_DIR / "h200.yaml"],
+           MEASURED_CSV: [H200_MEASURED, cpu / "batch.csv"], TIMELINE_FILE: [tmp_path / "tl.json"],
+           ENV_FILE: [cpu / "batch.env.yaml"], SPEC_FILE: [cpu / "batch.speed-4x3.yaml"]}
+    (tmp_path / "notes.txt").write_text("mine\n")
+    (tmp_path / "blob.bin").write_bytes(bytes(range(256)) * 4)
+    (tmp_path / "bad.gz").write_bytes(b"\x1f\x8b" + bytes(64))
+    others = [tmp_path / "notes.txt", tmp_path / "blob.bin", tmp_path / "bad.gz"]
+    for kind, files in own.items():
+        for path in files:
+            assert kind.recognise(path), (kind.name, path)
+        for other_kind, other_files in own.items():
+            for path in other_files if other_kind is not kind else []:
+                assert not _recognised(kind, path), (kind.name, path)
+        for path in others:
+            assert not _recognised(kind, path), (kind.name, path)
+
+
+def _recognised(kind, path: Path) -> bool:
+    from speedsim.fileio import _is_kind
+
+    return _is_kind(kind, path)
 
 
 @pytest.mark.parametrize("kind", OUTPUT_KINDS)
@@ -1218,15 +1294,21 @@ def test_measure_output(cli, tmp_path: Path, fifo: Path, monkeypatch: pytest.Mon
 
 
 @pytest.mark.parametrize("name", ["m.batch.csv", "m.ops.csv", "m.env.yaml"])
-def test_measure_output_beside(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
-    """`measure --out m.csv` whose file beside it is a directory: refused before any timing (it was refused
-    when written, after minutes of timing)."""
+@pytest.mark.parametrize("what", ["directory", "someone-elses-file"])
+def test_measure_output_beside(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, what: str) -> None:
+    """`measure --out m.csv` whose file beside it is a directory or a file it did not write: refused before
+    any timing (a directory was refused when written, after minutes of timing; a user's file was replaced)."""
     import speedsim.validation.measure.run as run
 
     monkeypatch.setattr(run, "_base", _boom("measuring"))
-    (tmp_path / name).mkdir()
-    assert_bad(cli("measure", "--device", "cpu", "--quick", "--out", str(tmp_path / "m.csv")), "--out", name)
+    if what == "directory":
+        (tmp_path / name).mkdir()
+    else:
+        (tmp_path / name).write_text("mine: 1\n")
+    assert_bad(cli("measure", "--device", "cpu", "--quick", "--parts", "steps,batch,ops", "--out",
+                   str(tmp_path / "m.csv")), "--out", name)
     assert not (tmp_path / "m.csv").exists()
+    assert what == "directory" or (tmp_path / name).read_text() == "mine: 1\n"
 
 
 @pytest.mark.parametrize("kind", OUTPUT_KINDS)

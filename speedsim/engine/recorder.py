@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from speedsim.fileio import write_text
+from speedsim.fileio import OutputKind, head_text, write_text
+
+# a timeline that `simulate` or `serve --timeline` wrote (json.dumps of {"traceEvents": ...})
+TIMELINE_FILE = OutputKind("a Chrome trace timeline", lambda path: head_text(path, 64).startswith('{"traceEvents"'))
 
 
 class Recorder:

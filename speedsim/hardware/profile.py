@@ -21,7 +21,7 @@ from speedsim.errors import UserError
 from speedsim.fileio import write_text
 from speedsim.hardware.software import SoftwareSpec, _Frozen
 from speedsim.paths import PROFILE_DIR
-from speedsim.yamlio import read_mapping, validate_as
+from speedsim.yamlio import read_mapping, validate_as, yaml_output
 
 Dtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "int8"]
 
@@ -417,6 +417,9 @@ def load_profile(name_or_path: str) -> HardwareProfile:
         known = ", ".join(p.stem for p in list_profile_files())
         raise UserError(f"unknown profile '{name_or_path}' (known: {known})", where="--profile")
     return load_profile_file(path)
+
+
+PROFILE_FILE = yaml_output("a hardware profile (YAML)", frozenset({"name", "kind", "compute", "memory"}))
 
 
 def save_profile(profile: HardwareProfile, path: Path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from speedsim.engine import Engine, Recorder
+from speedsim.engine.recorder import TIMELINE_FILE
 from speedsim.engine.sim import CountingEnvironment, Session, gc_paused
 from speedsim.errors import UserError
 from speedsim.fileio import check_output, write_text
@@ -86,7 +87,7 @@ def serve(s: ServeSpec, timeline: Path | None = None) -> ServeResult:
     """Simulate serving `s.requests` requests; a `ServeResult`."""
     _check(s)
     if timeline is not None:
-        check_output(timeline, "--timeline")
+        check_output(timeline, "--timeline", TIMELINE_FILE)
     sharing = Sharing.parse(s.sharing)
     profile = cached_profile(s.profile)
     spec = get_model(s.model, cached_models(tuple(s.model_specs)))

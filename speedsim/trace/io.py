@@ -12,7 +12,7 @@ from typing import IO
 from pydantic import ValidationError
 
 from speedsim.errors import UserError, user_error
-from speedsim.fileio import write_bytes
+from speedsim.fileio import OutputKind, head_text, write_bytes
 from speedsim.paths import TRACE_DIR
 from speedsim.trace.schema import ExitTrace
 
@@ -35,6 +35,15 @@ def _parse(line: str, where: str) -> ExitTrace:
         return ExitTrace.model_validate(record)
     except ValidationError as err:
         raise user_error(err, where) from None
+
+
+def _is_trace_file(path: Path) -> bool:
+    """Whether a file's first line is an exit-trace record (a JSON object with its fields)."""
+    record = json.loads(head_text(path).lstrip("\ufeff").partition("\n")[0])
+    return isinstance(record, dict) and {"version", "seq_id", "exits"} <= record.keys()
+
+
+TRACE_FILE = OutputKind("an exit-trace file (JSON lines of speedsim trace records)", _is_trace_file)
 
 
 def _no_constant(name: str) -> None:

@@ -15,7 +15,7 @@ import math
 from collections.abc import Iterable
 from pathlib import Path
 
-from speedsim.fileio import atomic_write
+from speedsim.fileio import OutputKind, atomic_write, head_text
 
 COLUMNS = ("section", "model", "mode", "pattern", "n", "ctx", "L", "R", "us_median", "us_min", "us_max", "extra")
 MODES = ("graph", "eager")  # plus "" for mode-independent rows (one large kernel)
@@ -23,6 +23,14 @@ TIME_COLUMNS = ("us_median", "us_min", "us_max")
 
 # Sections written by `speedsim measure` that the simulator does not model yet (pattern -> meaning).
 MEASURED_ONLY: dict[str, dict[str, str]] = {}  # none today: section batch is simulated (workload.patterns)
+
+
+def _is_measured_csv(path: Path) -> bool:
+    header = head_text(path, 4096).lstrip("\ufeff").partition("\n")[0].rstrip("\r")
+    return tuple(header.split(",")) == COLUMNS
+
+
+MEASURED_CSV = OutputKind("a measured CSV (" + ",".join(COLUMNS[:3]) + ",...)", _is_measured_csv)
 
 
 def measured_row(**fields: object) -> dict[str, object]:

@@ -17,6 +17,7 @@ import yaml
 from speedsim.errors import UserError
 from speedsim.fileio import check_output, write_text
 from speedsim.sharing import Sharing
+from speedsim.trace.io import TRACE_FILE
 from speedsim.validation.measure import steps
 from speedsim.validation.measure.batch import batch_rows
 from speedsim.validation.measure.loop import LoopBudget, loop_rows
@@ -31,9 +32,14 @@ from speedsim.validation.measure.models import (
 )
 from speedsim.validation.measure.ops import op_rows
 from speedsim.validation.measure.timing import Budget, Recorder
+from speedsim.validation.schema import MEASURED_CSV
 from speedsim.workload.models import resolve_models
+from speedsim.yamlio import yaml_output
 
 PARTS = ("steps", "loop", "batch", "ops")
+# the files written beside the CSV: the run's environment and the measured model's spec
+ENV_FILE = yaml_output("a measure environment file (YAML)", frozenset({"device", "torch", "parts"}))
+SPEC_FILE = yaml_output("a model spec (YAML)", frozenset({"name", "d_model", "n_heads"}))
 DEFAULT_MODEL = "t5base"  # random weights at these dimensions when no checkpoint or config is given
 DEFAULT_MAX_NEW_TOKENS = 128  # for random-weight models of a model spec
 
@@ -191,14 +197,15 @@ def measure(device: str, out: Path, checkpoint: Path | None = None, config: Path
     cores = os.cpu_count() or 1
     if threads is not None and not 1 <= threads <= cores:
         raise UserError(f"must be in 1..{cores} (this machine's cores), got {threads}", where="--threads")
-    out = check_output(Path(out), "--out")
+    out = check_output(Path(out), "--out", MEASURED_CSV)
     # batch and op rows go beside `out`; without steps or whole decodes the first of them goes to `out`
     steps_or_loop = bool({"steps", "loop"} & set(plan.parts))
     beside = {part: out.with_name(f"{out.stem}.{part}.csv") for part in ("batch", "ops")}
     if not steps_or_loop:
         beside[next(p for p in ("batch", "ops") if p in plan.parts)] = out
-    for path in [beside[p] for p in plan.parts if p in beside] + [out.with_name(f"{out.stem}.env.yaml")]:
-        check_output(path, "--out")  # written after the timing: refused before it
+    for path in [beside[p] for p in plan.parts if p in beside]:
+        check_output(path, "--out", MEASURED_CSV)  # written after the timing: refused before it
+    check_output(out.with_name(f"{out.stem}.env.yaml"), "--out", ENV_FILE)
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     if device == "cpu":
         torch.set_num_threads(threads or 1)
@@ -208,7 +215,7 @@ def measure(device: str, out: Path, checkpoint: Path | None = None, config: Path
     with torch.inference_mode():
         base = _base(device, dtype, checkpoint, config, model, model_specs, plan)
         src_len = max(1, round(sum(len(s) for s in base.sources) / len(base.sources)))
-        spec_path = out.with_name(f"{out.stem}.{base.name}.yaml")
+        spec_path = check_output(out.with_name(f"{out.stem}.{base.name}.yaml"), "--out", SPEC_FILE)
         write_text(spec_path, yaml.safe_dump(spec_of(base.model, base.name, src_len).model_dump(), sort_keys=False))
         files["model_spec"] = str(spec_path)
         rec = Recorder(out, device, plan.budget)
@@ -219,7 +226,8 @@ def measure(device: str, out: Path, checkpoint: Path | None = None, config: Path
             specs = resolve_models(model_specs)
             for d in _decodables(base, checkpoint is not None, checkpoint is None and config is None, specs, plan,
                                  device, dtype):
-                trace = out.with_name(f"{out.stem}.{d.model.config.sharing}-{d.weights}.traces.jsonl.gz")
+                trace = check_output(out.with_name(f"{out.stem}.{d.model.config.sharing}-{d.weights}.traces.jsonl.gz"),
+                                     "--out", TRACE_FILE)
                 loop_rows(rec, d, trace, plan.loop_budget)
                 rec.flush()
                 files["traces"].append(str(trace))
