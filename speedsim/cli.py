@@ -217,7 +217,7 @@ def data_group() -> None:
 @data_group.command("build")
 @click.option("--source", "sources", multiple=True, type=click.Path(exists=True),
               help="build from these directories only (repeatable; default: stdlib + installed packages)")
-@click.option("--vocab-size", type=click.IntRange(min=259, max=2**31 - 1), default=None,
+@click.option("--vocab-size", type=click.IntRange(min=259, max=1 << 24), default=None,  # data.MAX_VOCAB_SIZE
               help="also train the corpus's BPE tokenizer of this many tokens (default: the recipe's)")
 @click.option("--export", "export_dir", type=click.Path(file_okay=False), default=None,
               help="copy the corpus (and its tokenizers) to this directory, to carry to another machine")
@@ -225,10 +225,10 @@ def data_group() -> None:
 def data_build_cmd(sources: tuple[str, ...], vocab_size: int | None, export_dir: str | None, as_json: bool) -> None:
     """Build (or check) the cached corpus and its tokenizer; print the counts."""
     from speedsim.data import DEFAULT_VOCAB_SIZE, corpus_tokenizer, export_corpus, open_corpus
-    from speedsim.fileio import check_output_dir
+    from speedsim.data.corpus import check_export_dir
 
     if export_dir:
-        check_output_dir(export_dir, "--export")  # before the corpus is built, not after
+        check_export_dir(export_dir, "--export")  # before the corpus is built, not after
     corpus = open_corpus(sources=list(sources) or None, progress=not as_json)
     corpus_tokenizer(corpus, vocab_size or DEFAULT_VOCAB_SIZE)
     if export_dir:

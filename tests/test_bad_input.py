@@ -1447,19 +1447,53 @@ def test_bad_flags_one_line(cli, monkeypatch: pytest.MonkeyPatch, args: tuple[st
     (("--source", "/no/such/directory"), "--source"),
     (("--vocab-size", "10"), "--vocab-size"),
     pytest.param(("--vocab-size", "100000000000000000000"), "--vocab-size", id="vocab-beyond-int32"),  # a traceback
+    # the BPE trainer allocated for it up front: the process aborted asking for 141 GB
+    pytest.param(("--vocab-size", "2000000000"), "--vocab-size", id="vocab-beyond-what-bpe-can-allocate"),
     (("--export", "@a-file"), "--export"),
     pytest.param(("--export", "@a-file/export"), "--export", id="export-under-a-file"),
+    pytest.param(("--export", "@a-dir"), "--export", id="export-to-a-directory-of-other-files"),  # overwrote them
 ])
 def test_data_build_bad_options(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...],
                                 flag: str) -> None:
-    """`data build` with a missing source, a vocabulary too small, an export path that is a file: one line,
-    before the corpus is built."""
+    """`data build` with a missing source, a vocabulary too small or too large, an export path that is a file
+    or a directory of someone else's files: one line, before the corpus is built."""
     import speedsim.data as data
 
     monkeypatch.setattr(data, "open_corpus", _boom("building the corpus"))
     (tmp_path / "afile").write_text("mine\n")
-    args = tuple(a.replace("@a-file", str(tmp_path / "afile")) for a in args)
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "adir" / "manifest.json").write_text('{"mine": true}\n')
+    args = tuple(a.replace("@a-file", str(tmp_path / "afile")).replace("@a-dir", str(tmp_path / "adir")) for a in args)
     assert_bad(cli("data", "build", *args), flag)
+    assert (tmp_path / "adir" / "manifest.json").read_text() == '{"mine": true}\n'
+
+
+@pytest.mark.parametrize("what", ["empty-directory", "text-file", "directory-without-python"])
+def test_data_build_source_without_python(cli, tmp_path: Path, what: str) -> None:
+    """`data build --source` with nothing to read built an empty corpus with exit 0 (training then found
+    0 examples): refused, naming the source."""
+    src = tmp_path / "src"
+    if what == "text-file":
+        src.write_bytes(bytes(range(256)))
+    else:
+        src.mkdir()
+        if what == "directory-without-python":
+            (src / "notes.txt").write_text("mine\n")
+    assert_bad(cli("data", "build", "--source", str(src)), "src", "Python source")
+
+
+@pytest.mark.parametrize("target", ["a-file", "under-a-file"])
+def test_cache_that_is_a_file(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str) -> None:
+    """`$SPEEDSIM_CACHE` naming a file: one line naming the variable (it printed "corrupt; rebuilding", then
+    a traceback)."""
+    (tmp_path / "afile").write_text("mine\n")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "m.py").write_text('def f(x):\n    """Return x."""\n    return x\n')
+    cache = tmp_path / "afile" if target == "a-file" else tmp_path / "afile" / "cache"
+    monkeypatch.setenv("SPEEDSIM_CACHE", str(cache))
+    monkeypatch.delenv("SPEEDSIM_CORPUS", raising=False)
+    assert_bad(cli("data", "build", "--source", str(tmp_path / "src")), "$SPEEDSIM_CACHE")
+    assert (tmp_path / "afile").read_text() == "mine\n"
 
 
 # ====================================================================== fuzzing the readers

@@ -29,6 +29,7 @@ from speedsim.data.dataset import (
 )
 from speedsim.data.tokenizer import (
     DEFAULT_VOCAB_SIZE,
+    MAX_VOCAB_SIZE,
     corpus_tokenizer,
     load_tokenizer,
     save_tokenizer,
@@ -40,6 +41,7 @@ from speedsim.data.tokenizer import (
 __all__ = [
     "DEFAULT_VOCAB_SIZE",
     "IGNORE_INDEX",
+    "MAX_VOCAB_SIZE",
     "PINNED_ENV",
     "SPLITS",
     "TASKS",

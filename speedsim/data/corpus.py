@@ -321,6 +321,10 @@ def open_corpus(
     pinned = os.environ.get(PINNED_ENV)
     if pinned and sources is None:
         return pinned_corpus(pinned)
+    if cache_dir is None:  # $SPEEDSIM_CACHE naming a file: one line, not a traceback after a "rebuilding" note
+        check_output_dir(default_cache_dir(), "$SPEEDSIM_CACHE" if os.environ.get("SPEEDSIM_CACHE") else None)
+    else:
+        check_output_dir(cache_dir)
     roots = installed_roots() if sources is None else explicit_roots(sources)
     want = fingerprint(roots, extra=f"v{CORPUS_VERSION}")
     directory = _cache_dir_for(Path(cache_dir) if cache_dir else default_cache_dir(), sources)
@@ -341,9 +345,24 @@ def _changed(manifest: dict[str, Any], roots: Sequence[SourceRoot]) -> str:
     return ", ".join(diffs[:3]) + (f" and {len(diffs) - 3} more" if len(diffs) > 3 else "") if diffs else "source files changed"
 
 
+def check_export_dir(out_dir: Path | str, where: str | None = None) -> Path:
+    """`out_dir` as a Path if a corpus may be exported to it: a new or empty directory, or an earlier
+    export (its manifest names a corpus format); a directory of other files is refused (`UserError`)."""
+    out = check_output_dir(out_dir, where)
+    if out.is_dir() and any(out.iterdir()):
+        try:
+            ours = "corpus_version" in json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError, TypeError):
+            ours = False
+        if not ours:
+            raise UserError(f"{out} holds other files and no exported corpus; export to a new or empty directory",
+                            where=where or str(out))
+    return out
+
+
 def export_corpus(corpus: Corpus, out_dir: Path | str) -> Path:
     """Copy a corpus directory (data, manifest, tokenizers) to `out_dir`, to carry elsewhere."""
-    out = check_output_dir(out_dir)
+    out = check_export_dir(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = [p for p in sorted(corpus.directory.iterdir()) if p.is_file() and not p.name.startswith(".")]
     for src in sorted(files, key=lambda p: p.name == MANIFEST):  # the manifest last: it marks the copy complete

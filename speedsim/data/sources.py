@@ -111,7 +111,12 @@ def explicit_roots(paths: Iterable[Path | str]) -> list[SourceRoot]:
         path = Path(p)
         if not path.exists():
             raise UserError("source directory not found", where=str(path))
-        roots.append(SourceRoot(path.stem, "local", tuple(_walk(path.parent, path))))
+        if path.is_file() and path.suffix != ".py":
+            raise UserError("not a Python source (.py) file or a directory of them", where=str(path))
+        files = tuple(_walk(path.parent, path))
+        if not files:  # an empty corpus would only fail later, at training ("0 train examples")
+            raise UserError("no Python source (.py) files here", where=str(path))
+        roots.append(SourceRoot(path.stem, "local", files))
     return roots
 
 

@@ -20,6 +20,9 @@ from speedsim.fileio import write_text
 PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
 SPECIAL_TOKENS = (PAD, BOS, EOS)  # ids 0, 1, 2 in this order
 DEFAULT_VOCAB_SIZE = 8192  # tokens, specials included: the recipe's vocabulary
+# The largest vocabulary asked of the BPE trainer (a model spec's cap too): the tokenizers library
+# allocates for the requested size up front (2**24: 50 MB; 2**31 - 1 aborted the process asking for 141 GB).
+MAX_VOCAB_SIZE = 1 << 24
 TOKENIZER_SAMPLE_BYTES = 16 * 2**20  # code the BPE is trained on: enough for stable merges, seconds to train
 
 
@@ -27,6 +30,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 
     """Train a byte-level BPE of at most `vocab_size` tokens (specials included) on `texts`."""
     if vocab_size < 256 + len(SPECIAL_TOKENS):
         raise UserError(f"vocab_size {vocab_size} is below the 259 a byte-level BPE needs", where="vocab_size")
+    if vocab_size > MAX_VOCAB_SIZE:
+        raise UserError(f"vocab_size {vocab_size} is above the {MAX_VOCAB_SIZE} this project's BPE trains",
+                        where="vocab_size")
     tok = Tokenizer(models.BPE())
     # add_prefix_space=False: code keeps its exact leading whitespace.
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

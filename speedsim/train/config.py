@@ -23,7 +23,7 @@ from typing import Annotated, Any
 
 from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, Strict, model_validator
 
-from speedsim.data import DEFAULT_VOCAB_SIZE, TASKS, default_cache_dir
+from speedsim.data import DEFAULT_VOCAB_SIZE, MAX_VOCAB_SIZE, TASKS, default_cache_dir
 from speedsim.errors import UserError
 from speedsim.fileio import check_output_dir
 from speedsim.model import SpeedConfig
@@ -48,7 +48,8 @@ class _Section(BaseModel):
 
 class DataSection(_Section):
     task: str = Field("summarize", description="fine-tuning task: summarize (encoder-decoder) or continue (decoder-only)")
-    vocab_size: Count = Field(DEFAULT_VOCAB_SIZE, ge=259, description="BPE vocabulary size in tokens, specials included")
+    vocab_size: Count = Field(DEFAULT_VOCAB_SIZE, ge=259, le=MAX_VOCAB_SIZE,
+                              description="BPE vocabulary size in tokens, specials included")
     max_src_tokens: Count = Field(256, ge=1, description="fine-tuning source / prompt length cap in tokens")
     max_tgt_tokens: Count = Field(128, ge=3, description="fine-tuning target length cap in tokens (with <bos>/<eos>)")
     min_tgt_tokens: Count = Field(0, ge=0, description="fine-tuning examples whose target text has fewer tokens are "
