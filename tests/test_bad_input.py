@@ -1399,6 +1399,27 @@ def test_train_output_that_is_a_file(cli, tmp_path: Path, no_training, kind: str
     assert (tmp_path / "afile").read_text() == "mine\n"
 
 
+@pytest.mark.parametrize("files, flag", [
+    ({"metrics.json": '{"mine": 1}\n', "tokenizer.json": "[1, 2]\n"}, "--out"),  # both were overwritten
+    ({"notes.txt": "mine\n"}, "--out"),
+    ({"finetune.pt": "a checkpoint, say", "metrics.json": "mine\n"}, "metrics.json"),  # a traceback after training
+    ({"finetune.pt": "a checkpoint, say", "metrics.json": "[1]\n"}, "metrics.json"),
+])
+def test_train_output_directory_of_other_files(cli, tmp_path: Path, no_training, files: dict[str, str],
+                                               flag: str) -> None:
+    """`train --out DIR` where DIR holds files but no run (or a run whose metrics are not a JSON object):
+    one line before any training, and every file left as it was."""
+    data = copy.deepcopy(TRAIN)
+    data["data"]["cache_dir"] = str(tmp_path / "cache")
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(data))
+    out = tmp_path / "mine"
+    out.mkdir()
+    for name, text in files.items():
+        (out / name).write_text(text)
+    assert_bad(cli("train", "--config", str(tmp_path / "tiny.yaml"), "--out", str(out)), flag)
+    assert {p.name: p.read_text() for p in out.iterdir()} == files
+
+
 # ------------------------------------------------------------------------------ scheduler address
 
 @pytest.mark.parametrize("address", ["notanaddress", "", "http://host:8786", "tcp://:8786", "tcp://host:99999",

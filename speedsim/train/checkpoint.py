@@ -8,6 +8,7 @@ a run is the one of its last stage present (`latest_checkpoint`).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from tokenizers import Tokenizer
 
 from speedsim.data import tokenizer_from_str
 from speedsim.errors import UserError
-from speedsim.fileio import atomic_write
+from speedsim.fileio import atomic_write, check_output_dir
 from speedsim.model import SharedDecoder, SpeedConfig
 from speedsim.train.config import STAGES, TrainConfig, parse_train_config
 
@@ -29,6 +30,28 @@ REQUIRED = ("format", "stage", "step", "finished", "model", "optimizer", "torch_
 def stage_path(run_dir: Path | str, stage: str) -> Path:
     """Where the checkpoint of `stage` lives in a run directory."""
     return Path(run_dir) / f"{stage}.pt"
+
+
+def check_run_dir(run_dir: Path | str, where: str = "--out") -> Path:
+    """`run_dir` as a Path if a run may be written (or resumed) there: a new or empty directory, or one
+    holding a stage checkpoint; a directory of other files, or a run whose metrics file is not a JSON
+    object, is a `UserError` (before any training: the metrics are read at the end)."""
+    out = check_output_dir(run_dir, where)
+    if not out.is_dir():
+        return out
+    entries = [p.name for p in out.iterdir() if not (p.name.startswith(".") and p.name.endswith(".tmp"))]
+    if entries and not any(stage_path(out, s).exists() for s in STAGES):
+        raise UserError(f"{out} holds other files and no checkpoint (pretrain.pt or finetune.pt); train into a "
+                        "new or empty directory", where=where)
+    metrics = out / METRICS_FILE
+    if metrics.exists():
+        try:
+            ok = isinstance(json.loads(metrics.read_text(encoding="utf-8")), dict)
+        except (OSError, ValueError):
+            ok = False
+        if not ok:
+            raise UserError("not a speedsim run's metrics (a JSON object); delete it to rewrite it", where=str(metrics))
+    return out
 
 
 def latest_checkpoint(path: Path | str) -> Path:

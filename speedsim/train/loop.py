@@ -37,13 +37,14 @@ from speedsim.data import (
     tokenizer_from_str,
 )
 from speedsim.errors import UserError
-from speedsim.fileio import check_output_dir, write_text
+from speedsim.fileio import write_text
 from speedsim.model import SharedDecoder, SpeedConfig, default_exit_weights, exit_loss
 from speedsim.train.batches import corpus_of, prepare_data, pretraining_streams
 from speedsim.train.checkpoint import (
     CHECKPOINT_FORMAT,
     METRICS_FILE,
     TOKENIZER_FILE,
+    check_run_dir,
     read_checkpoint,
     save_checkpoint,
     stage_path,
@@ -279,7 +280,7 @@ def train(
     """
     cfg = load_train_config(config_path)  # first: bad input fails before any I/O
     check_threads(cfg.threads, str(config_path))
-    check_output_dir(out_dir)  # a run directory under a regular file fails here, not at the first mkdir
+    check_run_dir(out_dir)  # under a regular file, or someone else's directory: fails here, not later
     run = _Run(cfg, str(config_path), Path(out_dir), _device(device, "--device"), progress)
     run.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads)
