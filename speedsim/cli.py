@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -509,6 +511,22 @@ def report_cmd(out: Path | None, full: bool, workers: int, scheduler: str | None
         click.echo(f"  h200 {mode} MAPE: " + ", ".join(f"{k} {v:.1%}" for k, v in mape.items()))
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived (`timeout`, `kill`, a batch scheduler): unwinds like Ctrl-C, so that `atomic_write`
+    removes its temporary file and a partial output never replaces a finished one."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    if os.getpid() != _MAIN_PID:  # a worker forked with this handler: dies as it would have
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    raise Terminated
+
+
+_MAIN_PID = os.getpid()  # the process that ran `main`: forked workers differ
+
+
 def run(args: list[str] | None = None) -> int:
     """Run the CLI on `args` (default: sys.argv[1:]); the exit status, user errors as 2."""
     try:
@@ -519,6 +537,9 @@ def run(args: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("speedsim: interrupted", err=True)
         return 130
+    except Terminated:
+        click.echo("speedsim: terminated", err=True)
+        return 128 + signal.SIGTERM
     except click.ClickException as err:  # a usage error (bad option value, missing option): one line too
         hint = ""
         if isinstance(err, click.UsageError) and err.ctx is not None:
@@ -533,7 +554,9 @@ def run(args: list[str] | None = None) -> int:
 
 
 def main() -> None:
-    """Console entry point: runs the CLI, turning user errors into exit status 2."""
+    """Console entry point: runs the CLI, turning user errors into exit status 2 (and SIGTERM into an
+    unwinding `Terminated`, exit status 143)."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
     sys.exit(run())
 
 

@@ -198,3 +198,37 @@ def test_command_runs_in_a_subprocess(smoke: Smoke, command: str) -> None:
     assert any(re.search(case.expect, line) for line in lines), (command, case.expect, out[-2000:], err[-500:])
     if case.code == 2:
         assert len(err.strip().splitlines()) == 1 and not out
+
+
+SIGTERM_MID_WRITE = """
+import os, signal, sys
+import speedsim.fileio as fileio
+import speedsim.simulate.core as core
+from speedsim import cli
+
+
+def write_text(path, text, where=None):  # the timeline's write, terminated half way
+    with fileio.atomic_write(path, "w", where) as fh:
+        fh.write(text[:100])
+        os.kill(os.getpid(), signal.SIGTERM)
+        fh.write(text[100:])
+
+
+core.write_text = write_text
+sys.argv = ["speedsim", *sys.argv[1:]]
+cli.main()
+"""
+
+
+def test_sigterm_mid_write_keeps_the_old_output(tmp_path: Path) -> None:
+    """SIGTERM (`timeout`, `kill`, a batch scheduler) while an output is written: exit 143 with one line,
+    the earlier output intact and no temporary file left (before, a 266 MB `.tl.json.*.tmp` stayed)."""
+    out = tmp_path / "tl.json"
+    out.write_text('{"traceEvents": []}')
+    res = subprocess.run([sys.executable, "-c", SIGTERM_MID_WRITE, "simulate", "--profile", "h200", "--model", "t5base",
+                          "--sharing", "4x3", "--synthetic", "perfect,len=3,seqs=1", "--baseline", "none",
+                          "--timeline", str(out)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 143, res.stderr
+    assert res.stderr.strip() == "speedsim: terminated"
+    assert out.read_text() == '{"traceEvents": []}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tl.json"]
