@@ -34,7 +34,7 @@ def _data_root() -> Path:
 
 ROOT = _data_root()
 IN_CHECKOUT = ROOT == CHECKOUT and (CHECKOUT / "pyproject.toml").is_file()
-PROFILE_DIR = Path(os.environ.get("SPEEDSIM_PROFILES", ROOT / "hw_profiles"))
+PROFILE_DIR = Path(os.environ.get("SPEEDSIM_PROFILES") or ROOT / "hw_profiles")  # set but empty: the default
 EXPERIMENTS_DIR = ROOT / "experiments"
 MEASURED_DIR = EXPERIMENTS_DIR / "measured"
 H200_MEASURED = MEASURED_DIR / "h200" / "measured.csv"

@@ -10,6 +10,7 @@ is said in the field's description.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -403,6 +404,13 @@ def profile_dir() -> Path:
     return PROFILE_DIR
 
 
+def profile_dir_label(directory: Path | None = None) -> str:
+    """How messages name a profile directory: `directory`, else the one in use (and the variable that chose it)."""
+    if directory is not None:
+        return str(directory)
+    return f"$SPEEDSIM_PROFILES ({PROFILE_DIR})" if os.environ.get("SPEEDSIM_PROFILES") else str(PROFILE_DIR)
+
+
 def list_profile_files(directory: Path | None = None) -> list[Path]:
     return sorted((directory or profile_dir()).glob("*.yaml"))
 
@@ -415,6 +423,9 @@ def load_profile(name_or_path: str) -> HardwareProfile:
     path = profile_dir() / f"{name_or_path}.yaml"
     if not path.exists():
         known = ", ".join(p.stem for p in list_profile_files())
+        if not known:
+            raise UserError(f"unknown profile '{name_or_path}': no *.yaml profiles in {profile_dir_label()}",
+                            where="--profile")
         raise UserError(f"unknown profile '{name_or_path}' (known: {known})", where="--profile")
     return load_profile_file(path)
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from speedsim.errors import UserError
-from speedsim.hardware.profile import list_profile_files, load_profile_file
+from speedsim.hardware.profile import list_profile_files, load_profile_file, profile_dir_label
 
 
 def profile_table(directory: Path | None = None) -> list[dict]:
     """Validate every profile file; one row of key numbers each. The first invalid file is a `UserError`."""
     files = list_profile_files(directory)
     if not files:
-        raise UserError("no *.yaml profiles found", where=str(directory or "hw_profiles"))
+        raise UserError("no *.yaml profiles found", where=profile_dir_label(directory))
     rows = []
     for path in files:
         p = load_profile_file(path)
