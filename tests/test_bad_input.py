@@ -386,6 +386,7 @@ MEASURED_CASES = [
     case("conflicting-duplicate-rows", HEADER + ROW + ROW.replace("67.008", "99.0"), "bad.csv:3"),
     case("ragged-row", HEADER + "gemv,,eager\n", "bad.csv:2"),
     case("duplicate-column", HEADER.replace("extra", "n") + ROW, "bad.csv"),
+    case("no-header", ROW + ROW.replace("67.008", "68"), "not a header"),  # said "column(s) given twice"
     # batch rows (speedsim measure --parts batch): lengths=A/B/...;cross=S in the extra column
     case("batch-no-lengths", HEADER + BATCH.replace(";lengths=37/16", ""), "lengths"),
     case("batch-fractional-length", HEADER + BATCH.replace("lengths=37/16", "lengths=37.5/16"), "lengths"),
@@ -778,6 +779,7 @@ SERVE_CASES = [
     case("rate-denormal", ("--arrivals", "poisson:1e-320"), "--arrivals"),
     case("rate-too-low", ("--arrivals", "poisson:1e-9"), "--arrivals"),
     case("unknown-process", ("--arrivals", "uniform:3"), "--arrivals"),
+    case("trace-without-file", ("--arrivals", "trace:"), "--arrivals"),  # said ".: ... it is a directory"
     case("zero-requests", ("--arrivals", "poisson:1", "--requests", "0"), "--requests"),
     case("huge-requests", ("--arrivals", "poisson:1", "--requests", "10000000000000000000000"), "--requests"),
     case("zero-batch", ("--arrivals", "poisson:1", "--max-batch", "0"), "--max-batch"),
@@ -1453,6 +1455,8 @@ def test_report_bad_scheduler_address(cli, tmp_path: Path, monkeypatch: pytest.M
     (("report", "--out", "r", "--workers", "100000000000"), "--workers"),
     (("simulate", *SIM_ARGS[1:], "--launch-exit", "3"), "--launch-exit"),
     (("simulate", *SIM_ARGS[1:], "--src-len", "1e3"), "--src-len"),
+    # sources too long for the device's memory: the message named --model
+    (("simulate", *SIM_ARGS[1:], "--src-len", "100000000"), "--src-len"),
     (("measure", "--device", "tpu", "--out", "m.csv"), "--device"),
     (("no-such-command",), "no-such-command"),
 ])

@@ -43,6 +43,8 @@ def parse_arrivals(text: str, requests: int, seed: int) -> np.ndarray:
                             f"{times[-1] / 1e6:.3g} s, beyond {MAX_ARRIVAL_S:g} s", where=WHERE)
         return times
     if kind == "trace":
+        if not value.strip():
+            raise UserError("'trace:' needs a file of arrival times, trace:FILE", where=WHERE)
         times = read_arrival_file(Path(value))
         if len(times) < requests:
             raise UserError(f"{value} has {len(times)} arrival times, fewer than --requests {requests}",

@@ -91,6 +91,8 @@ def check_fits(spec: ModelSpec, sharing: Sharing, traces: Sequence[ExitTrace], p
     have = profile.memory_capacity_GiB * 2**30
     if need["total"] > have:
         parts = ", ".join(f"{k} {v / 2**30:.2f} GiB" for k, v in need.items() if k != "total")
-        raise UserError(f"model {spec.name} {sharing} needs {need['total'] / 2**30:.2f} GiB ({parts}) but "
-                        f"{profile.name} has {profile.memory_capacity_GiB:.2f} GiB", where="--model")
+        sources = f" with {src}-token sources" if spec.cross_attention_len or src_len is not None else ""
+        raise UserError(f"model {spec.name} {sharing}{sources} needs {need['total'] / 2**30:.2f} GiB ({parts}) but "
+                        f"{profile.name} has {profile.memory_capacity_GiB:.2f} GiB",
+                        where="--src-len" if src_len is not None else "--model")
     return need

@@ -73,6 +73,9 @@ def read_csv_table(path: Path, what: str, required: tuple[str, ...]) -> tuple[li
     if not lines or not any(cell.strip() for cell in lines[0]):
         raise UserError(f"not a readable CSV: empty, no header ({what})", where=str(path))
     header = [c.strip() for c in lines[0]]
+    if required and not set(required) & set(header):  # data where the header should be
+        raise UserError(f"the first line is not a header naming the columns ({','.join(required)})",
+                        where=str(path))
     twice = sorted({c for c in header if header.count(c) > 1})
     if twice:
         raise UserError(f"column(s) {', '.join(twice)} given twice in the header", where=str(path))
