@@ -248,3 +248,17 @@ def test_profile_directory_from_the_environment(tmp_path) -> None:
     res = speedsim("", "profiles", "--json")
     assert res.returncode == 0, res.stderr
     assert "h200" in res.stdout and "notes" not in res.stdout
+
+
+def test_profile_by_name_must_carry_that_name(tmp_path, monkeypatch, h200) -> None:
+    """`--profile NAME` reads NAME.yaml of the profile directory; a file whose `name:` differs (a calibrated
+    copy renamed by hand) is refused as `speedsim profiles` refuses it, not simulated under the other name."""
+    import speedsim.hardware.profile as profile_module
+    from speedsim.hardware import save_profile
+
+    save_profile(h200, tmp_path / "mine.yaml")  # name: h200
+    monkeypatch.setattr(profile_module, "PROFILE_DIR", tmp_path)
+    with pytest.raises(UserError, match="'h200' does not match the file name 'mine'"):
+        load_profile("mine")
+    save_profile(h200.model_copy(update={"name": "mine"}), tmp_path / "mine.yaml")
+    assert load_profile("mine").name == "mine"

@@ -427,7 +427,10 @@ def load_profile(name_or_path: str) -> HardwareProfile:
             raise UserError(f"unknown profile '{name_or_path}': no *.yaml profiles in {profile_dir_label()}",
                             where="--profile")
         raise UserError(f"unknown profile '{name_or_path}' (known: {known})", where="--profile")
-    return load_profile_file(path)
+    profile = load_profile_file(path)
+    if profile.name != name_or_path:  # as `speedsim profiles` requires of every file
+        raise UserError(f"field 'name': '{profile.name}' does not match the file name '{name_or_path}'", where=str(path))
+    return profile
 
 
 PROFILE_FILE = yaml_output("a hardware profile (YAML)", frozenset({"name", "kind", "compute", "memory"}))
