@@ -77,6 +77,8 @@ VARIANTS: dict[str, Variant] = {
     "2x6-lr0.002-layers0.11": Variant(2, 6, 2e-3, 400, layer_lr_scale=1 / 9),
     "4x3-lr0.002-layers0.11-s1000": Variant(4, 3, 2e-3, 1000, layer_lr_scale=1 / 9),
     "4x1-lr0.002-layers0.11-s1000": Variant(4, 1, 2e-3, 1000, layer_lr_scale=1 / 9),
+    "4x3-lr0.002-layers0.11-s2000": Variant(4, 3, 2e-3, 2000, layer_lr_scale=1 / 9),
+    "4x1-lr0.002-layers0.11-s2000": Variant(4, 1, 2e-3, 2000, layer_lr_scale=1 / 9),
 }
 
 
