@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -92,8 +93,10 @@ def test_sweep_writes_table_and_resume_skips_finished(tmp_path):
     pd.testing.assert_frame_equal(numbers(table), numbers(read_results(tmp_path / "b")))
 
 
-def test_interrupted_sweep_loses_and_duplicates_nothing(tmp_path):
-    """Interrupt after 3 runs (and tear the journal's last line); resuming completes the table exactly once."""
+@pytest.mark.parametrize("workers", [1, 2])
+def test_interrupted_sweep_loses_and_duplicates_nothing(tmp_path, workers):
+    """Interrupt after 3 runs (and tear the journal's last line); resuming completes the table exactly once.
+    With workers, the runs that finished while the interrupt was handled are recorded too, once each."""
     path = write_spec(tmp_path, SMALL)
     seen = []
 
@@ -103,12 +106,14 @@ def test_interrupted_sweep_loses_and_duplicates_nothing(tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(path, tmp_path / "out", workers=1, progress=False, on_run=stop_after_three)
-    assert len(read_results(tmp_path / "out")["run_key"].unique()) == 3
+        run_sweep(path, tmp_path / "out", workers=workers, progress=False, on_run=stop_after_three)
+    recorded = len(seen)
+    assert recorded == 3 if workers == 1 else 3 <= recorded < 8
+    assert len(read_results(tmp_path / "out")["run_key"].unique()) == recorded == len(set(seen))
     with open(tmp_path / "out" / JOURNAL, "a") as fh:
         fh.write('{"key": "torn", "rows": [{"run_')  # a write cut short by a kill
     resumed = run_sweep(path, tmp_path / "out", workers=1, progress=False)
-    assert (resumed.skipped, resumed.ran) == (3, 5)
+    assert (resumed.skipped, resumed.ran) == (recorded, 8 - recorded)
     table = pd.read_parquet(tmp_path / "out" / "results.parquet")
     assert table["run_key"].nunique() == 8 and len(table) == 24
     assert not table.duplicated(["run_key", "method"]).any()
@@ -349,3 +354,137 @@ def test_resuming_after_a_profile_changed_is_refused(tmp_path):
     profile.write_text(yaml.safe_dump(data))
     with pytest.raises(UserError, match=rf"other inputs: profile:{re.escape(str(profile))} changed since"):
         run_sweep(path, tmp_path / "out", workers=1, progress=False)
+
+
+TINY_TRACE = {"version": 1, "seq_id": "a", "src_len": 4, "repeats": 3, "exits": [[1, 2, 3], [4, 4, 4], [5, 6, 6]]}
+
+
+def test_ctrl_c_ends_a_pool_sweep_at_once_and_keeps_what_finished(tmp_path):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) during a sweep with workers:
+    exit 130 within seconds, not after the runs in flight; the run that had finished is journaled (a resume
+    skips it); no worker lives on."""
+    (tmp_path / "t.jsonl").write_text(json.dumps(TINY_TRACE) + "\n")
+    # the tiny trace run is estimated the costliest (36 layers x 200 x 40 tokens x 3 methods against 12 x 65,536
+    # x 1), so it starts first and finishes in milliseconds; each long run takes many seconds (7-25 s), which
+    # the interrupt must not wait for
+    long = {"profile": "h200", "sharing": "4x3", "out_len": 512, "seqs": 128, "baselines": []}
+    spec = {"name": "stop", "runs": [{"profile": "h200", "sharing": "12x3", "trace": "t.jsonl"}]
+            + [{**long, "mispredict": m} for m in (0.1, 0.2, 0.3)]}
+    path = write_spec(tmp_path, spec)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "speedsim.cli", "sweep", str(path), "--out", str(out),
+                             "--workers", "2", "--json"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < deadline and not (
+                (out / JOURNAL).exists() and (out / JOURNAL).read_text().endswith("\n")):
+            time.sleep(0.02)
+        assert proc.poll() is None, proc.communicate()[1]
+        t0 = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        seconds = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130 and err.strip().splitlines() == ["speedsim: interrupted"]
+    assert seconds < 5, f"took {seconds:.1f} s to stop"
+    runs = {r.key: r for r in plan(load_spec(path))}
+    lines = (out / JOURNAL).read_text().splitlines()
+    assert [json.loads(line)["key"] for line in lines] == [r.key for r in runs.values() if r.trace]
+    assert set(runs) - ResultStore(out).finished() == {k for k, r in runs.items() if not r.trace}  # resume runs these
+    deadline = time.monotonic() + 5
+    while _group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _group_alive(proc.pid), "a worker outlived the interrupted sweep"
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_trace_with_another_r_in_a_later_sequence_fails_the_plan(cli, tmp_path):
+    """Every sequence a run simulates is checked against its sharing, not only the first: exit 2 before any
+    run, one line naming the file and line; a run limited to the sequences before it plans."""
+    other = {**TINY_TRACE, "seq_id": "b", "repeats": 2, "exits": [[1, 1], [2, 2]]}
+    (tmp_path / "mixed.jsonl").write_text(json.dumps(TINY_TRACE) + "\n\n" + json.dumps(other) + "\n")
+    path = write_spec(tmp_path, {"name": "m", "fixed": {"trace": "mixed.jsonl"},
+                                 "axes": {"profile": ["h200"], "sharing": ["4x3"]}})
+    out = cli("sweep", str(path), "--out", str(tmp_path / "out"), "--workers", "1")
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+    assert "mixed.jsonl:3" in out.stderr and "R=2" in out.stderr and "4x3" in out.stderr
+    assert not (tmp_path / "out").exists()
+    limited = load_spec(write_spec(tmp_path, {"name": "m", "fixed": {"trace": "mixed.jsonl", "limit": 1},
+                                              "axes": {"profile": ["h200"], "sharing": ["4x3"]}}, "l.yaml"))
+    assert len(plan(limited)) == 1
+
+
+def test_bad_line_of_a_trace_is_named_by_the_plan(tmp_path):
+    """A trace line that is not a record: the plan's error names the file and line, not only the key."""
+    (tmp_path / "bad.jsonl").write_text(json.dumps(TINY_TRACE) + "\n{oops\n")
+    spec = load_spec(write_spec(tmp_path, {"name": "b", "fixed": {"trace": "bad.jsonl"},
+                                           "axes": {"profile": ["h200"], "sharing": ["4x3"]}}))
+    with pytest.raises(UserError, match=r"key 'trace': .*bad\.jsonl:2: not valid JSON"):
+        plan(spec)
+
+
+OK_SPEC = {"name": "ok", "fixed": {"model": "t5base", "out_len": 4, "seqs": 1},
+           "axes": {"profile": ["h200"], "sharing": ["4x3"], "mispredict": [0.0]}}
+
+
+@pytest.mark.parametrize("planted", [{".lock": ""}, {"runs.jsonl": ""}, {"runs.jsonl": '{"id": 1}\n'},
+                                     {".lock": "123\n", "runs.jsonl": "", "spec.yaml": "mine\n"}])
+def test_a_sweeps_file_name_does_not_make_a_directory_a_sweeps(tmp_path, planted):
+    """--out holding someone's results.csv beside a file named as a sweep's (an empty .lock or runs.jsonl, a
+    runs.jsonl of another tool): refused, and every file is left as it was."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    files = {"results.csv": "keep\n", **planted}
+    if "spec.yaml" in planted:  # here the table is a sweep's: the spec copy is what is not
+        files["results.csv"] = "run_key,method,status\n"
+    for name, text in files.items():
+        (out / name).write_text(text)
+    with pytest.raises(UserError, match="--out.*not a sweep's output"):
+        run_sweep(write_spec(tmp_path, OK_SPEC), out, workers=1, progress=False)
+    assert {p.name: p.read_text() for p in out.iterdir()} == files
+
+
+def test_sweep_stopped_before_its_first_record_resumes(tmp_path):
+    """A sweep's directory whose journal holds no record yet (stopped before its first run finished, or
+    during that write) is still the sweep's: re-running it runs everything."""
+    path = write_spec(tmp_path, OK_SPEC)
+    run_sweep(path, tmp_path / "out", workers=1, progress=False)
+    (tmp_path / "out" / JOURNAL).write_text('{"key": "torn", "ro')
+    assert run_sweep(path, tmp_path / "out", workers=1, progress=False).ran == 1
+    assert len((tmp_path / "out" / JOURNAL).read_text().splitlines()) == 1
+
+
+def test_unreachable_scheduler_writes_nothing(tmp_path, monkeypatch):
+    """A scheduler that cannot be reached: a UserError naming --scheduler, and no output directory is
+    created (an existing empty one stays empty)."""
+    from speedsim.sweep import runner
+
+    monkeypatch.setattr(runner, "SCHEDULER_TIMEOUT_S", 0.2)
+    path = write_spec(tmp_path, OK_SPEC)
+    (tmp_path / "empty").mkdir()
+    for out in (tmp_path / "new", tmp_path / "empty"):
+        with pytest.raises(UserError, match="--scheduler: cannot reach"):
+            run_sweep(path, out, scheduler="tcp://127.0.0.1:1", progress=False)
+    assert not (tmp_path / "new").exists() and not any((tmp_path / "empty").iterdir())
+
+
+def test_inputs_record_that_is_a_fifo_is_refused_not_read(cli_subprocess, tmp_path):
+    """Resuming into a directory whose inputs.json is a FIFO: exit 2 naming it, not a read that blocks
+    (in a subprocess, so a regression fails on its timeout instead of hanging the suite)."""
+    path = write_spec(tmp_path, OK_SPEC)
+    run_sweep(path, tmp_path / "out", workers=1, progress=False)
+    (tmp_path / "out" / "inputs.json").unlink()
+    os.mkfifo(tmp_path / "out" / "inputs.json")
+    res = cli_subprocess("sweep", str(path), "--out", str(tmp_path / "out"), "--workers", "1", timeout=30)
+    assert res.returncode == 2 and "inputs.json" in res.stderr and len(res.stderr.strip().splitlines()) == 1

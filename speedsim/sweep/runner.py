@@ -6,11 +6,13 @@ the order in which workers finish changes nothing in the table. An output direct
 runs of one spec: running a spec whose runs do not include every run already recorded there
 (an edited spec) is refused, and so is resuming after an input changed: `inputs.json` records a
 digest of each profile, trace and model spec the runs read. Local worker processes die with the
-sweep, however it ends.
+sweep, however it ends; an interrupted sweep (Ctrl-C) records every run that has finished, then ends
+its workers at once rather than waiting for the runs they are simulating.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import json
@@ -20,7 +22,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,13 +30,14 @@ from typing import Any
 from tqdm import tqdm
 
 from speedsim.errors import UserError
-from speedsim.fileio import check_output_dir, write_bytes, write_text
+from speedsim.fileio import check_output, check_output_dir, write_bytes, write_text
 from speedsim.sweep.execute import execute
 from speedsim.sweep.spec import RunParams, SweepSpec, load_spec, plan
 from speedsim.sweep.store import ResultStore
 
 Rows = list[dict[str, Any]]
 WORKERS_PER_CORE = 4  # local worker processes per CPU core, at most
+SCHEDULER_TIMEOUT_S = 10.0  # how long to try to reach a Dask scheduler before giving up
 
 
 @dataclass
@@ -73,46 +76,76 @@ def _cost_estimate(run: RunParams) -> float:
 
 
 def execute_many(batch: list[dict[str, Any]], model_specs: tuple[str, ...], base_dir: str) -> list[Rows]:
-    """Several runs in one task (cuts per-task overhead for small runs)."""
+    """Several runs in one task (cuts the per-task overhead of a Dask cluster for small runs)."""
     return [execute(p, model_specs, base_dir) for p in batch]
 
 
-def _die_with_parent() -> None:
-    """Worker initialiser: on Linux, ask the kernel to SIGTERM this worker when its parent dies
-    (SIGTERM or SIGKILL of the sweep), so no worker outlives the sweep under PID 1."""
+def _init_worker() -> None:
+    """Worker initialiser. An interrupt is the sweep's to answer: a terminal's Ctrl-C signals the whole
+    process group, and a worker that took it would report it as its run's result and go on with the
+    next run; so workers ignore SIGINT, and the sweep ends them once it has recorded what finished.
+    On Linux the kernel also SIGTERMs a worker when its parent dies (SIGTERM or SIGKILL of the sweep),
+    so no worker outlives the sweep under PID 1."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         pr_set_pdeathsig = 1
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def _local(todo: list[RunParams], args: tuple, workers: int, chunk: int) -> Iterator[list[tuple[str, Rows]]]:
+Record = Callable[[str, Rows], None]
+
+
+def _local(todo: list[RunParams], args: tuple, workers: int, record: Record) -> None:
+    """Run `todo` in this process (`workers` 1) or in worker processes, one run per task, so each run is
+    recorded as soon as it finishes. When the sweep stops early (an interrupt, a bug in a run), every run
+    that has finished is recorded, then the queued runs are cancelled and the workers ended at once:
+    the runs they were simulating are lost (and run on resume), but nothing that finished is."""
     if workers <= 1:
         for run in todo:
-            yield [(run.key, execute(run.model_dump(), *args))]
+            record(run.key, execute(run.model_dump(), *args))
         return
-    with ProcessPoolExecutor(max_workers=workers, initializer=_die_with_parent) as pool:
-        pending: dict[Future, list[RunParams]] = {}
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker)
+    pending: dict[Future, str] = {}
+    try:
+        for run in todo:
+            pending[pool.submit(execute, run.model_dump(), *args)] = run.key
+        for fut in as_completed(pending):
+            rows = fut.result()
+            # out of `pending` before it is recorded: an interrupt during the recording (which writes the
+            # journal line first) must not record it twice
+            record(pending.pop(fut), rows)
+    except BaseException:
         try:
-            for batch in _chunks(todo, chunk):
-                pending[pool.submit(execute_many, [r.model_dump() for r in batch], *args)] = batch
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    batch = pending.pop(fut)
-                    yield list(zip((r.key for r in batch), fut.result(), strict=True))
+            for fut, key in list(pending.items()):
+                if fut.done() and not fut.cancelled() and fut.exception() is None:
+                    record(key, fut.result())
         finally:
-            for fut in pending:
-                fut.cancel()
+            _end_workers(pool)
+        raise
+    pool.shutdown()
+
+
+def _end_workers(pool: ProcessPoolExecutor) -> None:
+    """Cancel the queued tasks and terminate the workers now, not after the runs they are simulating
+    (leaving a `with ProcessPoolExecutor` block would wait for every running and queued task)."""
+    terminate = getattr(pool, "terminate_workers", None)  # Python 3.14+
+    if terminate is not None:
+        terminate()
+        return
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # before shutdown() forgets them
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in processes:
+        proc.terminate()
 
 
 def run_sweep(spec: SweepSpec | Path | str, out: Path | str, workers: int = 2, scheduler: str | None = None,
-              progress: bool = True, chunk: int | None = None,
-              on_run: Callable[[str, Rows], None] | None = None) -> SweepSummary:
+              progress: bool = True, chunk: int | None = None, on_run: Record | None = None) -> SweepSummary:
     """Run every unfinished run of `spec` into `out` (see `ResultStore`); return what was done.
 
     `workers`: local processes (1 = in this process); `scheduler`: address of a running Dask
-    scheduler (then `workers` is ignored); `chunk`: runs per task (default: about 4 tasks per
-    worker, at most 8 runs each); `on_run(key, rows)` is called after each run is recorded.
+    scheduler (then `workers` is ignored); `chunk`: runs per Dask task (default: about 4 tasks per
+    worker, at most 8 runs each; a local worker takes one run at a time); `on_run(key, rows)` is
+    called after each run is recorded.
     """
     t0 = time.monotonic()
     check_workers(workers)
@@ -126,43 +159,40 @@ def run_sweep(spec: SweepSpec | Path | str, out: Path | str, workers: int = 2, s
         spec_path = None
     runs = plan(spec, where=str(spec_path or spec.name))  # raises UserError before anything runs
     out = Path(out)
-    store = ResultStore(out)
-    try:
+    failed = ran = 0
+    with contextlib.ExitStack() as stack:
+        # connect before anything is written: an unreachable scheduler leaves no output directory behind
+        client = stack.enter_context(_dask_client(scheduler)) if scheduler is not None else None
+        store = stack.enter_context(ResultStore(out))
         _check_same_spec(store, runs, out)
         _check_same_inputs(out, input_digests(spec, runs), resuming=bool(store.keys()))
         if spec_path is not None:
             write_bytes(out / "spec.yaml", spec_path.read_bytes(), where="--out")
-    except BaseException:
-        store.close()
-        raise
-    done = store.finished()
-    # longest runs first, so no worker is left with a long run at the end (results do not depend on order)
-    todo = sorted((r for r in runs if r.key not in done), key=_cost_estimate, reverse=True)
-    skipped = len(runs) - len(todo)
-    args = (tuple(str(Path(spec.base_dir or ".") / p) for p in spec.model_specs), spec.base_dir)
-    if chunk is None:
-        chunk = max(1, min(8, len(todo) // (4 * max(workers, 1)) or 1))
-    failed = ran = 0
-    bar = tqdm(total=len(runs), initial=skipped, desc=spec.name, unit="run", disable=not progress,
-               dynamic_ncols=True, mininterval=0.5)
-    try:
-        if scheduler is not None:
-            results = _dask_results(todo, args, scheduler, chunk)
-        else:
-            results = _local(todo, args, workers, chunk)
-        for batch in results:
-            for key, rows in batch:
-                store.add(key, rows)
-                ran += 1
-                failed += rows[0].get("status") != "ok"
-                if on_run is not None:
-                    on_run(key, rows)
-            bar.update(len(batch))
+        done = store.finished()
+        # longest runs first, so no worker is left with a long run at the end (results do not depend on order)
+        todo = sorted((r for r in runs if r.key not in done), key=_cost_estimate, reverse=True)
+        skipped = len(runs) - len(todo)
+        args = (tuple(str(Path(spec.base_dir or ".") / p) for p in spec.model_specs), spec.base_dir)
+        bar = stack.enter_context(tqdm(total=len(runs), initial=skipped, desc=spec.name, unit="run",
+                                       disable=not progress, dynamic_ncols=True, mininterval=0.5))
+
+        def record(key: str, rows: Rows) -> None:
+            nonlocal ran, failed
+            store.add(key, rows)
+            ran += 1
+            failed += rows[0].get("status") != "ok"
+            bar.update(1)
             if failed:
                 bar.set_postfix(failed=failed)
-    finally:
-        bar.close()
-        store.close()
+            if on_run is not None:
+                on_run(key, rows)
+
+        if client is not None:
+            if chunk is None:
+                chunk = max(1, min(8, len(todo) // (4 * max(workers, 1)) or 1))
+            _dask(todo, args, client, chunk, record)
+        else:
+            _local(todo, args, workers, record)
     return SweepSummary(spec.name, len(runs), skipped, ran, failed, out, time.monotonic() - t0,
                         tuple(store.bad_lines))
 
@@ -214,7 +244,7 @@ def _digest(data: bytes) -> str:
 def _check_same_inputs(out: Path, digests: dict[str, str], resuming: bool) -> None:
     """Refuse to resume results simulated from other inputs (a profile, trace or model spec that has
     changed since); record the inputs of these results (`inputs.json`) otherwise."""
-    path = out / INPUTS_FILE
+    path = check_output(out / INPUTS_FILE, "--out")  # a FIFO there would block the read below
     if resuming and path.exists():
         try:
             before = json.loads(path.read_text())
@@ -244,14 +274,25 @@ def check_scheduler(address: str) -> str:
     return address
 
 
-def _dask_results(todo: list[RunParams], args: tuple, scheduler: str, chunk: int) -> Iterator[list[tuple[str, Rows]]]:
-    """Submit batches to a Dask cluster; yield each batch's rows as it completes."""
-    from distributed import Client, as_completed  # here, not at the top: importing Dask takes a second
+@contextlib.contextmanager
+def _dask_client(scheduler: str) -> Iterator[Any]:
+    """A client of the Dask scheduler at `scheduler`; a UserError if it cannot be reached in time."""
+    from distributed import Client  # here, not at the top: importing Dask takes a second
 
     try:
-        client = Client(check_scheduler(scheduler), timeout="10s")
+        client = Client(check_scheduler(scheduler), timeout=f"{SCHEDULER_TIMEOUT_S}s")
     except (OSError, TimeoutError, ValueError) as err:
         raise UserError(f"cannot reach the Dask scheduler at {scheduler}: {err}", where="--scheduler") from None
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def _dask(todo: list[RunParams], args: tuple, client: Any, chunk: int, record: Record) -> None:
+    """Submit batches of `chunk` runs to a Dask cluster; record each batch's runs as it completes."""
+    from distributed import as_completed
+
     futures = []
     batches = {}
     try:
@@ -260,8 +301,7 @@ def _dask_results(todo: list[RunParams], args: tuple, scheduler: str, chunk: int
             futures.append(fut)
             batches[fut.key] = batch
         for fut in as_completed(futures):
-            batch = batches[fut.key]
-            yield list(zip((r.key for r in batch), fut.result(), strict=True))
+            for run, rows in zip(batches[fut.key], fut.result(), strict=True):
+                record(run.key, rows)
     finally:
         client.cancel(futures)
-        client.close()

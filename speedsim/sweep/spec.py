@@ -306,17 +306,39 @@ def _short(raw: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------ checks
 
 @lru_cache(maxsize=64)
-def trace_repeats(path: str) -> int:
-    """R of a trace file (its first sequence)."""
-    for trace in iter_traces(path):
-        return trace.repeats
-    raise UserError("trace file has no sequences", where=path)
+def trace_sequences(path: str) -> tuple[tuple[str, int, int], ...]:
+    """(seq_id, R, generated positions) of each sequence of a trace file, in order.
+
+    The whole file is read and validated, so a bad line or a sequence with another R anywhere in it
+    fails the plan, not a run (a shipped trace, 200 sequences, reads in a few milliseconds).
+    """
+    return tuple((t.seq_id, t.repeats, len(t.exits)) for t in iter_traces(path))
 
 
-@lru_cache(maxsize=64)
-def trace_lengths(path: str) -> tuple[int, ...]:
-    """Generated positions of each sequence of a trace file, in order."""
-    return tuple(len(t.exits) for t in iter_traces(path))
+def _line_of(path: Path, index: int) -> int:
+    """Line number of the `index`-th sequence of a trace file (blank lines hold none, as `iter_traces` reads)."""
+    from speedsim.trace.io import _open_read  # only to name the line of a sequence already found bad
+
+    with _open_read(path) as fh:
+        return next(itertools.islice((n for n, line in enumerate(fh, 1) if line.strip()), index, None))
+
+
+def _check_trace(path: Path, run: RunParams) -> None:
+    """Refuse a trace whose simulated sequences (the first `limit`) a run would refuse: another R than the
+    run's sharing (any sequence, naming its line), or nothing to decode after the prefill."""
+    if not path.exists():
+        raise UserError(f"no trace file {path}")
+    seqs = trace_sequences(str(path))[: run.limit]
+    if not seqs:
+        raise UserError(f"{path}: trace file has no sequences")
+    repeats = Sharing.parse(run.sharing).repeats
+    for i, (seq_id, r, _) in enumerate(seqs):
+        if r != repeats:
+            raise UserError(f"{path}:{_line_of(path, i)}: sequence '{seq_id}' has R={r} exits but sharing is "
+                            f"{run.sharing}")
+    if all(n <= 1 for _, _, n in seqs):  # found at run time otherwise
+        raise UserError(f"{path}: every sequence{f' of the first {run.limit}' if run.limit else ''} "
+                        "has at most one token: nothing is decoded after the prefill")
 
 
 def check_runs(spec: SweepSpec, runs: list[RunParams], where: str = "spec") -> None:
@@ -342,15 +364,7 @@ def check_runs(spec: SweepSpec, runs: list[RunParams], where: str = "spec") -> N
                 elif key == "sharing":
                     Sharing.parse(value)
                 elif key == "trace":
-                    path = resolve_trace(value, spec.base_dir)
-                    if not path.exists():
-                        raise UserError(f"no trace file {path}")
-                    r = trace_repeats(str(path))
-                    if r != Sharing.parse(run.sharing).repeats:
-                        raise UserError(f"trace has R={r} exits but sharing is {run.sharing}")
-                    if all(n <= 1 for n in trace_lengths(str(path))[: run.limit]):  # found at run time otherwise
-                        raise UserError(f"{path}: every sequence{f' of the first {run.limit}' if run.limit else ''} "
-                                        "has at most one token: nothing is decoded after the prefill")
+                    _check_trace(resolve_trace(value, spec.base_dir), run)
                 elif key == "synthetic":
                     parse_decodable(value, Sharing.parse(run.sharing).repeats)
                 else:
@@ -358,6 +372,8 @@ def check_runs(spec: SweepSpec, runs: list[RunParams], where: str = "spec") -> N
             except UserError as err:
                 if key == "synthetic" and err.where not in (None, "--synthetic"):  # the fitted trace file
                     key, msg = "fit", str(err)
+                elif key == "trace":  # the message names the trace file (and line): keep it
+                    msg = str(err)
                 else:
                     msg = str(err).split(": ", 1)[-1] if err.where else str(err)
                 raise UserError(f"key '{key}': {msg}", where=where) from None

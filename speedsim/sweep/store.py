@@ -38,6 +38,8 @@ JOURNAL = "runs.jsonl"
 LOCK = ".lock"
 PARQUET = "results.parquet"
 CSV = "results.csv"
+INPUTS = "inputs.json"  # digests of the inputs the runs read (written by the runner)
+SPEC_COPY = "spec.yaml"  # a copy of the spec (written by the runner)
 
 
 def _clean(value: Any) -> Any:
@@ -52,15 +54,14 @@ class ResultStore:
 
     def __init__(self, directory: Path | str, flush_every_s: float = 2.0):
         self.dir = check_output_dir(directory, "--out")
-        if self.dir.is_dir() and any(self.dir.iterdir()) and not any((self.dir / f).exists() for f in (JOURNAL, LOCK)):
-            raise UserError(f"{self.dir} is not empty and is not a sweep's output (no {JOURNAL}); use a new or "
-                            "empty directory, so no file of yours is overwritten", where="--out")
+        if self.dir.is_dir():
+            for name in (LOCK, JOURNAL, PARQUET, CSV):  # a FIFO or directory there would block or break a write
+                check_output(self.dir / name, "--out")
+            _check_ours(self.dir)
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise UserError(f"cannot create {self.dir}: {err.strerror}", where="--out") from None
-        for name in (LOCK, JOURNAL, PARQUET, CSV):  # a FIFO or directory there would block or break a write
-            check_output(self.dir / name, "--out")
         self._lock = _take_lock(self.dir)
         self.flush_every_s = flush_every_s
         self._dirty = False
@@ -150,16 +151,95 @@ def read_journal(path: Path) -> tuple[dict[str, list[dict[str, Any]]], list[int]
         return runs, bad
     with open(path, encoding="utf-8", errors="replace") as fh:
         for lineno, line in enumerate(fh, 1):
-            try:
-                record = json.loads(line) if line.endswith("\n") else None
-                key, rows = record["key"], record["rows"]  # type: ignore[index]
-                if not isinstance(key, str) or not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-                    raise TypeError
-            except (json.JSONDecodeError, TypeError, KeyError):
+            record = _record(line)
+            if record is None:
                 bad.append(lineno)
-                continue
-            runs[key] = rows
+            else:
+                runs[record[0]] = record[1]
     return runs, bad
+
+
+def _record(line: str) -> tuple[str, list[dict[str, Any]]] | None:
+    """The (key, rows) of a journal line, or None if it is not a complete, valid record."""
+    try:
+        record = json.loads(line) if line.endswith("\n") else None
+        key, rows = record["key"], record["rows"]  # type: ignore[index]
+    except (json.JSONDecodeError, TypeError, KeyError):
+        return None
+    if not isinstance(key, str) or not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        return None
+    return key, rows
+
+
+def _check_ours(directory: Path) -> None:
+    """Refuse a directory that holds files and is not a sweep's output, so no file of someone else's is
+    overwritten (a results.csv of another tool). Decided by the sweep's own files, never by a name
+    alone: its journal holds a run record, or (a sweep stopped before its first run was recorded) holds
+    no complete line while every other file there is one a sweep writes, with a sweep's content."""
+    entries = {p.name for p in directory.iterdir()}
+    if not entries:
+        return
+    journal = _journal_kind(directory / JOURNAL) if JOURNAL in entries else f"no {JOURNAL}"
+    if journal == "runs":
+        return
+    if journal == "empty":
+        strange = sorted(n for n in entries - {JOURNAL} if not _sweep_file(directory / n))
+        if not strange:
+            return
+        journal = f"{strange[0]} is not a sweep's"
+    raise UserError(f"{directory} is not empty and is not a sweep's output ({journal}); use a new or empty "
+                    "directory, so no file of yours is overwritten", where="--out")
+
+
+def _journal_kind(path: Path) -> str:
+    """'runs' if a journal holds a run record (read up to the first), 'empty' if it holds no complete line
+    (a sweep stopped before its first record, or during its write), else why it is not a journal."""
+    complete = False
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if _record(line) is not None:
+                    return "runs"
+                complete = complete or line.endswith("\n")
+    except OSError as err:
+        raise UserError(f"cannot read {path}: {err.strerror}", where="--out") from None
+    return f"{JOURNAL} holds no run record" if complete else "empty"
+
+
+TABLE_HEAD = ["run_key", "method", "status"]  # first columns of every results table a sweep has written
+
+
+def _sweep_file(path: Path) -> bool:
+    """Whether `path` reads as a file a sweep writes beside its journal: the lock (a pid, or empty), the
+    table (CSV or Parquet), the inputs record, the spec copy, or a temporary file of an interrupted write."""
+    name = path.name
+    if path.is_symlink() or not path.is_file():  # a directory, or a FIFO whose read would block
+        return False
+    if name.startswith(".") and name.endswith(".tmp"):  # `atomic_write`'s, left by a kill
+        return name[1:].startswith((JOURNAL, CSV, PARQUET, INPUTS, SPEC_COPY))
+    try:
+        if name == LOCK:
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read(64).strip()
+            return not text or text.isdigit()
+        if name == CSV:
+            with open(path, encoding="utf-8") as fh:
+                return fh.readline().rstrip("\r\n").split(",")[:3] == TABLE_HEAD
+        if name == PARQUET:
+            import pyarrow.parquet as pq
+
+            return pq.read_schema(path).names[:3] == TABLE_HEAD
+        if name == INPUTS:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return isinstance(data, dict) and all(isinstance(v, str) for v in data.values())
+        if name == SPEC_COPY:
+            from speedsim.sweep.spec import load_spec
+
+            load_spec(path)
+            return True
+    except (OSError, ValueError, UserError):  # pyarrow's ArrowInvalid and UnicodeDecodeError are ValueErrors
+        return False
+    return False
 
 
 def _take_lock(directory: Path):
