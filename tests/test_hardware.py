@@ -228,24 +228,25 @@ def test_every_value_calibrate_may_fit_is_a_valid_profile():
                 HardwareProfile.model_validate(data)
 
 
-def test_profile_directory_from_the_environment(tmp_path) -> None:
+def test_profile_directory_from_the_environment(tmp_path, monkeypatch, cli) -> None:
     """`$SPEEDSIM_PROFILES` naming a directory without profiles: the message names the variable and the
     directory (it said "hw_profiles", and "known: " with nothing after it); set but empty: the shipped ones
     (it made the working directory the profile directory)."""
     import os
 
-    def speedsim(value: str, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "speedsim.cli", *args], capture_output=True, text=True,
-                              timeout=120, cwd=tmp_path, env={**os.environ, "SPEEDSIM_PROFILES": value})
+    import speedsim.hardware.profile as profile_module
 
-    (tmp_path / "notes.yaml").write_text("mine: 1\n")
     missing = str(tmp_path / "no-such-dir")
+    monkeypatch.setenv("SPEEDSIM_PROFILES", missing)
+    monkeypatch.setattr(profile_module, "PROFILE_DIR", tmp_path / "no-such-dir")  # as paths.py sets it from the variable
     for args in (("profiles",), ("simulate", "--profile", "h200", "--model", "t5base", "--sharing", "4x3",
                                  "--synthetic", "perfect")):
-        res = speedsim(missing, *args)
+        res = cli(*args)
         assert res.returncode == 2 and len(res.stderr.splitlines()) == 1, res.stderr
         assert "$SPEEDSIM_PROFILES" in res.stderr and missing in res.stderr
-    res = speedsim("", "profiles", "--json")
+    (tmp_path / "notes.yaml").write_text("mine: 1\n")
+    res = subprocess.run([sys.executable, "-m", "speedsim.cli", "profiles", "--json"], capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path, env={**os.environ, "SPEEDSIM_PROFILES": ""})
     assert res.returncode == 0, res.stderr
     assert "h200" in res.stdout and "notes" not in res.stdout
 
