@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+
 import pandas as pd
+import pytest
 import yaml
 
 from speedsim.report.build import ReportData, build_report, run_paper
@@ -51,27 +54,32 @@ def write(tmp_path, spec: dict, name: str):
     return path
 
 
-def test_report_writes_figures_readme_and_is_deterministic(tmp_path, monkeypatch):
-    """Every figure and the README are written; a second build (resuming the cache) is byte-identical.
-
-    The validation of the shipped measurements (the same in both builds, deterministic simulations
-    tested in test_validation) is computed once, so the second build checks the sweeps, figures and text.
-    """
-    import functools
-
+def _report_inputs(tmp_path, monkeypatch) -> dict:
+    """`build_report`'s arguments for a tiny study, paper comparison and serving study. The validation of
+    the shipped measurements (deterministic simulations tested in test_validation) is computed once per
+    process, so a second build checks the sweeps, figures and text."""
     import speedsim.report.build as build
 
     for name in ("run_validation", "run_cpu_validation", "noise_floor"):
-        monkeypatch.setattr(build, name, functools.cache(getattr(build, name)))
+        monkeypatch.setattr(build, name, _once(getattr(build, name)))
     study = write(tmp_path, TINY_STUDY, "study.yaml")
     paper = write(tmp_path, tiny_paper(tmp_path), "paper.yaml")
     serving = write(tmp_path, {"profiles": ["h200"], "requests": 4, "max_batch": 2, "loads": [1.0], "batches": [1, 2],
                                "configs": [{"sharing": "12x1", "method": "unshared", "trace": str(tmp_path / "deep.jsonl")},
                                            {"sharing": "4x3", "method": "speed", "trace": str(tmp_path / "shared.jsonl")}]},
                     "serving.yaml")
-    kwargs = {"specs": (study,), "paper_spec": paper, "workers": 1, "progress": False, "cache": tmp_path / "cache",
-              "serving_spec": serving}
-    first = build_report(tmp_path / "a", **kwargs)
+    return {"specs": (study,), "paper_spec": paper, "workers": 1, "progress": False, "cache": tmp_path / "cache",
+            "serving_spec": serving}
+
+
+@functools.cache
+def _once(fn):
+    return functools.cache(fn)
+
+
+def test_report_writes_figures_readme(tmp_path, monkeypatch):
+    """Every figure, the data tables and the README are written, the figures without a timestamp."""
+    first = build_report(tmp_path / "a", **_report_inputs(tmp_path, monkeypatch))
     assert first["failed_runs"] == 0 and first["paper"] == "ok"
     names = {f.removeprefix("figures/").removesuffix(".png") for f in first["figures"]}
     assert FIGURES | {"speed_paper"} <= names
@@ -84,6 +92,14 @@ def test_report_writes_figures_readme_and_is_deterministic(tmp_path, monkeypatch
     assert "At one output length" in readme and "**Reading.** At 8 tokens" in readme
     assert "Diamonds are synthetic traces fitted to the same models" in readme  # h200 4x3 against its curve
     assert (tmp_path / "a" / "data" / "study.csv").exists() and (tmp_path / "a" / "data" / "validation.csv").exists()
+
+
+@pytest.mark.slow
+def test_report_is_deterministic(tmp_path, monkeypatch):
+    """A second build (resuming the sweep cache) is byte-identical: figures, data and text (two whole
+    builds, ~9 s: CI runs it, `pytest -m slow`)."""
+    kwargs = _report_inputs(tmp_path, monkeypatch)
+    build_report(tmp_path / "a", **kwargs)
     build_report(tmp_path / "b", **kwargs)
     for path in sorted((tmp_path / "a").rglob("*")):
         if path.is_file():
