@@ -1118,6 +1118,8 @@ MEASURE_CASES = [
     case("empty-parts", ("--parts", ","), "--parts"),
     case("zero-sharing", ("--sharings", "0x3"), "--sharings"),
     case("huge-sharing", ("--sharings", "100000x1"), "--sharings"),
+    case("empty-sharing-item", ("--sharings", "4x3,,2x6"), "--sharings"),  # silently dropped
+    case("empty-batch-item", ("--batch-sizes", "1,,4"), "--batch-sizes"),
     case("unknown-lm-head", ("--lm-head", "foo"), "--lm-head"),
     case("zero-batch", ("--batch-sizes", "0"), "--batch-sizes"),
     case("fractional-batch", ("--batch-sizes", "1.5"), "--batch-sizes"),

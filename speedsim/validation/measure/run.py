@@ -102,9 +102,11 @@ class MeasurePlan:
 
 
 def _items(text: str, where: str) -> list[str]:
-    items = [x.strip() for x in text.split(",") if x.strip()]
-    if not items:
+    items = [x.strip() for x in text.split(",")]
+    if not any(items):
         raise UserError("expected a comma-separated list", where=where)
+    if not all(items):  # `4x3,,2x6`: a typo, as --synthetic treats it
+        raise UserError(f"'{text}' has an empty item", where=where)
     return items
 
 
