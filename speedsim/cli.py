@@ -524,7 +524,7 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise Terminated
 
 
-_MAIN_PID = os.getpid()  # the process that ran `main`: forked workers differ
+_MAIN_PID = 0  # the process that ran `main` (set there): forked workers differ
 
 
 def run(args: list[str] | None = None) -> int:
@@ -556,6 +556,8 @@ def run(args: list[str] | None = None) -> int:
 def main() -> None:
     """Console entry point: runs the CLI, turning user errors into exit status 2 (and SIGTERM into an
     unwinding `Terminated`, exit status 143)."""
+    global _MAIN_PID
+    _MAIN_PID = os.getpid()
     signal.signal(signal.SIGTERM, _on_sigterm)
     sys.exit(run())
 

@@ -34,6 +34,13 @@ class OutputKind:
     name: str                          # "an exit-trace file": how a refusal names it
     recognise: Callable[[Path], bool]
 
+    def holds(self, path: Path) -> bool:
+        """Whether the file at `path` is of this kind (a file it cannot read or parse is not)."""
+        try:
+            return bool(self.recognise(path))
+        except (OSError, ValueError, UnicodeError, zlib.error):
+            return False
+
 
 def head_text(path: Path, nbytes: int = 1 << 16) -> str:
     """The first `nbytes` of a file (of its decompressed data if it is gzip) as text: its first lines,
@@ -43,13 +50,6 @@ def head_text(path: Path, nbytes: int = 1 << 16) -> str:
     if data[:2] == b"\x1f\x8b":  # a head of a gzip stream decompresses as far as it goes
         data = zlib.decompressobj(wbits=31).decompress(data, nbytes)
     return data.decode("utf-8", errors="strict" if len(data) < nbytes else "ignore")
-
-
-def _is_kind(kind: OutputKind, path: Path) -> bool:
-    try:
-        return bool(kind.recognise(path))
-    except (OSError, ValueError, UnicodeError, zlib.error):
-        return False
 
 
 def check_output(path: Path | str, where: str | None = None, kind: OutputKind | None = None) -> Path:
@@ -70,7 +70,7 @@ def check_output(path: Path | str, where: str | None = None, kind: OutputKind | 
     if st is not None and not stat.S_ISREG(st.st_mode):
         what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
         raise UserError(f"{path} is {what}; outputs are written to regular files only", where=label)
-    if st is not None and st.st_size and kind is not None and not _is_kind(kind, path):
+    if st is not None and st.st_size and kind is not None and not kind.holds(path):
         raise UserError(f"{path} exists and is not {kind.name}; speedsim replaces only its own outputs "
                         "(remove the file or choose another path)", where=label)
     parent = path.parent if str(path.parent) else Path(".")

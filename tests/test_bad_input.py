@@ -1241,7 +1241,8 @@ def test_output_kinds_recognise_their_own_files_only(tmp_path: Path) -> None:
     from speedsim.engine.recorder import TIMELINE_FILE
     from speedsim.hardware.profile import PROFILE_FILE
     from speedsim.paths import H200_MEASURED, PROFILE_DIR, TRACE_DIR
-    from speedsim.trace.io import TRACE_FILE
+    from speedsim.trace import ExitTrace
+    from speedsim.trace.io import TRACE_FILE, write_traces
     from speedsim.validation.measure.run import ENV_FILE, SPEC_FILE
     from speedsim.validation.schema import MEASURED_CSV
 
@@ -1250,10 +1251,16 @@ def test_output_kinds_recognise_their_own_files_only(tmp_path: Path) -> None:
     plain.write_bytes(gzip.decompress((TRACE_DIR / "4x3.jsonl.gz").read_bytes()))
     cut = tmp_path / "cut.jsonl.gz"
     cut.write_bytes((TRACE_DIR / "4x3.jsonl.gz").read_bytes()[:300])  # the head of a gzip: still a trace
+    long = tmp_path / "long.jsonl.gz"  # a first record longer than the head read to recognise it
+    write_traces(long, [ExitTrace(seq_id="s", src_len=1, repeats=12, exits=[[123456] * 12] * 1000)])
+    write_traces(tmp_path / "none.jsonl.gz", [])  # no sequences: a gzip stream of nothing
     cpu = H200_MEASURED.parent.parent / "cpu-host"
-    own = {TRACE_FILE: [TRACE_DIR / "4x3.jsonl.gz", plain, cut], PROFILE_FILE: [PROFILE_DIR / "h200.yaml"],
+    own = {TRACE_FILE: [TRACE_DIR / "4x3.jsonl.gz", plain, cut, long, tmp_path / "none.jsonl.gz",
+                        cpu / "measured.traces.jsonl.gz"],
+           PROFILE_FILE: [PROFILE_DIR / "h200.yaml"],
            MEASURED_CSV: [H200_MEASURED, cpu / "batch.csv"], TIMELINE_FILE: [tmp_path / "tl.json"],
-           ENV_FILE: [cpu / "batch.env.yaml"], SPEC_FILE: [cpu / "batch.speed-4x3.yaml"]}
+           ENV_FILE: [cpu / "batch.env.yaml", cpu / "measured.env.yaml"],  # the latter from before `parts:`
+           SPEC_FILE: [cpu / "batch.speed-4x3.yaml"]}
     (tmp_path / "notes.txt").write_text("mine\n")
     (tmp_path / "blob.bin").write_bytes(bytes(range(256)) * 4)
     (tmp_path / "bad.gz").write_bytes(b"\x1f\x8b" + bytes(64))
@@ -1263,15 +1270,9 @@ def test_output_kinds_recognise_their_own_files_only(tmp_path: Path) -> None:
             assert kind.recognise(path), (kind.name, path)
         for other_kind, other_files in own.items():
             for path in other_files if other_kind is not kind else []:
-                assert not _recognised(kind, path), (kind.name, path)
+                assert not kind.holds(path), (kind.name, path)
         for path in others:
-            assert not _recognised(kind, path), (kind.name, path)
-
-
-def _recognised(kind, path: Path) -> bool:
-    from speedsim.fileio import _is_kind
-
-    return _is_kind(kind, path)
+            assert not kind.holds(path), (kind.name, path)
 
 
 @pytest.mark.parametrize("kind", OUTPUT_KINDS)
@@ -1403,6 +1404,33 @@ def test_train_output_that_is_a_file(cli, tmp_path: Path, no_training, kind: str
     assert (tmp_path / "afile").read_text() == "mine\n"
 
 
+@pytest.mark.parametrize("files", [
+    {".DS_Store": "x"},  # hidden files are not a run's or in its way
+    {".finetune.pt.k2j3.tmp": "torn"},  # an interrupted checkpoint write
+    {"metrics.json": '{"stages": {"finetune": 3}}\n', "tokenizer.json": '{"model": {"type": "BPE"}}\n'},  # checkpoints deleted
+    {"finetune.pt": "a checkpoint, say", "notes.txt": "mine\n"},  # a run's directory, with the user's notes
+])
+def test_train_output_directory_that_is_a_runs(tmp_path: Path, files: dict[str, str]) -> None:
+    """Directories a run may be written or resumed in are not refused (only the checks are run here)."""
+    from speedsim.train.checkpoint import check_run_dir
+
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    assert check_run_dir(tmp_path) == tmp_path
+
+
+def test_export_cut_short_is_an_export(tmp_path: Path) -> None:
+    """An export interrupted before its manifest (copied last) is re-run into, not refused."""
+    from speedsim.data.corpus import check_export_dir
+
+    for name in ("documents.jsonl.xz", "tokenizer-v8192.json", ".summarize.jsonl.xz.x81k.tmp"):
+        (tmp_path / name).write_text("")
+    assert check_export_dir(tmp_path) == tmp_path
+    (tmp_path / "notes.txt").write_text("mine\n")
+    with pytest.raises(UserError, match="holds other files"):
+        check_export_dir(tmp_path)
+
+
 @pytest.mark.parametrize("files, flag", [
     ({"metrics.json": '{"mine": 1}\n', "tokenizer.json": "[1, 2]\n"}, "--out"),  # both were overwritten
     ({"notes.txt": "mine\n"}, "--out"),
@@ -1493,6 +1521,15 @@ def test_data_build_bad_options(cli, tmp_path: Path, monkeypatch: pytest.MonkeyP
     args = tuple(a.replace("@a-file", str(tmp_path / "afile")).replace("@a-dir", str(tmp_path / "adir")) for a in args)
     assert_bad(cli("data", "build", *args), flag)
     assert (tmp_path / "adir" / "manifest.json").read_text() == '{"mine": true}\n'
+
+
+def test_data_build_vocab_cap_is_the_tokenizers() -> None:
+    """The CLI's --vocab-size range (written out, so that --help needs no tokenizers import) is the BPE's."""
+    from speedsim.cli import data_build_cmd
+    from speedsim.data import MAX_VOCAB_SIZE
+
+    (option,) = [p for p in data_build_cmd.params if p.name == "vocab_size"]
+    assert option.type.max == MAX_VOCAB_SIZE
 
 
 @pytest.mark.parametrize("what", ["empty-directory", "text-file", "directory-without-python"])

@@ -321,10 +321,10 @@ def open_corpus(
     pinned = os.environ.get(PINNED_ENV)
     if pinned and sources is None:
         return pinned_corpus(pinned)
-    if cache_dir is None:  # $SPEEDSIM_CACHE naming a file: one line, not a traceback after a "rebuilding" note
-        check_output_dir(default_cache_dir(), "$SPEEDSIM_CACHE" if os.environ.get("SPEEDSIM_CACHE") else None)
-    else:
-        check_output_dir(cache_dir)
+    # $SPEEDSIM_CACHE naming a file: one line, not a traceback after a "rebuilding" note (a read-only
+    # cache that is built is fine: nothing is written to it)
+    _check_cache_dir(Path(cache_dir) if cache_dir else default_cache_dir(),
+                     "$SPEEDSIM_CACHE" if cache_dir is None and os.environ.get("SPEEDSIM_CACHE") else None)
     roots = installed_roots() if sources is None else explicit_roots(sources)
     want = fingerprint(roots, extra=f"v{CORPUS_VERSION}")
     directory = _cache_dir_for(Path(cache_dir) if cache_dir else default_cache_dir(), sources)
@@ -338,6 +338,17 @@ def open_corpus(
     return Corpus(directory, build_corpus(directory, roots, want, progress))
 
 
+def _check_cache_dir(path: Path, where: str | None) -> None:
+    """A `UserError` naming `where` (default: the path) if the cache directory is, or would be created
+    under, something that is not a directory."""
+    here = path
+    while not here.exists() and here != here.parent:
+        here = here.parent
+    if not here.is_dir():
+        what = "is not a directory" if here == path else f"cannot be created: {here} is not a directory"
+        raise UserError(f"cache {path} {what}", where=where or str(path))
+
+
 def _changed(manifest: dict[str, Any], roots: Sequence[SourceRoot]) -> str:
     old = {k: v.get("version") for k, v in manifest.get("packages", {}).items()}
     new = {r.package: r.version for r in roots}
@@ -345,15 +356,23 @@ def _changed(manifest: dict[str, Any], roots: Sequence[SourceRoot]) -> str:
     return ", ".join(diffs[:3]) + (f" and {len(diffs) - 3} more" if len(diffs) > 3 else "") if diffs else "source files changed"
 
 
+def _corpus_file(name: str) -> bool:
+    """Whether a file name is one a corpus directory holds (or `atomic_write`'s temporary file of one)."""
+    if name.startswith(".") and name.endswith(".tmp"):
+        name = name[1:].rsplit(".", 2)[0]
+    return name in DATA_FILES or name == MANIFEST or (name.startswith("tokenizer-") and name.endswith(".json"))
+
+
 def check_export_dir(out_dir: Path | str, where: str | None = None) -> Path:
     """`out_dir` as a Path if a corpus may be exported to it: a new or empty directory, or an earlier
-    export (its manifest names a corpus format); a directory of other files is refused (`UserError`)."""
+    export, whole (its manifest names a corpus format) or cut short (only corpus files: the manifest is
+    copied last); a directory of other files is refused (`UserError`)."""
     out = check_output_dir(out_dir, where)
     if out.is_dir() and any(out.iterdir()):
         try:
             ours = "corpus_version" in json.loads((out / MANIFEST).read_text(encoding="utf-8"))
         except (OSError, ValueError, TypeError):
-            ours = False
+            ours = all(_corpus_file(p.name) for p in out.iterdir())
         if not ours:
             raise UserError(f"{out} holds other files and no exported corpus; export to a new or empty directory",
                             where=where or str(out))

@@ -317,9 +317,9 @@ def trace_sequences(path: str) -> tuple[tuple[str, int, int], ...]:
 
 def _line_of(path: Path, index: int) -> int:
     """Line number of the `index`-th sequence of a trace file (blank lines hold none, as `iter_traces` reads)."""
-    from speedsim.trace.io import _open_read  # only to name the line of a sequence already found bad
+    from speedsim.trace.io import open_trace_text  # only to name the line of a sequence already found bad
 
-    with _open_read(path) as fh:
+    with open_trace_text(path) as fh:
         return next(itertools.islice((n for n, line in enumerate(fh, 1) if line.strip()), index, None))
 
 

@@ -206,7 +206,7 @@ def _journal_kind(path: Path) -> str:
     return f"{JOURNAL} holds no run record" if complete else "empty"
 
 
-TABLE_HEAD = ["run_key", "method", "status"]  # first columns of every results table a sweep has written
+TABLE_HEAD = list(COLUMNS[:3])  # run_key, method, status: the first columns of every results table a sweep wrote
 
 
 def _sweep_file(path: Path) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
@@ -17,7 +18,8 @@ from speedsim.paths import TRACE_DIR
 from speedsim.trace.schema import ExitTrace
 
 
-def _open_read(path: Path) -> IO[str]:
+def open_trace_text(path: Path) -> IO[str]:
+    """A trace file's text, decompressed if its name ends in .gz, without a byte-order mark."""
     # utf-8-sig: a byte-order mark (some editors write one) is not part of the first record
     if path.suffix == ".gz":
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig")
@@ -37,9 +39,18 @@ def _parse(line: str, where: str) -> ExitTrace:
         raise user_error(err, where) from None
 
 
+# how `write_traces` starts every record (pydantic writes the fields in order): a first line longer than
+# the head read to recognise a file (a long sequence at large R) is recognised by it
+_RECORD_START = re.compile(r'\{"version":\d+,"seq_id":')
+
+
 def _is_trace_file(path: Path) -> bool:
-    """Whether a file's first line is an exit-trace record (a JSON object with its fields)."""
-    record = json.loads(head_text(path).lstrip("\ufeff").partition("\n")[0])
+    """Whether a file's first record is an exit-trace record (a JSON object with its fields); a trace of
+    no sequences (an empty gzip stream) counts as one."""
+    first = next((line for line in head_text(path).lstrip("\ufeff").splitlines() if line.strip()), None)
+    if first is None or _RECORD_START.match(first):
+        return True
+    record = json.loads(first)
     return isinstance(record, dict) and {"version", "seq_id", "exits"} <= record.keys()
 
 
@@ -70,7 +81,7 @@ def iter_traces(path: Path | str) -> Iterator[ExitTrace]:
         raise UserError("trace file not found" if not path.exists() else "not a regular file", where=str(path))
     seen: set[str] = set()
     try:
-        with _open_read(path) as f:
+        with open_trace_text(path) as f:
             for lineno, line in enumerate(f, 1):
                 if not line.strip():
                     continue

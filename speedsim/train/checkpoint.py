@@ -32,25 +32,38 @@ def stage_path(run_dir: Path | str, stage: str) -> Path:
     return Path(run_dir) / f"{stage}.pt"
 
 
+def _json_object(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def check_run_dir(run_dir: Path | str, where: str = "--out") -> Path:
-    """`run_dir` as a Path if a run may be written (or resumed) there: a new or empty directory, or one
-    holding a stage checkpoint; a directory of other files, or a run whose metrics file is not a JSON
-    object, is a `UserError` (before any training: the metrics are read at the end)."""
+    """`run_dir` as a Path if a run may be written (or resumed) there: a new directory, or one holding only
+    files a run writes (hidden ones aside: a .DS_Store, a temporary file of an interrupted write); else a
+    `UserError`. A run's metrics are read at its end, so metrics that are not a JSON object are refused
+    here, before any training."""
     out = check_output_dir(run_dir, where)
     if not out.is_dir():
         return out
-    entries = [p.name for p in out.iterdir() if not (p.name.startswith(".") and p.name.endswith(".tmp"))]
-    if entries and not any(stage_path(out, s).exists() for s in STAGES):
-        raise UserError(f"{out} holds other files and no checkpoint (pretrain.pt or finetune.pt); train into a "
-                        "new or empty directory", where=where)
     metrics = out / METRICS_FILE
-    if metrics.exists():
-        try:
-            ok = isinstance(json.loads(metrics.read_text(encoding="utf-8")), dict)
-        except (OSError, ValueError):
-            ok = False
-        if not ok:
-            raise UserError("not a speedsim run's metrics (a JSON object); delete it to rewrite it", where=str(metrics))
+    if metrics.exists() and _json_object(metrics) is None:
+        raise UserError("not a speedsim run's metrics (a JSON object); delete it to rewrite it", where=str(metrics))
+    if any(stage_path(out, s).exists() for s in STAGES):  # a run's (its config is checked when it is read)
+        return out
+    # no checkpoint: metrics and tokenizer are ours only by their content (a finished run whose
+    # checkpoints were deleted to save space)
+    ours: set[str] = set()
+    if "stages" in (_json_object(metrics) or {}):
+        ours.add(METRICS_FILE)
+    if "model" in (_json_object(out / TOKENIZER_FILE) or {}):
+        ours.add(TOKENIZER_FILE)
+    other = sorted(p.name for p in out.iterdir() if not p.name.startswith(".") and p.name not in ours)
+    if other:
+        raise UserError(f"{out} holds files a run does not write ({other[0]}); train into a new or empty "
+                        "directory", where=where)
     return out
 
 

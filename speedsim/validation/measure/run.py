@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import glob
 import os
 import platform
 import time
@@ -38,7 +39,7 @@ from speedsim.yamlio import yaml_output
 
 PARTS = ("steps", "loop", "batch", "ops")
 # the files written beside the CSV: the run's environment and the measured model's spec
-ENV_FILE = yaml_output("a measure environment file (YAML)", frozenset({"device", "torch", "parts"}))
+ENV_FILE = yaml_output("a measure environment file (YAML)", frozenset({"device", "torch"}))  # in every version
 SPEC_FILE = yaml_output("a model spec (YAML)", frozenset({"name", "d_model", "n_heads"}))
 DEFAULT_MODEL = "t5base"  # random weights at these dimensions when no checkpoint or config is given
 DEFAULT_MAX_NEW_TOKENS = 128  # for random-weight models of a model spec
@@ -205,9 +206,15 @@ def measure(device: str, out: Path, checkpoint: Path | None = None, config: Path
     beside = {part: out.with_name(f"{out.stem}.{part}.csv") for part in ("batch", "ops")}
     if not steps_or_loop:
         beside[next(p for p in ("batch", "ops") if p in plan.parts)] = out
+    # written after the timing: refused before it (a loop's trace is named by its sharing and weights, known
+    # once the models are built: every file beside `out` named for a sharing measured is checked)
     for path in [beside[p] for p in plan.parts if p in beside]:
-        check_output(path, "--out", MEASURED_CSV)  # written after the timing: refused before it
+        check_output(path, "--out", MEASURED_CSV)
     check_output(out.with_name(f"{out.stem}.env.yaml"), "--out", ENV_FILE)
+    if "loop" in plan.parts:
+        for sharing in plan.sharings:
+            for path in out.parent.glob(f"{glob.escape(out.stem)}.{sharing}-*.traces.jsonl.gz"):
+                check_output(path, "--out", TRACE_FILE)
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     if device == "cpu":
         torch.set_num_threads(threads or 1)
