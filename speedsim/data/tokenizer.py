@@ -68,7 +68,7 @@ def tokenizer_from_str(text: str, where: str) -> Tokenizer:
     """Parse a serialised tokenizer; a bad one is a `UserError` naming `where`."""
     try:
         return Tokenizer.from_str(text)
-    except Exception as err:  # tokenizers raises plain Exception subclasses
+    except Exception as err:  # noqa: BLE001 - tokenizers raises plain `Exception` itself for every parse error
         raise UserError(f"cannot read tokenizer ({str(err).splitlines()[0][:120]})", where=where) from None
 
 

@@ -76,7 +76,7 @@ def execute(params: dict[str, Any], model_specs: tuple[str, ...] = (), base_dir:
         rows = _simulate(run, sharing, model_specs, base_dir)
     except UserError as err:
         return [{**head, "method": "", "status": "error", "error": f"{type(err).__name__}: {err}"}]
-    except Exception as err:
+    except Exception as err:  # anything else is a bug: re-raised (not recorded) naming the run that hit it
         raise RunFailed(f"run {run.key} ({json.dumps(run.model_dump(mode='json'), sort_keys=True)}) "
                         f"failed: {type(err).__name__}: {err}") from err
     common = {**head, "status": "ok", "error": "", **quality_of(run.trace or run.fit)}

@@ -85,7 +85,7 @@ def read_checkpoint(path: Path | str) -> dict[str, Any]:
         raise UserError("checkpoint not found", where=str(path))
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a torn or foreign file
+    except Exception as err:  # noqa: BLE001 - torch.load raises a dozen unrelated types for a torn or foreign file
         raise UserError(f"corrupt checkpoint ({type(err).__name__})", where=str(path)) from None
     if not isinstance(ckpt, dict) or not set(REQUIRED) <= ckpt.keys():
         raise UserError("corrupt checkpoint (missing fields)", where=str(path))

@@ -116,7 +116,7 @@ def loop_rows(rec: Recorder, d: Decodable, trace_path: Path, budget: LoopBudget)
         dec = static_decoder(d, graphs)
         try:
             warm = {"greedy": _decode_all(dec, d, "greedy"), "speed": _decode_all(dec, d, "speed")}  # captures
-        except Exception as err:  # noqa: BLE001 - a failed capture loses this mode only
+        except Exception as err:  # a failed graph capture loses this mode only (eager re-raises)
             if not graphs:
                 raise
             torch.cuda.synchronize()
