@@ -18,7 +18,7 @@ from speedsim.validation.measure.batch import kv_lengths
 from speedsim.validation.measure.loop import LoopBudget, loop_rows, static_decoder
 from speedsim.validation.measure.models import Decodable
 from speedsim.validation.measure.static import StaticDecoder
-from speedsim.validation.measure.timing import Budget, Recorder
+from speedsim.validation.measure.timing import Budget, TimingLog
 from speedsim.validation.schema import COLUMNS, measured_row
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -100,7 +100,7 @@ def test_a_lossy_speed_decode_fails_loudly(monkeypatch, tmp_path):
         return run
     monkeypatch.setattr(StaticDecoder, "speed", lossy)
     d = Decodable(_model(2, 2), "tiny", _sources(6), None, 6, "random-untied")
-    rec = Recorder(tmp_path / "x.csv", "cpu", Budget(1, 1, 0))
+    rec = TimingLog(tmp_path / "x.csv", "cpu", Budget(1, 1, 0))
     with pytest.raises(RuntimeError, match="not lossless"), torch.inference_mode():
         loop_rows(rec, d, tmp_path / "t.jsonl.gz", LoopBudget(passes=1, verify_sequences=1))
 

@@ -100,18 +100,7 @@ class ResultStore:
 
     def frame(self) -> pd.DataFrame:
         """The tidy table: one row per run and method, sorted by (label, run key, method order)."""
-        rows = [r for key in sorted(self._runs) for r in self._runs[key]]
-        df = pd.DataFrame(rows)
-        for col in COLUMNS:
-            if col not in df:
-                df[col] = None
-        for col in NUMERIC:  # numbers, NaN where missing (JSON null)
-            df[col] = pd.to_numeric(df[col], errors="coerce")
-        extra = [c for c in df.columns if c not in COLUMNS]
-        df = df[COLUMNS + extra]
-        order = {"speed": 0, "unshared": 1, "sequential": 2, "": 3}
-        df = df.assign(_o=df["method"].map(order).fillna(9)).sort_values(["label", "run_key", "_o"], kind="stable")
-        return df.drop(columns="_o").reset_index(drop=True)
+        return results_frame(self._runs)
 
     def write_table(self) -> None:
         """Rebuild results.parquet and results.csv from every recorded run (write, then rename)."""
@@ -136,6 +125,23 @@ class ResultStore:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def results_frame(runs: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
+    """The tidy table of recorded runs (key -> rows): one row per run and method, sorted by (label,
+    run key, method order). A function of the runs alone, so a read-only reader needs no store."""
+    rows = [r for key in sorted(runs) for r in runs[key]]
+    df = pd.DataFrame(rows)
+    for col in COLUMNS:
+        if col not in df:
+            df[col] = None
+    for col in NUMERIC:  # numbers, NaN where missing (JSON null)
+        df[col] = pd.to_numeric(df[col], errors="coerce")
+    extra = [c for c in df.columns if c not in COLUMNS]
+    df = df[COLUMNS + extra]
+    order = {"speed": 0, "unshared": 1, "sequential": 2, "": 3}
+    df = df.assign(_o=df["method"].map(order).fillna(9)).sort_values(["label", "run_key", "_o"], kind="stable")
+    return df.drop(columns="_o").reset_index(drop=True)
 
 
 def _line(key: str, rows: list[dict[str, Any]]) -> str:
@@ -264,8 +270,6 @@ def read_results(directory: Path | str) -> pd.DataFrame:
     """The results table of a finished (or interrupted) sweep directory, journal included (read-only)."""
     directory = Path(directory)
     if (directory / JOURNAL).exists():
-        store = ResultStore.__new__(ResultStore)
-        store.dir, store._dirty = directory, False
-        store._runs, store.bad_lines = read_journal(directory / JOURNAL)
-        return store.frame()
+        runs, _ = read_journal(directory / JOURNAL)
+        return results_frame(runs)
     return pd.read_parquet(directory / PARQUET)

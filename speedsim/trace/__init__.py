@@ -2,7 +2,7 @@
 
 from speedsim.trace.io import iter_traces, read_traces, write_traces
 from speedsim.trace.schema import TRACE_VERSION, ExitTrace
-from speedsim.trace.stats import exit_agreement, length_stats, schedule_stats, trace_stats
+from speedsim.trace.stats import exit_agreement, length_stats, trace_schedule_stats, trace_stats
 from speedsim.trace.synthetic import SyntheticSpec, fit, generate, settle_exit
 
 __all__ = [
@@ -15,8 +15,8 @@ __all__ = [
     "iter_traces",
     "length_stats",
     "read_traces",
-    "schedule_stats",
     "settle_exit",
+    "trace_schedule_stats",
     "trace_stats",
     "write_traces",
 ]

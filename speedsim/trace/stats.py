@@ -14,8 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from speedsim.pipeline import Policy, ScheduleStats, replay
-from speedsim.pipeline import schedule_stats as pooled
+from speedsim.pipeline import Policy, ScheduleStats, replay, schedule_stats
 from speedsim.trace.schema import ExitTrace
 
 
@@ -37,9 +36,9 @@ def length_stats(traces: Sequence[ExitTrace]) -> dict[str, float]:
     return {"mean": float(n.mean()), "median": float(np.median(n)), "min": int(n.min()), "max": int(n.max())}
 
 
-def schedule_stats(traces: Sequence[ExitTrace], policy: Policy | None = None) -> ScheduleStats:
+def trace_schedule_stats(traces: Sequence[ExitTrace], policy: Policy | None = None) -> ScheduleStats:
     """Replay every trace through the pipeline controller and pool the schedules' statistics."""
-    return pooled([replay(tr, policy) for tr in traces], output_tokens=sum(len(t.exits) for t in traces))
+    return schedule_stats([replay(tr, policy) for tr in traces], output_tokens=sum(len(t.exits) for t in traces))
 
 
 def trace_stats(traces: Sequence[ExitTrace], policy: Policy | None = None, replay_schedule: bool = True) -> dict[str, Any]:
@@ -59,5 +58,5 @@ def trace_stats(traces: Sequence[ExitTrace], policy: Policy | None = None, repla
         "lengths": length_stats(traces),
     }
     if replay_schedule:
-        out.update(schedule_stats(traces, policy).to_dict())
+        out.update(trace_schedule_stats(traces, policy).to_dict())
     return out

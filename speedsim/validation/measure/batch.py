@@ -29,7 +29,7 @@ from speedsim.model import SharedDecoder
 from speedsim.sharing import Sharing
 from speedsim.validation.measure.models import variant
 from speedsim.validation.measure.static import decoder_layers, layer_step
-from speedsim.validation.measure.timing import Recorder, time_interleaved
+from speedsim.validation.measure.timing import TimingLog, time_interleaved
 
 SEED = 0
 
@@ -70,7 +70,7 @@ def batched_step(model: SharedDecoder, lengths: list[int], src_len: int) -> Call
     return step
 
 
-def batch_rows(rec: Recorder, model: SharedDecoder, name: str, src_len: int, sharings: tuple[Sharing, ...],
+def batch_rows(rec: TimingLog, model: SharedDecoder, name: str, src_len: int, sharings: tuple[Sharing, ...],
                sizes: tuple[int, ...], ctxs: tuple[int, ...]) -> None:
     """Unshared steps of each distinct depth and pipelined steps of each shared UxR, for every B and ctx."""
     scenarios: list[tuple[str, Sharing]] = []

@@ -32,7 +32,7 @@ from speedsim.decode import greedy
 from speedsim.trace import ExitTrace, write_traces
 from speedsim.validation.measure.models import Decodable
 from speedsim.validation.measure.static import BUCKET, DecodeRun, StaticDecoder
-from speedsim.validation.measure.timing import Recorder, sync
+from speedsim.validation.measure.timing import TimingLog, sync
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ def _traces(d: Decodable, runs: list[DecodeRun]) -> list[ExitTrace]:
             for i, (src, run) in enumerate(zip(d.sources, runs, strict=True))]
 
 
-def loop_rows(rec: Recorder, d: Decodable, trace_path: Path, budget: LoopBudget) -> None:
+def loop_rows(rec: TimingLog, d: Decodable, trace_path: Path, budget: LoopBudget) -> None:
     """Time greedy and SPEED whole decodes of `d` (graph and eager modes on CUDA, eager on a CPU).
 
     The exit traces of the first mode's SPEED decodes are written to `trace_path`. A graph mode
@@ -173,7 +173,7 @@ def _timed(dec: StaticDecoder, d: Decodable, methods: list[str], passes: int,
     return times, runs
 
 
-def _add_row(rec: Recorder, d: Decodable, mode: str, method: str, times: list[float], runs: list[DecodeRun],
+def _add_row(rec: TimingLog, d: Decodable, mode: str, method: str, times: list[float], runs: list[DecodeRun],
              trace_path: Path, notes: dict[str, object]) -> None:
     c = d.model.config
     tokens = sum(len(r.tokens) for r in runs)

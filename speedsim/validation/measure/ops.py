@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from speedsim.model import SharedDecoder
 from speedsim.validation.measure.static import decoder_layers
-from speedsim.validation.measure.timing import Recorder, time_interleaved
+from speedsim.validation.measure.timing import TimingLog, time_interleaved
 
 ROWS = (1, 2, 3, 4, 8, 16, 32, 96)  # GEMV per row below 4 on MKL, a packed GEMM from 4 rows
 SELF_ITEMS, SELF_KEYS = (1, 4, 16, 32, 96), (16, 48, 128, 192)
@@ -57,7 +57,7 @@ def _cycling(fn: Callable[..., object], operands: list[tuple[torch.Tensor, ...]]
     return call
 
 
-def op_rows(rec: Recorder, model: SharedDecoder, name: str, src_len: int, quick: bool = False) -> None:
+def op_rows(rec: TimingLog, model: SharedDecoder, name: str, src_len: int, quick: bool = False) -> None:
     """Every op kind at the shapes of `model` (random tensors: timing does not depend on values).
 
     The samples of all ops are interleaved (`time_interleaved`): a burst of other work on a shared

@@ -32,7 +32,7 @@ from speedsim.validation.measure.models import (
     variant,
 )
 from speedsim.validation.measure.ops import op_rows
-from speedsim.validation.measure.timing import Budget, Recorder
+from speedsim.validation.measure.timing import Budget, TimingLog
 from speedsim.validation.schema import MEASURED_CSV
 from speedsim.workload.models import resolve_models
 from speedsim.yamlio import yaml_output
@@ -227,7 +227,7 @@ def measure(device: str, out: Path, checkpoint: Path | None = None, config: Path
         spec_path = check_output(out.with_name(f"{out.stem}.{base.name}.yaml"), "--out", SPEC_FILE)
         write_text(spec_path, yaml.safe_dump(spec_of(base.model, base.name, src_len).model_dump(), sort_keys=False))
         files["model_spec"] = str(spec_path)
-        rec = Recorder(out, device, plan.budget)
+        rec = TimingLog(out, device, plan.budget)
         if "steps" in plan.parts:
             _steps(rec, base, src_len, device, dtype, plan, trained=checkpoint is not None or config is not None)
         if "loop" in plan.parts:
@@ -244,13 +244,13 @@ def measure(device: str, out: Path, checkpoint: Path | None = None, config: Path
                 _free(device)
         if "batch" in plan.parts:
             assert plan.batch_sizes is not None and plan.batch_ctxs is not None
-            brec = Recorder(beside["batch"], device, plan.batch_budget(device))
+            brec = TimingLog(beside["batch"], device, plan.batch_budget(device))
             batch_rows(brec, base.model, base.name, src_len, plan.sharings, plan.batch_sizes, plan.batch_ctxs)
             brec.flush()
             files["batch"] = str(brec.out)
             rows += len(brec.rows)
         if "ops" in plan.parts:
-            orec = Recorder(beside["ops"], device, plan.op_budget)
+            orec = TimingLog(beside["ops"], device, plan.op_budget)
             op_rows(orec, base.model, base.name, src_len, plan.quick)
             orec.flush()
             files["ops"] = str(orec.out)
@@ -265,7 +265,7 @@ def measure(device: str, out: Path, checkpoint: Path | None = None, config: Path
     return {**files, "env": str(env_path), **env}
 
 
-def _steps(rec: Recorder, base: Decodable, src_len: int, device: str, dtype: torch.dtype, plan: MeasurePlan,
+def _steps(rec: TimingLog, base: Decodable, src_len: int, device: str, dtype: torch.dtype, plan: MeasurePlan,
            trained: bool) -> None:
     """The step sections; whole decodes of the functional decoder for a checkpoint or config model."""
     ctxs = (16,) if plan.quick else (32, 128)

@@ -21,7 +21,7 @@ from speedsim.sharing import Sharing
 from speedsim.trace import write_traces
 from speedsim.validation.measure.loop import trace_record
 from speedsim.validation.measure.models import variant
-from speedsim.validation.measure.timing import Budget, Recorder, time_fn
+from speedsim.validation.measure.timing import Budget, TimingLog, time_fn
 
 IMPL = "impl=speedsim"  # marks rows that time speedsim's own decoder (see the module docstring)
 
@@ -50,7 +50,7 @@ def _cross(model: SharedDecoder, src_len: int) -> list[tuple[torch.Tensor, torch
 
 # ------------------------------------------------------------------------------ sections
 
-def ceilings(rec: Recorder, device: str, dtype: torch.dtype) -> None:
+def ceilings(rec: TimingLog, device: str, dtype: torch.dtype) -> None:
     """A large copy, a square GEMM, the per-launch cost of a tiny op, and GEMVs of two sizes."""
     _copy_row(rec, device, 1024 if device == "cuda" else 256)
     n = 8192 if device == "cuda" else 1024
@@ -76,7 +76,7 @@ def ceilings(rec: Recorder, device: str, dtype: torch.dtype) -> None:
             rec.add(section="gemv", mode="eager", pattern=tag, n=n_rows, us_median=med, us_min=lo, us_max=hi)
 
 
-def _copy_row(rec: Recorder, device: str, mib: int) -> None:
+def _copy_row(rec: TimingLog, device: str, mib: int) -> None:
     """A device-to-device copy of `mib` MiB (the buffers are freed on return)."""
     src = torch.randn(mib * 2**20 // 4, device=device)
     dst = torch.empty_like(src)
@@ -85,7 +85,7 @@ def _copy_row(rec: Recorder, device: str, mib: int) -> None:
             extra=f"GBps_rw={2 * mib * 2**20 / med / 1e3:.1f}")
 
 
-def layer_rows(rec: Recorder, model: SharedDecoder, name: str, src_len: int, ctxs: tuple[int, ...]) -> None:
+def layer_rows(rec: TimingLog, model: SharedDecoder, name: str, src_len: int, ctxs: tuple[int, ...]) -> None:
     """One layer (a U=1, R=1 model of the same width) with n tokens at the same repeat."""
     one = variant(model, Sharing(1, 1))
     cross = _cross(one, src_len)
@@ -99,7 +99,7 @@ def layer_rows(rec: Recorder, model: SharedDecoder, name: str, src_len: int, ctx
                      section="layer", model=name, pattern="multitoken", n=n, ctx=ctx, extra=IMPL)
 
 
-def group_rows(rec: Recorder, model: SharedDecoder, name: str, src_len: int, ctxs: tuple[int, ...]) -> None:
+def group_rows(rec: TimingLog, model: SharedDecoder, name: str, src_len: int, ctxs: tuple[int, ...]) -> None:
     """Unshared-deep, shared-sequential and SPEED-pipelined steps of the model's UxR group."""
     U, R = model.config.unique_layers, model.config.repeats
     deep = variant(model, Sharing(U * R, 1))
@@ -133,7 +133,7 @@ def group_rows(rec: Recorder, model: SharedDecoder, name: str, src_len: int, ctx
                  extra=IMPL)
 
 
-def decode_rows(rec: Recorder, model: SharedDecoder, name: str, sources: list, eos_id: int | None, max_new: int,
+def decode_rows(rec: TimingLog, model: SharedDecoder, name: str, sources: list, eos_id: int | None, max_new: int,
                 sequences: int, trace_path: Path, repeats_of_timing: int) -> None:
     """Whole greedy and SPEED decodes of `sequences` sources with the functional decoder, per emitted
     token (n = emitted tokens per sequence); traces written beside."""

@@ -1,4 +1,4 @@
-"""Timing helpers of `speedsim measure`: back-to-back samples, CUDA-graph capture, a row recorder.
+"""Timing helpers of `speedsim measure`: back-to-back samples, CUDA-graph capture, a timing log (rows to CSV).
 
 Every time is a median (and min, max) over `samples` samples of `inner` back-to-back calls after
 `warmup` calls; on CUDA measured with CUDA events, on a CPU with `time.perf_counter`.
@@ -106,7 +106,7 @@ def graphed(fn: Callable[[], object], device: str) -> Callable[[], None] | None:
         return None
 
 
-class Recorder:
+class TimingLog:
     """Collects rows and rewrites its CSV atomically after every section (nothing lost on interrupt)."""
 
     def __init__(self, out: Path, device: str, budget: Budget):
