@@ -6,38 +6,28 @@ input (a `UserError`), never with a traceback.
 
 from __future__ import annotations
 
-import json
-import math
-import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
+from speedsim.console import (
+    calibration_text,
+    corpus_text,
+    dropped_journal_lines_text,
+    emit_json,
+    failed_runs_text,
+    kernel_validation_text,
+    measure_text,
+    profiles_text,
+    report_text,
+    sweep_text,
+    trace_text,
+    training_text,
+)
 from speedsim.errors import UserError
-
-NOTE_END = "(fitted by speedsim calibrate)"  # ends the source note `calibrate` writes into a profile
-
-
-def _finite(obj: Any) -> Any:
-    """`obj` with every NaN or infinite number replaced by None (JSON has no NaN), and numpy values
-    as the Python numbers they hold (an int64 stays an integer, a float32 infinity becomes None)."""
-    if hasattr(obj, "dtype") and callable(getattr(obj, "tolist", None)):  # numpy scalar or array, pandas series
-        obj = obj.tolist()
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    return obj
-
-
-def emit_json(obj: Any) -> None:
-    """Print one strictly valid JSON object on stdout and nothing else (NaN and inf as null)."""
-    click.echo(json.dumps(_finite(obj), indent=1, sort_keys=False, default=str, allow_nan=False))
+from speedsim.signals import Terminated, install_sigterm_handler
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -47,7 +37,8 @@ def cli() -> None:
 
 
 # ---------------------------------------------------------------- commands
-# Each command is a thin wrapper: parse options, call one library function, print.
+# Each command is a thin wrapper: parse options, call one library function, print (the words in
+# speedsim.console).
 # (hardware / validation commands, then model / trace commands, then simulate / sweep.)
 
 # hardware and validation ---------------------------------------------------------------------
@@ -65,10 +56,7 @@ def profiles(as_json: bool, directory: Path | None) -> None:
     if as_json:
         emit_json({"profiles": rows})
         return
-    from speedsim.report.tables import format_table
-
-    click.echo(format_table(rows, ["name", "kind", "units", "matrix_bf16_TFLOPS", "dram_GBps", "onchip_MiB",
-                                   "memory_GiB", "kernel_latency_us", "eager_launch_us"]))
+    click.echo(profiles_text(rows))
 
 
 def _models_option(fn):
@@ -117,7 +105,6 @@ def validate(measured: tuple[Path, ...], kernels: Path | None, strict: bool, pro
 
 
 def _validate_kernels(profile, path: Path, models, strict: bool, as_json: bool, worst: int) -> None:
-    from speedsim.report.tables import format_table
     from speedsim.validation.kernels import read_kernels, validate_kernels
 
     report = validate_kernels(profile, read_kernels(path), models, source=str(path), strict=strict)
@@ -125,18 +112,7 @@ def _validate_kernels(profile, path: Path, models, strict: bool, as_json: bool, 
     if as_json:
         emit_json(result)
         return
-    click.echo(f"profile {profile.name}, kernels {path}: {len(report.scenarios)} scenarios, "
-               f"{result['unclassified']} unclassified kernel(s)")
-    click.echo(format_table([{"class": k, "MAPE": f"{v:.1%}"} for k, v in result["mape"].items()], ["class", "MAPE"]))
-    click.echo("")
-    click.echo(format_table([{**c, "ape": f"{c['ape']:.1%}"} for c in report.cells],
-                            ["scenario", "class", "measured_us", "simulated_us", "measured_calls", "simulated_calls",
-                             "ape"]))
-    click.echo("")
-    click.echo(format_table([{**s, "ape": f"{s['ape']:.1%}"} for s in report.scenarios],
-                            ["scenario", "measured_us", "simulated_us", "ape"]))
-    for u in report.unclassified:
-        click.echo(f"unclassified line {u['line']}: {u['kernel'][:80]}")
+    click.echo(kernel_validation_text(profile.name, path, report, result))
 
 
 @cli.command()
@@ -164,7 +140,7 @@ def calibrate(measured: tuple[Path, ...], profile_name: str, out: Path, name: st
     from speedsim.hardware.profile import PROFILE_FILE
     from speedsim.paths import H200_MEASURED
     from speedsim.validation.calibrate import calibrate as fit
-    from speedsim.validation.calibrate import parse_sections
+    from speedsim.validation.calibrate import parse_sections, with_fit_note
     from speedsim.validation.measured import read_measured_files
     from speedsim.workload import resolve_models
 
@@ -185,27 +161,14 @@ def calibrate(measured: tuple[Path, ...], profile_name: str, out: Path, name: st
     kernel_rows = read_kernels(kernels) if kernels is not None and str(kernels) != "none" else None
     result = fit(profile, rows, resolve_models(model_specs), source=", ".join(map(str, paths)), sections=chosen,
                  kernels=kernel_rows, kernels_source=str(kernels))
-    from speedsim.paths import relative
-
-    fitted = result.profile
-    files = [relative(p) for p in paths] + ([relative(kernels)] if kernel_rows and kernels is not None else [])
-    fitted_on = ", ".join(files[:-1]) + " and " + files[-1] if len(files) > 1 else files[0]
-    note = f"measured: {fitted_on} {NOTE_END}"
-    # the note of an earlier fit goes, whatever files it was fitted on
-    sources = [s for s in fitted.sources if not (s.startswith("measured: ") and s.endswith(NOTE_END))] + [note]
-    fitted = fitted.model_copy(update={"sources": sources, "name": fitted.name if name is None else name})
+    fitted = with_fit_note(result.profile, [*paths, *([kernels] if kernel_rows and kernels is not None else [])], name)
     save_profile(fitted, out)
     summary = {"profile": fitted.name, "out": str(out), "mape_before": result.before,
                "mape_after": result.after, "parameters": result.values}
     if as_json:
         emit_json(summary)
         return
-    click.echo(f"wrote {out}")
-    scope = f" of sections {sections}" if sections else ""
-    for key, before in result.before.items():  # computed by validate (validate --kernels for kernels)
-        click.echo(f"  {key:7s} MAPE {before:.1%} -> {result.after[key]:.1%} (as validate computes it, rows{scope})")
-    for key, value in result.values.items():
-        click.echo(f"  {key} = {value:.4g}")
+    click.echo(calibration_text(out, result, sections))
 
 
 # -- data / model / trace commands (speedsim.data, speedsim.train)
@@ -235,20 +198,10 @@ def data_build_cmd(sources: tuple[str, ...], vocab_size: int | None, export_dir:
     corpus_tokenizer(corpus, vocab_size or DEFAULT_VOCAB_SIZE)
     if export_dir:
         export_corpus(corpus, export_dir)
-    m = corpus.manifest
     if as_json:
-        emit_json({"directory": str(corpus.directory), "export": export_dir, **m})
+        emit_json({"directory": str(corpus.directory), "export": export_dir, **corpus.manifest})
         return
-    t = m["totals"]
-    click.echo(f"corpus {corpus.directory}: {t['modules']} modules, {t['bytes'] / 1e6:.1f} MB of code, "
-               f"{t['summarize']} function-docstring pairs, {t['continue']} continuation examples")
-    for split, c in m["splits"].items():
-        click.echo(f"  {split:10s} {c['modules']:6d} modules {c['bytes'] / 1e6:7.1f} MB {c['summarize']:7d} pairs "
-                   f"{c['continue']:6d} continuations")
-    click.echo(f"  from {len(m['packages'])} packages: " + ", ".join(
-        f"{k} {v['version']}" for k, v in sorted(m["packages"].items(), key=lambda kv: -kv[1]["bytes"])[:8]) + ", ...")
-    if export_dir:
-        click.echo(f"exported to {export_dir}")
+    click.echo(corpus_text(corpus.directory, corpus.manifest, export_dir))
 
 
 @cli.command("train")
@@ -266,17 +219,7 @@ def train_cmd(config_path: str, out_dir: str, device: str, as_json: bool) -> Non
     if as_json:
         emit_json(metrics)
         return
-    if not metrics["finished"]:
-        click.echo(f"{metrics['name']}: stopped in {metrics['stage']} at step {metrics['step']}; re-run to resume")
-        return
-    stages = ", ".join(f"{k} {v} steps" for k, v in metrics["stages"].items())
-    click.echo(f"{metrics['name']}: {stages}, {metrics['train_seconds']:.0f} s of training")
-    per_exit = " ".join(f"{x:.3f}" for x in metrics["val_loss_per_exit"])
-    click.echo(f"validation loss (nats/token) per exit: {per_exit}")
-    if metrics["val_rougeL"] is not None:
-        click.echo(f"validation ROUGE-L F1 ({metrics['rouge_examples']} greedy decodes): {metrics['val_rougeL']:.4f}, "
-                   f"{metrics['distinct_per_100']:.0f} distinct per 100, {metrics['mean_output_tokens']:.1f} tokens on average")
-    click.echo(f"checkpoint: {out_dir}")
+    click.echo(training_text(metrics, out_dir))
 
 
 @cli.command("trace")
@@ -300,16 +243,7 @@ def trace_cmd(checkpoint: str, split: str, out_file: str, limit: int | None, max
     if as_json:
         emit_json(stats)
         return
-    lengths = stats["lengths"]
-    click.echo(f"wrote {len(traces)} traces ({stats['tokens']} tokens) to {out_file}")
-    click.echo("agreement with the final exit, per exit: " + " ".join(f"{a:.3f}" for a in stats["agreement"]))
-    click.echo("settle exit distribution: " + " ".join(f"{a:.3f}" for a in stats["settle_exit_distribution"]))
-    click.echo(f"first-exit misprediction: {stats['first_exit_miss']:.4f}")
-    if "wasted_passes_per_token" in stats:
-        click.echo(f"wasted token passes per emitted token: {stats['wasted_passes_per_token']:.4f}")
-    click.echo(f"output length (tokens): mean {lengths['mean']:.1f}, median {lengths['median']:.0f}, min {lengths['min']}, max {lengths['max']}")
-    click.echo(f"{split}: loss {stats['loss']:.4f} nats/token, ROUGE-L F1 {stats['rougeL']:.4f}, "
-               f"{stats['distinct_per_100']:.0f} distinct outputs per 100")
+    click.echo(trace_text(stats, len(traces), out_file, split))
 
 
 # simulation ------------------------------------------------------------------------------------
@@ -451,8 +385,7 @@ def measure_cmd(device: str, out: Path, checkpoint: Path | None, config: Path | 
     if as_json:
         emit_json(summary)
         return
-    click.echo(f"wrote {summary['out']} ({summary['rows']} rows, {summary['elapsed_s']} s); model spec "
-               f"{summary['model_spec']}")
+    click.echo(measure_text(summary))
 
 
 # sweeps and reports ----------------------------------------------------------------------------
@@ -475,13 +408,10 @@ def sweep_cmd(spec_file: Path, out: Path, workers: int, scheduler: str | None, a
         emit_json(summary.as_dict())
     else:
         if summary.bad_journal_lines:
-            click.echo(f"dropped invalid journal line(s) {', '.join(map(str, summary.bad_journal_lines))} of "
-                       f"{out / 'runs.jsonl'}; those runs ran again", err=True)
-        click.echo(f"{summary.name}: {summary.total} runs, {summary.skipped} already done, {summary.ran} ran, "
-                   f"{summary.failed} failed, in {summary.seconds:.1f} s; table: {out / 'results.parquet'}")
+            click.echo(dropped_journal_lines_text(summary.bad_journal_lines, out), err=True)
+        click.echo(sweep_text(summary, out))
     if summary.failed and not allow_failures:
-        click.echo(f"speedsim: {summary.failed} run(s) failed on bad input (status/error columns of "
-                   f"{out / 'results.csv'}); exit 1 (--allow-failures to exit 0)", err=True)
+        click.echo(failed_runs_text(summary.failed, out), err=True)
         sys.exit(1)
 
 
@@ -505,26 +435,7 @@ def report_cmd(out: Path | None, full: bool, workers: int, scheduler: str | None
     if as_json:
         emit_json(summary)
         return
-    click.echo(f"wrote {summary['readme']} and {len(summary['figures'])} figures ({summary['study_runs']} runs, "
-               f"{summary['failed_runs']} failed rows); SPEED-paper comparison: {summary['paper']}")
-    for mode, mape in summary["mape"].items():
-        click.echo(f"  h200 {mode} MAPE: " + ", ".join(f"{k} {v:.1%}" for k, v in mape.items()))
-
-
-class Terminated(BaseException):
-    """SIGTERM arrived (`timeout`, `kill`, a batch scheduler): unwinds like Ctrl-C, so that `atomic_write`
-    removes its temporary file and a partial output never replaces a finished one."""
-
-
-def _on_sigterm(signum: int, frame: object) -> None:
-    if os.getpid() != _MAIN_PID:  # a worker forked with this handler: dies as it would have
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-        return
-    raise Terminated
-
-
-_MAIN_PID = 0  # the process that ran `main` (set there): forked workers differ
+    click.echo(report_text(summary))
 
 
 def run(args: list[str] | None = None) -> int:
@@ -556,9 +467,7 @@ def run(args: list[str] | None = None) -> int:
 def main() -> None:
     """Console entry point: runs the CLI, turning user errors into exit status 2 (and SIGTERM into an
     unwinding `Terminated`, exit status 143)."""
-    global _MAIN_PID
-    _MAIN_PID = os.getpid()
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    install_sigterm_handler()
     sys.exit(run())
 
 

@@ -1802,7 +1802,7 @@ def test_emit_json_is_strict(capsys: pytest.CaptureFixture[str]) -> None:
     numpy integers stay integers, and anything else JSON lacks is a string, never a traceback."""
     import numpy as np
 
-    from speedsim.cli import emit_json
+    from speedsim.console import emit_json
 
     emit_json({"nan": math.nan, "inf": [math.inf, -math.inf], "np_nan": np.float64("nan"), "f32": np.float32("inf"),
                "i64": np.int64(3), "flag": np.bool_(True), "array": np.array([1.0, np.nan]), "path": Path("/x"),

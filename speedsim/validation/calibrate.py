@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy.optimize import least_squares, minimize_scalar
@@ -24,6 +25,7 @@ from scipy.optimize import least_squares, minimize_scalar
 from speedsim.engine.sim import time_call
 from speedsim.errors import UserError
 from speedsim.hardware.profile import HardwareProfile
+from speedsim.paths import relative
 from speedsim.validation.kernels import KernelRow, KernelTargets, kernel_targets, validate_kernels
 from speedsim.validation.measured import KNOWN_SECTIONS, MeasuredRow, rows_for_mode
 from speedsim.validation.validate import build_programs, validate
@@ -263,3 +265,16 @@ def calibrate(profile: HardwareProfile, rows: list[MeasuredRow], models: dict[st
     before, after = errors(profile), errors(fitted)
     values = {".".join(map(str, p.path)): _get(fitted.model_dump(), p.path) for p in all_params}
     return CalibrationResult(fitted, before, after, values)
+
+
+NOTE_END = "(fitted by speedsim calibrate)"  # ends the source note `calibrate` writes into a profile
+
+
+def with_fit_note(profile: HardwareProfile, fitted_on: list[Path], name: str | None = None) -> HardwareProfile:
+    """`profile` with the source note of a fit on the files `fitted_on` (the note of an earlier fit goes,
+    whatever files it was fitted on), renamed to `name` if given."""
+    files = [relative(p) for p in fitted_on]
+    listed = ", ".join(files[:-1]) + " and " + files[-1] if len(files) > 1 else files[0]
+    note = f"measured: {listed} {NOTE_END}"
+    sources = [s for s in profile.sources if not (s.startswith("measured: ") and s.endswith(NOTE_END))] + [note]
+    return profile.model_copy(update={"sources": sources, "name": profile.name if name is None else name})
