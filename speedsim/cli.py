@@ -137,7 +137,7 @@ def calibrate(measured: tuple[Path, ...], profile_name: str, out: Path, name: st
     from speedsim.errors import user_error
     from speedsim.fileio import check_output
     from speedsim.hardware import load_profile, save_profile
-    from speedsim.hardware.profile import PROFILE_FILE
+    from speedsim.hardware.files import PROFILE_FILE
     from speedsim.paths import H200_MEASURED
     from speedsim.validation.calibrate import calibrate as fit
     from speedsim.validation.calibrate import parse_sections, with_fit_note

@@ -208,7 +208,7 @@ PROFILE_CASES = [
     case("huge-attention-latency", _set("kernel.attention_latency_us", 1e308), "kernel.attention_latency_us"),
     case("huge-launch-overhead", _set("host.launch_overhead_us.eager", 1e300), "host.launch_overhead_us.eager"),
     case("huge-norm-ops", lambda d: d.update(software={"host_ops": {"norm": 10**30}}), "software.host_ops.norm"),
-    # numbers out of their plausible range (speedsim.hardware.profile's MIN_/MAX_ constants): 1e308 ns
+    # numbers out of their plausible range (speedsim.hardware.parts' MIN_/MAX_ constants): 1e308 ns
     # of latency, 1e-300 GB/s or a clock of 1e-300 MHz printed inf, NaN or 400-digit times with exit 0
     *[case(f"{'huge' if value > 1 else 'tiny'}-{field.rsplit('.', 1)[-1]}", _set(field, value), field)
       for field, value in [
@@ -318,7 +318,7 @@ def test_profile_whose_cost_model_is_not_finite(cli, tmp_path: Path, tiny_profil
     """The guard behind the fields' ranges: a profile whose cost model has a rate that is not finite
     (here by a DRAM rate made infinite, as a field without a range could) is refused when loaded,
     by every command, one line naming the file (a sweep: its spec) and the rate."""
-    from speedsim.hardware.profile import MemoryLevel
+    from speedsim.hardware.parts import MemoryLevel
 
     monkeypatch.setattr(MemoryLevel, "achievable_Bps", property(lambda self: math.inf))
     res = _run_on_profile(cli, tmp_path, command, Path(tiny_profile_file))
@@ -1239,7 +1239,7 @@ def test_output_kinds_recognise_their_own_files_only(tmp_path: Path) -> None:
     import gzip
 
     from speedsim.engine.recorder import TIMELINE_FILE
-    from speedsim.hardware.profile import PROFILE_FILE
+    from speedsim.hardware.files import PROFILE_FILE
     from speedsim.paths import H200_MEASURED, PROFILE_DIR, TRACE_DIR
     from speedsim.trace import ExitTrace
     from speedsim.trace.io import TRACE_FILE, write_traces

@@ -210,7 +210,7 @@ def test_every_number_of_a_profile_has_a_closed_range():
 def test_every_value_calibrate_may_fit_is_a_valid_profile():
     """Each end of every parameter `speedsim calibrate` fits or anchors lies inside the field's range,
     on each calibrated profile: a fit never writes a profile the loader refuses."""
-    from speedsim.hardware.profile import set_parameter
+    from speedsim.hardware.whatif import set_parameter
     from speedsim.validation.calibrate import (
         ANCHORS,
         DEVICE_PARAMETERS,
@@ -234,11 +234,11 @@ def test_profile_directory_from_the_environment(tmp_path, monkeypatch, cli) -> N
     (it made the working directory the profile directory)."""
     import os
 
-    import speedsim.hardware.profile as profile_module
+    import speedsim.hardware.files as files_module
 
     missing = str(tmp_path / "no-such-dir")
     monkeypatch.setenv("SPEEDSIM_PROFILES", missing)
-    monkeypatch.setattr(profile_module, "PROFILE_DIR", tmp_path / "no-such-dir")  # as paths.py sets it from the variable
+    monkeypatch.setattr(files_module, "PROFILE_DIR", tmp_path / "no-such-dir")  # as paths.py sets it from the variable
     for args in (("profiles",), ("simulate", "--profile", "h200", "--model", "t5base", "--sharing", "4x3",
                                  "--synthetic", "perfect")):
         res = cli(*args)
@@ -254,11 +254,11 @@ def test_profile_directory_from_the_environment(tmp_path, monkeypatch, cli) -> N
 def test_profile_by_name_must_carry_that_name(tmp_path, monkeypatch, h200) -> None:
     """`--profile NAME` reads NAME.yaml of the profile directory; a file whose `name:` differs (a calibrated
     copy renamed by hand) is refused as `speedsim profiles` refuses it, not simulated under the other name."""
-    import speedsim.hardware.profile as profile_module
+    import speedsim.hardware.files as files_module
     from speedsim.hardware import save_profile
 
     save_profile(h200, tmp_path / "mine.yaml")  # name: h200
-    monkeypatch.setattr(profile_module, "PROFILE_DIR", tmp_path)
+    monkeypatch.setattr(files_module, "PROFILE_DIR", tmp_path)
     with pytest.raises(UserError, match="'h200' does not match the file name 'mine'"):
         load_profile("mine")
     save_profile(h200.model_copy(update={"name": "mine"}), tmp_path / "mine.yaml")

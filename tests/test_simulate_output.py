@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 
-from speedsim.hardware import load_profile
-from speedsim.hardware.profile import BYTES_PER_ELEMENT
+from speedsim.hardware import BYTES_PER_ELEMENT, load_profile
 from speedsim.sharing import Sharing
 from speedsim.simulate import simulate, synthetic_traces
 from speedsim.workload import BUILTIN_MODELS

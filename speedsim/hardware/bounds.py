@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from speedsim.hardware.profile import HardwareProfile, set_parameter
+from speedsim.hardware.profile import HardwareProfile
+from speedsim.hardware.whatif import set_parameter
 
 
 def slower_when_larger(path: str) -> bool:

@@ -25,7 +25,7 @@ DEFAULT_SOFTWARE_SOURCES = (
 )
 
 
-# Plausible ranges of the software section's numbers (the chip's are in speedsim.hardware.profile).
+# Plausible ranges of the software section's numbers (the chip's are in speedsim.hardware.parts).
 # Most framework ops one piece of a decoder takes: the profiles' are 1-12; a count of 10**30 gave
 # 4e40 us per token.
 MAX_HOST_OPS = 1000

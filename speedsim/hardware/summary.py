@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from speedsim.errors import UserError
-from speedsim.hardware.profile import list_profile_files, load_profile_file, profile_dir_label
+from speedsim.hardware.files import list_profile_files, load_profile_file, profile_dir_label
 
 
 def profile_table(directory: Path | None = None) -> list[dict]:

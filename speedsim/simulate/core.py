@@ -19,8 +19,8 @@ from speedsim.engine.recorder import merged_chrome_trace
 from speedsim.engine.sim import Mode
 from speedsim.errors import UserError
 from speedsim.fileio import write_text
+from speedsim.hardware import BYTES_PER_ELEMENT, HardwareProfile
 from speedsim.hardware.bounds import at_end
-from speedsim.hardware.profile import BYTES_PER_ELEMENT, HardwareProfile
 from speedsim.pipeline import Policy
 from speedsim.sharing import Sharing
 from speedsim.simulate.phases import BASELINES, Phase, build_phases, check_fits

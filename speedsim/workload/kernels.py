@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from speedsim.hardware.profile import BYTES_PER_ELEMENT, HardwareProfile
+from speedsim.hardware import BYTES_PER_ELEMENT, HardwareProfile
 from speedsim.hardware.software import HostOps
 from speedsim.workload.models import ModelSpec
 

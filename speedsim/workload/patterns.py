@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from speedsim.errors import UserError
-from speedsim.hardware.profile import BYTES_PER_ELEMENT
+from speedsim.hardware import BYTES_PER_ELEMENT
 from speedsim.sharing import Sharing
 from speedsim.workload.kernels import (
     ACT,

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from speedsim.hardware.profile import BYTES_PER_ELEMENT
+from speedsim.hardware import BYTES_PER_ELEMENT
 from speedsim.sharing import Sharing
 from speedsim.workload.kernels import (
     Kernel,
