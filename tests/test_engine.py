@@ -242,7 +242,7 @@ def test_round_trip_delays_each_next_program(tiny_profile):
 
 def test_norm_is_serial_per_row_element(tiny_profile):
     """A single-row norm takes latency + d x cycles per element / clock, whatever its bytes (one unit walks the row)."""
-    from speedsim.workload.kernels import rmsnorm
+    from speedsim.workload.primitives import rmsnorm
 
     prof = tiny_profile.model_copy(update={"compute": tiny_profile.compute.model_copy(
         update={"row_reduce_cycles_per_element": 2.0})})
@@ -327,7 +327,7 @@ def test_attention_has_its_own_fixed_time_defaulting_to_the_matrix_paths():
     from speedsim.engine.cost import CostModel
     from speedsim.hardware import load_profile
     from speedsim.workload import BUILTIN_MODELS, KernelRules
-    from speedsim.workload.kernels import attention, linear
+    from speedsim.workload.primitives import attention, linear
 
     base = load_profile("h200")
     assert base.kernel.attention_latency_us is None

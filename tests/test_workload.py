@@ -8,8 +8,9 @@ from speedsim.hardware import HardwareProfile
 from speedsim.paths import H200_MEASURED
 from speedsim.validation import read_measured
 from speedsim.workload import BUILTIN_MODELS, KernelRules
-from speedsim.workload.kernels import attention, bookkeeping, decoder_layer, elementwise, lm_head
+from speedsim.workload.layers import decoder_layer, lm_head
 from speedsim.workload.patterns import copy, gemm, group_pipelined, group_sequential, program_for_row
+from speedsim.workload.primitives import attention, bookkeeping, elementwise
 
 
 @pytest.mark.parametrize("model, n, kernels", [("t5base", 1, 19), ("dec1b", 1, 15)])

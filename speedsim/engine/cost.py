@@ -37,7 +37,7 @@ from dataclasses import dataclass, fields
 
 from speedsim.errors import UserError
 from speedsim.hardware.profile import LOAD_CHECKS, HardwareProfile
-from speedsim.workload.kernels import ATTENTION, ATTN, Kernel
+from speedsim.workload.kernels import ATTN, MULTI_QUERY, Kernel
 
 
 @dataclass(frozen=True)
@@ -143,8 +143,8 @@ class CostModel:
         wave_tiles = 0
         if k.key_tiles:  # one block per unit walks its key tiles one after the other
             # the multi-query kernel keeps fewer loads in flight per unit than the single-query one
-            tiles = 1 if k.kind == ATTENTION else 2
-            d_rate, c_rate = ((self.attn_dram_Bpus, self.attn_onchip_Bpus) if k.kind == ATTENTION
+            tiles = 1 if k.kind == MULTI_QUERY else 2
+            d_rate, c_rate = ((self.attn_dram_Bpus, self.attn_onchip_Bpus) if k.kind == MULTI_QUERY
                               else (self.unit_dram_Bpus, self.unit_onchip_Bpus))
             math_us = k.tile_flops / self.unit_matrix_FLOPpus[k.dtype]
             wave_tiles = waves * k.key_tiles

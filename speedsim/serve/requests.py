@@ -18,7 +18,7 @@ from speedsim.pipeline import Policy, Step, replay
 from speedsim.sharing import Sharing
 from speedsim.simulate.phases import source_len
 from speedsim.trace.schema import ExitTrace
-from speedsim.workload.kernels import KernelRules
+from speedsim.workload import KernelRules
 from speedsim.workload.models import ModelSpec
 from speedsim.workload.steps import Seq, StepContext, memory_footprint, with_source
 

@@ -16,7 +16,7 @@ from speedsim.hardware.profile import HardwareProfile
 from speedsim.pipeline import Policy, ScheduleStats, Step, replay, schedule_stats
 from speedsim.sharing import Sharing
 from speedsim.trace.schema import ExitTrace
-from speedsim.workload.kernels import KernelRules, Program
+from speedsim.workload import KernelRules, Program
 from speedsim.workload.models import ModelSpec
 from speedsim.workload.steps import (
     StepContext,

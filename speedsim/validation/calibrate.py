@@ -29,7 +29,7 @@ from speedsim.paths import relative
 from speedsim.validation.kernels import KernelRow, KernelTargets, kernel_targets, validate_kernels
 from speedsim.validation.measured import KNOWN_SECTIONS, MeasuredRow, rows_for_mode
 from speedsim.validation.validate import build_programs, validate
-from speedsim.workload.kernels import KernelRules
+from speedsim.workload import KernelRules
 from speedsim.workload.models import ModelSpec
 
 

@@ -42,13 +42,12 @@ from speedsim.workload.kernels import (
     MASK,
     NORM,
     REDUCE,
-    KernelRules,
     Program,
-    decoder_layer,
-    lm_head,
 )
+from speedsim.workload.layers import decoder_layer, lm_head
 from speedsim.workload.models import ModelSpec
 from speedsim.workload.patterns import layer_multitoken
+from speedsim.workload.rules import KernelRules
 
 KERNEL_COLUMNS = ("scenario", "kernel", "calls_per_iter", "device_us_per_iter")
 MAX_CALLS_PER_ITER = 1e6  # kernel calls in one profiled iteration (a layer runs tens)

@@ -12,7 +12,7 @@ from speedsim.hardware.profile import HardwareProfile
 from speedsim.simulate import simulate
 from speedsim.trace.io import read_traces
 from speedsim.validation.measured import MeasuredRow, rows_for_mode
-from speedsim.workload.kernels import KernelRules, Program
+from speedsim.workload import KernelRules, Program
 from speedsim.workload.models import ModelSpec
 from speedsim.workload.patterns import program_for_row
 

@@ -12,24 +12,11 @@ import re
 from speedsim.errors import UserError
 from speedsim.hardware import BYTES_PER_ELEMENT
 from speedsim.sharing import Sharing
-from speedsim.workload.kernels import (
-    ACT,
-    ACTIVATIONS,
-    COPY,
-    GEMM,
-    Access,
-    Kernel,
-    KernelRules,
-    Program,
-    attention,
-    bookkeeping,
-    decoder_layer,
-    kv_write,
-    linear,
-    lm_head,
-    rmsnorm,
-)
+from speedsim.workload.kernels import ACT, ACTIVATIONS, COPY, GEMM, Access, Kernel, Program
+from speedsim.workload.layers import decoder_layer, lm_head
 from speedsim.workload.models import ModelSpec
+from speedsim.workload.primitives import attention, bookkeeping, kv_write, linear, rmsnorm
+from speedsim.workload.rules import KernelRules
 from speedsim.workload.steps import Seq, StepContext, pipelined_batch, unshared_batch, with_source
 
 CEILING_PATTERNS = re.compile(r"copy_(\d+)(MiB|GiB)|gemm_(bf16|tf32|fp32|fp16)_(\d+)|launch_add_x100")

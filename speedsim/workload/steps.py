@@ -18,20 +18,11 @@ from functools import lru_cache
 
 from speedsim.hardware import BYTES_PER_ELEMENT
 from speedsim.sharing import Sharing
-from speedsim.workload.kernels import (
-    Kernel,
-    KernelRules,
-    Program,
-    attention,
-    bookkeeping,
-    decoder_layer,
-    elementwise,
-    embed,
-    linear,
-    lm_head,
-    rmsnorm,
-)
+from speedsim.workload.kernels import Kernel, Program
+from speedsim.workload.layers import decoder_layer, lm_head
 from speedsim.workload.models import ModelSpec
+from speedsim.workload.primitives import attention, bookkeeping, elementwise, embed, linear, rmsnorm
+from speedsim.workload.rules import KernelRules
 
 
 @dataclass(frozen=True)
