@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from speedsim.report.build import ReportData, build_report, run_paper
-from speedsim.report.readme import paper_section
+from speedsim.report.build import build_report, run_paper
+from speedsim.report.content import ReportData
+from speedsim.report.paper_md import paper_section
 from speedsim.simulate import synthetic_traces
 from speedsim.trace.io import write_traces
 
@@ -91,6 +92,8 @@ def test_report_writes_figures_readme(tmp_path, monkeypatch):
     assert "MAPE graph" in readme and "MAPE eager" in readme and "**Reading.**" in readme
     assert "At one output length" in readme and "**Reading.** At 8 tokens" in readme
     assert "Diamonds are synthetic traces fitted to the same models" in readme  # h200 4x3 against its curve
+    # the fixed-depth block's depths and repeats, as the tiny study ran them
+    assert "Right panels: depths 6 to 12 reached with R = 1 (unshared), 2; solid SPEED" in readme
     assert (tmp_path / "a" / "data" / "study.csv").exists() and (tmp_path / "a" / "data" / "validation.csv").exists()
 
 

@@ -10,17 +10,17 @@ inputs: no timestamps, no wall times, tables sorted, PNGs without metadata.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from speedsim.engine import open_profile
 from speedsim.errors import UserError
 from speedsim.fileio import check_output_dir
-from speedsim.hardware import load_profile
 from speedsim.paths import EXPERIMENTS_DIR, H200_MEASURED, MEASURED_DIR, ROOT
-from speedsim.report import figures
-from speedsim.report.readme import write_readme
+from speedsim.report import check_figures, figures
+from speedsim.report.content import ReportData, profile_order
+from speedsim.report.readme import REPORT_TITLE, write_readme
 from speedsim.report.serving import serving_figure
 from speedsim.report.validation_md import write_validation
 from speedsim.serve.study import crossover, curves, load_study, speed_limit
@@ -40,26 +40,6 @@ SERVING_SPEC = EXPERIMENTS / "serving.yaml"
 PAPER_SPEC = EXPERIMENTS / "speed_paper.yaml"
 H200_RERUN = H200_MEASURED.with_name("measured_rerun.csv")
 ROOFLINE_CONFIG = ("t5base", "4x3", "mispredict=0.1,len=24,seqs=1,src=128")
-
-
-@dataclass
-class ReportData:
-    """Everything the figures and the markdown read."""
-
-    study: pd.DataFrame
-    paper: pd.DataFrame | None
-    paper_note: str
-    validation: dict[str, pd.DataFrame]
-    mape: dict[str, dict[str, float]]
-    steps: pd.DataFrame
-    peaks: dict[str, dict[str, float]]
-    specs: list[str]
-    noise: dict[str, float] = field(default_factory=dict)   # median run-vs-rerun difference of measured rows, per mode
-    cpu: pd.DataFrame | None = None                          # cpu-host validation, one row per measured row
-    cpu_mape: dict[str, float] = field(default_factory=dict)
-    serving: pd.DataFrame | None = None                      # latency-throughput curves (speedsim serve)
-    serving_limit: pd.DataFrame | None = None                # where SPEED stops beating 12x1, per profile
-    figures: dict[str, str] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------ inputs
@@ -102,7 +82,7 @@ def run_paper(spec: Path, cache: Path, workers: int, scheduler: str | None,
 
 def run_validation(profile_name: str = "h200") -> tuple[dict[str, pd.DataFrame], dict[str, dict[str, float]]]:
     """Every measured H200 row simulated in graph and eager mode: per-row table and MAPE per section."""
-    profile = load_profile(profile_name)
+    profile = open_profile(profile_name)
     rows = read_measured(H200_MEASURED)
     tables, mape = {}, {}
     for mode in ("graph", "eager"):
@@ -133,7 +113,7 @@ def run_cpu_validation() -> tuple[pd.DataFrame | None, dict[str, float]]:
     # the steps and whole decodes, then the batched steps and single ops where measured
     rows = [r for name in ("measured", "batch", "ops") if (folder / f"{name}.csv").exists()
             for r in read_measured(folder / f"{name}.csv")]
-    report = validate(load_profile("cpu-host"), rows, resolve_models(specs), "eager", source=str(csv))
+    report = validate(open_profile("cpu-host"), rows, resolve_models(specs), "eager", source=str(csv))
     table = pd.DataFrame([{**r.as_dict(), "measured_us": r.row.us_median, "simulated_us": r.simulated_us,
                            "ape": r.ape} for r in report.results])
     return table, report.mape()
@@ -146,7 +126,7 @@ def roofline_points(profile_names: list[str]) -> tuple[pd.DataFrame, dict[str, d
     traces = synthetic_traces(synthetic, sharing.repeats)
     rows, peaks = [], {}
     for name in profile_names:
-        profile = load_profile(name)
+        profile = open_profile(name)
         for point in step_points(profile, BUILTIN_MODELS[model], sharing, traces):
             rows.append({"profile": name, "method": point["method"], "model": model, "sharing": sharing_text,
                          "workload": f"synthetic {synthetic}", "flops": point["flops"],
@@ -163,7 +143,7 @@ def draw(data: ReportData, out: Path) -> dict[str, str]:
     """All figures under out/figures; {name: path relative to out}."""
     fig_dir = out / "figures"
     made: dict[str, Path | None] = {}
-    for profile in figures._profiles(data.study):
+    for profile in profile_order(data.study):
         made[f"latency_vs_depth_{profile}"] = figures.latency_vs_depth(
             data.study, profile, fig_dir / f"latency_vs_depth_{profile}.png")
     made["speedup_vs_mispredict"] = figures.speedup_vs_mispredict(
@@ -171,8 +151,8 @@ def draw(data: ReportData, out: Path) -> dict[str, str]:
     made["speedup_vs_output_length"] = figures.speedup_vs_output_length(
         data.study, fig_dir / "speedup_vs_output_length.png")
     made["dram_traffic_vs_depth"] = figures.dram_traffic_vs_depth(data.study, fig_dir / "dram_traffic_vs_depth.png")
-    made["roofline"] = figures.roofline(data.steps, data.peaks, fig_dir / "roofline.png")
-    made["parity"] = figures.parity(data.validation, fig_dir / "parity.png")
+    made["roofline"] = check_figures.roofline(data.steps, data.peaks, fig_dir / "roofline.png")
+    made["parity"] = check_figures.parity(data.validation, fig_dir / "parity.png")
     if data.paper is not None:
         made["speed_paper"] = figures.speed_paper(data.paper, fig_dir / "speed_paper.png")
     if data.serving is not None:
@@ -197,9 +177,6 @@ def write_data(data: ReportData, out: Path) -> None:
     val.to_csv(d / "validation.csv", index=False)
     if data.serving is not None:
         data.serving.to_csv(d / "serving.csv", index=False)
-
-
-REPORT_TITLE = "# speedsim report"  # the first line of the README.md that `write_readme` writes
 
 
 def _check_report_dir(out: Path) -> None:
@@ -243,7 +220,7 @@ def build_report(out: Path | str, *, full: bool = False, specs: tuple[Path, ...]
         paper, note = (run_paper(paper_spec, work, workers, scheduler, progress) if paper_spec
                        else (None, "no paper spec given"))
     validation, mape = run_validation()
-    steps, peaks = roofline_points(figures._profiles(study) if not study.empty else ["h200"])
+    steps, peaks = roofline_points(profile_order(study) if not study.empty else ["h200"])
     data = ReportData(study, paper, note, validation, mape, steps, peaks,
                       [str(Path(s).resolve().relative_to(ROOT)) if Path(s).resolve().is_relative_to(ROOT)
                        else Path(s).name for s in specs])

@@ -1,8 +1,8 @@
-"""Matplotlib figures of sweep results, each readable on its own (title, units, legend).
+"""Matplotlib figures of the study's sweeps and of the paper comparison, each readable on its own
+(title, units, legend).
 
-Every function takes tidy tables (see `speedsim.sweep.execute.COLUMNS`) and writes one
-PNG. Rendering uses the Agg backend and PNGs are saved without a timestamp or software tag,
-so the same data gives byte-identical files.
+Every function takes tidy tables (see `speedsim.sweep.execute.COLUMNS`) and writes one PNG
+through `style.save`, so the same data gives byte-identical files.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from speedsim.report.content import ok, profile_order  # noqa: E402
+from speedsim.report.style import METHOD_STYLE, TAB10, save  # noqa: E402
 from speedsim.sharing import Sharing  # noqa: E402
 from speedsim.simulate.schema import (  # noqa: E402
     FIXED_DEPTH,
@@ -27,13 +29,6 @@ from speedsim.simulate.schema import (  # noqa: E402
     WEIGHT_BUDGET,
 )
 
-TAB10: list[tuple[float, ...]] = [tuple(c) for c in plt.get_cmap("tab10")(range(10))]  # the ten tab10 colours
-
-METHOD_STYLE = {
-    "speed": {"label": "SPEED (shared, pipelined)", "color": "tab:green", "marker": "o"},
-    "sequential": {"label": "shared, sequential", "color": "tab:orange", "marker": "s"},
-    "unshared": {"label": "unshared, same depth", "color": "tab:blue", "marker": "^"},
-}
 CLASS_COLORS = {"weights": "tab:blue", "kv": "tab:orange", "activations": "tab:gray", "embeddings": "tab:purple"}
 CLASS_LABELS = {"weights": "layer weights", "kv": "KV cache", "activations": "activations",
                 "embeddings": "embeddings + LM head"}
@@ -43,31 +38,12 @@ BAND_COLUMNS = ("per_token_us_low", "per_token_us_high")
 BAND_ALPHA = 0.15
 MS_ABOVE_US = 10_000.0  # latencies beyond this are plotted in milliseconds
 PAPER_MISS = {"4x3": (0.06, 0.14), "2x6": (0.13, 0.17)}  # Hooper et al. 2023, first-exit misprediction
-DPI = 100
-
-
-def save(fig, path: Path) -> Path:
-    """Write a figure deterministically (no timestamp, no software tag) and close it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, metadata={"Software": None}, bbox_inches="tight")
-    plt.close(fig)
-    return path
-
-
-def ok(df: pd.DataFrame, label: str | None = None) -> pd.DataFrame:
-    out = df[df["status"] == "ok"]
-    return out[out["label"] == label] if label is not None else out
-
-
-def _profiles(df: pd.DataFrame, preferred: tuple[str, ...] = ("h200", "rtx-a5000")) -> list[str]:
-    names = sorted(df["profile"].unique())
-    return [p for p in preferred if p in names] + [p for p in names if p not in preferred]
 
 
 # ------------------------------------------------------------------------------ latency vs depth
 
 def latency_vs_depth(df: pd.DataFrame, profile: str, path: Path) -> Path | None:
-    """Two panels: a fixed weight budget (U = 3, depth 3R) and a fixed depth reached with R repeats."""
+    """Two panels: a fixed weight budget (U distinct layers, depth UR) and a fixed depth reached with R repeats."""
     budget = ok(df, WEIGHT_BUDGET)
     budget = budget[budget["profile"] == profile]
     fixed = ok(df, FIXED_DEPTH)
@@ -78,7 +54,7 @@ def latency_vs_depth(df: pd.DataFrame, profile: str, path: Path) -> Path | None:
     div, unit = _time_scale(pd.concat([budget["per_token_us"], fixed["per_token_us"]]))
     if not budget.empty:
         u = int(budget["U"].iloc[0])
-        deep = budget[budget["depth"] >= 6]
+        deep = budget[budget["R"] > 1]  # R = 1 is the dotted same-weights line
         for method, style in METHOD_STYLE.items():
             part = deep[deep["method"] == method].sort_values("depth")
             # unshared and sequential do the same work per token and often coincide: hollow, dashed
@@ -167,7 +143,7 @@ def _workload_text(row: pd.Series) -> str:
 
 def _panel_per_profile(data: pd.DataFrame):
     """One panel per profile side by side, and one colour per sharing (UxR)."""
-    profiles = _profiles(data)
+    profiles = profile_order(data)
     fig, axes = plt.subplots(1, len(profiles), figsize=(5.5 * len(profiles), 4.4), squeeze=False, layout="constrained")
     colors = dict(zip(sorted(data["sharing"].unique()), TAB10, strict=False))
     return fig, list(zip(axes[0], profiles, strict=True)), colors
@@ -256,7 +232,7 @@ def speedup_vs_output_length(df: pd.DataFrame, path: Path) -> Path | None:
 def dram_traffic_vs_depth(df: pd.DataFrame, path: Path, profiles: tuple[str, ...] = ("h200", "rtx-a5000")) -> Path | None:
     """Stacked DRAM bytes per emitted token by tensor class, per method, against depth (weight budget)."""
     data = ok(df, WEIGHT_BUDGET)
-    profiles = tuple(p for p in profiles if p in set(data["profile"])) or tuple(_profiles(data)[:2])
+    profiles = tuple(p for p in profiles if p in set(data["profile"])) or tuple(profile_order(data)[:2])
     if data.empty or not profiles:
         return None
     methods = list(METHOD_STYLE)
@@ -278,94 +254,8 @@ def dram_traffic_vs_depth(df: pd.DataFrame, path: Path, profiles: tuple[str, ...
             ax.grid(alpha=0.3, axis="y")
         row[0].set_ylabel("DRAM traffic per token (MB)")
         row[0].legend(fontsize=8, title="tensor class")
-    fig.suptitle("DRAM traffic per emitted token vs depth, by tensor class\n(3 distinct layers applied R times; "
-                 "the unshared decoder has as many distinct layers as its depth)")
-    return save(fig, path)
-
-
-# ------------------------------------------------------------------------------ roofline
-
-def roofline(points: pd.DataFrame, peaks: dict[str, dict[str, float]], path: Path) -> Path | None:
-    """Each profile's roofline (datasheet and achievable) with every simulated decode step placed on it.
-
-    `points`: profile, method, flops, dram_bytes, us (one row per decode step); `peaks[profile]`:
-    flops (datasheet matrix FLOP/s), flops_eff (achievable), bw (datasheet DRAM B/s), bw_eff.
-    """
-    if points.empty:
-        return None
-    profiles = _profiles(points)
-    cols = min(4, len(profiles))
-    rows_n = -(-len(profiles) // cols)
-    fig, axes = plt.subplots(rows_n, cols, figsize=(4.4 * cols, 3.9 * rows_n), squeeze=False, layout="constrained")
-    for ax in axes.flat[len(profiles):]:
-        ax.axis("off")
-    for ax, profile in zip(axes.flat, profiles, strict=False):
-        pk = peaks[profile]
-        part = points[points["profile"] == profile]
-        intensity = part["flops"] / part["dram_bytes"].clip(lower=1.0)
-        lo = max(min(0.3, float(intensity.min()) / 2), 1e-2)
-        hi = max(pk["flops"] / pk["bw"] * 4, float(intensity.max()) * 2)
-        x = np.logspace(np.log10(lo), np.log10(hi), 200)
-        ax.plot(x, np.minimum(pk["flops"], pk["bw"] * x) / 1e12, color="k", lw=1.4, label="roofline (datasheet)")
-        ax.plot(x, np.minimum(pk["flops_eff"], pk["bw_eff"] * x) / 1e12, color="k", lw=1, ls="--",
-                label="achievable")
-        for method, style in METHOD_STYLE.items():
-            sel = part[part["method"] == method]
-            if sel.empty:
-                continue
-            xi = sel["flops"] / sel["dram_bytes"].clip(lower=1.0)
-            yi = sel["flops"] / (sel["us"] * 1e-6) / 1e12
-            ax.scatter(xi, yi, s=14, alpha=0.6, color=style["color"], marker=style["marker"],
-                       label=style["label"].replace(", same depth", ""))
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_title(profile, fontsize=10)
-        ax.set_xlabel("arithmetic intensity (FLOP per DRAM byte)")
-        ax.set_ylabel("achieved TFLOP/s")
-        ax.grid(alpha=0.3, which="both")
-    axes.flat[0].legend(fontsize=7, loc="lower right")
-    first = points.iloc[0]
-    fig.suptitle(f"Roofline of each profile with the simulated decode steps of {first['model']} {first['sharing']} "
-                 f"(one point per step; {first['workload']})")
-    return save(fig, path)
-
-
-# ------------------------------------------------------------------------------ validation
-
-def parity(validation: dict[str, pd.DataFrame], path: Path) -> Path | None:
-    """Measured vs simulated time of every measured row (log-log), one panel per execution mode."""
-    modes = [m for m, v in validation.items() if not v.empty]
-    if not modes:
-        return None
-    fig, axes = plt.subplots(1, len(modes), figsize=(6 * len(modes), 5.4), squeeze=False, layout="constrained")
-    sections = ["layer", "group", "lmhead", "gemv", "ceiling", "decode"]
-    markers = dict(zip(sections, "os^Dvp", strict=True))
-    colors = dict(zip(sections, TAB10, strict=False))
-    for ax, mode in zip(axes[0], modes, strict=True):
-        v = validation[mode]
-        lo = 0.7 * float(min(v["measured_us"].min(), v["simulated_us"].min()))
-        hi = 1.4 * float(max(v["measured_us"].max(), v["simulated_us"].max()))
-        x = np.array([lo, hi])
-        ax.fill_between(x, x / 1.25, x * 1.25, color="tab:gray", alpha=0.15, label="±25%")
-        ax.fill_between(x, x / 1.10, x * 1.10, color="tab:green", alpha=0.2, label="±10%")
-        ax.plot(x, x, color="k", lw=0.8, label="simulated = measured")
-        for section_key, part in v.groupby("section", sort=True):
-            section = str(section_key)
-            ape = float((abs(part["simulated_us"] - part["measured_us"]) / part["measured_us"]).mean())
-            ax.scatter(part["measured_us"], part["simulated_us"], s=16, marker=markers.get(section, "o"),
-                       color=colors.get(section, "k"), label=f"{section} ({len(part)} rows, MAPE {ape:.1%})", alpha=0.8)
-        mape = float((abs(v["simulated_us"] - v["measured_us"]) / v["measured_us"]).mean())
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlim(lo, hi)
-        ax.set_ylim(lo, hi)
-        ax.set_xlabel("measured time per call (µs)")
-        ax.set_ylabel("simulated time per call (µs)")
-        ax.set_title(f"{mode} mode: {len(v)} rows, MAPE {mape:.1%}")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7, loc="upper left")
-    fig.suptitle(f"Simulated vs measured {validation[modes[0]]['profile'].iloc[0]} decode-step times "
-                 "(experiments/measured/h200/measured.csv)")
+    fig.suptitle(f"DRAM traffic per emitted token vs depth, by tensor class\n({int(data['U'].iloc[0])} distinct "
+                 "layers applied R times; the unshared decoder has as many distinct layers as its depth)")
     return save(fig, path)
 
 
@@ -378,7 +268,7 @@ def speed_paper(df: pd.DataFrame, path: Path) -> Path | None:
     data = data[data["method"] == "speed"]
     if data.empty:
         return None
-    profiles = _profiles(data)
+    profiles = profile_order(data)
     panels = [(label, title) for label, title in (
         (PAPER, "real exit traces, each model's own output lengths"),
         (PAPER_EQUAL_LENGTH, "traces fitted to them, {n} output tokens each")) if (data["label"] == label).any()]

@@ -3,199 +3,34 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from speedsim.report.figures import ok
+from speedsim.report.content import ReportData, ok, pick
+from speedsim.report.markdown import md_table, times, us, write_markdown
+from speedsim.report.paper_md import paper_section
 from speedsim.report.serving import serving_section
-from speedsim.simulate.schema import MISPREDICT, OUT_LEN, PAPER, PAPER_EQUAL_LENGTH, WEIGHT_BUDGET
-
-if TYPE_CHECKING:
-    from speedsim.report.build import ReportData
-
-
-def _md_table(rows: list[dict], columns: list[str]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(str(r.get(c, "")) for c in columns) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def _val(df: pd.DataFrame, **where) -> float:
-    """The single per_token_us (or `col`) of the rows matching `where`; NaN if none."""
-    col = where.pop("col", "per_token_us")
-    sel = df
-    for k, v in where.items():
-        sel = sel[sel[k] == v]
-    return float(sel[col].iloc[0]) if len(sel) else float("nan")
-
-
-def _us(x: float) -> str:
-    return "n/a" if x != x else (f"{x:,.0f}" if x >= 100 else f"{x:.1f}")
-
-
-def _x(x: float) -> str:
-    return "n/a" if x != x else f"{x:.2f}x"
-
-
-def _int(x) -> str:
-    try:
-        return str(int(x))
-    except (TypeError, ValueError):
-        return ""
-
-
-def _pct(x: float) -> str:
-    return "n/a" if x != x else f"{x:.1%}"
-
+from speedsim.report.validation_md import validation_section
+from speedsim.simulate.schema import (
+    FIXED_DEPTH,
+    MISPREDICT,
+    OUT_LEN,
+    PAPER,
+    PAPER_EQUAL_LENGTH,
+    WEIGHT_BUDGET,
+)
 
 # ------------------------------------------------------------------------------ sections
 
-def validation_section(data: ReportData) -> list[str]:
-    sections = sorted(set().union(*(set(v["section"]) for v in data.validation.values())))
-    rows = []
-    for name in ["all", *sections]:
-        row = {"section": name}
-        for mode, table in data.validation.items():
-            part = table if name == "all" else table[table["section"] == name]
-            row[f"rows ({mode})"] = len(part)
-            row[f"MAPE {mode}"] = _pct(data.mape[mode].get(name, float("nan")))
-        rows.append(row)
-    cols = ["section"] + [f"{k} ({m})" if k == "rows" else f"{k} {m}" for m in data.validation for k in ("rows", "MAPE")]
-    within = []
-    for mode, v in data.validation.items():
-        err = (v["simulated_us"] - v["measured_us"]).abs() / v["measured_us"]
-        within.append(f"{mode} mode: {(err <= 0.10).mean():.0%} of rows within ±10% and {(err <= 0.25).mean():.0%} "
-                      f"within ±25%")
-    return [
-        "## Simulator validation against the measured H200 decode steps",
-        "",
-        "Every row of `experiments/measured/h200/measured.csv` (one decoder layer with n tokens, shared group "
-        "sequential / pipelined / unshared, LM head, GEMV, bandwidth ceilings) simulated on the `h200` profile. "
-        "MAPE = mean absolute percentage error of the simulated median time per call. "
-        "Same numbers as `speedsim validate --profile h200 --mode graph|eager`.",
-        "",
-        _md_table(rows, cols),
-        "",
-        f"![measured vs simulated]({data.figures['parity']})" if "parity" in data.figures else "",
-        "",
-        f"**Reading.** Points on the diagonal are exact; the bands are ±10% and ±25%. {'; '.join(within)}. "
-        "Eager mode adds the host's launch overhead, which the simulator models as one fitted constant per "
-        "framework op, so its error is larger than graph mode's, where the device timing dominates (and the "
-        f"measured eager rows themselves differ by {data.noise.get('eager', float('nan')):.0%} median between two runs).",
-        "",
-    ]
-
-
-PAPER_CONFIGS = ("12x1", "4x1", "4x3", "2x6")
-
-
-def _paper_rows(p: pd.DataFrame) -> list[dict]:
-    """The comparison table: per profile and config, SPEED (or unshared) and shared-sequential."""
-    rows = []
-    for profile in ("rtx-a5000", "h200"):
-        part = p[p["profile"] == profile]
-        deep = _val(part, sharing="12x1", method="speed")
-        for cfg in PAPER_CONFIGS:
-            for method in ("speed", "sequential"):
-                sel = part[(part["sharing"] == cfg) & (part["method"] == method)]
-                if sel.empty or (method == "sequential" and cfg.endswith("x1")):
-                    continue
-                r = sel.iloc[0]
-                name = ("unshared" if cfg.endswith("x1") else "SPEED") if method == "speed" else "shared sequential"
-                rows.append({"profile": profile, "config": cfg, "decoding": name,
-                             "µs/token": _us(r["per_token_us"]), "speedup vs 12x1": _x(deep / r["per_token_us"]),
-                             "first-exit miss": _pct(r["first_exit_miss"]) if method == "speed" and r["R"] > 1 else "",
-                             "tokens": int(r["tokens"]), "val loss (nats/token)": f"{r['val_loss']:.3f}"
-                             if r["val_loss"] == r["val_loss"] else "n/a",
-                             "test ROUGE-L": f"{r['test_rougeL']:.3f}" if r["test_rougeL"] == r["test_rougeL"] else "n/a"})
-    return rows
-
-
-def _paper_quality(p: pd.DataFrame) -> str:
-    """What the trained models' measured quality says, against the paper's claim."""
-    quality = []
-    speed_rows = p[(p["method"] == "speed") & (p["profile"] == p["profile"].iloc[0])] if len(p) else p
-    for cfg in PAPER_CONFIGS:
-        sel = speed_rows[speed_rows["sharing"] == cfg]
-        if len(sel) and sel["test_rougeL"].iloc[0] == sel["test_rougeL"].iloc[0]:
-            quality.append(f"{cfg} {sel['test_rougeL'].iloc[0]:.3f}")
-    scores = {q.split()[0]: float(q.split()[1]) for q in quality}
-    best = max(scores, key=lambda k: scores[k]) if scores else "12x1"
-    ranking = ("" if best == "12x1" else
-               f" Here the 12-layer unshared model does not score best ({best} does): these "
-               "small models, trained for about 1.5 minutes each on one GPU (under 2,000 steps), are far from the "
-               "paper's C4-pretrained ones, and at this stage of training the deeper decoders are still behind the "
-               "shallow one, so their quality ranking is not the paper's (details in `reports/models.md`).")
-    return (f"Measured test ROUGE-L of the trained models: {', '.join(quality)}; the SPEED paper's claim is "
-            "that the shared models keep much of the deep decoder's quality at close to the shallow "
-            "decoder's latency." + ranking if quality else
-            "The trained models' quality files (`experiments/models/results/`) are not shipped yet, so "
-            "the quality columns are empty.")
-
-
-def paper_section(data: ReportData) -> list[str]:
-    head = ["## The SPEED paper's comparison on real exit traces", ""]
-    if data.paper is None:
-        return head + [
-            "Not available yet: the trained models' exit traces (`experiments/traces/*.jsonl.gz`) are not in the "
-            f"repository ({data.paper_note}). Run `speedsim report` again once they are.", ""]
-    everything = ok(data.paper)
-    p = everything[everything["label"] == PAPER]
-    equal = everything[everything["label"] == PAPER_EQUAL_LENGTH]
-    rows = _paper_rows(p)
-    cols = ["profile", "config", "decoding", "µs/token", "speedup vs 12x1", "first-exit miss", "tokens",
-            "val loss (nats/token)", "test ROUGE-L"]
-    reading = []
-    for profile in ("rtx-a5000", "h200"):
-        part = p[p["profile"] == profile]
-        deep, shallow = _val(part, sharing="12x1", method="speed"), _val(part, sharing="4x1", method="speed")
-        s43, s26 = _val(part, sharing="4x3", method="speed"), _val(part, sharing="2x6", method="speed")
-        reading.append(f"On {profile}, 4x3 and 2x6 with SPEED run at {_us(s43)} and {_us(s26)} µs/token against "
-                       f"{_us(deep)} for the 12-layer unshared decoder ({_x(deep / s43)} and {_x(deep / s26)}) and "
-                       f"{_us(shallow)} for the 4-layer one")
-    quality_text = _paper_quality(p)
-    if data.paper_note:
-        head += [f"Partial: {data.paper_note}; those configs are missing below until their traces are shipped.", ""]
-    equal_part = []
-    if not equal.empty:
-        eq_rows = _paper_rows(equal)
-        eq_reading = []
-        for profile in ("rtx-a5000", "h200"):
-            part = equal[equal["profile"] == profile]
-            deep = _val(part, sharing="12x1", method="speed")
-            s43, s26 = _val(part, sharing="4x3", method="speed"), _val(part, sharing="2x6", method="speed")
-            eq_reading.append(f"on {profile} 4x3 and 2x6 run {_x(deep / s43)} and {_x(deep / s26)} faster than 12x1")
-        n_len, n_seq = int(equal["out_len"].iloc[0]), int(equal["sequences"].iloc[0])
-        equal_part = [
-            f"At one output length: the same comparison on {n_seq} synthetic sequences of {n_len} tokens per config, "
-            f"each fitted to the config's real trace (`--synthetic fit=NAME,len={n_len}`: settle exits, flip patterns, "
-            "burstiness, stops on `<eos>`, source lengths), so that no config gains from shorter outputs "
-            "(pipeline fill and drain weigh more in short ones). Quality columns repeat the trained models'.",
-            "",
-            _md_table(eq_rows, cols),
-            "",
-            f"**Reading.** At {n_len} tokens " + "; ".join(eq_reading) + ".",
-            "",
-        ]
-    return head + [
-        "Each trained config (`experiments/models/`: the GPU recipe's models, d_model 384) decoded 200 of its "
-        "test examples; its exit trace drives a T5-Base-sized model (the paper's dimensions) on the paper's GPU "
-        "(`rtx-a5000`) and on `h200`. Quality columns are the trained models' own measurements "
-        "(`experiments/models/results/`, `reports/models.md`); `speedup vs 12x1` is the 12-layer unshared "
-        "decoder's µs/token over this row's. Rows use each config's first 40 test sequences, at the lengths "
-        "the model chose.",
-        "",
-        _md_table(rows, cols),
-        "",
-        f"![SPEED paper comparison]({data.figures['speed_paper']})" if "speed_paper" in data.figures else "",
-        "",
-        "**Reading.** " + ". ".join(reading) + ". SPEED's gain over the shared model decoded sequentially grows "
-        "with R and shrinks with the first-exit miss rate. " + quality_text,
-        "",
-        *equal_part,
-    ]
+def _fixed_depth_text(fixed: pd.DataFrame) -> str:
+    """The right panels of the latency-vs-depth figures, from the fixed-depth runs that ran."""
+    if fixed.empty:
+        return ""
+    lo, hi = int(fixed["depth"].min()), int(fixed["depth"].max())
+    depths = f"depth {lo}" if lo == hi else f"depths {lo} to {hi}"
+    repeats = ", ".join("1 (unshared)" if r == 1 else str(r) for r in sorted(int(r) for r in fixed["R"].unique()))
+    return f" Right panels: {depths} reached with R = {repeats}; solid SPEED, dashed sequential."
 
 
 def depth_section(data: ReportData) -> list[str]:
@@ -207,12 +42,12 @@ def depth_section(data: ReportData) -> list[str]:
     for profile in sorted(s["profile"].unique()):
         part = s[s["profile"] == profile]
         deep = part[part["depth"] == top]
-        speed, seq = _val(deep, method="speed"), _val(deep, method="sequential")
-        uns, shallow = _val(deep, method="unshared"), _val(part[part["R"] == 1], method="speed")
-        rows.append({"profile": profile, "unshared, same weights": _us(shallow), "SPEED": _us(speed),
-                     "shared sequential": _us(seq), f"unshared, {top} layers": _us(uns),
-                     "SPEED vs sequential": _x(seq / speed), f"SPEED vs unshared {top}": _x(uns / speed),
-                     "SPEED / same-weights": _x(speed / shallow)})
+        speed, seq = pick(deep, method="speed"), pick(deep, method="sequential")
+        uns, shallow = pick(deep, method="unshared"), pick(part[part["R"] == 1], method="speed")
+        rows.append({"profile": profile, "unshared, same weights": us(shallow), "SPEED": us(speed),
+                     "shared sequential": us(seq), f"unshared, {top} layers": us(uns),
+                     "SPEED vs sequential": times(seq / speed), f"SPEED vs unshared {top}": times(uns / speed),
+                     "SPEED / same-weights": times(speed / shallow)})
     sharing = s[s["depth"] == top]["sharing"].iloc[0]
     cols = list(rows[0])
     best = max(rows, key=lambda r: float(r[f"SPEED vs unshared {top}"].rstrip("x")))
@@ -226,13 +61,13 @@ def depth_section(data: ReportData) -> list[str]:
         f"Left panels: a fixed weight budget of {int(first['U'])} distinct layers applied R times (depth "
         f"{int(first['U'])}R), decoded with SPEED, decoded sequentially, and an unshared decoder of the same depth "
         "(R times the weights); the dotted line is the unshared decoder with the same weights (depth "
-        f"{int(first['U'])}). Right panels: depths 6 to 24 reached with R = 1 (unshared), 2, 3, 6; solid SPEED, "
-        f"dashed sequential. Workload: {first['model']} dimensions, synthetic exit traces "
+        f"{int(first['U'])}).{_fixed_depth_text(ok(data.study, FIXED_DEPTH))} Workload: {first['model']} "
+        "dimensions, synthetic exit traces "
         f"({first['workload'].removeprefix('synthetic:')}).",
         "",
         f"At depth {top} ({sharing}), µs per token:",
         "",
-        _md_table(rows, cols),
+        md_table(rows, cols),
         "",
         *figs,
         "",
@@ -257,9 +92,9 @@ def traffic_section(data: ReportData) -> list[str]:
     part = s[(s["profile"] == profile) & (s["depth"] == top)]
     parts = []
     for method in ("unshared", "sequential", "speed"):
-        total = _val(part, method=method, col="dram_bytes_per_token")
-        w = _val(part, method=method, col="dram_weights_bytes_per_token")
-        e = _val(part, method=method, col="dram_embeddings_bytes_per_token")
+        total = pick(part, method=method, col="dram_bytes_per_token")
+        w = pick(part, method=method, col="dram_weights_bytes_per_token")
+        e = pick(part, method=method, col="dram_embeddings_bytes_per_token")
         parts.append(f"{method} {total / 1e6:.1f} MB/token ({w / total:.0%} weights, {e / total:.0%} "
                      "embeddings/LM head)")
     return [
@@ -324,7 +159,7 @@ def _diamonds(m: pd.DataFrame, runs: pd.DataFrame) -> str:
     n_fit, n_curve = int(fitted["out_len"].iloc[0]), int(curve["out_len"].iloc[0])
     length = "the curves' length" if n_fit == n_curve else f"{n_fit} tokens (the curves: {n_curve})"
     return (f"Diamonds are synthetic traces fitted to the same models at {length}: {profile} {sharing} "
-            f"gives {_x(got)} at {miss:.0%} misses where the curve gives {_x(bound)}. The curves settle every miss "
+            f"gives {times(got)} at {miss:.0%} misses where the curve gives {times(bound)}. The curves settle every miss "
             "at the first verifying exit (`mispredict=P`, the optimistic bound); the trained models' misses settle "
             "later and flush more work in flight.")
 
@@ -340,8 +175,8 @@ def acceptance_sections(data: ReportData) -> list[str]:
                 if part.empty:
                     continue
                 lo, hi = part["mispredict"].min(), part["mispredict"].max()
-                notes.append(f"{profile} {sharing}: {_x(_val(part, mispredict=lo, col='speedup'))} at "
-                             f"{lo:.0%} misses, {_x(_val(part, mispredict=hi, col='speedup'))} at {hi:.0%}")
+                notes.append(f"{profile} {sharing}: {times(pick(part, mispredict=lo, col='speedup'))} at "
+                             f"{lo:.0%} misses, {times(pick(part, mispredict=hi, col='speedup'))} at {hi:.0%}")
         stars = ""
         if data.paper is not None:
             runs = ok(data.paper)
@@ -368,8 +203,8 @@ def acceptance_sections(data: ReportData) -> list[str]:
             if part.empty:
                 continue
             short, long_ = part["out_len"].min(), part["out_len"].max()
-            notes.append(f"{sharing}: {_x(_val(part, out_len=short, col='speedup'))} for {short}-token outputs, "
-                         f"{_x(_val(part, out_len=long_, col='speedup'))} for {long_}")
+            notes.append(f"{sharing}: {times(pick(part, out_len=short, col='speedup'))} for {short}-token outputs, "
+                         f"{times(pick(part, out_len=long_, col='speedup'))} for {long_}")
         out += ["## Speedup vs output length", "",
                 f"![speedup vs output length]({data.figures['speedup_vs_output_length']})", "",
                 f"**Reading.** On {profile} with perfect first exits: " + "; ".join(notes) + ". The pipeline "
@@ -378,9 +213,12 @@ def acceptance_sections(data: ReportData) -> list[str]:
     return out
 
 
+REPORT_TITLE = "# speedsim report"  # README.md's first line, by which `build` knows an earlier report
+
+
 def write_readme(data: ReportData, out: Path) -> Path:
     lines = [
-        "# speedsim report",
+        REPORT_TITLE,
         "",
         "Generated by `speedsim report` from the sweep specs "
         + ", ".join(f"`{s}`" for s in data.specs) + " and `experiments/speed_paper.yaml`, the measured H200 "
@@ -402,11 +240,7 @@ def write_readme(data: ReportData, out: Path) -> Path:
     lines += serving_section(data.serving, data.serving_limit, data.figures.get("serving"), "experiments/serving.yaml")
     failed = data.study[data.study["status"] != "ok"] if not data.study.empty else data.study
     if len(failed):
-        lines += ["## Failed runs", "", _md_table(
+        lines += ["## Failed runs", "", md_table(
             [{"label": r["label"], "profile": r["profile"], "sharing": r["sharing"], "error": r["error"]}
              for _, r in failed.iterrows()], ["label", "profile", "sharing", "error"]), ""]
-    path = out / "README.md"
-    out.mkdir(parents=True, exist_ok=True)
-    text = "\n".join(lines).replace("\n\n\n", "\n\n")
-    path.write_text(text.rstrip() + "\n")
-    return path
+    return write_markdown(out / "README.md", lines)

@@ -10,7 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from speedsim.report.figures import METHOD_STYLE, TAB10, save  # noqa: E402
+from speedsim.report.markdown import md_table  # noqa: E402
+from speedsim.report.style import METHOD_STYLE, TAB10, save  # noqa: E402
 
 
 def serving_figure(table: pd.DataFrame, path: Path) -> Path | None:
@@ -39,11 +40,6 @@ def serving_figure(table: pd.DataFrame, path: Path) -> Path | None:
     return save(fig, path)
 
 
-def _md(rows: list[dict], columns: list[str]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(str(r.get(c, "")) for c in columns) + " |" for r in rows])
-
-
 def serving_section(curves: pd.DataFrame | None, limit: pd.DataFrame | None, figure: str | None,
                     spec_name: str) -> list[str]:
     """The report's serving section (empty if the study did not run)."""
@@ -61,7 +57,7 @@ def serving_section(curves: pd.DataFrame | None, limit: pd.DataFrame | None, fig
             f"![serving curves]({figure})" if figure else "", "",
             "Saturated throughput (every batch slot busy) against the unshared 12-layer decoder at the same batch "
             "size: the smallest batch at which SPEED's tokens/s no longer exceeds it.", "",
-            _md(rows, ["profile", "SPEED config", "batch where SPEED stops beating 12x1", "why"]), "",
+            md_table(rows, ["profile", "SPEED config", "batch where SPEED stops beating 12x1", "why"]), "",
             "**Reading.** At batch 1 SPEED's pipelined steps beat the deep unshared decoder, as in the single-request "
             "figures; as the batch grows the unshared decoder amortises its weight reads over the batch too, while "
             "each SPEED request keeps several token passes in flight per step (and pays for its flushes), so its "

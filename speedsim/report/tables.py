@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
+from speedsim.report.markdown import us
 from speedsim.serve import ServeResult
 from speedsim.simulate import SimulationResult
+
+KEEP_DECIMAL = math.inf  # `us(x, KEEP_DECIMAL)`: the terminal tables show 0.1 µs at every size
 
 
 def _fmt(value) -> str:
@@ -39,10 +44,6 @@ def format_validation(result: dict, report) -> str:
     return "\n".join(out)
 
 
-def _us(x: float) -> str:
-    return "n/a" if x != x else f"{x:,.1f}"
-
-
 def format_simulation(r: SimulationResult) -> str:
     """`speedsim simulate`'s table: one row per method, then SPEED's schedule and traffic.
 
@@ -53,8 +54,9 @@ def format_simulation(r: SimulationResult) -> str:
     sp = r.speed
     out = [f"{r.model} {r.sharing} on {r.profile} ({r.mode} mode), {r.sequences} sequence(s), "
            f"{sp.tokens} tokens decoded after the prefill (which emits each sequence's first token)"]
-    rows = [{"method": m.method, "µs/token": _us(m.per_token_us), "p50 µs": _us(m.p50_token_us),
-             "p99 µs": _us(m.p99_token_us), "prefill µs/seq": _us(m.prefill_us / max(r.sequences, 1)),
+    rows = [{"method": m.method, "µs/token": us(m.per_token_us, KEEP_DECIMAL),
+             "p50 µs": us(m.p50_token_us, KEEP_DECIMAL), "p99 µs": us(m.p99_token_us, KEEP_DECIMAL),
+             "prefill µs/seq": us(m.prefill_us / max(r.sequences, 1), KEEP_DECIMAL),
              "DRAM MB/token": f"{m.dram_bytes_per_token / 1e6:,.2f}",
              "SPEED speedup": "" if m.method == "speed" else f"{m.speedup:.2f}x"} for m in r.methods()]
     out.append(format_table(rows, list(rows[0])))
@@ -74,7 +76,8 @@ def format_serving(r: ServeResult) -> str:
     """`speedsim serve`'s summary: latency percentiles per request, throughput, batching, utilisation."""
     out = [f"{r.model} {r.sharing} {r.method} on {r.profile} ({r.mode} mode): {r.requests} requests, {r.tokens} "
            f"output tokens in {r.makespan_us / 1e3:,.1f} ms"]
-    rows = [{"latency": name, **{k: _us(getattr(getattr(r, name), k)) for k in ("p50", "p90", "p99", "mean")}}
+    rows = [{"latency": name, **{k: us(getattr(getattr(r, name), k), KEEP_DECIMAL)
+                                 for k in ("p50", "p90", "p99", "mean")}}
             for name in ("ttft_us", "tpot_us", "e2e_us", "queue_us")]
     out.append(format_table(rows, ["latency", "p50", "p90", "p99", "mean"]))
     u = r.utilization

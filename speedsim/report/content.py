@@ -1,0 +1,47 @@
+"""What the report shows: the study's tables, gathered once by `build`, read by the figures and the markdown."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+
+@dataclass
+class ReportData:
+    """Everything the figures and the markdown read."""
+
+    study: pd.DataFrame
+    paper: pd.DataFrame | None
+    paper_note: str
+    validation: dict[str, pd.DataFrame]
+    mape: dict[str, dict[str, float]]
+    steps: pd.DataFrame
+    peaks: dict[str, dict[str, float]]
+    specs: list[str]
+    noise: dict[str, float] = field(default_factory=dict)   # median run-vs-rerun difference of measured rows, per mode
+    cpu: pd.DataFrame | None = None                          # cpu-host validation, one row per measured row
+    cpu_mape: dict[str, float] = field(default_factory=dict)
+    serving: pd.DataFrame | None = None                      # latency-throughput curves (speedsim serve)
+    serving_limit: pd.DataFrame | None = None                # where SPEED stops beating 12x1, per profile
+    figures: dict[str, str] = field(default_factory=dict)
+
+
+def ok(df: pd.DataFrame, label: str | None = None) -> pd.DataFrame:
+    """The rows of a results table that ran (status ok), of one block `label` if given."""
+    out = df[df["status"] == "ok"]
+    return out[out["label"] == label] if label is not None else out
+
+
+def profile_order(df: pd.DataFrame, preferred: tuple[str, ...] = ("h200", "rtx-a5000")) -> list[str]:
+    """The profiles in `df`, the preferred ones first, then the rest by name."""
+    names = sorted(df["profile"].unique())
+    return [p for p in preferred if p in names] + [p for p in names if p not in preferred]
+
+
+def pick(df: pd.DataFrame, col: str = "per_token_us", **where) -> float:
+    """The `col` value of the first row matching every `where` column == value; NaN if none."""
+    sel = df
+    for k, v in where.items():
+        sel = sel[sel[k] == v]
+    return float(sel[col].iloc[0]) if len(sel) else float("nan")
