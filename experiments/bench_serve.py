@@ -27,12 +27,13 @@ import time
 
 import numpy as np
 
-from speedsim.serve import ServeSpec, serve
+from speedsim.run import RunParams
+from speedsim.serve import serve
 
 
 def one(requests: int, length: int, max_batch: int, rate: float, repeat: int = 1) -> dict:
-    spec = ServeSpec("h200", "t5base", "4x3", "speed", f"poisson:{rate}", requests,
-                     synthetic=f"mispredict=0.1,len={length},src=128", max_batch=max_batch)
+    spec = RunParams(profile="h200", model="t5base", sharing="4x3", serve_method="speed", arrivals=f"poisson:{rate}",
+                     requests=requests, mispredict=0.1, out_len=length, src_len=128, max_batch=max_batch)
     walls, cpus = [], []
     for _ in range(repeat):
         t, c = time.perf_counter(), time.process_time()

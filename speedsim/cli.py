@@ -49,10 +49,10 @@ def cli() -> None:
               help="Profile directory (default: the project's hw_profiles/).")
 def profiles(as_json: bool, directory: Path | None) -> None:
     """List and validate every hardware profile."""
-    import speedsim.engine.cost  # noqa: F401  (registers its cost-model check: every profile loaded below passes it)
+    from speedsim.engine import check_profile
     from speedsim.hardware.summary import profile_table
 
-    rows = profile_table(directory)
+    rows = profile_table(directory, check=check_profile)
     if as_json:
         emit_json({"profiles": rows})
         return
@@ -80,7 +80,7 @@ def _models_option(fn):
 def validate(measured: tuple[Path, ...], kernels: Path | None, strict: bool, profile_name: str, mode: str, as_json: bool,
              worst: int, model_specs: tuple[Path, ...]) -> None:
     """Simulate every measured row (or kernel class) and print per-section (per-class) and overall error (MAPE)."""
-    from speedsim.hardware import load_profile
+    from speedsim.engine import open_profile
     from speedsim.paths import H200_MEASURED
     from speedsim.validation import validate as run_validation
     from speedsim.validation.measured import read_measured_files
@@ -88,7 +88,7 @@ def validate(measured: tuple[Path, ...], kernels: Path | None, strict: bool, pro
 
     if measured and kernels is not None:
         raise UserError("give --measured or --kernels, not both", where="--kernels")
-    profile = load_profile(profile_name)
+    profile = open_profile(profile_name)
     models = resolve_models(model_specs)
     if kernels is not None:
         _validate_kernels(profile, kernels, models, strict, as_json, worst)
@@ -134,9 +134,10 @@ def calibrate(measured: tuple[Path, ...], profile_name: str, out: Path, name: st
     """Fit a profile's few free parameters (efficiencies, latencies, in-flight bytes) to measurements."""
     from pydantic import ValidationError
 
+    from speedsim.engine import open_profile
     from speedsim.errors import user_error
     from speedsim.fileio import check_output
-    from speedsim.hardware import load_profile, save_profile
+    from speedsim.hardware import save_profile
     from speedsim.hardware.files import PROFILE_FILE
     from speedsim.paths import H200_MEASURED
     from speedsim.validation.calibrate import calibrate as fit
@@ -146,7 +147,7 @@ def calibrate(measured: tuple[Path, ...], profile_name: str, out: Path, name: st
 
     check_output(out, "--out", PROFILE_FILE)  # a directory, another file, a missing directory: refused before the fit
     paths = measured or (H200_MEASURED,)
-    profile = load_profile(profile_name)
+    profile = open_profile(profile_name)
     if name is not None:  # checked as the profile's own field, before the fit (`--name ''` kept the old name)
         try:
             type(profile).model_validate({**profile.model_dump(), "name": name})
@@ -282,16 +283,16 @@ def simulate_cmd(profile_name: str, model_name: str, sharing: str, trace_file: P
     """Simulate SPEED decoding of exit traces against the unshared and shared-sequential baselines."""
     from speedsim.engine.recorder import TIMELINE_FILE
     from speedsim.fileio import check_output
+    from speedsim.run import simulate_run
     from speedsim.simulate import build_scenario, run_scenario
 
     if timeline is not None:
         check_output(timeline, "--timeline", TIMELINE_FILE)
     baselines = {"both": ("unshared", "sequential"), "none": ()}.get(baseline, (baseline,))
-    scenario = build_scenario(profile_name, model_name, sharing, trace=trace_file, synthetic=synthetic, limit=limit,
-                              mode=mode, baselines=baselines, launch_exit=launch_exit, max_in_flight=max_in_flight,
-                              src_len=src_len, model_specs=model_specs, device_control=device_control,
-                              bounds=bounds)
-    result = run_scenario(scenario, timeline)
+    run = simulate_run(profile=profile_name, model=model_name, sharing=sharing, trace=trace_file, synthetic=synthetic,
+                       baselines=baselines, mode=mode, src_len=src_len, limit=limit, launch_exit=launch_exit,
+                       max_in_flight=max_in_flight, device_control=device_control, bounds=bounds)
+    result = run_scenario(build_scenario(run, model_specs=model_specs), timeline)
     if as_json:
         emit_json(result.to_dict())
         return
@@ -334,11 +335,13 @@ def serve_cmd(profile_name: str, model_name: str, sharing: str, trace_file: str 
               prefill_budget: int, seed: int, mode: str, timeline: Path | None, as_json: bool,
               model_specs: tuple[Path, ...]) -> None:
     """Simulate many requests on one device: queueing, batching, KV memory, latency percentiles."""
-    from speedsim.serve import ServeSpec, serve
+    from speedsim.run import serve_run
+    from speedsim.serve import serve
 
-    spec = ServeSpec(profile_name, model_name, sharing, method, arrivals, n_requests, trace_file, synthetic,
-                     max_batch, kv_capacity, prefill, prefill_budget, seed, mode, tuple(str(p) for p in model_specs))
-    result = serve(spec, timeline)
+    run = serve_run(profile=profile_name, model=model_name, sharing=sharing, trace=trace_file, synthetic=synthetic,
+                    method=method, arrivals=arrivals, requests=n_requests, max_batch=max_batch,
+                    kv_capacity_GB=kv_capacity, prefill=prefill, prefill_budget=prefill_budget, seed=seed, mode=mode)
+    result = serve(run, timeline, model_specs)
     if as_json:
         emit_json(result.to_dict())
         return

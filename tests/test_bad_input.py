@@ -1748,7 +1748,7 @@ def test_fuzz_sweep_spec(fuzz_dir: Path, tiny_profile_file: str, data: bytes) ->
        repeats=st.integers(1, 4))
 def test_fuzz_synthetic_text(text: str, repeats: int) -> None:
     """The `--synthetic` text parser: a spec whose numbers are finite and in range, or a `UserError`."""
-    from speedsim.trace.synthetic import parse_synthetic
+    from speedsim.trace.workload import parse_synthetic
 
     try:
         spec, seqs, seed = parse_synthetic(text, repeats)

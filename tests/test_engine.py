@@ -14,6 +14,11 @@ from speedsim.workload.kernels import ACTIVATIONS, WEIGHTS, Access, Kernel, Prog
 from speedsim.workload.patterns import group_distinct, group_pipelined, group_sequential
 
 
+def alone_us(cost: CostModel, k: Kernel, dram: float, onchip: float) -> float:
+    """Kernel `k`'s time alone on the device, moving `onchip` bytes, `dram` of them from DRAM."""
+    return cost.plan_us(cost.plan(k), dram, onchip)
+
+
 def weights_kernel(name: str, tensor: str, nbytes: float, flops: float = 0.0, work: int = 4) -> Kernel:
     return Kernel(name, flops, (Access(tensor, WEIGHTS, nbytes),), parallel_work=work, matrix=True)
 
@@ -81,8 +86,9 @@ def test_kernel_time_never_below_roofline(h200, t5base, rules):
     cache = OnChipCache(h200.l2.usable_bytes)
     totals = empty_class_totals()
     for k in group_distinct(t5base, 3, 2, 512, rules, "bf16").kernels:
-        dram, chip = cache.serve(k, totals)
-        assert cost.kernel_us(k, dram, chip) >= cost.roofline_us(k, dram)
+        dram, chip = cache.access(k, totals)
+        plan = cost.plan(k)
+        assert cost.plan_us(plan, dram, chip) >= max(dram / cost.dram_peak_Bpus, plan.compute_floor_us)
 
 
 def test_two_streams_share_dram_bandwidth(tiny_profile):
@@ -90,7 +96,7 @@ def test_two_streams_share_dram_bandwidth(tiny_profile):
     both finish together at 4000 us (one after the other would end at 2000 and 4000 us)."""
     a = Program([weights_kernel("a", "a", 2e6, work=2)])
     b = Program([weights_kernel("b", "b", 2e6, work=2)])
-    ends = Engine(tiny_profile, "graph", streams=2).run([a, b], streams=[0, 1]).program_end_us
+    ends = Engine(tiny_profile, "graph").run_streams([a, b], [0, 1]).program_end_us
     assert ends == pytest.approx([4000.0, 4000.0], rel=1e-6)
 
 
@@ -98,7 +104,7 @@ def test_two_streams_overlap_compute(tiny_profile):
     """Two compute-bound kernels that each use half the units run concurrently on two streams."""
     k = Kernel("mm", 1e9, (Access("a", ACTIVATIONS, 10.0),), parallel_work=2, matrix=True)
     alone = Engine(tiny_profile, "graph").run([Program([k]), Program([k])]).total_us
-    overlapped = Engine(tiny_profile, "graph", streams=2).run([Program([k]), Program([k])], streams=[0, 1]).total_us
+    overlapped = Engine(tiny_profile, "graph").run_streams([Program([k]), Program([k])], [0, 1]).total_us
     assert overlapped == pytest.approx(alone / 2, rel=0.01)
 
 
@@ -190,8 +196,8 @@ def recurrence_ends(profile: HardwareProfile, mode: str, programs: list[Program]
     def kernel_us(k: Kernel) -> float:
         if not k.launches:
             return 0.0
-        dram, chip = cache.serve(k, totals)
-        t = cost.kernel_us(k, dram, chip)
+        dram, chip = cache.access(k, totals)
+        t = cost.plan_us(cost.plan(k), dram, chip)
         if k.name != previous[0]:  # graph: a node of another kernel: a gap, and at most one per node_us
             t = max(t + node_gap, node_us)
         previous[0] = k.name
@@ -236,7 +242,7 @@ def test_round_trip_delays_each_next_program(tiny_profile):
     k = Kernel("k", 0.0, (Access("w", WEIGHTS, 1000.0),), parallel_work=4)
     programs = [Program([k]) for _ in range(3)]
     without = Engine(prof, "graph").run(programs).program_end_us
-    with_rt = Engine(prof, "graph", round_trip=True).run(programs).program_end_us
+    with_rt = Engine(prof, "graph").run(programs, round_trip=True).program_end_us
     assert [b - a for a, b in zip(without, with_rt, strict=True)] == pytest.approx([0.0, 6.0, 12.0])
 
 
@@ -248,7 +254,7 @@ def test_norm_is_serial_per_row_element(tiny_profile):
         update={"row_reduce_cycles_per_element": 2.0})})
     k = rmsnorm("n", 1, 4096, "bf16")
     first_byte = 0.001  # the fixture's on-chip load latency (1 ns)
-    assert CostModel.from_profile(prof).kernel_us(k, 0.0, 1.0) == pytest.approx(4096 * 2.0 / 1000.0 + first_byte)
+    assert alone_us(CostModel.from_profile(prof), k, 0.0, 1.0) == pytest.approx(4096 * 2.0 / 1000.0 + first_byte)
 
 
 def test_per_program_totals_add_up_to_the_run(h200, t5base, rules):
@@ -289,20 +295,20 @@ def test_item_accesses_serve_as_one_access_per_item(t5base, rules, capacity):
     by_batched, by_expanded = empty_class_totals(), empty_class_totals()
     for k in kernels:
         flat = dataclasses.replace(k, accesses=k.all_accesses, items=None)
-        assert batched.serve(k, by_batched) == expanded.serve(flat, by_expanded)
+        assert batched.access(k, by_batched) == expanded.access(flat, by_expanded)
     assert by_batched == by_expanded
     assert batched.snapshot() == expanded.snapshot()
 
 
 def test_engine_time_of_a_repeated_kernel_is_its_cost(h200, t5base, rules):
     """The engine times each kernel by its cost plan (reusing the last time when a kernel's traffic
-    repeats): the same as `CostModel.kernel_us` kernel by kernel."""
+    repeats): the same as the cost model's time of each kernel alone."""
     kernels = [k for k in _serving_steps(t5base, rules) if k.launches]
     recorder = Recorder()
     Engine(h200, "eager", recorder=recorder).run([Program([k]) for k in kernels])
     cost = CostModel.from_profile(h200)
     cache, totals = OnChipCache(h200.l2.usable_bytes), empty_class_totals()
-    expected = [cost.kernel_us(k, *cache.serve(k, totals)) for k in kernels]
+    expected = [cost.plan_us(cost.plan(k), *cache.access(k, totals)) for k in kernels]
     assert [span[3] for span in recorder.spans] == expected
 
 
@@ -315,7 +321,7 @@ def test_a_tensor_read_once_per_row_misses_only_its_first_pass():
 
     def dram(size: float, passes: int, cap: float) -> float:
         k = Kernel("gemv", 0.0, (Access("w", "weights", passes * size, footprint_bytes=size),), parallel_work=1)
-        return OnChipCache(cap).serve(k, dict.fromkeys(TENSOR_CLASSES, 0.0))[0]
+        return OnChipCache(cap).access(k, dict.fromkeys(TENSOR_CLASSES, 0.0))[0]
     assert dram(1e6, 3, cap=4e6) == 1e6
     assert dram(1e6, 3, cap=0.5e6) == 3e6
     assert dram(1e6, 1, cap=4e6) == 1e6
@@ -336,5 +342,5 @@ def test_attention_has_its_own_fixed_time_defaulting_to_the_matrix_paths():
     attn = attention("a", BUILTIN_MODELS["t5base"], 1, [64], ["kv"], False, "bf16", rules)[-1]
     gemv = linear("q", "w", 1, 768, 768, "bf16", rules)[0]
     a, b = CostModel.from_profile(base), CostModel.from_profile(slow)
-    assert b.kernel_us(attn, 1e5, 1e5) - a.kernel_us(attn, 1e5, 1e5) == pytest.approx(50.0 - a.matrix_latency_us)
-    assert b.kernel_us(gemv, 1e6, 1e6) == a.kernel_us(gemv, 1e6, 1e6)
+    assert alone_us(b, attn, 1e5, 1e5) - alone_us(a, attn, 1e5, 1e5) == pytest.approx(50.0 - a.matrix_latency_us)
+    assert alone_us(b, gemv, 1e6, 1e6) == alone_us(a, gemv, 1e6, 1e6)

@@ -235,6 +235,9 @@ def test_profile_directory_from_the_environment(tmp_path, monkeypatch, cli) -> N
     import os
 
     import speedsim.hardware.files as files_module
+    from speedsim.simulate.scenario import cached_profile
+
+    cached_profile.cache_clear()  # an earlier test's h200, loaded before the variable was set
 
     missing = str(tmp_path / "no-such-dir")
     monkeypatch.setenv("SPEEDSIM_PROFILES", missing)
@@ -263,3 +266,21 @@ def test_profile_by_name_must_carry_that_name(tmp_path, monkeypatch, h200) -> No
         load_profile("mine")
     save_profile(h200.model_copy(update={"name": "mine"}), tmp_path / "mine.yaml")
     assert load_profile("mine").name == "mine"
+
+
+def test_the_cost_model_check_is_called_not_registered(tiny_profile_dict, tmp_path, monkeypatch):
+    """The cost model's check of a loaded profile is an explicit call (`open_profile`, or a `check` passed
+    to the loader), not a hook filled in at import: the schema loader alone takes a profile whose implied
+    DRAM rate is infinite, and `open_profile` refuses it naming its file and the rate."""
+    import math
+
+    from speedsim.engine import check_profile, open_profile
+    from speedsim.hardware.parts import MemoryLevel
+
+    tiny_profile_file = str(tmp_path / "tiny.yaml")
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump({**tiny_profile_dict, "name": "tiny"}))
+    monkeypatch.setattr(MemoryLevel, "achievable_Bps", property(lambda self: math.inf))
+    assert load_profile(tiny_profile_file).name == "tiny"
+    for load in (lambda: open_profile(tiny_profile_file), lambda: load_profile(tiny_profile_file, check=check_profile)):
+        with pytest.raises(UserError, match=r"tiny\.yaml.*dram_Bpus"):
+            load()

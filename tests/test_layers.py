@@ -12,16 +12,16 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "speedsim"
 
 LAYERS = {
-    "__init__": 0, "errors": 0, "paths": 0, "yamlio": 0, "sharing": 0, "fileio": 0, "signals": 0,
+    "__init__": 0, "errors": 0, "paths": 0, "yamlio": 0, "sharing": 0, "fileio": 0, "signals": 0, "defaults": 0,
     "hardware": 1, "data": 1,
     "workload": 2, "model": 2,
     "engine": 3, "decode": 3, "pipeline": 3,
-    "trace": 4,
+    "trace": 4, "run": 4,
     "simulate": 5, "serve": 5,
     "validation": 6, "sweep": 6, "train": 6,
     "report": 7, "console": 7, "cli": 7, "__main__": 7,
 }
-TORCH_FREE = ("simulate", "engine", "workload", "hardware", "sweep", "pipeline", "trace", "serve")
+TORCH_FREE = ("simulate", "engine", "workload", "hardware", "sweep", "pipeline", "trace", "serve", "run")
 
 
 def module_name(path: Path) -> str:

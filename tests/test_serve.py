@@ -6,18 +6,23 @@ import json
 
 import pytest
 
+from speedsim import defaults
 from speedsim.errors import UserError
-from speedsim.serve import ServeSpec, serve
+from speedsim.run import RunParams, serve_run
+from speedsim.serve import serve
 from speedsim.sharing import Sharing
 from speedsim.simulate import simulate, synthetic_traces
 from speedsim.trace.io import write_traces
 from speedsim.workload import BUILTIN_MODELS
 
 
-def spec(**kw) -> ServeSpec:
+def spec(**kw) -> RunParams:
+    """A serving run from `speedsim serve`'s options (defaults as the command line's)."""
     base = {"profile": "h200", "model": "t5base", "sharing": "4x3", "method": "speed", "arrivals": "poisson:2000",
-            "requests": 24, "synthetic": "mispredict=0.15,len=24,src=64"}
-    return ServeSpec(**{**base, **kw})
+            "requests": 24, "synthetic": "mispredict=0.15,len=24,src=64", "trace": None, "max_batch": defaults.MAX_BATCH,
+            "kv_capacity_GB": None, "prefill": defaults.PREFILL, "prefill_budget": defaults.PREFILL_BUDGET,
+            "seed": defaults.SEED, "mode": defaults.MODE}
+    return serve_run(**{**base, **kw})
 
 
 @pytest.mark.parametrize("method", ["speed", "sequential", "unshared"])

@@ -312,13 +312,32 @@ def test_fit_runs_are_synthetic_runs_fitted_to_a_trace():
     """`fit: NAME` is a synthetic workload fitted to that trace; it excludes the other accuracies and a
     trace, and runs without it keep the keys they had before the field existed."""
     run = RunParams(profile="h200", sharing="4x3", fit="4x3", out_len=32, seqs=3)
-    assert run.synthetic(3) == "fit=4x3,len=32,seqs=3,seed=0"
+    assert run.workload_label(3) == "synthetic:fit=4x3,len=32,seqs=3,seed=0"
     for bad in ({"mispredict": 0.1}, {"agree": "0.8/0.9"}, {"trace": "4x3"}):
         with pytest.raises(ValueError):
             RunParams(profile="h200", sharing="4x3", fit="4x3", **bad)
     # the key this run had before `fit` existed (computed at commit 3d193d8): old results directories resume
     assert RunParams(profile="h200", sharing="4x3", mispredict=0.1).key == "11df9f3aa4fb2ada"
     assert run.key != RunParams(profile="h200", sharing="4x3", fit="2x6", out_len=32, seqs=3).key
+
+
+@pytest.mark.parametrize(("params", "key", "label"), [
+    ({"profile": "h200", "sharing": "4x3", "fit": "4x3", "out_len": 32, "seqs": 3}, "2a301ec9315a9d3b",
+     "synthetic:fit=4x3,len=32,seqs=3,seed=0"),
+    ({"label": "paper", "profile": "rtx-a5000", "sharing": "2x6", "trace": "2x6", "limit": 20, "src_len": 64},
+     "85519cee4a21edb0", "trace:2x6"),
+    ({"label": "weight_budget", "profile": "l4", "sharing": "3x4", "mispredict": 0.1, "out_len": 32, "seqs": 1,
+      "bounds": True, "src_len": 128}, "16f00ee643b7ecfa", "synthetic:mispredict=0.1,len=32,seqs=1,src=128,seed=0"),
+    ({"profile": "h200", "sharing": "4x3", "agree": "0.8/0.9", "burst": 0.5, "launch_exit": 1, "max_in_flight": 2,
+      "baselines": ("sequential",), "mode": "eager"}, "a3c83b0a81c2782e",
+     "synthetic:agree=0.8/0.9,len=64,seqs=1,src=128,seed=0,burst=0.5"),
+])
+def test_runs_keep_the_keys_and_workloads_they_had_before_the_run_model(params, key, label):
+    """Keys and workload columns computed with the sweep's own RunParams at commit 87baa91, before the
+    typed run model (its serving and device-control fields, at their defaults, stay out of the key)."""
+    run = RunParams(**params)
+    assert run.key == key
+    assert run.workload_label(3) == label
 
 
 def test_relative_fit_path_is_resolved_against_the_spec(tmp_path, monkeypatch):

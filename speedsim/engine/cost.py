@@ -26,17 +26,21 @@ Serial work of one block, where the kernel has it:
   at d_head 64 whether the KV is in L2 or HBM, ~20 ns at d_head 128).
 
 `softmax_p` is the soft maximum (m^p + c^p)^(1/p): memory and compute overlap well but not
-perfectly near the ridge. `roofline_us` is the closed-form lower bound (bytes at peak DRAM
-bandwidth, FLOPs at the datasheet peak): every simulated kernel time must be at least this.
+perfectly near the ridge. The roofline is the closed-form lower bound every simulated kernel
+time must respect: DRAM bytes at the datasheet bandwidth or FLOPs at the datasheet peak
+(`KernelPlan.compute_floor_us`), whichever is larger; the engine sums it per program.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from enum import IntEnum
+from typing import NamedTuple
 
 from speedsim.errors import UserError
-from speedsim.hardware.profile import LOAD_CHECKS, HardwareProfile
+from speedsim.hardware import load_profile
+from speedsim.hardware.profile import HardwareProfile
 from speedsim.workload.kernels import ATTN, MULTI_QUERY, Kernel
 
 
@@ -53,7 +57,7 @@ class CostModel:
     onchip_Bpus: float
     unit_dram_Bpus: float        # per-unit streaming rate from DRAM (inflight / DRAM latency)
     unit_onchip_Bpus: float      # ... and from on-chip memory
-    attn_dram_Bpus: float        # the same for unsplit attention kernels
+    attn_dram_Bpus: float        # the same for the multi-query attention kernel (its own bytes in flight)
     attn_onchip_Bpus: float
     dram_latency_us: float       # first-byte latency of a kernel whose reads reach DRAM ...
     onchip_latency_us: float     # ... or only the on-chip level
@@ -125,26 +129,20 @@ class CostModel:
             vector_datasheet_FLOPpus={d: profile.vector_peak(d, achievable=False) / 1e6 for d in dtypes},
         )
 
-    def kernel_us(self, k: Kernel, dram_bytes: float, onchip_bytes: float) -> float:
-        """Device time of kernel `k` (us) moving `onchip_bytes` through on-chip memory, `dram_bytes` of them from DRAM.
-
-        This is the kernel alone; with concurrent streams the engine shares DRAM among kernels.
-        """
-        return self.plan_us(self.plan(k), dram_bytes, onchip_bytes)
-
     def plan(self, k: Kernel) -> KernelPlan:
-        """What `kernel_us` needs of kernel `k` that does not depend on where its bytes come from
-        (the engine works it out once per kernel object, then times each run of it with `plan_us`)."""
+        """What kernel `k`'s time needs that does not depend on where its bytes come from (the engine
+        works it out once per kernel object, then times each run of it with `plan_us`)."""
         work = k.parallel_work
         units = self.units
         waves = -(-work // units)
-        tiles = 0
+        walk = TileWalk.NONE
         d_rate = c_rate = math_us = 0.0
         wave_tiles = 0
         if k.key_tiles:  # one block per unit walks its key tiles one after the other
             # the multi-query kernel keeps fewer loads in flight per unit than the single-query one
-            tiles = 1 if k.kind == MULTI_QUERY else 2
-            d_rate, c_rate = ((self.attn_dram_Bpus, self.attn_onchip_Bpus) if k.kind == MULTI_QUERY
+            multi = k.kind == MULTI_QUERY
+            walk = TileWalk.OVERLAPPED if multi else TileWalk.SERIAL
+            d_rate, c_rate = ((self.attn_dram_Bpus, self.attn_onchip_Bpus) if multi
                               else (self.unit_dram_Bpus, self.unit_onchip_Bpus))
             math_us = k.tile_flops / self.unit_matrix_FLOPpus[k.dtype]
             wave_tiles = waves * k.key_tiles
@@ -160,51 +158,61 @@ class CostModel:
         if k.indexed:
             fixed += self.index_us
         peak_sheet = (self.matrix_datasheet_FLOPpus if k.matrix else self.vector_datasheet_FLOPpus)[k.dtype]
-        return (waves, work, tiles, d_rate, c_rate, k.tile_bytes, math_us, wave_tiles, row_us, t_comp, fixed,
-                k.flops / peak_sheet)
+        return KernelPlan(waves, work, walk, d_rate, c_rate, k.tile_bytes, math_us, wave_tiles, row_us, t_comp,
+                          fixed, k.flops / peak_sheet)
 
     def plan_us(self, plan: KernelPlan, dram_bytes: float, onchip_bytes: float) -> float:
-        """`kernel_us` of a kernel from its `plan`."""
-        waves, work, tiles, d_rate, c_rate, tile_bytes, math_us, wave_tiles, row_us, t_comp, fixed, _ = plan
+        """Device time (us) of a kernel with `plan`, alone on the device, moving `onchip_bytes` through
+        on-chip memory, `dram_bytes` of them from DRAM (with concurrent streams the engine shares DRAM)."""
         hits = onchip_bytes - dram_bytes
         t_bw = max(dram_bytes / self.dram_Bpus, onchip_bytes / self.onchip_Bpus)
-        if tiles:
-            per_byte = (dram_bytes / d_rate + hits / c_rate) / onchip_bytes if onchip_bytes else 0.0
-            load = tile_bytes * per_byte
+        walk = plan.tile_walk
+        if walk:
+            per_byte = ((dram_bytes / plan.unit_dram_Bpus + hits / plan.unit_onchip_Bpus) / onchip_bytes
+                        if onchip_bytes else 0.0)
+            load = plan.tile_bytes * per_byte
             # the multi-query kernel's producer warps load the next tile while its consumers compute
             # (warp-specialized, TMA); the single-query kernel loads, then computes
-            tile = self.tile_us + (max(load, math_us) if tiles == 1 else load + math_us)
-            t_mem = max(t_bw, wave_tiles * tile)
+            math_us = plan.tile_math_us
+            tile = self.tile_us + (max(load, math_us) if walk is TileWalk.OVERLAPPED else load + math_us)
+            t_mem = max(t_bw, plan.wave_tiles * tile)
         else:
             # blocks run in waves of `units`: a partial last wave streams with fewer units
-            t_units = (dram_bytes / self.unit_dram_Bpus + hits / self.unit_onchip_Bpus) * waves / work
+            t_units = (dram_bytes / self.unit_dram_Bpus + hits / self.unit_onchip_Bpus) * plan.waves / plan.blocks
             t_mem = max(t_bw, t_units)
+        row_us = plan.row_us
         if row_us is not None:
             t_mem = max(t_mem, row_us)
+        t_comp = plan.compute_us
         t_body = t_mem if t_comp is None else smooth_max(t_mem, t_comp, self.p)
         # the first bytes arrive one idle load latency after the start: from DRAM, or from on-chip memory
         first = self.dram_latency_us if dram_bytes else (self.onchip_latency_us if onchip_bytes else 0.0)
-        return fixed + first + t_body
-
-    def roofline_us(self, k: Kernel, dram_bytes: float) -> float:
-        """Closed-form lower bound: DRAM bytes at the datasheet bandwidth, FLOPs at the datasheet peak."""
-        peak = (self.matrix_datasheet_FLOPpus if k.matrix else self.vector_datasheet_FLOPpus)[k.dtype]
-        return max(dram_bytes / self.dram_peak_Bpus, k.flops / peak)
+        return plan.fixed_us + first + t_body
 
 
-def _check_loaded(profile: HardwareProfile, path: str) -> None:
-    """A profile loaded from a file is checked at once (speedsim.hardware.profile.LOAD_CHECKS): a bad
-    one is refused naming its file before any run (a sweep checks its profiles before it starts)."""
-    CostModel.from_profile(profile, where=path)
+class TileWalk(IntEnum):
+    """How one block walks an attention kernel's key tiles."""
+
+    NONE = 0        # not an attention kernel
+    OVERLAPPED = 1  # multi-query: the next tile loads while this one computes
+    SERIAL = 2      # single-query: each tile loads, then computes
 
 
-LOAD_CHECKS.append(_check_loaded)
+class KernelPlan(NamedTuple):
+    """The parts of a kernel's time that do not depend on where its bytes come from (`CostModel.plan`)."""
 
-
-# waves, blocks, tiles (0: none, 1: multi-query attention, 2: single-query), per-unit DRAM and
-# on-chip rates, tile bytes, tile math time, waves x key tiles, row time, compute time, fixed time,
-# FLOPs at the datasheet peak (the roofline's compute term)
-KernelPlan = tuple[int, int, int, float, float, float, float, int, float | None, float | None, float, float]
+    waves: int                  # blocks / units, rounded up
+    blocks: int                 # the kernel's parallel work
+    tile_walk: TileWalk
+    unit_dram_Bpus: float       # attention: one unit's streaming rate from DRAM ...
+    unit_onchip_Bpus: float     # ... and from on-chip memory
+    tile_bytes: float           # attention: K/V bytes of one key tile
+    tile_math_us: float         # attention: one tile's FLOPs at one unit's share of the matrix peak
+    wave_tiles: int             # attention: waves x key tiles
+    row_us: float | None        # a row reduction's serial walk of one row
+    compute_us: float | None    # FLOPs at the achievable peak, with the last wave's utilisation
+    fixed_us: float             # the kernel's fixed latency
+    compute_floor_us: float     # FLOPs at the datasheet peak: the roofline's compute term
 
 
 def smooth_max(a: float, b: float, p: float) -> float:
@@ -213,3 +221,14 @@ def smooth_max(a: float, b: float, p: float) -> float:
     if hi <= 0.0:
         return 0.0
     return hi * (1.0 + (lo / hi) ** p) ** (1.0 / p)
+
+
+def check_profile(profile: HardwareProfile, where: str) -> None:
+    """The cost model's check of a profile (`CostModel.check`), naming `where` (its file)."""
+    CostModel.from_profile(profile, where=where)
+
+
+def open_profile(name_or_path: str) -> HardwareProfile:
+    """A profile by name or path, validated end to end: its schema and ranges, then every rate the cost
+    model derives from it (finite and positive); a bad one is refused naming its file before any run."""
+    return load_profile(name_or_path, check=check_profile)

@@ -28,7 +28,7 @@ through more weights than fit and streams most of them from DRAM.
 
 A kernel's accesses are served in order: its `accesses`, then its per-item ones (`ItemAccesses`:
 each batch item's own KV cache or encoder K/V, read or written whole), exactly as if each item
-were one more `Access`. A batched serving step has thousands of them, so `serve` runs the rules
+were one more `Access`. A batched serving step has thousands of them, so `access` runs the rules
 above inline, with the level's fill in a local (`tests/test_engine.py` checks the equivalence).
 """
 
@@ -81,7 +81,7 @@ class OnChipCache:
         """The current residency as an immutable `OnChipState`."""
         return OnChipState(self.capacity, tuple(self.resident.items()), self.used)
 
-    def serve(self, kernel: Kernel, dram_by_class: dict[str, float]) -> tuple[float, float]:
+    def access(self, kernel: Kernel, dram_by_class: dict[str, float]) -> tuple[float, float]:
         """Account one kernel's accesses; return (dram_bytes, onchip_bytes) and add DRAM bytes per class.
 
         The loops below are `_grow` and the read and write rules of the module docstring written out

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -18,23 +19,34 @@ from speedsim.fileio import OutputKind, head_text, write_text
 TIMELINE_FILE = OutputKind("a Chrome trace timeline", lambda path: head_text(path, 64).startswith('{"traceEvents"'))
 
 
+class KernelSpan(NamedTuple):
+    """One kernel as it ran: on which stream, when and for how long (us), what it moved (bytes)."""
+
+    kernel: str
+    stream: int
+    start_us: float
+    dur_us: float
+    dram_bytes: float
+    onchip_bytes: float
+    program: int
+
+
 class Recorder:
-    """Collects one record per kernel span; exports a DataFrame or a Chrome trace."""
+    """Collects one `KernelSpan` per kernel; exports a DataFrame or a Chrome trace."""
 
     def __init__(self) -> None:
-        self.spans: list[tuple[str, int, float, float, float, float, int]] = []
+        self.spans: list[KernelSpan] = []
         self.host: list[tuple[float, str]] = []
 
     def kernel(self, name: str, stream: int, start_us: float, dur_us: float, dram_bytes: float,
                onchip_bytes: float, program: int) -> None:
-        self.spans.append((name, stream, start_us, dur_us, dram_bytes, onchip_bytes, program))
+        self.spans.append(KernelSpan(name, stream, start_us, dur_us, dram_bytes, onchip_bytes, program))
 
     def host_spans(self, starts: list[float], mode: str) -> None:
         self.host = [(t, mode) for t in starts]
 
     def dataframe(self) -> pd.DataFrame:
-        return pd.DataFrame(self.spans, columns=["kernel", "stream", "start_us", "dur_us", "dram_bytes",
-                                                 "onchip_bytes", "program"])
+        return pd.DataFrame(self.spans, columns=list(KernelSpan._fields))
 
     def chrome_trace(self, offset_programs: int = 0) -> dict:
         events: list[dict] = [

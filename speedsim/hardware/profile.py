@@ -12,7 +12,6 @@ is said in the field's description.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Literal
 
 from pydantic import Field, ValidationError, model_validator
@@ -148,11 +147,3 @@ class HardwareProfile(_Frozen):
         table = self.compute.vector_peak_TFLOPS
         peak = table[dtype] if dtype in table else min(table.values())
         return peak * 1e12 * (self.compute.vector_efficiency if achievable else 1.0)
-
-
-# Checks of a loaded profile that belong to a layer above this one, which registers them when it is
-# imported (hardware may not import it): the engine's cost model (speedsim.engine.cost) checks that
-# the rates the profile implies are finite and positive, the guard behind the fields' ranges for a
-# field that has none. Each takes the profile and its file and raises `UserError` naming the file;
-# `speedsim.hardware.files.load_profile_file` runs them.
-LOAD_CHECKS: list[Callable[[HardwareProfile, str], None]] = []

@@ -5,17 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from speedsim.errors import UserError
-from speedsim.hardware.files import list_profile_files, load_profile_file, profile_dir_label
+from speedsim.hardware.files import ProfileCheck, list_profile_files, load_profile_file, profile_dir_label
 
 
-def profile_table(directory: Path | None = None) -> list[dict]:
-    """Validate every profile file; one row of key numbers each. The first invalid file is a `UserError`."""
+def profile_table(directory: Path | None = None, check: ProfileCheck | None = None) -> list[dict]:
+    """Validate (and `check`) every profile file; one row of key numbers each. The first invalid file is a
+    `UserError`."""
     files = list_profile_files(directory)
     if not files:
         raise UserError("no *.yaml profiles found", where=profile_dir_label(directory))
     rows = []
     for path in files:
-        p = load_profile_file(path)
+        p = load_profile_file(path, check)
         if p.name != path.stem:
             raise UserError(f"field 'name': '{p.name}' does not match the file name '{path.stem}'", where=str(path))
         rows.append({

@@ -101,9 +101,22 @@ class ServeResult:
     events: int                   # SimPy events processed
     utilization: Utilization
     kv_capacity_bytes: float
+    rate_per_s: float | None = None  # arrivals `load:F`: the Poisson rate that load came to (requests/s)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def to_row(self) -> dict[str, Any]:
+        """A serving sweep's row (`SERVING_METRICS`, plus the method served)."""
+        return {"method": self.method, "rate_per_s": self.rate_per_s, "tokens_per_s": self.throughput_tokens_per_s,
+                "tpot_p50_us": self.tpot_us.p50, "tpot_p99_us": self.tpot_us.p99, "ttft_p99_us": self.ttft_us.p99,
+                "mean_batch": self.mean_batch, "util_compute": self.utilization.compute,
+                "util_dram": self.utilization.dram, "token_passes_per_step": self.mean_tokens_per_step}
+
+
+# The columns of a serving run's row in a sweep table (after the run's parameters).
+SERVING_METRICS = ["rate_per_s", "tokens_per_s", "tpot_p50_us", "tpot_p99_us", "ttft_p99_us", "mean_batch",
+                   "util_compute", "util_dram", "token_passes_per_step"]
 
 
 def latency_summary(records: Sequence[RequestRecord], **facts: Any) -> dict[str, Any]:

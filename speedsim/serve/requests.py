@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from speedsim.errors import UserError
 from speedsim.hardware.profile import HardwareProfile
 from speedsim.pipeline import Policy, Step, replay
+from speedsim.run import check_trace_repeats
 from speedsim.sharing import Sharing
 from speedsim.simulate.phases import source_len
 from speedsim.trace.schema import ExitTrace
@@ -58,13 +58,11 @@ class Request:
 def make_requests(traces: list[ExitTrace], arrivals: np.ndarray, spec: ModelSpec, sharing: Sharing,
                   profile: HardwareProfile, method: str, policy: Policy | None) -> list[Request]:
     """One request per arrival, its trace taken in order from `traces` (already sampled)."""
+    check_trace_repeats(traces, sharing)
     rules = KernelRules.from_profile(profile)
     dtype = profile.default_dtype
     out = []
     for rid, (trace, t) in enumerate(zip(traces, arrivals, strict=True)):
-        if trace.repeats != sharing.repeats:
-            raise UserError(f"trace '{trace.seq_id}' has R={trace.repeats} exits but --sharing is {sharing}",
-                            where="--trace")
         n_src = source_len(spec, trace, None)
         ctx = StepContext(with_source(spec, n_src), sharing, n_src, dtype, rules)
         positions = len(trace.exits) + (0 if spec.cross_attention_len else n_src)

@@ -1,102 +1,88 @@
-"""`speedsim serve`: many requests on one device, from names to a `ServeResult`."""
+"""`speedsim serve`: many requests on one device, from a serving run's `RunParams` to a `ServeResult`."""
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from speedsim.engine import Engine, Recorder
+from speedsim.engine import CountingEnvironment, Engine, Recorder
+from speedsim.engine.core import gc_paused
 from speedsim.engine.recorder import TIMELINE_FILE
-from speedsim.engine.sim import CountingEnvironment, Session, gc_paused
 from speedsim.errors import UserError
 from speedsim.fileio import check_output, write_text
 from speedsim.pipeline import Policy
+from speedsim.run import RunParams, TraceWorkload
 from speedsim.serve.arrivals import parse_arrivals
 from speedsim.serve.metrics import RequestRecord, ServeResult, Utilization, latency_summary
-from speedsim.serve.requests import METHODS, make_requests, weights_bytes
-from speedsim.serve.server import PREFILL_MODES, ServerConfig, run_server
+from speedsim.serve.requests import make_requests, weights_bytes
+from speedsim.serve.server import ServerConfig, run_server
 from speedsim.sharing import Sharing
 from speedsim.simulate.core import effective_mode
 from speedsim.simulate.scenario import cached_models, cached_profile, cached_traces
-from speedsim.trace.io import resolve_trace
 from speedsim.trace.schema import ExitTrace
-from speedsim.trace.synthetic import generate, parse_synthetic
+from speedsim.trace.synthetic import generate
 from speedsim.workload import get_model
 
-MAX_REQUESTS = 1_000_000
-MAX_BATCH = 4096
-MAX_KV_GB = 1e6  # a petabyte: beyond it a typo (1e300 GB overflowed to an infinite capacity, kv utilisation null)
 
-
-@dataclass(frozen=True)
-class ServeSpec:
-    """One serving simulation's inputs, by name (what `speedsim serve` and sweeps pass)."""
-
-    profile: str
-    model: str
-    sharing: str
-    method: str
-    arrivals: str
-    requests: int
-    trace: str | None = None
-    synthetic: str | None = None
-    max_batch: int = 32
-    kv_capacity_GB: float | None = None
-    prefill: str = "chunked"
-    prefill_budget: int = 512
-    seed: int = 0
-    mode: str = "graph"
-    model_specs: tuple[str, ...] = ()
-
-
-def _check(s: ServeSpec) -> None:
-    if s.method not in METHODS:
-        raise UserError(f"unknown method '{s.method}' (known: {', '.join(METHODS)})", where="--method")
-    if not 1 <= s.requests <= MAX_REQUESTS:
-        raise UserError(f"must be in 1..{MAX_REQUESTS}, got {s.requests}", where="--requests")
-    if not 1 <= s.max_batch <= MAX_BATCH:
-        raise UserError(f"must be in 1..{MAX_BATCH}, got {s.max_batch}", where="--max-batch")
-    if s.prefill not in PREFILL_MODES:
-        raise UserError(f"unknown prefill '{s.prefill}' (known: {', '.join(PREFILL_MODES)})", where="--prefill")
-    if s.prefill_budget < 1:
-        raise UserError(f"must be >= 1 token, got {s.prefill_budget}", where="--prefill-budget")
-    if s.kv_capacity_GB is not None and not (math.isfinite(s.kv_capacity_GB) and 0 < s.kv_capacity_GB <= MAX_KV_GB):
-        raise UserError(f"must be a number in (0, {MAX_KV_GB:g}] GB, got {s.kv_capacity_GB}", where="--kv-capacity-GB")
-    if s.seed < 0:
-        raise UserError(f"must be >= 0, got {s.seed}", where="--seed")
-    if (s.trace is None) == (s.synthetic is None):
-        raise UserError("give exactly one of --trace FILE or --synthetic SPEC", where="--trace/--synthetic")
-
-
-def _traces(s: ServeSpec, repeats: int, rng: np.random.Generator) -> list[ExitTrace]:
+def _traces(run: RunParams, repeats: int, rng: np.random.Generator, base_dir: str | Path) -> list[ExitTrace]:
     """One trace per request: sampled with replacement from a trace file, or generated."""
-    if s.trace is not None:
-        pool = [t for t in cached_traces(str(resolve_trace(s.trace))) if len(t.exits) >= 1]
+    requests = run.requests or 0
+    workload = run.workload(repeats, base_dir)
+    if isinstance(workload, TraceWorkload):
+        pool = [t for t in cached_traces(str(workload.path)) if len(t.exits) >= 1]
         if not pool:
             raise UserError("the trace file has no sequences", where="--trace")
-        return [pool[i] for i in rng.integers(0, len(pool), size=s.requests)]
-    spec, _, seed = parse_synthetic(s.synthetic or "", repeats)
-    return generate(spec, s.requests, seed=seed + s.seed, name=f"synthetic:{s.synthetic}")
+        return [pool[i] for i in rng.integers(0, len(pool), size=requests)]
+    spec, _ = workload.spec(repeats)
+    return generate(spec, requests, seed=workload.seed + run.serve_seed, name=f"synthetic:{workload.text}")
 
 
-def serve(s: ServeSpec, timeline: Path | None = None) -> ServeResult:
-    """Simulate serving `s.requests` requests; a `ServeResult`."""
-    _check(s)
+def nominal_rate(s: RunParams, model_specs: Sequence[str | Path] = (), base_dir: str | Path = "") -> float:
+    """Requests per second that keep `s.max_batch` requests in flight, each as fast as alone (one request,
+    batch 1): the loose upper bound that `--arrivals load:F` takes a fraction F of."""
+    alone = serve(s.model_copy(update={"requests": 1, "max_batch": 1, "arrivals": "poisson:1"}),
+                  model_specs=model_specs, base_dir=base_dir)
+    return s.max_batch / (alone.e2e_us.mean * 1e-6)
+
+
+def _load_rate(s: RunParams, model_specs: Sequence[str | Path], base_dir: str | Path) -> float | None:
+    """`load:F` arrivals: F x the nominal rate (requests/s); None for other arrivals."""
+    kind, _, value = (s.arrivals or "").partition(":")
+    if kind != "load":
+        return None
+    try:
+        fraction = float(value)
+    except ValueError:
+        raise UserError(f"'{value}' is not a fraction of the nominal capacity", where="--arrivals") from None
+    if not (math.isfinite(fraction) and fraction > 0):
+        raise UserError(f"load must be a finite number > 0, got '{value}'", where="--arrivals")
+    return fraction * nominal_rate(s, model_specs, base_dir)
+
+
+def serve(s: RunParams, timeline: Path | None = None, model_specs: Sequence[str | Path] = (),
+          base_dir: str | Path = "") -> ServeResult:
+    """Simulate the serving run `s` (`s.requests` requests); a `ServeResult`. `base_dir`: the directory
+    relative trace paths are read from (a sweep spec's)."""
+    if not s.serving:
+        raise UserError("a serving run needs a number of requests", where="--requests")
     if timeline is not None:
         check_output(timeline, "--timeline", TIMELINE_FILE)
     sharing = Sharing.parse(s.sharing)
     profile = cached_profile(s.profile)
-    spec = get_model(s.model, cached_models(tuple(s.model_specs)))
-    rng = np.random.default_rng(s.seed)
-    arrivals = parse_arrivals(s.arrivals, s.requests, s.seed)
+    spec = get_model(s.model, cached_models(tuple(str(p) for p in model_specs)))
+    rng = np.random.default_rng(s.serve_seed)
+    requests_n = s.requests or 0
+    rate = _load_rate(s, model_specs, base_dir)
+    arrivals = parse_arrivals(f"poisson:{rate:.6g}" if rate is not None else s.arrivals or "", requests_n,
+                              s.serve_seed)
     with gc_paused():  # each request's schedule: many small objects, no cycles
-        requests = make_requests(_traces(s, sharing.repeats, rng), arrivals, spec, sharing, profile, s.method,
+        requests = make_requests(_traces(s, sharing.repeats, rng, base_dir), arrivals, spec, sharing, profile, s.serve_method,
                                  Policy())
-    weights = weights_bytes(spec, sharing, profile, s.method)
+    weights = weights_bytes(spec, sharing, profile, s.serve_method)
     capacity = s.kv_capacity_GB * 1e9 if s.kv_capacity_GB is not None \
         else profile.memory_capacity_GiB * 2**30 - weights
     largest = max(requests, key=lambda r: r.kv_bytes)
@@ -106,11 +92,9 @@ def serve(s: ServeSpec, timeline: Path | None = None) -> ServeResult:
                         f"{weights / 1e9:.3f} GB of weights on {profile.name}", where="--kv-capacity-GB")
     recorder = Recorder() if timeline else None
     mode, _ = effective_mode(profile, s.mode)  # a CPU host has no graph mode: the result says eager
-    engine = Engine(profile, mode, recorder=recorder)  # type: ignore[arg-type]
     env = CountingEnvironment()
-    session = Session(engine, env, streams=2 if s.prefill == "stream" else 1)
-    config = ServerConfig(s.method, s.max_batch, capacity, s.prefill, s.prefill_budget,
-                          profile.host.round_trip_us)
+    session = Engine(profile, mode, recorder=recorder).session(env, streams=2 if s.prefill == "stream" else 1)
+    config = ServerConfig(s.serve_method, s.max_batch, capacity, s.prefill, s.prefill_budget)
     server = run_server(session, config, requests)
     records = [RequestRecord(r.rid, r.arrival_us, r.admitted_us, r.first_token_us, r.done_us, r.tokens, r.src_len)
                for r in server.requests]
@@ -121,7 +105,7 @@ def serve(s: ServeSpec, timeline: Path | None = None) -> ServeResult:
     if recorder is not None and timeline is not None:
         _write_timeline(timeline, recorder, server.queue_samples)
     return ServeResult(
-        profile=profile.name, model=spec.name, sharing=str(sharing), method=s.method, mode=mode, **facts,
+        profile=profile.name, model=spec.name, sharing=str(sharing), method=s.serve_method, mode=mode, **facts,
         mean_batch=server.batch_sum / max(server.steps, 1),
         mean_tokens_per_step=server.token_sum / max(server.steps, 1),
         mean_queue_length=server.queue_area / span,
@@ -130,6 +114,7 @@ def serve(s: ServeSpec, timeline: Path | None = None) -> ServeResult:
                                 dram=result.busy_us["dram"] / span,
                                 kv=server.kv_area / (span * capacity)),
         kv_capacity_bytes=capacity,
+        rate_per_s=rate,
     )
 
 

@@ -9,8 +9,8 @@ single decode):
   KV until it completes), then runs one decode step over every decoding request: SPEED
   requests advance one step of their own schedule (each token at its own repeat), baseline
   requests one token; the weights are read once per step for the whole batch, each request's
-  attention reads its own KV. The step's results reach the host (the profile's round trip)
-  before the next step is chosen;
+  attention reads its own KV. The step's results reach the host (the session's round trip,
+  host busy time) before the next step is chosen;
 - prefill: `chunked` puts newly admitted requests' prefills into the next step's program (at
   most `prefill_budget` source tokens per step, one request at least); `stream` runs each
   prefill on a second stream that shares the compute units and DRAM bandwidth with decoding.
@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 import simpy
 
-from speedsim.engine.sim import CountingEnvironment, Session, gc_paused
+from speedsim.engine import Session
+from speedsim.engine.core import gc_paused
 from speedsim.serve.requests import Request
 from speedsim.workload.kernels import Program
 from speedsim.workload.steps import pipelined_batch, prefill, sequential_batch, unshared_batch
@@ -39,7 +40,6 @@ class ServerConfig:
     kv_capacity_bytes: float
     prefill: str              # chunked | stream
     prefill_budget: int       # chunked: source tokens prefilled per step (at least one request)
-    round_trip_us: float      # host time between a step's end and the next step's issue
 
 
 class Server:
@@ -180,14 +180,13 @@ class Server:
                     self._complete(req)
             for req in pre:
                 self._first_token(req)
-            if cfg.round_trip_us:
-                yield env.timeout(cfg.round_trip_us)  # the step's results reach the host
+            yield from self.session.round_trip()  # the step's results reach the host
 
 
 def run_server(session: Session, config: ServerConfig, requests: list[Request]) -> Server:
     """Simulate serving `requests` to the end; the server holds the records and counters."""
     server = Server(session, config, requests)
-    env: CountingEnvironment = session.env
+    env = session.env
     env.process(server.arrivals())
     env.process(server.scheduler())
     with gc_paused():

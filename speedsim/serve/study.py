@@ -18,7 +18,9 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from speedsim.serve.run import ServeSpec, serve
+from speedsim import defaults
+from speedsim.run import RunParams
+from speedsim.serve.run import serve
 from speedsim.yamlio import read_mapping, validate_as
 
 SATURATED = "poisson:1e9"  # arrivals far faster than service: every batch slot stays busy
@@ -41,8 +43,8 @@ class ServingStudy(BaseModel):
     description: str = ""
     model: str = "t5base"
     requests: int = Field(120, ge=1, le=100_000)
-    max_batch: int = Field(32, ge=1, le=4096)
-    seed: int = Field(0, ge=0)
+    max_batch: int = Field(defaults.MAX_BATCH, ge=1, le=defaults.MAX_BATCH_LIMIT)
+    seed: int = Field(defaults.SEED, ge=0)
     profiles: list[str] = Field(min_length=1)
     configs: list[StudyConfig] = Field(min_length=1)
     loads: list[float] = Field(min_length=1, description="fractions of the nominal capacity")
@@ -59,9 +61,10 @@ def load_study(path: Path | str, full: bool = True) -> ServingStudy:
 
 
 def _spec(study: ServingStudy, profile: str, cfg: StudyConfig, arrivals: str, requests: int,
-          max_batch: int) -> ServeSpec:
-    return ServeSpec(profile, study.model, cfg.sharing, cfg.method, arrivals, requests, trace=cfg.trace,
-                     max_batch=max_batch, seed=study.seed)
+          max_batch: int) -> RunParams:
+    return RunParams(profile=profile, model=study.model, sharing=cfg.sharing, serve_method=cfg.method,
+                     arrivals=arrivals, requests=requests, trace=cfg.trace, max_batch=max_batch,
+                     serve_seed=study.seed)
 
 
 def curves(study: ServingStudy) -> pd.DataFrame:

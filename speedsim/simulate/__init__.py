@@ -4,7 +4,7 @@ from speedsim.simulate.core import MODES, first_exit_miss, simulate, step_points
 from speedsim.simulate.phases import BASELINES, METHODS, Phase, build_phases, check_fits
 from speedsim.simulate.result import MethodResult, ScheduleSummary, SimulationResult
 from speedsim.simulate.scenario import Scenario, build_scenario, run_scenario
-from speedsim.trace.synthetic import parse_synthetic, synthetic_traces
+from speedsim.trace.workload import parse_synthetic, synthetic_traces
 
 __all__ = [
     "BASELINES",

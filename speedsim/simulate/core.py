@@ -14,24 +14,22 @@ from pathlib import Path
 
 import numpy as np
 
-from speedsim.engine import Engine, Recorder
+from speedsim.engine import MODES, Engine, Mode, Recorder
 from speedsim.engine.recorder import merged_chrome_trace
-from speedsim.engine.sim import Mode
 from speedsim.errors import UserError
 from speedsim.fileio import write_text
 from speedsim.hardware import BYTES_PER_ELEMENT, HardwareProfile
 from speedsim.hardware.bounds import at_end
 from speedsim.pipeline import Policy
+from speedsim.run import check_decodable
 from speedsim.sharing import Sharing
 from speedsim.simulate.phases import BASELINES, Phase, build_phases, check_fits
 from speedsim.simulate.result import MethodResult, ScheduleSummary, SimulationResult
 from speedsim.trace.schema import ExitTrace
 from speedsim.workload.models import ModelSpec
 
-MODES = ("graph", "eager")
 
-
-def effective_mode(profile: HardwareProfile, mode: str) -> tuple[str, tuple[str, ...]]:
+def effective_mode(profile: HardwareProfile, mode: Mode) -> tuple[Mode, tuple[str, ...]]:
     """The mode a run simulates, and a note when it is not the one asked for.
 
     A synchronous host (a CPU that runs each op itself, `host.synchronous`) has no graph mode:
@@ -64,7 +62,7 @@ def _gaps(phase: Phase, durations: list[float], ends: list[float]) -> tuple[floa
     return prefill_us, decode_us, tokens, gaps
 
 
-def summarise(method: str, phase: Phase, profile: HardwareProfile, mode: str,
+def summarise(method: str, phase: Phase, profile: HardwareProfile, mode: Mode,
               recorder: Recorder | None = None, round_trip: bool = True,
               memory: Mapping[str, float] | None = None) -> MethodResult:
     """Run one method's programs on a cold engine; its `MethodResult` (speedup still 1).
@@ -76,8 +74,7 @@ def summarise(method: str, phase: Phase, profile: HardwareProfile, mode: str,
     """
     memory = dict(memory or {})
     memory_total = memory.pop("total", math.nan)
-    engine = Engine(profile, mode, recorder=recorder, round_trip=round_trip)  # type: ignore[arg-type]
-    result = engine.run(phase.programs)
+    result = Engine(profile, mode, recorder=recorder).run(phase.programs, round_trip=round_trip)
     prefill_us, decode_us, tokens, gaps = _gaps(phase, result.program_us(), result.program_end_us)
     total = result.total_us
     per = max(tokens, 1)
@@ -94,7 +91,7 @@ def summarise(method: str, phase: Phase, profile: HardwareProfile, mode: str,
         p99_token_us=float(np.percentile(gaps, 99)) if gaps else math.nan,
         prefill_us=prefill_us, decode_us=decode_us, total_us=total, tokens=tokens,
         e2e_per_token_us=total / (tokens + sequences) if tokens + sequences else math.nan,
-        kernels=result.kernels, events=result.events,
+        kernels=result.kernels,
         dram_bytes_per_token=sum(t.dram_bytes for t in decode) / per,
         dram_weights_bytes_per_token=by["weights"] / per,
         dram_kv_bytes_per_token=by["kv"] / per,
@@ -139,11 +136,7 @@ def simulate(profile: HardwareProfile, spec: ModelSpec, sharing: Sharing, traces
         mid = simulate(profile, spec, sharing, traces, mode, baselines, policy, src_len, timeline, device_control)
         return replace(mid, speed=mid.speed.with_bounds(*(r.speed for r in runs)),
                        baselines={m: b.with_bounds(*(r.baselines[m] for r in runs)) for m, b in mid.baselines.items()})
-    if not traces:
-        raise UserError("no sequences to simulate", where="--trace")
-    if all(len(t.exits) <= 1 for t in traces):
-        raise UserError("every sequence is empty or has one token: nothing is decoded after the prefill",
-                        where="--trace")
+    check_decodable([len(t.exits) for t in traces])
     if mode not in MODES:
         raise UserError(f"unknown mode '{mode}'", where="--mode")
     mode, mode_notes = effective_mode(profile, mode)
@@ -189,7 +182,7 @@ def step_points(profile: HardwareProfile, spec: ModelSpec, sharing: Sharing, tra
     steps that move no DRAM bytes (no arithmetic intensity). Rows: method, flops, dram_bytes, us.
     """
     phases, _ = build_phases(spec, sharing, traces, profile, [m for m in methods if m != "speed"], None, None)
-    mode = effective_mode(profile, mode)[0]  # type: ignore[assignment]
+    mode = effective_mode(profile, mode)[0]
     rows: list[dict[str, float | str]] = []
     for method in methods:
         phase = phases[method]

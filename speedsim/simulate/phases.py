@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from speedsim.errors import UserError
 from speedsim.hardware.profile import HardwareProfile
 from speedsim.pipeline import Policy, ScheduleStats, Step, replay, schedule_stats
+from speedsim.run import check_trace_repeats
 from speedsim.sharing import Sharing
 from speedsim.trace.schema import ExitTrace
 from speedsim.workload import KernelRules, Program
@@ -55,13 +56,11 @@ def build_phases(spec: ModelSpec, sharing: Sharing, traces: Sequence[ExitTrace],
                  methods: Sequence[str], policy: Policy | None,
                  src_len: int | None) -> tuple[dict[str, Phase], ScheduleStats]:
     """Programs of SPEED and each requested baseline for every trace, plus SPEED's schedule stats."""
+    check_trace_repeats(traces, sharing)
     rules = KernelRules.from_profile(profile)
     phases = {m: Phase() for m in ("speed", *methods)}
     schedules: list[list[Step]] = []
     for trace in traces:
-        if trace.repeats != sharing.repeats:
-            raise UserError(f"trace '{trace.seq_id}' has R={trace.repeats} exits but --sharing is {sharing}",
-                            where="--trace")
         n_src = source_len(spec, trace, src_len)
         ctx = StepContext(with_source(spec, n_src), sharing, n_src, profile.default_dtype, rules)
         steps = replay(trace, policy)

@@ -33,7 +33,6 @@ class MethodResult:
     tokens: int                             # tokens decoded after the prefill
     e2e_per_token_us: float                 # total_us over every emitted token, position 0 included
     kernels: int                            # kernels simulated
-    events: int                             # SimPy events processed
     dram_bytes_per_token: float             # decode steps only (as every per-token figure)
     dram_weights_bytes_per_token: float
     dram_kv_bytes_per_token: float

@@ -15,7 +15,7 @@ STATUS = ["run_key", "method", "status", "error"]
 # Derived from the run's parameters: UxR and what decoded (`trace:NAME` or `synthetic:TEXT`).
 DERIVED = ["U", "R", "depth", "workload"]
 # Simulated figures, in table order: a subset of `MethodResult`'s and `ScheduleSummary`'s fields
-# (kernels, events and e2e_per_token_us stay in the JSON only), plus `sequences`.
+# (kernels and e2e_per_token_us stay in the JSON only), plus `sequences`.
 METRICS = [
     "per_token_us", "p50_token_us", "p99_token_us", "prefill_us", "decode_us", "total_us", "tokens",
     "sequences", "dram_bytes_per_token", "dram_weights_bytes_per_token", "dram_kv_bytes_per_token",

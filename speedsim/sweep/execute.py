@@ -14,14 +14,17 @@ from typing import Any
 
 from speedsim.errors import UserError
 from speedsim.paths import MODEL_RESULTS_DIR
+from speedsim.run import RunParams
+from speedsim.run.params import LATER_FIELDS, TABLE_FIELDS
+from speedsim.serve import serve
+from speedsim.serve.metrics import SERVING_METRICS
 from speedsim.sharing import Sharing
 from speedsim.simulate import build_scenario, run_scenario
 from speedsim.simulate.schema import QUALITY, columns
-from speedsim.sweep.spec import RunParams
-from speedsim.trace.io import resolve_trace
 
-COLUMNS = columns(list(RunParams.model_fields))
-KEEP = frozenset(COLUMNS)  # result fields outside the table's schema stay in the JSON only
+COLUMNS = columns(list(TABLE_FIELDS))
+# result fields outside the table's schema stay in the JSON only; later run fields join where a run sets them
+KEEP = frozenset(COLUMNS) | LATER_FIELDS | frozenset(SERVING_METRICS)
 
 
 class RunFailed(RuntimeError):
@@ -53,27 +56,25 @@ def quality_of(trace: str | None) -> dict[str, float]:
     return out
 
 
-def _simulate(run: RunParams, sharing: Sharing, model_specs: tuple[str, ...], base_dir: str) -> list[dict]:
-    scenario = build_scenario(
-        run.profile, run.model, sharing,
-        trace=resolve_trace(run.trace, base_dir) if run.trace else None,
-        synthetic=None if run.trace else run.synthetic(sharing.repeats, base_dir),
-        limit=run.limit, mode=run.mode, baselines=run.baselines, launch_exit=run.launch_exit,
-        max_in_flight=run.max_in_flight, src_len=run.src_len if run.trace else None, model_specs=model_specs,
-        bounds=run.bounds)
-    return run_scenario(scenario).to_rows()
+
+
+def _simulate(run: RunParams, model_specs: tuple[str, ...], base_dir: str) -> list[dict[str, Any]]:
+    """The run's rows: one per method of a decode (SPEED first), or the one row of a serving run."""
+    if run.serving:
+        return [serve(run, model_specs=model_specs, base_dir=base_dir).to_row()]
+    return run_scenario(build_scenario(run, base_dir, model_specs)).to_rows()
 
 
 def execute(params: dict[str, Any], model_specs: tuple[str, ...] = (), base_dir: str = "") -> list[dict[str, Any]]:
     """Simulate one run; its rows (speed first, then each baseline), or one error row on bad input."""
     run = RunParams.model_validate(params)
-    head = {"run_key": run.key, **run.model_dump(mode="json")}
+    head = {"run_key": run.key, **run.canonical()}
     head["baselines"] = ",".join(run.baselines)
     try:
         sharing = Sharing.parse(run.sharing)
         head.update(U=sharing.unique, R=sharing.repeats, depth=sharing.depth,
-                    workload=f"trace:{run.trace}" if run.trace else f"synthetic:{run.synthetic(sharing.repeats)}")
-        rows = _simulate(run, sharing, model_specs, base_dir)
+                    workload=run.workload_label(sharing.repeats))
+        rows = _simulate(run, model_specs, base_dir)
     except UserError as err:
         return [{**head, "method": "", "status": "error", "error": f"{type(err).__name__}: {err}"}]
     except Exception as err:  # anything else is a bug: re-raised (not recorded) naming the run that hit it

@@ -71,7 +71,7 @@ def _cost_estimate(run: RunParams) -> float:
         depth = int(u) * int(r)
     except ValueError:
         depth = 1
-    tokens = (run.limit or 200) * 40 if run.trace else run.out_len * run.seqs
+    tokens = (run.limit or 200) * 40 if run.trace else (run.out_len or 200) * (run.seqs or 40)
     return depth * tokens * (1 + len(run.baselines))
 
 
@@ -222,13 +222,13 @@ def input_digests(spec: SweepSpec, runs: list[RunParams]) -> dict[str, str]:
     """A digest of every input the runs read beside their parameters: each profile's content (a name
     or a path), each trace and fitted-to trace file, each model spec file. A run's key hashes its
     parameters only, so this is what tells a resumed sweep that a profile was recalibrated since."""
-    from speedsim.hardware import load_profile
+    from speedsim.engine import open_profile
     from speedsim.trace.io import resolve_trace
 
     digests: dict[str, str] = {}
     for run in runs:
         if f"profile:{run.profile}" not in digests:
-            digests[f"profile:{run.profile}"] = _digest(load_profile(run.profile).model_dump_json().encode())
+            digests[f"profile:{run.profile}"] = _digest(open_profile(run.profile).model_dump_json().encode())
         for kind, name in (("trace", run.trace), ("fit", run.fit)):
             if name is not None and f"{kind}:{name}" not in digests:
                 digests[f"{kind}:{name}"] = _digest(resolve_trace(name, spec.base_dir).read_bytes())

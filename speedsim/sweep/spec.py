@@ -14,6 +14,14 @@ A spec (`experiments/*.yaml`)::
           mispredict: [0.0, 0.1, 0.2]
         runs:                                # and/or explicit runs (merged over `fixed`)
           - {profile: h200, sharing: 12x1, trace: 12x1}
+      - label: curves                        # a serving study: `requests` makes a run a serving run
+        fixed: {requests: 120}
+        axes:
+          profile: [h200]
+          configs:                           # an axis of mappings: each one sets several fields
+            - {sharing: 4x3, serve_method: speed, trace: 4x3}
+            - {sharing: 12x1, serve_method: unshared, trace: 12x1}
+          arrivals: [load:0.1, load:1.0]     # fractions of the nominal capacity, or poisson:RATE
 
 Every run is a `RunParams`: its fields are the only axes (an unknown one is an error naming
 it). `profile: all` expands to every shipped profile. Sharing is `sharing: UxR` or two of
@@ -28,30 +36,18 @@ parameters) and raises `UserError` before any run starts.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
-from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from speedsim.engine import open_profile
 from speedsim.errors import UserError
-from speedsim.hardware import list_profile_files, load_profile
+from speedsim.hardware import list_profile_files
 from speedsim.pipeline import Policy
-from speedsim.sharing import MAX_REPEATS, Sharing
-from speedsim.trace.io import iter_traces, resolve_trace
-from speedsim.trace.schema import MAX_TOKEN_ID
-from speedsim.trace.synthetic import (
-    DEFAULT_OUT_LEN,
-    DEFAULT_SEED,
-    DEFAULT_SEQS,
-    DEFAULT_SRC_LEN,
-    MAX_SYNTHETIC_LEN,
-    MAX_SYNTHETIC_SEQS,
-    parse_decodable,
-)
+from speedsim.run import RunParams, TraceWorkload, check_trace_file
+from speedsim.sharing import Sharing
 from speedsim.workload import get_model, resolve_models
 from speedsim.yamlio import read_mapping
 
@@ -59,108 +55,7 @@ SHARING_AXES = ("unique", "repeats", "depth")
 ALL_PROFILES = "all"
 
 
-class RunParams(BaseModel):
-    """The parameters of one simulation; its key is a hash of them (the label included)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    label: str = Field("", description="tag of the spec block that produced the run")
-    profile: str = Field(description="hardware profile name (hw_profiles/NAME.yaml) or YAML path")
-    model: str = Field("t5base", description="model dimensions: built-in name or a spec's model_specs entry")
-    sharing: str = Field(description="UxR: U distinct layers applied R times")
-    mode: Literal["graph", "eager"] = "graph"
-    trace: str | None = Field(None, description="exit trace: shipped name (experiments/traces/NAME.jsonl.gz) "
-                              "or a path; None = synthetic traces")
-    limit: int | None = Field(None, ge=1, le=MAX_TOKEN_ID, description="simulate only the first N sequences of the trace")
-    fit: str | None = Field(None, description="synthetic: traces fitted to this exit trace (shipped name or path; "
-                            "`--synthetic fit=`), at out_len tokens")
-    mispredict: float | None = Field(None, ge=0, le=1, description="synthetic: first-exit misprediction rate")
-    agree: str | None = Field(None, description="synthetic: per-exit agreement with the final exit, 'a0/a1/..'")
-    burst: float | None = Field(None, ge=0, le=1, description="synthetic: P(miss | previous position missed)")
-    out_len: int = Field(DEFAULT_OUT_LEN, ge=1, le=MAX_SYNTHETIC_LEN, description="synthetic: output length in tokens")
-    src_len: int | None = Field(None, ge=1, le=MAX_TOKEN_ID, description="source length in tokens (synthetic default "
-                                "128; with a trace: overrides each sequence's own)")
-    seqs: int = Field(DEFAULT_SEQS, ge=1, le=MAX_SYNTHETIC_SEQS, description="synthetic: number of sequences")
-    seed: int = Field(DEFAULT_SEED, ge=0, le=2**63 - 1, description="synthetic: seed of the trace generator")
-    baselines: tuple[Literal["unshared", "sequential"], ...] = ("unshared", "sequential")
-    launch_exit: int = Field(0, ge=0, lt=MAX_REPEATS, description="exit whose prediction launches the next token")
-    max_in_flight: int | None = Field(None, ge=1, le=MAX_REPEATS, description="most tokens in flight (default R)")
-    bounds: Annotated[bool, Strict()] = Field(False, description="also simulate the profile's ranges at both ends "
-                         "(per_token_us_low/high; three simulations per run)")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_bools(cls, data: Any) -> Any:
-        # YAML's `true` would pass as the number 1 (pydantic's lax mode): a number axis takes numbers only
-        if isinstance(data, dict):
-            for key, value in data.items():
-                if isinstance(value, bool) and key in _NUMBER_FIELDS:
-                    raise ValueError(f"{key}: {value!r} is not a number")
-        return data
-
-    @field_validator("profile", "model", "sharing", "trace", "fit", "agree")
-    @classmethod
-    def _text(cls, value: str | None, info: Any) -> str | None:
-        # an empty `fit` or `agree` would silently mean a perfect model, an empty `trace` synthetic traces
-        if value is not None and not value.strip():
-            raise ValueError(f"{info.field_name} is empty")
-        # fit and agree become items of the --synthetic text, whose items are separated by commas:
-        # 'fit: 4x3,burst=0.9' would smuggle in a parameter the run does not show
-        if value is not None and info.field_name in ("fit", "agree") and "," in value:
-            raise ValueError(f"{info.field_name} {value!r} holds a ',' (give other parameters as their own keys)")
-        return value
-
-    @model_validator(mode="after")
-    def _one_accuracy(self) -> RunParams:
-        given = [k for k in ("fit", "agree", "mispredict") if getattr(self, k) is not None]
-        if len(given) > 1:
-            raise ValueError(f"give one of fit, agree and mispredict, not {' and '.join(given)}")
-        # (against the defaults, not the fields given: a run is also rebuilt from its full dump)
-        synthetic = [k for k in _SYNTHETIC_FIELDS if getattr(self, k) != RunParams.model_fields[k].default]
-        if self.trace is not None and synthetic:  # they would be silently ignored
-            raise ValueError(f"a run with a trace takes no synthetic parameters (got {', '.join(synthetic)})")
-        if self.trace is None and self.limit is not None:
-            raise ValueError("limit applies to a trace's sequences; a synthetic run sets seqs")
-        return self
-
-    @property
-    def key(self) -> str:
-        """Stable identity of the run: 16 hex digits of a hash of its canonical JSON."""
-        # `fit` came later: left out while unset, so the runs of older specs keep their keys
-        canon = json.dumps(self.model_dump(mode="json", exclude={"fit"} if self.fit is None else None),
-                           sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canon.encode()).hexdigest()[:16]
-
-    def synthetic(self, repeats: int, base_dir: str | Path = "") -> str:
-        """The `--synthetic` text of this run's traces (only meaningful without a trace).
-
-        With R = 1 there is no early exit, so nothing can be mispredicted: the text is `perfect`'s.
-        `base_dir`: the spec's directory, against which a relative `fit` path is resolved first (as
-        a `trace` path is); without it, the text names `fit` as given.
-        """
-        if self.fit:  # the real trace's lengths of source, its stops on <eos> and (R > 1) its accuracy
-            fit = self.fit
-            if base_dir and resolve_trace(fit, base_dir) != resolve_trace(fit):
-                fit = str(resolve_trace(fit, base_dir))
-            parts = [f"fit={fit}", f"len={self.out_len}", f"seqs={self.seqs}", f"seed={self.seed}"]
-            return ",".join(parts + ([f"src={self.src_len}"] if self.src_len else []) +
-                            ([f"burst={self.burst:g}"] if self.burst is not None else []))
-        if repeats == 1:
-            acc = "mispredict=0"
-        elif self.agree:
-            acc = f"agree={self.agree}"
-        else:
-            acc = f"mispredict={self.mispredict or 0.0:g}"
-        parts = [acc, f"len={self.out_len}", f"seqs={self.seqs}", f"src={self.src_len or DEFAULT_SRC_LEN}",
-                 f"seed={self.seed}"]
-        if self.burst is not None:
-            parts.append(f"burst={self.burst:g}")
-        return ",".join(parts)
-
-
 KNOWN_AXES = tuple(RunParams.model_fields) + SHARING_AXES
-_SYNTHETIC_FIELDS = ("fit", "mispredict", "agree", "burst", "out_len", "seqs", "seed")
-_NUMBER_FIELDS = ("limit", "mispredict", "burst", "out_len", "src_len", "seqs", "seed", "launch_exit", "max_in_flight")
 
 
 class Block(BaseModel):
@@ -247,19 +142,29 @@ def _expand_block(spec: SweepSpec, block: Block, bwhere: str) -> list[dict[str, 
     base = {**spec.fixed, **block.fixed}
     if block.label:
         base["label"] = block.label
-    for name in list(base) + list(block.axes):
-        if name not in KNOWN_AXES and name != "label":
-            raise UserError(f"unknown axis '{name}' (known: {', '.join(KNOWN_AXES)})", where=bwhere)
     for name, values in block.axes.items():
         if not isinstance(values, list) or not values:
             raise UserError(f"axis '{name}' is empty: the product has no runs", where=bwhere)
+    bundles = {name for name, values in block.axes.items() if all(isinstance(v, dict) for v in values)}
+    for name in list(base) + [n for n in block.axes if n not in bundles]:
+        if name not in KNOWN_AXES and name != "label":
+            raise UserError(f"unknown axis '{name}' (known: {', '.join(KNOWN_AXES)})", where=bwhere)
+    for name in bundles:
+        for j, values in enumerate(block.axes[name]):
+            for key in values:
+                if key not in KNOWN_AXES:
+                    raise UserError(f"unknown axis '{key}' (known: {', '.join(KNOWN_AXES)})",
+                                    where=f"{bwhere}.axes.{name}[{j}]")
     if not block.axes and not block.runs:
         raise UserError("block has neither axes nor runs", where=bwhere)
     combos: list[dict[str, Any]] = []
     if block.axes:
         names = list(block.axes)
         for combo in itertools.product(*(block.axes[n] for n in names)):
-            combos.append({**base, **dict(zip(names, combo, strict=True))})
+            run = dict(base)
+            for name, value in zip(names, combo, strict=True):
+                run.update(value if name in bundles else {name: value})  # a bundle: several fields at once
+            combos.append(run)
     for j, run in enumerate(block.runs):
         for name in run:
             if name not in KNOWN_AXES:
@@ -305,40 +210,17 @@ def _short(raw: dict[str, Any]) -> str:
 
 # ------------------------------------------------------------------------------ checks
 
-@lru_cache(maxsize=64)
-def trace_sequences(path: str) -> tuple[tuple[str, int, int], ...]:
-    """(seq_id, R, generated positions) of each sequence of a trace file, in order.
-
-    The whole file is read and validated, so a bad line or a sequence with another R anywhere in it
-    fails the plan, not a run (a shipped trace, 200 sequences, reads in a few milliseconds).
-    """
-    return tuple((t.seq_id, t.repeats, len(t.exits)) for t in iter_traces(path))
-
-
-def _line_of(path: Path, index: int) -> int:
-    """Line number of the `index`-th sequence of a trace file (blank lines hold none, as `iter_traces` reads)."""
-    from speedsim.trace.io import open_trace_text  # only to name the line of a sequence already found bad
-
-    with open_trace_text(path) as fh:
-        return next(itertools.islice((n for n, line in enumerate(fh, 1) if line.strip()), index, None))
-
-
-def _check_trace(path: Path, run: RunParams) -> None:
-    """Refuse a trace whose simulated sequences (the first `limit`) a run would refuse: another R than the
-    run's sharing (any sequence, naming its line), or nothing to decode after the prefill."""
-    if not path.exists():
-        raise UserError(f"no trace file {path}")
-    seqs = trace_sequences(str(path))[: run.limit]
-    if not seqs:
-        raise UserError(f"{path}: trace file has no sequences")
-    repeats = Sharing.parse(run.sharing).repeats
-    for i, (seq_id, r, _) in enumerate(seqs):
-        if r != repeats:
-            raise UserError(f"{path}:{_line_of(path, i)}: sequence '{seq_id}' has R={r} exits but sharing is "
-                            f"{run.sharing}")
-    if all(n <= 1 for _, _, n in seqs):  # found at run time otherwise
-        raise UserError(f"{path}: every sequence{f' of the first {run.limit}' if run.limit else ''} "
-                        "has at most one token: nothing is decoded after the prefill")
+def _check_workload(run: RunParams, base_dir: str) -> None:
+    """The run's workload as its run would load it: a trace file (`speedsim.run.check_trace_file`) or
+    synthetic traces that decode something."""
+    sharing = Sharing.parse(run.sharing)
+    workload = run.workload(sharing.repeats, base_dir)
+    if isinstance(workload, TraceWorkload):
+        check_trace_file(workload.path, sharing, workload.limit, decode=not run.serving)
+    elif run.serving:
+        workload.spec(sharing.repeats)
+    else:
+        workload.decodable_spec(sharing.repeats)
 
 
 def check_runs(spec: SweepSpec, runs: list[RunParams], where: str = "spec") -> None:
@@ -347,26 +229,26 @@ def check_runs(spec: SweepSpec, runs: list[RunParams], where: str = "spec") -> N
     models = spec_models(spec)
     seen: set[tuple] = set()
     for run in runs:
-        checks = (("profile", run.profile), ("model", run.model), ("sharing", run.sharing),
-                  ("trace", run.trace),
-                  ("synthetic", run.synthetic(_repeats(run.sharing), spec.base_dir) if run.trace is None else None),
+        workload = (("trace", run) if run.trace is not None else ("synthetic", run)) if _parses(run.sharing) else None
+        checks = (("profile", run.profile), ("model", run.model), ("sharing", run.sharing), workload,
                   ("launch_exit", f"{run.launch_exit}/{run.max_in_flight}"))
-        for key, value in checks:
-            seen_key = (key, value, run.sharing, run.limit if key == "trace" else None)
-            if value is None or seen_key in seen:
+        for check in checks:
+            if check is None:
+                continue
+            key, value = check
+            seen_key = (key, value if isinstance(value, str) else _workload_key(value), run.sharing)
+            if seen_key in seen:
                 continue
             seen.add(seen_key)
             try:
                 if key == "profile":
-                    load_profile(value)
+                    open_profile(str(value))
                 elif key == "model":
-                    get_model(value, models)
+                    get_model(str(value), models)
                 elif key == "sharing":
-                    Sharing.parse(value)
-                elif key == "trace":
-                    _check_trace(resolve_trace(value, spec.base_dir), run)
-                elif key == "synthetic":
-                    parse_decodable(value, Sharing.parse(run.sharing).repeats)
+                    Sharing.parse(str(value))
+                elif key in ("trace", "synthetic"):
+                    _check_workload(run, spec.base_dir)
                 else:
                     Policy(launch_exit=run.launch_exit, max_in_flight=run.max_in_flight).check(_repeats(run.sharing))
             except UserError as err:
@@ -377,6 +259,21 @@ def check_runs(spec: SweepSpec, runs: list[RunParams], where: str = "spec") -> N
                 else:
                     msg = str(err).split(": ", 1)[-1] if err.where else str(err)
                 raise UserError(f"key '{key}': {msg}", where=where) from None
+
+
+def _parses(sharing: str) -> bool:
+    try:
+        Sharing.parse(sharing)
+    except UserError:
+        return False  # reported by the sharing check
+    return True
+
+
+def _workload_key(run: RunParams) -> tuple:
+    """What a run's workload check depends on (runs that share it are checked once)."""
+    return (run.trace, run.limit, run.serving) if run.trace is not None else \
+        tuple(getattr(run, f) for f in ("fit", "mispredict", "agree", "burst", "out_len", "src_len", "seqs", "seed")) \
+        + (run.serving,)
 
 
 def _repeats(sharing: str) -> int:

@@ -20,38 +20,19 @@ work per token follow the real trace, not only its miss rate.
 `fit(traces)` estimates every parameter from real traces. Randomness comes from a seeded
 `numpy.random.Generator`, never from global state.
 
-`parse_synthetic(text, R)` reads the command line's `--synthetic` text (also a sweep run's
-synthetic workload): one of `perfect`, `mispredict=P`, `agree=A0/A1/...` or `fit=TRACE` (a
-shipped trace's name or a path), plus
-`len=N`, `seqs=K`, `src=N`, `burst=B`, `seed=S`. `mispredict=P` settles every miss at the first
-verifying exit, so it is the optimistic bound for a miss rate P; `fit=TRACE` carries a real
-trace's settle-exit distribution, flip patterns, burstiness, lengths and stops on <eos>: by
-default as many sequences as the trace holds, with its sequences' lengths in order (`len=N`,
-`src=N` override the lengths, `seqs=K` the count).
+A workload as users give it (`--synthetic TEXT`, a sweep run's keys) is
+`speedsim.trace.workload.SyntheticWorkload`, which checks it and builds the spec here.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from speedsim.errors import UserError, user_error
-from speedsim.trace.io import read_traces, resolve_trace
+from speedsim import defaults
 from speedsim.trace.schema import ExitTrace
-
-# Defaults of synthetic workloads, here and nowhere else (the CLI and sweep specs use them).
-DEFAULT_OUT_LEN = 64      # output tokens per sequence
-DEFAULT_SRC_LEN = 128     # source (encoder input or prompt) tokens
-DEFAULT_SEQS = 1
-DEFAULT_SEED = 0
-MAX_SYNTHETIC_LEN = 65536     # tokens per synthetic sequence (output or source)
-MAX_SYNTHETIC_SEQS = 10000
-# Tokens of one synthetic workload (sequences x tokens each): about half an hour of simulation.
-# Each bound above alone allows 655M tokens, weeks of simulation: a typo, not a study.
-MAX_SYNTHETIC_TOKENS = 1 << 20
 
 
 class SyntheticSpec(BaseModel):
@@ -64,8 +45,8 @@ class SyntheticSpec(BaseModel):
         description="P(exit r predicts the final token), r = 0..R-1; the last is 1 and may be omitted"
     )
     burst: float | None = Field(None, ge=0, le=1, description="P(first exit misses | it missed at the previous position); None: independent")
-    lengths: list[int] = Field([DEFAULT_OUT_LEN], min_length=1, description="output lengths in tokens, sampled uniformly per sequence")
-    src_lens: list[int] = Field([DEFAULT_SRC_LEN], min_length=1, description="source lengths in tokens, sampled uniformly per sequence")
+    lengths: list[int] = Field([defaults.OUT_LEN], min_length=1, description="output lengths in tokens, sampled uniformly per sequence")
+    src_lens: list[int] = Field([defaults.SRC_LEN], min_length=1, description="source lengths in tokens, sampled uniformly per sequence")
     vocab_size: int = Field(32000, ge=2, description="token ids are drawn from [0, vocab_size)")
     eos_id: int | None = Field(None, description="recorded in the traces; never drawn as a token")
     patterns: dict[str, float] | None = Field(
@@ -262,122 +243,3 @@ def settle_exit(row: Sequence[int]) -> int:
     while k > 0 and row[k - 1] == row[-1]:
         k -= 1
     return k
-
-
-# ------------------------------------------------------------------------------ the --synthetic text
-
-_KEYS = ("perfect", "mispredict", "agree", "fit", "len", "seqs", "src", "burst", "seed")
-_ACCURACY = ("perfect", "mispredict", "agree", "fit")
-WHERE = "--synthetic"
-
-
-def _fields(text: str) -> dict[str, str]:
-    fields: dict[str, str] = {}
-    for item in (s.strip() for s in text.split(",")):
-        if not item:
-            raise UserError(f"empty item in '{text}'", where=WHERE)
-        m = re.fullmatch(r"([a-z_]+)=(.+)", item)
-        key, value = (item, "") if item == "perfect" else (m.group(1), m.group(2)) if m else (None, "")
-        if key is None:
-            raise UserError(f"'{item}' is not perfect or KEY=VALUE", where=WHERE)
-        if key not in _KEYS or key == "perfect" and value:
-            raise UserError(f"unknown key '{key}' (known: {', '.join(_KEYS)})", where=WHERE)
-        if key in fields:
-            raise UserError(f"'{key}' is given twice", where=WHERE)
-        fields[key] = value
-    chosen = [k for k in _ACCURACY if k in fields]
-    if len(chosen) > 1:
-        raise UserError(f"give one of {', '.join(_ACCURACY)}, not {' and '.join(chosen)}", where=WHERE)
-    if not chosen:  # an accuracy silently defaulted to `perfect` would hide a typo or a missing item
-        raise UserError(f"'{text}' gives no accuracy: add one of perfect, mispredict=P, agree=A0/A1/... or "
-                        "fit=TRACE", where=WHERE)
-    return fields
-
-
-def _number(fields: dict[str, str], key: str, kind: type, default: float | None, lo: float, hi: float):
-    if key not in fields:
-        return default
-    try:
-        value = kind(fields[key])
-    except ValueError:
-        raise UserError(f"{key}={fields[key]} is not {'an integer' if kind is int else 'a number'}",
-                        where=WHERE) from None
-    if not lo <= value <= hi:  # also rejects nan
-        raise UserError(f"{key}={fields[key]} is outside [{lo:g}, {hi:g}]", where=WHERE)
-    return value
-
-
-def _agreement(fields: dict[str, str], repeats: int) -> list[float]:
-    if "agree" in fields:
-        try:
-            return [float(v) for v in fields["agree"].split("/")]
-        except ValueError:
-            raise UserError(f"agree={fields['agree']} is not a list of numbers A0/A1/...", where=WHERE) from None
-    miss = _number(fields, "mispredict", float, 0.0, 0.0, 1.0)
-    return [1.0 - miss] + [1.0] * (repeats - 1)
-
-
-def parse_synthetic(text: str, repeats: int) -> tuple[SyntheticSpec, int, int]:
-    """The `--synthetic` text as (spec, number of sequences, seed); a `UserError` on anything off."""
-    if not text or not text.strip():
-        raise UserError("empty spec (give perfect, mispredict=P, agree=A0/A1/... or fit=TRACE)", where=WHERE)
-    fields = _fields(text)
-    seqs = _number(fields, "seqs", int, None, 1, MAX_SYNTHETIC_SEQS)
-    seed = _number(fields, "seed", int, DEFAULT_SEED, 0, 2**63 - 1)
-    length = _number(fields, "len", int, None, 1, MAX_SYNTHETIC_LEN)
-    src = _number(fields, "src", int, None, 1, MAX_SYNTHETIC_LEN)
-    burst = _number(fields, "burst", float, None, 0.0, 1.0)
-    if "fit" in fields:
-        try:
-            base = fit(read_traces(resolve_trace(fields["fit"])))
-        except ValidationError as err:  # (a ValueError too: its text is many lines)
-            msg = err.errors()[0]["msg"].removeprefix("Value error, ")
-            raise UserError(f"fit={fields['fit']}: the fitted parameters are invalid: {msg}", where=WHERE) from None
-        except ValueError as err:  # no traces, or traces of several R
-            raise UserError(f"fit={fields['fit']}: {err}", where=WHERE) from None
-        if base.repeats != repeats:
-            raise UserError(f"fit={fields['fit']} has R={base.repeats} exits, expected {repeats}", where=WHERE)
-        update: dict = {"lengths": [length]} if length else {}
-        update |= {"src_lens": [src]} if src else {}
-        update |= {"burst": burst} if burst is not None else {}
-        raw = {**base.model_dump(), **update}
-        seqs = seqs or len(base.lengths)  # by default one fitted sequence per real one, of its lengths
-    else:
-        raw = {"repeats": repeats, "agreement": _agreement(fields, repeats), "burst": burst,
-               "lengths": [length or DEFAULT_OUT_LEN], "src_lens": [src or DEFAULT_SRC_LEN]}
-        seqs = seqs or DEFAULT_SEQS
-    try:
-        spec = SyntheticSpec.model_validate(raw)
-    except ValidationError as err:
-        if "fit" in fields:  # what the fitted trace says contradicts what the text adds (burst=)
-            msg = err.errors()[0]["msg"].removeprefix("Value error, ")
-            raise UserError(f"fit={fields['fit']}: {msg}", where=WHERE) from None
-        raise user_error(err, WHERE, with_field=False) from None
-    tokens = _lengths_drawn(spec, seqs)
-    if seqs * max(tokens) > MAX_SYNTHETIC_TOKENS:
-        raise UserError(f"{seqs} sequences of up to {max(tokens)} tokens exceed {MAX_SYNTHETIC_TOKENS:,} tokens "
-                        "in all (MAX_SYNTHETIC_TOKENS: about half an hour of simulation)", where=WHERE)
-    return spec, seqs, seed
-
-
-def _lengths_drawn(spec: SyntheticSpec, seqs: int) -> list[int]:
-    """The output lengths `generate(spec, seqs)` can give its sequences."""
-    return spec.lengths[:seqs] if spec.in_order else spec.lengths
-
-
-def parse_decodable(text: str, repeats: int) -> tuple[SyntheticSpec, int, int]:
-    """`parse_synthetic` for a decode (simulate, sweeps): a `UserError` if every sequence would have
-    one token, so that nothing is decoded after the prefill (serving takes such prefill-only requests)."""
-    spec, seqs, seed = parse_synthetic(text, repeats)
-    if max(_lengths_drawn(spec, seqs)) <= 1:
-        fields = _fields(text)
-        what = f"fit={fields['fit']}'s sequences are empty or of one token" if "fit" in fields and "len" not in fields \
-            else "len=1"
-        raise UserError(f"every sequence has one token ({what}): nothing is decoded after the prefill", where=WHERE)
-    return spec, seqs, seed
-
-
-def synthetic_traces(text: str, repeats: int) -> list[ExitTrace]:
-    """The traces the `--synthetic` text describes, for a model with `repeats` exits."""
-    spec, seqs, seed = parse_decodable(text, repeats)
-    return generate(spec, seqs, seed=seed, name=f"synthetic:{text}")

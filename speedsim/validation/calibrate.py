@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import least_squares, minimize_scalar
 
-from speedsim.engine.sim import time_call
+from speedsim.engine import time_call
 from speedsim.errors import UserError
 from speedsim.hardware.profile import HardwareProfile
 from speedsim.paths import relative

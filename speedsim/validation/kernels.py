@@ -28,8 +28,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from speedsim.engine import Engine
 from speedsim.engine.recorder import Recorder
-from speedsim.engine.sim import Engine
 from speedsim.errors import UserError
 from speedsim.hardware.profile import HardwareProfile
 from speedsim.validation.measured import finite_number, read_csv_table
@@ -159,10 +159,10 @@ def simulated_by_class(profile: HardwareProfile, program: Program, warmup: int =
     Engine(profile, "eager", recorder=rec).run([program] * (warmup + 1))
     kclass = {k.name: k.kclass for k in program.kernels}
     out: dict[str, list[float]] = {}
-    for name, _stream, _start, dur, _dram, _chip, index in rec.spans:
-        if index == warmup:
-            cell = out.setdefault(kclass[name], [0.0, 0.0])
-            cell[0] += dur
+    for span in rec.spans:
+        if span.program == warmup:
+            cell = out.setdefault(kclass[span.kernel], [0.0, 0.0])
+            cell[0] += span.dur_us
             cell[1] += 1
     return out
 

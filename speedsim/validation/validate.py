@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from speedsim.engine.sim import time_call
+from speedsim.engine import time_call
 from speedsim.errors import UserError
 from speedsim.hardware.profile import HardwareProfile
 from speedsim.simulate import simulate

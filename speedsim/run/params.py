@@ -1,0 +1,257 @@
+"""The typed run model: one run's profile, model, sharing, workload, mode, policy and serving parameters.
+
+`RunParams` is what `speedsim simulate`, `speedsim serve`, a sweep's run and the report's studies
+all build; its fields are the only sweep axes, each declared once, with its default from
+`speedsim.defaults`. A run with `requests` set is a serving run (`speedsim serve`); any other is
+one decode of SPEED and its baselines (`speedsim simulate`).
+
+The workload is an exit trace (`trace`, optionally its first `limit` sequences) or synthetic
+traces (`mispredict`, `agree` or `fit`, with `out_len`, `src_len`, `seqs`, `burst`, `seed`):
+`workload()` gives it typed (`TraceWorkload` or `SyntheticWorkload`); no text goes between.
+
+A run's key is 16 hex digits of a hash of its canonical JSON. Fields added after sweeps were
+first journalled (`LATER_FIELDS`) are left out of it while at their defaults, so an old sweep
+directory keeps its keys (`tests/test_sweep.py` checks keys computed before).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
+
+from speedsim import defaults
+from speedsim.sharing import MAX_REPEATS
+from speedsim.trace.io import resolve_trace
+from speedsim.trace.schema import MAX_TOKEN_ID
+from speedsim.trace.workload import SyntheticWorkload
+
+Method = Literal["speed", "sequential", "unshared"]
+METHODS: tuple[str, ...] = ("speed", "sequential", "unshared")
+PREFILL_MODES: tuple[str, ...] = ("chunked", "stream")
+
+
+@dataclass(frozen=True)
+class TraceWorkload:
+    """A recorded exit trace (a file), optionally its first `limit` sequences, at its own source lengths
+    or at `src_len`."""
+
+    path: Path
+    limit: int | None = None
+    src_len: int | None = None
+
+
+class RunParams(BaseModel):
+    """The parameters of one run; its key is a hash of them (the label included)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    label: str = Field("", description="tag of the spec block that produced the run")
+    profile: str = Field(description="hardware profile name (hw_profiles/NAME.yaml) or YAML path")
+    model: str = Field(defaults.MODEL, description="model dimensions: built-in name or a spec's model_specs entry")
+    sharing: str = Field(description="UxR: U distinct layers applied R times")
+    mode: Literal["graph", "eager"] = defaults.MODE
+    trace: str | None = Field(None, description="exit trace: shipped name (experiments/traces/NAME.jsonl.gz) "
+                              "or a path; None = synthetic traces")
+    limit: int | None = Field(None, ge=1, le=MAX_TOKEN_ID, description="simulate only the first N sequences of the trace")
+    fit: str | None = Field(None, description="synthetic: traces fitted to this exit trace (shipped name or path; "
+                            "`--synthetic fit=`), at out_len tokens")
+    mispredict: float | None = Field(None, ge=0, le=1, description="synthetic: first-exit misprediction rate")
+    agree: str | None = Field(None, description="synthetic: per-exit agreement with the final exit, 'a0/a1/..'")
+    burst: float | None = Field(None, ge=0, le=1, description="synthetic: P(miss | previous position missed)")
+    out_len: int | None = Field(defaults.OUT_LEN, ge=1, le=defaults.MAX_SYNTHETIC_LEN,
+                                description="synthetic: output length in tokens (None with fit: the trace's own)")
+    src_len: int | None = Field(None, ge=1, le=MAX_TOKEN_ID, description="source length in tokens (synthetic default "
+                                f"{defaults.SRC_LEN}; with a trace: overrides each sequence's own)")
+    seqs: int | None = Field(defaults.SEQS, ge=1, le=defaults.MAX_SYNTHETIC_SEQS,
+                             description="synthetic: number of sequences (None with fit: one per real one)")
+    seed: int = Field(defaults.SEED, ge=0, le=2**63 - 1, description="synthetic: seed of the trace generator")
+    baselines: tuple[Literal["unshared", "sequential"], ...] = defaults.BASELINES
+    launch_exit: int = Field(defaults.LAUNCH_EXIT, ge=0, lt=MAX_REPEATS,
+                             description="exit whose prediction launches the next token")
+    max_in_flight: int | None = Field(None, ge=1, le=MAX_REPEATS, description="most tokens in flight (default R)")
+    bounds: Annotated[bool, Strict()] = Field(False, description="also simulate the profile's ranges at both ends "
+                                              "(per_token_us_low/high; three simulations per run)")
+    # ---- fields added later (left out of the key while at their defaults)
+    device_control: Annotated[bool, Strict()] = Field(False, description="what-if: the controller runs on the device "
+                                                      "(no host round trip per step)")
+    requests: int | None = Field(None, description="serving: number of requests (set: a serving run)")
+    serve_method: Method = Field(defaults.METHOD, description="serving: the decoding method served")
+    arrivals: str | None = Field(None, description="serving: poisson:RATE_PER_S or trace:FILE")
+    max_batch: int = Field(defaults.MAX_BATCH, description="serving: most requests decoding at once")
+    kv_capacity_GB: float | None = Field(None, description="serving: KV memory (default: device memory less weights)")
+    prefill: Literal["chunked", "stream"] = Field(defaults.PREFILL, description="serving: how prefills run")
+    prefill_budget: int = Field(defaults.PREFILL_BUDGET, description="serving, chunked: source tokens prefilled "
+                                "per step (at least one request)")
+    serve_seed: int = Field(defaults.SEED, description="serving: seed of the arrivals and of the requests' trace "
+                            "sampling (synthetic traces add it to their own seed)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bools(cls, data: Any) -> Any:
+        # YAML's `true` would pass as the number 1 (pydantic's lax mode): a number axis takes numbers only
+        if isinstance(data, dict):
+            for key, value in data.items():
+                if isinstance(value, bool) and key in NUMBER_FIELDS:
+                    raise ValueError(f"{key}: {value!r} is not a number")
+        return data
+
+    @field_validator("profile", "model", "sharing", "trace", "fit", "agree", "arrivals")
+    @classmethod
+    def _text(cls, value: str | None, info: Any) -> str | None:
+        # an empty `fit` or `agree` would silently mean a perfect model, an empty `trace` synthetic traces
+        if value is not None and not value.strip():
+            raise ValueError(f"{info.field_name} is empty")
+        return value
+
+    @field_validator("requests")
+    @classmethod
+    def _requests(cls, value: int | None) -> int | None:
+        if value is not None and not 1 <= value <= defaults.MAX_REQUESTS:
+            raise ValueError(f"must be in 1..{defaults.MAX_REQUESTS}, got {value}")
+        return value
+
+    @field_validator("max_batch")
+    @classmethod
+    def _max_batch(cls, value: int) -> int:
+        if not 1 <= value <= defaults.MAX_BATCH_LIMIT:
+            raise ValueError(f"must be in 1..{defaults.MAX_BATCH_LIMIT}, got {value}")
+        return value
+
+    @field_validator("kv_capacity_GB")
+    @classmethod
+    def _kv(cls, value: float | None) -> float | None:
+        if value is not None and not (math.isfinite(value) and 0 < value <= defaults.MAX_KV_GB):
+            raise ValueError(f"must be a number in (0, {defaults.MAX_KV_GB:g}] GB, got {value}")
+        return value
+
+    @field_validator("prefill_budget")
+    @classmethod
+    def _budget(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(f"must be >= 1 token, got {value}")
+        return value
+
+    @field_validator("serve_seed")
+    @classmethod
+    def _serve_seed(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError(f"must be >= 0, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_workload(self) -> RunParams:
+        given = [k for k in ("fit", "agree", "mispredict") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give one of fit, agree and mispredict, not {' and '.join(given)}")
+        # (against the defaults, not the fields given: a run is also rebuilt from its full dump)
+        synthetic = [k for k in SYNTHETIC_FIELDS if getattr(self, k) != RunParams.model_fields[k].default]
+        if self.trace is not None and synthetic:  # they would be silently ignored
+            raise ValueError(f"a run with a trace takes no synthetic parameters (got {', '.join(synthetic)})")
+        if self.trace is None and self.limit is not None:
+            raise ValueError("limit applies to a trace's sequences; a synthetic run sets seqs")
+        if self.fit is None and (self.out_len is None or self.seqs is None):
+            raise ValueError("out_len and seqs are numbers (None only with fit: the fitted trace's own)")
+        if self.requests is None and self.arrivals is not None:
+            raise ValueError("arrivals belong to a serving run: give requests too")
+        if self.requests is not None and self.arrivals is None:
+            raise ValueError("a serving run needs arrivals (poisson:RATE_PER_S or trace:FILE)")
+        return self
+
+    @property
+    def serving(self) -> bool:
+        """A serving run (many requests), not one decode."""
+        return self.requests is not None
+
+    def canonical(self) -> dict[str, Any]:
+        """The run as JSON values: every field, less the later ones at their defaults (`LATER_FIELDS`).
+        What its key hashes and what a sweep's table shows of it."""
+        dump = self.model_dump(mode="json")
+        return {k: v for k, v in dump.items()
+                if k not in LATER_FIELDS or getattr(self, k) != RunParams.model_fields[k].default}
+
+    @property
+    def key(self) -> str:
+        """Stable identity of the run: 16 hex digits of a hash of its canonical JSON."""
+        canon = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canon.encode()).hexdigest()[:16]
+
+    def workload(self, repeats: int, base_dir: str | Path = "") -> TraceWorkload | SyntheticWorkload:
+        """The run's workload, typed, for a model with `repeats` exits; relative paths (`trace`, `fit`)
+        are resolved against `base_dir` (a spec's directory) first.
+
+        Synthetic: with R = 1 there is no early exit, so nothing can be mispredicted (`perfect`)."""
+        if self.trace is not None:
+            return TraceWorkload(resolve_trace(self.trace, base_dir), self.limit, self.src_len)
+        if self.fit is not None:
+            fit = self.fit
+            if base_dir and resolve_trace(fit, base_dir) != resolve_trace(fit):
+                fit = str(resolve_trace(fit, base_dir))
+            return SyntheticWorkload(fit=fit, out_len=self.out_len, seqs=self.seqs, seed=self.seed,
+                                     src_len=self.src_len, burst=self.burst)
+        if repeats == 1:
+            accuracy: dict[str, Any] = {"mispredict": 0.0}
+        elif self.agree is not None:
+            accuracy = {"agree": _agreement(self.agree)}
+        else:
+            accuracy = {"mispredict": self.mispredict or 0.0}
+        return SyntheticWorkload(**accuracy, out_len=self.out_len, seqs=self.seqs,
+                                 src_len=self.src_len or defaults.SRC_LEN, seed=self.seed, burst=self.burst)
+
+    def workload_label(self, repeats: int) -> str:
+        """How tables show the workload: `trace:NAME` or `synthetic:TEXT`."""
+        if self.trace is not None:
+            return f"trace:{self.trace}"
+        return f"synthetic:{self.workload(repeats).text}"  # type: ignore[union-attr]
+
+
+def _agreement(text: str) -> tuple[float, ...]:
+    from speedsim.errors import UserError
+
+    try:
+        return tuple(float(v) for v in text.split("/"))
+    except ValueError:
+        raise UserError(f"agree={text} is not a list of numbers A0/A1/...", where="--synthetic") from None
+
+
+SYNTHETIC_FIELDS = ("fit", "mispredict", "agree", "burst", "out_len", "seqs", "seed")
+NUMBER_FIELDS = ("limit", "mispredict", "burst", "out_len", "src_len", "seqs", "seed", "launch_exit", "max_in_flight",
+                 "requests", "max_batch", "kv_capacity_GB", "prefill_budget", "serve_seed")
+LATER_FIELDS = frozenset({"fit", "device_control", "requests", "serve_method", "arrivals", "max_batch", "kv_capacity_GB",
+                          "prefill", "prefill_budget", "serve_seed"})
+SERVING_FIELDS = ("requests", "serve_method", "arrivals", "max_batch", "kv_capacity_GB", "prefill", "prefill_budget",
+                  "serve_seed")
+
+
+# the command-line flag of each field whose name it does not follow (`--` + the field with dashes)
+_FLAGS = {"trace": "--trace/--synthetic", "fit": "--synthetic", "mispredict": "--synthetic", "agree": "--synthetic",
+          "burst": "--synthetic", "out_len": "--synthetic", "seqs": "--synthetic", "seed": "--synthetic",
+          "kv_capacity_GB": "--kv-capacity-GB", "serve_seed": "--seed", "baselines": "--baseline",
+          "serve_method": "--method"}
+
+
+def flag_of(field: str) -> str:
+    """The command-line flag that sets `field`."""
+    return _FLAGS.get(field, "--" + field.replace("_", "-"))
+
+
+def run_from_options(**values: Any) -> RunParams:
+    """A `RunParams` from the command line's values; a `UserError` naming the flag of the first bad one."""
+    from pydantic import ValidationError
+
+    from speedsim.errors import UserError
+
+    try:
+        return RunParams.model_validate(values)
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else ""
+        msg = first["msg"].removeprefix("Value error, ")
+        raise UserError(msg, where=flag_of(field) if field else "options") from None
+# the parameter columns every sweep table has, in order (later fields join a table where a run sets them)
+TABLE_FIELDS = tuple(f for f in RunParams.model_fields if f not in LATER_FIELDS or f == "fit")
