@@ -15,9 +15,10 @@ Two ways in:
 - the incremental pieces the decoders in `speedsim.decode` use: `encode` / `cross_kv`
   once per source, `embed` for launched tokens, and `group_pass`, which runs a batch of
   tokens once through the `U` layers, *each token at its own repeat and position*,
-  reading and writing that repeat's slot of a KV cache. Sequential greedy decoding calls
-  it with one token per repeat; SPEED's pipeline calls it with every in-flight token at
-  once, so every linear layer is one batched matmul over the in-flight tokens.
+  reading and writing that repeat's slot of a KV cache (which slot each token uses is
+  planned in `speedsim.model.kv_plan`). Sequential greedy decoding calls it with one token
+  per repeat; SPEED's pipeline calls it with every in-flight token at once, so every
+  linear layer is one batched matmul over the in-flight tokens.
 
 Simplifications against T5: learned absolute positions instead of relative position
 buckets, token embeddings shared by encoder, decoder and (tied) LM head.
@@ -26,29 +27,14 @@ buckets, token embeddings shared by encoder, decoder and (tied) LM head.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from speedsim.model.config import SpeedConfig
-
-
-# ------------------------------------------------------------------------------ KV cache protocol
-class KVCacheLike(Protocol):
-    """What `group_pass` needs of a KV cache (implemented by `speedsim.decode.KVCache`)."""
-
-    def update(self, layer: int, repeat: int, positions: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None: ...
-
-    def keys_values(self, layer: int, repeat: int, length: int) -> tuple[torch.Tensor, torch.Tensor]: ...
-
-    def update_tokens(
-        self, layer: int, repeats: torch.Tensor, positions: torch.Tensor, k: torch.Tensor, v: torch.Tensor
-    ) -> None: ...
-
-    def gather(self, layer: int, repeats: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]: ...
+from speedsim.model.kv_plan import AttentionPlan, KVCacheLike, TokenBatch, attention_plan
 
 
 # ------------------------------------------------------------------------------ building blocks
@@ -80,7 +66,7 @@ class SelfAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)  # (B, H, T, D)
         return self.drop(self.proj(y.transpose(1, 2).reshape(B, T, C)))
 
-    def step(self, x: torch.Tensor, layer: int, plan: _AttentionPlan, cache: KVCacheLike) -> torch.Tensor:
+    def step(self, x: torch.Tensor, layer: int, plan: AttentionPlan, cache: KVCacheLike) -> torch.Tensor:
         """Cached attention for N tokens, each at its own (repeat, position); x is (N, C).
 
         Every token first writes its K/V into its repeat's slot, then attends over that slot up
@@ -91,7 +77,7 @@ class SelfAttention(nn.Module):
         """
         N, C = x.shape
         q, k, v = self.qkv(x).view(N, 3, self.n_heads, self.head_dim).unbind(1)  # 3 x (N, H, D)
-        if isinstance(plan, _TokenBatch):
+        if isinstance(plan, TokenBatch):
             cache.update_tokens(layer, plan.repeats, plan.positions, k, v)
             keys, values = cache.gather(layer, plan.repeats, plan.length)  # (N, H, L, D) each
             y = F.scaled_dot_product_attention(q.unsqueeze(2), keys, values, attn_mask=plan.allowed)  # (N, H, 1, D)
@@ -182,56 +168,11 @@ class DecoderLayer(nn.Module):
             x = x + self.cross(self.ln2(x), cross_kv, cross_allowed)
         return x + self.ffn(self.ln3(x))
 
-    def step(self, x: torch.Tensor, layer: int, plan: _AttentionPlan, cache: KVCacheLike, cross_kv: Any) -> torch.Tensor:
+    def step(self, x: torch.Tensor, layer: int, plan: AttentionPlan, cache: KVCacheLike, cross_kv: Any) -> torch.Tensor:
         x = x + self.attn.step(self.ln1(x), layer, plan, cache)
         if self.cross is not None and self.ln2 is not None:
             x = x + self.cross.step(self.ln2(x), cross_kv)
         return x + self.ffn(self.ln3(x))
-
-
-@dataclass(frozen=True)
-class _RepeatGroup:
-    """The tokens of one `group_pass` that sit at the same repeat (they share a KV-cache slot)."""
-
-    repeat: int
-    index: torch.Tensor  # (n,) rows of the batch
-    positions: torch.Tensor  # (n,) sequence positions
-    length: int  # keys to read: max position + 1
-    allowed: torch.Tensor  # (n, length) True where key j <= the query's position
-
-
-@dataclass(frozen=True)
-class _TokenBatch:
-    """The tokens of one `group_pass` when each sits at its own repeat (SPEED's pipelined step)."""
-
-    repeats: torch.Tensor  # (N,) KV-cache slot of each token
-    positions: torch.Tensor  # (N,) sequence positions
-    length: int  # keys to gather: max position + 1
-    allowed: torch.Tensor  # (N, 1, 1, length) True where key j <= the token's position
-
-
-def _attention_plan(repeats: list[int], positions: list[int], device: torch.device) -> list[_RepeatGroup] | _TokenBatch:
-    """One batched attention call if every token is at its own repeat, else one call per repeat."""
-    if len(set(repeats)) == len(repeats):
-        pos = torch.tensor(positions, device=device)
-        length = max(positions) + 1
-        allowed = (torch.arange(length, device=device)[None, :] <= pos[:, None])[:, None, None, :]  # (N, 1, 1, L)
-        return _TokenBatch(torch.tensor(repeats, device=device), pos, length, allowed)
-    return _repeat_groups(repeats, positions, device)
-
-
-_AttentionPlan = list[_RepeatGroup] | _TokenBatch
-
-
-def _repeat_groups(repeats: list[int], positions: list[int], device: torch.device) -> list[_RepeatGroup]:
-    groups = []
-    for r in sorted(set(repeats)):
-        rows = [i for i, rr in enumerate(repeats) if rr == r]
-        pos = torch.tensor([positions[i] for i in rows], device=device)
-        length = int(pos.max()) + 1
-        allowed = torch.arange(length, device=device)[None, :] <= pos[:, None]  # (n, L)
-        groups.append(_RepeatGroup(r, torch.tensor(rows, device=device), pos, length, allowed))
-    return groups
 
 
 # ------------------------------------------------------------------------------ the model
@@ -356,7 +297,7 @@ class SharedDecoder(nn.Module):
         Self-attention of token i reads and writes KV-cache slot (layer, repeats[i]); all
         linear layers run once over the N tokens (the weight reads SPEED amortises).
         """
-        plan = _attention_plan(repeats, positions, x.device)
+        plan = attention_plan(repeats, positions, x.device)
         for u, layer in enumerate(self.decoder_layers):
             x = layer.step(x, u, plan, cache, cross_kv[u] if cross_kv is not None else None)
         return x
