@@ -2,12 +2,12 @@
 
 from speedsim.decode.cache import KVCache
 from speedsim.decode.sequential import DecodeState, decode_step, greedy, greedy_exits, prefill
-from speedsim.decode.speculative import SpeedResult, speculative_step, speed
+from speedsim.decode.speculative import SpeedDecode, speculative_step, speed
 
 __all__ = [
     "DecodeState",
     "KVCache",
-    "SpeedResult",
+    "SpeedDecode",
     "decode_step",
     "greedy",
     "greedy_exits",

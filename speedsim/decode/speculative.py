@@ -21,7 +21,7 @@ from speedsim.pipeline import PipelineController, Policy, Step
 
 
 @dataclass(frozen=True)
-class SpeedResult:
+class SpeedDecode:
     """What a SPEED decode produced, as data (an `ExitRecord` that `speedsim.pipeline.replay` reads;
     `speedsim.train.record.trace_of` makes it an `ExitTrace`)."""
 
@@ -67,7 +67,7 @@ def speed(
     max_new_tokens: int,
     eos_id: int | None = None,
     policy: Policy | None = None,
-) -> SpeedResult:
+) -> SpeedDecode:
     """SPEED pipelined greedy decoding; same arguments and same tokens as `greedy`.
 
     `policy` chooses the launch exit, the verify exits and the most tokens in flight
@@ -76,7 +76,7 @@ def speed(
     src_len, R = int(as_ids(src_ids).numel()), model.config.repeats
     with eval_mode(model):
         if max_new_tokens == 0:
-            return SpeedResult([], [], [], src_len, R, None)
+            return SpeedDecode([], [], [], src_len, R, None)
         state = prefill(model, src_ids, max_new_tokens)
         ctrl = PipelineController(R, policy, state.first_exits, state.max_new_tokens, eos_id)
         steps = []
@@ -84,4 +84,4 @@ def speed(
             steps.append(speculative_step(model, state, ctrl))
     tokens = list(ctrl.tokens)
     stopped = eos_id if eos_id is not None and tokens and tokens[-1] == eos_id else None
-    return SpeedResult(tokens, steps, [list(row) for row in ctrl.exits], src_len, R, stopped)
+    return SpeedDecode(tokens, steps, [list(row) for row in ctrl.exits], src_len, R, stopped)

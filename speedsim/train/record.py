@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from speedsim.data import SPLITS, special_ids
-from speedsim.decode import SpeedResult, speed
+from speedsim.decode import SpeedDecode, speed
 from speedsim.errors import UserError
 from speedsim.trace import ExitTrace, settle_exit, trace_stats
 from speedsim.train.batches import prepare_data
@@ -46,7 +46,7 @@ def exit_trace(exits: list[list[int]], src_len: int, repeats: int, eos_id: int |
                      eos_id=eos_id if stopped else None, model=model)
 
 
-def trace_of(result: SpeedResult, seq_id: str = "0", model: str | None = None) -> ExitTrace:
+def trace_of(result: SpeedDecode, seq_id: str = "0", model: str | None = None) -> ExitTrace:
     """The exit trace of a SPEED decode (`speedsim.decode.speed`), labelled `seq_id` and `model`."""
     return exit_trace(result.exits, result.src_len, result.repeats, result.eos_id, seq_id, model)
 
