@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from speedsim import defaults
 from speedsim.console import (
     calibration_text,
     corpus_text,
@@ -256,7 +257,7 @@ def trace_cmd(checkpoint: str, split: str, out_file: str, limit: int | None, max
 @click.option("--trace", "trace_file", type=click.Path(path_type=Path), default=None,
               help="Recorded exit trace (JSON Lines, .gz allowed), or a shipped trace's name (4x3).")
 @click.option("--synthetic", default=None,
-              help="perfect | mispredict=P | agree=A0/A1/..., plus len=N, seqs=K, src=N, burst=B, seed=S.")
+              help="perfect | mispredict=P | agree=A0/A1/... | fit=TRACE, plus len=N, seqs=K, src=N, burst=B, seed=S.")
 @click.option("--baseline", type=click.Choice(["unshared", "sequential", "both", "none"]), default="both",
               show_default=True)
 @click.option("--mode", type=click.Choice(["graph", "eager"]), default="graph", show_default=True,
@@ -265,7 +266,7 @@ def trace_cmd(checkpoint: str, split: str, out_file: str, limit: int | None, max
 @click.option("--src-len", type=click.IntRange(min=1), default=None,
               help="Source (encoder input or prompt) length; default: each trace's own.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Simulate only the first N sequences.")
-@click.option("--launch-exit", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--launch-exit", type=click.IntRange(min=0), default=defaults.LAUNCH_EXIT, show_default=True,
               help="Exit whose prediction launches the next token.")
 @click.option("--max-in-flight", type=click.IntRange(min=1), default=None, help="Most tokens in flight (default R).")
 @click.option("--timeline", type=click.Path(path_type=Path), default=None,
@@ -314,18 +315,19 @@ def simulate_cmd(profile_name: str, model_name: str, sharing: str, trace_file: P
 @click.option("--trace", "trace_file", default=None,
               help="Exit traces to sample requests from (a file, or a shipped trace's name such as 4x3).")
 @click.option("--synthetic", default=None, help="Synthetic traces, as for simulate (one per request).")
-@click.option("--method", type=click.Choice(["speed", "sequential", "unshared"]), default="speed", show_default=True)
-@click.option("--arrivals", required=True, help="poisson:RATE_PER_S or trace:FILE (arrival times in seconds).")
+@click.option("--method", type=click.Choice(list(defaults.METHODS)), default=defaults.METHOD, show_default=True)
+@click.option("--arrivals", required=True, help="poisson:RATE_PER_S, trace:FILE (arrival times in seconds) or "
+              "load:F (F times the nominal capacity: max-batch requests in flight, each as fast as alone).")
 @click.option("--requests", "n_requests", type=int, required=True, help="Number of requests.")
-@click.option("--max-batch", type=int, default=32, show_default=True, help="Most requests decoding at once.")
+@click.option("--max-batch", type=int, default=defaults.MAX_BATCH, show_default=True, help="Most requests decoding at once.")
 @click.option("--kv-capacity-GB", "kv_capacity", type=float, default=None,
               help="KV memory in GB (default: device memory minus the weights).")
-@click.option("--prefill", type=click.Choice(["chunked", "stream"]), default="chunked", show_default=True,
+@click.option("--prefill", type=click.Choice(list(defaults.PREFILL_MODES)), default=defaults.PREFILL, show_default=True,
               help="chunked: prefills join the decode steps; stream: a second stream beside decoding.")
-@click.option("--prefill-budget", type=int, default=512, show_default=True,
+@click.option("--prefill-budget", type=int, default=defaults.PREFILL_BUDGET, show_default=True,
               help="chunked: source tokens prefilled per step (at least one request).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of arrivals and trace sampling.")
-@click.option("--mode", type=click.Choice(["graph", "eager"]), default="graph", show_default=True)
+@click.option("--seed", type=int, default=defaults.SEED, show_default=True, help="Seed of arrivals and trace sampling.")
+@click.option("--mode", type=click.Choice(["graph", "eager"]), default=defaults.MODE, show_default=True)
 @click.option("--timeline", type=click.Path(path_type=Path), default=None,
               help="Write a Chrome trace: one track per stream and the queue length (open in Perfetto).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")

@@ -27,6 +27,8 @@ MAX_SYNTHETIC_SEQS = 10000
 MAX_SYNTHETIC_TOKENS = 1 << 20
 
 # ------------------------------------------------------------------ serving
+METHODS = ("speed", "sequential", "unshared")   # the decoding methods a server can run
+PREFILL_MODES = ("chunked", "stream")
 METHOD: Literal["speed", "sequential", "unshared"] = "speed"  # the decoding method served: speed, sequential or unshared
 MAX_BATCH = 32              # requests decoding at once
 PREFILL: Literal["chunked", "stream"] = "chunked"  # chunked: prefills join the decode steps; stream: a second stream

@@ -65,10 +65,14 @@ def _report_inputs(tmp_path, monkeypatch) -> dict:
         monkeypatch.setattr(build, name, _once(getattr(build, name)))
     study = write(tmp_path, TINY_STUDY, "study.yaml")
     paper = write(tmp_path, tiny_paper(tmp_path), "paper.yaml")
-    serving = write(tmp_path, {"profiles": ["h200"], "requests": 4, "max_batch": 2, "loads": [1.0], "batches": [1, 2],
-                               "configs": [{"sharing": "12x1", "method": "unshared", "trace": str(tmp_path / "deep.jsonl")},
-                                           {"sharing": "4x3", "method": "speed", "trace": str(tmp_path / "shared.jsonl")}]},
-                    "serving.yaml")
+    configs = [{"sharing": "12x1", "serve_method": "unshared", "trace": str(tmp_path / "deep.jsonl")},
+               {"sharing": "4x3", "serve_method": "speed", "trace": str(tmp_path / "shared.jsonl")}]
+    serving = write(tmp_path, {"name": "serving", "fixed": {"model": "t5base"}, "blocks": [
+        {"label": "curves", "fixed": {"requests": 4, "max_batch": 2},
+         "axes": {"profile": ["h200"], "configs": configs, "arrivals": ["load:1.0"]}},
+        {"label": "crossover", "fixed": {"arrivals": "poisson:1e9"},
+         "axes": {"profile": ["h200"], "configs": configs,
+                  "batch": [{"max_batch": 1, "requests": 8}, {"max_batch": 2, "requests": 8}]}}]}, "serving.yaml")
     return {"specs": (study,), "paper_spec": paper, "workers": 1, "progress": False, "cache": tmp_path / "cache",
             "serving_spec": serving}
 

@@ -32,7 +32,6 @@ class SharedBandwidth:
         self.flows: list[_Flow] = []
         self.last = 0.0
         self.plan = 0
-        self.busy_us = 0.0
 
     def transfer(self, nbytes: float, max_rate: float) -> simpy.Event:
         """An event that fires once `nbytes` have moved, at no more than `max_rate` bytes/us."""
@@ -48,7 +47,6 @@ class SharedBandwidth:
     def _advance(self) -> None:
         dt = self.env.now - self.last
         if dt > 0 and self.flows:
-            self.busy_us += dt
             for f in self.flows:
                 f.remaining -= f.rate * dt
         self.last = self.env.now

@@ -123,76 +123,51 @@ class OnChipCache:
                     used = _grow(resident, cap, used, a.tensor, min(write, size - have))
         items = kernel.items
         if items is not None:
-            tclass = items.tclass
-            if items.write:  # each item writes its whole footprint
-                for tensor, size in zip(items.tensors, items.nbytes, strict=True):
-                    if not size:
-                        continue
-                    onchip += size
-                    if size > cap:
+            tclass, write = items.tclass, items.write  # each item writes, or reads, its whole footprint
+            missed = dram_by_class[tclass]
+            for tensor, size in zip(items.tensors, items.nbytes, strict=True):
+                if not size:
+                    continue
+                onchip += size
+                if write:
+                    if size > cap:  # larger than the level: to DRAM
                         dram += size
-                        dram_by_class[tclass] += size
+                        missed += size
                         continue
-                    # write-allocate (`_grow` inline): size - have more bytes resident (fewer: a
-                    # tensor resident beyond the written bytes shrinks to them)
-                    have = resident.pop(tensor, 0.0)
-                    add = size - have
-                    need = add - (cap - used)
-                    while need > 0.0 and resident:
-                        victim = next(iter(resident))
-                        part = resident[victim]
-                        if part > need:
-                            resident[victim] = part - need
-                            used -= need
-                            break
-                        del resident[victim]
-                        used -= part
-                        need -= part
-                    free = cap - used
-                    if free < add:
-                        add = free
-                    resident[tensor] = have + add  # most recently used
-                    used += add
-            else:  # each item reads its whole footprint
-                missed = dram_by_class[tclass]
-                for tensor, size in zip(items.tensors, items.nbytes, strict=True):
-                    if not size:
-                        continue
-                    onchip += size
+                    have = resident.pop(tensor, 0.0)  # (a tensor resident beyond the written bytes shrinks)
+                else:
                     have = resident.pop(tensor, 0.0)
                     if have > size:  # reused with a smaller footprint
                         used -= have - size
                         have = size
                     miss = size * (1.0 - have / size)
-                    if miss > 0.0 and size <= cap:
+                    if miss > 0.0:
                         dram += miss
                         missed += miss
-                        # `_grow` inline: size - have more bytes resident, most recently used (the
-                        # tensor stays out of `resident` while others are evicted, as in `_grow`)
-                        add = size - have
-                        need = add - (cap - used)
-                        while need > 0.0 and resident:
-                            victim = next(iter(resident))
-                            part = resident[victim]
-                            if part > need:
-                                resident[victim] = part - need
-                                used -= need
-                                break
-                            del resident[victim]
-                            used -= part
-                            need -= part
-                        free = cap - used
-                        if free < add:
-                            add = free
-                        resident[tensor] = have + add
-                        used += add
+                    if not (miss > 0.0 and size <= cap):  # a hit, or larger than the level: nothing evicted
+                        if have > 0.0:
+                            resident[tensor] = have  # most recently used
                         continue
-                    if miss > 0.0:  # larger than the level: from DRAM, and nothing evicted
-                        dram += miss
-                        missed += miss
-                    if have > 0.0:
-                        resident[tensor] = have  # most recently used
-                dram_by_class[tclass] = missed
+                # `_grow` inline: size - have more bytes resident, most recently used (the tensor stays
+                # out of `resident` while others are evicted, as in `_grow`)
+                add = size - have
+                need = add - (cap - used)
+                while need > 0.0 and resident:
+                    victim = next(iter(resident))
+                    part = resident[victim]
+                    if part > need:
+                        resident[victim] = part - need
+                        used -= need
+                        break
+                    del resident[victim]
+                    used -= part
+                    need -= part
+                free = cap - used
+                if free < add:
+                    add = free
+                resident[tensor] = have + add
+                used += add
+            dram_by_class[tclass] = missed
         self.used = used
         return dram, onchip
 

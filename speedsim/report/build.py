@@ -21,9 +21,8 @@ from speedsim.paths import EXPERIMENTS_DIR, H200_MEASURED, MEASURED_DIR, ROOT
 from speedsim.report import check_figures, figures
 from speedsim.report.content import ReportData, profile_order
 from speedsim.report.readme import REPORT_TITLE, write_readme
-from speedsim.report.serving import serving_figure
+from speedsim.report.serving import serving_figure, serving_tables
 from speedsim.report.validation_md import write_validation
-from speedsim.serve.study import crossover, curves, load_study, speed_limit
 from speedsim.sharing import Sharing
 from speedsim.simulate import step_points, synthetic_traces
 from speedsim.sweep import SweepSpec, load_spec, read_results, run_sweep
@@ -193,12 +192,15 @@ def _check_report_dir(out: Path) -> None:
                         "use a new or empty directory", where="--out")
 
 
-def run_serving(spec: Path | None, full: bool) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
-    """The serving study (`experiments/serving.yaml`; its reduced form unless `full`)."""
+def run_serving(spec: Path | None, full: bool, cache: Path, workers: int, scheduler: str | None,
+                progress: bool) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """The serving study (`experiments/serving.yaml`, a sweep of serving runs; its reduced form unless
+    `full`): the curves and speed-limit tables."""
     if spec is None or not Path(spec).exists():
         return None, None
-    study = load_study(spec, full=full)
-    return curves(study), speed_limit(crossover(study))
+    loaded = load_spec(spec, reduced=not full)
+    run_sweep(loaded, cache / "serving", workers=workers, scheduler=scheduler, progress=progress)
+    return serving_tables(expand(loaded, str(spec)), read_results(cache / "serving"))
 
 
 def build_report(out: Path | str, *, full: bool = False, specs: tuple[Path, ...] | None = None,
@@ -219,6 +221,7 @@ def build_report(out: Path | str, *, full: bool = False, specs: tuple[Path, ...]
         study = run_study(tuple(specs), work, workers, scheduler, progress)
         paper, note = (run_paper(paper_spec, work, workers, scheduler, progress) if paper_spec
                        else (None, "no paper spec given"))
+        serving, serving_limit = run_serving(serving_spec, full, work, workers, scheduler, progress)
     validation, mape = run_validation()
     steps, peaks = roofline_points(profile_order(study) if not study.empty else ["h200"])
     data = ReportData(study, paper, note, validation, mape, steps, peaks,
@@ -226,7 +229,7 @@ def build_report(out: Path | str, *, full: bool = False, specs: tuple[Path, ...]
                        else Path(s).name for s in specs])
     data.noise = noise_floor()
     data.cpu, data.cpu_mape = run_cpu_validation()
-    data.serving, data.serving_limit = run_serving(serving_spec, full)
+    data.serving, data.serving_limit = serving, serving_limit
     data.figures = draw(data, out)
     write_data(data, out)
     readme = write_readme(data, out)

@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from speedsim.report.content import ok, profile_order  # noqa: E402
-from speedsim.report.style import METHOD_STYLE, TAB10, save  # noqa: E402
+from speedsim.report.style import METHOD_STYLE, TAB10, finish_panel, save  # noqa: E402
 from speedsim.sharing import Sharing  # noqa: E402
 from speedsim.simulate.schema import (  # noqa: E402
     FIXED_DEPTH,
@@ -189,12 +189,8 @@ def speedup_vs_mispredict(df: pd.DataFrame, path: Path, paper: pd.DataFrame | No
         ax.plot([], [], color="k", ls="-", label="vs shared, sequential")
         ax.plot([], [], color="k", ls="--", label="vs unshared, same depth")
         ax.axhline(1.0, color="k", lw=0.8)
-        ax.set_title(f"{profile}")
-        ax.set_xlabel("first-exit misprediction rate realised in the traces (% of tokens)")
-        ax.set_ylabel("SPEED speedup (baseline µs/token ÷ SPEED µs/token)")
-        ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        finish_panel(ax, f"{profile}", "first-exit misprediction rate realised in the traces (% of tokens)",
+                     "SPEED speedup (baseline µs/token ÷ SPEED µs/token)")
     fig.suptitle("SPEED speedup vs first-exit misprediction rate (shaded: the SPEED paper's reported "
                  "rates for 4x3 and 2x6)")
     return save(fig, path)
@@ -217,12 +213,7 @@ def speedup_vs_output_length(df: pd.DataFrame, path: Path) -> Path | None:
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set_xscale("log", base=2)
         ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-        ax.set_title(profile)
-        ax.set_xlabel("output length (tokens)")
-        ax.set_ylabel("speedup over shared-sequential (x)")
-        ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        finish_panel(ax, profile, "output length (tokens)", "speedup over shared-sequential (x)")
     fig.suptitle("SPEED speedup vs output length: short outputs pay pipeline fill and drain")
     return save(fig, path)
 

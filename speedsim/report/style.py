@@ -23,6 +23,16 @@ METHOD_STYLE = {
 DPI = 100
 
 
+def finish_panel(ax, title: str, xlabel: str, ylabel: str) -> None:
+    """The common end of a panel: its title and axis labels, y from 0, a light grid, a small legend."""
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+
+
 def save(fig, path: Path) -> Path:
     """Write a figure deterministically (no timestamp, no software tag) and close it."""
     path.parent.mkdir(parents=True, exist_ok=True)

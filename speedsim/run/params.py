@@ -32,8 +32,7 @@ from speedsim.trace.schema import MAX_TOKEN_ID
 from speedsim.trace.workload import SyntheticWorkload
 
 Method = Literal["speed", "sequential", "unshared"]
-METHODS: tuple[str, ...] = ("speed", "sequential", "unshared")
-PREFILL_MODES: tuple[str, ...] = ("chunked", "stream")
+METHODS, PREFILL_MODES = defaults.METHODS, defaults.PREFILL_MODES
 
 
 @dataclass(frozen=True)
@@ -109,18 +108,12 @@ class RunParams(BaseModel):
             raise ValueError(f"{info.field_name} is empty")
         return value
 
-    @field_validator("requests")
+    @field_validator("requests", "max_batch", "prefill_budget", "serve_seed")
     @classmethod
-    def _requests(cls, value: int | None) -> int | None:
-        if value is not None and not 1 <= value <= defaults.MAX_REQUESTS:
-            raise ValueError(f"must be in 1..{defaults.MAX_REQUESTS}, got {value}")
-        return value
-
-    @field_validator("max_batch")
-    @classmethod
-    def _max_batch(cls, value: int) -> int:
-        if not 1 <= value <= defaults.MAX_BATCH_LIMIT:
-            raise ValueError(f"must be in 1..{defaults.MAX_BATCH_LIMIT}, got {value}")
+    def _count(cls, value: int | None, info: Any) -> int | None:
+        lo, hi = _COUNT_RANGES[info.field_name]
+        if value is not None and not lo <= value <= hi:
+            raise ValueError(f"must be in {lo}..{hi}, got {value}" if hi < 2**63 else f"must be >= {lo}, got {value}")
         return value
 
     @field_validator("kv_capacity_GB")
@@ -128,20 +121,6 @@ class RunParams(BaseModel):
     def _kv(cls, value: float | None) -> float | None:
         if value is not None and not (math.isfinite(value) and 0 < value <= defaults.MAX_KV_GB):
             raise ValueError(f"must be a number in (0, {defaults.MAX_KV_GB:g}] GB, got {value}")
-        return value
-
-    @field_validator("prefill_budget")
-    @classmethod
-    def _budget(cls, value: int) -> int:
-        if value < 1:
-            raise ValueError(f"must be >= 1 token, got {value}")
-        return value
-
-    @field_validator("serve_seed")
-    @classmethod
-    def _serve_seed(cls, value: int) -> int:
-        if value < 0:
-            raise ValueError(f"must be >= 0, got {value}")
         return value
 
     @model_validator(mode="after")
@@ -219,6 +198,9 @@ def _agreement(text: str) -> tuple[float, ...]:
         raise UserError(f"agree={text} is not a list of numbers A0/A1/...", where="--synthetic") from None
 
 
+# the serving counts' ranges (their messages name the flag: `run_from_options`)
+_COUNT_RANGES = {"requests": (1, defaults.MAX_REQUESTS), "max_batch": (1, defaults.MAX_BATCH_LIMIT),
+                 "prefill_budget": (1, 2**63), "serve_seed": (0, 2**63)}
 SYNTHETIC_FIELDS = ("fit", "mispredict", "agree", "burst", "out_len", "seqs", "seed")
 NUMBER_FIELDS = ("limit", "mispredict", "burst", "out_len", "src_len", "seqs", "seed", "launch_exit", "max_in_flight",
                  "requests", "max_batch", "kv_capacity_GB", "prefill_budget", "serve_seed")

@@ -22,8 +22,6 @@ from speedsim.workload import KernelRules
 from speedsim.workload.models import ModelSpec
 from speedsim.workload.steps import Seq, StepContext, memory_footprint, with_source
 
-METHODS = ("speed", "sequential", "unshared")
-
 
 @dataclass(eq=False)
 class Request:

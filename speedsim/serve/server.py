@@ -30,8 +30,6 @@ from speedsim.serve.requests import Request
 from speedsim.workload.kernels import Program
 from speedsim.workload.steps import pipelined_batch, prefill, sequential_batch, unshared_batch
 
-PREFILL_MODES = ("chunked", "stream")
-
 
 @dataclass(frozen=True)
 class ServerConfig:

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from speedsim.engine import MODES, Engine, Mode, Recorder
+from speedsim.engine import Engine, Mode, Recorder
 from speedsim.engine.recorder import merged_chrome_trace
-from speedsim.errors import UserError
 from speedsim.fileio import write_text
 from speedsim.hardware import BYTES_PER_ELEMENT, HardwareProfile
 from speedsim.hardware.bounds import at_end
@@ -121,7 +120,7 @@ def first_exit_miss(traces: Sequence[ExitTrace]) -> float:
 
 
 def simulate(profile: HardwareProfile, spec: ModelSpec, sharing: Sharing, traces: Sequence[ExitTrace],
-             mode: str = "graph", baselines: Sequence[str] = BASELINES, policy: Policy | None = None,
+             mode: Mode = "graph", baselines: Sequence[str] = BASELINES, policy: Policy | None = None,
              src_len: int | None = None, timeline: Path | None = None,
              device_control: bool = False, bounds: bool = False) -> SimulationResult:
     """Simulate SPEED (and `baselines`) decoding `traces` on `profile`.
@@ -137,8 +136,6 @@ def simulate(profile: HardwareProfile, spec: ModelSpec, sharing: Sharing, traces
         return replace(mid, speed=mid.speed.with_bounds(*(r.speed for r in runs)),
                        baselines={m: b.with_bounds(*(r.baselines[m] for r in runs)) for m, b in mid.baselines.items()})
     check_decodable([len(t.exits) for t in traces])
-    if mode not in MODES:
-        raise UserError(f"unknown mode '{mode}'", where="--mode")
     mode, mode_notes = effective_mode(profile, mode)
     # each method's own footprint (the unshared baseline holds every layer), the largest checked first
     need = {m: check_fits(spec, sharing, traces, profile, (m,) if m == "unshared" else (), src_len)

@@ -81,6 +81,8 @@ class SweepSpec(BaseModel):
     runs: list[dict[str, Any]] = Field(default_factory=list)
     blocks: list[Block] = Field(default_factory=list)
     model_specs: list[str] = Field(default_factory=list, description="model spec YAML files (relative to the spec)")
+    reduced: dict[str, Any] = Field(default_factory=dict, description="keys that replace the spec's own in its "
+                                    "reduced form (`load_spec(path, reduced=True)`: the default report's)")
     base_dir: str = Field("", exclude=True, description="directory of the spec file (set by load_spec)")
 
     def all_blocks(self) -> list[Block]:
@@ -90,19 +92,26 @@ class SweepSpec(BaseModel):
 
 # ------------------------------------------------------------------------------ loading
 
-def load_spec(path: Path | str) -> SweepSpec:
-    """Read a spec YAML; `UserError` naming the file and key on anything malformed."""
+def load_spec(path: Path | str, reduced: bool = False) -> SweepSpec:
+    """Read a spec YAML; `UserError` naming the file and key on anything malformed. `reduced`: its
+    `reduced:` keys replace the spec's own (a smaller version of the same study)."""
     path = Path(path)
     data = read_mapping(path, "sweep spec")
     data.setdefault("name", path.stem.split(".")[0])
+    spec = _validated(data, path)
+    if reduced and spec.reduced:
+        spec = _validated({**data, **spec.reduced, "reduced": {}}, path, "reduced.")
+    return spec.model_copy(update={"base_dir": str(path.parent)})
+
+
+def _validated(data: dict[str, Any], path: Path, prefix: str = "") -> SweepSpec:
     try:
-        spec = SweepSpec.model_validate(data)
+        return SweepSpec.model_validate(data)
     except ValidationError as err:
         first = err.errors()[0]
         loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
         msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
-        raise UserError(f"key '{loc}': {msg}", where=str(path)) from None
-    return spec.model_copy(update={"base_dir": str(path.parent)})
+        raise UserError(f"key '{prefix}{loc}': {msg}", where=str(path)) from None
 
 
 # ------------------------------------------------------------------------------ expansion

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from speedsim.engine import Mode
 from speedsim.errors import UserError
 from speedsim.fileio import read_text_input
 from speedsim.sharing import Sharing
@@ -266,7 +267,7 @@ def _check_op(row: MeasuredRow, where: str) -> None:
             raise UserError("an attention op row needs ctx >= 1 keys", where=where)
 
 
-def rows_for_mode(rows: list[MeasuredRow], mode: str) -> list[tuple[MeasuredRow, str]]:
+def rows_for_mode(rows: list[MeasuredRow], mode: str) -> list[tuple[MeasuredRow, Mode]]:
     """(row, simulated mode) pairs for `mode` in graph | eager | all.
 
     Mode-independent rows (empty mode: one large kernel where host overhead does not show) are
@@ -274,10 +275,10 @@ def rows_for_mode(rows: list[MeasuredRow], mode: str) -> list[tuple[MeasuredRow,
     """
     if mode not in ("graph", "eager", "all"):
         raise UserError(f"unknown mode '{mode}' (graph, eager or all)", where="--mode")
-    out = []
+    out: list[tuple[MeasuredRow, Mode]] = []
     for row in rows:
         if row.mode == "":
             out.append((row, "graph"))
-        elif mode in ("all", row.mode):
+        elif row.mode in MODES and mode in ("all", row.mode):
             out.append((row, row.mode))
     return out

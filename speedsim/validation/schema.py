@@ -15,10 +15,11 @@ import math
 from collections.abc import Iterable
 from pathlib import Path
 
+from speedsim.engine import MODES as ENGINE_MODES
 from speedsim.fileio import OutputKind, atomic_write, head_text
 
 COLUMNS = ("section", "model", "mode", "pattern", "n", "ctx", "L", "R", "us_median", "us_min", "us_max", "extra")
-MODES = ("graph", "eager")  # plus "" for mode-independent rows (one large kernel)
+MODES = ENGINE_MODES  # a row's mode: one of the engine's, or "" for mode-independent rows (one large kernel)
 TIME_COLUMNS = ("us_median", "us_min", "us_max")
 
 # Sections written by `speedsim measure` that the simulator does not model yet (pattern -> meaning).

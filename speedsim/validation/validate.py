@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from speedsim.engine import time_call
+from speedsim.engine import Mode, time_call
 from speedsim.errors import UserError
 from speedsim.hardware.profile import HardwareProfile
 from speedsim.simulate import simulate
@@ -20,7 +20,7 @@ from speedsim.workload.patterns import program_for_row
 @dataclass
 class RowResult:
     row: MeasuredRow
-    sim_mode: str
+    sim_mode: Mode
     simulated_us: float
 
     @property
@@ -67,7 +67,7 @@ class ValidationReport:
         }
 
 
-def build_programs(pairs: list[tuple[MeasuredRow, str]], models: dict[str, ModelSpec], rules: KernelRules,
+def build_programs(pairs: list[tuple[MeasuredRow, Mode]], models: dict[str, ModelSpec], rules: KernelRules,
                    dtype: str, source: str) -> dict[tuple, tuple[Program, int]]:
     """One (program, divisor) per distinct scenario (shared by its graph and eager rows)."""
     programs: dict[tuple, tuple[Program, int]] = {}
@@ -103,14 +103,14 @@ def validate(profile: HardwareProfile, rows: list[MeasuredRow], models: dict[str
             simulated = _decode_row(profile, row, models, sim_mode, source, decodes)
         else:
             program, divisor = programs[row.key]
-            simulated = time_call(profile, program, sim_mode) / divisor  # type: ignore[arg-type]
+            simulated = time_call(profile, program, sim_mode) / divisor
         report.results.append(RowResult(row, sim_mode, simulated))
     if pairs and not report.results:
         raise UserError(f"no row of mode {mode} has a measured time (us_median): nothing to compare", where=source)
     return report
 
 
-def _decode_row(profile: HardwareProfile, row: MeasuredRow, models: dict[str, ModelSpec], mode: str,
+def _decode_row(profile: HardwareProfile, row: MeasuredRow, models: dict[str, ModelSpec], mode: Mode,
                 source: str, cache: dict) -> float:
     """Per emitted token time of a whole measured decode, simulated from the exit trace it names."""
     source = row.source or source
