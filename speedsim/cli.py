@@ -260,7 +260,7 @@ def trace_cmd(checkpoint: str, split: str, out_file: str, limit: int | None, max
               help="perfect | mispredict=P | agree=A0/A1/... | fit=TRACE, plus len=N, seqs=K, src=N, burst=B, seed=S.")
 @click.option("--baseline", type=click.Choice(["unshared", "sequential", "both", "none"]), default="both",
               show_default=True)
-@click.option("--mode", type=click.Choice(["graph", "eager"]), default="graph", show_default=True,
+@click.option("--mode", type=click.Choice(["graph", "eager"]), default=defaults.MODE, show_default=True,
               help="graph: one launch per step (CUDA graphs); eager: per framework op. A host without a graph mode "
                    "(a CPU: host.synchronous) runs eager whatever this says, and the output says so.")
 @click.option("--src-len", type=click.IntRange(min=1), default=None,

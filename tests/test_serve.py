@@ -90,6 +90,10 @@ def test_prefill_on_a_second_stream():
     ({"kv_capacity_GB": 1e-6}, "--kv-capacity-GB"),
     ({"kv_capacity_GB": float("inf")}, "--kv-capacity-GB"),
     ({"method": "beam"}, "--method"),
+    ({"arrivals": "load:0"}, "--arrivals"),
+    ({"arrivals": "load:-1"}, "--arrivals"),
+    ({"arrivals": "load:x"}, "--arrivals"),
+    ({"arrivals": "load:nan"}, "--arrivals"),
 ])
 def test_bad_input(kw, where):
     with pytest.raises(UserError, match=where):
@@ -127,3 +131,36 @@ def test_serve_on_a_host_without_graph_mode_runs_eager(cli):
             "mispredict=0.1,len=8", "--method", "speed", "--arrivals", "poisson:5", "--requests", "3", "--json")
     graph, eager = (json.loads(cli(*args, "--mode", m).stdout) for m in ("graph", "eager"))
     assert graph["mode"] == "eager" and graph == eager
+
+
+def test_load_arrivals_are_a_fraction_of_the_nominal_capacity():
+    """`load:F` is a Poisson process at F x max_batch / (one request's own latency, alone at batch 1), as
+    the serving study defines it; the result records the rate it came to."""
+    alone = serve(spec(requests=1, max_batch=1, arrivals="poisson:1"))
+    loaded = serve(spec(requests=6, max_batch=4, arrivals="load:0.5"))
+    assert loaded.rate_per_s == pytest.approx(0.5 * 4 / (alone.e2e_us.mean * 1e-6), rel=1e-12)
+    same = serve(spec(requests=6, max_batch=4, arrivals=f"poisson:{loaded.rate_per_s:.6g}"))
+    assert same.tpot_us == loaded.tpot_us and same.rate_per_s is None
+
+
+@pytest.mark.parametrize(("fields", "field"), [
+    ({"serve_method": "unshared"}, "serve_method"),   # serving fields on a decode run
+    ({"max_batch": 8}, "max_batch"),
+    ({"arrivals": "poisson:1"}, "arrivals"),
+    ({"requests": 4, "arrivals": "poisson:1", "bounds": True}, "bounds"),   # decode fields on a serving run
+    ({"requests": 4, "arrivals": "poisson:1", "baselines": ("sequential",)}, "baselines"),
+    ({"requests": 4}, "arrivals"),
+])
+def test_a_run_refuses_fields_it_would_ignore(fields, field):
+    """A decode run takes no serving field and a serving run no decode-only one (they would be silently
+    ignored, and two runs that differ only there would be the same run under two keys); the message
+    starts with the field, and the command line names its flag."""
+    from pydantic import ValidationError
+
+    from speedsim.run.params import flag_of, run_from_options
+
+    base = {"profile": "h200", "sharing": "4x3", "mispredict": 0.1}
+    with pytest.raises(ValidationError, match=f"{field}: "):
+        RunParams(**base, **fields)
+    with pytest.raises(UserError, match=flag_of(field)):
+        run_from_options(**base, **fields)

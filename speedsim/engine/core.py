@@ -166,7 +166,7 @@ class Device:
         the device; return their device time, the graph's start included.
 
         `alone` and `account` for each kernel, written out: the same operations in the same order,
-        with the totals in locals (the simulator's hot loop; `tests/test_engine.py` checks the two agree)."""
+        with the totals in locals (the simulator's hot loop; `tests/test_drivers.py` checks that the two agree)."""
         elapsed = self.host.start_us(len(kernels))
         cost, access, by_class, rec = self.cost, self.cache.access, self.dram_by_class, self.recorder
         plan_us, node_gap, node_interval = cost.plan_us, self.host.node_gap_us, self.host.node_interval_us

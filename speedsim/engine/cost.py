@@ -168,7 +168,7 @@ class CostModel:
         t_bw = max(dram_bytes / self.dram_Bpus, onchip_bytes / self.onchip_Bpus)
         walk = plan.tile_walk
         if walk:
-            per_byte = ((dram_bytes / plan.unit_dram_Bpus + hits / plan.unit_onchip_Bpus) / onchip_bytes
+            per_byte = ((dram_bytes / plan.tile_dram_Bpus + hits / plan.tile_onchip_Bpus) / onchip_bytes
                         if onchip_bytes else 0.0)
             load = plan.tile_bytes * per_byte
             # the multi-query kernel's producer warps load the next tile while its consumers compute
@@ -204,8 +204,8 @@ class KernelPlan(NamedTuple):
     waves: int                  # blocks / units, rounded up
     blocks: int                 # the kernel's parallel work
     tile_walk: TileWalk
-    unit_dram_Bpus: float       # attention: one unit's streaming rate from DRAM ...
-    unit_onchip_Bpus: float     # ... and from on-chip memory
+    tile_dram_Bpus: float       # attention: one unit's streaming rate from DRAM as it walks its tiles ...
+    tile_onchip_Bpus: float     # ... and from on-chip memory
     tile_bytes: float           # attention: K/V bytes of one key tile
     tile_math_us: float         # attention: one tile's FLOPs at one unit's share of the matrix peak
     wave_tiles: int             # attention: waves x key tiles

@@ -13,7 +13,7 @@ Processes and resources, in SimPy's own idiom:
   when it starts, once it holds its units. A graph pays its start before its first kernel.
 - with one stream and `shared=False` nothing can compete, so a program's kernels run back to
   back and the stream advances its clock once per program (`Device.back_to_back`, exactly the
-  recurrence's step): the serving simulation's decode loop on one stream. `tests/test_engine.py`
+  recurrence's step): the serving simulation's decode loop on one stream. `tests/test_drivers.py`
   checks that the shared path with one stream gives the recurrence's times.
 
 Kernel cost, residency and totals are `speedsim.engine.core`'s, as for the recurrence.

@@ -4,8 +4,9 @@
   the kernel can start (a synchronous host, a CPU, then runs the op itself and waits for it). In
   graph mode it pays `graph_launch_us` once per program (one graph replay).
 - **On the device, graph mode.** A graph of several nodes pays `graph_start_us` from its start to
-  its first node; a node of another kernel than the one before it on its stream starts no sooner
-  than `node_interval_us` after that one started and `node_gap_us` after it ended.
+  its first node. A node of another kernel than the node before it on its stream (not a repeat of
+  the same kernel, say a GEMV per row) takes `node_gap_us` more (the dependency's resolution) and
+  at least `node_interval_us` in all (the next node's launch is prepared while it runs).
 - **Round trip.** A decode loop waits for each step's results to reach the host (copy, sync,
   controller: `round_trip_us`) before it issues the next step; it is host busy time.
 """
@@ -29,8 +30,8 @@ class HostTiming:
     op_launch_us: float       # eager: host time per framework op of a kernel
     graph_launch_us: float    # graph: host time per program (one graph launch)
     graph_start_us: float     # graph: device time from a graph's start to its first node (graphs of >1 node)
-    node_interval_us: float   # graph: least time between the starts of two nodes of different kernels
-    node_gap_us: float        # graph: least time between a node's end and the next different node's start
+    node_interval_us: float   # graph: least time a node of another kernel than the one before it takes
+    node_gap_us: float        # graph: added to such a node's time (its dependency's resolution)
     round_trip_us: float      # a decode step's results to the host, before the next step is issued
     synchronous: bool         # the host runs each op itself and waits for it (a CPU)
 

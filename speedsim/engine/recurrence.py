@@ -11,7 +11,7 @@ kernels take their stand-alone times back to back and the run reduces to two clo
 
 Every number comes from `speedsim.engine.core` (kernel cost, residency, totals) and
 `speedsim.engine.host` (issue, graph start, round trip), which the SimPy driver uses too;
-`tests/test_engine.py` runs both on every shipped profile and requires the same times and bytes.
+`tests/test_drivers.py` runs both on every shipped profile and requires the same times and bytes.
 """
 
 from __future__ import annotations

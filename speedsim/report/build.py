@@ -199,8 +199,9 @@ def run_serving(spec: Path | None, full: bool, cache: Path, workers: int, schedu
     if spec is None or not Path(spec).exists():
         return None, None
     loaded = load_spec(spec, reduced=not full)
-    run_sweep(loaded, cache / "serving", workers=workers, scheduler=scheduler, progress=progress)
-    return serving_tables(expand(loaded, str(spec)), read_results(cache / "serving"))
+    out = cache / ("serving" if full else "serving-reduced")  # each form its own sweep directory
+    run_sweep(loaded, out, workers=workers, scheduler=scheduler, progress=progress)
+    return serving_tables(expand(loaded, str(spec)), read_results(out))
 
 
 def build_report(out: Path | str, *, full: bool = False, specs: tuple[Path, ...] | None = None,

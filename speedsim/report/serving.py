@@ -17,9 +17,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from speedsim.errors import UserError  # noqa: E402
 from speedsim.report.markdown import md_table  # noqa: E402
 from speedsim.report.style import METHOD_STYLE, TAB10, finish_panel, save  # noqa: E402
 from speedsim.run import RunParams  # noqa: E402
+from speedsim.serve.arrivals import load_fraction  # noqa: E402
 
 CURVES = ["profile", "sharing", "method", "load", "rate_per_s", "tokens_per_s", "tpot_p50_us", "tpot_p99_us",
           "ttft_p99_us", "mean_batch"]
@@ -34,11 +36,14 @@ def serving_tables(runs: list[RunParams], results: pd.DataFrame) -> tuple[pd.Dat
     curves, crossover = [], []
     for run in runs:
         row = by_key.get(run.key)
-        if row is None or row["status"] != "ok":
-            continue
+        if row is None or row["status"] != "ok":  # the study is the report's: a failed run is an error
+            raise UserError(f"serving run {run.key} ({run.label}, {run.profile}, {run.sharing} {run.serve_method}) "
+                            f"failed: {'not run' if row is None else row['error']}", where="serving study")
         if run.label == "curves":
-            curves.append({"profile": run.profile, "sharing": run.sharing, "method": run.serve_method,
-                           "load": float((run.arrivals or "").removeprefix("load:")),
+            load = load_fraction(run.arrivals or "")
+            if load is None:
+                raise UserError(f"a curves run's arrivals must be load:F, not {run.arrivals}", where="serving study")
+            curves.append({"profile": run.profile, "sharing": run.sharing, "method": run.serve_method, "load": load,
                            **{c: float(row[c]) for c in CURVES[4:]}})
         elif run.label == "crossover":
             crossover.append({"profile": run.profile, "sharing": run.sharing, "method": run.serve_method,

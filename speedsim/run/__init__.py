@@ -2,8 +2,8 @@
 
 from speedsim.run.checks import check_decodable, check_trace_file, check_trace_repeats
 from speedsim.run.options import serve_run, simulate_run
-from speedsim.run.params import METHODS, PREFILL_MODES, RunParams, TraceWorkload, run_from_options
+from speedsim.run.params import RunParams, TraceWorkload, run_from_options
 from speedsim.trace.workload import SyntheticWorkload
 
-__all__ = ["METHODS", "PREFILL_MODES", "RunParams", "SyntheticWorkload", "TraceWorkload", "check_decodable",
+__all__ = ["RunParams", "SyntheticWorkload", "TraceWorkload", "check_decodable",
            "check_trace_file", "check_trace_repeats", "run_from_options", "serve_run", "simulate_run"]

@@ -2,7 +2,7 @@
 
 - every sequence has the run's R exits (`check_trace_repeats`; for a file, naming its line);
 - there is something to decode after the prefill (`check_decodable`): a sequence, and one of more
-  than one token (serving takes prefill-only requests, so it checks only the first).
+  than one token (a serving run takes prefill-only requests: `decode=False` checks only the first).
 
 `check_trace_file` applies both to a trace file before any run starts (a sweep's plan); a run
 applies them to the traces it loaded.

@@ -24,7 +24,7 @@ def workload_options(trace: str | Path | None, synthetic: str | None) -> dict[st
     w = SyntheticWorkload.from_text(synthetic or "")
     fitted = w.fit is not None
     return {"fit": w.fit, "mispredict": w.mispredict, "burst": w.burst, "seed": w.seed, "src_len": w.src_len,
-            "agree": None if w.agree is None else "/".join(f"{a!r}" for a in w.agree),
+            "agree": w.agree,
             # None with fit: the fitted trace's own lengths and one sequence per real one
             "out_len": w.out_len if w.out_len is not None or fitted else defaults.OUT_LEN,
             "seqs": w.seqs if w.seqs is not None or fitted else defaults.SEQS}

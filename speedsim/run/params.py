@@ -23,16 +23,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 
 from speedsim import defaults
+from speedsim.errors import UserError
 from speedsim.sharing import MAX_REPEATS
 from speedsim.trace.io import resolve_trace
 from speedsim.trace.schema import MAX_TOKEN_ID
 from speedsim.trace.workload import SyntheticWorkload
 
-Method = Literal["speed", "sequential", "unshared"]
-METHODS, PREFILL_MODES = defaults.METHODS, defaults.PREFILL_MODES
+Method = Literal["speed", "sequential", "unshared"]  # defaults.METHODS
 
 
 @dataclass(frozen=True)
@@ -124,23 +124,37 @@ class RunParams(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _one_workload(self) -> RunParams:
+    def _consistent(self) -> RunParams:
+        """Fields that go together. Each message starts with the field it is about (`run_from_options`
+        names that field's flag); a field that would be silently ignored is refused."""
         given = [k for k in ("fit", "agree", "mispredict") if getattr(self, k) is not None]
         if len(given) > 1:
-            raise ValueError(f"give one of fit, agree and mispredict, not {' and '.join(given)}")
+            raise ValueError(f"{given[1]}: give one of fit, agree and mispredict, not {' and '.join(given)}")
         # (against the defaults, not the fields given: a run is also rebuilt from its full dump)
-        synthetic = [k for k in SYNTHETIC_FIELDS if getattr(self, k) != RunParams.model_fields[k].default]
-        if self.trace is not None and synthetic:  # they would be silently ignored
-            raise ValueError(f"a run with a trace takes no synthetic parameters (got {', '.join(synthetic)})")
+        synthetic = [k for k in SYNTHETIC_FIELDS if not self._default(k)]
+        if self.trace is not None and synthetic:
+            raise ValueError(f"{synthetic[0]}: a run with a trace takes no synthetic parameters (got "
+                             f"{', '.join(synthetic)})")
         if self.trace is None and self.limit is not None:
-            raise ValueError("limit applies to a trace's sequences; a synthetic run sets seqs")
+            raise ValueError("limit: applies to a trace's sequences; a synthetic run sets seqs")
         if self.fit is None and (self.out_len is None or self.seqs is None):
-            raise ValueError("out_len and seqs are numbers (None only with fit: the fitted trace's own)")
-        if self.requests is None and self.arrivals is not None:
-            raise ValueError("arrivals belong to a serving run: give requests too")
-        if self.requests is not None and self.arrivals is None:
-            raise ValueError("a serving run needs arrivals (poisson:RATE_PER_S or trace:FILE)")
+            raise ValueError(f"{'out_len' if self.out_len is None else 'seqs'}: a number (None only with fit: the "
+                             "fitted trace's own)")
+        if self.serving:
+            if self.arrivals is None:
+                raise ValueError("arrivals: a serving run needs them (poisson:RATE_PER_S, trace:FILE or load:F)")
+            unused = [k for k in DECODE_FIELDS if not self._default(k)]
+            if unused:
+                raise ValueError(f"{unused[0]}: a serving run takes no {', '.join(unused)} (decode-only)")
+        else:
+            unused = [k for k in SERVING_FIELDS if not self._default(k)]
+            if unused:
+                raise ValueError(f"{unused[0]}: a decode run takes no {', '.join(unused)} (serving only: set "
+                                 "requests for a serving run)")
         return self
+
+    def _default(self, field: str) -> bool:
+        return bool(getattr(self, field) == RunParams.model_fields[field].default)
 
     @property
     def serving(self) -> bool:
@@ -151,8 +165,7 @@ class RunParams(BaseModel):
         """The run as JSON values: every field, less the later ones at their defaults (`LATER_FIELDS`).
         What its key hashes and what a sweep's table shows of it."""
         dump = self.model_dump(mode="json")
-        return {k: v for k, v in dump.items()
-                if k not in LATER_FIELDS or getattr(self, k) != RunParams.model_fields[k].default}
+        return {k: v for k, v in dump.items() if k not in LATER_FIELDS or not self._default(k)}
 
     @property
     def key(self) -> str:
@@ -176,7 +189,7 @@ class RunParams(BaseModel):
         if repeats == 1:
             accuracy: dict[str, Any] = {"mispredict": 0.0}
         elif self.agree is not None:
-            accuracy = {"agree": _agreement(self.agree)}
+            accuracy = {"agree": self.agree}
         else:
             accuracy = {"mispredict": self.mispredict or 0.0}
         return SyntheticWorkload(**accuracy, out_len=self.out_len, seqs=self.seqs,
@@ -186,16 +199,9 @@ class RunParams(BaseModel):
         """How tables show the workload: `trace:NAME` or `synthetic:TEXT`."""
         if self.trace is not None:
             return f"trace:{self.trace}"
-        return f"synthetic:{self.workload(repeats).text}"  # type: ignore[union-attr]
-
-
-def _agreement(text: str) -> tuple[float, ...]:
-    from speedsim.errors import UserError
-
-    try:
-        return tuple(float(v) for v in text.split("/"))
-    except ValueError:
-        raise UserError(f"agree={text} is not a list of numbers A0/A1/...", where="--synthetic") from None
+        workload = self.workload(repeats)
+        assert isinstance(workload, SyntheticWorkload)
+        return f"synthetic:{workload.text}"
 
 
 # the serving counts' ranges (their messages name the flag: `run_from_options`)
@@ -206,8 +212,11 @@ NUMBER_FIELDS = ("limit", "mispredict", "burst", "out_len", "src_len", "seqs", "
                  "requests", "max_batch", "kv_capacity_GB", "prefill_budget", "serve_seed")
 LATER_FIELDS = frozenset({"fit", "device_control", "requests", "serve_method", "arrivals", "max_batch", "kv_capacity_GB",
                           "prefill", "prefill_budget", "serve_seed"})
-SERVING_FIELDS = ("requests", "serve_method", "arrivals", "max_batch", "kv_capacity_GB", "prefill", "prefill_budget",
-                  "serve_seed")
+# what only a serving run (requests set) or only a decode run takes
+SERVING_FIELDS = ("serve_method", "arrivals", "max_batch", "kv_capacity_GB", "prefill", "prefill_budget", "serve_seed")
+DECODE_FIELDS = ("baselines", "bounds", "device_control")
+# the parameter columns every sweep table has, in order (later fields join a table where a run sets them)
+TABLE_FIELDS = tuple(f for f in RunParams.model_fields if f not in LATER_FIELDS or f == "fit")
 
 
 # the command-line flag of each field whose name it does not follow (`--` + the field with dashes)
@@ -223,17 +232,15 @@ def flag_of(field: str) -> str:
 
 
 def run_from_options(**values: Any) -> RunParams:
-    """A `RunParams` from the command line's values; a `UserError` naming the flag of the first bad one."""
-    from pydantic import ValidationError
-
-    from speedsim.errors import UserError
-
+    """A `RunParams` from the command line's values; a `UserError` naming the flag of the first bad one
+    (a field's own check, or a check across fields whose message starts with the field it is about)."""
     try:
         return RunParams.model_validate(values)
     except ValidationError as err:
         first = err.errors()[0]
-        field = str(first["loc"][0]) if first["loc"] else ""
         msg = first["msg"].removeprefix("Value error, ")
+        field = str(first["loc"][0]) if first["loc"] else ""
+        head, _, rest = msg.partition(": ")
+        if not field and head in RunParams.model_fields:
+            field, msg = head, rest
         raise UserError(msg, where=flag_of(field) if field else "options") from None
-# the parameter columns every sweep table has, in order (later fields join a table where a run sets them)
-TABLE_FIELDS = tuple(f for f in RunParams.model_fields if f not in LATER_FIELDS or f == "fit")

@@ -2,8 +2,9 @@
 
 `--arrivals poisson:RATE` draws exponential gaps of mean 1/RATE seconds from a seeded
 `numpy.random.Generator`; `--arrivals trace:FILE` reads one arrival time in seconds per line
-(or the first column of a CSV with a header), non-negative and sorted. Times come back in
-microseconds, the engine's unit.
+(or the first column of a CSV with a header), non-negative and sorted; `--arrivals load:F` is a
+Poisson process at F times the run's nominal capacity (`speedsim.serve.run.nominal_rate`, which
+`load_fraction` leaves to the caller). Times come back in microseconds, the engine's unit.
 """
 
 from __future__ import annotations
@@ -23,8 +24,29 @@ WHERE = "--arrivals"
 MAX_ARRIVAL_S = 1e7
 
 
-def parse_arrivals(text: str, requests: int, seed: int) -> np.ndarray:
-    """Arrival times (us, sorted, starting at the first arrival) of `requests` requests."""
+def load_fraction(text: str) -> float | None:
+    """F of `load:F` arrivals (finite, > 0); None for other arrivals."""
+    kind, _, value = text.partition(":")
+    if kind != "load":
+        return None
+    try:
+        fraction = float(value)
+    except ValueError:
+        raise UserError(f"'{value}' is not a fraction of the nominal capacity", where=WHERE) from None
+    if not (math.isfinite(fraction) and fraction > 0):
+        raise UserError(f"load must be a finite number > 0, got '{value}'", where=WHERE)
+    return fraction
+
+
+def check_arrivals(text: str, requests: int, seed: int, base_dir: str | Path = "") -> None:
+    """Refuse arrivals a serving run would refuse (a sweep's plan calls this before any run starts)."""
+    if load_fraction(text) is None:
+        parse_arrivals(text, requests, seed, base_dir)
+
+
+def parse_arrivals(text: str, requests: int, seed: int, base_dir: str | Path = "") -> np.ndarray:
+    """Arrival times (us, sorted, starting at the first arrival) of `requests` requests; a relative
+    `trace:FILE` is read from `base_dir` (a sweep spec's directory)."""
     kind, _, value = text.partition(":")
     if kind == "poisson":
         try:
@@ -45,12 +67,12 @@ def parse_arrivals(text: str, requests: int, seed: int) -> np.ndarray:
     if kind == "trace":
         if not value.strip():
             raise UserError("'trace:' needs a file of arrival times, trace:FILE", where=WHERE)
-        times = read_arrival_file(Path(value))
+        times = read_arrival_file(Path(base_dir or ".") / value if base_dir else Path(value))
         if len(times) < requests:
             raise UserError(f"{value} has {len(times)} arrival times, fewer than --requests {requests}",
                             where=WHERE)
         return times[:requests]
-    raise UserError(f"'{text}' is not poisson:RATE_PER_S or trace:FILE", where=WHERE)
+    raise UserError(f"'{text}' is not poisson:RATE_PER_S, trace:FILE or load:F", where=WHERE)
 
 
 def read_arrival_file(path: Path) -> np.ndarray:

@@ -54,14 +54,16 @@ class Request:
 
 
 def make_requests(traces: list[ExitTrace], arrivals: np.ndarray, spec: ModelSpec, sharing: Sharing,
-                  profile: HardwareProfile, method: str, policy: Policy | None) -> list[Request]:
-    """One request per arrival, its trace taken in order from `traces` (already sampled)."""
+                  profile: HardwareProfile, method: str, policy: Policy | None,
+                  src_len: int | None = None) -> list[Request]:
+    """One request per arrival, its trace taken in order from `traces` (already sampled); `src_len`
+    overrides each trace's source length."""
     check_trace_repeats(traces, sharing)
     rules = KernelRules.from_profile(profile)
     dtype = profile.default_dtype
     out = []
     for rid, (trace, t) in enumerate(zip(traces, arrivals, strict=True)):
-        n_src = source_len(spec, trace, None)
+        n_src = source_len(spec, trace, src_len)
         ctx = StepContext(with_source(spec, n_src), sharing, n_src, dtype, rules)
         positions = len(trace.exits) + (0 if spec.cross_attention_len else n_src)
         need = memory_footprint(spec, sharing, positions, n_src, dtype, unshared=method == "unshared")

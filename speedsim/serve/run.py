@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,7 @@ from speedsim.errors import UserError
 from speedsim.fileio import check_output, write_text
 from speedsim.pipeline import Policy
 from speedsim.run import RunParams, TraceWorkload
-from speedsim.serve.arrivals import parse_arrivals
+from speedsim.serve.arrivals import load_fraction, parse_arrivals
 from speedsim.serve.metrics import RequestRecord, ServeResult, Utilization, latency_summary
 from speedsim.serve.requests import make_requests, weights_bytes
 from speedsim.serve.server import ServerConfig, run_server
@@ -33,7 +33,7 @@ def _traces(run: RunParams, repeats: int, rng: np.random.Generator, base_dir: st
     requests = run.requests or 0
     workload = run.workload(repeats, base_dir)
     if isinstance(workload, TraceWorkload):
-        pool = [t for t in cached_traces(str(workload.path)) if len(t.exits) >= 1]
+        pool = [t for t in cached_traces(str(workload.path))[: workload.limit] if len(t.exits) >= 1]
         if not pool:
             raise UserError("the trace file has no sequences", where="--trace")
         return [pool[i] for i in rng.integers(0, len(pool), size=requests)]
@@ -44,23 +44,20 @@ def _traces(run: RunParams, repeats: int, rng: np.random.Generator, base_dir: st
 def nominal_rate(s: RunParams, model_specs: Sequence[str | Path] = (), base_dir: str | Path = "") -> float:
     """Requests per second that keep `s.max_batch` requests in flight, each as fast as alone (one request,
     batch 1): the loose upper bound that `--arrivals load:F` takes a fraction F of."""
-    alone = serve(s.model_copy(update={"requests": 1, "max_batch": 1, "arrivals": "poisson:1"}),
-                  model_specs=model_specs, base_dir=base_dir)
-    return s.max_batch / (alone.e2e_us.mean * 1e-6)
+    alone = s.model_copy(update={"requests": 1, "max_batch": 1, "arrivals": "poisson:1"})
+    return s.max_batch / (_alone_e2e_us(alone, tuple(str(p) for p in model_specs), str(base_dir)) * 1e-6)
+
+
+@lru_cache(maxsize=64)
+def _alone_e2e_us(alone: RunParams, model_specs: tuple[str, ...], base_dir: str) -> float:
+    """One request's own latency (us), simulated once per process for every load of a study."""
+    return serve(alone, model_specs=model_specs, base_dir=base_dir).e2e_us.mean
 
 
 def _load_rate(s: RunParams, model_specs: Sequence[str | Path], base_dir: str | Path) -> float | None:
     """`load:F` arrivals: F x the nominal rate (requests/s); None for other arrivals."""
-    kind, _, value = (s.arrivals or "").partition(":")
-    if kind != "load":
-        return None
-    try:
-        fraction = float(value)
-    except ValueError:
-        raise UserError(f"'{value}' is not a fraction of the nominal capacity", where="--arrivals") from None
-    if not (math.isfinite(fraction) and fraction > 0):
-        raise UserError(f"load must be a finite number > 0, got '{value}'", where="--arrivals")
-    return fraction * nominal_rate(s, model_specs, base_dir)
+    fraction = load_fraction(s.arrivals or "")
+    return None if fraction is None else fraction * nominal_rate(s, model_specs, base_dir)
 
 
 def serve(s: RunParams, timeline: Path | None = None, model_specs: Sequence[str | Path] = (),
@@ -78,10 +75,13 @@ def serve(s: RunParams, timeline: Path | None = None, model_specs: Sequence[str 
     requests_n = s.requests or 0
     rate = _load_rate(s, model_specs, base_dir)
     arrivals = parse_arrivals(f"poisson:{rate:.6g}" if rate is not None else s.arrivals or "", requests_n,
-                              s.serve_seed)
+                              s.serve_seed, base_dir)
+    policy = Policy(launch_exit=s.launch_exit, max_in_flight=s.max_in_flight)
+    policy.check(sharing.repeats)
+    src_len = s.src_len if s.trace is not None else None  # (a synthetic workload's own source length otherwise)
     with gc_paused():  # each request's schedule: many small objects, no cycles
-        requests = make_requests(_traces(s, sharing.repeats, rng, base_dir), arrivals, spec, sharing, profile, s.serve_method,
-                                 Policy())
+        requests = make_requests(_traces(s, sharing.repeats, rng, base_dir), arrivals, spec, sharing, profile,
+                                 s.serve_method, policy, src_len)
     weights = weights_bytes(spec, sharing, profile, s.serve_method)
     capacity = s.kv_capacity_GB * 1e9 if s.kv_capacity_GB is not None \
         else profile.memory_capacity_GiB * 2**30 - weights

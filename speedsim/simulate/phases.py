@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from speedsim import defaults
 from speedsim.errors import UserError
 from speedsim.hardware.profile import HardwareProfile
 from speedsim.pipeline import Policy, ScheduleStats, Step, replay, schedule_stats
@@ -29,8 +30,7 @@ from speedsim.workload.steps import (
     with_source,
 )
 
-METHODS = ("speed", "unshared", "sequential")
-BASELINES = ("unshared", "sequential")
+BASELINES = defaults.BASELINES  # what SPEED is simulated beside
 
 
 @dataclass

@@ -56,8 +56,6 @@ def quality_of(trace: str | None) -> dict[str, float]:
     return out
 
 
-
-
 def _simulate(run: RunParams, model_specs: tuple[str, ...], base_dir: str) -> list[dict[str, Any]]:
     """The run's rows: one per method of a decode (SPEED first), or the one row of a serving run."""
     if run.serving:

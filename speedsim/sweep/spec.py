@@ -47,6 +47,7 @@ from speedsim.errors import UserError
 from speedsim.hardware import list_profile_files
 from speedsim.pipeline import Policy
 from speedsim.run import RunParams, TraceWorkload, check_trace_file
+from speedsim.serve.arrivals import check_arrivals
 from speedsim.sharing import Sharing
 from speedsim.workload import get_model, resolve_models
 from speedsim.yamlio import read_mapping
@@ -219,10 +220,16 @@ def _short(raw: dict[str, Any]) -> str:
 
 # ------------------------------------------------------------------------------ checks
 
-def _check_workload(run: RunParams, base_dir: str) -> None:
+def _sharing(run: RunParams) -> Sharing | None:
+    try:
+        return Sharing.parse(run.sharing)
+    except UserError:
+        return None  # reported by the sharing check
+
+
+def _check_workload(run: RunParams, sharing: Sharing, base_dir: str) -> None:
     """The run's workload as its run would load it: a trace file (`speedsim.run.check_trace_file`) or
-    synthetic traces that decode something."""
-    sharing = Sharing.parse(run.sharing)
+    synthetic traces (that decode something, for a decode run)."""
     workload = run.workload(sharing.repeats, base_dir)
     if isinstance(workload, TraceWorkload):
         check_trace_file(workload.path, sharing, workload.limit, decode=not run.serving)
@@ -232,65 +239,54 @@ def _check_workload(run: RunParams, base_dir: str) -> None:
         workload.decodable_spec(sharing.repeats)
 
 
+# what each check of a run depends on (runs that share it are checked once)
+_DEPENDS = {"profile": ("profile",), "model": ("model",), "sharing": ("sharing",),
+            "trace": ("trace", "limit", "sharing", "requests"),
+            "synthetic": ("fit", "mispredict", "agree", "burst", "out_len", "src_len", "seqs", "seed", "sharing",
+                          "requests"),
+            "launch_exit": ("launch_exit", "max_in_flight", "sharing"),
+            "arrivals": ("arrivals", "requests", "serve_seed")}
+
+
 def check_runs(spec: SweepSpec, runs: list[RunParams], where: str = "spec") -> None:
     """Raise `UserError` (naming the key) for anything that would make a run fail on bad input."""
-
     models = spec_models(spec)
     seen: set[tuple] = set()
     for run in runs:
-        workload = (("trace", run) if run.trace is not None else ("synthetic", run)) if _parses(run.sharing) else None
-        checks = (("profile", run.profile), ("model", run.model), ("sharing", run.sharing), workload,
-                  ("launch_exit", f"{run.launch_exit}/{run.max_in_flight}"))
-        for check in checks:
-            if check is None:
-                continue
-            key, value = check
-            seen_key = (key, value if isinstance(value, str) else _workload_key(value), run.sharing)
+        sharing = _sharing(run)
+        keys = ["profile", "model", "sharing"]
+        if sharing is not None:
+            keys += ["trace" if run.trace is not None else "synthetic", "launch_exit"]
+        if run.serving:
+            keys.append("arrivals")
+        for key in keys:
+            seen_key = (key, *(getattr(run, f) for f in _DEPENDS[key]))
             if seen_key in seen:
                 continue
             seen.add(seen_key)
             try:
                 if key == "profile":
-                    open_profile(str(value))
+                    open_profile(run.profile)
                 elif key == "model":
-                    get_model(str(value), models)
+                    get_model(run.model, models)
                 elif key == "sharing":
-                    Sharing.parse(str(value))
-                elif key in ("trace", "synthetic"):
-                    _check_workload(run, spec.base_dir)
+                    Sharing.parse(run.sharing)
+                elif key == "arrivals":
+                    check_arrivals(run.arrivals or "", run.requests or 1, run.serve_seed, spec.base_dir)
+                elif key == "launch_exit":
+                    assert sharing is not None
+                    Policy(launch_exit=run.launch_exit, max_in_flight=run.max_in_flight).check(sharing.repeats)
                 else:
-                    Policy(launch_exit=run.launch_exit, max_in_flight=run.max_in_flight).check(_repeats(run.sharing))
+                    assert sharing is not None
+                    _check_workload(run, sharing, spec.base_dir)
             except UserError as err:
                 if key == "synthetic" and err.where not in (None, "--synthetic"):  # the fitted trace file
                     key, msg = "fit", str(err)
-                elif key == "trace":  # the message names the trace file (and line): keep it
+                elif key == "trace" or key == "arrivals" and err.where != "--arrivals":  # names its file: keep it
                     msg = str(err)
                 else:
                     msg = str(err).split(": ", 1)[-1] if err.where else str(err)
                 raise UserError(f"key '{key}': {msg}", where=where) from None
-
-
-def _parses(sharing: str) -> bool:
-    try:
-        Sharing.parse(sharing)
-    except UserError:
-        return False  # reported by the sharing check
-    return True
-
-
-def _workload_key(run: RunParams) -> tuple:
-    """What a run's workload check depends on (runs that share it are checked once)."""
-    return (run.trace, run.limit, run.serving) if run.trace is not None else \
-        tuple(getattr(run, f) for f in ("fit", "mispredict", "agree", "burst", "out_len", "src_len", "seqs", "seed")) \
-        + (run.serving,)
-
-
-def _repeats(sharing: str) -> int:
-
-    try:
-        return Sharing.parse(sharing).repeats
-    except UserError:
-        return 1  # reported by the sharing check
 
 
 def spec_models(spec: SweepSpec) -> dict:

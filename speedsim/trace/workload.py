@@ -44,7 +44,7 @@ class SyntheticWorkload:
     """Seeded synthetic exit traces. One of `mispredict`, `agree` and `fit` gives the accuracy."""
 
     mispredict: float | None = None          # first-exit misprediction rate (None with agree or fit)
-    agree: tuple[float, ...] | None = None   # P(exit r agrees with the final exit), r = 0..R-1 (the last may be left out)
+    agree: str | None = None                 # 'A0/A1/...': P(exit r agrees with the final exit), r = 0..R-1 (the last may be left out)
     fit: str | None = None                   # a real trace (shipped name or path) to fit
     burst: float | None = None               # P(first exit misses | it missed at the previous position)
     out_len: int | None = None               # output tokens (None: OUT_LEN, or the fitted trace's own lengths)
@@ -60,6 +60,7 @@ class SyntheticWorkload:
             value = getattr(self, name)
             if value is not None and not lo <= value <= hi:  # also rejects nan
                 raise UserError(f"{key}={value} is outside [{lo:g}, {hi:g}]", where=WHERE)
+        self.agreement()  # parses
 
     @classmethod
     def from_text(cls, text: str) -> SyntheticWorkload:
@@ -68,13 +69,10 @@ class SyntheticWorkload:
         if not text or not text.strip():
             raise UserError("empty spec (give perfect, mispredict=P, agree=A0/A1/... or fit=TRACE)", where=WHERE)
         items = _items(text)
-        values: dict = {name: _number(items, key, kind, lo, hi) for key, (name, kind, lo, hi) in _RANGES.items()}
+        values: dict = {name: _number(items, key, kind) for key, (name, kind, _, _) in _RANGES.items()}
         values["seed"] = defaults.SEED if values["seed"] is None else values["seed"]
         if "agree" in items:
-            try:
-                values["agree"] = tuple(float(v) for v in items["agree"].split("/"))
-            except ValueError:
-                raise UserError(f"agree={items['agree']} is not a list of numbers A0/A1/...", where=WHERE) from None
+            values["agree"] = items["agree"]
         elif "fit" in items:
             values["fit"] = items["fit"]
         elif values["mispredict"] is None:  # perfect
@@ -88,12 +86,21 @@ class SyntheticWorkload:
         if self.fit is not None:
             accuracy, order = f"fit={self.fit}", ("len", "seqs", "seed", "src", "burst")
         elif self.agree is not None:
-            accuracy, order = "agree=" + "/".join(f"{a:g}" for a in self.agree), ("len", "seqs", "src", "seed", "burst")
+            accuracy, order = f"agree={self.agree}", ("len", "seqs", "src", "seed", "burst")
         else:
             accuracy, order = f"mispredict={self.mispredict:g}", ("len", "seqs", "src", "seed", "burst")
         values = {"len": self.out_len, "seqs": self.seqs, "src": self.src_len, "seed": self.seed, "burst": self.burst}
         return ",".join([accuracy] + [f"{k}={values[k]:g}" if isinstance(values[k], float) else f"{k}={values[k]}"
                                       for k in order if values[k] is not None])
+
+    def agreement(self) -> list[float] | None:
+        """`agree` as numbers (None without it)."""
+        if self.agree is None:
+            return None
+        try:
+            return [float(v) for v in self.agree.split("/")]
+        except ValueError:
+            raise UserError(f"agree={self.agree} is not a list of numbers A0/A1/...", where=WHERE) from None
 
     def spec(self, repeats: int) -> tuple[SyntheticSpec, int]:
         """The generator's spec for a model with `repeats` exits, and the number of sequences."""
@@ -114,8 +121,7 @@ class SyntheticWorkload:
             raw = {**base.model_dump(), **update}
             seqs = seqs or len(base.lengths)  # by default one fitted sequence per real one, of its lengths
         else:
-            agreement = list(self.agree) if self.agree is not None else \
-                [1.0 - (self.mispredict or 0.0)] + [1.0] * (repeats - 1)
+            agreement = self.agreement() or [1.0 - (self.mispredict or 0.0)] + [1.0] * (repeats - 1)
             raw = {"repeats": repeats, "agreement": agreement, "burst": self.burst,
                    "lengths": [self.out_len or defaults.OUT_LEN], "src_lens": [self.src_len or defaults.SRC_LEN]}
             seqs = seqs or defaults.SEQS
@@ -171,17 +177,15 @@ def _items(text: str) -> dict[str, str]:
     return items
 
 
-def _number(items: dict[str, str], key: str, kind: type, lo: float, hi: float) -> int | float | None:
+def _number(items: dict[str, str], key: str, kind: type) -> int | float | None:
+    """Item `key` as a number (its range is `SyntheticWorkload`'s to check)."""
     if key not in items:
         return None
     try:
-        value = kind(items[key])
+        return kind(items[key])
     except ValueError:
         raise UserError(f"{key}={items[key]} is not {'an integer' if kind is int else 'a number'}",
                         where=WHERE) from None
-    if not lo <= value <= hi:  # also rejects nan
-        raise UserError(f"{key}={items[key]} is outside [{lo:g}, {hi:g}]", where=WHERE)
-    return value
 
 
 def _lengths_drawn(spec: SyntheticSpec, seqs: int) -> list[int]:
