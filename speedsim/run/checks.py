@@ -29,16 +29,14 @@ def check_trace_repeats(traces: Sequence[ExitTrace], sharing: Sharing, where: st
                             where=where)
 
 
-def check_decodable(lengths: Sequence[int], where: str = "--trace", what: str = "",
-                    decode: bool = True) -> None:
+def check_decodable(lengths: Sequence[int], decode: bool = True) -> None:
     """A `UserError` if there are no sequences (of `lengths` output tokens) or, for a decode (`decode`),
-    if every one has at most one token: nothing is decoded after the prefill. `what` qualifies
-    "every sequence" (say, " of the first 3")."""
+    if every one has at most one token: nothing is decoded after the prefill."""
     if not lengths:
-        raise UserError("no sequences to simulate", where=where)
+        raise UserError("no sequences to simulate", where="--trace")
     if decode and all(n <= 1 for n in lengths):
-        raise UserError(f"every sequence{what} is empty or has one token: nothing is decoded after the prefill",
-                        where=where)
+        raise UserError("every sequence is empty or has one token: nothing is decoded after the prefill",
+                        where="--trace")
 
 
 @lru_cache(maxsize=64)

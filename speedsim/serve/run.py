@@ -15,7 +15,7 @@ from speedsim.engine.recorder import TIMELINE_FILE
 from speedsim.errors import UserError
 from speedsim.fileio import check_output, write_text
 from speedsim.pipeline import Policy
-from speedsim.run import RunParams, TraceWorkload
+from speedsim.run import RunParams, TraceWorkload, check_decodable
 from speedsim.serve.arrivals import load_fraction, parse_arrivals
 from speedsim.serve.metrics import RequestRecord, ServeResult, Utilization, latency_summary
 from speedsim.serve.requests import make_requests, weights_bytes
@@ -34,8 +34,7 @@ def _traces(run: RunParams, repeats: int, rng: np.random.Generator, base_dir: st
     workload = run.workload(repeats, base_dir)
     if isinstance(workload, TraceWorkload):
         pool = [t for t in cached_traces(str(workload.path))[: workload.limit] if len(t.exits) >= 1]
-        if not pool:
-            raise UserError("the trace file has no sequences", where="--trace")
+        check_decodable([len(t.exits) for t in pool], decode=False)
         return [pool[i] for i in rng.integers(0, len(pool), size=requests)]
     spec, _ = workload.spec(repeats)
     return generate(spec, requests, seed=workload.seed + run.serve_seed, name=f"synthetic:{workload.text}")
