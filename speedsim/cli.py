@@ -23,6 +23,8 @@ from speedsim.console import (
     measure_text,
     profiles_text,
     report_text,
+    serving_text,
+    simulation_text,
     sweep_text,
     trace_text,
     training_text,
@@ -297,15 +299,7 @@ def simulate_cmd(profile_name: str, model_name: str, sharing: str, trace_file: P
     if as_json:
         emit_json(result.to_dict())
         return
-    from speedsim.report.tables import format_simulation
-
-    click.echo(format_simulation(result))
-    if bounds:
-        for m in result.methods():
-            click.echo(f"{m.method}: per token {m.per_token_us:.4g} us, bounds [{m.per_token_us_low:.4g}, "
-                       f"{m.per_token_us_high:.4g}] us over the profile's ranges")
-    for note in result.notes:
-        click.echo(f"note: {note}")
+    click.echo(simulation_text(result, bounds))
 
 
 @cli.command("serve")
@@ -347,9 +341,7 @@ def serve_cmd(profile_name: str, model_name: str, sharing: str, trace_file: str 
     if as_json:
         emit_json(result.to_dict())
         return
-    from speedsim.report.tables import format_serving
-
-    click.echo(format_serving(result))
+    click.echo(serving_text(result))
 
 
 @cli.command("measure")

@@ -155,3 +155,23 @@ def report_text(summary: dict[str, Any]) -> str:
     for mode, mape in summary["mape"].items():
         lines.append(f"  h200 {mode} MAPE: " + ", ".join(f"{k} {v:.1%}" for k, v in mape.items()))
     return "\n".join(lines)
+
+
+def simulation_text(result: Any, bounds: bool) -> str:
+    """`speedsim simulate`: the methods' table, each method's bounds (`--bounds`) and the run's notes."""
+    from speedsim.report.tables import format_simulation
+
+    lines = [format_simulation(result)]
+    if bounds:
+        lines += [f"{m.method}: per token {m.per_token_us:.4g} us, bounds [{m.per_token_us_low:.4g}, "
+                  f"{m.per_token_us_high:.4g}] us over the profile's ranges" for m in result.methods()]
+    lines += [f"note: {note}" for note in result.notes]
+    return "\n".join(lines)
+
+
+def serving_text(result: Any) -> str:
+    """`speedsim serve`: the serving summary."""
+    from speedsim.report.tables import format_serving
+
+    return format_serving(result)
+
