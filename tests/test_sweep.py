@@ -270,44 +270,6 @@ def test_cli_sweep_out_that_is_a_file(cli, tmp_path):
     assert out.returncode == 2 and "--out" in out.stderr and len(out.stderr.splitlines()) == 1
 
 
-def test_workers_die_with_a_killed_sweep(tmp_path):
-    """SIGKILL of the sweep leaves no worker process behind (they would live on under PID 1)."""
-    spec = {"name": "slow", "fixed": {"model": "t5base", "out_len": 400, "src_len": 64},
-            "axes": {"profile": ["h200"], "sharing": ["4x3", "2x6", "3x4", "6x2"], "mispredict": [0.1, 0.2, 0.3]}}
-    path = write_spec(tmp_path, spec)
-    proc = subprocess.Popen([sys.executable, "-m", "speedsim.cli", "sweep", str(path), "--out", str(tmp_path / "o"),
-                             "--workers", "2", "--json"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    children: set[int] = set()
-    deadline = time.monotonic() + 20
-    while len(children) < 2 and time.monotonic() < deadline and proc.poll() is None:
-        children = {int(p) for p in _children(proc.pid)}
-        time.sleep(0.05)
-    assert len(children) >= 2, "the pool never started"
-    proc.kill()
-    proc.wait()
-    deadline = time.monotonic() + 10
-    while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(_alive(pid) for pid in children)
-
-
-def _children(pid: int) -> list[str]:
-    path = f"/proc/{pid}/task/{pid}/children"
-    try:
-        with open(path) as fh:
-            return fh.read().split()
-    except OSError:
-        return []
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(") ")[1][0] != "Z"
-    except OSError:
-        return False
-
-
 def test_fit_runs_are_synthetic_runs_fitted_to_a_trace():
     """`fit: NAME` is a synthetic workload fitted to that trace; it excludes the other accuracies and a
     trace, and runs without it keep the keys they had before the field existed."""
@@ -399,7 +361,7 @@ def test_ctrl_c_ends_a_pool_sweep_at_once_and_keeps_what_finished(tmp_path):
         while proc.poll() is None and time.monotonic() < deadline and not (
                 (out / JOURNAL).exists() and (out / JOURNAL).read_text().endswith("\n")):
             time.sleep(0.02)
-        assert proc.poll() is None, proc.communicate()[1]
+        assert proc.poll() is None, proc.communicate(timeout=60)[1]
         t0 = time.monotonic()
         os.killpg(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=60)
@@ -407,7 +369,7 @@ def test_ctrl_c_ends_a_pool_sweep_at_once_and_keeps_what_finished(tmp_path):
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            proc.wait(timeout=10)
     assert proc.returncode == 130 and err.strip().splitlines() == ["speedsim: interrupted"]
     assert seconds < 5, f"took {seconds:.1f} s to stop"
     runs = {r.key: r for r in plan(load_spec(path))}

@@ -20,6 +20,7 @@ versions is rebuilt, with a message on stderr.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import lzma
@@ -28,7 +29,6 @@ import shutil
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from speedsim.data.extract import continue_texts, extract_file, pair_texts
 from speedsim.data.sources import SourceRoot, explicit_roots, fingerprint, installed_roots
 from speedsim.errors import UserError
 from speedsim.fileio import atomic_write, check_output_dir, write_text
+from speedsim.procs import pool as process_pool
 
 TASKS = ("summarize", "continue")
 SPLITS = ("train", "validation", "test")
@@ -173,12 +174,13 @@ def _workers() -> int:
 
 
 def _pmap(fn: Callable[[Any], Any], items: Sequence[Any], desc: str, unit: str, parallel: bool, progress: bool) -> Iterator[Any]:
-    """`map(fn, items)` in order, in a process pool if `parallel`, with a progress bar on stderr."""
+    """`map(fn, items)` in order, in a process pool if `parallel`, with a progress bar on stderr. A pool's
+    workers are fresh interpreters (`speedsim.procs`) that import `fn`'s module."""
     bar = tqdm(total=len(items), desc=desc, unit=unit, disable=not progress, file=sys.stderr)
     with contextlib.ExitStack() as stack:
         stack.callback(bar.close)
         if parallel:
-            pool = stack.enter_context(get_context("fork").Pool(_workers()))
+            pool = stack.enter_context(process_pool(_workers()))
             results: Iterator[Any] = pool.imap(fn, items, chunksize=max(1, min(16, len(items) // (8 * _workers()))))
         else:
             results = map(fn, items)
@@ -187,18 +189,16 @@ def _pmap(fn: Callable[[Any], Any], items: Sequence[Any], desc: str, unit: str, 
             bar.update(1)
 
 
-def _compress(text: str) -> bytes:
-    return lzma.compress(text.encode(), preset=XZ_PRESET)
-
-
 def _write_jsonl_xz(path: Path, records: list[dict[str, Any]], progress: bool) -> None:
     """JSON Lines, xz-compressed as independent streams compressed in parallel (an xz reader
     reads concatenated streams as one file)."""
     lines = [json.dumps(rec, ensure_ascii=False) + "\n" for rec in records]
     per = max(1, -(-len(lines) // (4 * _workers())))
-    chunks = ["".join(lines[i : i + per]) for i in range(0, len(lines), per)] or [""]
+    chunks = ["".join(lines[i : i + per]).encode() for i in range(0, len(lines), per)] or [b""]
+    # lzma's own function, not one of this package's: a worker need not import speedsim.data (and torch)
+    compress = functools.partial(lzma.compress, preset=XZ_PRESET)
     with atomic_write(path, "wb") as fh:
-        for blob in _pmap(_compress, chunks, f"compress {path.name}", "chunk", len(lines) >= POOL_MIN_FILES, progress):
+        for blob in _pmap(compress, chunks, f"compress {path.name}", "chunk", len(lines) >= POOL_MIN_FILES, progress):
             fh.write(blob)
 
 

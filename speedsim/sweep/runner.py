@@ -6,23 +6,20 @@ the order in which workers finish changes nothing in the table. An output direct
 runs of one spec: running a spec whose runs do not include every run already recorded there
 (an edited spec) is refused, and so is resuming after an input changed: `inputs.json` records a
 digest of each profile, trace and model spec the runs read. Local worker processes die with the
-sweep, however it ends; an interrupted sweep (Ctrl-C) records every run that has finished, then ends
-its workers at once rather than waiting for the runs they are simulating.
+sweep, however it ends (`speedsim.procs`); an interrupted sweep (Ctrl-C) records every run that has finished,
+then ends its workers at once rather than waiting for the runs they are simulating.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import hashlib
 import json
 import os
 import re
-import signal
-import sys
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +28,7 @@ from tqdm import tqdm
 
 from speedsim.errors import UserError
 from speedsim.fileio import check_output, check_output_dir, write_bytes, write_text
+from speedsim.procs import ProcessPool
 from speedsim.sweep.execute import execute
 from speedsim.sweep.spec import RunParams, SweepSpec, load_spec, plan
 from speedsim.sweep.store import ResultStore
@@ -80,18 +78,6 @@ def execute_many(batch: list[dict[str, Any]], model_specs: tuple[str, ...], base
     return [execute(p, model_specs, base_dir) for p in batch]
 
 
-def _init_worker() -> None:
-    """Worker initialiser. An interrupt is the sweep's to answer: a terminal's Ctrl-C signals the whole
-    process group, and a worker that took it would report it as its run's result and go on with the
-    next run; so workers ignore SIGINT, and the sweep ends them once it has recorded what finished.
-    On Linux the kernel also SIGTERMs a worker when its parent dies (SIGTERM or SIGKILL of the sweep),
-    so no worker outlives the sweep under PID 1."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if sys.platform.startswith("linux"):
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
 Record = Callable[[str, Rows], None]
 
 
@@ -99,12 +85,14 @@ def _local(todo: list[RunParams], args: tuple, workers: int, record: Record) -> 
     """Run `todo` in this process (`workers` 1) or in worker processes, one run per task, so each run is
     recorded as soon as it finishes. When the sweep stops early (an interrupt, a bug in a run), every run
     that has finished is recorded, then the queued runs are cancelled and the workers ended at once:
-    the runs they were simulating are lost (and run on resume), but nothing that finished is."""
+    the runs they were simulating are lost (and run on resume), but nothing that finished is. Workers ignore
+    Ctrl-C (it is the sweep's to answer: a worker that took it would report it as its run's result) and die
+    with the sweep however it ends (`speedsim.procs.init_worker`)."""
     if workers <= 1:
         for run in todo:
             record(run.key, execute(run.model_dump(), *args))
         return
-    pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker)
+    pool = ProcessPool(workers)
     pending: dict[Future, str] = {}
     try:
         for run in todo:
@@ -120,22 +108,9 @@ def _local(todo: list[RunParams], args: tuple, workers: int, record: Record) -> 
                 if fut.done() and not fut.cancelled() and fut.exception() is None:
                     record(key, fut.result())
         finally:
-            _end_workers(pool)
+            pool.end_now()  # not after the runs the workers are simulating
         raise
     pool.shutdown()
-
-
-def _end_workers(pool: ProcessPoolExecutor) -> None:
-    """Cancel the queued tasks and terminate the workers now, not after the runs they are simulating
-    (leaving a `with ProcessPoolExecutor` block would wait for every running and queued task)."""
-    terminate = getattr(pool, "terminate_workers", None)  # Python 3.14+
-    if terminate is not None:
-        terminate()
-        return
-    processes = list((getattr(pool, "_processes", None) or {}).values())  # before shutdown() forgets them
-    pool.shutdown(wait=False, cancel_futures=True)
-    for proc in processes:
-        proc.terminate()
 
 
 def run_sweep(spec: SweepSpec | Path | str, out: Path | str, workers: int = 2, scheduler: str | None = None,
@@ -232,6 +207,9 @@ def input_digests(spec: SweepSpec, runs: list[RunParams]) -> dict[str, str]:
         for kind, name in (("trace", run.trace), ("fit", run.fit)):
             if name is not None and f"{kind}:{name}" not in digests:
                 digests[f"{kind}:{name}"] = _digest(resolve_trace(name, spec.base_dir).read_bytes())
+        kind, _, name = (run.arrivals or "").partition(":")
+        if kind == "trace" and f"arrivals:{name}" not in digests:  # a serving run's arrival times
+            digests[f"arrivals:{name}"] = _digest((Path(spec.base_dir or ".") / name).read_bytes())
     for name in spec.model_specs:
         digests[f"model_spec:{name}"] = _digest((Path(spec.base_dir or ".") / name).read_bytes())
     return dict(sorted(digests.items()))
