@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -26,6 +27,7 @@ import yaml
 from conftest import _tiny_module
 
 TIMEOUT_S = 180
+KILL_WAIT_S = 10  # how long a killed case's pipes may take to close
 MEASURED = ("section,model,mode,pattern,n,ctx,L,R,us_median,us_min,us_max,extra\n"
             "lmhead,t5base,graph,lmhead,1,0,0,0,14.5,14.4,14.7,\n"
             "lmhead,t5base,graph,lmhead,4,0,0,0,15.3,15.2,15.5,\n")
@@ -88,7 +90,8 @@ def _cases(d: Path) -> dict[str, Case]:
 
 class Smoke:
     """The module's subprocesses: started together, each awaited by its own test; a case that waits
-    for another starts as soon as that one exits 0 (one thread watches every waiting case)."""
+    for another starts as soon as that one exits 0 (one thread watches every waiting case). Each case runs
+    in its own process group, killed whole (its workers too) when the case overruns; no wait is unbounded."""
 
     def __init__(self, d: Path, names: set[str]) -> None:
         pkg = d / "src" / "tinypkg"
@@ -105,6 +108,7 @@ class Smoke:
         self.env = {**os.environ, "SPEEDSIM_CACHE": str(d / "cache"), "OMP_NUM_THREADS": "1"}
         self.procs: dict[str, subprocess.Popen] = {}
         self.done: dict[str, tuple[int, str, str]] = {}
+        self.outlived: set[str] = set()  # cases that exited while a process they started held their pipes
         self.lock = threading.Lock()
         self.closed = False
         for name in sorted(names):
@@ -124,7 +128,7 @@ class Smoke:
                 return
             self.procs[name] = subprocess.Popen([sys.executable, "-m", "speedsim.cli", *self.cases[name].args],
                                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                                env=self.env)
+                                                env=self.env, start_new_session=True)
 
     def _start_waiting(self, waiting: list[str]) -> None:
         """Start each waiting case once the case it waits for has exited 0, in dependency order."""
@@ -149,12 +153,15 @@ class Smoke:
                 assert code == 0, f"{first} failed, so {name} has nothing to run on"
                 self.settled[name].wait(timeout=TIMEOUT_S)  # the watcher has started it by now
                 self._start(name)  # (a no-op then)
+            proc = self.procs[name]
             try:
-                out, err = self.procs[name].communicate(timeout=TIMEOUT_S)
+                out, err = proc.communicate(timeout=TIMEOUT_S)
             except subprocess.TimeoutExpired:
-                self.procs[name].kill()
-                out, err = self.procs[name].communicate()
-            self.done[name] = (self.procs[name].returncode, out, err)
+                if proc.poll() is not None:  # it exited, but something it started still holds its pipes
+                    self.outlived.add(name)
+                _kill_group(proc)
+                out, err = proc.communicate(timeout=KILL_WAIT_S)
+            self.done[name] = (proc.returncode, out, err)
         return self.done[name]
 
     def close(self) -> None:
@@ -162,8 +169,19 @@ class Smoke:
             self.closed = True
         for p in self.procs.values():
             if p.poll() is None:
-                p.kill()
-                p.communicate()
+                _kill_group(p)
+                try:
+                    p.communicate(timeout=KILL_WAIT_S)
+                except subprocess.TimeoutExpired:
+                    pass  # its pipes close with this process
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the process group of a case (`start_new_session`): the command and every process it started."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def start(session: pytest.Session, tmp_path_factory: pytest.TempPathFactory) -> Smoke | None:
@@ -192,6 +210,7 @@ def test_command_runs_in_a_subprocess(smoke: Smoke, command: str) -> None:
     on an error, exactly one line on stderr)."""
     code, out, err = smoke.result(command)
     case = smoke.cases[command]
+    assert command not in smoke.outlived, f"a process that {command} started outlived it, holding its pipes"
     assert code == case.code, (command, code, err[-2000:])
     assert "Traceback" not in err
     lines = (out if case.code == 0 else err).splitlines()

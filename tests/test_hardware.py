@@ -114,7 +114,7 @@ def test_bad_profile_cli_exit_2(tmp_path, tiny_profile_dict):
     tiny_profile_dict["memory"]["dram"]["efficiency"] = 1.5
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny_profile_dict))
     out = subprocess.run([sys.executable, "-m", "speedsim.cli", "profiles", "--dir", str(tmp_path)],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
