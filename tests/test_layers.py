@@ -4,6 +4,7 @@ between packages, and no torch on the simulator side."""
 from __future__ import annotations
 
 import ast
+import functools
 from collections import defaultdict
 from pathlib import Path
 
@@ -35,7 +36,8 @@ def package_of(module: str) -> str:
     return parts[1] if len(parts) > 1 else "__init__"
 
 
-def imports(path: Path, top_level_only: bool) -> set[str]:
+@functools.cache
+def imports(path: Path, top_level_only: bool) -> frozenset[str]:
     """Modules `path` imports (speedsim's own and third-party roots)."""
     tree = ast.parse(path.read_text(), str(path))
     nodes = tree.body if top_level_only else list(ast.walk(tree))
@@ -46,7 +48,7 @@ def imports(path: Path, top_level_only: bool) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module)
             found |= {f"{node.module}.{a.name}" for a in node.names}
-    return found
+    return frozenset(found)
 
 
 MODULES = {module_name(p): p for p in SRC.rglob("*.py")}
