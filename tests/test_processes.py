@@ -93,7 +93,7 @@ def _speedsim(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen
 
 def test_data_build_workers_die_with_it(tmp_path):
     """SIGKILL of `data build` while its extraction pool runs (>= POOL_MIN_FILES files) leaves no worker."""
-    from speedsim.data.corpus import POOL_MIN_FILES
+    from speedsim.data.build import POOL_MIN_FILES
 
     pkg = tmp_path / "src" / "manypkg"
     pkg.mkdir(parents=True)

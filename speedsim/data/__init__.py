@@ -2,18 +2,13 @@
 
 from speedsim.data.corpus import (
     PINNED_ENV,
-    SPLITS,
-    TASKS,
     Corpus,
-    Document,
-    Example,
     default_cache_dir,
     export_corpus,
     load_corpus,
     open_corpus,
     pinned_corpus,
     split_examples,
-    split_of,
 )
 from speedsim.data.dataset import (
     IGNORE_INDEX,
@@ -27,6 +22,7 @@ from speedsim.data.dataset import (
     lm_batch,
     token_stream,
 )
+from speedsim.data.layout import SPLITS, TASKS, Document, Example, split_of
 from speedsim.data.tokenizer import (
     DEFAULT_VOCAB_SIZE,
     MAX_VOCAB_SIZE,
