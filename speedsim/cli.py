@@ -168,7 +168,7 @@ def calibrate(measured: tuple[Path, ...], profile_name: str, out: Path, name: st
     fitted = with_fit_note(result.profile, [*paths, *([kernels] if kernel_rows and kernels is not None else [])], name)
     save_profile(fitted, out)
     summary = {"profile": fitted.name, "out": str(out), "mape_before": result.before,
-               "mape_after": result.after, "parameters": result.values}
+               "mape_after": result.after, "parameters": result.values, "at_bounds": result.at_bounds}
     if as_json:
         emit_json(summary)
         return

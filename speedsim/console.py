@@ -71,7 +71,9 @@ def calibration_text(out: Path, result: Any, sections: str | None) -> str:
     scope = f" of sections {sections}" if sections else ""
     for key, before in result.before.items():  # computed by validate (validate --kernels for kernels)
         lines.append(f"  {key:7s} MAPE {before:.1%} -> {result.after[key]:.1%} (as validate computes it, rows{scope})")
-    lines += [f"  {key} = {value:.4g}" for key, value in result.values.items()]
+    lines += [f"  {key} = {value:.4g}" + (f"  (at the {result.at_bounds[key]} bound of its fit)"
+                                          if key in result.at_bounds else "")
+              for key, value in result.values.items()]
     return "\n".join(lines)
 
 

@@ -325,3 +325,21 @@ def test_cpu_host_recipe_predicts_held_out_batch_rows(cli, tmp_path):
     assert len(held) == 18
     report = validate(load_profile(str(out)), held, resolve_models([spec]), "eager")
     assert report.mape()["batch"] <= 0.10
+
+
+def test_calibration_may_start_from_any_profile_and_names_parameters_at_a_bound():
+    """Fitting a derived profile (l4) to H200 ceiling rows moves its DRAM efficiency out of the range l4
+    gives it as an unfitted value (it was a traceback): the fitted parameters lose their ranges, the
+    others keep theirs, and the parameters that end at a bound of their fit are named."""
+    from speedsim.hardware import load_profile
+
+    l4 = load_profile("l4")
+    assert "memory.dram.efficiency" in l4.ranges
+    rows = [r for r in read_measured(H200_MEASURED) if r.section == "ceiling"]
+    result = calibrate(l4, rows, BUILTIN_MODELS, max_evals=3)
+    fitted = result.profile
+    assert "memory.dram.efficiency" not in fitted.ranges
+    assert set(fitted.ranges) == set(l4.ranges) - set(result.values)
+    assert not l4.ranges["memory.dram.efficiency"].low <= fitted.memory.dram.efficiency <= \
+        l4.ranges["memory.dram.efficiency"].high
+    assert set(result.at_bounds) <= set(result.values) and set(result.at_bounds.values()) <= {"low", "high"}

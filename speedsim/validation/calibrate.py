@@ -115,6 +115,27 @@ class CalibrationResult:
     before: dict[str, float]
     after: dict[str, float]
     values: dict[str, float]
+    at_bounds: dict[str, str]  # fitted parameters that ended at a bound of their fit: "low" or "high"
+
+
+def without_fitted_ranges(profile: HardwareProfile, params: tuple[FreeParameter, ...]) -> HardwareProfile:
+    """`profile` without the `ranges` of the parameters a fit sets: a range says where a parameter *not*
+    fitted to this device may lie (a derived profile's), and the fit may rightly leave it (fitting l4 to
+    H200 rows put its DRAM efficiency at 0.475, outside l4's [0.8, 0.884]: a traceback)."""
+    fitted = {".".join(map(str, p.path)) for p in params}
+    return profile.model_copy(update={"ranges": {k: r for k, r in profile.ranges.items() if k not in fitted}})
+
+
+def _at_bounds(profile: HardwareProfile, params: tuple[FreeParameter, ...]) -> dict[str, str]:
+    """The parameters whose fitted value lies at (within 0.1% of) a bound of their fit."""
+    data = profile.model_dump()
+    out: dict[str, str] = {}
+    for p in params:
+        value = _get(data, p.path)
+        for side, bound in (("low", p.low), ("high", p.high)):
+            if abs(math.log(value / bound)) < 1e-3:
+                out[".".join(map(str, p.path))] = side
+    return out
 
 
 def _objective_rows(profile: HardwareProfile, pairs, models, source):
@@ -238,6 +259,10 @@ def calibrate(profile: HardwareProfile, rows: list[MeasuredRow], models: dict[st
 
     graph_pairs, eager_pairs = components("graph"), components("eager")
     has_graph = any(r.mode == "graph" for r, _ in graph_pairs)
+    base = (*(a for _, a in ANCHORS), *DEVICE_PARAMETERS, EAGER_PARAMETER)
+    all_params = base if has_graph else (*(p for p in base if p.path not in EAGER_ONLY_UNFITTED), *EAGER_ONLY_PARAMETERS)
+    start = profile
+    profile = without_fitted_ranges(profile, all_params)
     targets = kernel_targets(profile, kernels, models, kernels_source) if kernels else None
     fitted = profile
     if has_graph:
@@ -258,13 +283,11 @@ def calibrate(profile: HardwareProfile, rows: list[MeasuredRow], models: dict[st
         raise UserError("no measured rows to fit (only whole-decode rows?)", where=source)
 
     # round to 4 significant digits for a readable profile (changes the error by < 0.1%)
-    base = (*(a for _, a in ANCHORS), *DEVICE_PARAMETERS, EAGER_PARAMETER)
-    all_params = base if has_graph else (*(p for p in base if p.path not in EAGER_ONLY_UNFITTED), *EAGER_ONLY_PARAMETERS)
     fitted = with_values(fitted, all_params, [_get(fitted.model_dump(), p.path) for p in all_params], digits=4)
     modes = (*(("graph",) if has_graph else ()), *(("eager",) if eager_pairs else ()))
-    before, after = errors(profile), errors(fitted)
+    before, after = errors(start), errors(fitted)
     values = {".".join(map(str, p.path)): _get(fitted.model_dump(), p.path) for p in all_params}
-    return CalibrationResult(fitted, before, after, values)
+    return CalibrationResult(fitted, before, after, values, _at_bounds(fitted, all_params))
 
 
 NOTE_END = "(fitted by speedsim calibrate)"  # ends the source note `calibrate` writes into a profile
