@@ -283,7 +283,13 @@ def simulate_cmd(profile_name: str, model_name: str, sharing: str, trace_file: P
                  baseline: str, mode: str, src_len: int | None, limit: int | None, launch_exit: int,
                  max_in_flight: int | None, timeline: Path | None, device_control: bool, bounds: bool,
                  as_json: bool, model_specs: tuple[Path, ...]) -> None:
-    """Simulate SPEED decoding of exit traces against the unshared and shared-sequential baselines."""
+    """Simulate SPEED decoding of exit traces against the unshared and shared-sequential baselines.
+
+    \b
+    Utilisation (of the whole run, prefill included): compute = achieved FLOP/s over the datasheet
+    matrix peak of the profile's default dtype; DRAM = share of the time DRAM streams at its
+    achievable rate; device busy = share of the time a kernel runs; host = share of the time the
+    host issues work (launches and each step's round trip)."""
     from speedsim.engine.recorder import TIMELINE_FILE
     from speedsim.fileio import check_output
     from speedsim.run import simulate_run
@@ -330,7 +336,12 @@ def serve_cmd(profile_name: str, model_name: str, sharing: str, trace_file: str 
               method: str, arrivals: str, n_requests: int, max_batch: int, kv_capacity: float | None, prefill: str,
               prefill_budget: int, seed: int, mode: str, timeline: Path | None, as_json: bool,
               model_specs: tuple[Path, ...]) -> None:
-    """Simulate many requests on one device: queueing, batching, KV memory, latency percentiles."""
+    """Simulate many requests on one device: queueing, batching, KV memory, latency percentiles.
+
+    \b
+    Utilisation (of the makespan): compute = achieved FLOP/s over the datasheet matrix peak of the
+    profile's default dtype; DRAM = share of the time DRAM streams at its achievable rate; KV = KV
+    memory in use, time-averaged, over the KV capacity."""
     from speedsim.run import serve_run
     from speedsim.serve import serve
 

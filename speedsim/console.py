@@ -41,7 +41,7 @@ def profiles_text(rows: list[dict]) -> str:
     """`speedsim profiles`: one table row per profile."""
     from speedsim.report.tables import format_table
 
-    return format_table(rows, ["name", "kind", "units", "matrix_bf16_TFLOPS", "dram_GBps", "onchip_MiB",
+    return format_table(rows, ["name", "kind", "units", "dtype", "matrix_TFLOPS", "dram_GBps", "onchip_MiB",
                                "memory_GiB", "kernel_latency_us", "eager_launch_us"])
 
 

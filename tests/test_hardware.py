@@ -284,3 +284,15 @@ def test_the_cost_model_check_is_called_not_registered(tiny_profile_dict, tmp_pa
     for load in (lambda: open_profile(tiny_profile_file), lambda: load_profile(tiny_profile_file, check=check_profile)):
         with pytest.raises(UserError, match=r"tiny\.yaml.*dram_Bpus"):
             load()
+
+
+def test_profiles_list_each_peak_for_the_profile_own_dtype():
+    """`speedsim profiles` names each profile's default dtype beside its matrix peak in that dtype (gemmini's
+    int8 peak was listed under a bf16 column)."""
+    from speedsim.hardware.summary import profile_table
+
+    rows = {r["name"]: r for r in profile_table()}
+    assert rows["gemmini"]["dtype"] == "int8"
+    for name, row in rows.items():
+        profile = load_profile(name)
+        assert row["matrix_TFLOPS"] == profile.matrix_peak(profile.default_dtype, achievable=False) / 1e12

@@ -24,7 +24,8 @@ def profile_table(directory: Path | None = None, check: ProfileCheck | None = No
             "kind": p.kind,
             "units": p.compute.units,
             "clock_MHz": p.compute.clock_MHz,
-            "matrix_bf16_TFLOPS": p.compute.matrix_peak_TFLOPS.get("bf16", p.compute.matrix_peak_TFLOPS.get("int8")),
+            "dtype": p.default_dtype,  # the dtype its runs compute in, and of the peak beside it
+            "matrix_TFLOPS": p.matrix_peak(p.default_dtype, achievable=False) / 1e12,
             "dram_GBps": p.memory.dram.bandwidth_GBps,
             "dram_efficiency": p.memory.dram.efficiency,
             "onchip_MiB": p.l2.capacity_MiB,
