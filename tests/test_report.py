@@ -94,6 +94,9 @@ def test_report_writes_figures_readme(tmp_path, monkeypatch):
         data = (tmp_path / "a" / figure).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and b"tEXt" not in data and b"tIME" not in data
     assert "MAPE graph" in readme and "MAPE eager" in readme and "**Reading.**" in readme
+    # the per-step error says it is one, and the whole H200 decodes stand beside it with their own MAPE
+    assert "an error per decode step" in readme and "## Whole decodes: what a user who times a decode loop sees" in readme
+    assert "`h200` in graph mode: MAPE **36.7%**, 5 of 5 rows simulated too fast" in readme
     assert "At one output length" in readme and "**Reading.** At 8 tokens" in readme
     assert "Diamonds are synthetic traces fitted to the same models" in readme  # h200 4x3 against its curve
     # the fixed-depth block's depths and repeats, as the tiny study ran them

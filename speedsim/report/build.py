@@ -118,6 +118,20 @@ def run_cpu_validation() -> tuple[pd.DataFrame | None, dict[str, float]]:
     return table, report.mape()
 
 
+H200_DECODES = H200_MEASURED.parent / "closed-loop" / "decode.csv"  # whole decodes, as a user times them
+
+
+def run_decode_validation() -> tuple[pd.DataFrame | None, dict[str, float]]:
+    """The H200 whole decodes (`closed-loop/decode.csv`: a decode loop of graph replays, per emitted
+    token) simulated on `h200` in graph mode; (None, {}) where the data is not shipped."""
+    spec = H200_DECODES.with_name("decode.t5base.yaml")
+    if not (H200_DECODES.exists() and spec.exists()):
+        return None, {}
+    report = validate(open_profile("h200"), read_measured(H200_DECODES), resolve_models([spec]), "graph",
+                      source=str(H200_DECODES))
+    return pd.DataFrame([r.as_dict() for r in report.results]), report.mape()
+
+
 def roofline_points(profile_names: list[str]) -> tuple[pd.DataFrame, dict[str, dict[str, float]]]:
     """Every decode step of one small decode, simulated alone (on-chip state carried between steps)."""
     model, sharing_text, synthetic = ROOFLINE_CONFIG
@@ -230,6 +244,7 @@ def build_report(out: Path | str, *, full: bool = False, specs: tuple[Path, ...]
                        else Path(s).name for s in specs])
     data.noise = noise_floor()
     data.cpu, data.cpu_mape = run_cpu_validation()
+    data.decodes, data.decodes_mape = run_decode_validation()
     data.serving, data.serving_limit = serving, serving_limit
     data.figures = draw(data, out)
     write_data(data, out)

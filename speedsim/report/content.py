@@ -22,6 +22,8 @@ class ReportData:
     noise: dict[str, float] = field(default_factory=dict)   # median run-vs-rerun difference of measured rows, per mode
     cpu: pd.DataFrame | None = None                          # cpu-host validation, one row per measured row
     cpu_mape: dict[str, float] = field(default_factory=dict)
+    decodes: pd.DataFrame | None = None                      # H200 whole decodes (closed loop), one row per decode
+    decodes_mape: dict[str, float] = field(default_factory=dict)
     serving: pd.DataFrame | None = None                      # latency-throughput curves (speedsim serve)
     serving_limit: pd.DataFrame | None = None                # where SPEED stops beating 12x1, per profile
     figures: dict[str, str] = field(default_factory=dict)

@@ -11,7 +11,7 @@ from speedsim.report.content import ReportData, ok, pick
 from speedsim.report.markdown import md_table, times, us, write_markdown
 from speedsim.report.paper_md import paper_section
 from speedsim.report.serving import serving_section
-from speedsim.report.validation_md import validation_section
+from speedsim.report.validation_md import validation_section, whole_decode_section
 from speedsim.simulate.schema import (
     FIXED_DEPTH,
     MISPREDICT,
@@ -231,7 +231,7 @@ def write_readme(data: ReportData, out: Path) -> Path:
         "quality and exit statistics, from `experiments/models/make_report.py`).",
         "",
     ]
-    lines += validation_section(data)
+    lines += validation_section(data) + whole_decode_section(data)
     lines += paper_section(data)
     lines += depth_section(data)
     lines += traffic_section(data)
