@@ -130,10 +130,13 @@ def _validate_kernels(profile, path: Path, models, strict: bool, as_json: bool, 
 @click.option("--kernels", type=click.Path(path_type=Path), default=None,
               help="Per-kernel profile fitted together with the rows (default with the shipped H200 measurements: "
                    "their kernels.csv; 'none' for no kernel rows).")
+@click.option("--fit-loop", "fit_loop", default=None, metavar="UxR,...",
+              help="Instead: fit only host.loop_us (a closed decode loop's host time per step) on the whole-decode "
+                   "rows (section decode, impl=static) of these sharings; the others are held out.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_models_option
 def calibrate(measured: tuple[Path, ...], profile_name: str, out: Path, name: str | None, sections: str | None,
-              kernels: Path | None, as_json: bool, model_specs: tuple[Path, ...]) -> None:
+              kernels: Path | None, fit_loop: str | None, as_json: bool, model_specs: tuple[Path, ...]) -> None:
     """Fit a profile's few free parameters (efficiencies, latencies, in-flight bytes) to measurements."""
     from pydantic import ValidationError
 
@@ -157,6 +160,9 @@ def calibrate(measured: tuple[Path, ...], profile_name: str, out: Path, name: st
         except ValidationError as err:
             raise user_error(err, "--name") from None
     rows = read_measured_files(paths)
+    if fit_loop is not None:
+        _calibrate_loop(profile, rows, resolve_models(model_specs), fit_loop, paths, out, name, as_json)
+        return
     chosen = parse_sections(sections)
     from speedsim.validation.kernels import read_kernels
 
@@ -173,6 +179,26 @@ def calibrate(measured: tuple[Path, ...], profile_name: str, out: Path, name: st
         emit_json(summary)
         return
     click.echo(calibration_text(out, result, sections))
+
+
+def _calibrate_loop(profile, rows, models, fit_loop: str, paths, out: Path, name: str | None,
+                    as_json: bool) -> None:
+    from speedsim.hardware import save_profile
+    from speedsim.sharing import Sharing
+    from speedsim.validation.loop_fit import PATH, fit_loop_rows, loop_fit_text, with_loop_note
+
+    fit_on = tuple(str(Sharing.parse(s.strip(), where="--fit-loop")) for s in fit_loop.split(",") if s.strip())
+    if not fit_on:
+        from speedsim.errors import UserError
+        raise UserError("give the sharings to fit on, e.g. 12x1,4x3", where="--fit-loop")
+    fit = fit_loop_rows(profile, rows, models, fit_on, ", ".join(map(str, paths)))
+    fitted = with_loop_note(fit.profile, list(paths), fit_on, name)
+    save_profile(fitted, out)
+    if as_json:
+        emit_json({"profile": fitted.name, "out": str(out), "parameters": {PATH: fit.value},
+                   "fitted_on": list(fit_on), "rows": [r.as_dict() for r in fit.rows]})
+        return
+    click.echo(loop_fit_text(str(out), fit, fit_on))
 
 
 # -- data / model / trace commands (speedsim.data, speedsim.train)

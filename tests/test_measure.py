@@ -128,6 +128,11 @@ def test_measure_spec_writes_loop_and_batch_rows(tmp_path, tiny_spec):
         assert row.n == 8 and row.ctx == 12 and row.extra_field("impl") == "static"
         traces = read_traces(out.parent / row.extra_field("trace"))
         assert len(traces) == 2 and all(t.repeats == row.R and len(t.exits) == row.n for t in traces)
+        # the parts of a whole decode, each timed: the prefill, the steps' device work, the loop's host work
+        parts = {k: float(row.extra_field(k)) for k in ("prefill_us_per_seq", "replay_us_per_step",
+                                                         "host_us_per_step", "us_per_token_no_prefill")}
+        assert all(v > 0 for v in parts.values()), parts
+        assert parts["replay_us_per_step"] < float(row.extra_field("us_per_step"))
     assert decode[("pipelined", 2, 6)].extra_field("greedy_match") == "2/2"
     batch = read_measured(summary["batch"])
     assert {(r.pattern, r.L, r.R) for r in batch} == {("unshared", 12, 1), ("pipelined", 4, 3), ("pipelined", 2, 6)}
@@ -156,7 +161,13 @@ def test_validate_simulates_every_whole_decode_row(tmp_path, tiny_spec, cli):
     res = cli("validate", "--measured", str(out), "--profile", "cpu-host", "--mode", "eager",
               "--model-spec", summary["model_spec"], "--json")
     assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout)["rows"] == 2
+    out_json = json.loads(res.stdout)
+    assert out_json["rows"] == 2
+    # every recorded part of a whole decode is compared with its simulated counterpart
+    for row in out_json["worst"]:
+        assert set(row["parts"]) == {"prefill_us_per_seq", "us_per_token_no_prefill", "replay_us_per_step",
+                                     "host_us_per_step"}
+        assert all(p["simulated"] > 0 and p["measured"] > 0 for p in row["parts"].values())
 
 
 def test_measure_cli_config_quick_writes_step_rows(tmp_path, cli):

@@ -96,7 +96,9 @@ def test_report_writes_figures_readme(tmp_path, monkeypatch):
     assert "MAPE graph" in readme and "MAPE eager" in readme and "**Reading.**" in readme
     # the per-step error says it is one, and the whole H200 decodes stand beside it with their own MAPE
     assert "an error per decode step" in readme and "## Whole decodes: what a user who times a decode loop sees" in readme
-    assert "`h200` in graph mode: MAPE **36.7%**, 5 of 5 rows simulated too fast" in readme
+    assert "fitted on the 12x1/4x3 rows; the others are held out). MAPE **5.5%**, 3 of 5 rows simulated too fast, " \
+           "worst held-out row 11.5%" in readme
+    assert "| 2x6 | SPEED | 955.2 | 1064.8 | 11.5% | held out |" in readme
     assert "At one output length" in readme and "**Reading.** At 8 tokens" in readme
     assert "Diamonds are synthetic traces fitted to the same models" in readme  # h200 4x3 against its curve
     # the fixed-depth block's depths and repeats, as the tiny study ran them

@@ -16,7 +16,7 @@ Only the H200 has measurements in the repository, so the other GPU profiles take
     `compute.smem_per_unit_KiB`, 228 KiB on the H200);
   - DRAM load latency is kept (DRAM technology changes it less than the data here can resolve);
   - on-chip bandwidth = the H200's on-chip bytes per unit per clock x units x clock;
-  - host eager overhead carries over unless the datasheet entry gives `host_speed` (relative
+  - host eager overhead (and a closed decode loop's host time, `loop_us`) carries over unless the datasheet entry gives `host_speed` (relative
     single-thread speed of the host CPU, e.g. 0.5 for a Jetson's Arm cores): then it is divided
     by that.
 """
@@ -92,6 +92,8 @@ def derive_gpu(sheet: GpuDatasheet, ref: HardwareProfile, ref_smem_KiB: float | 
         "graph": r4(ref.host.launch_overhead_us["graph"] * cycles),
         "graph_gap": r4(ref.host.launch_overhead_us.graph_gap * cycles),
     }
+    if ref.host.loop_us:  # the decode loop's framework calls run on the host CPU
+        data["host"]["loop_us"] = r4(ref.host.loop_us / sheet.host_speed)
     data["ranges"] = derived_ranges(ref, data, cycles, inflight)
     data["software"]["sources"] = [f"rule: the {ref.name} profile's software section, unchanged (same software "
                                    "stack; speedsim.hardware.derive)"]

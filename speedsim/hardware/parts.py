@@ -238,6 +238,10 @@ class HostSpec(_Frozen):
     controller_us: float = Field(0.0, ge=0, le=MAX_FIXED_US,
                                  description="part 3: the controller's own time per step (compare exits, "
                                  "choose the next step's tokens, prepare its inputs)")
+    loop_us: float = Field(0.0, ge=0, le=MAX_FIXED_US,
+                           description="a decode loop over static buffers (impl=static): host time per step "
+                           "beyond the round trip and the step's input copy (the framework calls that fill "
+                           "the inputs, replay the step and read its outputs)")
 
     @property
     def round_trip_us(self) -> float:

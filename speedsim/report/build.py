@@ -30,6 +30,7 @@ from speedsim.sweep.runner import check_scheduler, check_workers
 from speedsim.sweep.spec import expand
 from speedsim.trace.io import resolve_trace
 from speedsim.validation import read_measured, validate
+from speedsim.validation.loop_fit import fitted_sharings
 from speedsim.workload import BUILTIN_MODELS, resolve_models
 
 EXPERIMENTS = EXPERIMENTS_DIR
@@ -121,15 +122,18 @@ def run_cpu_validation() -> tuple[pd.DataFrame | None, dict[str, float]]:
 H200_DECODES = H200_MEASURED.parent / "closed-loop" / "decode.csv"  # whole decodes, as a user times them
 
 
-def run_decode_validation() -> tuple[pd.DataFrame | None, dict[str, float]]:
+def run_decode_validation() -> tuple[pd.DataFrame | None, dict[str, float], tuple[str, ...], float]:
     """The H200 whole decodes (`closed-loop/decode.csv`: a decode loop of graph replays, per emitted
-    token) simulated on `h200` in graph mode; (None, {}) where the data is not shipped."""
+    token) simulated on `h200` in graph mode, the sharings `host.loop_us` was fitted on and its
+    value; (None, {}, (), nan) where the data is not shipped."""
     spec = H200_DECODES.with_name("decode.t5base.yaml")
     if not (H200_DECODES.exists() and spec.exists()):
-        return None, {}
-    report = validate(open_profile("h200"), read_measured(H200_DECODES), resolve_models([spec]), "graph",
+        return None, {}, (), float("nan")
+    profile = open_profile("h200")
+    report = validate(profile, read_measured(H200_DECODES), resolve_models([spec]), "graph",
                       source=str(H200_DECODES))
-    return pd.DataFrame([r.as_dict() for r in report.results]), report.mape()
+    return (pd.DataFrame([r.as_dict() for r in report.results]), report.mape(), fitted_sharings(profile),
+            profile.host.loop_us)
 
 
 def roofline_points(profile_names: list[str]) -> tuple[pd.DataFrame, dict[str, dict[str, float]]]:
@@ -244,7 +248,7 @@ def build_report(out: Path | str, *, full: bool = False, specs: tuple[Path, ...]
                        else Path(s).name for s in specs])
     data.noise = noise_floor()
     data.cpu, data.cpu_mape = run_cpu_validation()
-    data.decodes, data.decodes_mape = run_decode_validation()
+    data.decodes, data.decodes_mape, data.decodes_fitted, data.decodes_loop_us = run_decode_validation()
     data.serving, data.serving_limit = serving, serving_limit
     data.figures = draw(data, out)
     write_data(data, out)

@@ -24,6 +24,8 @@ class ReportData:
     cpu_mape: dict[str, float] = field(default_factory=dict)
     decodes: pd.DataFrame | None = None                      # H200 whole decodes (closed loop), one row per decode
     decodes_mape: dict[str, float] = field(default_factory=dict)
+    decodes_fitted: tuple[str, ...] = ()      # the sharings whose rows h200's host.loop_us was fitted on
+    decodes_loop_us: float = float("nan")
     serving: pd.DataFrame | None = None                      # latency-throughput curves (speedsim serve)
     serving_limit: pd.DataFrame | None = None                # where SPEED stops beating 12x1, per profile
     figures: dict[str, str] = field(default_factory=dict)

@@ -299,5 +299,8 @@ def with_fit_note(profile: HardwareProfile, fitted_on: list[Path], name: str | N
     files = [relative(p) for p in fitted_on]
     listed = ", ".join(files[:-1]) + " and " + files[-1] if len(files) > 1 else files[0]
     note = f"measured: {listed} {NOTE_END}"
-    sources = [s for s in profile.sources if not (s.startswith("measured: ") and s.endswith(NOTE_END))] + [note]
+    earlier = [i for i, s in enumerate(profile.sources) if s.startswith("measured: ") and s.endswith(NOTE_END)]
+    at = earlier[0] if earlier else len(profile.sources)  # where the earlier note was: other notes keep their order
+    kept = [s for i, s in enumerate(profile.sources) if i not in earlier]
+    sources = kept[:at] + [note] + kept[at:]
     return profile.model_copy(update={"sources": sources, "name": profile.name if name is None else name})

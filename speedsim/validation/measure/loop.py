@@ -130,6 +130,11 @@ def loop_rows(rec: TimingLog, d: Decodable, trace_path: Path, budget: LoopBudget
         captured = dec.captures
         methods = ["greedy"] + (["speed"] if d.model.config.repeats > 1 else [])
         times, runs = _timed(dec, d, methods, passes, rec.device)
+        # one more pass that times each step's device work apart (events around every replay would
+        # perturb the timed passes): `replay_us_per_step`, the part the step model predicts
+        dec.time_replays = True
+        replays = {m: _decode_all(dec, d, m) for m in methods}
+        dec.time_replays = False
         speed_exits = [e for r in runs.get("speed", warm["speed"]) for e in r.exits]
         notes = {"first_exit_agree": f"{sum(e[0] == e[-1] for e in speed_exits) / max(1, len(speed_exits)):.3f}",
                  "greedy_match": f"{match}/{len(d.sources)}",
@@ -140,7 +145,9 @@ def loop_rows(rec: TimingLog, d: Decodable, trace_path: Path, budget: LoopBudget
         if dec.captures > captured:
             notes["late_captures"] = dec.captures - captured  # a step kind first seen while timing
         for method in methods:
-            _add_row(rec, d, mode, method, times[method], runs[method], trace_path, notes)
+            replay = sum(r.replay_s for r in replays[method]) * 1e6 / max(1, sum(r.steps for r in replays[method]))
+            _add_row(rec, d, mode, method, times[method], runs[method], trace_path,
+                     {"replay_us_per_step": f"{replay:.1f}", **notes})
         del dec
 
 

@@ -99,6 +99,7 @@ class DecodeRun:
     steps: int
     host_s: float  # host time between a step's predictions arriving and the next step's launch
     prefill_s: float  # the prefill and the copy of its state into the static buffers, synchronised
+    replay_s: float = 0.0  # device time of the steps (graph replays; eager: the steps' ops), if timed
 
 
 @dataclass
@@ -112,6 +113,8 @@ class StaticDecoder:
     masked_cross: bool = False  # sources of several lengths: mask the cross K/V padding
     bucket: int = BUCKET
     captures: int = 0  # graphs captured so far
+    time_replays: bool = False  # time each step's device work (CUDA events: a pass of its own, not the timed ones)
+    _replay_s: float = 0.0
     _steps: dict[tuple, _Step] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -210,13 +213,27 @@ class StaticDecoder:
             self.captures += self.graphs
             step = self._steps[key] = _Step(inputs, outputs, run)
         step.inputs.copy_(ids)
+        if not self.time_replays:
+            step.run()
+            return step.outputs.tolist()  # device-to-host copy and synchronisation: the host round trip
+        if self.k.is_cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            step.run()
+            end.record()
+            out = step.outputs.tolist()
+            self._replay_s += start.elapsed_time(end) * 1e-3
+            return out
+        t = time.perf_counter()
         step.run()
-        return step.outputs.tolist()  # device-to-host copy and synchronisation: the host round trip
+        self._replay_s += time.perf_counter() - t
+        return step.outputs.tolist()
 
     # -------------------------------------------------------------- whole decodes
     def greedy(self, src: Sequence[int], max_new_tokens: int, eos_id: int | None) -> DecodeRun:
         """Sequential greedy decoding: one step per token through all R repeats."""
         state, prefill_s = self._prefill(src, max_new_tokens)
+        self._replay_s = 0.0
         tokens, steps, host = [state.first_exits[-1]], 0, 0.0
         t = time.perf_counter()
         while len(tokens) < state.max_new_tokens and not (eos_id is not None and tokens[-1] == eos_id):
@@ -227,11 +244,12 @@ class StaticDecoder:
             t = time.perf_counter()
             tokens.append(pred)
             steps += 1
-        return DecodeRun(tokens, [], steps, host, prefill_s)
+        return DecodeRun(tokens, [], steps, host, prefill_s, self._replay_s)
 
     def speed(self, src: Sequence[int], max_new_tokens: int, eos_id: int | None) -> DecodeRun:
         """SPEED: one step per pipeline step; the controller decides between steps, on the host."""
         state, prefill_s = self._prefill(src, max_new_tokens)
+        self._replay_s = 0.0
         ctrl = PipelineController(self.model.config.repeats, None, state.first_exits, state.max_new_tokens, eos_id)
         steps, host = 0, 0.0
         t = time.perf_counter()
@@ -251,4 +269,4 @@ class StaticDecoder:
                 preds[i] = out[j]
             ctrl.advance(preds)
             steps += 1
-        return DecodeRun(list(ctrl.tokens), [list(e) for e in ctrl.exits], steps, host, prefill_s)
+        return DecodeRun(list(ctrl.tokens), [list(e) for e in ctrl.exits], steps, host, prefill_s, self._replay_s)
