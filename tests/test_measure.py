@@ -131,8 +131,7 @@ def test_measure_spec_writes_loop_and_batch_rows(tmp_path, tiny_spec):
         # the parts of a whole decode, each timed: the prefill, the steps' device work, the loop's host work
         parts = {k: float(row.extra_field(k)) for k in ("prefill_us_per_seq", "replay_us_per_step",
                                                          "host_us_per_step", "us_per_token_no_prefill")}
-        assert all(v > 0 for v in parts.values()), parts
-        assert parts["replay_us_per_step"] < float(row.extra_field("us_per_step"))
+        assert all(v > 0 for v in parts.values()), parts  # (timed in passes of their own: no order between them)
     assert decode[("pipelined", 2, 6)].extra_field("greedy_match") == "2/2"
     batch = read_measured(summary["batch"])
     assert {(r.pattern, r.L, r.R) for r in batch} == {("unshared", 12, 1), ("pipelined", 4, 3), ("pipelined", 2, 6)}
