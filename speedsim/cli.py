@@ -31,6 +31,7 @@ from speedsim.console import (
 )
 from speedsim.errors import UserError
 from speedsim.signals import Terminated, install_sigterm_handler
+from speedsim.userpath import one_line
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -48,9 +49,9 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--dir", "directory", type=click.Path(path_type=Path), default=None,
-              help="Profile directory (default: the project's hw_profiles/).")
-def profiles(as_json: bool, directory: Path | None) -> None:
+@click.option("--dir", "directory", metavar="DIR", default=None,  # (text: speedsim.userpath checks it, as --dir)
+              help="Profile directory (default: $SPEEDSIM_PROFILES, else the project's hw_profiles/).")
+def profiles(as_json: bool, directory: str | None) -> None:
     """List and validate every hardware profile."""
     from speedsim.engine import check_profile
     from speedsim.hardware.summary import profile_table
@@ -63,15 +64,17 @@ def profiles(as_json: bool, directory: Path | None) -> None:
 
 
 def _models_option(fn):
-    return click.option("--model-spec", "model_specs", multiple=True, type=click.Path(path_type=Path),
+    # text, not click.Path (which reads '' as '.' and fails on a NUL byte): the readers check each path and
+    # name the flag (speedsim.workload.resolve_models(..., where="--model-spec"))
+    return click.option("--model-spec", "model_specs", multiple=True, metavar="FILE",
                         help="YAML spec of a model not built in (repeatable).")(fn)
 
 
 @cli.command()
-@click.option("--measured", type=click.Path(path_type=Path), multiple=True,
+@click.option("--measured", metavar="FILE", multiple=True,  # text: click.Path fails on a NUL byte
               help="Measured CSV, repeatable: the rows of every file together (default: the shipped H200 "
                    "measurements).")
-@click.option("--kernels", type=click.Path(path_type=Path), default=None,
+@click.option("--kernels", metavar="FILE", default=None,
               help="Validate a per-kernel profile (scenario,kernel,calls_per_iter,device_us_per_iter) class by class "
                    "instead of measured rows.")
 @click.option("--strict", is_flag=True, help="With --kernels: a kernel no class rule matches is an error (exit 2).")
@@ -80,23 +83,26 @@ def _models_option(fn):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--worst", type=click.IntRange(min=0), default=10, show_default=True, help="How many worst rows to list.")
 @_models_option
-def validate(measured: tuple[Path, ...], kernels: Path | None, strict: bool, profile_name: str, mode: str, as_json: bool,
-             worst: int, model_specs: tuple[Path, ...]) -> None:
+def validate(measured: tuple[str, ...], kernels: str | Path | None, strict: bool, profile_name: str, mode: str,
+             as_json: bool, worst: int, model_specs: tuple[Path, ...]) -> None:
     """Simulate every measured row (or kernel class) and print per-section (per-class) and overall error (MAPE)."""
     from speedsim.engine import open_profile
     from speedsim.paths import H200_MEASURED
+    from speedsim.userpath import user_path
     from speedsim.validation import validate as run_validation
     from speedsim.validation.measured import read_measured_files
     from speedsim.workload import resolve_models
 
     if measured and kernels is not None:
         raise UserError("give --measured or --kernels, not both", where="--kernels")
+    given = tuple(user_path(m, "--measured") for m in measured)  # each path's shape, naming the flag
+    kernels = user_path(kernels, "--kernels") if kernels is not None else None
     profile = open_profile(profile_name)
-    models = resolve_models(model_specs)
+    models = resolve_models(model_specs, where="--model-spec")
     if kernels is not None:
         _validate_kernels(profile, kernels, models, strict, as_json, worst)
         return
-    paths = measured or (H200_MEASURED,)
+    paths = given or (H200_MEASURED,)
     report = run_validation(profile, read_measured_files(paths), models, mode, source=", ".join(map(str, paths)))
     result = report.as_json(worst)
     if as_json:
@@ -110,7 +116,7 @@ def validate(measured: tuple[Path, ...], kernels: Path | None, strict: bool, pro
 def _validate_kernels(profile, path: Path, models, strict: bool, as_json: bool, worst: int) -> None:
     from speedsim.validation.kernels import read_kernels, validate_kernels
 
-    report = validate_kernels(profile, read_kernels(path), models, source=str(path), strict=strict)
+    report = validate_kernels(profile, read_kernels(path, "--kernels"), models, source=str(path), strict=strict)
     result = report.as_json(worst)
     if as_json:
         emit_json(result)
@@ -119,15 +125,15 @@ def _validate_kernels(profile, path: Path, models, strict: bool, as_json: bool, 
 
 
 @cli.command()
-@click.option("--measured", type=click.Path(path_type=Path), multiple=True,
+@click.option("--measured", metavar="FILE", multiple=True,  # text: click.Path fails on a NUL byte
               help="Measured CSV, repeatable: the rows of every file are fitted together (default: the shipped "
                    "H200 measurements).")
 @click.option("--profile", "profile_name", required=True, help="Starting profile (name or YAML path).")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Where to write the fitted profile.")
+@click.option("--out", metavar="FILE", required=True, help="Where to write the fitted profile.")
 @click.option("--name", default=None, help="Name of the fitted profile (default: the starting profile's).")
 @click.option("--sections", default=None, help="Fit only rows of these sections (comma-separated, e.g. layer,group); "
               "SECTION/PATTERN adds one pattern's rows (e.g. ceiling/launch_add_x100).")
-@click.option("--kernels", type=click.Path(path_type=Path), default=None,
+@click.option("--kernels", metavar="FILE", default=None,
               help="Per-kernel profile fitted together with the rows (default with the shipped H200 measurements: "
                    "their kernels.csv; 'none' for no kernel rows).")
 @click.option("--fit-loop", "fit_loop", default=None, metavar="UxR,...",
@@ -135,8 +141,9 @@ def _validate_kernels(profile, path: Path, models, strict: bool, as_json: bool, 
                    "rows (section decode, impl=static) of these sharings; the others are held out.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_models_option
-def calibrate(measured: tuple[Path, ...], profile_name: str, out: Path, name: str | None, sections: str | None,
-              kernels: Path | None, fit_loop: str | None, as_json: bool, model_specs: tuple[Path, ...]) -> None:
+def calibrate(measured: tuple[str, ...], profile_name: str, out: str | Path, name: str | None,
+              sections: str | None, kernels: str | Path | None, fit_loop: str | None, as_json: bool,
+              model_specs: tuple[Path, ...]) -> None:
     """Fit a profile's few free parameters (efficiencies, latencies, in-flight bytes) to measurements."""
     from pydantic import ValidationError
 
@@ -146,13 +153,14 @@ def calibrate(measured: tuple[Path, ...], profile_name: str, out: Path, name: st
     from speedsim.hardware import save_profile
     from speedsim.hardware.files import PROFILE_FILE
     from speedsim.paths import H200_MEASURED
+    from speedsim.userpath import user_path
     from speedsim.validation.calibrate import calibrate as fit
     from speedsim.validation.calibrate import parse_sections, with_fit_note
     from speedsim.validation.measured import read_measured_files
     from speedsim.workload import resolve_models
 
-    check_output(out, "--out", PROFILE_FILE)  # a directory, another file, a missing directory: refused before the fit
-    paths = measured or (H200_MEASURED,)
+    out = check_output(out, "--out", PROFILE_FILE)  # before the fit: a directory, another file, no directory
+    paths = tuple(user_path(m, "--measured") for m in measured) or (H200_MEASURED,)
     profile = open_profile(profile_name)
     if name is not None:  # checked as the profile's own field, before the fit (`--name ''` kept the old name)
         try:
@@ -161,17 +169,21 @@ def calibrate(measured: tuple[Path, ...], profile_name: str, out: Path, name: st
             raise user_error(err, "--name") from None
     rows = read_measured_files(paths)
     if fit_loop is not None:
-        _calibrate_loop(profile, rows, resolve_models(model_specs), fit_loop, paths, out, name, as_json)
+        models = resolve_models(model_specs, where="--model-spec")
+        _calibrate_loop(profile, rows, models, fit_loop, paths, out, name, as_json)
         return
     chosen = parse_sections(sections)
     from speedsim.validation.kernels import read_kernels
 
+    kernels_path = None if kernels is None or str(kernels) == "none" else user_path(kernels, "--kernels")
     if kernels is None and not measured:
-        kernels = H200_MEASURED.with_name("kernels.csv")
-    kernel_rows = read_kernels(kernels) if kernels is not None and str(kernels) != "none" else None
-    result = fit(profile, rows, resolve_models(model_specs), source=", ".join(map(str, paths)), sections=chosen,
-                 kernels=kernel_rows, kernels_source=str(kernels))
-    fitted = with_fit_note(result.profile, [*paths, *([kernels] if kernel_rows and kernels is not None else [])], name)
+        kernels_path = H200_MEASURED.with_name("kernels.csv")
+    kernel_rows = read_kernels(kernels_path, "--kernels") if kernels_path is not None else None
+    models = resolve_models(model_specs, where="--model-spec")
+    result = fit(profile, rows, models, source=", ".join(map(str, paths)), sections=chosen,
+                 kernels=kernel_rows, kernels_source=str(kernels_path))
+    fitted = with_fit_note(result.profile, [*paths, *([kernels_path] if kernel_rows and kernels_path else [])],
+                           name)
     save_profile(fitted, out)
     summary = {"profile": fitted.name, "out": str(out), "mape_before": result.before,
                "mape_after": result.after, "parameters": result.values, "at_bounds": result.at_bounds}
@@ -210,23 +222,28 @@ def data_group() -> None:
 
 
 @data_group.command("build")
-@click.option("--source", "sources", multiple=True, type=click.Path(exists=True),
+# paths as text, not click.Path (which reads '' as '.' and tracebacks on a name too long): the library
+# checks each one (speedsim.userpath) and names the flag
+@click.option("--source", "sources", multiple=True, metavar="DIR",
               help="build from these directories only (repeatable; default: stdlib + installed packages)")
 @click.option("--vocab-size", type=click.IntRange(min=259, max=1 << 24), default=None,  # data.MAX_VOCAB_SIZE
               help="also train the corpus's BPE tokenizer of this many tokens (default: the recipe's)")
-@click.option("--export", "export_dir", type=click.Path(file_okay=False), default=None,
+@click.option("--export", "export_dir", default=None, metavar="DIR",
               help="copy the corpus (and its tokenizers) to this directory, to carry to another machine")
 @click.option("--json", "as_json", is_flag=True, help="print the manifest as one JSON object")
 def data_build_cmd(sources: tuple[str, ...], vocab_size: int | None, export_dir: str | None, as_json: bool) -> None:
     """Build (or check) the cached corpus and its tokenizer; print the counts."""
     from speedsim.data import DEFAULT_VOCAB_SIZE, corpus_tokenizer, export_corpus, open_corpus
     from speedsim.data.corpus import check_export_dir
+    from speedsim.data.sources import explicit_roots
 
-    if export_dir:
+    if sources:  # every source (its path, its .py files, given once) before the corpus is built
+        explicit_roots(sources, "--source")
+    if export_dir is not None:  # `--export ''` is an error, not "no export"
         check_export_dir(export_dir, "--export")  # before the corpus is built, not after
-    corpus = open_corpus(sources=list(sources) or None, progress=not as_json)
+    corpus = open_corpus(sources=list(sources) or None, progress=not as_json, source_where="--source")
     corpus_tokenizer(corpus, vocab_size or DEFAULT_VOCAB_SIZE)
-    if export_dir:
+    if export_dir is not None:
         export_corpus(corpus, export_dir)
     if as_json:
         emit_json({"directory": str(corpus.directory), "export": export_dir, **corpus.manifest})
@@ -235,8 +252,8 @@ def data_build_cmd(sources: tuple[str, ...], vocab_size: int | None, export_dir:
 
 
 @cli.command("train")
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="training YAML (experiments/models/*.yaml)")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="run directory; re-running resumes from its checkpoints")
+@click.option("--config", "config_path", required=True, metavar="FILE", help="training YAML (experiments/models/*.yaml)")
+@click.option("--out", "out_dir", required=True, metavar="DIR", help="run directory; re-running resumes from its checkpoints")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="cuda: bf16 autocast")
 @click.option("--json", "as_json", is_flag=True, help="print the final metrics as one JSON object")
 def train_cmd(config_path: str, out_dir: str, device: str, as_json: bool) -> None:
@@ -253,9 +270,9 @@ def train_cmd(config_path: str, out_dir: str, device: str, as_json: bool) -> Non
 
 
 @cli.command("trace")
-@click.option("--checkpoint", required=True, type=click.Path(), help="run directory written by `speedsim train`")
+@click.option("--checkpoint", required=True, metavar="PATH", help="run directory written by `speedsim train`")
 @click.option("--split", default="test", show_default=True, type=click.Choice(["train", "validation", "test"]))
-@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False), help="trace file (.jsonl or .jsonl.gz)")
+@click.option("--out", "out_file", required=True, metavar="FILE", help="trace file (.jsonl or .jsonl.gz)")
 @click.option("--limit", type=int, default=None, help="decode a seeded sample of at most N examples")
 @click.option("--max-new-tokens", type=int, default=None, help="decode length cap (default: the config's)")
 @click.option("--json", "as_json", is_flag=True, help="print the statistics as one JSON object")
@@ -267,7 +284,8 @@ def trace_cmd(checkpoint: str, split: str, out_file: str, limit: int | None, max
     from speedsim.train import record_traces, trace_metrics
 
     check_output(out_file, "--out", TRACE_FILE)
-    traces, quality = record_traces(checkpoint, split, limit, max_new_tokens, progress=not as_json)
+    traces, quality = record_traces(checkpoint, split, limit, max_new_tokens, progress=not as_json,
+                                    where="--checkpoint")
     write_traces(out_file, traces)
     stats = {**trace_metrics(traces), **quality, "out": out_file}
     if as_json:
@@ -282,7 +300,7 @@ def trace_cmd(checkpoint: str, split: str, out_file: str, limit: int | None, max
 @click.option("--profile", "profile_name", required=True, help="Profile name or YAML path.")
 @click.option("--model", "model_name", required=True, help="Model dimensions: t5base, dec1b, dec7b or a --model-spec.")
 @click.option("--sharing", required=True, help="UxR: U distinct layers repeated R times (e.g. 4x3).")
-@click.option("--trace", "trace_file", type=click.Path(path_type=Path), default=None,
+@click.option("--trace", "trace_file", metavar="FILE", default=None,  # (text: checked as --trace by its reader)
               help="Recorded exit trace (JSON Lines, .gz allowed), or a shipped trace's name (4x3).")
 @click.option("--synthetic", default=None,
               help="perfect | mispredict=P | agree=A0/A1/... | fit=TRACE, plus len=N, seqs=K, src=N, burst=B, seed=S.")
@@ -290,14 +308,16 @@ def trace_cmd(checkpoint: str, split: str, out_file: str, limit: int | None, max
               show_default=True)
 @click.option("--mode", type=click.Choice(["graph", "eager"]), default=defaults.MODE, show_default=True,
               help="graph: one launch per step (CUDA graphs); eager: per framework op. A host without a graph mode "
-                   "(a CPU: host.synchronous) runs eager whatever this says, and the output says so.")
+                   "(a CPU: host.synchronous) runs eager whatever this says, and the output says so; an "
+                   "accelerator without graph capture (host.graph_capture false) runs graph mode as a compiled "
+                   "program, labelled compiled-program mode.")
 @click.option("--src-len", type=click.IntRange(min=1), default=None,
               help="Source (encoder input or prompt) length; default: each trace's own.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Simulate only the first N sequences.")
 @click.option("--launch-exit", type=click.IntRange(min=0), default=defaults.LAUNCH_EXIT, show_default=True,
               help="Exit whose prediction launches the next token.")
 @click.option("--max-in-flight", type=click.IntRange(min=1), default=None, help="Most tokens in flight (default R).")
-@click.option("--timeline", type=click.Path(path_type=Path), default=None,
+@click.option("--timeline", metavar="FILE", default=None,  # (text: check_output checks it as --timeline)
               help="Write SPEED's timeline as a Chrome trace (open in Perfetto).")
 @click.option("--device-control", is_flag=True,
               help="What-if: the controller runs on the device, so no step waits for its results to reach the host.")
@@ -305,10 +325,10 @@ def trace_cmd(checkpoint: str, split: str, out_file: str, limit: int | None, max
               help="Also run the profile's parameter ranges at their fast and slow ends: per_token_us_low/high.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_models_option
-def simulate_cmd(profile_name: str, model_name: str, sharing: str, trace_file: Path | None, synthetic: str | None,
+def simulate_cmd(profile_name: str, model_name: str, sharing: str, trace_file: str | None, synthetic: str | None,
                  baseline: str, mode: str, src_len: int | None, limit: int | None, launch_exit: int,
-                 max_in_flight: int | None, timeline: Path | None, device_control: bool, bounds: bool,
-                 as_json: bool, model_specs: tuple[Path, ...]) -> None:
+                 max_in_flight: int | None, timeline: str | None, device_control: bool, bounds: bool,
+                 as_json: bool, model_specs: tuple[str, ...]) -> None:
     """Simulate SPEED decoding of exit traces against the unshared and shared-sequential baselines.
 
     \b
@@ -320,14 +340,14 @@ def simulate_cmd(profile_name: str, model_name: str, sharing: str, trace_file: P
     from speedsim.fileio import check_output
     from speedsim.run import simulate_run
     from speedsim.simulate import build_scenario, run_scenario
+    from speedsim.simulate.scenario import COMMAND_LINE
 
-    if timeline is not None:
-        check_output(timeline, "--timeline", TIMELINE_FILE)
+    timeline_path = check_output(timeline, "--timeline", TIMELINE_FILE) if timeline is not None else None
     baselines = {"both": ("unshared", "sequential"), "none": ()}.get(baseline, (baseline,))
     run = simulate_run(profile=profile_name, model=model_name, sharing=sharing, trace=trace_file, synthetic=synthetic,
                        baselines=baselines, mode=mode, src_len=src_len, limit=limit, launch_exit=launch_exit,
                        max_in_flight=max_in_flight, device_control=device_control, bounds=bounds)
-    result = run_scenario(build_scenario(run, model_specs=model_specs), timeline)
+    result = run_scenario(build_scenario(run, model_specs=model_specs, sources=COMMAND_LINE), timeline_path)
     if as_json:
         emit_json(result.to_dict())
         return
@@ -354,27 +374,31 @@ def simulate_cmd(profile_name: str, model_name: str, sharing: str, trace_file: P
               help="chunked: source tokens prefilled per step (at least one request).")
 @click.option("--seed", type=int, default=defaults.SEED, show_default=True, help="Seed of arrivals and trace sampling.")
 @click.option("--mode", type=click.Choice(["graph", "eager"]), default=defaults.MODE, show_default=True)
-@click.option("--timeline", type=click.Path(path_type=Path), default=None,
+@click.option("--timeline", metavar="FILE", default=None,  # (text: check_output checks it as --timeline)
               help="Write a Chrome trace: one track per stream and the queue length (open in Perfetto).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_models_option
 def serve_cmd(profile_name: str, model_name: str, sharing: str, trace_file: str | None, synthetic: str | None,
               method: str, arrivals: str, n_requests: int, max_batch: int, kv_capacity: float | None, prefill: str,
-              prefill_budget: int, seed: int, mode: str, timeline: Path | None, as_json: bool,
-              model_specs: tuple[Path, ...]) -> None:
+              prefill_budget: int, seed: int, mode: str, timeline: str | None, as_json: bool,
+              model_specs: tuple[str, ...]) -> None:
     """Simulate many requests on one device: queueing, batching, KV memory, latency percentiles.
 
     \b
     Utilisation (of the makespan): compute = achieved FLOP/s over the datasheet matrix peak of the
     profile's default dtype; DRAM = share of the time DRAM streams at its achievable rate; KV = KV
     memory in use, time-averaged, over the KV capacity."""
+    from speedsim.engine.recorder import TIMELINE_FILE
+    from speedsim.fileio import check_output
     from speedsim.run import serve_run
     from speedsim.serve import serve
+    from speedsim.simulate.scenario import COMMAND_LINE
 
+    timeline_path = check_output(timeline, "--timeline", TIMELINE_FILE) if timeline is not None else None
     run = serve_run(profile=profile_name, model=model_name, sharing=sharing, trace=trace_file, synthetic=synthetic,
                     method=method, arrivals=arrivals, requests=n_requests, max_batch=max_batch,
                     kv_capacity_GB=kv_capacity, prefill=prefill, prefill_budget=prefill_budget, seed=seed, mode=mode)
-    result = serve(run, timeline, model_specs)
+    result = serve(run, timeline_path, model_specs, sources=COMMAND_LINE)
     if as_json:
         emit_json(result.to_dict())
         return
@@ -383,12 +407,12 @@ def serve_cmd(profile_name: str, model_name: str, sharing: str, trace_file: str 
 
 @cli.command("measure")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), required=True)
-@click.option("--out", type=click.Path(path_type=Path), required=True,
+@click.option("--out", required=True, metavar="FILE",  # paths as text: measure checks them, naming the flag
               help="Measured CSV to write (batch and op rows go to <stem>.batch.csv and <stem>.ops.csv, traces "
                    "and specs beside it).")
-@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
+@click.option("--checkpoint", default=None, metavar="PATH",
               help="Trained run directory (speedsim train); its test split is decoded.")
-@click.option("--config", type=click.Path(path_type=Path), default=None,
+@click.option("--config", default=None, metavar="FILE",
               help="Model config (experiments/models/*.yaml) with random weights, when no checkpoint is given.")
 @click.option("--model", default="t5base", show_default=True,
               help="Without --checkpoint/--config: random weights at this model spec's dimensions.")
@@ -406,7 +430,7 @@ def serve_cmd(profile_name: str, model_name: str, sharing: str, trace_file: str 
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU intra-op threads (default 1).")
 @click.option("--quick", is_flag=True, help="A few samples of a reduced set (smoke test).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def measure_cmd(device: str, out: Path, checkpoint: Path | None, config: Path | None, model: str,
+def measure_cmd(device: str, out: str, checkpoint: str | None, config: str | None, model: str,
                 model_specs: tuple[Path, ...], parts: str | None, sharings: str | None, lm_heads: str | None,
                 sequences: int | None, max_new_tokens: int | None, batch_sizes: str | None, batch_ctxs: str | None,
                 threads: int | None, quick: bool, as_json: bool) -> None:
@@ -425,19 +449,22 @@ def measure_cmd(device: str, out: Path, checkpoint: Path | None, config: Path | 
 # sweeps and reports ----------------------------------------------------------------------------
 
 @cli.command("sweep")
-@click.argument("spec_file", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), required=True,
+@click.argument("spec_file", metavar="SPEC_FILE")  # text, not click.Path (a NUL byte: a traceback there):
+@click.option("--out", "out_text", metavar="DIR", required=True,  # speedsim.userpath checks both, naming them
               help="Results directory (results.parquet, results.csv, runs.jsonl); re-running resumes.")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Local worker processes.")
-@click.option("--scheduler", default=None, help="Address of a running Dask scheduler (tcp://host:8786).")
+@click.option("--scheduler", default=None,
+              help="Address of a running Dask scheduler: tcp://HOST:PORT (or HOST:PORT) or ws://HOST:PORT; "
+                   "no TLS or UCX.")
 @click.option("--allow-failures", is_flag=True, help="Exit 0 even if some runs failed on bad input.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (no progress bar).")
-def sweep_cmd(spec_file: Path, out: Path, workers: int, scheduler: str | None, allow_failures: bool,
+def sweep_cmd(spec_file: str, out_text: str, workers: int, scheduler: str | None, allow_failures: bool,
               as_json: bool) -> None:
     """Run every simulation of a sweep spec (experiments/*.yaml) into one results table."""
     from speedsim.sweep import run_sweep
 
-    summary = run_sweep(spec_file, out, workers=workers, scheduler=scheduler, progress=not as_json)
+    summary = run_sweep(spec_file, out_text, workers=workers, scheduler=scheduler, progress=not as_json)
+    out = summary.out
     if as_json:
         emit_json(summary.as_dict())
     else:
@@ -450,21 +477,23 @@ def sweep_cmd(spec_file: Path, out: Path, workers: int, scheduler: str | None, a
 
 
 @cli.command("report")
-@click.option("--out", type=click.Path(path_type=Path), default=None,
+@click.option("--out", metavar="DIR", default=None,  # text: speedsim.userpath checks it (and --cache) as given
               help="Report directory (default: the project's reports/).")
 @click.option("--full", is_flag=True, help="Run the full latency_vs_depth and acceptance specs, not the reduced default.")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Local worker processes.")
-@click.option("--scheduler", default=None, help="Address of a running Dask scheduler (tcp://host:8786).")
-@click.option("--cache", type=click.Path(path_type=Path), default=None,
+@click.option("--scheduler", default=None,
+              help="Address of a running Dask scheduler: tcp://HOST:PORT (or HOST:PORT) or ws://HOST:PORT; "
+                   "no TLS or UCX.")
+@click.option("--cache", metavar="DIR", default=None,
               help="Keep the sweeps' results here and resume from them (default: recompute in a temporary directory).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (no progress bar).")
-def report_cmd(out: Path | None, full: bool, workers: int, scheduler: str | None, cache: Path | None,
+def report_cmd(out: str | None, full: bool, workers: int, scheduler: str | None, cache: str | None,
                as_json: bool) -> None:
     """Run the default study and the SPEED-paper comparison, validate, write figures and reports/README.md."""
     from speedsim.paths import REPORT_DIR
     from speedsim.report.build import build_report
 
-    summary = build_report(out or REPORT_DIR, full=full, workers=workers, scheduler=scheduler, cache=cache,
+    summary = build_report(REPORT_DIR if out is None else out, full=full, workers=workers, scheduler=scheduler, cache=cache,
                            progress=not as_json)
     if as_json:
         emit_json(summary)
@@ -476,8 +505,8 @@ def run(args: list[str] | None = None) -> int:
     """Run the CLI on `args` (default: sys.argv[1:]); the exit status, user errors as 2."""
     try:
         cli.main(args=args, prog_name="speedsim", standalone_mode=False)
-    except UserError as err:
-        click.echo(f"speedsim: error: {err}", err=True)
+    except UserError as err:  # one line, whatever a file name or value in it holds (a newline, an escape)
+        click.echo(f"speedsim: error: {one_line(str(err))}", err=True)
         return 2
     except click.exceptions.Abort:
         click.echo("speedsim: interrupted", err=True)

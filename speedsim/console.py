@@ -42,7 +42,7 @@ def profiles_text(rows: list[dict]) -> str:
     from speedsim.report.tables import format_table
 
     return format_table(rows, ["name", "kind", "units", "dtype", "matrix_TFLOPS", "dram_GBps", "onchip_MiB",
-                               "memory_GiB", "kernel_latency_us", "eager_launch_us"])
+                               "memory_GiB", "modes", "kernel_latency_us", "eager_launch_us"])
 
 
 def kernel_validation_text(profile_name: str, path: Path, report: Any, result: dict[str, Any]) -> str:

@@ -20,11 +20,6 @@ OUT_LEN = 64                # output tokens per sequence
 SRC_LEN = 128               # source (encoder input or prompt) tokens
 SEQS = 1                    # sequences
 SEED = 0                    # seed of every random draw of a run
-MAX_SYNTHETIC_LEN = 65536   # tokens per synthetic sequence (output or source)
-MAX_SYNTHETIC_SEQS = 10000
-# Tokens of one synthetic workload (sequences x tokens each): about half an hour of simulation.
-# Each bound above alone allows 655M tokens, weeks of simulation: a typo, not a study.
-MAX_SYNTHETIC_TOKENS = 1 << 20
 
 # ------------------------------------------------------------------ serving
 METHODS = ("speed", "sequential", "unshared")   # the decoding methods a server can run
@@ -33,6 +28,3 @@ METHOD: Literal["speed", "sequential", "unshared"] = "speed"  # the decoding met
 MAX_BATCH = 32              # requests decoding at once
 PREFILL: Literal["chunked", "stream"] = "chunked"  # chunked: prefills join the decode steps; stream: a second stream
 PREFILL_BUDGET = 512        # chunked: source tokens prefilled per step (at least one request)
-MAX_REQUESTS = 1_000_000
-MAX_BATCH_LIMIT = 4096
-MAX_KV_GB = 1e6             # a petabyte: beyond it a typo (1e300 GB overflowed to an infinite capacity)

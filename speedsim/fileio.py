@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from speedsim.errors import UserError
+from speedsim.userpath import os_errors, probe, shown, user_path
 
 
 @dataclass(frozen=True)
@@ -59,14 +60,9 @@ def check_output(path: Path | str, where: str | None = None, kind: OutputKind | 
     output); anything else (the command's input, a checkpoint, a user's file) is refused.
     Call it before long work, so a bad output path fails at once rather than at the end.
     """
-    path = Path(path)
-    label = where or str(path)
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        st = None
-    except OSError as err:
-        raise UserError(f"cannot use as output: {err.strerror}", where=label) from None
+    label = where or shown(path)
+    path = user_path(path, label)
+    st = probe(path, label)
     if st is not None and not stat.S_ISREG(st.st_mode):
         what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
         raise UserError(f"{path} is {what}; outputs are written to regular files only", where=label)
@@ -84,16 +80,16 @@ def check_output(path: Path | str, where: str | None = None, kind: OutputKind | 
 def check_output_dir(path: Path | str, where: str | None = None) -> Path:
     """`path` as a Path if speedsim may write files in it (an existing, writable directory, or
     one it can create); else a `UserError` naming it (exit 2). Call it before long work."""
-    path = Path(path)
-    label = where or str(path)
-    if path.exists() or path.is_symlink():
+    label = where or shown(path)
+    path = user_path(path, label)
+    if probe(path, label, follow=False) is not None:
         if not path.is_dir():
             raise UserError(f"{path} exists and is not a directory", where=label)
         if not os.access(path, os.W_OK | os.X_OK):
             raise UserError(f"directory {path} is not writable", where=label)
         return path
     parent = path.absolute().parent
-    while not parent.exists() and parent != parent.parent:
+    while probe(parent, label) is None and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
         raise UserError(f"cannot create {path}: {parent} is not a directory", where=label)
@@ -114,12 +110,13 @@ def atomic_write(path: Path | str, mode: str = "w", where: str | None = None, **
     except OSError as err:
         raise UserError(f"cannot write: {err.strerror}", where=where or str(path)) from None
     try:
-        with os.fdopen(fd, mode, **open_kwargs) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        with os_errors(where or shown(path), "cannot write"):  # a full disk, a quota: one line
+            with os.fdopen(fd, mode, **open_kwargs) as fh:
+                yield fh
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -140,23 +137,25 @@ def write_bytes(path: Path | str, data: bytes, where: str | None = None) -> Path
     return Path(path)
 
 
-def read_text_input(path: Path | str, what: str, encoding: str = "utf-8") -> str:
-    """The text of an input file; a `UserError` naming it if it is missing, not a regular file (a
-    directory; a FIFO, whose read could block), unreadable, not `encoding` text, or binary."""
-    path = Path(path)
+def read_text_input(path: Path | str, what: str, encoding: str = "utf-8", where: str | None = None) -> str:
+    """The text of an input file; a `UserError` naming it (and `where`, the flag, field or row the path
+    came from, when given) if the path is malformed, missing, not a regular file (a directory; a FIFO, whose read
+    could block), unreadable, not `encoding` text, or binary."""
+    path = user_path(path, where or shown(path))
+    label = f"{where} {shown(path)}" if where else shown(path)  # the flag, field or row, and the file
     try:
-        mode = path.stat().st_mode
-        if stat.S_ISDIR(mode):
-            raise UserError(f"cannot read {what}: it is a directory", where=str(path))
-        if not stat.S_ISREG(mode):
-            raise UserError(f"cannot read {what}: not a regular file", where=str(path))
+        st = probe(path, label)
+        if st is None:
+            raise UserError("no such file", where=label)
+        if stat.S_ISDIR(st.st_mode):
+            raise UserError(f"cannot read {what}: it is a directory", where=label)
+        if not stat.S_ISREG(st.st_mode):
+            raise UserError(f"cannot read {what}: not a regular file", where=label)
         text = path.read_bytes().decode(encoding)
-    except FileNotFoundError:
-        raise UserError("no such file", where=str(path)) from None
     except OSError as err:
-        raise UserError(f"cannot read {what}: {err.strerror}", where=str(path)) from None
+        raise UserError(f"cannot read {what}: {err.strerror}", where=label) from None
     except UnicodeDecodeError:
-        raise UserError(f"cannot read {what}: not UTF-8 text", where=str(path)) from None
+        raise UserError(f"cannot read {what}: not UTF-8 text", where=label) from None
     if "\x00" in text:
-        raise UserError(f"cannot read {what}: binary data (NUL bytes)", where=str(path))
+        raise UserError(f"cannot read {what}: binary data (NUL bytes)", where=label)
     return text

@@ -6,14 +6,9 @@ import re
 from dataclasses import dataclass
 
 from speedsim.errors import UserError
+from speedsim.limits import MAX_DEPTH, MAX_REPEATS
 
 _UXR = re.compile(r"\s*(\d+)\s*[xX]\s*(\d+)\s*")
-
-# Bounds that keep nonsense from running for hours or failing deep inside: R is also the
-# number of exits an exit trace records (at most 1024, `speedsim.trace.schema`), and no
-# decoder speedsim models is deeper than a few hundred layers.
-MAX_REPEATS = 1024
-MAX_DEPTH = 4096  # U*R layers
 
 
 @dataclass(frozen=True, order=True)

@@ -1238,15 +1238,14 @@ def test_output_kinds_recognise_their_own_files_only(tmp_path: Path) -> None:
     text, binary data or a truncated gzip)."""
     import gzip
 
-    from speedsim.engine.recorder import TIMELINE_FILE
+    from speedsim.engine.recorder import TIMELINE_FILE, TIMELINE_MARK
     from speedsim.hardware.files import PROFILE_FILE
     from speedsim.paths import H200_MEASURED, PROFILE_DIR, TRACE_DIR
     from speedsim.trace import ExitTrace
     from speedsim.trace.io import TRACE_FILE, write_traces
     from speedsim.validation.measure.run import ENV_FILE, SPEC_FILE
     from speedsim.validation.schema import MEASURED_CSV
-
-    (tmp_path / "tl.json").write_text(json.dumps({"traceEvents": [], "displayTimeUnit": "ns"}))
+    (tmp_path / "tl.json").write_text(json.dumps({**TIMELINE_MARK, "traceEvents": [], "displayTimeUnit": "ns"}))
     plain = tmp_path / "4x3.jsonl"
     plain.write_bytes(gzip.decompress((TRACE_DIR / "4x3.jsonl.gz").read_bytes()))
     cut = tmp_path / "cut.jsonl.gz"

@@ -243,11 +243,12 @@ def test_sigterm_mid_write_keeps_the_old_output(tmp_path: Path) -> None:
     """SIGTERM (`timeout`, `kill`, a batch scheduler) while an output is written: exit 143 with one line,
     the earlier output intact and no temporary file left (before, a 266 MB `.tl.json.*.tmp` stayed)."""
     out = tmp_path / "tl.json"
-    out.write_text('{"traceEvents": []}')
+    old = '{"otherData": {"generator": "speedsim", "kind": "timeline"}, "traceEvents": []}'
+    out.write_text(old)
     res = subprocess.run([sys.executable, "-c", SIGTERM_MID_WRITE, "simulate", "--profile", "h200", "--model", "t5base",
                           "--sharing", "4x3", "--synthetic", "perfect,len=3,seqs=1", "--baseline", "none",
                           "--timeline", str(out)], capture_output=True, text=True, timeout=120)
     assert res.returncode == 143, res.stderr
     assert res.stderr.strip() == "speedsim: terminated"
-    assert out.read_text() == '{"traceEvents": []}'
+    assert out.read_text() == old
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tl.json"]

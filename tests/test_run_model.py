@@ -58,7 +58,7 @@ def test_bad_arrivals_fail_the_plan(tmp_path, arrivals, needle):
     arrival file is read from the spec's directory)."""
     spec = {**SERVING, "blocks": [{**SERVING["blocks"][0], "axes": {**SERVING["blocks"][0]["axes"],
                                                                     "arrivals": [arrivals]}}]}
-    with pytest.raises(UserError, match=f"key 'arrivals'.*{needle}"):
+    with pytest.raises(UserError, match=f"field 'arrivals'.*{needle}"):
         plan(load_spec(write(tmp_path, spec)))
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from speedsim.hardware import BYTES_PER_ELEMENT, load_profile
 from speedsim.sharing import Sharing
 from speedsim.simulate import simulate, synthetic_traces
@@ -45,6 +47,34 @@ def test_a_device_with_a_graph_mode_keeps_it(h200):
     """On a GPU, graph mode is simulated and labelled as such, without a note."""
     r = simulate(h200, BUILTIN_MODELS["t5base"], Sharing(4, 3), synthetic_traces("perfect,len=8", 3), "graph", ())
     assert r.mode == "graph" and not r.notes
+
+
+def test_an_accelerator_without_graph_capture_is_not_labelled_graph_mode(cli):
+    """gemmini has no graph capture (host.graph_capture false): its graph mode is a compiled program, and the
+    table, the JSON, the serving summary and `speedsim profiles` say so; its numbers are graph mode's."""
+    args = ("--profile", "gemmini", "--model", "t5base", "--sharing", "4x3", "--synthetic", "perfect,len=4,seqs=1")
+    table = cli("simulate", *args, "--baseline", "none")
+    assert table.returncode == 0, table.stderr
+    assert "on gemmini (compiled-program mode)" in table.stdout.splitlines()[0]
+    assert "note: gemmini has no graph capture" in table.stdout
+    out = json.loads(cli("simulate", *args, "--baseline", "none", "--json").stdout)
+    assert out["mode"] == "graph" and out["mode_label"] == "compiled-program"
+    eager = json.loads(cli("simulate", *args, "--baseline", "none", "--json", "--mode", "eager").stdout)
+    assert eager["mode_label"] == "eager" and eager["per_token_us"] > out["per_token_us"]
+    served = cli("serve", *args, "--method", "speed", "--arrivals", "poisson:5", "--requests", "2")
+    assert "speed on gemmini (compiled-program mode)" in served.stdout.splitlines()[0], served.stderr
+    rows = {line.split()[0]: line for line in cli("profiles").stdout.splitlines()[2:]}
+    assert "compiled-program, eager" in rows["gemmini"] and "graph, eager" in rows["h200"]
+    assert " eager " in rows["cpu-host"] and "graph" not in rows["cpu-host"]
+
+
+def test_a_compiled_program_has_no_graph_launch(h200):
+    """A host without graph capture cannot be given a graph launch or start time (it has no graph)."""
+    host = h200.host.model_dump()
+    with pytest.raises(ValueError, match="graph_capture is false"):
+        type(h200.host).model_validate({**host, "graph_capture": False})
+    assert type(h200.host).model_validate({**host, "graph_capture": False, "graph_launch_us": 0,
+                                           "graph_start_us": 0}).mode_label("graph") == "compiled-program"
 
 
 def test_cli_says_the_mode_it_ran(cli):

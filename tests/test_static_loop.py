@@ -105,6 +105,7 @@ def test_fit_recovers_a_known_loop_time(tmp_path):
     assert all(abs(r.error) < 1e-3 for r in fit.rows)
 
 
+@pytest.mark.recipe
 def test_shipped_loop_us_are_the_fits_of_their_recipes():
     """hw_profiles/README.md's loop recipes give the shipped values (h200 and cpu-host)."""
     for profile, d, spec in (("h200", H200, "decode.t5base.yaml"), ("cpu-host", CPU, "decode.speed-4x3.yaml")):

@@ -415,7 +415,7 @@ def test_bad_line_of_a_trace_is_named_by_the_plan(tmp_path):
     (tmp_path / "bad.jsonl").write_text(json.dumps(TINY_TRACE) + "\n{oops\n")
     spec = load_spec(write_spec(tmp_path, {"name": "b", "fixed": {"trace": "bad.jsonl"},
                                            "axes": {"profile": ["h200"], "sharing": ["4x3"]}}))
-    with pytest.raises(UserError, match=r"key 'trace': .*bad\.jsonl:2: not valid JSON"):
+    with pytest.raises(UserError, match=r"field 'trace': .*bad\.jsonl:2: not valid JSON"):
         plan(spec)
 
 

@@ -16,6 +16,10 @@ a GPU machine with other packages trains on the corpus built here. Otherwise the
 cached under `default_cache_dir()`; a cache that is corrupt or was built from other package
 versions is rebuilt, with a message on stderr. Building is `speedsim.data.build`; what the
 directory holds is `speedsim.data.layout`.
+
+`$SPEEDSIM_CACHE`, `$SPEEDSIM_CORPUS`, the source paths and an export directory are user paths:
+their problems (a malformed path, a link loop, a file where a directory belongs) are one-line
+`UserError`s naming the variable or the flag or field they came from (`speedsim.userpath`).
 """
 
 from __future__ import annotations
@@ -46,14 +50,17 @@ from speedsim.data.layout import (
 from speedsim.data.sources import SourceRoot, explicit_roots, fingerprint, installed_roots
 from speedsim.errors import UserError
 from speedsim.fileio import atomic_write, check_output_dir
+from speedsim.userpath import is_dir, os_errors, probe, user_path
 
 PINNED_ENV = "SPEEDSIM_CORPUS"  # a corpus directory to use as it is (carried from another machine)
+CACHE_ENV = "SPEEDSIM_CACHE"
 
 
 def default_cache_dir() -> Path:
-    """`$SPEEDSIM_CACHE` if set, else `~/.cache/speedsim`."""
-    env = os.environ.get("SPEEDSIM_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "speedsim"
+    """`$SPEEDSIM_CACHE` if set (a path that cannot name a directory is a `UserError` naming the
+    variable), else `~/.cache/speedsim`."""
+    env = os.environ.get(CACHE_ENV)
+    return user_path(env, f"${CACHE_ENV}") if env else Path.home() / ".cache" / "speedsim"
 
 
 def _note(message: str) -> None:
@@ -135,9 +142,12 @@ def _cache_dir_for(cache_dir: Path, sources: Sequence[Path | str] | None) -> Pat
     return cache_dir / f"corpus-v{CORPUS_VERSION}-sources-{key}"
 
 
-def pinned_corpus(directory: Path | str) -> Corpus:
-    """A carried corpus directory, used as it is; a damaged one is a `UserError` (it cannot be rebuilt here)."""
-    directory = Path(directory)
+def pinned_corpus(directory: Path | str, where: str | None = None) -> Corpus:
+    """A carried corpus directory, used as it is; a damaged one is a `UserError` (it cannot be rebuilt
+    here) naming it, or `where` (`$SPEEDSIM_CORPUS`) for a path that cannot name a directory."""
+    directory = user_path(directory, where or str(directory))
+    if where is not None:
+        probe(directory, where)  # a link loop or a denied search: a UserError naming the variable
     manifest = read_manifest(directory)
     if isinstance(manifest, str):
         raise UserError(f"not a usable corpus: {manifest}", where=str(directory))
@@ -145,18 +155,22 @@ def pinned_corpus(directory: Path | str) -> Corpus:
 
 
 def open_corpus(
-    cache_dir: Path | str | None = None, sources: Sequence[Path | str] | None = None, progress: bool = True
+    cache_dir: Path | str | None = None, sources: Sequence[Path | str] | None = None, progress: bool = True,
+    source_where: str | Sequence[str] | None = None,
 ) -> Corpus:
     """The corpus of `sources` (directories or files; default: the stdlib and every installed
-    package), built on first use and cached; `$SPEEDSIM_CORPUS` pins a directory instead."""
+    package), built on first use and cached; `$SPEEDSIM_CORPUS` pins a directory instead.
+
+    `source_where` names where the sources came from (`--source`, or one config field per source),
+    for their errors (`explicit_roots`); by default each path names itself."""
     pinned = os.environ.get(PINNED_ENV)
     if pinned and sources is None:
-        return pinned_corpus(pinned)
+        return pinned_corpus(pinned, f"${PINNED_ENV}")
     # $SPEEDSIM_CACHE naming a file: one line, not a traceback after a "rebuilding" note (a read-only
     # cache that is built is fine: nothing is written to it)
     _check_cache_dir(Path(cache_dir) if cache_dir else default_cache_dir(),
-                     "$SPEEDSIM_CACHE" if cache_dir is None and os.environ.get("SPEEDSIM_CACHE") else None)
-    roots = installed_roots() if sources is None else explicit_roots(sources)
+                     f"${CACHE_ENV}" if cache_dir is None and os.environ.get(CACHE_ENV) else None)
+    roots = installed_roots() if sources is None else explicit_roots(sources, source_where)
     want = fingerprint(roots, extra=f"v{CORPUS_VERSION}")
     directory = _cache_dir_for(Path(cache_dir) if cache_dir else default_cache_dir(), sources)
     manifest = read_manifest(directory)
@@ -172,12 +186,13 @@ def open_corpus(
 def _check_cache_dir(path: Path, where: str | None) -> None:
     """A `UserError` naming `where` (default: the path) if the cache directory is, or would be created
     under, something that is not a directory."""
-    here = path
-    while not here.exists() and here != here.parent:
+    label = where or str(path)
+    here = user_path(path, label)
+    while probe(here, label) is None and here != here.parent:  # a link loop: a UserError, not "absent"
         here = here.parent
-    if not here.is_dir():
+    if not is_dir(here, label):
         what = "is not a directory" if here == path else f"cannot be created: {here} is not a directory"
-        raise UserError(f"cache {path} {what}", where=where or str(path))
+        raise UserError(f"cache {path} {what}", where=label)
 
 
 def _changed(manifest: dict[str, Any], roots: Sequence[SourceRoot]) -> str:
@@ -199,11 +214,13 @@ def check_export_dir(out_dir: Path | str, where: str | None = None) -> Path:
     export, whole (its manifest names a corpus format) or cut short (only corpus files: the manifest is
     copied last); a directory of other files is refused (`UserError`)."""
     out = check_output_dir(out_dir, where)
-    if out.is_dir() and any(out.iterdir()):
+    with os_errors(where or str(out), "cannot list"):  # a directory we may write but not read
+        names = [p.name for p in out.iterdir()] if out.is_dir() else []
+    if names:
         try:
             ours = "corpus_version" in json.loads((out / MANIFEST).read_text(encoding="utf-8"))
         except (OSError, ValueError, TypeError):
-            ours = all(_corpus_file(p.name) for p in out.iterdir())
+            ours = all(_corpus_file(name) for name in names)
         if not ours:
             raise UserError(f"{out} holds other files and no exported corpus; export to a new or empty directory",
                             where=where or str(out))

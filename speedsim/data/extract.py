@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from speedsim.data.sources import MAX_FILE_BYTES
+from speedsim.limits import MAX_FILE_BYTES
 
 TARGET_CHARS = 400  # docstring target: leading prose paragraphs up to this many characters
 MIN_TARGET_WORDS = 3  # shorter docstrings ("Return x.") are too easy to teach anything

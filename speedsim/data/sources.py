@@ -6,6 +6,13 @@ the running interpreter, and every installed distribution's RECORD (`importlib.m
 `explicit_roots(paths)` makes roots of given directories or files (tests build tiny corpora
 from these). A root set's `fingerprint` says which sources a corpus was built from, so a
 cache built from other package versions is recognised and rebuilt.
+
+Given sources are user paths (`--source`, a config's `data.sources`), checked through
+`speedsim.userpath`: a malformed path, a missing one, a link loop, a source given twice, or two
+sources of one package name (their modules would collide) is a `UserError` at the flag or field.
+Inside a source directory only regular `.py` files are sources: a dangling symbolic link is not a
+source file and is skipped (so is a FIFO or device named `.py`, whose read could block); a
+symbolic-link loop is an error naming the link.
 """
 
 from __future__ import annotations
@@ -13,13 +20,15 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata as md
 import os
+import stat
 import sys
 import sysconfig
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from speedsim.errors import UserError
+from speedsim.userpath import probe, shown, user_path
 
 STDLIB = "python-stdlib"  # package name the standard library is recorded under
 # Directories that hold no library code of their own (test suites full of near-duplicate
@@ -27,8 +36,6 @@ STDLIB = "python-stdlib"  # package name the standard library is recorded under
 SKIP_DIRS = frozenset({"site-packages", "dist-packages", "test", "tests", "testing", "idle_test", "__pycache__"})
 # Distributions left out: this project itself (the corpus must not contain its own trainer).
 SKIP_DISTRIBUTIONS = frozenset({"speedsim"})
-# Generated files (Unicode tables, lexer maps, huge literal tables) teach nothing about code.
-MAX_FILE_BYTES = 512 * 1024
 
 
 @dataclass(frozen=True)
@@ -59,8 +66,11 @@ def _module_name(rel: Path) -> str:
     return ".".join(parts)
 
 
-def _walk(base: Path, top: Path) -> Iterator[SourceFile]:
-    """Every kept .py file under `top` (a directory or one file), module names relative to `base`."""
+def _walk(base: Path, top: Path, where: str | None = None) -> Iterator[SourceFile]:
+    """Every kept .py file under `top` (a directory or one file), module names relative to `base`.
+
+    With `where` (a user's source: the flag or field it came from), only regular files are kept: a
+    dangling link is skipped, a link loop or an unreadable entry is a `UserError` at `where`."""
     if top.is_file():
         yield SourceFile(_module_name(top.relative_to(base)), top)
         return
@@ -69,6 +79,10 @@ def _walk(base: Path, top: Path) -> Iterator[SourceFile]:
         for name in sorted(filenames):
             if name.endswith(".py"):
                 path = Path(dirpath) / name
+                if where is not None:
+                    st = probe(path, where)  # None: a dangling link; ELOOP, EACCES: a UserError naming it
+                    if st is None or not stat.S_ISREG(st.st_mode):
+                        continue
                 yield SourceFile(_module_name(path.relative_to(base)), path)
 
 
@@ -104,18 +118,39 @@ def installed_roots() -> list[SourceRoot]:
     return [roots[k] for k in sorted(roots)]
 
 
-def explicit_roots(paths: Iterable[Path | str]) -> list[SourceRoot]:
-    """One root per given directory (a package: modules named from its parent) or .py file."""
-    roots = []
-    for p in paths:
-        path = Path(p)
-        if not path.exists():
-            raise UserError("source directory not found", where=str(path))
-        if path.is_file() and path.suffix != ".py":
-            raise UserError("not a Python source (.py) file or a directory of them", where=str(path))
-        files = tuple(_walk(path.parent, path))
+def explicit_roots(paths: Iterable[Path | str], where: str | Sequence[str] | None = None) -> list[SourceRoot]:
+    """One root per given directory (a package: modules named from its parent) or .py file.
+
+    `where` names where the paths came from: one flag for all (`--source`), or one label per path
+    (`config.yaml: field 'data.sources.0'`); by default each path names itself. A path that is
+    malformed, missing, a link loop, not a .py file or a directory holding some, the same directory
+    as an earlier one, or a package named like an earlier one, is a `UserError` there."""
+    paths = list(paths)
+    labels = [where] * len(paths) if where is None or isinstance(where, str) else list(where)
+    assert len(labels) == len(paths), (labels, paths)
+    roots: list[SourceRoot] = []
+    seen: dict[tuple[int, int], Path] = {}  # (device, inode) of each source -> the path that gave it
+    named: dict[str, Path] = {}
+    for p, given_where in zip(paths, labels, strict=True):
+        label = given_where or shown(p)
+        named_here = "" if given_where is None else f": {shown(p)}"  # a flag or field: the message names the path
+        path = user_path(p, label)
+        st = probe(path, label)
+        if st is None:
+            raise UserError(f"source directory not found{named_here}", where=label)
+        if not stat.S_ISDIR(st.st_mode) and (not stat.S_ISREG(st.st_mode) or path.suffix != ".py"):
+            raise UserError(f"not a Python source (.py) file or a directory of them{named_here}", where=label)
+        first = seen.setdefault((st.st_dev, st.st_ino), path)
+        if first is not path:  # the same modules twice: counted twice, and a cache of its own
+            also = f" (also as {shown(first)})" if str(first) != str(path) else ""
+            raise UserError(f"{shown(path)} is given twice{also}", where=label)
+        other = named.setdefault(path.stem, path)
+        if other is not path:  # modules are keyed by package: the second's would silently be dropped
+            raise UserError(f"{shown(path)} and {shown(other)} are both package '{path.stem}' (their modules "
+                            "would collide); give one of them under another name", where=label)
+        files = tuple(_walk(path.parent, path, label))
         if not files:  # an empty corpus would only fail later, at training ("0 train examples")
-            raise UserError("no Python source (.py) files here", where=str(path))
+            raise UserError(f"no Python source (.py) files here{named_here}", where=label)
         roots.append(SourceRoot(path.stem, "local", files))
     return roots
 

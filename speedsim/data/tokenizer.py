@@ -16,13 +16,12 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from speedsim.data.corpus import Corpus
 from speedsim.errors import UserError
 from speedsim.fileio import write_text
+from speedsim.limits import MAX_VOCAB_SIZE
 
 PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
 SPECIAL_TOKENS = (PAD, BOS, EOS)  # ids 0, 1, 2 in this order
 DEFAULT_VOCAB_SIZE = 8192  # tokens, specials included: the recipe's vocabulary
-# The largest vocabulary asked of the BPE trainer (a model spec's cap too): the tokenizers library
-# allocates for the requested size up front (2**24: 50 MB; 2**31 - 1 aborted the process asking for 141 GB).
-MAX_VOCAB_SIZE = 1 << 24
+
 TOKENIZER_SAMPLE_BYTES = 16 * 2**20  # code the BPE is trained on: enough for stable merges, seconds to train
 
 

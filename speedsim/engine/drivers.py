@@ -8,6 +8,7 @@ kernels with the same core (`speedsim.engine.core`) and host (`speedsim.engine.h
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import simpy
@@ -24,12 +25,18 @@ from speedsim.workload.kernels import Program
 class Engine:
     """One simulated device plus its host for `profile` in `mode`; each run starts from the on-chip
     state it is given (None: cold) and keeps nothing. `recorder`: a sink the caller owns, to which
-    every run appends its kernel spans."""
+    every run appends its kernel spans. `round_trip_us`: the host's time between the end of one program
+    and the issue of the next in a decode loop, if not the profile's `host.round_trip_us` (a loop that
+    does more between its steps, such as `speedsim.simulate.loop`'s)."""
 
-    def __init__(self, profile: HardwareProfile, mode: Mode = "graph", recorder: Recorder | None = None):
+    def __init__(self, profile: HardwareProfile, mode: Mode = "graph", recorder: Recorder | None = None,
+                 round_trip_us: float | None = None):
         self.profile = profile
         self.mode = mode
-        self.model = DeviceModel.of(profile, mode)
+        model = DeviceModel.of(profile, mode)
+        if round_trip_us is not None:
+            model = dataclasses.replace(model, host=dataclasses.replace(model.host, round_trip_us=round_trip_us))
+        self.model = model
         self.recorder = recorder
 
     def run(self, programs: Sequence[Program], onchip: OnChipState | None = None,

@@ -15,8 +15,13 @@ import pandas as pd
 
 from speedsim.fileio import OutputKind, head_text, write_text
 
-# a timeline that `simulate` or `serve --timeline` wrote (json.dumps of {"traceEvents": ...})
-TIMELINE_FILE = OutputKind("a Chrome trace timeline", lambda path: head_text(path, 64).startswith('{"traceEvents"'))
+# Every timeline speedsim writes starts with this marker: the Chrome trace format's own metadata field
+# (`otherData`), so Perfetto reads it as before. `--timeline` replaces only a file that starts with it: a
+# Chrome trace of the same format written by anything else (a browser's performance trace) is refused.
+TIMELINE_MARK = {"otherData": {"generator": "speedsim", "kind": "timeline"}}
+TIMELINE_HEAD = json.dumps(TIMELINE_MARK)[:-1]  # what the file's first bytes are
+TIMELINE_FILE = OutputKind("a timeline written by speedsim (a Chrome trace starting with its otherData marker)",
+                           lambda path: head_text(path, 256).startswith(TIMELINE_HEAD))
 
 
 class KernelSpan(NamedTuple):
@@ -64,7 +69,7 @@ class Recorder:
             if dram:
                 events.append({"ph": "X", "pid": 2, "tid": 0, "ts": start, "dur": dur, "name": "dram",
                                "args": {"bytes": dram, "GBps": dram / dur / 1e3 if dur else 0.0}})
-        return {"traceEvents": events, "displayTimeUnit": "ns"}
+        return {**TIMELINE_MARK, "traceEvents": events, "displayTimeUnit": "ns"}
 
     def write_chrome_trace(self, path: Path) -> None:
         """Write the Chrome trace (opens in Perfetto) atomically."""
@@ -81,4 +86,4 @@ def merged_chrome_trace(recorders: Mapping[str, Recorder]) -> dict:
             if e["ph"] == "M" and e.get("name") == "process_name":
                 e["args"] = {"name": f"{label}: {e['args']['name']}"}
             events.append(e)
-    return {"traceEvents": events, "displayTimeUnit": "ns"}
+    return {**TIMELINE_MARK, "traceEvents": events, "displayTimeUnit": "ns"}

@@ -25,10 +25,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from speedsim.errors import UserError
 from speedsim.hardware.profile import HardwareProfile
+from speedsim.yamlio import read_mapping, validate_as
 
 
 class GpuDatasheet(BaseModel):
@@ -163,5 +164,10 @@ def derived_ranges(ref: HardwareProfile, data: dict, cycles: float, inflight: fl
 
 
 def load_datasheets(path: Path) -> list[GpuDatasheet]:
-    entries = yaml.safe_load(Path(path).read_text())
-    return [GpuDatasheet.model_validate(e) for e in entries["gpus"]]
+    """The datasheet figures in `path` (a YAML mapping with a `gpus:` list), read by the project's YAML
+    reader; a malformed file or entry is a `UserError` naming it."""
+    entries = read_mapping(path, "datasheet file")
+    gpus = entries.get("gpus")
+    if not isinstance(gpus, list):
+        raise UserError("field 'gpus': a list of datasheet entries is required", where=str(path))
+    return [validate_as(GpuDatasheet, e, f"{path}: field 'gpus.{i}'") for i, e in enumerate(gpus)]

@@ -1,8 +1,16 @@
-"""Profile files: discovery in the profile directory, loading (validated) and saving (atomic)."""
+"""Profile files: discovery in the profile directory, loading (validated) and saving (atomic).
+
+Every path here comes from the user through `speedsim.userpath`, named by where it came from: a
+profile's path by `--profile`, the profile directory by `--dir` or `$SPEEDSIM_PROFILES` (the
+shipped `hw_profiles/` by its own path). A malformed path, a link loop or a directory that cannot be
+searched or listed is a one-line `UserError` there; what a profile file holds is named by its file
+and field.
+"""
 
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,12 +19,16 @@ import yaml
 from speedsim.errors import UserError
 from speedsim.fileio import write_text
 from speedsim.hardware.profile import HardwareProfile
-from speedsim.paths import PROFILE_DIR
+from speedsim.paths import PROFILE_DIR, PROFILES_VARIABLE
+from speedsim.userpath import one_line, os_errors, path_problem, probe, shown, user_path
 from speedsim.yamlio import read_mapping, validate_as, yaml_output
 
 # A check of a loaded profile by a layer above this one (the engine's cost model, which may not be
 # imported here): takes the profile and its file, raises `UserError` naming the file.
 ProfileCheck = Callable[[HardwareProfile, str], None]
+
+PROFILE_FLAG = "--profile"
+PROFILE_SUFFIXES = (".yaml", ".yml")  # a `--profile` ending in one of these is a path, not a name
 
 
 def load_profile_file(path: Path, check: ProfileCheck | None = None) -> HardwareProfile:
@@ -34,29 +46,66 @@ def profile_dir() -> Path:
     return PROFILE_DIR
 
 
-def profile_dir_label(directory: Path | None = None) -> str:
-    """How messages name a profile directory: `directory`, else the one in use (and the variable that chose it)."""
+def profile_dir_source(directory: str | os.PathLike[str] | None = None) -> str:
+    """Where a profile directory came from, as messages name it: `--dir` for `directory`, else
+    `$SPEEDSIM_PROFILES` when that chose the one in use, else the shipped directory's path."""
     if directory is not None:
-        return str(directory)
-    return f"$SPEEDSIM_PROFILES ({PROFILE_DIR})" if os.environ.get("SPEEDSIM_PROFILES") else str(PROFILE_DIR)
+        return "--dir"
+    return PROFILES_VARIABLE if os.environ.get("SPEEDSIM_PROFILES") else shown(profile_dir())
 
 
-def list_profile_files(directory: Path | None = None) -> list[Path]:
-    return sorted((directory or profile_dir()).glob("*.yaml"))
+def profile_dir_label(directory: str | os.PathLike[str] | None = None) -> str:
+    """How messages name a profile directory: its source and, for a flag or variable, its path (whole if it
+    is well-formed, else shortened)."""
+    source = profile_dir_source(directory)
+    if source.startswith(("-", "$")):
+        path = directory if directory is not None else profile_dir()
+        return f"{source} ({one_line(str(path)) if path_problem(path) is None else shown(path)})"
+    return source
 
 
-def load_profile(name_or_path: str, check: ProfileCheck | None = None) -> HardwareProfile:
-    """A profile by name (`h200`, a file in hw_profiles/) or by path to a YAML file (`load_profile_file`)."""
+def list_profile_files(directory: str | os.PathLike[str] | None = None) -> list[Path]:
+    """The `*.yaml` files of `directory` (default: the profile directory in use), sorted; none if it does
+    not exist. A malformed path, one that is not a directory, or a directory that cannot be searched or
+    listed is a `UserError` naming where it came from (`profile_dir_source`)."""
+    where = profile_dir_source(directory)
+    path = user_path(directory if directory is not None else profile_dir(), where)
+    st = probe(path, where)
+    if st is None:
+        return []
+    if not stat.S_ISDIR(st.st_mode):
+        raise UserError(f"{shown(path)} is not a directory", where=where)
+    # (os.listdir, not Path.glob: Python 3.11's glob takes a directory it may not read for an empty one)
+    with os_errors(where, "cannot list"):
+        names = os.listdir(path)
+    return sorted(path / name for name in names if name.endswith(".yaml"))
+
+
+def load_profile(name_or_path: str, check: ProfileCheck | None = None,
+                 where: str = PROFILE_FLAG) -> HardwareProfile:
+    """A profile by name (`h200`, a file in the profile directory) or by path to a YAML file
+    (`load_profile_file`); `where` names the flag (or field) it came from.
+
+    A path (a name ending in .yaml or .yml) that is malformed, unusable or absent is a `UserError` at
+    `where` ("no such file"); a name that is no file of the profile directory lists the known ones."""
+    user_path(name_or_path, where)
     candidate = Path(name_or_path)
-    if candidate.suffix in (".yaml", ".yml") and candidate.exists():
+    if candidate.suffix in PROFILE_SUFFIXES:
+        if probe(candidate, where) is None:
+            raise UserError(f"no such file: {shown(candidate)} (a profile is a name in "
+                            f"{profile_dir_label()} or the path of a YAML file)", where=where)
         return load_profile_file(candidate, check)
+    probe(profile_dir(), profile_dir_source())  # the directory's own problems name where it came from
     path = profile_dir() / f"{name_or_path}.yaml"
-    if not path.exists():
+    problem = path_problem(path)  # the name is too long for a file name once .yaml is added
+    if problem:
+        raise UserError(f"unknown profile '{shown(name_or_path)}': {problem}", where=where)
+    if probe(path, where) is None:
         known = ", ".join(p.stem for p in list_profile_files())
         if not known:
-            raise UserError(f"unknown profile '{name_or_path}': no *.yaml profiles in {profile_dir_label()}",
-                            where="--profile")
-        raise UserError(f"unknown profile '{name_or_path}' (known: {known})", where="--profile")
+            raise UserError(f"unknown profile '{shown(name_or_path)}': no *.yaml profiles in "
+                            f"{profile_dir_label()}", where=where)
+        raise UserError(f"unknown profile '{shown(name_or_path)}' (known: {known})", where=where)
     profile = load_profile_file(path, check)
     if profile.name != name_or_path:  # as `speedsim profiles` requires of every file
         raise UserError(f"field 'name': '{profile.name}' does not match the file name '{name_or_path}'", where=str(path))

@@ -230,6 +230,11 @@ class HostSpec(_Frozen):
                                   "one-node graph starts as its kernel: the lmhead graph rows)")
     synchronous: bool = Field(False, description="the host runs each op itself and waits for it (a CPU): "
                               "issue and execution do not overlap")
+    graph_capture: bool = Field(True, description="the host captures a step's kernels as one graph and replays "
+                                "it with one launch (CUDA graphs). false: an accelerator driven by a host core "
+                                "without graph capture, whose graph mode is a compiled program issuing each op "
+                                "in turn (launch_overhead_us.graph per op, no graph launch or start); output calls "
+                                "it compiled-program mode")
     d2h_copy_us: float = Field(0.0, ge=0, le=MAX_FIXED_US,
                                description="the round trip of a decode step, part 1: copying the step's exit "
                                "predictions (a few bytes) from the device to the host")
@@ -242,6 +247,20 @@ class HostSpec(_Frozen):
                            description="a decode loop over static buffers (impl=static): host time per step "
                            "beyond the round trip and the step's input copy (the framework calls that fill "
                            "the inputs, replay the step and read its outputs)")
+
+    @model_validator(mode="after")
+    def _program_has_no_graph(self) -> HostSpec:
+        if not self.graph_capture and (self.graph_launch_us or self.graph_start_us):
+            raise ValueError("graph_capture is false (a compiled program, no graph), so graph_launch_us and "
+                             "graph_start_us must be 0")
+        return self
+
+    def mode_label(self, mode: str) -> str:
+        """What a run in `mode` is on this host: 'eager', 'graph' (captured and replayed graphs) or
+        'compiled-program' (graph mode on a host without graph capture)."""
+        if mode == "graph" and not self.graph_capture:
+            return "compiled-program"
+        return mode
 
     @property
     def round_trip_us(self) -> float:

@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 from speedsim.errors import UserError
-from speedsim.hardware.files import ProfileCheck, list_profile_files, load_profile_file, profile_dir_label
+from speedsim.hardware.files import (
+    ProfileCheck,
+    list_profile_files,
+    load_profile_file,
+    profile_dir,
+    profile_dir_source,
+)
+from speedsim.userpath import one_line, shown
 
 
-def profile_table(directory: Path | None = None, check: ProfileCheck | None = None) -> list[dict]:
-    """Validate (and `check`) every profile file; one row of key numbers each. The first invalid file is a
-    `UserError`."""
+def profile_table(directory: str | os.PathLike[str] | None = None,
+                  check: ProfileCheck | None = None) -> list[dict]:
+    """Validate (and `check`) every profile file of `directory` (`--dir`; default: the profile directory in
+    use); one row of key numbers each. No profiles (a directory that does not exist, or holds no *.yaml
+    file) and the first invalid file are a `UserError`: the former names where the directory came from
+    (`--dir`, `$SPEEDSIM_PROFILES`), the latter the file."""
     files = list_profile_files(directory)
     if not files:
-        raise UserError("no *.yaml profiles found", where=profile_dir_label(directory))
+        where = profile_dir_source(directory)
+        folder = directory if directory is not None else profile_dir()
+        found = "found" if where == shown(folder) else f"in {one_line(str(folder))}"  # (flag, variable: which)
+        raise UserError(f"no *.yaml profiles {found}", where=where)
     rows = []
     for path in files:
         p = load_profile_file(path, check)
@@ -32,6 +45,8 @@ def profile_table(directory: Path | None = None, check: ProfileCheck | None = No
             "onchip_GBps": p.l2.bandwidth_GBps,
             "memory_GiB": p.memory_capacity_GiB,
             "kernel_latency_us": p.kernel.latency_us,
+            # the execution modes it runs (--mode graph on a synchronous host runs eager)
+            "modes": "eager" if p.host.synchronous else f"{p.host.mode_label('graph')}, eager",
             "eager_launch_us": p.host.launch_overhead_us["eager"],
             "graph_node_us": p.host.launch_overhead_us["graph"],
             "file": str(path),

@@ -5,18 +5,23 @@ The study is two sweeps (`experiments/default.yaml`, or the full `latency_vs_dep
 results go to a cache directory (a fresh temporary one unless given, so the command recomputes
 everything; give `--cache DIR` to resume). Everything written under `out` depends only on the
 inputs: no timestamps, no wall times, tables sorted, PNGs without metadata.
+
+A problem with a directory is named by the flag that gave it: `--out`, or `--cache` for the sweeps'
+directories under it (`$TMPDIR` for the temporary one), found before the study runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 
 from speedsim.engine import open_profile
 from speedsim.errors import UserError
-from speedsim.fileio import check_output_dir
+from speedsim.fileio import atomic_write, check_output_dir
 from speedsim.paths import EXPERIMENTS_DIR, H200_MEASURED, MEASURED_DIR, ROOT
 from speedsim.report import check_figures, figures
 from speedsim.report.content import ReportData, profile_order
@@ -29,6 +34,7 @@ from speedsim.sweep import SweepSpec, load_spec, read_results, run_sweep
 from speedsim.sweep.runner import check_scheduler, check_workers
 from speedsim.sweep.spec import expand
 from speedsim.trace.io import resolve_trace
+from speedsim.userpath import os_errors
 from speedsim.validation import read_measured, validate
 from speedsim.validation.loop_fit import fitted_sharings
 from speedsim.workload import BUILTIN_MODELS, resolve_models
@@ -45,21 +51,22 @@ ROOFLINE_CONFIG = ("t5base", "4x3", "mispredict=0.1,len=24,seqs=1,src=128")
 # ------------------------------------------------------------------------------ inputs
 
 def run_study(specs: tuple[Path, ...], cache: Path, workers: int, scheduler: str | None,
-              progress: bool) -> pd.DataFrame:
+              progress: bool, cache_flag: str = "--cache") -> pd.DataFrame:
     frames = []
     for spec in specs:
         out = cache / Path(spec).stem
-        run_sweep(spec, out, workers=workers, scheduler=scheduler, progress=progress)
+        run_sweep(spec, out, workers=workers, scheduler=scheduler, progress=progress, out_flag=cache_flag)
         frames.append(read_results(out).assign(spec=Path(spec).stem))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def run_paper(spec: Path, cache: Path, workers: int, scheduler: str | None,
-              progress: bool) -> tuple[pd.DataFrame | None, str]:
+              progress: bool, cache_flag: str = "--cache") -> tuple[pd.DataFrame | None, str]:
     """The paper comparison on the shipped real traces.
 
     Runs whose trace file is not shipped (yet) are left out and named in the note; (None, why)
-    when none can run or the spec is otherwise bad.
+    when none can run or the spec is otherwise bad. A problem with the flags (the cache directory,
+    the scheduler, the workers) is the command's error, not a note.
     """
     try:
         loaded = load_spec(spec)
@@ -74,8 +81,11 @@ def run_paper(spec: Path, cache: Path, workers: int, scheduler: str | None,
     subset = SweepSpec(name=loaded.name, description=loaded.description, model_specs=loaded.model_specs,
                        runs=[r.model_dump() for r in have], base_dir=loaded.base_dir)
     try:
-        run_sweep(subset, cache / "speed_paper", workers=workers, scheduler=scheduler, progress=progress)
+        run_sweep(subset, cache / "speed_paper", workers=workers, scheduler=scheduler, progress=progress,
+                  out_flag=cache_flag, spec_where=str(spec))
     except UserError as err:
+        if err.where in (cache_flag, "--scheduler", "--workers"):
+            raise
         return None, str(err).replace(str(ROOT) + "/", "")
     return read_results(cache / "speed_paper").assign(spec=Path(spec).stem), note
 
@@ -184,22 +194,26 @@ def draw(data: ReportData, out: Path) -> dict[str, str]:
 
 
 def write_data(data: ReportData, out: Path) -> None:
-    """The tidy tables behind the figures, as CSV (sorted, so the files are stable)."""
+    """The tidy tables behind the figures, as CSV (sorted, so the files are stable), each written
+    atomically (`speedsim.fileio.atomic_write`: a link there is replaced, never written through)."""
     d = out / "data"
-    d.mkdir(parents=True, exist_ok=True)
-    data.study.to_csv(d / "study.csv", index=False)
-    if data.paper is not None:
-        data.paper.to_csv(d / "speed_paper.csv", index=False)
+    with os_errors("--out", "cannot create"):
+        d.mkdir(parents=True, exist_ok=True)
     val = pd.concat([v.assign(sim_mode=m) for m, v in data.validation.items()], ignore_index=True)
-    val.to_csv(d / "validation.csv", index=False)
-    if data.serving is not None:
-        data.serving.to_csv(d / "serving.csv", index=False)
+    tables = {"study.csv": data.study, "speed_paper.csv": data.paper, "validation.csv": val,
+              "serving.csv": data.serving}
+    for name, table in tables.items():
+        if table is not None:
+            with atomic_write(d / name, "w", where="--out", newline="") as fh:
+                table.to_csv(fh, index=False)
 
 
 def _check_report_dir(out: Path) -> None:
-    """`out` must be new, empty, or hold an earlier report: never overwrite someone's README.md."""
-    if not out.is_dir() or not any(out.iterdir()):
-        return
+    """`out` must be new, empty, or hold an earlier report: never overwrite someone's README.md. Its
+    subdirectories the report writes in (`figures`, `data`) must be directories or absent."""
+    with os_errors("--out", "cannot list"):
+        if not out.is_dir() or not any(out.iterdir()):
+            return
     readme = out / "README.md"
     try:
         first = readme.read_text(encoding="utf-8").split("\n", 1)[0] if readme.is_file() else ""
@@ -208,18 +222,50 @@ def _check_report_dir(out: Path) -> None:
     if first.strip() != REPORT_TITLE:
         raise UserError(f"{out} is not empty and holds no speedsim report (README.md starting '{REPORT_TITLE}'); "
                         "use a new or empty directory", where="--out")
+    for sub in ("figures", "data"):
+        check_output_dir(out / sub, "--out")
 
 
 def run_serving(spec: Path | None, full: bool, cache: Path, workers: int, scheduler: str | None,
-                progress: bool) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+                progress: bool, cache_flag: str = "--cache"
+                ) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
     """The serving study (`experiments/serving.yaml`, a sweep of serving runs; its reduced form unless
     `full`): the curves and speed-limit tables."""
     if spec is None or not Path(spec).exists():
         return None, None
     loaded = load_spec(spec, reduced=not full)
-    out = cache / ("serving" if full else "serving-reduced")  # each form its own sweep directory
-    run_sweep(loaded, out, workers=workers, scheduler=scheduler, progress=progress)
+    out = cache / _serving_dir(full)
+    run_sweep(loaded, out, workers=workers, scheduler=scheduler, progress=progress, out_flag=cache_flag,
+              spec_where=str(spec))
     return serving_tables(expand(loaded, str(spec)), read_results(out))
+
+
+def _serving_dir(full: bool) -> str:
+    return "serving" if full else "serving-reduced"  # each form its own sweep directory
+
+
+def _sweep_dirs(specs: tuple[Path, ...], paper_spec: Path | None, serving_spec: Path | None,
+                full: bool) -> list[str]:
+    """The subdirectories of the cache the report's sweeps write in."""
+    names = [Path(spec).stem for spec in specs]
+    if paper_spec:
+        names.append("speed_paper")
+    if serving_spec is not None:
+        names.append(_serving_dir(full))
+    return names
+
+
+@contextlib.contextmanager
+def _work_dir(cache: Path | None) -> Iterator[tuple[Path, str]]:
+    """The directory the sweeps write in and the flag (or variable) that names it: `--cache`, or a new
+    temporary directory (removed after), named by `$TMPDIR`, the variable that chooses where it goes."""
+    if cache is not None:
+        yield cache, "--cache"
+        return
+    with os_errors("$TMPDIR", "cannot create a temporary directory:"):
+        tmp = tempfile.TemporaryDirectory(prefix="speedsim-report-")
+    with tmp as name:
+        yield Path(name), "$TMPDIR"
 
 
 def build_report(out: Path | str, *, full: bool = False, specs: tuple[Path, ...] | None = None,
@@ -229,18 +275,19 @@ def build_report(out: Path | str, *, full: bool = False, specs: tuple[Path, ...]
     """Run the study and write figures, data and README.md under `out`; a summary dict."""
     out = check_output_dir(out, "--out")  # before minutes of work, not after them
     _check_report_dir(out)
-    if cache:
-        check_output_dir(cache, "--cache")
+    specs = specs if specs is not None else (FULL_STUDY if full else DEFAULT_STUDY)
+    cache_dir = None if cache is None else check_output_dir(cache, "--cache")  # '' is no path, not "none"
+    if cache_dir is not None:
+        for name in _sweep_dirs(tuple(specs), paper_spec, serving_spec, full):  # before any sweep runs
+            check_output_dir(cache_dir / name, "--cache")
     if scheduler is not None:
         check_scheduler(scheduler)
     check_workers(workers)
-    specs = specs if specs is not None else (FULL_STUDY if full else DEFAULT_STUDY)
-    with tempfile.TemporaryDirectory(prefix="speedsim-report-") as tmp:
-        work = Path(cache) if cache else Path(tmp)
-        study = run_study(tuple(specs), work, workers, scheduler, progress)
-        paper, note = (run_paper(paper_spec, work, workers, scheduler, progress) if paper_spec
+    with _work_dir(cache_dir) as (work, flag):
+        study = run_study(tuple(specs), work, workers, scheduler, progress, flag)
+        paper, note = (run_paper(paper_spec, work, workers, scheduler, progress, flag) if paper_spec
                        else (None, "no paper spec given"))
-        serving, serving_limit = run_serving(serving_spec, full, work, workers, scheduler, progress)
+        serving, serving_limit = run_serving(serving_spec, full, work, workers, scheduler, progress, flag)
     validation, mape = run_validation()
     steps, peaks = roofline_points(profile_order(study) if not study.empty else ["h200"])
     data = ReportData(study, paper, note, validation, mape, steps, peaks,

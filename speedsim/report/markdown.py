@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from speedsim.fileio import write_text
+
 
 def md_table(rows: list[dict], columns: list[str]) -> str:
     """A GitHub markdown table: one header row, then one row per dict (a missing cell is blank)."""
@@ -46,5 +48,5 @@ def write_markdown(path: Path, lines: Sequence[str | None]) -> Path:
     """Join `lines` (None left out), fold a triple newline left by an empty part, end with one newline."""
     path.parent.mkdir(parents=True, exist_ok=True)
     text = "\n".join(line for line in lines if line is not None).replace("\n\n\n", "\n\n")
-    path.write_text(text.rstrip() + "\n")
+    write_text(path, text.rstrip() + "\n")  # atomically; a link at `path` is replaced, never written through
     return path

@@ -13,6 +13,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from speedsim.fileio import atomic_write  # noqa: E402
+
 TAB10: list[tuple[float, ...]] = [tuple(c) for c in plt.get_cmap("tab10")(range(10))]  # the ten tab10 colours
 
 METHOD_STYLE = {
@@ -36,6 +38,8 @@ def finish_panel(ax, title: str, xlabel: str, ylabel: str) -> None:
 def save(fig, path: Path) -> Path:
     """Write a figure deterministically (no timestamp, no software tag) and close it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, metadata={"Software": None}, bbox_inches="tight")
+    with atomic_write(path, "wb") as fh:  # a link at `path` is replaced, never written through
+        fig.savefig(fh, format=path.suffix.lstrip(".") or None, dpi=DPI, metadata={"Software": None},
+                    bbox_inches="tight")
     plt.close(fig)
     return path

@@ -52,7 +52,7 @@ def format_simulation(r: SimulationResult) -> str:
     over SPEED's, shown on the baseline's row and blank on SPEED's own.
     """
     sp = r.speed
-    out = [f"{r.model} {r.sharing} on {r.profile} ({r.mode} mode), {r.sequences} sequence(s), "
+    out = [f"{r.model} {r.sharing} on {r.profile} ({r.mode_label or r.mode} mode), {r.sequences} sequence(s), "
            f"{sp.tokens} tokens decoded after the prefill (which emits each sequence's first token)"]
     rows = [{"method": m.method, "µs/token": us(m.per_token_us, KEEP_DECIMAL),
              "p50 µs": us(m.p50_token_us, KEEP_DECIMAL), "p99 µs": us(m.p99_token_us, KEEP_DECIMAL),
@@ -74,8 +74,8 @@ def format_simulation(r: SimulationResult) -> str:
 
 def format_serving(r: ServeResult) -> str:
     """`speedsim serve`'s summary: latency percentiles per request, throughput, batching, utilisation."""
-    out = [f"{r.model} {r.sharing} {r.method} on {r.profile} ({r.mode} mode): {r.requests} requests, {r.tokens} "
-           f"output tokens in {r.makespan_us / 1e3:,.1f} ms"]
+    out = [f"{r.model} {r.sharing} {r.method} on {r.profile} ({r.mode_label or r.mode} mode): {r.requests} requests, "
+           f"{r.tokens} output tokens in {r.makespan_us / 1e3:,.1f} ms"]
     rows = [{"latency": name, **{k: us(getattr(getattr(r, name), k), KEEP_DECIMAL)
                                  for k in ("p50", "p90", "p99", "mean")}}
             for name in ("ttft_us", "tpot_us", "e2e_us", "queue_us")]

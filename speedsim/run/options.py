@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from speedsim import defaults
+from speedsim import defaults, limits
 from speedsim.errors import UserError
 from speedsim.run.params import RunParams, run_from_options
 from speedsim.trace.workload import SyntheticWorkload
@@ -36,8 +36,8 @@ def simulate_run(*, profile: str, model: str, sharing: str, trace: str | Path | 
     """`speedsim simulate`'s options as a run (`--src-len` overrides a synthetic text's `src=`)."""
     fields = workload_options(trace, synthetic)
     if src_len is not None:
-        if synthetic is not None and src_len > defaults.MAX_SYNTHETIC_LEN:  # the synthetic traces' own source
-            raise UserError(f"must be at most {defaults.MAX_SYNTHETIC_LEN} tokens with --synthetic, got {src_len}",
+        if synthetic is not None and src_len > limits.MAX_SYNTHETIC_LEN:  # the synthetic traces' own source
+            raise UserError(f"must be at most {limits.MAX_SYNTHETIC_LEN} tokens with --synthetic, got {src_len}",
                             where="--src-len")
         fields["src_len"] = src_len
     return run_from_options(profile=profile, model=model, sharing=sharing, mode=mode, baselines=baselines, limit=limit,

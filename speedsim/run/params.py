@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 
-from speedsim import defaults
+from speedsim import defaults, limits
 from speedsim.errors import UserError
 from speedsim.sharing import MAX_REPEATS
 from speedsim.trace.io import resolve_trace
@@ -63,11 +63,11 @@ class RunParams(BaseModel):
     mispredict: float | None = Field(None, ge=0, le=1, description="synthetic: first-exit misprediction rate")
     agree: str | None = Field(None, description="synthetic: per-exit agreement with the final exit, 'a0/a1/..'")
     burst: float | None = Field(None, ge=0, le=1, description="synthetic: P(miss | previous position missed)")
-    out_len: int | None = Field(defaults.OUT_LEN, ge=1, le=defaults.MAX_SYNTHETIC_LEN,
+    out_len: int | None = Field(defaults.OUT_LEN, ge=1, le=limits.MAX_SYNTHETIC_LEN,
                                 description="synthetic: output length in tokens (None with fit: the trace's own)")
     src_len: int | None = Field(None, ge=1, le=MAX_TOKEN_ID, description="source length in tokens (synthetic default "
                                 f"{defaults.SRC_LEN}; with a trace: overrides each sequence's own)")
-    seqs: int | None = Field(defaults.SEQS, ge=1, le=defaults.MAX_SYNTHETIC_SEQS,
+    seqs: int | None = Field(defaults.SEQS, ge=1, le=limits.MAX_SYNTHETIC_SEQS,
                              description="synthetic: number of sequences (None with fit: one per real one)")
     seed: int = Field(defaults.SEED, ge=0, le=2**63 - 1, description="synthetic: seed of the trace generator")
     baselines: tuple[Literal["unshared", "sequential"], ...] = defaults.BASELINES
@@ -113,14 +113,15 @@ class RunParams(BaseModel):
     def _count(cls, value: int | None, info: Any) -> int | None:
         lo, hi = _COUNT_RANGES[info.field_name]
         if value is not None and not lo <= value <= hi:
-            raise ValueError(f"must be in {lo}..{hi}, got {value}" if hi < 2**63 else f"must be >= {lo}, got {value}")
+            raise ValueError(f"must be in {lo}..{hi}, got {value}" if hi < _INT64_MAX else
+                             f"must be an integer from {lo} to 2**63 - 1, got {value}")
         return value
 
     @field_validator("kv_capacity_GB")
     @classmethod
     def _kv(cls, value: float | None) -> float | None:
-        if value is not None and not (math.isfinite(value) and 0 < value <= defaults.MAX_KV_GB):
-            raise ValueError(f"must be a number in (0, {defaults.MAX_KV_GB:g}] GB, got {value}")
+        if value is not None and not (math.isfinite(value) and 0 < value <= limits.MAX_KV_GB):
+            raise ValueError(f"must be a number in (0, {limits.MAX_KV_GB:g}] GB, got {value}")
         return value
 
     @model_validator(mode="after")
@@ -204,9 +205,11 @@ class RunParams(BaseModel):
         return f"synthetic:{workload.text}"
 
 
-# the serving counts' ranges (their messages name the flag: `run_from_options`)
-_COUNT_RANGES = {"requests": (1, defaults.MAX_REQUESTS), "max_batch": (1, defaults.MAX_BATCH_LIMIT),
-                 "prefill_budget": (1, 2**63), "serve_seed": (0, 2**63)}
+# the serving counts' ranges (their messages name the flag: `run_from_options`); a count without a bound of
+# its own is a 64-bit integer, as a sweep's table (Parquet) stores it and its journal reads it back
+_INT64_MAX = 2**63 - 1
+_COUNT_RANGES = {"requests": (1, limits.MAX_REQUESTS), "max_batch": (1, limits.MAX_BATCH_LIMIT),
+                 "prefill_budget": (1, _INT64_MAX), "serve_seed": (0, _INT64_MAX)}
 SYNTHETIC_FIELDS = ("fit", "mispredict", "agree", "burst", "out_len", "seqs", "seed")
 NUMBER_FIELDS = ("limit", "mispredict", "burst", "out_len", "src_len", "seqs", "seed", "launch_exit", "max_in_flight",
                  "requests", "max_batch", "kv_capacity_GB", "prefill_budget", "serve_seed")

@@ -5,6 +5,9 @@
 (or the first column of a CSV with a header), non-negative and sorted; `--arrivals load:F` is a
 Poisson process at F times the run's nominal capacity (`speedsim.serve.run.nominal_rate`, which
 `load_fraction` leaves to the caller). Times come back in microseconds, the engine's unit.
+
+A `trace:FILE` path that is malformed, unusable or absent is a `UserError` naming `--arrivals`
+(`speedsim.userpath.input_file`); what the file holds is named by file:line.
 """
 
 from __future__ import annotations
@@ -16,12 +19,10 @@ import numpy as np
 
 from speedsim.errors import UserError
 from speedsim.fileio import read_text_input
+from speedsim.limits import MAX_ARRIVAL_S
+from speedsim.userpath import input_file
 
 WHERE = "--arrivals"
-# Latest arrival, in seconds (about 116 days). Times are microseconds in float64; far beyond this a
-# request's work (microseconds) is lost to rounding when added to its arrival time, and its
-# latency comes out as zero.
-MAX_ARRIVAL_S = 1e7
 
 
 def load_fraction(text: str) -> float | None:
@@ -67,7 +68,7 @@ def parse_arrivals(text: str, requests: int, seed: int, base_dir: str | Path = "
     if kind == "trace":
         if not value.strip():
             raise UserError("'trace:' needs a file of arrival times, trace:FILE", where=WHERE)
-        times = read_arrival_file(Path(base_dir or ".") / value if base_dir else Path(value))
+        times = read_arrival_file(input_file(Path(base_dir) / value if base_dir else value, WHERE))
         if len(times) < requests:
             raise UserError(f"{value} has {len(times)} arrival times, fewer than --requests {requests}",
                             where=WHERE)

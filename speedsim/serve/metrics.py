@@ -102,6 +102,7 @@ class ServeResult:
     utilization: Utilization
     kv_capacity_bytes: float
     rate_per_s: float | None = None  # arrivals `load:F`: the Poisson rate that load came to (requests/s)
+    mode_label: str = ""             # what `mode` is on this profile (HostSpec.mode_label); "" = `mode`
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -22,65 +22,78 @@ from speedsim.serve.requests import make_requests, weights_bytes
 from speedsim.serve.server import ServerConfig, run_server
 from speedsim.sharing import Sharing
 from speedsim.simulate.core import effective_mode
-from speedsim.simulate.scenario import cached_models, cached_profile, cached_traces
+from speedsim.simulate.scenario import (
+    NAMED_BY_PATH,
+    Sources,
+    cached_models,
+    cached_profile,
+    cached_traces,
+    run_workload,
+)
 from speedsim.trace.schema import ExitTrace
 from speedsim.trace.synthetic import generate
 from speedsim.workload import get_model
 
 
-def _traces(run: RunParams, repeats: int, rng: np.random.Generator, base_dir: str | Path) -> list[ExitTrace]:
+def _traces(run: RunParams, repeats: int, rng: np.random.Generator, base_dir: str | Path,
+            sources: Sources) -> list[ExitTrace]:
     """One trace per request: sampled with replacement from a trace file, or generated."""
     requests = run.requests or 0
-    workload = run.workload(repeats, base_dir)
+    workload = run_workload(run, repeats, base_dir, sources)
     if isinstance(workload, TraceWorkload):
-        pool = [t for t in cached_traces(str(workload.path))[: workload.limit] if len(t.exits) >= 1]
+        loaded = cached_traces(str(workload.path), sources.trace)[: workload.limit]
+        pool = [t for t in loaded if len(t.exits) >= 1]
         check_decodable([len(t.exits) for t in pool], decode=False)
         return [pool[i] for i in rng.integers(0, len(pool), size=requests)]
-    spec, _ = workload.spec(repeats)
+    spec, _ = workload.spec(repeats, sources.fit)
     return generate(spec, requests, seed=workload.seed + run.serve_seed, name=f"synthetic:{workload.text}")
 
 
-def nominal_rate(s: RunParams, model_specs: Sequence[str | Path] = (), base_dir: str | Path = "") -> float:
+def nominal_rate(s: RunParams, model_specs: Sequence[str | Path] = (), base_dir: str | Path = "",
+                 sources: Sources = NAMED_BY_PATH) -> float:
     """Requests per second that keep `s.max_batch` requests in flight, each as fast as alone (one request,
     batch 1): the loose upper bound that `--arrivals load:F` takes a fraction F of."""
     alone = s.model_copy(update={"requests": 1, "max_batch": 1, "arrivals": "poisson:1"})
-    return s.max_batch / (_alone_e2e_us(alone, tuple(str(p) for p in model_specs), str(base_dir)) * 1e-6)
+    alone_us = _alone_e2e_us(alone, tuple(str(p) for p in model_specs), str(base_dir), sources)
+    return s.max_batch / (alone_us * 1e-6)
 
 
 @lru_cache(maxsize=64)
-def _alone_e2e_us(alone: RunParams, model_specs: tuple[str, ...], base_dir: str) -> float:
+def _alone_e2e_us(alone: RunParams, model_specs: tuple[str, ...], base_dir: str, sources: Sources) -> float:
     """One request's own latency (us), simulated once per process for every load of a study."""
-    return serve(alone, model_specs=model_specs, base_dir=base_dir).e2e_us.mean
+    return serve(alone, model_specs=model_specs, base_dir=base_dir, sources=sources).e2e_us.mean
 
 
-def _load_rate(s: RunParams, model_specs: Sequence[str | Path], base_dir: str | Path) -> float | None:
+def _load_rate(s: RunParams, model_specs: Sequence[str | Path], base_dir: str | Path,
+               sources: Sources) -> float | None:
     """`load:F` arrivals: F x the nominal rate (requests/s); None for other arrivals."""
     fraction = load_fraction(s.arrivals or "")
-    return None if fraction is None else fraction * nominal_rate(s, model_specs, base_dir)
+    return None if fraction is None else fraction * nominal_rate(s, model_specs, base_dir, sources)
 
 
 def serve(s: RunParams, timeline: Path | None = None, model_specs: Sequence[str | Path] = (),
-          base_dir: str | Path = "") -> ServeResult:
+          base_dir: str | Path = "", sources: Sources = NAMED_BY_PATH) -> ServeResult:
     """Simulate the serving run `s` (`s.requests` requests); a `ServeResult`. `base_dir`: the directory
-    relative trace paths are read from (a sweep spec's)."""
+    relative trace paths are read from (a sweep spec's); `sources`: where its paths came from
+    (`speedsim.simulate.scenario.COMMAND_LINE` for serve's flags)."""
     if not s.serving:
         raise UserError("a serving run needs a number of requests", where="--requests")
     if timeline is not None:
         check_output(timeline, "--timeline", TIMELINE_FILE)
     sharing = Sharing.parse(s.sharing)
     profile = cached_profile(s.profile)
-    spec = get_model(s.model, cached_models(tuple(str(p) for p in model_specs)))
+    spec = get_model(s.model, cached_models(tuple(str(p) for p in model_specs), sources.model_specs))
     rng = np.random.default_rng(s.serve_seed)
     requests_n = s.requests or 0
-    rate = _load_rate(s, model_specs, base_dir)
+    rate = _load_rate(s, model_specs, base_dir, sources)
     arrivals = parse_arrivals(f"poisson:{rate:.6g}" if rate is not None else s.arrivals or "", requests_n,
                               s.serve_seed, base_dir)
     policy = Policy(launch_exit=s.launch_exit, max_in_flight=s.max_in_flight)
     policy.check(sharing.repeats)
     src_len = s.src_len if s.trace is not None else None  # (a synthetic workload's own source length otherwise)
     with gc_paused():  # each request's schedule: many small objects, no cycles
-        requests = make_requests(_traces(s, sharing.repeats, rng, base_dir), arrivals, spec, sharing, profile,
-                                 s.serve_method, policy, src_len)
+        traces = _traces(s, sharing.repeats, rng, base_dir, sources)
+        requests = make_requests(traces, arrivals, spec, sharing, profile, s.serve_method, policy, src_len)
     weights = weights_bytes(spec, sharing, profile, s.serve_method)
     capacity = s.kv_capacity_GB * 1e9 if s.kv_capacity_GB is not None \
         else profile.memory_capacity_GiB * 2**30 - weights
@@ -104,7 +117,8 @@ def serve(s: RunParams, timeline: Path | None = None, model_specs: Sequence[str 
     if recorder is not None and timeline is not None:
         _write_timeline(timeline, recorder, server.queue_samples)
     return ServeResult(
-        profile=profile.name, model=spec.name, sharing=str(sharing), method=s.serve_method, mode=mode, **facts,
+        profile=profile.name, model=spec.name, sharing=str(sharing), method=s.serve_method, mode=mode,
+        mode_label=profile.host.mode_label(mode), **facts,
         mean_batch=server.batch_sum / max(server.steps, 1),
         mean_tokens_per_step=server.token_sum / max(server.steps, 1),
         mean_queue_length=server.queue_area / span,

@@ -38,6 +38,10 @@ def effective_mode(profile: HardwareProfile, mode: Mode) -> tuple[Mode, tuple[st
     if mode == "graph" and profile.host.synchronous:
         return "eager", (f"{profile.name} has no graph mode (its host runs each op itself): simulated in eager "
                          "mode, the only one it has",)
+    if mode == "graph" and not profile.host.graph_capture:
+        return mode, (f"{profile.name} has no graph capture: its graph mode is a compiled program that issues each "
+                      f"op in turn ({profile.host.launch_overhead_us.graph:g} us per op, nothing per graph), "
+                      "labelled compiled-program mode",)
     return mode, ()
 
 
@@ -153,7 +157,8 @@ def simulate(profile: HardwareProfile, spec: ModelSpec, sharing: Sharing, traces
                                mean_in_flight=stats.mean_in_flight, first_exit_miss=first_exit_miss(traces))
     return SimulationResult(profile=profile.name, model=spec.name, sharing=sharing, mode=mode,
                             sequences=len(traces), speed=speed, baselines=others,
-                            schedule=schedule, notes=mode_notes + run_notes(profile, spec, sharing))
+                            schedule=schedule, notes=mode_notes + run_notes(profile, spec, sharing),
+                            mode_label=profile.host.mode_label(mode))
 
 
 def run_notes(profile: HardwareProfile, spec: ModelSpec, sharing: Sharing) -> tuple[str, ...]:

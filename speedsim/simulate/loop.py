@@ -71,12 +71,11 @@ class LoopResult:
         return self.steps * self.step_us / self.tokens
 
 
-def _with_step_host(profile: HardwareProfile) -> HardwareProfile:
-    """The profile whose round trip is everything the host does between two steps of the loop:
-    the prediction's copy back and the sync, the loop's own work, and the next step's input copy."""
+def _between_steps_us(profile: HardwareProfile) -> float:
+    """Everything the host does between two steps of the loop: the prediction's copy back and the
+    sync, the controller's and the loop's own work (the next step's input copy is in its program)."""
     host = profile.host
-    extra = host.controller_us + host.loop_us + host.d2h_copy_us + host.sync_us
-    return profile.model_copy(update={"host": host.model_copy(update={"controller_us": extra})})
+    return host.round_trip_us + host.loop_us
 
 
 def static_loop(profile: HardwareProfile, spec: ModelSpec, sharing: Sharing, traces: Sequence[ExitTrace],
@@ -87,10 +86,10 @@ def static_loop(profile: HardwareProfile, spec: ModelSpec, sharing: Sharing, tra
     check_trace_repeats(traces, sharing)
     mode = effective_mode(profile, mode)[0]
     rules = KernelRules.from_profile(profile)
-    step_host = _with_step_host(profile)
-    stepping = Engine(step_host, mode)
+    between = _between_steps_us(profile)
+    stepping = Engine(profile, mode, round_trip_us=between)
     # the engine puts the host's work between steps; a whole decode also reads its last step's result
-    last_read = step_host.host.round_trip_us
+    last_read = between
     prefilling = Engine(profile, "eager")
     longest = max(len(t.exits) for t in traces)
     prefill_us = steps_us = device_us = 0.0
@@ -104,8 +103,7 @@ def static_loop(profile: HardwareProfile, spec: ModelSpec, sharing: Sharing, tra
         programs = _steps(ctx, trace, method, offset, kv_len, bucket)
         run = stepping.run(programs, round_trip=True)
         steps_us += run.total_us + (last_read if programs else 0.0)
-        device_us += sum(e - s for s, e in zip(_device_starts(run, programs, stepping), run.program_end_us,
-                                                strict=True))
+        device_us += sum(e - s for s, e in zip(_device_starts(run, stepping), run.program_end_us, strict=True))
         tokens += len(trace.exits)
         steps += len(programs)
     n = len(traces)
@@ -114,10 +112,10 @@ def static_loop(profile: HardwareProfile, spec: ModelSpec, sharing: Sharing, tra
                       host_us_per_step=profile.host.controller_us + profile.host.loop_us)
 
 
-def _device_starts(run: EngineRun, programs: list[Program], engine: Engine) -> list[float]:
+def _device_starts(run: EngineRun, engine: Engine) -> list[float]:
     """When each program's work could begin on the device: its issue, after the graph launch."""
     launch = engine.model.host.graph_launch_us
-    return [s + launch for s in run.program_start_us] if programs else []
+    return [s + launch for s in run.program_start_us]
 
 
 def _steps(ctx: StepContext, trace: ExitTrace, method: str, offset: int, kv_len: int, bucket: int) -> list[Program]:

@@ -89,6 +89,7 @@ class SimulationResult:
     baselines: Mapping[str, MethodResult]
     schedule: ScheduleSummary
     notes: tuple[str, ...] = ()        # what an architect should know about the run (not errors)
+    mode_label: str = ""               # what `mode` is on this profile (HostSpec.mode_label); "" = `mode`
 
     def methods(self) -> Iterator[MethodResult]:
         """SPEED, then each baseline."""
@@ -99,7 +100,7 @@ class SimulationResult:
         """The `--json` object: run facts and SPEED's figures at the top (its `memory_bytes` too), each
         baseline's figures (its own `memory_bytes` among them) nested under `baselines`."""
         head = {"profile": self.profile, "model": self.model, "sharing": str(self.sharing), "mode": self.mode,
-                "sequences": self.sequences}
+                "mode_label": self.mode_label or self.mode, "sequences": self.sequences}
         speed = _figures(self.speed)
         base = {name: _figures(r) for name, r in self.baselines.items()}
         return {**head, **speed, **asdict(self.schedule), "baselines": base, "notes": list(self.notes)}

@@ -3,6 +3,10 @@
 `build_scenario` resolves a `RunParams` (a profile, a model, a sharing, a workload: an exit-trace
 file or synthetic traces) into loaded, checked inputs; `run_scenario` simulates them. Loads are
 cached per process (sweeps run many scenarios over the same files).
+
+A run's paths (its profile, trace, fitted trace, model specs) are checked as they are loaded, and a
+malformed, unusable or absent one is a `UserError` naming its `Sources` entry: the command line's flag
+(`COMMAND_LINE`), or, for a sweep's run, the path itself (the sweep's check names the spec's key).
 """
 
 from __future__ import annotations
@@ -20,10 +24,25 @@ from speedsim.run import RunParams, SyntheticWorkload, TraceWorkload
 from speedsim.sharing import Sharing
 from speedsim.simulate.core import simulate
 from speedsim.simulate.result import SimulationResult
-from speedsim.trace.io import read_traces
+from speedsim.trace.io import read_traces, resolve_trace
 from speedsim.trace.schema import ExitTrace
+from speedsim.trace.workload import FIT_WHERE
 from speedsim.workload import get_model, resolve_models
 from speedsim.workload.models import ModelSpec
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Where a run's input paths came from, as messages name them: a flag, or None for a path that names
+    itself (a sweep's run). The profile is always `--profile` (a sweep's check names its key instead)."""
+
+    trace: str | None = None         # the run's `trace`
+    fit: str | None = None           # the run's `fit` (a synthetic workload's fitted trace)
+    model_specs: str | None = None   # each of the model spec files
+
+
+COMMAND_LINE = Sources(trace="--trace", fit=FIT_WHERE, model_specs="--model-spec")  # simulate, serve
+NAMED_BY_PATH = Sources()  # a sweep's run: each path names itself
 
 
 @dataclass(frozen=True)
@@ -45,32 +64,44 @@ def cached_profile(name: str) -> HardwareProfile:
 
 
 @lru_cache(maxsize=16)
-def cached_models(spec_files: tuple[str, ...]) -> dict[str, ModelSpec]:
-    return resolve_models([Path(p) for p in spec_files])
+def cached_models(spec_files: tuple[str, ...], where: str | None = None) -> dict[str, ModelSpec]:
+    return resolve_models(spec_files, where)
 
 
 @lru_cache(maxsize=16)
-def cached_traces(path: str) -> tuple[ExitTrace, ...]:
-    return tuple(read_traces(path))
+def cached_traces(path: str, where: str | None = None) -> tuple[ExitTrace, ...]:
+    return tuple(read_traces(path, where))
 
 
 @lru_cache(maxsize=256)
-def cached_synthetic(workload: SyntheticWorkload, repeats: int) -> tuple[ExitTrace, ...]:
-    return tuple(workload.traces(repeats))
+def cached_synthetic(workload: SyntheticWorkload, repeats: int,
+                     fit_where: str | None = None) -> tuple[ExitTrace, ...]:
+    return tuple(workload.traces(repeats, fit_where))
 
 
-def build_scenario(run: RunParams, base_dir: str | Path = "", model_specs: Sequence[Path | str] = ()) -> Scenario:
+def run_workload(run: RunParams, repeats: int, base_dir: str | Path, sources: Sources
+                 ) -> TraceWorkload | SyntheticWorkload:
+    """`run.workload(repeats, base_dir)`, its trace's path checked first where it came from (`sources.trace`):
+    a malformed one, or an operating-system error on it, names that source."""
+    if run.trace is not None:
+        resolve_trace(run.trace, base_dir, sources.trace)
+    return run.workload(repeats, base_dir)
+
+
+def build_scenario(run: RunParams, base_dir: str | Path = "", model_specs: Sequence[Path | str] = (),
+                   sources: Sources = NAMED_BY_PATH) -> Scenario:
     """Load and check one run's inputs; a `UserError` naming the flag for anything off. `base_dir`:
-    the directory relative trace paths are read from (a sweep spec's)."""
+    the directory relative trace paths are read from (a sweep spec's); `sources`: where the paths came
+    from (`COMMAND_LINE` for simulate's flags)."""
     sharing = Sharing.parse(run.sharing)
     hw = cached_profile(run.profile)
-    spec = get_model(run.model, cached_models(tuple(str(p) for p in model_specs)))
-    workload = run.workload(sharing.repeats, base_dir)
+    spec = get_model(run.model, cached_models(tuple(str(p) for p in model_specs), sources.model_specs))
+    workload = run_workload(run, sharing.repeats, base_dir, sources)
     if isinstance(workload, TraceWorkload):
-        traces = cached_traces(str(workload.path))[: workload.limit]
+        traces = cached_traces(str(workload.path), sources.trace)[: workload.limit]
         src_len = workload.src_len
     else:
-        traces, src_len = cached_synthetic(workload, sharing.repeats), None
+        traces, src_len = cached_synthetic(workload, sharing.repeats, sources.fit), None
     policy = Policy(launch_exit=run.launch_exit, max_in_flight=run.max_in_flight)
     if run.launch_exit >= sharing.repeats:  # named by its flag here (Policy.check names the field)
         raise UserError(f"{run.launch_exit} is not an exit of an R={sharing.repeats} model "

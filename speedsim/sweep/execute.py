@@ -4,6 +4,9 @@ Runs in worker processes (or Dask workers); the inputs are loaded through the pe
 caches of `speedsim.simulate.scenario`. A run that fails on bad input (a `UserError`) returns
 one row with `status = "error"` and the message; any other exception is a bug and propagates,
 with the run's parameters attached, so the sweep stops instead of recording it as data.
+
+The message names what the run was given in the spec: a run's field, not the command-line flag
+that sets it in `speedsim simulate` (`--model: ... needs 48 GiB` is `field 'model': ...` in a sweep).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 from speedsim.errors import UserError
 from speedsim.paths import MODEL_RESULTS_DIR
 from speedsim.run import RunParams
-from speedsim.run.params import LATER_FIELDS, TABLE_FIELDS
+from speedsim.run.params import LATER_FIELDS, SYNTHETIC_FIELDS, TABLE_FIELDS, flag_of
 from speedsim.serve import serve
 from speedsim.serve.metrics import SERVING_METRICS
 from speedsim.sharing import Sharing
@@ -56,6 +59,32 @@ def quality_of(trace: str | None) -> dict[str, float]:
     return out
 
 
+# the run's field(s) each command-line flag sets; the workload's flags are named by the run (`_field_of`)
+_FIELDS_OF_FLAG: dict[str, list[str]] = {}
+for _field in RunParams.model_fields:
+    _FIELDS_OF_FLAG.setdefault(flag_of(_field), []).append(_field)
+_FIELDS_OF_FLAG["--model-spec"] = ["model_specs"]
+_WORKLOAD_FLAGS = ("--trace", "--synthetic", "--trace/--synthetic")
+
+
+def _field_of(flag: str, run: RunParams) -> str | None:
+    """How a message about `run` names what `flag` stands for in a sweep: `field 'model'`, or None if
+    `flag` is no run flag (the message names a file or a row: kept)."""
+    if flag in _WORKLOAD_FLAGS:
+        return "field 'trace'" if run.trace is not None else f"fields '{'/'.join(SYNTHETIC_FIELDS)}'"
+    fields = _FIELDS_OF_FLAG.get(flag)
+    return f"field '{'/'.join(fields)}'" if fields else None
+
+
+def run_error(err: UserError, run: RunParams) -> str:
+    """The error column of a run that failed on bad input: the message, naming the run's field where it
+    names the command-line flag of the field."""
+    field = _field_of(err.where, run) if err.where else None
+    if field is None:
+        return f"{type(err).__name__}: {err}"
+    return f"{type(err).__name__}: {field}: {str(err)[len(err.where or '') + 2:]}"
+
+
 def _simulate(run: RunParams, model_specs: tuple[str, ...], base_dir: str) -> list[dict[str, Any]]:
     """The run's rows: one per method of a decode (SPEED first), or the one row of a serving run."""
     if run.serving:
@@ -74,7 +103,7 @@ def execute(params: dict[str, Any], model_specs: tuple[str, ...] = (), base_dir:
                     workload=run.workload_label(sharing.repeats))
         rows = _simulate(run, model_specs, base_dir)
     except UserError as err:
-        return [{**head, "method": "", "status": "error", "error": f"{type(err).__name__}: {err}"}]
+        return [{**head, "method": "", "status": "error", "error": run_error(err, run)}]
     except Exception as err:  # anything else is a bug: re-raised (not recorded) naming the run that hit it
         raise RunFailed(f"run {run.key} ({json.dumps(run.model_dump(mode='json'), sort_keys=True)}) "
                         f"failed: {type(err).__name__}: {err}") from err

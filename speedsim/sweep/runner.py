@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import ipaddress
 import json
 import os
 import re
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, as_completed
+from concurrent.futures import CancelledError, Future, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,9 @@ from speedsim.errors import UserError
 from speedsim.fileio import check_output, check_output_dir, write_bytes, write_text
 from speedsim.procs import ProcessPool
 from speedsim.sweep.execute import execute
-from speedsim.sweep.spec import RunParams, SweepSpec, load_spec, plan
-from speedsim.sweep.store import ResultStore
+from speedsim.sweep.spec import RunParams, SweepSpec, field_where, load_spec, model_spec_paths, plan
+from speedsim.sweep.store import SPEC_COPY, ResultStore
+from speedsim.userpath import one_line, os_errors, shown, user_path
 
 Rows = list[dict[str, Any]]
 WORKERS_PER_CORE = 4  # local worker processes per CPU core, at most
@@ -114,35 +116,42 @@ def _local(todo: list[RunParams], args: tuple, workers: int, record: Record) -> 
 
 
 def run_sweep(spec: SweepSpec | Path | str, out: Path | str, workers: int = 2, scheduler: str | None = None,
-              progress: bool = True, chunk: int | None = None, on_run: Record | None = None) -> SweepSummary:
+              progress: bool = True, chunk: int | None = None, on_run: Record | None = None,
+              out_flag: str = "--out", spec_where: str | None = None) -> SweepSummary:
     """Run every unfinished run of `spec` into `out` (see `ResultStore`); return what was done.
 
     `workers`: local processes (1 = in this process); `scheduler`: address of a running Dask
     scheduler (then `workers` is ignored); `chunk`: runs per Dask task (default: about 4 tasks per
     worker, at most 8 runs each; a local worker takes one run at a time); `on_run(key, rows)` is
-    called after each run is recorded.
+    called after each run is recorded. Messages about `out` name `out_flag`, the flag the user gave
+    it with (`speedsim report` sweeps into subdirectories of `--cache`), and messages about the spec
+    name `spec_where` (default: the spec's file, or its name for a spec given as a `SweepSpec`).
     """
     t0 = time.monotonic()
     check_workers(workers)
-    check_output_dir(out, "--out")  # before the spec is planned, so a bad --out is named whatever the spec
+    check_output_dir(out, out_flag)  # before the spec is planned, so a bad --out is named whatever the spec
     if scheduler is not None:
         check_scheduler(scheduler)  # a malformed (or empty) address fails before anything runs
     if not isinstance(spec, SweepSpec):
-        spec_path = Path(spec)
+        spec_path = user_path(spec, shown(spec) or "SPEC_FILE")  # '' is no path (Path would read it as '.')
         spec = load_spec(spec_path)
     else:
         spec_path = None
-    runs = plan(spec, where=str(spec_path or spec.name))  # raises UserError before anything runs
+    where = spec_where or str(spec_path or spec.name)
+    runs = plan(spec, where=where)  # raises UserError before anything runs
     out = Path(out)
     failed = ran = 0
     with contextlib.ExitStack() as stack:
         # connect before anything is written: an unreachable scheduler leaves no output directory behind
         client = stack.enter_context(_dask_client(scheduler)) if scheduler is not None else None
-        store = stack.enter_context(ResultStore(out))
-        _check_same_spec(store, runs, out)
-        _check_same_inputs(out, input_digests(spec, runs), resuming=bool(store.keys()))
+        store = stack.enter_context(ResultStore(out, where=out_flag))
+        _check_same_spec(store, runs, out, out_flag)
+        _check_same_inputs(out, input_digests(spec, runs, where), resuming=bool(store.keys()),
+                           out_flag=out_flag)
         if spec_path is not None:
-            write_bytes(out / "spec.yaml", spec_path.read_bytes(), where="--out")
+            with os_errors(where):
+                data = spec_path.read_bytes()
+            write_bytes(out / SPEC_COPY, data, where=out_flag)
         done = store.finished()
         # longest runs first, so no worker is left with a long run at the end (results do not depend on order)
         todo = sorted((r for r in runs if r.key not in done), key=_cost_estimate, reverse=True)
@@ -165,7 +174,7 @@ def run_sweep(spec: SweepSpec | Path | str, out: Path | str, workers: int = 2, s
         if client is not None:
             if chunk is None:
                 chunk = max(1, min(8, len(todo) // (4 * max(workers, 1)) or 1))
-            _dask(todo, args, client, chunk, record)
+            _dask(todo, args, client, chunk, record, scheduler or "")
         else:
             _local(todo, args, workers, record)
     return SweepSummary(spec.name, len(runs), skipped, ran, failed, out, time.monotonic() - t0,
@@ -182,36 +191,43 @@ def check_workers(workers: int) -> int:
     return workers
 
 
-def _check_same_spec(store: ResultStore, runs: list[RunParams], out: Path) -> None:
+def _check_same_spec(store: ResultStore, runs: list[RunParams], out: Path, out_flag: str = "--out") -> None:
     """Refuse to mix: every run already recorded in `out` must be a run of this spec."""
     foreign = store.keys() - {r.key for r in runs}
     if foreign:
         raise UserError(f"{out} holds {len(foreign)} run(s) of a different spec (the spec was edited?); "
-                        "use a new --out directory, or delete this one to start over", where="--out")
+                        f"use a new {out_flag} directory, or delete this one to start over", where=out_flag)
 
 
 INPUTS_FILE = "inputs.json"
 
 
-def input_digests(spec: SweepSpec, runs: list[RunParams]) -> dict[str, str]:
+def input_digests(spec: SweepSpec, runs: list[RunParams], where: str = "spec") -> dict[str, str]:
     """A digest of every input the runs read beside their parameters: each profile's content (a name
     or a path), each trace and fitted-to trace file, each model spec file. A run's key hashes its
-    parameters only, so this is what tells a resumed sweep that a profile was recalibrated since."""
+    parameters only, so this is what tells a resumed sweep that a profile was recalibrated since.
+    A file that cannot be read (the runs were planned, so it changed since) is a `UserError` naming the
+    spec at `where` and the field that names the file."""
     from speedsim.engine import open_profile
     from speedsim.trace.io import resolve_trace
 
     digests: dict[str, str] = {}
     for run in runs:
         if f"profile:{run.profile}" not in digests:
-            digests[f"profile:{run.profile}"] = _digest(open_profile(run.profile).model_dump_json().encode())
+            with os_errors(field_where(where, "profile")):
+                profile = open_profile(run.profile)
+            digests[f"profile:{run.profile}"] = _digest(profile.model_dump_json().encode())
         for kind, name in (("trace", run.trace), ("fit", run.fit)):
             if name is not None and f"{kind}:{name}" not in digests:
-                digests[f"{kind}:{name}"] = _digest(resolve_trace(name, spec.base_dir).read_bytes())
+                with os_errors(field_where(where, kind)):
+                    digests[f"{kind}:{name}"] = _digest(resolve_trace(name, spec.base_dir).read_bytes())
         kind, _, name = (run.arrivals or "").partition(":")
         if kind == "trace" and f"arrivals:{name}" not in digests:  # a serving run's arrival times
-            digests[f"arrivals:{name}"] = _digest((Path(spec.base_dir or ".") / name).read_bytes())
-    for name in spec.model_specs:
-        digests[f"model_spec:{name}"] = _digest((Path(spec.base_dir or ".") / name).read_bytes())
+            with os_errors(field_where(where, "arrivals")):
+                digests[f"arrivals:{name}"] = _digest((Path(spec.base_dir or ".") / name).read_bytes())
+    for name, path in zip(spec.model_specs, model_spec_paths(spec, where), strict=True):
+        with os_errors(field_where(where, "model_specs")):
+            digests[f"model_spec:{name}"] = _digest(path.read_bytes())
     return dict(sorted(digests.items()))
 
 
@@ -219,56 +235,104 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-def _check_same_inputs(out: Path, digests: dict[str, str], resuming: bool) -> None:
+def _check_same_inputs(out: Path, digests: dict[str, str], resuming: bool, out_flag: str = "--out") -> None:
     """Refuse to resume results simulated from other inputs (a profile, trace or model spec that has
     changed since); record the inputs of these results (`inputs.json`) otherwise."""
-    path = check_output(out / INPUTS_FILE, "--out")  # a FIFO there would block the read below
+    path = check_output(out / INPUTS_FILE, out_flag)  # a FIFO there would block the read below
     if resuming and path.exists():
         try:
             before = json.loads(path.read_text())
         except (OSError, ValueError):
             before = None
         if not isinstance(before, dict):
-            raise UserError(f"{path} is unreadable: cannot tell what these results were simulated from; use a new "
-                            "--out directory, or delete this one to start over", where="--out")
+            raise UserError(f"{path} is unreadable: cannot tell what these results were simulated from; use "
+                            f"a new {out_flag} directory, or delete this one to start over", where=out_flag)
         changed = sorted(k for k, v in digests.items() if k in before and before[k] != v)
         if changed:
-            raise UserError(f"{out} holds results simulated from other inputs: {', '.join(changed)} changed since; "
-                            "use a new --out directory, or delete this one to start over", where="--out")
+            raise UserError(f"{out} holds results simulated from other inputs: {', '.join(changed)} changed "
+                            f"since; use a new {out_flag} directory, or delete this one to start over",
+                            where=out_flag)
         digests = {**before, **digests}
-    write_text(path, json.dumps(digests, indent=1) + "\n", where="--out")
+    write_text(path, json.dumps(digests, indent=1) + "\n", where=out_flag)
 
 
-SCHEDULER = re.compile(r"^((tcp|tls|ucx|ws|wss)://)?([\w.\-]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})/?$|^inproc://\S+$")
+# Transports speedsim reaches a Dask scheduler over: the ones Dask connects over with no credentials and
+# no optional package, and inproc:// (a scheduler inside this very process: a library caller's LocalCluster).
+# tls:// and wss:// need TLS credentials (speedsim takes none), ucx:// needs ucx-py.
+SCHEMES = ("tcp", "ws")
+_ADDRESS = re.compile(r"(?:(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://)?(?P<host>\[[^\]]*\]|[^:/\[\]]*)"
+                      r"(?::(?P<port>[^/]*))?/?")
+_INPROC = re.compile(r"inproc://[!-~]+")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(?:\.{_LABEL})*")
+_EXAMPLE = "e.g. tcp://host:8786"
 
 
 def check_scheduler(address: str) -> str:
-    """A Dask scheduler address (`tcp://host:8786`, `host:8786`); a UserError for anything else."""
-    m = SCHEDULER.match(address)
+    """A Dask scheduler address speedsim can connect to, `[tcp://|ws://]HOST:PORT`: HOST a host name
+    (ASCII letters, digits, hyphens and dots), an IPv4 address or a bracketed IPv6 address, PORT in
+    1..65535 (or `inproc://...`, a scheduler in this process). Any other address (another scheme, no
+    host, no port) is a `UserError` naming --scheduler, before anything runs; whether a scheduler
+    answers there is `_dask_client`'s to find out."""
+    where = "--scheduler"
+    if _INPROC.fullmatch(address):
+        return address
+    m = _ADDRESS.fullmatch(address)
     if not m:
-        raise UserError(f"'{address}' is not a scheduler address (e.g. tcp://host:8786)", where="--scheduler")
-    if m.group("port") is not None and not 1 <= int(m.group("port")) <= 65535:
-        raise UserError(f"'{address}': port {int(m.group('port'))} is not in 1..65535", where="--scheduler")
+        raise UserError(f"'{shown(address)}' is not a scheduler address ({_EXAMPLE})", where=where)
+    scheme, host, port = (m.group("scheme") or "tcp").lower(), m.group("host"), m.group("port")
+    if scheme not in SCHEMES:
+        supported = " or ".join(s + "://" for s in SCHEMES)
+        raise UserError(f"'{shown(address)}': {shown(scheme)}:// is not supported; speedsim reaches a Dask "
+                        f"scheduler over {supported} (no TLS credentials, no UCX; {_EXAMPLE})", where=where)
+    if not host:
+        raise UserError(f"'{shown(address)}' names no host ({_EXAMPLE})", where=where)
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise UserError(f"'{shown(address)}': {shown(host)} is not an IPv6 address",
+                            where=where) from None
+    elif not _HOSTNAME.fullmatch(host):
+        raise UserError(f"'{shown(address)}': '{shown(host)}' is not a host name or IP address", where=where)
+    if port is None or not port.isascii() or not port.isdigit():
+        raise UserError(f"'{shown(address)}' names no port number ({_EXAMPLE})", where=where)
+    if not 1 <= int(port) <= 65535:
+        raise UserError(f"'{shown(address)}': port {int(port)} is not in 1..65535", where=where)
     return address
 
 
 @contextlib.contextmanager
 def _dask_client(scheduler: str) -> Iterator[Any]:
-    """A client of the Dask scheduler at `scheduler`; a UserError if it cannot be reached in time."""
+    """A client of the Dask scheduler at `scheduler`; a `UserError` naming --scheduler if it cannot be
+    reached in `SCHEDULER_TIMEOUT_S`. Whatever the client raises while it connects (refused, timed out,
+    a name that does not resolve, a peer that does not speak Dask) is a failure to reach the scheduler,
+    never a bug of the sweep's: nothing of the sweep runs before it is connected."""
     from distributed import Client  # here, not at the top: importing Dask takes a second
 
+    address = check_scheduler(scheduler)
     try:
-        client = Client(check_scheduler(scheduler), timeout=f"{SCHEDULER_TIMEOUT_S}s")
-    except (OSError, TimeoutError, ValueError) as err:
-        raise UserError(f"cannot reach the Dask scheduler at {scheduler}: {err}", where="--scheduler") from None
+        client = Client(address, timeout=f"{SCHEDULER_TIMEOUT_S}s")
+    except Exception as err:  # noqa: BLE001 - see the docstring: any failure to connect is the address's
+        raise UserError(f"cannot reach the Dask scheduler at {shown(scheduler)}: {_one_line(err)}",
+                        where="--scheduler") from None
     try:
         yield client
     finally:
         client.close()
 
 
-def _dask(todo: list[RunParams], args: tuple, client: Any, chunk: int, record: Record) -> None:
-    """Submit batches of `chunk` runs to a Dask cluster; record each batch's runs as it completes."""
+def _one_line(err: BaseException) -> str:
+    """`err` as one line of a message: its text with runs of white space as one space and any other
+    character that is not printable escaped (`speedsim.userpath.one_line`), or its type."""
+    return one_line(" ".join(str(err).split())) or type(err).__name__
+
+
+def _dask(todo: list[RunParams], args: tuple, client: Any, chunk: int, record: Record,
+          scheduler: str = "") -> None:
+    """Submit batches of `chunk` runs to a Dask cluster; record each batch's runs as it completes. Losing
+    the scheduler (or its workers) part way is a `UserError` naming --scheduler; the runs recorded so far
+    stay (a run's own bug still propagates: `execute` raises it as `RunFailed`, not as these)."""
     from distributed import as_completed
 
     futures = []
@@ -279,7 +343,14 @@ def _dask(todo: list[RunParams], args: tuple, client: Any, chunk: int, record: R
             futures.append(fut)
             batches[fut.key] = batch
         for fut in as_completed(futures):
-            for run, rows in zip(batches[fut.key], fut.result(), strict=True):
+            try:
+                results = fut.result()
+            except (OSError, CancelledError) as err:  # the connection, not a run (see above)
+                raise UserError(f"lost the Dask scheduler at {shown(scheduler)} part way: {_one_line(err)}; "
+                                "the runs that finished are recorded, run the sweep again to resume",
+                                where="--scheduler") from None
+            for run, rows in zip(batches[fut.key], results, strict=True):
                 record(run.key, rows)
     finally:
-        client.cancel(futures)
+        with contextlib.suppress(Exception):  # a scheduler that is gone has nothing to cancel
+            client.cancel(futures)

@@ -37,6 +37,7 @@ parameters) and raises `UserError` before any run starts.
 from __future__ import annotations
 
 import itertools
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +46,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from speedsim.engine import open_profile
 from speedsim.errors import UserError
 from speedsim.hardware import list_profile_files
+from speedsim.hardware.files import profile_dir_label
+from speedsim.limits import MAX_SWEEP_RUNS
 from speedsim.pipeline import Policy
 from speedsim.run import RunParams, TraceWorkload, check_trace_file
 from speedsim.serve.arrivals import check_arrivals
 from speedsim.sharing import Sharing
+from speedsim.userpath import os_errors, probe, shown, user_path
 from speedsim.workload import get_model, resolve_models
 from speedsim.yamlio import read_mapping
 
@@ -95,8 +99,9 @@ class SweepSpec(BaseModel):
 
 def load_spec(path: Path | str, reduced: bool = False) -> SweepSpec:
     """Read a spec YAML; `UserError` naming the file and key on anything malformed. `reduced`: its
-    `reduced:` keys replace the spec's own (a smaller version of the same study)."""
-    path = Path(path)
+    `reduced:` keys replace the spec's own (a smaller version of the same study). A path that cannot
+    name a file is refused naming it (an empty one, which `Path` would read as '.', as SPEC_FILE)."""
+    path = user_path(path, shown(path) or "SPEC_FILE")
     data = read_mapping(path, "sweep spec")
     data.setdefault("name", path.stem.split(".")[0])
     spec = _validated(data, path)
@@ -112,7 +117,7 @@ def _validated(data: dict[str, Any], path: Path, prefix: str = "") -> SweepSpec:
         first = err.errors()[0]
         loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
         msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
-        raise UserError(f"key '{prefix}{loc}': {msg}", where=str(path)) from None
+        raise UserError(f"field '{prefix}{loc}': {msg}", where=str(path)) from None
 
 
 # ------------------------------------------------------------------------------ expansion
@@ -190,11 +195,82 @@ def _expand_block(spec: SweepSpec, block: Block, bwhere: str) -> list[dict[str, 
     return [_resolve_sharing(r, bwhere) for r in out]
 
 
+class _Profiles:
+    """How many runs one `profile` value stands for: 1, or every shipped profile for `all` (listed once,
+    when first asked); `all` with no profile to stand for is a `UserError` naming the field."""
+
+    def __init__(self, where: str):
+        self.where = where
+        self._count: int | None = None
+
+    def count(self, value: Any, field: str) -> int:
+        if value != ALL_PROFILES:
+            return 1
+        if self._count is None:
+            self._count = len(shipped_profiles())
+        if not self._count:
+            raise UserError(f"'{ALL_PROFILES}' names no profile: no *.yaml profiles in {profile_dir_label()}",
+                            where=field_where(self.where, field))
+        return self._count
+
+
+def _block_size(spec: SweepSpec, block: Block, prefix: str, profiles: _Profiles) -> tuple[int, str]:
+    """The runs `block` expands to, counted from its axes' lengths without expanding it (duplicates
+    included, `profile: all` as every shipped profile), and how the count is made ("a 3 x b 4 + 2 runs")."""
+    fixed = f"{prefix}fixed.profile" if "profile" in block.fixed else "fixed.profile"
+    base = {**spec.fixed, **block.fixed}.get("profile")
+    product, factors = 1, []
+    sets_profile = False
+    for name, values in block.axes.items():
+        n = 0
+        for j, value in enumerate(values):
+            if isinstance(value, dict):  # a bundle sets several fields, the profile perhaps among them
+                sets_profile = sets_profile or "profile" in value
+                n += profiles.count(value.get("profile"), f"{prefix}axes.{name}[{j}].profile")
+            else:
+                n += profiles.count(value, f"{prefix}axes.{name}") if name == "profile" else 1
+        sets_profile = sets_profile or name == "profile"
+        product *= n
+        factors.append(f"{name} {n:,}")
+    if block.axes and not sets_profile and base == ALL_PROFILES:
+        product *= profiles.count(base, fixed)
+        factors.append(f"profile: all {profiles.count(base, fixed):,}")
+    explicit = sum(profiles.count(run.get("profile", base), f"{prefix}runs[{j}].profile")
+                   for j, run in enumerate(block.runs))
+    how = " x ".join(factors) if block.axes else ""
+    if explicit:
+        how = f"{how} + {explicit:,} runs" if how else f"{explicit:,} runs"
+    return (product if block.axes else 0) + explicit, f"{prefix}axes: {how}" if block.axes else how
+
+
+def count_runs(spec: SweepSpec, where: str = "spec") -> int:
+    """The runs `spec` expands to, counted from its axes' lengths BEFORE expanding it (duplicates, dropped
+    on expansion, included); a `UserError` naming the spec if that is more than
+    `speedsim.limits.MAX_SWEEP_RUNS` (the message gives the count and the axes' lengths), or if `profile:
+    all` names no profile (an axis that expands to nothing: the sweep would have no runs)."""
+    blocks = spec.all_blocks()
+    top = len(blocks) - len(spec.blocks)
+    profiles = _Profiles(where)
+    sizes = [_block_size(spec, block, "" if i < top else f"blocks[{i - top}].", profiles)
+             for i, block in enumerate(blocks)]
+    total = sum(n for n, _ in sizes)
+    if total > MAX_SWEEP_RUNS:
+        biggest = sorted(sizes, key=lambda size: -size[0])
+        shown_ = "; ".join(f"{how} = {n:,}" for n, how in biggest[:2])
+        more = f"; and {len(biggest) - 2} more block(s)" if len(biggest) > 2 else ""
+        raise UserError(f"the spec expands to {total:,} runs, more than the {MAX_SWEEP_RUNS:,} one sweep may "
+                        f"have ({shown_}{more}); shorten its axes or split it into several specs",
+                        where=where)
+    return total
+
+
 def expand(spec: SweepSpec, where: str = "spec") -> list[RunParams]:
-    """Every run of the spec, in spec order, duplicates (same key) dropped."""
+    """Every run of the spec, in spec order, duplicates (same key) dropped. The runs are counted before
+    any is made (`count_runs`): a spec of more than `MAX_SWEEP_RUNS` is refused without expanding it."""
     blocks = spec.all_blocks()
     if not blocks:
         raise UserError("the spec has no axes, runs or blocks: the product is empty", where=where)
+    count_runs(spec, where)
     top = len(blocks) - len(spec.blocks)  # 1 when top-level axes/runs form an implicit first block
     runs: dict[str, RunParams] = {}
     for i, block in enumerate(blocks):
@@ -209,7 +285,7 @@ def expand(spec: SweepSpec, where: str = "spec") -> list[RunParams]:
                 first = err.errors()[0]
                 loc = ".".join(str(p) for p in first["loc"]) or "(run)"
                 msg = first["msg"].removeprefix("Value error, ")
-                raise UserError(f"key '{loc}': {msg} (in run {_short(raw)})", where=where) from None
+                raise UserError(f"field '{loc}': {msg} (in run {_short(raw)})", where=where) from None
             runs.setdefault(run.key, run)
     return list(runs.values())
 
@@ -248,9 +324,39 @@ _DEPENDS = {"profile": ("profile",), "model": ("model",), "sharing": ("sharing",
             "arrivals": ("arrivals", "requests", "serve_seed")}
 
 
+def field_where(where: str, field: str) -> str:
+    """How a message names a field of the spec at `where`: `spec.yaml: field 'trace'`."""
+    return f"{where}: field '{field}'"
+
+
+def _message(err: UserError) -> str:
+    """`err`'s message without the `where` it names."""
+    return str(err)[len(err.where) + 2:] if err.where else str(err)
+
+
+def _paths_of(run: RunParams, key: str) -> list[tuple[str, str]]:
+    """(field, path) of each file name the check `key` of `run` reads: a profile (a name or a YAML path), a
+    trace or fitted-to trace (a shipped name or a path), a serving run's `arrivals: trace:FILE`."""
+    if key == "profile":
+        return [("profile", run.profile)]
+    if key == "trace" and run.trace is not None:
+        return [("trace", run.trace)]
+    if key == "synthetic" and run.fit is not None:
+        return [("fit", run.fit)]
+    kind, _, name = (run.arrivals or "").partition(":")
+    if key == "arrivals" and kind == "trace" and name.strip():
+        return [("arrivals", name)]
+    return []
+
+
 def check_runs(spec: SweepSpec, runs: list[RunParams], where: str = "spec") -> None:
-    """Raise `UserError` (naming the key) for anything that would make a run fail on bad input."""
-    models = spec_models(spec)
+    """Raise `UserError` (naming the key) for anything that would make a run fail on bad input.
+
+    A file name in a run (`profile`, `trace`, `fit`, `arrivals: trace:FILE`) is first checked as a path
+    (`speedsim.userpath.user_path`), and any operating-system error reading it (a name too long once a
+    shipped file's suffix is added, a link loop, a permission denied) is a `UserError` naming the spec
+    and the field (`spec.yaml: field 'trace'`), never a traceback."""
+    models = spec_models(spec, where)
     seen: set[tuple] = set()
     for run in runs:
         sharing = _sharing(run)
@@ -264,35 +370,67 @@ def check_runs(spec: SweepSpec, runs: list[RunParams], where: str = "spec") -> N
             if seen_key in seen:
                 continue
             seen.add(seen_key)
-            try:
-                if key == "profile":
-                    open_profile(run.profile)
-                elif key == "model":
-                    get_model(run.model, models)
-                elif key == "sharing":
-                    Sharing.parse(run.sharing)
-                elif key == "arrivals":
-                    check_arrivals(run.arrivals or "", run.requests or 1, run.serve_seed, spec.base_dir)
-                elif key == "launch_exit":
-                    assert sharing is not None
-                    Policy(launch_exit=run.launch_exit, max_in_flight=run.max_in_flight).check(sharing.repeats)
-                else:
-                    assert sharing is not None
-                    _check_workload(run, sharing, spec.base_dir)
-            except UserError as err:
-                if key == "synthetic" and err.where not in (None, "--synthetic"):  # the fitted trace file
-                    key, msg = "fit", str(err)
-                elif key == "trace" or key == "arrivals" and err.where != "--arrivals":  # names its file: keep it
-                    msg = str(err)
-                else:
-                    msg = str(err).split(": ", 1)[-1] if err.where else str(err)
-                raise UserError(f"key '{key}': {msg}", where=where) from None
+            for field, value in _paths_of(run, key):
+                user_path(value, field_where(where, field))
+            with os_errors(field_where(where, "fit" if key == "synthetic" else key)):
+                _check_key(spec, run, key, sharing, models, where)
 
 
-def spec_models(spec: SweepSpec) -> dict:
-    """Built-in models plus the spec's `model_specs` files (paths relative to the spec)."""
+def _check_key(spec: SweepSpec, run: RunParams, key: str, sharing: Sharing | None, models: dict,
+               where: str) -> None:
+    """One check of `check_runs`: a `UserError` naming the key (and the file it read, if one is bad)."""
+    try:
+        if key == "profile":
+            open_profile(run.profile)
+        elif key == "model":
+            if run.model not in models:  # get_model's message would point at --model-spec, not at the spec
+                raise UserError(f"unknown model '{run.model}' (known: {', '.join(sorted(models))}; give "
+                                "others in the spec's model_specs)")
+            get_model(run.model, models)
+        elif key == "sharing":
+            Sharing.parse(run.sharing)
+        elif key == "arrivals":
+            check_arrivals(run.arrivals or "", run.requests or 1, run.serve_seed, spec.base_dir)
+        elif key == "launch_exit":
+            assert sharing is not None
+            Policy(launch_exit=run.launch_exit, max_in_flight=run.max_in_flight).check(sharing.repeats)
+        else:
+            assert sharing is not None
+            _check_workload(run, sharing, spec.base_dir)
+    except UserError as err:
+        if key == "synthetic" and err.where not in (None, "--synthetic"):  # the fitted trace file
+            key, msg = "fit", str(err)
+        elif key == "trace" or key == "arrivals" and err.where != "--arrivals":  # names its file: keep it
+            msg = str(err)
+        else:
+            msg = _message(err)
+        raise UserError(f"field '{key}': {msg}", where=where) from None
+
+
+def model_spec_paths(spec: SweepSpec, where: str = "spec") -> list[Path]:
+    """The spec's `model_specs` files (relative to the spec's directory), each an existing regular file;
+    else a `UserError` naming the spec and the field (`spec.yaml: field 'model_specs'`)."""
     base = Path(spec.base_dir or ".")
-    return resolve_models([p if Path(p).is_absolute() else base / p for p in map(Path, spec.model_specs)])
+    label = field_where(where, "model_specs")
+    paths = []
+    for name in spec.model_specs:
+        path = user_path(name, label)
+        path = path if path.is_absolute() else base / path
+        st = probe(path, label)
+        if st is None:
+            raise UserError(f"no such model spec file: {shown(path)}", where=label)
+        if not stat.S_ISREG(st.st_mode):
+            what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+            raise UserError(f"model spec {shown(path)} is {what}", where=label)
+        paths.append(path)
+    return paths
+
+
+def spec_models(spec: SweepSpec, where: str = "spec") -> dict:
+    """Built-in models plus the spec's `model_specs` files (paths relative to the spec)."""
+    paths = model_spec_paths(spec, where)
+    with os_errors(field_where(where, "model_specs")):
+        return resolve_models(paths)
 
 
 def plan(spec: SweepSpec, where: str = "spec") -> list[RunParams]:

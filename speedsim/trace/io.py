@@ -1,4 +1,10 @@
-"""Reading and writing exit traces: JSON Lines, one `ExitTrace` per line, gzip by `.gz` suffix."""
+"""Reading and writing exit traces: JSON Lines, one `ExitTrace` per line, gzip by `.gz` suffix.
+
+A trace's path comes from the user (`--trace`, `--synthetic fit=`, a sweep spec's `trace:`): the
+readers take `where`, the flag or field it came from, and check the path there first
+(`speedsim.userpath`: malformed, unusable or absent is a one-line `UserError` at `where`);
+without `where` the path names itself. What the file holds is named by file:line.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import gzip
 import io
 import json
 import re
+import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
@@ -16,6 +23,7 @@ from speedsim.errors import UserError, user_error
 from speedsim.fileio import OutputKind, head_text, write_bytes
 from speedsim.paths import TRACE_DIR
 from speedsim.trace.schema import ExitTrace
+from speedsim.userpath import exists, path_problem, probe, shown, user_path
 
 
 def open_trace_text(path: Path) -> IO[str]:
@@ -71,14 +79,21 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
     return out
 
 
-def iter_traces(path: Path | str) -> Iterator[ExitTrace]:
+def iter_traces(path: Path | str, where: str | None = None) -> Iterator[ExitTrace]:
     """Yield the traces of a .jsonl or .jsonl.gz file; a bad line is a `UserError` naming file:line.
 
-    Each sequence id appears once per file (a repeated id is an error, not a silent duplicate).
+    Each sequence id appears once per file (a repeated id is an error, not a silent duplicate). A path
+    that is malformed, unusable or absent is a `UserError` at `where` (the flag or field it came from;
+    None: the file), one that is not a regular file names the file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError("trace file not found" if not path.exists() else "not a regular file", where=str(path))
+    label = where or shown(path)
+    path = user_path(path, label)
+    st = probe(path, label)
+    if st is None:
+        raise UserError("trace file not found" if where is None else f"no such trace file: {shown(path)}",
+                        where=label)
+    if not stat.S_ISREG(st.st_mode):
+        raise UserError("not a regular file", where=str(path))
     seen: set[str] = set()
     try:
         with open_trace_text(path) as f:
@@ -94,22 +109,31 @@ def iter_traces(path: Path | str) -> Iterator[ExitTrace]:
         raise UserError(f"cannot read trace file ({type(err).__name__}: {err})", where=str(path)) from None
 
 
-def resolve_trace(name: str | Path, base_dir: str | Path = "") -> Path:
+def resolve_trace(name: str | Path, base_dir: str | Path = "", where: str | None = None) -> Path:
     """A shipped trace name (`4x3`: experiments/traces/4x3.jsonl.gz) or a path (absolute, or
-    relative to `base_dir` when it exists there, else to the working directory)."""
+    relative to `base_dir` when it exists there, else to the working directory). Nothing need be
+    there (`iter_traces` says so); a malformed name, or an operating-system error asking whether a
+    candidate exists (a link loop), is a `UserError` at `where` (the flag or field it came from; None:
+    the name itself)."""
     text = str(name)
+    label = where or shown(text)
+    user_path(text, label)
     shipped = TRACE_DIR / f"{text}.jsonl.gz"
-    if shipped.exists() or "/" not in text and not text.endswith((".jsonl", ".gz")):
+    bare = "/" not in text and not text.endswith((".jsonl", ".gz"))  # a name, not a path: shipped or nothing
+    # (a candidate the file system could not hold, such as a name of 250 characters and .jsonl.gz, is none)
+    if bare or path_problem(shipped) is None and exists(shipped, label):
         return shipped
     path = Path(text)
-    if not path.is_absolute() and base_dir and (Path(base_dir) / path).exists():
-        return Path(base_dir) / path
+    if not path.is_absolute() and base_dir:
+        based = Path(base_dir) / path
+        if path_problem(based) is None and exists(based, label):
+            return based
     return path
 
 
-def read_traces(path: Path | str) -> list[ExitTrace]:
+def read_traces(path: Path | str, where: str | None = None) -> list[ExitTrace]:
     """All traces of a file (see `iter_traces`)."""
-    return list(iter_traces(path))
+    return list(iter_traces(path, where))
 
 
 def write_traces(path: Path | str, traces: Iterable[ExitTrace]) -> int:

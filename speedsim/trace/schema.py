@@ -12,8 +12,9 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
+from speedsim.limits import MAX_TOKEN_ID
+
 TRACE_VERSION = 1
-MAX_TOKEN_ID = 2**31 - 1  # token ids are vocabulary indices: non-negative and int32-sized
 
 TokenId = Annotated[StrictInt, Field(ge=0, le=MAX_TOKEN_ID)]
 

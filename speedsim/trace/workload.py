@@ -10,6 +10,10 @@ Defaults (`speedsim.defaults`): `OUT_LEN` output tokens and `SRC_LEN` source tok
 sequence, `SEQS` sequences; with `fit`, by default one sequence per real one, of its lengths.
 `mispredict=P` settles every miss at the first verifying exit, so it is the optimistic bound for
 a miss rate P.
+
+The fitted trace's path is checked where it is read (`speedsim.trace.io`): `spec(..., fit_where=)`
+names its source (`FIT_WHERE` on the command line); without it the path names itself (a sweep's
+check names the spec's key).
 """
 
 from __future__ import annotations
@@ -19,21 +23,22 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from speedsim import defaults
+from speedsim import defaults, limits
 from speedsim.errors import UserError, user_error
 from speedsim.trace.io import read_traces, resolve_trace
 from speedsim.trace.schema import ExitTrace
 from speedsim.trace.synthetic import SyntheticSpec, fit, generate
 
 WHERE = "--synthetic"
+FIT_WHERE = "--synthetic fit="  # where a `fit=TRACE` path came from on the command line
 _KEYS = ("perfect", "mispredict", "agree", "fit", "len", "seqs", "src", "burst", "seed")
 _ACCURACY = ("perfect", "mispredict", "agree", "fit")
 # the range of each numeric item (its text key, the field it sets)
 _RANGES: dict[str, tuple[str, type, float, float]] = {
-    "seqs": ("seqs", int, 1, defaults.MAX_SYNTHETIC_SEQS),
+    "seqs": ("seqs", int, 1, limits.MAX_SYNTHETIC_SEQS),
     "seed": ("seed", int, 0, 2**63 - 1),
-    "len": ("out_len", int, 1, defaults.MAX_SYNTHETIC_LEN),
-    "src": ("src_len", int, 1, defaults.MAX_SYNTHETIC_LEN),
+    "len": ("out_len", int, 1, limits.MAX_SYNTHETIC_LEN),
+    "src": ("src_len", int, 1, limits.MAX_SYNTHETIC_LEN),
     "burst": ("burst", float, 0.0, 1.0),
     "mispredict": ("mispredict", float, 0.0, 1.0),
 }
@@ -102,12 +107,13 @@ class SyntheticWorkload:
         except ValueError:
             raise UserError(f"agree={self.agree} is not a list of numbers A0/A1/...", where=WHERE) from None
 
-    def spec(self, repeats: int) -> tuple[SyntheticSpec, int]:
-        """The generator's spec for a model with `repeats` exits, and the number of sequences."""
+    def spec(self, repeats: int, fit_where: str | None = None) -> tuple[SyntheticSpec, int]:
+        """The generator's spec for a model with `repeats` exits, and the number of sequences. `fit_where`:
+        where the `fit` path came from (`FIT_WHERE`; None: the path names itself)."""
         seqs = self.seqs
         if self.fit is not None:
             try:
-                base = fit(read_traces(resolve_trace(self.fit)))
+                base = fit(read_traces(resolve_trace(self.fit, where=fit_where), fit_where))
             except ValidationError as err:  # (a ValueError too: its text is many lines)
                 msg = err.errors()[0]["msg"].removeprefix("Value error, ")
                 raise UserError(f"fit={self.fit}: the fitted parameters are invalid: {msg}", where=WHERE) from None
@@ -133,24 +139,24 @@ class SyntheticWorkload:
                 raise UserError(f"fit={self.fit}: {msg}", where=WHERE) from None
             raise user_error(err, WHERE, with_field=False) from None
         tokens = _lengths_drawn(spec, seqs)
-        if seqs * max(tokens) > defaults.MAX_SYNTHETIC_TOKENS:
-            raise UserError(f"{seqs} sequences of up to {max(tokens)} tokens exceed {defaults.MAX_SYNTHETIC_TOKENS:,} "
+        if seqs * max(tokens) > limits.MAX_SYNTHETIC_TOKENS:
+            raise UserError(f"{seqs} sequences of up to {max(tokens)} tokens exceed {limits.MAX_SYNTHETIC_TOKENS:,} "
                             "tokens in all (MAX_SYNTHETIC_TOKENS: about half an hour of simulation)", where=WHERE)
         return spec, seqs
 
-    def decodable_spec(self, repeats: int) -> tuple[SyntheticSpec, int]:
+    def decodable_spec(self, repeats: int, fit_where: str | None = None) -> tuple[SyntheticSpec, int]:
         """`spec` for a decode (simulate, sweeps): a `UserError` if every sequence would have one token,
         so that nothing is decoded after the prefill (serving takes such prefill-only requests)."""
-        spec, seqs = self.spec(repeats)
+        spec, seqs = self.spec(repeats, fit_where)
         if max(_lengths_drawn(spec, seqs)) <= 1:
             what = f"fit={self.fit}'s sequences are empty or of one token" if self.fit is not None and not self.out_len \
                 else "len=1"
             raise UserError(f"every sequence has one token ({what}): nothing is decoded after the prefill", where=WHERE)
         return spec, seqs
 
-    def traces(self, repeats: int) -> list[ExitTrace]:
-        """The decode's traces, for a model with `repeats` exits."""
-        spec, seqs = self.decodable_spec(repeats)
+    def traces(self, repeats: int, fit_where: str | None = None) -> list[ExitTrace]:
+        """The decode's traces, for a model with `repeats` exits (`fit_where`: as for `spec`)."""
+        spec, seqs = self.decodable_spec(repeats, fit_where)
         return generate(spec, seqs, seed=self.seed, name=f"synthetic:{self.text}")
 
 
@@ -196,10 +202,10 @@ def _lengths_drawn(spec: SyntheticSpec, seqs: int) -> list[int]:
 def parse_synthetic(text: str, repeats: int) -> tuple[SyntheticSpec, int, int]:
     """The `--synthetic` text as (spec, number of sequences, seed); a `UserError` on anything off."""
     workload = SyntheticWorkload.from_text(text)
-    spec, seqs = workload.spec(repeats)
+    spec, seqs = workload.spec(repeats, FIT_WHERE)
     return spec, seqs, workload.seed
 
 
 def synthetic_traces(text: str, repeats: int) -> list[ExitTrace]:
     """The traces the `--synthetic` text describes, for a model with `repeats` exits."""
-    return SyntheticWorkload.from_text(text).traces(repeats)
+    return SyntheticWorkload.from_text(text).traces(repeats, FIT_WHERE)

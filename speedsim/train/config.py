@@ -13,6 +13,10 @@ finite numbers. Inconsistent stages, a warm-up longer than its stage, a model th
 fit the lengths or is larger than `MAX_TRAIN_PARAMETERS`, a missing source directory, a
 `cache_dir` that cannot be a directory, and more `threads` than this machine has cores are
 `UserError`s naming the file and the field.
+
+Paths go through `speedsim.userpath`: the config's own path (a malformed one, a link loop) is an
+error at the flag it came from (`--config`), `data.sources` and `data.cache_dir` at the field
+(`config.yaml: field 'data.cache_dir'`), and `$SPEEDSIM_CACHE` at the variable.
 """
 
 from __future__ import annotations
@@ -24,17 +28,16 @@ from typing import Annotated, Any
 from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, Strict, model_validator
 
 from speedsim.data import DEFAULT_VOCAB_SIZE, MAX_VOCAB_SIZE, TASKS, default_cache_dir
+from speedsim.data.sources import explicit_roots
 from speedsim.errors import UserError
 from speedsim.fileio import check_output_dir
+from speedsim.limits import MAX_TRAIN_PARAMETERS
 from speedsim.model import SpeedConfig
+from speedsim.userpath import probe, shown, user_path
 from speedsim.yamlio import read_mapping, validate_as
 
 STAGES = ("pretrain", "finetune")
-# Largest model a config may train, in parameters. fp32 weights, their gradients and AdamW's two
-# moments take 16 bytes per parameter, so the limit is 32 GiB of training state before any
-# activation: what one large workstation or one 80 GB GPU holds (the models of the SPEED paper
-# and of experiments/models/ have at most a few hundred million).
-MAX_TRAIN_PARAMETERS = 2**31
+
 SEED_MAX = 2**63 - 1  # torch.manual_seed takes a 64-bit seed
 DEFAULT_WARMUP_STEPS = 50  # linear warm-up of a stage that sets none (or all its steps, if fewer)
 
@@ -274,26 +277,35 @@ def parse_train_config(raw: Any, where: str) -> TrainConfig:
     return cfg
 
 
+def field_where(where: str, field: str) -> str:
+    """Where a config's field is: `config.yaml: field 'data.cache_dir'`."""
+    return f"{where}: field '{field}'"
+
+
 def check_paths(cfg: TrainConfig, where: str) -> None:
-    """The config's directories exist where this machine needs them: every `data.sources`
-    entry, and a `data.cache_dir` (or `$SPEEDSIM_CACHE`) that is or can become a directory."""
-    for i, source in enumerate(cfg.data.sources or ()):
-        if not Path(source).exists():
-            raise UserError(f"data.sources[{i}]: {source} does not exist", where=where)
-    field = "data.cache_dir" if cfg.data.cache_dir else "$SPEEDSIM_CACHE" if os.environ.get("SPEEDSIM_CACHE") else None
-    if field is None:
-        return  # the default ~/.cache/speedsim: not the user's input
-    try:
-        check_output_dir(cfg.data.cache_dir or default_cache_dir(), field)
-    except UserError as err:
-        raise UserError(str(err), where=where) from None
+    """The config's paths are usable on this machine: every `data.sources` entry is a source
+    (`speedsim.data.sources.explicit_roots`: it exists, holds .py files, is given once), and a
+    `data.cache_dir` (or `$SPEEDSIM_CACHE`) is or can become a directory. Errors name the field
+    (`where: field 'data.sources.0'`) or the variable."""
+    sources = cfg.data.sources or []
+    if sources:
+        explicit_roots(sources, [field_where(where, f"data.sources.{i}") for i in range(len(sources))])
+    if cfg.data.cache_dir:
+        check_output_dir(cfg.data.cache_dir, field_where(where, "data.cache_dir"))
+    elif os.environ.get("SPEEDSIM_CACHE"):
+        check_output_dir(default_cache_dir(), "$SPEEDSIM_CACHE")
+    # else the default ~/.cache/speedsim: not the user's input
 
 
-def load_train_config(path: Path | str) -> TrainConfig:
-    """Read and validate a training YAML config (`parse_train_config`, then `check_paths`)."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError("config file not found", where=str(path))
+def load_train_config(path: Path | str, where: str | None = None) -> TrainConfig:
+    """Read and validate a training YAML config (`parse_train_config`, then `check_paths`).
+
+    `where` names where the path came from (`--config`) for a path that cannot name a file;
+    problems of its content name the file."""
+    label = where or shown(path)
+    path = user_path(path, label)
+    if probe(path, label) is None:  # a link loop, a denied search: a UserError at `label`
+        raise UserError(f"config file not found: {shown(path)}" if where else "config file not found", where=label)
     cfg = parse_train_config(read_mapping(path, "training config"), str(path))
     check_paths(cfg, str(path))
     return cfg

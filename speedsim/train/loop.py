@@ -9,6 +9,11 @@ RNG state is checkpointed, so a resumed run ends in the same state as an uninter
 weights with a fresh optimizer. At the end ``out_dir/metrics.json`` holds the validation
 loss per exit, ROUGE-L, diversity and length of greedy decodes on a validation subset, and
 each stage's steps and time.
+
+A diverged run stops with a `UserError` and leaves its last good checkpoint: a loss that is not
+finite stops it at once, and weights that are not all finite (an update can ruin a weight the
+loss does not yet show) are refused before they would be checkpointed or evaluated, so no
+checkpoint, metrics or traces of NaN weights are ever written.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from speedsim.train.checkpoint import (
     METRICS_FILE,
     TOKENIZER_FILE,
     check_run_dir,
+    non_finite,
     read_checkpoint,
     save_checkpoint,
     stage_path,
@@ -217,6 +223,15 @@ def _step(run: _Run, st: _Stage, batch: Any, lr: float, grad_clip: float) -> flo
     return float(loss.item())
 
 
+def _check_weights(run: _Run, st: _Stage) -> None:
+    """A `UserError` if the stage's weights are not all finite: checked before they are saved or
+    evaluated (per step it would cost a pass over every weight)."""
+    bad = non_finite(st.model.state_dict())
+    if bad:
+        raise UserError(f"{st.name} step {st.step}: the weights are not finite (tensor '{bad[0]}' holds {bad[1]}; "
+                        f"diverged: lower {st.name}.lr); the run stays at its last checkpoint", where=run.where)
+
+
 def _run_stage(run: _Run, st: _Stage, budget: int | None) -> int:
     """Train `st` until done, out of `max_seconds`, or `budget` more steps; returns the steps taken."""
     s = run.cfg.stage(st.name)
@@ -245,13 +260,18 @@ def _run_stage(run: _Run, st: _Stage, budget: int | None) -> int:
         bar.set_postfix(loss=f"{rec['loss']:.3f}")
         if st.step % s.checkpoint_every == 0 and st.step < end:
             st.elapsed = base + time.perf_counter() - t0
+            _check_weights(run, st)
             save_checkpoint(path, st.state(run))
     bar.close()
     st.elapsed = base + time.perf_counter() - t0
     st.finished = st.step >= s.steps or st.stopped_by_time
+    _check_weights(run, st)
     if st.finished:
         with run.autocast():
             st.val = exit_losses(st.model, val_batches(), run.device)
+        if not all(math.isfinite(x) for x in st.val["val_loss_per_exit"]):  # finite weights, overflowing outputs
+            raise UserError(f"{st.name} step {st.step}: the validation loss is not finite (diverged: lower "
+                            f"{st.name}.lr); the run stays at its last checkpoint", where=run.where)
     save_checkpoint(path, st.state(run))
     return st.step - first
 
@@ -278,7 +298,7 @@ def train(
     `stop_after` ends after that many steps in total (all stages), as an interrupt would
     (tests use it); `evaluate=False` skips the final decoding.
     """
-    cfg = load_train_config(config_path)  # first: bad input fails before any I/O
+    cfg = load_train_config(config_path, "--config")  # first: bad input fails before any I/O
     check_threads(cfg.threads, str(config_path))
     check_run_dir(out_dir)  # under a regular file, or someone else's directory: fails here, not later
     run = _Run(cfg, str(config_path), Path(out_dir), _device(device, "--device"), progress)

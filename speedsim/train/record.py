@@ -9,6 +9,7 @@ exit at which each token's prediction settles, and wasted token passes per emitt
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -76,20 +77,30 @@ def record_traces(
     limit: int | None = None,
     max_new_tokens: int | None = None,
     progress: bool = True,
+    where: str | None = "--checkpoint",
 ) -> tuple[list[ExitTrace], dict[str, Any]]:
     """SPEED-decode (a seeded sample of up to `limit` examples of) `split`; returns the traces
-    and the quality metrics of those decodes (SPEED is lossless: its tokens are greedy's)."""
+    and the quality metrics of those decodes (SPEED is lossless: its tokens are greedy's).
+
+    `where` names where `checkpoint` came from (see `load_model`: weights that are not finite are
+    refused there). A model whose loss on the split is still not finite (finite weights whose
+    activations overflow) decodes garbage: a `UserError` naming the checkpoint, not traces."""
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r} (expected {', '.join(SPLITS)})", where="--split")
     if limit is not None and limit < 1:
         raise UserError("must be >= 1", where="--limit")
     if max_new_tokens is not None and max_new_tokens < 1:
         raise UserError("must be >= 1", where="--max-new-tokens")
-    model, tok, cfg = load_model(checkpoint)
+    model, tok, cfg = load_model(checkpoint, where)
     _, enc = prepare_data(cfg, tok)
     items = [enc[split][i] for i in sample_indices(len(enc[split]), limit)]
     if not items:
         raise UserError(f"the {split} split has no examples", where="--split")
+    # first: a model that is garbage fails before its decodes
+    loss = exit_losses(model, example_batches(items, special_ids(tok)["pad"], cfg.decoder_only, cfg.eval.batch_size))
+    if not all(math.isfinite(x) for x in loss["val_loss_per_exit"]):
+        raise UserError(f"the model's loss on the {split} split is not finite (its activations overflow): its "
+                        "decodes would be garbage", where=str(checkpoint))
     eos = special_ids(tok)["eos"]
     n_new = cfg.eval.max_new_tokens if max_new_tokens is None else max_new_tokens  # 0 was refused above
     name = f"{cfg.name} ({task_label(cfg)})"
@@ -100,7 +111,6 @@ def record_traces(
             traces.append(trace_of(res, it.id, name))
             ids.append(res.tokens)
             texts.append(tok.decode(list(res.tokens), skip_special_tokens=True))
-    loss = exit_losses(model, example_batches(items, special_ids(tok)["pad"], cfg.decoder_only, cfg.eval.batch_size))
     quality: dict[str, Any] = {"split": split, "examples": len(items), "max_new_tokens": n_new,
                                "rougeL": rouge_l(texts, [it.reference for it in items]),
                                "loss": loss["val_loss"], "loss_per_exit": loss["val_loss_per_exit"]}

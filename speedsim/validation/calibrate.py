@@ -25,10 +25,17 @@ from scipy.optimize import least_squares, minimize_scalar
 from speedsim.engine import time_call
 from speedsim.errors import UserError
 from speedsim.hardware.profile import HardwareProfile
+from speedsim.limits import FIT_EVALUATIONS, MAX_FIT_SECONDS, check_work, log_error
 from speedsim.paths import relative
-from speedsim.validation.kernels import KernelRow, KernelTargets, kernel_targets, validate_kernels
+from speedsim.validation.kernels import (
+    KernelRow,
+    KernelTargets,
+    check_scenarios_work,
+    kernel_targets,
+    validate_kernels,
+)
 from speedsim.validation.measured import KNOWN_SECTIONS, MeasuredRow, rows_for_mode
-from speedsim.validation.validate import build_programs, validate
+from speedsim.validation.validate import build_programs, check_rows_work, validate
 from speedsim.workload import KernelRules
 from speedsim.workload.models import ModelSpec
 
@@ -149,8 +156,24 @@ def _objective_rows(profile: HardwareProfile, pairs, models, source):
 
 
 def _log_errors(profile: HardwareProfile, usable) -> np.ndarray:
-    return np.array([math.log(time_call(profile, prog, mode) / div / row.us_median)
-                     for row, mode, (prog, div) in usable])
+    """log(simulated / measured) per row, each finite (`speedsim.limits.log_error`: a simulated time that
+    is not a positive finite number is the row's `UserError`)."""
+    return np.array([log_error(time_call(profile, prog, mode) / div, row.us_median,
+                               f"{row.source}:{row.line}") for row, mode, (prog, div) in usable])
+
+
+def check_fit_work(profile: HardwareProfile, pairs, models, source: str, kernels: list[KernelRow] | None,
+                   kernels_source: str) -> None:
+    """Refuse, before fitting, rows (and kernel scenarios) whose simulation, `FIT_EVALUATIONS` times
+    over, would take longer than `MAX_FIT_SECONDS`: naming the row, the file, or both files together."""
+    rules = KernelRules.from_profile(profile)
+    dtype = profile.default_dtype
+    purpose = f" (fitted: simulated ~{FIT_EVALUATIONS} times)"
+    work = check_rows_work(pairs, models, rules, dtype, source, {}, FIT_EVALUATIONS, MAX_FIT_SECONDS, purpose)
+    if kernels:
+        work += check_scenarios_work(kernels, models, rules, dtype, kernels_source, FIT_EVALUATIONS,
+                                     MAX_FIT_SECONDS, purpose)
+    check_work(work, source, f"the fit{purpose}", budget=MAX_FIT_SECONDS)
 
 
 def _fit(profile: HardwareProfile, params: tuple[FreeParameter, ...], usable, max_evals: int,
@@ -258,6 +281,7 @@ def calibrate(profile: HardwareProfile, rows: list[MeasuredRow], models: dict[st
         return out
 
     graph_pairs, eager_pairs = components("graph"), components("eager")
+    check_fit_work(profile, [*graph_pairs, *eager_pairs], models, source, kernels, kernels_source)
     has_graph = any(r.mode == "graph" for r, _ in graph_pairs)
     base = (*(a for _, a in ANCHORS), *DEVICE_PARAMETERS, EAGER_PARAMETER)
     all_params = base if has_graph else (*(p for p in base if p.path not in EAGER_ONLY_UNFITTED), *EAGER_ONLY_PARAMETERS)

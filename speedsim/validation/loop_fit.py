@@ -14,15 +14,18 @@ emitted token of row i, so the least-squares fit of the relative errors is
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from speedsim.engine import Mode
 from speedsim.errors import UserError
 from speedsim.hardware.profile import HardwareProfile
+from speedsim.limits import mean_error, relative_error
 from speedsim.paths import relative
 from speedsim.validation.measured import MeasuredRow
-from speedsim.validation.validate import decode_loop
+from speedsim.validation.validate import check_rows_work, decode_loop
+from speedsim.workload import KernelRules
 from speedsim.workload.models import ModelSpec
 
 PATH = "host.loop_us"
@@ -39,7 +42,9 @@ class LoopRow:
 
     @property
     def error(self) -> float:
-        return self.simulated_us / self.measured_us - 1.0
+        """simulated / measured - 1, a finite number (`speedsim.limits.relative_error`)."""
+        size = relative_error(self.simulated_us, self.measured_us, f"{self.row.source}:{self.row.line}")
+        return math.copysign(size, self.simulated_us - self.measured_us)
 
     def as_dict(self) -> dict:
         return {"line": self.row.line, "sharing": f"{self.row.L}x{self.row.R}", "pattern": self.row.pattern,
@@ -105,6 +110,8 @@ def fit_loop_rows(profile: HardwareProfile, rows: list[MeasuredRow], models: dic
                         where="--fit-loop")
     zero = with_loop_us(profile, 0.0)
     cache: dict = {}
+    rules = KernelRules.from_profile(profile)
+    check_rows_work([(r, mode) for r in decodes], models, rules, profile.default_dtype, source, cache)
     base = {id(r): decode_loop(zero, r, models, mode, source, cache) for r in decodes}
     num = den = 0.0
     for r in chosen:
@@ -126,7 +133,7 @@ def loop_fit_text(out: str, fit: LoopFit, fit_on: tuple[str, ...]) -> str:
     for role in ("fitted", "held out"):
         rows = [r for r in fit.rows if (r.fitted if role == "fitted" else not r.fitted)]
         if rows:
-            mape = sum(abs(r.error) for r in rows) / len(rows)
+            mape = mean_error([abs(r.error) for r in rows])
             lines.append(f"  {role}: MAPE {mape:.1%} over {len(rows)} rows")
             lines += [f"    {r.row.L}x{r.row.R} {r.row.pattern:10s} measured {r.measured_us:8.1f}  simulated "
                       f"{r.simulated_us:8.1f}  {r.error:+.1%}" for r in rows]

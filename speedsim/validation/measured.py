@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,16 @@ from pathlib import Path
 from speedsim.engine import Mode
 from speedsim.errors import UserError
 from speedsim.fileio import read_text_input
+from speedsim.limits import (
+    MAX_COPY_BYTES,
+    MAX_DECODE_TOKENS,
+    MAX_GEMM_N,
+    MAX_OP_WIDTH,
+    MAX_ROW_INTS,
+    time_problem,
+)
 from speedsim.sharing import Sharing
+from speedsim.userpath import probe, shown
 from speedsim.validation.schema import COLUMNS, MEASURED_ONLY, MODES
 from speedsim.workload.patterns import CEILING_PATTERNS, SECTIONS
 
@@ -39,7 +49,8 @@ class MeasuredRow:
     @property
     def sharing(self) -> Sharing:
         """The row's UxR: L distinct layers applied R times (a UserError if either is < 1)."""
-        return Sharing.parse(f"{self.L}x{self.R}", where=f"line {self.line}")
+        return Sharing.parse(f"{self.L}x{self.R}", where=f"{self.source}:{self.line}" if self.source
+                             else f"line {self.line}")
 
     def extra_field(self, name: str) -> str | None:
         """Value of `name=value` in the `extra` column (entries separated by ';')."""
@@ -61,12 +72,13 @@ class MeasuredRow:
                 "ctx": self.ctx, "L": self.L, "R": self.R}
 
 
-def read_csv_table(path: Path, what: str, required: tuple[str, ...]) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+def read_csv_table(path: Path, what: str, required: tuple[str, ...],
+                   where: str | None = None) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     """The header and (line, row) records of a CSV file; `UserError` naming the file if it is not
     a regular file (a directory; a FIFO, whose read could block), not UTF-8 text, has no rows, a
     column given twice, a missing `required` column, or a row whose cell count differs from the header's."""
     path = Path(path)
-    text = read_text_input(path, what, encoding="utf-8-sig")
+    text = read_text_input(path, what, encoding="utf-8-sig", where=where)  # `where`: the flag that named it
     try:
         lines = list(csv.reader(io.StringIO(text, newline="")))
     except csv.Error as err:
@@ -113,21 +125,33 @@ def finite_number(text: str, column: str, where: str, low: float = 0.0, high: fl
     return value
 
 
-# Largest sane scenario sizes: tokens per step, KV length, layers, repeats. Beyond them a value is
-# a typo, not a measurement (n=1e30 gave a MAPE of 2.7e26%).
-MAX_ROW_INTS = {"n": 1 << 20, "ctx": 1 << 24, "L": 1 << 12, "R": 1 << 12}
 # Repeats of one scenario in one file (the shipped H200 files measure the lmhead rows twice) differ by
 # noise: eager repeats up to 1.7x apart there. Further apart than this, the two rows contradict each other.
 MAX_REPEAT_RATIO = 2.0
 
 
-def read_measured(path: Path) -> list[MeasuredRow]:
+def measured_time(text: str, column: str, where: str, sep: str = " ") -> float:
+    """`text` as a measured time in us, in [MIN_TIME_US, MAX_TIME_US] (`speedsim.limits`: at least a
+    nanosecond, at most eleven days); else a `UserError` at `where` naming `column` (`column{sep}text`)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise UserError(f"{column}{sep}{text[:40]} is not a number", where=where) from None
+    problem = time_problem(value)
+    if problem:
+        raise UserError(f"{column}{sep}{text[:40]} {problem}", where=where)
+    return value
+
+
+def read_measured(path: Path, where: str | None = None) -> list[MeasuredRow]:
     """Read and check a measured CSV: a `UserError` naming the file (and row) for a missing or
     repeated column, a ragged row, an unknown section or mode, a size that is not a whole number
-    in [0, its maximum] (`MAX_ROW_INTS`), a time that is not a finite number > 0 (empty: not measured), a median outside
-    the row's own min..max, a repeat of a scenario that contradicts an earlier row, or no rows."""
+    in [0, its maximum] (`MAX_ROW_INTS`) or is 0 where the scenario needs one, a time (`us_median`,
+    `us_min`, `us_max`, an `extra` time such as `host_us_per_step=`) that is not a measured time
+    (`measured_time`; an empty `us_median`: not measured), a median outside the row's own min..max,
+    a repeat of a scenario that contradicts an earlier row, or no rows."""
     path = Path(path)
-    _, records = read_csv_table(path, "measured CSV", tuple(c for c in COLUMNS if c != "extra"))
+    _, records = read_csv_table(path, "measured CSV", tuple(c for c in COLUMNS if c != "extra"), where)
     rows: list[MeasuredRow] = []
     seen: dict[tuple, MeasuredRow] = {}
     for line, rec in records:
@@ -141,10 +165,9 @@ def read_measured(path: Path) -> list[MeasuredRow]:
         ints = {k: int(finite_number(rec[k].strip() or "0", k, where, 0, high, integer=True))
                 for k, high in MAX_ROW_INTS.items()}
         # an empty time: a row not measured (yet), listed by `validate` as skipped; any other text must be a time
-        us = finite_number(rec["us_median"].strip(), "us_median", where, low_open=True) \
-            if rec["us_median"].strip() else math.nan
-        spread = [finite_number(rec[c].strip(), c, where, low_open=True) for c in ("us_min", "us_max")
-                  if rec[c].strip()]
+        median = rec["us_median"].strip()
+        us = measured_time(median, "us_median", where) if median else math.nan
+        spread = [measured_time(rec[c].strip(), c, where) for c in ("us_min", "us_max") if rec[c].strip()]
         if len(spread) == 2 and math.isfinite(us) and not spread[0] <= us <= spread[1]:
             raise UserError(f"us_median {us:g} is outside the row's us_min..us_max {spread[0]:g}..{spread[1]:g}",
                             where=where)
@@ -161,6 +184,17 @@ def read_measured(path: Path) -> list[MeasuredRow]:
     return rows
 
 
+def _identity(path: Path, where: str) -> Path:
+    """The file `path` names, links resolved; a malformed path or an operating-system error (a link
+    loop, a permission denied) is a `UserError` naming `where` and it (`speedsim.userpath`)."""
+    label = f"{where} {shown(path)}"
+    probe(path, label)
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError) as err:  # Python 3.11's resolve() raises RuntimeError on a link loop
+        raise UserError(f"cannot use {label}: {err}", where=label) from None
+
+
 def read_measured_files(paths: Sequence[Path], where: str = "--measured") -> list[MeasuredRow]:
     """The rows of several measured CSVs, fitted together, each file checked by `read_measured`; a
     `UserError` for a file given twice (its rows would count twice). Repeats of a scenario in two files
@@ -168,25 +202,25 @@ def read_measured_files(paths: Sequence[Path], where: str = "--measured") -> lis
     row 4x apart, a noisy first sample)."""
     given: dict[Path, Path] = {}
     for path in map(Path, paths):
-        first = given.setdefault(path.resolve(), path)
+        first = given.setdefault(_identity(path, where), path)
         if first is not path:
             also = "" if str(first) == str(path) else f" (also as {first})"
             raise UserError(f"{path} is given twice{also}: its rows would count twice", where=where)
-    return [row for path in paths for row in read_measured(path)]
+    return [row for path in paths for row in read_measured(path, where)]
 
-
-# Largest ceiling scenarios: a copy of 1 TiB, a square GEMM of 65536 (beyond them a typo; 0 simulates nothing).
-MAX_COPY_BYTES = 1 << 40
-MAX_GEMM_N = 1 << 16
-# Widest linear map of an op row (in=K, out=N): a hidden size or a vocabulary (the largest are ~2**18).
-# Beyond it a typo: in=1e20 gave a MAPE of 8e19%.
-MAX_OP_WIDTH = 1 << 20
 
 
 def _whole(text: str | None) -> int | None:
     """`text` as a whole number in ASCII digits, else None (`int()` also takes '+3' and '1_000';
     `str.isdigit()` also takes '²', which `int()` refuses)."""
     return int(text) if text and text.isascii() and text.isdigit() else None
+
+
+# an `extra` key naming a time in microseconds: `us_per_step`, `host_us_per_step`, `prefill_us_per_seq`
+EXTRA_TIME_KEY = re.compile(r"(?:^|_)us(?:_|$)")
+# sections whose scenario is of n >= 1 tokens, rows or items (0 simulates nothing; a kernel profile's
+# `lmhead_..._n0` divided by 0)
+SIZED_SECTIONS = ("gemv", "layer", "lmhead", "op", "batch")
 
 
 # what `extra`'s impl= names: speedsim's functional decoder timed by step (speedsim) or whole
@@ -196,12 +230,29 @@ IMPLS = ("speedsim", "functional", "static")
 
 def _check_extra(row: MeasuredRow, where: str) -> None:
     """The `extra` column's `key=value` entries, given once each, and what the simulation reads from
-    them and from the pattern: a batch row's `lengths=A/B/...` (n whole numbers in 1..MAX ctx, whose
-    rounded mean is its ctx) and `cross=S`, an op row's shape, and a ceiling pattern's size."""
+    them and from the pattern: every time (`EXTRA_TIME_KEY`, a measured time), a batch row's
+    `lengths=A/B/...` (n whole numbers in 1..MAX ctx, whose rounded mean is its ctx) and `cross=S`, a
+    decode row's `tokens=` and `kv_bucket=`, an op row's shape, a ceiling pattern's size; and the
+    sizes of the row's scenario (n >= 1 where it has n, a UxR that is a sharing)."""
     keys = [item.partition("=")[0].strip() for item in row.extra.split(";") if item.strip()]
     twice = sorted({k for k in keys if keys.count(k) > 1})
     if twice:
         raise UserError(f"extra: {', '.join(twice)} given twice in '{row.extra}'", where=where)
+    for key in keys:
+        if EXTRA_TIME_KEY.search(key):
+            measured_time(row.extra_field(key) or "", f"extra: {key}", where, sep="=")
+    if row.section in SIZED_SECTIONS and row.n < 1:
+        raise UserError(f"a {row.section} row needs n >= 1 (got {row.n}): a scenario of nothing", where=where)
+    if row.section in ("group", "decode", "batch"):
+        if row.L < 1 or row.R < 1:
+            raise UserError(f"a {row.section} row needs L >= 1 and R >= 1 (got L={row.L}, R={row.R})",
+                            where=where)
+        Sharing.parse(f"{row.L}x{row.R}", where=where)  # R and the depth in range (the simulation builds it)
+    if row.section == "decode":
+        for key, top in (("tokens", MAX_DECODE_TOKENS), ("kv_bucket", MAX_ROW_INTS["ctx"])):
+            text = row.extra_field(key)
+            if text is not None and not (_whole(text) is not None and 1 <= int(text) <= top):
+                raise UserError(f"extra: {key}={text} must be a whole number in 1..{top}", where=where)
     impl = row.extra_field("impl")
     if impl is not None and impl not in IMPLS:  # a typo would silently simulate another implementation
         raise UserError(f"extra: impl={impl} is none of {', '.join(IMPLS)}", where=where)
@@ -218,9 +269,6 @@ def _check_extra(row: MeasuredRow, where: str) -> None:
         _check_op(row, where)
     if row.section != "batch":
         return
-    if row.L < 1 or row.R < 1:
-        raise UserError(f"a batch row needs L >= 1 and R >= 1 (got L={row.L}, R={row.R})", where=where)
-    Sharing.parse(f"{row.L}x{row.R}", where=where)  # R and the depth in range (the step builds this Sharing)
     limit = MAX_ROW_INTS["ctx"]
     text = row.extra_field("lengths")
     if not text:

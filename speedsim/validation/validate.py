@@ -9,15 +9,20 @@ from pathlib import Path
 from speedsim.engine import Mode, time_call
 from speedsim.errors import UserError
 from speedsim.hardware.profile import HardwareProfile
+from speedsim.limits import MAX_SIM_SECONDS, Work, check_work, mean_error, relative_error
 from speedsim.simulate import simulate
 from speedsim.simulate.loop import LoopResult, static_loop
 from speedsim.trace.io import read_traces
 from speedsim.trace.schema import ExitTrace
-from speedsim.validation.measured import MeasuredRow, rows_for_mode
+from speedsim.userpath import is_file, shown, user_path
+from speedsim.validation.measured import MeasuredRow, measured_time, rows_for_mode
 from speedsim.workload import KernelRules, Program
 from speedsim.workload.models import ModelSpec
-from speedsim.workload.patterns import program_for_row
+from speedsim.workload.patterns import decode_work, program_for_row, row_work
 from speedsim.workload.static import BUCKET
+
+# calls of a row's program one `time_call` simulates (its defaults: one warm-up call, two timed)
+TIME_CALL_RUNS = 3
 
 # a whole decode's parts that `speedsim measure --parts loop` records in `extra`, and the
 # `LoopResult` field each is compared with (rows of older runs lack some or all of them)
@@ -34,7 +39,8 @@ class RowResult:
 
     @property
     def ape(self) -> float:
-        return abs(self.simulated_us - self.row.us_median) / self.row.us_median
+        """The relative error, a finite number (`speedsim.limits.relative_error`)."""
+        return relative_error(self.simulated_us, self.row.us_median, where=_where(self.row, "measured"))
 
     def as_dict(self) -> dict:
         return {**self.row.as_dict(), "mode": self.row.mode or self.sim_mode, "line": self.row.line,
@@ -57,12 +63,12 @@ class ValidationReport:
     def mape(self) -> dict[str, float]:
         out: dict[str, float] = {}
         if self.results:
-            out["all"] = sum(r.ape for r in self.results) / len(self.results)
+            out["all"] = mean_error([r.ape for r in self.results])
         sections: dict[str, list[float]] = {}
         for r in self.results:
             sections.setdefault(r.row.section, []).append(r.ape)
         for name, apes in sections.items():
-            out[name] = sum(apes) / len(apes)
+            out[name] = mean_error(apes)
         return out
 
     def as_json(self, worst: int = 10) -> dict:
@@ -82,14 +88,48 @@ class ValidationReport:
         }
 
 
+def _where(row: MeasuredRow, source: str) -> str:
+    """The row's place: `FILE:LINE`."""
+    return f"{row.source or source}:{row.line}"
+
+
+def check_rows_work(pairs: list[tuple[MeasuredRow, Mode]], models: dict[str, ModelSpec], rules: KernelRules,
+                    dtype: str, source: str, cache: dict, runs: float = 1.0,
+                    budget: float = MAX_SIM_SECONDS, purpose: str = "") -> Work:
+    """The work of simulating every row of `pairs` `runs` times (a decode once per trace file, sharing
+    and mode, as `decode_loop` and `_decode_row` cache it), estimated from the rows' sizes
+    (`speedsim.workload.patterns.row_work`) and a decode row's traces (read here, kept in `cache` for
+    the simulation) before any is simulated; a `UserError` naming the row if one row's, or naming
+    `source` if all of theirs, exceeds `budget` seconds (`speedsim.limits.check_work`; `purpose`
+    follows "this row" in the message)."""
+    total = Work()
+    seen: set[tuple] = set()
+    for row, mode in pairs:
+        if row.section == "decode":
+            path, where = _row_traces(row, source)
+            key = (str(path), row.model, row.L, row.R, mode, _decode_methods(row))
+            if key in seen or row.model not in models:
+                continue
+            seen.add(key)
+            tokens = sum(len(t.exits) for t in _cached_traces(row, path, where, cache))
+            work = _decode_work(row, models[row.model], rules, dtype, tokens) * runs
+        else:
+            work = row_work(row.__dict__, models, rules, dtype) * (TIME_CALL_RUNS * runs)
+        check_work(work, _where(row, source), f"this row{purpose}", budget=budget)
+        total += work
+    check_work(total, source, f"{len(pairs)} rows{purpose}", budget=budget)
+    return total
+
+
 def build_programs(pairs: list[tuple[MeasuredRow, Mode]], models: dict[str, ModelSpec], rules: KernelRules,
                    dtype: str, source: str) -> dict[tuple, tuple[Program, int]]:
-    """One (program, divisor) per distinct scenario (shared by its graph and eager rows)."""
+    """One (program, divisor) per distinct scenario (shared by its graph and eager rows), after checking
+    that simulating them is within the budget (`check_rows_work`: the decode rows are not built here)."""
+    check_rows_work([(r, m) for r, m in pairs if r.section != "decode"], models, rules, dtype, source, {})
     programs: dict[tuple, tuple[Program, int]] = {}
     for row, _ in pairs:
         if row.section != "decode" and row.key not in programs:
-            programs[row.key] = program_for_row(row.__dict__, models, rules, dtype,
-                                                where=f"{row.source or source}:{row.line}")
+            programs[row.key] = program_for_row(row.__dict__, models, rules, dtype, where=_where(row, source))
     return programs
 
 
@@ -107,8 +147,9 @@ def validate(profile: HardwareProfile, rows: list[MeasuredRow], models: dict[str
         if row.section in ("layer", "group", "lmhead", "decode") and row.model not in models:
             raise UserError(f"unknown model '{row.model}': give its dimensions with --model-spec FILE",
                             where=f"{row.source or source}:{row.line}")
-    programs = build_programs(pairs, models, rules, profile.default_dtype, source)
     decodes: dict = {}
+    check_rows_work(pairs, models, rules, profile.default_dtype, source, decodes)
+    programs = build_programs(pairs, models, rules, profile.default_dtype, source)
     for row, sim_mode in pairs:
         if not (row.us_median > 0 and math.isfinite(row.us_median)):
             report.skipped.append({"line": row.line, **row.as_dict(), "mode": row.mode,
@@ -124,53 +165,56 @@ def validate(profile: HardwareProfile, rows: list[MeasuredRow], models: dict[str
         else:
             program, divisor = programs[row.key]
             simulated = time_call(profile, program, sim_mode) / divisor
-        report.results.append(RowResult(row, sim_mode, simulated, parts))
+        result = RowResult(row, sim_mode, simulated, parts)
+        relative_error(simulated, row.us_median, _where(row, source))  # finite, or the row's UserError
+        for name, (measured, sim) in parts.items():
+            relative_error(sim, measured, f"{_where(row, source)}: extra {name}")
+        report.results.append(result)
     if pairs and not report.results:
         raise UserError(f"no row of mode {mode} has a measured time (us_median): nothing to compare", where=source)
     return report
 
 
 def loop_parts(row: MeasuredRow, source: str) -> dict[str, float]:
-    """The parts of a whole decode its row records (`LOOP_PARTS`); a part that is not a positive
-    finite number is the row's error (exit 2), not a comparison."""
-    out: dict[str, float] = {}
-    for name in LOOP_PARTS:
-        text = row.extra_field(name)
-        if text is None:
-            continue
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not (math.isfinite(value) and value > 0):
-            raise UserError(f"{name}={text} in the extra column: a part of a decode takes a positive, finite time",
-                            where=f"{row.source or source}:{row.line}")
-        out[name] = value
-    return out
+    """The parts of a whole decode its row records (`LOOP_PARTS`); a part that is not a measured time
+    (`speedsim.validation.measured.measured_time`) is the row's error (exit 2), not a comparison."""
+    return {name: measured_time(text, f"extra: {name}", _where(row, source), sep="=")
+            for name in LOOP_PARTS if (text := row.extra_field(name)) is not None}
 
 
 def _row_traces(row: MeasuredRow, source: str) -> tuple[Path, str]:
-    """The exit-trace file a decode row names, and the row's place (`FILE:LINE`)."""
-    source = row.source or source
-    where = f"{source}:{row.line}"
+    """The exit-trace file a decode row names (`trace=`, relative to the row's file), and the row's
+    place (`FILE:LINE`); a malformed name, an operating-system error (a link loop) or no regular file
+    there is a `UserError` at the row (`speedsim.userpath`)."""
+    where = _where(row, source)
     name = row.extra_field("trace")
     if not name:
         raise UserError("a decode row needs trace=FILE in its extra column", where=where)
-    path = Path(name) if Path(name).is_absolute() else Path(source).parent / name
-    if not path.is_file():
-        raise UserError(f"trace file {path} not found", where=where)
+    given = user_path(name, f"{where}: extra trace")
+    path = user_path(given if given.is_absolute() else Path(row.source or source).parent / given,
+                     f"{where}: extra trace")
+    if not is_file(path, f"{where}: extra trace"):
+        raise UserError(f"trace={shown(name)}: trace file {shown(path)} not found", where=where)
     if row.L < 1 or row.R < 1:
         raise UserError(f"decode row needs L >= 1 and R >= 1 (got L={row.L}, R={row.R})", where=where)
     return path, where
 
 
+def _cached_traces(row: MeasuredRow, path: Path, where: str, cache: dict) -> list[ExitTrace]:
+    """The row's traces (`_read_row_traces`), each file read once per `cache`."""
+    key = ("traces", str(path), row.extra_field("tokens"), row.n)
+    if key not in cache:
+        cache[key] = _read_row_traces(row, path, where)
+    return cache[key]
+
+
 def _read_row_traces(row: MeasuredRow, path: Path, where: str) -> list[ExitTrace]:
     """The row's traces; their token count must be the row's (`tokens=` in extra, else n per sequence)."""
-    name = row.extra_field("trace")
+    name = shown(row.extra_field("trace") or "")
     try:  # the trace's problems are this row's: name it, not a flag the command does not have
-        traces = read_traces(path)
+        traces = read_traces(path, where=where)
     except UserError as err:
-        msg = str(err).split(": ", 1)[1] if err.where and err.where.startswith("--") else str(err)
+        msg = str(err).removeprefix(f"{where}: ") if err.where == where else str(err)
         raise UserError(f"trace={name}: {msg}", where=where) from None
     tokens = sum(len(t.exits) for t in traces)
     stated = row.extra_field("tokens")
@@ -184,6 +228,31 @@ def _read_row_traces(row: MeasuredRow, path: Path, where: str) -> list[ExitTrace
     return traces
 
 
+def _decode_work(row: MeasuredRow, spec: ModelSpec, rules: KernelRules, dtype: str, tokens: int) -> Work:
+    """The work of simulating a decode row's `tokens`: the static decoder's one method (`decode_loop`),
+    or SPEED and the sequential baseline (`_decode_row`: one `simulate` serves both patterns)."""
+    return decode_work(spec, rules, dtype, row.L, row.R, tokens, _decode_methods(row))
+
+
+def _decode_methods(row: MeasuredRow) -> tuple[str, ...]:
+    """What simulating a decode row runs: the static decoder's one method, or both (`simulate`)."""
+    if row.extra_field("impl") == "static":
+        return ("speed",) if row.pattern == "pipelined" else ("sequential",)
+    return ("speed", "sequential")
+
+
+def _checked_traces(profile: HardwareProfile, row: MeasuredRow, path: Path, where: str,
+                    models: dict[str, ModelSpec], cache: dict) -> list[ExitTrace]:
+    """The row's traces, once the work of simulating their decodes is known to be within the budget."""
+    if row.model not in models:
+        raise UserError(f"unknown model '{row.model}': give its dimensions with --model-spec FILE", where=where)
+    traces = _cached_traces(row, path, where, cache)
+    tokens = sum(len(t.exits) for t in traces)
+    rules = KernelRules.from_profile(profile)
+    check_work(_decode_work(row, models[row.model], rules, profile.default_dtype, tokens), where)
+    return traces
+
+
 def decode_loop(profile: HardwareProfile, row: MeasuredRow, models: dict[str, ModelSpec], mode: Mode,
                 source: str, cache: dict) -> LoopResult:
     """A whole decode of the static-buffer decoder (`impl=static`), simulated from the row's exit traces."""
@@ -194,7 +263,7 @@ def decode_loop(profile: HardwareProfile, row: MeasuredRow, models: dict[str, Mo
         raise UserError(f"kv_bucket={bucket} in the extra column: a positive whole number of positions", where=where)
     key = ("static", str(path), row.model, row.L, row.R, mode, method, int(bucket))
     if key not in cache:
-        traces = _read_row_traces(row, path, where)
+        traces = _checked_traces(profile, row, path, where, models, cache)
         try:
             cache[key] = static_loop(profile, models[row.model], row.sharing, traces, mode, method, int(bucket))
         except UserError as err:
@@ -208,7 +277,7 @@ def _decode_row(profile: HardwareProfile, row: MeasuredRow, models: dict[str, Mo
     path, where = _row_traces(row, source)
     key = (str(path), row.model, row.L, row.R, mode)
     if key not in cache:
-        traces = _read_row_traces(row, path, where)
+        traces = _checked_traces(profile, row, path, where, models, cache)
         try:
             cache[key] = simulate(profile, models[row.model], row.sharing, traces, mode, ("sequential",))
         except UserError as err:

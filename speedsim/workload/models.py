@@ -9,29 +9,27 @@ Built in: the three shapes of the measured H200 data (`experiments/measured/h200
 | dec7b  | 4096    | 32                | 11008 | SwiGLU                       | no              | 32000  |
 
 Users add their own with a YAML file (`--model-spec FILE`): name, d_model, n_heads, d_ff,
-ffn (relu | gelu | swiglu), cross_attention_len (0 = decoder-only), vocab.
+ffn (relu | gelu | swiglu), cross_attention_len (0 = decoder-only), vocab. A spec file's path that
+is malformed, unusable or absent is a `UserError` naming where it came from (`--model-spec`); what
+the file holds is named by its file and field.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from speedsim.errors import UserError
+from speedsim.limits import MAX_FFN, MAX_HEADS, MAX_LAYERS, MAX_POSITIONS, MAX_VOCAB, MAX_WIDTH
+from speedsim.userpath import input_file
 from speedsim.yamlio import read_mapping, validate_as
 
-# Sanity maxima of a model's dimensions: beyond them a value is a typo (the largest published models
-# have d_model ~3e4, d_ff ~1e5, vocabularies ~1e6), and byte counts would overflow further in.
-MAX_WIDTH = 1 << 17       # d_model
 FfnKind = Literal["relu", "gelu", "swiglu"]
 FFN_KINDS: tuple[str, ...] = get_args(FfnKind)  # feed-forward kinds, for the torch model's config too
-MAX_FFN = 1 << 20         # d_ff
-MAX_HEADS = 1 << 12       # n_heads
-MAX_VOCAB = 1 << 24       # vocab
-MAX_POSITIONS = 1 << 22   # cross_attention_len
-MAX_LAYERS = 1 << 12      # encoder_layers
 
 
 class ModelSpec(BaseModel):
@@ -87,21 +85,25 @@ BUILTIN_MODELS: dict[str, ModelSpec] = {
 }
 
 
-def load_model_spec_file(path: Path) -> ModelSpec:
-    """Read a user model spec YAML; raise `UserError` naming the file and field."""
+def load_model_spec_file(path: str | os.PathLike[str], where: str | None = None) -> ModelSpec:
+    """Read a user model spec YAML; raise `UserError` naming the file and field, or `where` (the flag it
+    came from; None: the file) for a path that is malformed, unusable or absent."""
+    path = input_file(path, where)
     return validate_as(ModelSpec, read_mapping(path, "model spec"), str(path))
 
 
-def resolve_models(spec_files: list[Path] | tuple[Path, ...] = ()) -> dict[str, ModelSpec]:
-    """Built-in models plus user specs.
+def resolve_models(spec_files: Iterable[str | os.PathLike[str]] = (),
+                   where: str | None = None) -> dict[str, ModelSpec]:
+    """Built-in models plus user specs (`where`: the flag their paths came from, `--model-spec`).
 
     A spec never silently replaces another: one named like a built-in model, or like an earlier
     spec, is a `UserError` naming its file, unless its dimensions are the same (the spec files
     written beside measured CSVs repeat a built-in's)."""
     models = dict(BUILTIN_MODELS)
     origin = {name: "a built-in model" for name in BUILTIN_MODELS}
-    for path in spec_files:
-        spec = load_model_spec_file(path)
+    for given in spec_files:
+        spec = load_model_spec_file(given, where)
+        path = Path(given)
         if spec.name in models and models[spec.name] != spec:
             raise UserError(f"name: '{spec.name}' is already {origin[spec.name]} with other dimensions: "
                             "give this spec another name", where=str(path))

@@ -8,9 +8,11 @@ against the same work: tensor identities follow which weights and caches that sc
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from speedsim.errors import UserError
 from speedsim.hardware import BYTES_PER_ELEMENT
+from speedsim.limits import Work
 from speedsim.sharing import Sharing
 from speedsim.workload.kernels import ACT, ACTIVATIONS, COPY, GEMM, Access, Kernel, Program
 from speedsim.workload.layers import decoder_layer, lm_head
@@ -222,3 +224,69 @@ def batch_step(spec: ModelSpec, pattern: str, n: int, L: int, R: int, extra: str
         step = pipelined_batch([(s, [(longest + R - 1 if padded else n + R - 1 - r, r) for r in range(R)], 0)
                                 for s, n in zip(seqs, lengths, strict=True)])
     return Program([k for k in step.kernels if k.launches])  # the measured loop has no host-side plan
+
+
+# ------------------------------------------------------------------------- work, before building
+
+@lru_cache(maxsize=256)
+def layer_kernels(spec: ModelSpec, rules: KernelRules, dtype: str) -> tuple[int, int, int]:
+    """(kernels of one decoder layer, how many of them touch each batch item's own tensors, kernels
+    of the LM head) for `spec`: counted on a layer of one and of two items, not assumed."""
+    def counts(items: int) -> tuple[int, int]:
+        ids = [f"kv.{i}" for i in range(items)]
+        layer = decoder_layer(spec, "L0", [1] * items, ids, 1, dtype, rules,
+                              cross_ids=[f"x.{i}" for i in ids])
+        return len(layer.kernels), sum(len(k.accesses) + (len(k.items.tensors) if k.items else 0)
+                                       for k in layer.kernels)
+    (kernels, one), (_, two) = counts(1), counts(2)
+    return kernels, two - one, len(lm_head(spec, 1, dtype, rules, final_norm=True).kernels)
+
+
+def layers_work(spec: ModelSpec, rules: KernelRules, dtype: str, layers: float, items: float,
+                head: bool = True) -> Work:
+    """`layers` decoder layer instances over `items` batch items each (and the LM head)."""
+    kernels, item_kernels, head_kernels = layer_kernels(spec, rules, dtype)
+    return Work.layers(layers, kernels, item_kernels, items) + Work(head_kernels if head else 0)
+
+
+def decode_work(spec: ModelSpec, rules: KernelRules, dtype: str, L: int, R: int, tokens: int,
+                methods: tuple[str, ...] = ("speed", "sequential")) -> Work:
+    """Whole decodes of `tokens` emitted tokens in all, simulated by SPEED (about a step per token: L
+    layers over up to R in-flight tokens) and/or sequentially (L x R layers per token), at the speed of
+    a decode's kernels (`speedsim.limits.DECODE_KERNEL_SHARE`: their cost plans are reused)."""
+    work = Work()
+    if "speed" in methods:
+        work += layers_work(spec, rules, dtype, float(tokens) * L, R)
+    if "sequential" in methods:
+        work += layers_work(spec, rules, dtype, float(tokens) * L * R, 1)
+    return work.reused()
+
+
+def row_work(row: dict, models: dict[str, ModelSpec], rules: KernelRules, dtype: str) -> Work:
+    """What one call of the program `program_for_row` would build for `row` simulates, estimated from
+    the row's sizes alone, before building anything (a group row of L = R = 4096 is 16.7 million
+    layers). A row `program_for_row` refuses (an unknown section or model) or a decode row (its
+    work is its traces', `decode_work`) is no work here."""
+    section, pattern = row["section"], row["pattern"]
+    n, L, R = int(row["n"]), int(row["L"]), int(row["R"])
+    if section == "ceiling":
+        return Work(100 if pattern == "launch_add_x100" else 1)
+    if section == "op":  # one framework op; attention has one item per row, and is alone (no earlier
+        # kernel's items for the residency to scan: `US_PER_ITEM_PAIR`)
+        return Work(4, n) if pattern == "attention" else Work(4)
+    if section == "gemv":
+        return Work(4)
+    spec = models.get(row.get("model") or "")
+    if spec is None or section == "decode":
+        return Work()
+    if section == "layer":
+        return layers_work(spec, rules, dtype, 1, 1, head=False)
+    if section == "lmhead":
+        return Work(layer_kernels(spec, rules, dtype)[2])
+    if section == "batch":
+        return (layers_work(spec, rules, dtype, L * R, n) if pattern == "unshared"
+                else layers_work(spec, rules, dtype, L, float(n) * R))
+    if section == "group":
+        return (layers_work(spec, rules, dtype, L, R) if pattern == "pipelined"
+                else layers_work(spec, rules, dtype, L * R, 1))
+    return Work()

@@ -50,13 +50,14 @@ def build(cfg: SpeedConfig, device: str | torch.device, dtype: torch.dtype) -> S
     return model.to(dtype).eval()
 
 
-def from_checkpoint(checkpoint: Path, device: str, dtype: torch.dtype, sequences: int) -> Decodable:
-    """A trained model and `sequences` sources of its test split."""
+def from_checkpoint(checkpoint: Path | str, device: str, dtype: torch.dtype, sequences: int,
+                    where: str = "--checkpoint") -> Decodable:
+    """A trained model and `sequences` sources of its test split (`where`: the flag the path came from)."""
     # the training stack (corpus, tokenizers, ROUGE) takes seconds to import: only for trained models
     from speedsim.data import special_ids
     from speedsim.train import load_model, prepare_data, sample_indices
 
-    model, tok, cfg = load_model(checkpoint)
+    model, tok, cfg = load_model(checkpoint, where)
     _, enc = prepare_data(cfg, tok)
     test = enc["test"]
     sources = [list(test[i].src) for i in sample_indices(len(test), sequences)]
@@ -64,11 +65,13 @@ def from_checkpoint(checkpoint: Path, device: str, dtype: torch.dtype, sequences
                      cfg.eval.max_new_tokens, "trained")
 
 
-def from_config(config: Path, device: str, dtype: torch.dtype, sequences: int) -> Decodable:
-    """Random weights at a training config's shape; random sources of half its source length."""
+def from_config(config: Path | str, device: str, dtype: torch.dtype, sequences: int,
+                where: str = "--config") -> Decodable:
+    """Random weights at a training config's shape; random sources of half its source length (`where`:
+    the flag the path came from)."""
     from speedsim.train import load_train_config, speed_config  # see from_checkpoint
 
-    cfg = load_train_config(config)
+    cfg = load_train_config(config, where)
     model = build(speed_config(cfg, cfg.data.vocab_size), device, dtype)
     gen = torch.Generator().manual_seed(0)
     sources = [torch.randint(4, cfg.data.vocab_size, (max(1, cfg.data.max_src_tokens // 2),), generator=gen).tolist()

@@ -47,11 +47,18 @@ DEFAULT_MAX_NEW_TOKENS = 128  # for random-weight models of a model spec
 
 # Sanity maxima of a measurement plan: beyond them a run allocates hundreds of GB or runs for hours.
 LIMITS = {"sequences": 1024, "max_new_tokens": 8192, "batch_sizes": 4096, "batch_ctxs": 131072}
+# The flag of each field of a plan (its errors name it).
+FLAGS = {"parts": "--parts", "sharings": "--sharings", "lm_heads": "--lm-head", "sequences": "--sequences",
+         "max_new_tokens": "--max-new-tokens", "batch_sizes": "--batch-sizes", "batch_ctxs": "--batch-ctx"}
 
 
 @dataclass(frozen=True)
 class MeasurePlan:
-    """What to measure. `None` fields take the defaults of a full or a quick (smoke-test) run."""
+    """What to measure. `None` fields take the defaults of a full or a quick (smoke-test) run.
+
+    Every list holds each value once: a repeated sharing, LM head, batch size or context (as written or
+    by value: `4x3,04x3`, `1,01`) would write its rows twice and overwrite its own trace, a repeated part
+    would send its rows beside an empty `out`; a repeat is a `UserError` naming the flag and the value."""
 
     parts: tuple[str, ...] = PARTS
     sharings: tuple[Sharing, ...] = (Sharing(12, 1), Sharing(4, 3), Sharing(2, 6))  # loop and batch parts
@@ -68,14 +75,13 @@ class MeasurePlan:
             values = value if isinstance(value, tuple) else (value,) if value is not None else ()
             if any(v > top for v in values):
                 raise UserError(f"at most {top} (a measurement, not a stress test), got {max(values)}",
-                                where="--" + name.replace("_", "-").replace("batch-ctxs", "batch-ctx"))
+                                where=FLAGS[name])
         unknown = [p for p in self.parts if p not in PARTS]
         if unknown or not self.parts:
             raise UserError(f"unknown part(s) {', '.join(unknown) or '(none given)'} (known: {', '.join(PARTS)})",
                             where="--parts")
-        twice = sorted({p for p in self.parts if self.parts.count(p) > 1})
-        if twice:  # `ops,ops` is not `ops` alone: its rows went beside an empty `out`
-            raise UserError(f"part(s) {', '.join(twice)} given twice", where="--parts")
+        for name in ("parts", "sharings", "lm_heads", "batch_sizes", "batch_ctxs"):
+            _once(getattr(self, name), FLAGS[name])
         defaults = {"sequences": (8, 2), "batch_sizes": ((1, 2, 4, 8, 16, 32), (1, 4)),
                     "batch_ctxs": ((128, 512), (16,))}
         for name, (full, quick) in defaults.items():
@@ -100,6 +106,15 @@ class MeasurePlan:
     @property
     def loop_budget(self) -> LoopBudget:
         return LoopBudget(passes=1, verify_sequences=1) if self.quick else LoopBudget()
+
+
+def _once(values: tuple[Any, ...] | None, where: str) -> None:
+    """A `UserError` at `where` naming the first value `values` holds more than once."""
+    seen: set[Any] = set()
+    for value in values or ():
+        if value in seen:
+            raise UserError(f"{value} is given twice (each value is measured once)", where=where)
+        seen.add(value)
 
 
 def _items(text: str, where: str) -> list[str]:
@@ -144,7 +159,7 @@ def plan_from_options(parts: str | None = None, sharings: str | None = None, lm_
     return MeasurePlan(**given)
 
 
-def _base(device: str, dtype: torch.dtype, checkpoint: Path | None, config: Path | None, model: str,
+def _base(device: str, dtype: torch.dtype, checkpoint: Path | str | None, config: Path | str | None, model: str,
           model_specs: tuple[Path, ...], plan: MeasurePlan) -> Decodable:
     """The model whose dimensions every part uses (and, when trained or from a config, decodes)."""
     assert plan.sequences is not None
@@ -153,7 +168,7 @@ def _base(device: str, dtype: torch.dtype, checkpoint: Path | None, config: Path
     elif config is not None:
         d = from_config(config, device, dtype, plan.sequences)
     else:
-        specs = resolve_models(model_specs)
+        specs = resolve_models(model_specs, "--model-spec")
         if model not in specs:
             raise UserError(f"unknown model '{model}' (known: {', '.join(sorted(specs))})", where="--model")
         shared = next((s for s in plan.sharings if s.repeats > 1), plan.sharings[0])
@@ -179,7 +194,7 @@ def _decodables(base: Decodable, trained: bool, spec_model: bool, specs: dict, p
                 yield from_spec(specs[base.name], s, device, dtype, plan.sequences, base.max_new_tokens, head)
 
 
-def measure(device: str, out: Path, checkpoint: Path | None = None, config: Path | None = None,
+def measure(device: str, out: Path | str, checkpoint: Path | str | None = None, config: Path | str | None = None,
             plan: MeasurePlan | None = None, threads: int | None = None, model: str = DEFAULT_MODEL,
             model_specs: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Run the plan's parts; return a summary. Each CSV is rewritten after every section.
@@ -189,6 +204,8 @@ def measure(device: str, out: Path, checkpoint: Path | None = None, config: Path
     `<stem>.<model>.yaml` (the model spec), `<stem>.env.yaml`, and one exit-trace file per
     timed whole-decode model. On a CPU PyTorch runs with `threads` intra-op threads (default 1:
     batch-1 decoding gains little from more, and one thread is far less disturbed by other work).
+    `out`, `checkpoint` and `config` are user paths: their problems name `--out`, `--checkpoint`
+    and `--config` (`speedsim.userpath`).
     """
     plan = plan or MeasurePlan()
     if device not in ("cpu", "cuda"):
@@ -200,7 +217,7 @@ def measure(device: str, out: Path, checkpoint: Path | None = None, config: Path
     cores = os.cpu_count() or 1
     if threads is not None and not 1 <= threads <= cores:
         raise UserError(f"must be in 1..{cores} (this machine's cores), got {threads}", where="--threads")
-    out = check_output(Path(out), "--out", MEASURED_CSV)
+    out = check_output(out, "--out", MEASURED_CSV)
     # batch and op rows go beside `out`; without steps or whole decodes the first of them goes to `out`
     steps_or_loop = bool({"steps", "loop"} & set(plan.parts))
     beside = {part: out.with_name(f"{out.stem}.{part}.csv") for part in ("batch", "ops")}
@@ -232,7 +249,7 @@ def measure(device: str, out: Path, checkpoint: Path | None = None, config: Path
             _steps(rec, base, src_len, device, dtype, plan, trained=checkpoint is not None or config is not None)
         if "loop" in plan.parts:
             files["traces"] = []
-            specs = resolve_models(model_specs)
+            specs = resolve_models(model_specs, "--model-spec")
             for d in _decodables(base, checkpoint is not None, checkpoint is None and config is None, specs, plan,
                                  device, dtype):
                 trace = check_output(out.with_name(f"{out.stem}.{d.model.config.sharing}-{d.weights}.traces.jsonl.gz"),
