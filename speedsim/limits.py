@@ -171,7 +171,10 @@ def log_error(simulated: float, measured: float, where: str) -> float:
     if simulated <= 0.0:
         raise UserError(f"the simulated time is {simulated:g} us: nothing to compare with the measured "
                         f"{measured:g} us", where=where)
-    return math.log(simulated) - math.log(measured)  # the quotient can underflow to 0 (1e-309 / 1e15)
+    ratio = simulated / measured
+    # the quotient's logarithm as the fit has always taken it (a fit's path depends on the last bit); the
+    # difference of logarithms where the quotient underflows to 0 (1e-309 / 1e15)
+    return math.log(ratio) if ratio > 0.0 else math.log(simulated) - math.log(measured)
 
 
 # ------------------------------------------------------------------------------------------ work
