@@ -24,7 +24,7 @@ from speedsim.console import (
     profiles_text,
     report_text,
     serving_text,
-    simulation_text,
+    simulate_text,
     sweep_text,
     trace_text,
     training_text,
@@ -47,20 +47,81 @@ def cli() -> None:
 
 # hardware and validation ---------------------------------------------------------------------
 
-@cli.command()
+def _set_option(fn):
+    # what-ifs on the profile (speedsim.hardware.whatif), applied where the profile is loaded
+    return click.option("--set", "settings", multiple=True, metavar="PATH=VALUE",
+                        help="What-if: set the profile's parameter at dotted PATH (as `speedsim profiles --params "
+                             "NAME` lists them, e.g. memory.dram.bandwidth_GBps) to VALUE, a number or xF (F times "
+                             "the profile's value); repeatable. The changed profile is checked as a loaded one.")(fn)
+
+
+@cli.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--dir", "directory", metavar="DIR", default=None,  # (text: speedsim.userpath checks it, as --dir)
               help="Profile directory (default: $SPEEDSIM_PROFILES, else the project's hw_profiles/).")
-def profiles(as_json: bool, directory: str | None) -> None:
-    """List and validate every hardware profile."""
+@click.option("--params", "params_name", metavar="NAME", default=None,
+              help="Instead: list the parameters of profile NAME (a name, in --dir if given, or a YAML path) that "
+                   "--set and a sweep's set.PATH keys may set, with their values and ranges.")
+@_set_option
+@click.pass_context
+def profiles(ctx: click.Context, as_json: bool, directory: str | None, params_name: str | None,
+             settings: tuple[str, ...]) -> None:
+    """List and validate every hardware profile (`profiles derive`: write a new one)."""
     from speedsim.engine import check_profile
-    from speedsim.hardware.summary import profile_table
+    from speedsim.hardware.summary import profile_parameters, profile_table
+    from speedsim.report.tables import format_params
 
+    if ctx.invoked_subcommand is not None:
+        if as_json or directory is not None or params_name is not None or settings:
+            raise UserError(f"give {ctx.invoked_subcommand}'s options after '{ctx.invoked_subcommand}'",
+                            where="profiles")
+        return
+    if params_name is not None:
+        listing = profile_parameters(params_name, directory, settings, check=check_profile)
+        if as_json:
+            emit_json(listing)
+            return
+        click.echo(format_params(listing))
+        return
+    if settings:
+        raise UserError("a what-if is shown with --params NAME", where="--set")
     rows = profile_table(directory, check=check_profile)
     if as_json:
         emit_json({"profiles": rows})
         return
     click.echo(profiles_text(rows))
+
+
+@profiles.command("derive")
+@click.option("--from", "from_name", metavar="NAME", default=None,
+              help="Profile (name or YAML path) whose what-if (--set, at least one) is written as a profile.")
+@click.option("--datasheet", metavar="FILE", default=None,
+              help="Instead: a datasheet YAML, one GPU entry or a gpus: list as experiments/hardware/"
+                   "gpu_datasheets.yaml (units, clock, peaks, DRAM, L2, sources), derived by the rule learned on "
+                   "the reference profile (speedsim/hardware/derive.py).")
+@click.option("--gpu", metavar="NAME", default=None,
+              help="With --datasheet: the entry of its gpus: list to derive (needed when it holds several).")
+@click.option("--reference", metavar="NAME", default=None,
+              help="With --datasheet: the calibrated profile the rule carries over from [default: h200].")
+@click.option("--out", metavar="FILE", required=True, help="Profile YAML to write (.yaml or .yml).")
+@click.option("--name", default=None, help="Name of the new profile [default: --out's file name without its "
+              "suffix, as `speedsim profiles` requires of a profile in its directory].")
+@_set_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def profiles_derive(from_name: str | None, datasheet: str | None, gpu: str | None, reference: str | None, out: str,
+                    name: str | None, settings: tuple[str, ...], as_json: bool) -> None:
+    """Write a new profile: a what-if of a profile (--from NAME --set PATH=VALUE ...), or a GPU derived from
+    its datasheet (--datasheet FILE [--gpu NAME]); its sources say what came from where."""
+    from speedsim.engine import check_profile
+    from speedsim.hardware.derive import derive_to_file
+    from speedsim.report.tables import format_derive
+
+    summary = derive_to_file(out, from_name=from_name, datasheet=datasheet, gpu=gpu, reference=reference,
+                             name=name, settings=settings, check=check_profile)
+    if as_json:
+        emit_json(summary)
+        return
+    click.echo(format_derive(summary))
 
 
 def _models_option(fn):
@@ -83,10 +144,13 @@ def _models_option(fn):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--worst", type=click.IntRange(min=0), default=10, show_default=True, help="How many worst rows to list.")
 @_models_option
+@_set_option
 def validate(measured: tuple[str, ...], kernels: str | Path | None, strict: bool, profile_name: str, mode: str,
-             as_json: bool, worst: int, model_specs: tuple[Path, ...]) -> None:
+             as_json: bool, worst: int, model_specs: tuple[Path, ...], settings: tuple[str, ...]) -> None:
     """Simulate every measured row (or kernel class) and print per-section (per-class) and overall error (MAPE)."""
-    from speedsim.engine import open_profile
+    from speedsim.engine import check_profile
+    from speedsim.hardware.files import load_whatif
+    from speedsim.hardware.summary import with_overrides_record
     from speedsim.paths import H200_MEASURED
     from speedsim.userpath import user_path
     from speedsim.validation import validate as run_validation
@@ -97,14 +161,14 @@ def validate(measured: tuple[str, ...], kernels: str | Path | None, strict: bool
         raise UserError("give --measured or --kernels, not both", where="--kernels")
     given = tuple(user_path(m, "--measured") for m in measured)  # each path's shape, naming the flag
     kernels = user_path(kernels, "--kernels") if kernels is not None else None
-    profile = open_profile(profile_name)
+    profile, overrides = load_whatif(profile_name, settings, check=check_profile)
     models = resolve_models(model_specs, where="--model-spec")
     if kernels is not None:
-        _validate_kernels(profile, kernels, models, strict, as_json, worst)
+        _validate_kernels(profile, kernels, models, strict, as_json, worst, overrides)
         return
     paths = given or (H200_MEASURED,)
     report = run_validation(profile, read_measured_files(paths), models, mode, source=", ".join(map(str, paths)))
-    result = report.as_json(worst)
+    result = with_overrides_record(report.as_json(worst), overrides)
     if as_json:
         emit_json(result)
         return
@@ -113,11 +177,12 @@ def validate(measured: tuple[str, ...], kernels: str | Path | None, strict: bool
     click.echo(format_validation(result, report))
 
 
-def _validate_kernels(profile, path: Path, models, strict: bool, as_json: bool, worst: int) -> None:
+def _validate_kernels(profile, path: Path, models, strict: bool, as_json: bool, worst: int, overrides=()) -> None:
+    from speedsim.hardware.summary import with_overrides_record
     from speedsim.validation.kernels import read_kernels, validate_kernels
 
     report = validate_kernels(profile, read_kernels(path, "--kernels"), models, source=str(path), strict=strict)
-    result = report.as_json(worst)
+    result = with_overrides_record(report.as_json(worst), overrides)
     if as_json:
         emit_json(result)
         return
@@ -141,17 +206,23 @@ def _validate_kernels(profile, path: Path, models, strict: bool, as_json: bool, 
                    "rows (section decode, impl=static) of these sharings; the others are held out.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_models_option
+@_set_option
 def calibrate(measured: tuple[str, ...], profile_name: str, out: str | Path, name: str | None,
               sections: str | None, kernels: str | Path | None, fit_loop: str | None, as_json: bool,
-              model_specs: tuple[Path, ...]) -> None:
-    """Fit a profile's few free parameters (efficiencies, latencies, in-flight bytes) to measurements."""
+              model_specs: tuple[Path, ...], settings: tuple[str, ...]) -> None:
+    """Fit a profile's few free parameters (efficiencies, latencies, in-flight bytes) to measurements.
+
+    With --set, the fit starts from the what-if profile, which is then named --name (default: --out's file
+    name without its suffix) and whose sources say what was changed from what."""
     from pydantic import ValidationError
 
-    from speedsim.engine import open_profile
+    from speedsim.engine import check_profile, open_profile
     from speedsim.errors import user_error
     from speedsim.fileio import check_output
     from speedsim.hardware import save_profile
+    from speedsim.hardware.derive import whatif_profile
     from speedsim.hardware.files import PROFILE_FILE
+    from speedsim.hardware.summary import with_overrides_record
     from speedsim.paths import H200_MEASURED
     from speedsim.userpath import user_path
     from speedsim.validation.calibrate import calibrate as fit
@@ -167,10 +238,15 @@ def calibrate(measured: tuple[str, ...], profile_name: str, out: str | Path, nam
             type(profile).model_validate({**profile.model_dump(), "name": name})
         except ValidationError as err:
             raise user_error(err, "--name") from None
+    overrides: tuple = ()
+    if settings:  # the fit starts from the what-if, a profile of its own (named, its sources say what changed)
+        profile, overrides = whatif_profile(profile, settings, out.stem if name is None else name, check_profile,
+                                            name_where="--out" if name is None else "--name")
+    _keeps_another_profile(out, name or profile.name)
     rows = read_measured_files(paths)
     if fit_loop is not None:
         models = resolve_models(model_specs, where="--model-spec")
-        _calibrate_loop(profile, rows, models, fit_loop, paths, out, name, as_json)
+        _calibrate_loop(profile, rows, models, fit_loop, paths, out, name, as_json, overrides)
         return
     chosen = parse_sections(sections)
     from speedsim.validation.kernels import read_kernels
@@ -188,27 +264,50 @@ def calibrate(measured: tuple[str, ...], profile_name: str, out: str | Path, nam
     summary = {"profile": fitted.name, "out": str(out), "mape_before": result.before,
                "mape_after": result.after, "parameters": result.values, "at_bounds": result.at_bounds}
     if as_json:
-        emit_json(summary)
+        emit_json(with_overrides_record(summary, overrides))
         return
     click.echo(calibration_text(out, result, sections))
+    if overrides:
+        refitted = [o.path for o in overrides if o.path in result.values]
+        click.echo(f"  started from a what-if of {profile_name}: {', '.join(o.label for o in overrides)}"
+                   + (f" (fitted again: {', '.join(refitted)})" if refitted else ""))
+
+
+def _keeps_another_profile(out: Path, name: str) -> None:
+    """Refuse `--out` that holds a profile of another name: calibrate replaces a profile file with a fit
+    of the same profile (the recipe rewrites its own input), never another profile (a directory's files
+    are named after their profiles)."""
+    from speedsim.yamlio import read_mapping
+
+    if not out.is_file() or not out.stat().st_size:
+        return
+    there = read_mapping(out, "profile").get("name")
+    if there != name:
+        raise UserError(f"{out} holds profile '{there}'; the fit is of '{name}' and replaces only a profile of "
+                        "its own name (give --name, or another --out)", where="--out")
 
 
 def _calibrate_loop(profile, rows, models, fit_loop: str, paths, out: Path, name: str | None,
-                    as_json: bool) -> None:
+                    as_json: bool, overrides: tuple = ()) -> None:
     from speedsim.hardware import save_profile
     from speedsim.sharing import Sharing
     from speedsim.validation.loop_fit import PATH, fit_loop_rows, loop_fit_text, with_loop_note
 
     fit_on = tuple(str(Sharing.parse(s.strip(), where="--fit-loop")) for s in fit_loop.split(",") if s.strip())
+    twice = sorted({s for s in fit_on if fit_on.count(s) > 1})
+    if twice:  # (4x3 and 4X3 are one sharing)
+        raise UserError(f"{', '.join(twice)} given twice", where="--fit-loop")
     if not fit_on:
-        from speedsim.errors import UserError
         raise UserError("give the sharings to fit on, e.g. 12x1,4x3", where="--fit-loop")
     fit = fit_loop_rows(profile, rows, models, fit_on, ", ".join(map(str, paths)))
     fitted = with_loop_note(fit.profile, list(paths), fit_on, name)
     save_profile(fitted, out)
     if as_json:
-        emit_json({"profile": fitted.name, "out": str(out), "parameters": {PATH: fit.value},
-                   "fitted_on": list(fit_on), "rows": [r.as_dict() for r in fit.rows]})
+        from speedsim.hardware.summary import with_overrides_record
+
+        emit_json(with_overrides_record({"profile": fitted.name, "out": str(out), "parameters": {PATH: fit.value},
+                                         "fitted_on": list(fit_on), "rows": [r.as_dict() for r in fit.rows]},
+                                        overrides))
         return
     click.echo(loop_fit_text(str(out), fit, fit_on))
 
@@ -323,12 +422,17 @@ def trace_cmd(checkpoint: str, split: str, out_file: str, limit: int | None, max
               help="What-if: the controller runs on the device, so no step waits for its results to reach the host.")
 @click.option("--bounds", is_flag=True,
               help="Also run the profile's parameter ranges at their fast and slow ends: per_token_us_low/high.")
+@click.option("--by-kernel", is_flag=True, expose_value=False,  # (kept in ctx.meta: the printing reads it)
+              callback=lambda ctx, _param, value: ctx.meta.__setitem__("by_kernel", value),
+              help="Also print each method's decode kernels by class: time, bytes, FLOPs, arithmetic intensity and "
+                   "the cause that bounds them (always in --json: by_kernel_class).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_models_option
+@_set_option
 def simulate_cmd(profile_name: str, model_name: str, sharing: str, trace_file: str | None, synthetic: str | None,
                  baseline: str, mode: str, src_len: int | None, limit: int | None, launch_exit: int,
                  max_in_flight: int | None, timeline: str | None, device_control: bool, bounds: bool,
-                 as_json: bool, model_specs: tuple[str, ...]) -> None:
+                 as_json: bool, model_specs: tuple[str, ...], settings: tuple[str, ...]) -> None:
     """Simulate SPEED decoding of exit traces against the unshared and shared-sequential baselines.
 
     \b
@@ -346,12 +450,173 @@ def simulate_cmd(profile_name: str, model_name: str, sharing: str, trace_file: s
     baselines = {"both": ("unshared", "sequential"), "none": ()}.get(baseline, (baseline,))
     run = simulate_run(profile=profile_name, model=model_name, sharing=sharing, trace=trace_file, synthetic=synthetic,
                        baselines=baselines, mode=mode, src_len=src_len, limit=limit, launch_exit=launch_exit,
-                       max_in_flight=max_in_flight, device_control=device_control, bounds=bounds)
+                       max_in_flight=max_in_flight, device_control=device_control, bounds=bounds,
+                       settings=settings)
     result = run_scenario(build_scenario(run, model_specs=model_specs, sources=COMMAND_LINE), timeline_path)
     if as_json:
         emit_json(result.to_dict())
         return
-    click.echo(simulation_text(result, bounds))
+    click.echo(simulate_text(result, bounds, click.get_current_context().meta.get("by_kernel", False)))
+
+
+@cli.command("sensitivity")
+@click.option("--profile", "profile_name", required=True, help="Profile name or YAML path.")
+@click.option("--model", "model_name", required=True, help="Model dimensions: t5base, dec1b, dec7b or a --model-spec.")
+@click.option("--sharing", required=True, help="UxR: U distinct layers repeated R times (e.g. 4x3).")
+@click.option("--trace", "trace_file", metavar="FILE", default=None,  # (text: checked as --trace by its reader)
+              help="Recorded exit trace (JSON Lines, .gz allowed), or a shipped trace's name (4x3).")
+@click.option("--synthetic", default=None,
+              help="perfect | mispredict=P | agree=A0/A1/... | fit=TRACE, plus len=N, seqs=K, src=N, burst=B, seed=S.")
+@click.option("--baseline", type=click.Choice(["unshared", "sequential", "both", "none"]), default="both",
+              show_default=True)
+@click.option("--mode", type=click.Choice(["graph", "eager"]), default=defaults.MODE, show_default=True,
+              help="As for simulate.")
+@click.option("--src-len", type=click.IntRange(min=1), default=None,
+              help="Source (encoder input or prompt) length; default: each trace's own.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Simulate only the first N sequences.")
+@click.option("--launch-exit", type=click.IntRange(min=0), default=defaults.LAUNCH_EXIT, show_default=True,
+              help="Exit whose prediction launches the next token.")
+@click.option("--max-in-flight", type=click.IntRange(min=1), default=None, help="Most tokens in flight (default R).")
+@click.option("--device-control", is_flag=True,
+              help="What-if: the controller runs on the device, so no step waits for its results to reach the host.")
+@click.option("--params", default=None, metavar="PATH,...",
+              help="Only these parameters (dotted paths, as `speedsim profiles --params NAME` lists them) "
+                   "[default: every number of the profile but the software rules, software.*].")
+@click.option("--step", type=float, default=None, metavar="H",
+              help="Relative step of the central differences, x(1-H) and x(1+H) [default: 0.01; 1e-4 to 0.2].")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_models_option
+@_set_option
+def sensitivity_cmd(profile_name: str, model_name: str, sharing: str, trace_file: str | None, synthetic: str | None,
+                    baseline: str, mode: str, src_len: int | None, limit: int | None, launch_exit: int,
+                    max_in_flight: int | None, device_control: bool, params: str | None, step: float | None,
+                    as_json: bool, model_specs: tuple[str, ...], settings: tuple[str, ...]) -> None:
+    """What bounds the time: each method's elasticity d ln(time per token) / d ln(parameter) in every
+    parameter of the profile, ranked, by central differences (the profile changed by what-ifs,
+    each checked as a loaded profile); beside it, the time by cause of `simulate`."""
+    from speedsim.console import sensitivity_text
+    from speedsim.design import STEP, sensitivity, with_settings
+    from speedsim.run import simulate_run
+    from speedsim.simulate import build_scenario
+    from speedsim.simulate.scenario import COMMAND_LINE
+
+    baselines = {"both": ("unshared", "sequential"), "none": ()}.get(baseline, (baseline,))
+    run = simulate_run(profile=profile_name, model=model_name, sharing=sharing, trace=trace_file, synthetic=synthetic,
+                       baselines=baselines, mode=mode, src_len=src_len, limit=limit, launch_exit=launch_exit,
+                       max_in_flight=max_in_flight, device_control=device_control, bounds=False)
+    scenario, overrides = with_settings(build_scenario(run, model_specs=model_specs, sources=COMMAND_LINE), settings)
+    chosen = None if params is None else params.split(",")
+    result = sensitivity(scenario, chosen, STEP if step is None else step, overrides)
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    click.echo(sensitivity_text(result))
+
+
+@cli.command("design")
+@click.option("--profile", "profile_name", required=True, help="Profile name or YAML path.")
+@click.option("--model", "model_name", required=True, help="Model dimensions: t5base, dec1b, dec7b or a --model-spec.")
+@click.option("--sharing", required=True, help="UxR: U distinct layers repeated R times (e.g. 4x3).")
+@click.option("--trace", "trace_file", metavar="FILE", default=None,  # (text: checked as --trace by its reader)
+              help="Recorded exit trace (JSON Lines, .gz allowed), or a shipped trace's name (4x3).")
+@click.option("--synthetic", default=None,
+              help="perfect | mispredict=P | agree=A0/A1/... | fit=TRACE, plus len=N, seqs=K, src=N, burst=B, seed=S.")
+@click.option("--method", type=click.Choice(list(defaults.METHODS)), default=defaults.METHOD, show_default=True,
+              help="The method that must meet the target (decoded alone, or served with --serve).")
+@click.option("--vary", "vary", metavar="PATH", default=None,
+              help="The parameter to change (a dotted path, as `speedsim profiles --params NAME` lists them): the "
+                   "least change (a scale of its value, searched in log space to 0.1%) that meets the target.")
+@click.option("--target-us-per-token", "target_decode", type=float, default=None, metavar="X",
+              help="The target: the method's simulated time per token (us), as simulate's per_token_us.")
+@click.option("--serve", "serving", is_flag=True,
+              help="Instead: the highest Poisson arrival rate at which the served method keeps --metric under "
+                   "--target-us on this chip, decided by the mean over --seeds seeds, with the interval of the "
+                   "seeds' own rates.")
+@click.option("--metric", type=click.Choice(["tpot_p99", "ttft_p99"]), default=None,
+              help="With --serve: p99 time per output token or p99 time to first token [default: tpot_p99].")
+@click.option("--target-us", "target_serve", type=float, default=None, metavar="X", help="With --serve: the target (us).")
+@click.option("--requests", "n_requests", type=int, default=None,
+              help="With --serve: requests per serving run [default: 100].")
+@click.option("--max-batch", type=int, default=None, help=f"With --serve: most requests decoding at once "
+              f"[default: {defaults.MAX_BATCH}].")
+@click.option("--seeds", type=int, default=None, help="With --serve: seeds per candidate rate [default: 5].")
+@click.option("--seed", type=int, default=None, help=f"With --serve: the first seed [default: {defaults.SEED}].")
+@click.option("--prefill", type=click.Choice(list(defaults.PREFILL_MODES)), default=None,
+              help=f"With --serve: as for serve [default: {defaults.PREFILL}].")
+@click.option("--mode", type=click.Choice(["graph", "eager"]), default=defaults.MODE, show_default=True,
+              help="As for simulate.")
+@click.option("--src-len", type=click.IntRange(min=1), default=None,
+              help="Source (encoder input or prompt) length; default: each trace's own (not with --serve).")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Simulate only the first N sequences (not with --serve).")
+@click.option("--launch-exit", type=click.IntRange(min=0), default=None,
+              help=f"Exit whose prediction launches the next token [default: {defaults.LAUNCH_EXIT}; not with --serve].")
+@click.option("--max-in-flight", type=click.IntRange(min=1), default=None,
+              help="Most tokens in flight (default R; not with --serve).")
+@click.option("--device-control", is_flag=True,
+              help="What-if: the controller runs on the device (not with --serve).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_models_option
+@_set_option
+def design_cmd(profile_name: str, model_name: str, sharing: str, trace_file: str | None, synthetic: str | None,
+               method: str, vary: str | None, target_decode: float | None, serving: bool, metric: str | None,
+               target_serve: float | None, n_requests: int | None, max_batch: int | None, seeds: int | None,
+               seed: int | None, prefill: str | None, mode: str, src_len: int | None, limit: int | None,
+               launch_exit: int | None, max_in_flight: int | None, device_control: bool, as_json: bool,
+               model_specs: tuple[str, ...], settings: tuple[str, ...]) -> None:
+    """The chip that meets a target: the least change of one parameter (--vary PATH) at which a method meets
+    --target-us-per-token, or the cause that holds the time where none does; with --serve, the highest
+    arrival rate at which a served method keeps a p99 latency under --target-us."""
+    from speedsim.console import design_text, serve_design_text
+    from speedsim.design.search import SERVE_REQUESTS, SERVE_SEEDS, design, serve_design
+    from speedsim.hardware.whatif import overrides_dict
+    from speedsim.run import serve_run, simulate_run
+    from speedsim.simulate import build_scenario
+    from speedsim.simulate.scenario import COMMAND_LINE
+
+    given = {"--metric": metric, "--target-us": target_serve, "--requests": n_requests, "--max-batch": max_batch,
+             "--seeds": seeds, "--seed": seed, "--prefill": prefill}
+    decode_only = {"--vary": vary, "--target-us-per-token": target_decode, "--src-len": src_len, "--limit": limit,
+                   "--launch-exit": launch_exit, "--max-in-flight": max_in_flight,
+                   "--device-control": device_control or None}
+    if serving:
+        wrong = [flag for flag, v in decode_only.items() if v is not None]
+        if wrong:
+            raise UserError("the serving search varies the arrival rate (--target-us, --metric): this option is "
+                            "for the decode search", where=wrong[0])
+        if target_serve is None:
+            raise UserError("--serve needs a target: --target-us X", where="--target-us")
+        run = serve_run(profile=profile_name, model=model_name, sharing=sharing, trace=trace_file,
+                        synthetic=synthetic, method=method, arrivals="poisson:1",
+                        requests=SERVE_REQUESTS if n_requests is None else n_requests,
+                        max_batch=defaults.MAX_BATCH if max_batch is None else max_batch, kv_capacity_GB=None,
+                        prefill=prefill or defaults.PREFILL, prefill_budget=defaults.PREFILL_BUDGET,
+                        seed=defaults.SEED if seed is None else seed, mode=mode, settings=settings)
+        served = serve_design(run, metric or "tpot_p99", target_serve, SERVE_SEEDS if seeds is None else seeds,
+                              model_specs, COMMAND_LINE)
+        if as_json:
+            emit_json(served.to_dict())
+            return
+        click.echo(serve_design_text(served))
+        return
+    wrong = [flag for flag, v in given.items() if v is not None]
+    if wrong:
+        raise UserError("this option is for the serving search: give --serve", where=wrong[0])
+    if vary is None:
+        raise UserError("name the parameter to change: --vary PATH (e.g. memory.dram.bandwidth_GBps)", where="--vary")
+    if target_decode is None:
+        raise UserError("give the target: --target-us-per-token X", where="--target-us-per-token")
+    baselines = () if method == "speed" else (method,)
+    run = simulate_run(profile=profile_name, model=model_name, sharing=sharing, trace=trace_file, synthetic=synthetic,
+                       baselines=baselines, mode=mode, src_len=src_len, limit=limit,
+                       launch_exit=defaults.LAUNCH_EXIT if launch_exit is None else launch_exit,
+                       max_in_flight=max_in_flight, device_control=device_control, bounds=False, settings=settings)
+    scenario = build_scenario(run, model_specs=model_specs, sources=COMMAND_LINE)
+    result = design(scenario, method, vary, target_decode, overrides_dict(scenario.overrides))
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    click.echo(design_text(result))
 
 
 @cli.command("serve")
@@ -378,10 +643,11 @@ def simulate_cmd(profile_name: str, model_name: str, sharing: str, trace_file: s
               help="Write a Chrome trace: one track per stream and the queue length (open in Perfetto).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_models_option
+@_set_option
 def serve_cmd(profile_name: str, model_name: str, sharing: str, trace_file: str | None, synthetic: str | None,
               method: str, arrivals: str, n_requests: int, max_batch: int, kv_capacity: float | None, prefill: str,
               prefill_budget: int, seed: int, mode: str, timeline: str | None, as_json: bool,
-              model_specs: tuple[str, ...]) -> None:
+              model_specs: tuple[str, ...], settings: tuple[str, ...]) -> None:
     """Simulate many requests on one device: queueing, batching, KV memory, latency percentiles.
 
     \b
@@ -397,7 +663,8 @@ def serve_cmd(profile_name: str, model_name: str, sharing: str, trace_file: str 
     timeline_path = check_output(timeline, "--timeline", TIMELINE_FILE) if timeline is not None else None
     run = serve_run(profile=profile_name, model=model_name, sharing=sharing, trace=trace_file, synthetic=synthetic,
                     method=method, arrivals=arrivals, requests=n_requests, max_batch=max_batch,
-                    kv_capacity_GB=kv_capacity, prefill=prefill, prefill_budget=prefill_budget, seed=seed, mode=mode)
+                    kv_capacity_GB=kv_capacity, prefill=prefill, prefill_budget=prefill_budget, seed=seed, mode=mode,
+                    settings=settings)
     result = serve(run, timeline_path, model_specs, sources=COMMAND_LINE)
     if as_json:
         emit_json(result.to_dict())
@@ -501,6 +768,29 @@ def report_cmd(out: str | None, full: bool, workers: int, scheduler: str | None,
     click.echo(report_text(summary))
 
 
+def usage_message(err: click.ClickException) -> str:
+    """A click usage error as `WHERE: message`, WHERE the option or argument it is about (as every
+    speedsim error names its source), the message in click's words otherwise."""
+    param = getattr(err, "param", None)
+    where = None
+    if param is not None:
+        where = "/".join(param.opts) if isinstance(param, click.Option) else param.human_readable_name
+    if isinstance(err, click.exceptions.NoArgsIsHelpError) and err.ctx is not None:
+        commands = getattr(err.ctx.command, "commands", {})
+        return f"a command is needed: {', '.join(sorted(commands))}"
+    if isinstance(err, click.NoSuchOption):
+        close = f" (did you mean {', '.join(sorted(err.possibilities))}?)" if err.possibilities else ""
+        return f"{err.option_name}: no such option{close}"
+    if isinstance(err, click.BadOptionUsage):
+        needs = "requires an argument" in err.message
+        return f"{err.option_name}: {'needs a value' if needs else err.message}"
+    if isinstance(err, click.MissingParameter) and where is not None:
+        return f"{where}: missing (it is required)"
+    if isinstance(err, click.BadParameter) and where is not None:
+        return f"{where}: {err.message}"
+    return " ".join(err.format_message().split())
+
+
 def run(args: list[str] | None = None) -> int:
     """Run the CLI on `args` (default: sys.argv[1:]); the exit status, user errors as 2."""
     try:
@@ -518,7 +808,7 @@ def run(args: list[str] | None = None) -> int:
         hint = ""
         if isinstance(err, click.UsageError) and err.ctx is not None:
             hint = f" (see {' '.join(['speedsim', *err.ctx.command_path.split()[1:]])} --help)"
-        click.echo(f"speedsim: error: {' '.join(err.format_message().split())}{hint}", err=True)
+        click.echo(f"speedsim: error: {one_line(usage_message(err))}{hint}", err=True)
         return err.exit_code
     except BrokenPipeError:
         return 0

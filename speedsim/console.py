@@ -177,3 +177,162 @@ def serving_text(result: Any) -> str:
 
     return format_serving(result)
 
+
+
+# what bounds the time -------------------------------------------------------------------------
+
+def _shares(by_cause: dict[str, float]) -> str:
+    """Time by cause as shares of its total, the largest first; causes under 0.05% left out."""
+    from speedsim.engine import CAUSE_LABELS
+
+    total = sum(by_cause.values())
+    if not total > 0:
+        return "no time"
+    parts = sorted(((v / total, c) for c, v in by_cause.items() if v / total >= 0.0005), reverse=True)
+    return ", ".join(f"{CAUSE_LABELS.get(c, c)} {share:.1%}" for share, c in parts)
+
+
+def time_by_cause_text(result: Any) -> str:
+    """`speedsim simulate`: each method's decode time by cause, as shares (one line per method)."""
+    return "\n".join(f"{m.method}: time by cause: {_shares(dict(m.time_by_cause_us_per_token))}"
+                     for m in result.methods() if m.time_by_cause_us_per_token)
+
+
+def kernel_classes_text(result: Any) -> str:
+    """`speedsim simulate --by-kernel`: per method, its decode kernels by class, per token: count, time and
+    its share, DRAM bytes, bytes moved, FLOPs, arithmetic intensity (FLOP per byte moved), bounding cause."""
+    from speedsim.engine import CAUSE_LABELS
+    from speedsim.report.tables import format_table
+
+    lines: list[str] = []
+    for m in result.methods():
+        classes = m.by_kernel_class
+        if not classes:
+            continue
+        total = sum(c["time_us_per_token"] for c in classes.values())
+        rows = [{"class": name, "kernels": f"{c['kernels_per_token']:,.1f}", "µs": f"{c['time_us_per_token']:,.1f}",
+                 "share": f"{c['time_us_per_token'] / total:.1%}" if total else "",
+                 "DRAM MB": f"{c['dram_bytes_per_token'] / 1e6:,.3f}", "moved MB": f"{c['bytes_per_token'] / 1e6:,.3f}",
+                 "MFLOP": f"{c['flops_per_token'] / 1e6:,.3f}", "FLOP/B": f"{c['arithmetic_intensity']:.3g}",
+                 "bound": CAUSE_LABELS.get(c["bound"], c["bound"])} for name, c in classes.items()]
+        lines += ["", f"{m.method}: decode kernels by class, per token (µs: kernel time, the node rule included)",
+                  format_table(rows, list(rows[0]))]
+    return "\n".join(lines)
+
+
+def simulate_text(result: Any, bounds: bool, by_kernel: bool = False) -> str:
+    """`speedsim simulate`: `simulation_text`'s table and bounds, each method's time by cause, its kernel
+    classes (`by_kernel`), then the run's notes."""
+    from dataclasses import replace
+
+    lines = [simulation_text(replace(result, notes=()), bounds)]
+    causes = time_by_cause_text(result)
+    if causes:
+        lines.append(causes)
+    if by_kernel:
+        lines.append(kernel_classes_text(result))
+    lines += [f"note: {note}" for note in result.notes]
+    return "\n".join(lines)
+
+
+def sensitivity_text(result: Any) -> str:
+    """`speedsim sensitivity`: the per-token times and time by cause, then the elasticities, one row per
+    parameter ranked by magnitude (those under 5e-4 for every method on one line), how one-sided and
+    integer differences were taken, and what was skipped (`result` is a `SensitivityResult`)."""
+    from speedsim.report.tables import format_table
+
+    r = result
+    label = r.mode_label or r.mode
+    lines = [f"{r.model} {r.sharing} on {r.profile} ({label} mode): elasticity d ln(time per token) / d ln(parameter), "
+             f"central differences at ±{r.step:g} relative",
+             "per token: " + ", ".join(f"{m} {r.per_token_us[m]:,.1f} µs" for m in r.methods)]
+    lines += [f"{m}: time by cause: {_shares(dict(r.time_by_cause_us_per_token[m]))}" for m in r.methods]
+    shown = [d for d in r.parameters if d.magnitude >= 5e-4]
+    flat = [d.path for d in r.parameters if d.magnitude < 5e-4]
+    if shown:
+        rows = [{"parameter": d.path, "value": f"{d.value:g}",
+                 **{m: f"{d.elasticity[m]:+.3f}" for m in r.methods},
+                 "difference": d.kind} for d in shown]
+        lines += ["", format_table(rows, list(rows[0]))]
+    if flat:
+        lines.append(f"no effect (|elasticity| < 5e-4 for every method): {', '.join(flat)}")
+    lines += [f"{d.path}: {d.note}" for d in r.parameters if d.note]
+    lines += [f"skipped {path}: {why}" for path, why in r.skipped.items()]
+    return "\n".join(lines)
+
+
+# the chip that meets a target -----------------------------------------------------------------
+
+def design_text(result: Any) -> str:
+    """`speedsim design`: the answer (the least change of the parameter that meets the target, or why
+    none does and the cause that then holds the time), the time by cause there, and how it was found
+    (`result` is a `speedsim.design.DesignResult`)."""
+    from speedsim.design.search import REL_TOL
+    from speedsim.engine import CAUSE_LABELS
+
+    r = result
+    label = r.mode_label or r.mode
+    p = r.parameter
+    lines = [f"{r.model} {r.sharing} on {r.profile} ({label} mode), {r.method}: target {r.target_us_per_token:,.6g} µs "
+             f"per token; at {p} = {r.base_value:g} it takes {r.base_per_token_us:,.2f} µs"]
+    if r.already_met:
+        lines.append(f"already met: no change of {p} is needed (scale 1)")
+    elif r.reachable:
+        lines.append(f"meets it at {p} = {r.value:.6g} (x{r.scale:.5g}): {r.per_token_us:,.2f} µs per token")
+        if r.miss_scale is not None:
+            lines.append(f"  bracketed to {REL_TOL:.1%} of the scale: at x{r.miss_scale:.5g} it still misses")
+    else:
+        cause = CAUSE_LABELS.get(r.bound_by, r.bound_by)
+        share = r.time_by_cause_us_per_token[r.bound_by] / r.per_token_us if r.per_token_us > 0 else 0.0
+        where = {"range": f"within its range [{r.field_range.low:g}, {r.field_range.high:g}]",
+                 "refused": "within the values the profile takes",
+                 "no gain": "by changing it"}.get(r.limit, "")
+        lines.append(f"cannot be reached {where}: {r.limit_note}")
+        lines.append(f"the time is then held by {cause}: {r.time_by_cause_us_per_token[r.bound_by]:,.2f} µs per "
+                     f"token ({share:.1%})" + (f"; its other parameters: {', '.join(r.levers)}" if r.levers else ""))
+    lines.append(f"time by cause there: {_shares(dict(r.time_by_cause_us_per_token))}")
+    pairs = ", ".join(f"x{a:.4g} to x{b:.4g}" for a, b in r.non_monotone[:3]) \
+        + (f" and {len(r.non_monotone) - 3} more" if len(r.non_monotone) > 3 else "")
+    lines.append(f"{r.evaluations} decode simulation(s); per-token time "
+                 + ("monotone in the scale over them" if r.monotone else
+                    f"NOT monotone in the scale over them (it rises from {pairs}): "
+                    + ("the answer is a crossing, not surely the least change" if r.reachable and not r.already_met
+                       else "a value between those tried may still do better")))
+    lines += [f"note: {note}" for note in r.notes]
+    return "\n".join(lines)
+
+
+def serve_design_text(result: Any) -> str:
+    """`speedsim design --serve`: the highest rate that keeps the metric's mean over the seeds under the
+    target, the interval of the seeds' own rates, and the rates simulated (`result` is a
+    `speedsim.design.ServeDesignResult`)."""
+    from speedsim.design.search import METRICS
+    from speedsim.report.tables import format_table
+
+    r = result
+    what = METRICS.get(r.metric, r.metric)
+    lines = [f"{r.model} {r.sharing} on {r.profile} ({r.mode} mode), serving {r.method}: {what} at most "
+             f"{r.target_us:,.6g} µs; {r.requests} requests per run, max batch {r.max_batch}, seeds "
+             f"{r.seeds[0]}..{r.seeds[-1]} (nominal capacity {r.nominal_rate_per_s:,.1f} requests/s)"]
+    if not r.reachable:
+        lines.append(f"cannot be reached by lowering the load: even at {r.rate_per_s:,.4g} requests/s (requests "
+                     f"practically alone) the mean {r.metric} is {r.metric_us:,.1f} µs")
+    else:
+        lines.append(f"highest rate that meets it (the mean over the seeds): {r.rate_per_s:,.4g} requests/s, "
+                     f"mean {r.metric} {r.metric_us:,.1f} µs" + (
+                         f"; at {r.miss_rate_per_s:,.4g}/s it misses ({r.miss_metric_us:,.1f} µs)"
+                         if r.miss_rate_per_s is not None and r.miss_metric_us is not None else
+                         f" (met at every rate up to {r.rate_max_per_s:,.4g}/s, the highest tried)"))
+    lines.append(f"the seeds' own rates: {', '.join(f'{v:,.4g}' for v in r.per_seed_rate_per_s)} requests/s; "
+                 f"interval [{r.interval_per_s[0]:,.4g}, {r.interval_per_s[1]:,.4g}] "
+                 f"({r.interval_confidence:.2%} confidence for the median seed's rate)")
+    rows = [{"rate/s": f"{p.rate_per_s:,.4g}", f"mean {r.metric} µs": f"{p.mean_us:,.1f}",
+             "meets": "yes" if p.mean_us <= r.target_us else "no",
+             "by seed µs": " ".join(f"{v:,.0f}" for v in p.metric_us)} for p in r.points]
+    lines += ["", format_table(rows, list(rows[0]))]
+    lines.append(f"{r.runs} serving simulations; mean " + (
+        "monotone in the rate over them" if r.monotone else
+        "NOT monotone in the rate over them (between " + ", ".join(f"{a:,.4g} and {b:,.4g}/s" for a, b in r.non_monotone)
+        + ")"))
+    lines += [f"note: {note}" for note in r.notes]
+    return "\n".join(lines)

@@ -4,7 +4,9 @@ Every file speedsim writes goes through `atomic_write`: the bytes go to a tempor
 the destination's directory, are flushed and fsynced, and the temporary file is renamed over
 the destination. An interrupt leaves either the old file or the new one, never half of one.
 A destination that exists and is not a regular file (a directory, a device node such as
-/dev/null, a FIFO) is refused before anything is written. So is an existing, non-empty file that
+/dev/null, a FIFO) is refused before anything is written; so is a symbolic link, whatever it points
+to (renaming over it would replace the link, such as /dev/stdout, and writing through it would
+change a file that is not ours), and a path that ends with a slash (a directory's name). So is an existing, non-empty file that
 is not what the command writes there (`OutputKind`): `--out` naming the command's own input, a
 checkpoint, or a user's notes replaces nothing; an earlier output of the same kind is replaced.
 """
@@ -61,7 +63,13 @@ def check_output(path: Path | str, where: str | None = None, kind: OutputKind | 
     Call it before long work, so a bad output path fails at once rather than at the end.
     """
     label = where or shown(path)
+    if isinstance(path, str) and path.endswith(os.sep):
+        raise UserError(f"{shown(path)} ends with '{os.sep}': it names a directory, and an output is a file",
+                        where=label)
     path = user_path(path, label)
+    if probe(path, label, follow=False) is not None and path.is_symlink():
+        raise UserError(f"{shown(path)} is a symbolic link; speedsim writes its outputs as regular files and "
+                        "never replaces a link (remove it or choose another path)", where=label)
     st = probe(path, label)
     if st is not None and not stat.S_ISREG(st.st_mode):
         what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
@@ -141,6 +149,9 @@ def read_text_input(path: Path | str, what: str, encoding: str = "utf-8", where:
     """The text of an input file; a `UserError` naming it (and `where`, the flag, field or row the path
     came from, when given) if the path is malformed, missing, not a regular file (a directory; a FIFO, whose read
     could block), unreadable, not `encoding` text, or binary."""
+    if isinstance(path, str) and path.endswith(os.sep):
+        raise UserError(f"{shown(path)} ends with '{os.sep}': it names a directory, not a {what}",
+                        where=where or shown(path))
     path = user_path(path, where or shown(path))
     label = f"{where} {shown(path)}" if where else shown(path)  # the flag, field or row, and the file
     try:

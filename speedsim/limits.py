@@ -27,6 +27,7 @@ import them from here.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, replace
 
 from speedsim.errors import UserError
@@ -93,6 +94,8 @@ MAX_TOKEN_ID = 2**31 - 1  # token ids are vocabulary indices: non-negative and i
 # request's work (microseconds) is lost to rounding when added to its arrival time, and its
 # latency comes out as zero.
 MAX_ARRIVAL_S = 1e7
+# `--arrivals load:F`: at most this many times the nominal capacity (beyond, the rate overflows to inf)
+MAX_LOAD = 1e3
 
 # training (`speedsim.train.config`)
 # Largest model a config may train, in parameters. fp32 weights, their gradients and AdamW's two
@@ -100,6 +103,12 @@ MAX_ARRIVAL_S = 1e7
 # activation: what one large workstation or one 80 GB GPU holds (the models of the SPEED paper
 # and of experiments/models/ have at most a few hundred million).
 MAX_TRAIN_PARAMETERS = 2**31
+# A training config's counts: optimizer steps (a day of the recipe's runs is ~1e5), sequences per batch,
+# tokens per sequence or decode, examples evaluated. Beyond them a typo that would run for weeks.
+MAX_TRAIN_STEPS = 10_000_000
+MAX_TRAIN_BATCH = 65_536
+MAX_TRAIN_TOKENS = 65_536
+MAX_TRAIN_EXAMPLES = 10_000_000
 
 # the tokenizer (`speedsim.data.tokenizer`)
 # The largest vocabulary asked of the BPE trainer (a model spec's cap too): the tokenizers library
@@ -117,6 +126,33 @@ YAML_MAX_NODES = 100_000       # values of a document with every alias expanded
 YAML_MAX_DEPTH = 50            # lists and mappings nested in each other (shipped files: 7)
 YAML_MAX_KEY_CHARS = 200       # characters of one key (shipped files: 37)
 YAML_MAX_NUMBER_CHARS = 100    # characters of one number as written (a 64-bit integer has 20)
+
+# ------------------------------------------------------------------------------- numbers as written
+
+# How a user writes a number (a CSV cell, a flag's value, `--synthetic len=N`, an arrival time): ASCII
+# digits with an optional sign, point and exponent. Python's `float()` and `int()` also take '٥٢', '５２'
+# and '1_0', which no tool writes: such text is refused, not read as a number it does not look like.
+PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+PLAIN_INTEGER = re.compile(r"[+-]?\d+", re.ASCII)
+# what float() reads as not finite: refused as such (not as "not a number") by the callers' own checks
+_NOT_FINITE = re.compile(r"[+-]?(?:inf|infinity|nan)", re.IGNORECASE)
+
+
+def parse_number(text: str, what: str, where: str, integer: bool = False) -> float:
+    """`text` as a number written as `PLAIN_NUMBER` (`PLAIN_INTEGER` with `integer`); inf and nan are
+    returned as such (the caller's range check names them); anything else is a `UserError` at `where`."""
+    t = str(text).strip()
+    if _NOT_FINITE.fullmatch(t) and not integer:
+        return float(t)
+    if not (PLAIN_INTEGER if integer else PLAIN_NUMBER).fullmatch(t):
+        kind = "a whole number" if integer else "a number"
+        return _refuse(f"{what} '{text}' is not {kind} written in ASCII digits", where)
+    return int(t) if integer else float(t)
+
+
+def _refuse(message: str, where: str) -> float:
+    raise UserError(message, where=where)
+
 
 # ----------------------------------------------------------------------------------------- times
 

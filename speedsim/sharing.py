@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from speedsim.errors import UserError
 from speedsim.limits import MAX_DEPTH, MAX_REPEATS
 
-_UXR = re.compile(r"\s*(\d+)\s*[xX]\s*(\d+)\s*")
+_UXR = re.compile(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", re.ASCII)  # ASCII digits ('٤x٣' is no sharing)
 
 
 @dataclass(frozen=True, order=True)

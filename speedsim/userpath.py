@@ -84,6 +84,8 @@ def input_file(value: str | os.PathLike[str], where: str | None = None) -> Path:
     operating-system error on it (a link loop, a directory it may not search), or nothing there ("no such
     file", also for a path through a regular file). What the file holds is its reader's to check."""
     label = where or shown(value)
+    if isinstance(value, str) and value.endswith(os.sep):
+        raise UserError(f"{shown(value)} ends with '{os.sep}': it names a directory, not a file", where=label)
     path = user_path(value, label)
     if probe(path, label) is None:
         raise UserError("no such file" if where is None else f"no such file: {shown(path)}", where=label)

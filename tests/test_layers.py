@@ -21,7 +21,7 @@ LAYERS = {
     "engine": 3, "decode": 3, "pipeline": 3,
     "trace": 4, "run": 4,
     "simulate": 5, "serve": 5,
-    "validation": 6, "sweep": 6, "train": 6,
+    "validation": 6, "sweep": 6, "train": 6, "design": 6,
     "report": 7, "console": 7, "cli": 7, "__main__": 7,
 }
 TORCH_FREE = ("simulate", "engine", "workload", "hardware", "sweep", "pipeline", "trace", "serve", "run")

@@ -1,9 +1,9 @@
 """Files that are not ours (issue 22): an output that is a symbolic link, and a file of the same format
 that speedsim did not write.
 
-The rule (speedsim.fileio): an output is written beside its path and renamed over it, so a symbolic
-link at the path is replaced as a link and its target is never opened for writing; before that, the
-file the path names (the link's target) is replaced only if it is speedsim's own output of that kind.
+The rule (speedsim.fileio): an output path that is a symbolic link is refused, whatever it points to
+(renaming over it would replace the link, /dev/stdout for one; writing through it would change a file
+that is not ours); an existing regular file is replaced only if it is speedsim's own output of that kind.
 A timeline is recognised by the marker speedsim writes at its start, not by the Chrome trace format.
 """
 
@@ -57,43 +57,40 @@ def test_serve_timeline_carries_the_marker(tmp_path: Path) -> None:
     assert TIMELINE_FILE.holds(out)
 
 
-def test_a_symlinked_output_is_replaced_as_a_link(tmp_path: Path) -> None:
-    """An output path that is a link to speedsim's own earlier output: the link is replaced by the new
-    file; the link's target keeps its bytes."""
-    target = tmp_path / "old.json"
-    assert run_cli(*SIM, "--timeline", str(target)).returncode == 0
-    before = target.read_bytes()
+@pytest.mark.parametrize("target_kind", ["ours", "foreign", "empty", "dangling", "loop", "directory", "stdout"])
+def test_a_symlinked_output_is_refused_and_its_target_untouched(tmp_path: Path, target_kind: str) -> None:
+    """An output path that is a symbolic link is refused whatever it points to (speedsim's own earlier
+    output, a user's file, an empty file, nothing, itself, a directory, a device such as /dev/stdout):
+    renaming over it would replace the link, writing through it would change its target."""
     link = tmp_path / "tl.json"
-    link.symlink_to(target)
-    assert run_cli(*SIM, "--synthetic", "perfect,len=5,seqs=1", "--timeline", str(link)).returncode == 0
-    assert not link.is_symlink() and TIMELINE_FILE.holds(link)
-    assert target.read_bytes() == before
-
-
-@pytest.mark.parametrize("target_kind", ["foreign", "dangling", "loop", "directory"])
-def test_a_symlinked_output_never_writes_its_target(tmp_path: Path, target_kind: str) -> None:
-    """A link to a user's file is refused (its target untouched); a dangling link is replaced (nothing is
-    created at its target); a link loop and a link to a directory are refused naming the flag."""
-    link = tmp_path / "tl.json"
-    target = tmp_path / "elsewhere" / "notes.txt"
+    target = tmp_path / "elsewhere" / "t.json"
     target.parent.mkdir()
-    if target_kind == "foreign":
+    if target_kind == "ours":
+        assert run_cli(*SIM, "--timeline", str(target)).returncode == 0
+    elif target_kind == "foreign":
         target.write_text("my notes\n")
+    elif target_kind == "empty":
+        target.write_text("")
     elif target_kind == "directory":
         target.mkdir()
     if target_kind == "loop":
         link.symlink_to(link.name)
+    elif target_kind == "stdout":
+        link.symlink_to("/proc/self/fd/1")
     else:
         link.symlink_to(target)
-    res = run_cli(*SIM, "--timeline", str(link))
-    if target_kind == "dangling":
-        assert res.returncode == 0, res.stderr
-        assert not link.is_symlink() and not target.exists()
-        return
-    _one_line(res, "--timeline")
+    before = target.read_bytes() if target.is_file() else None
+    _one_line(run_cli(*SIM, "--timeline", str(link)), "--timeline")
     assert link.is_symlink()
-    if target_kind == "foreign":
-        assert target.read_text() == "my notes\n"
+    assert (target.read_bytes() if target.is_file() else None) == before
+    assert target_kind == "directory" or target.exists() == (before is not None)
+
+
+@pytest.mark.parametrize("flag", ["--timeline"])
+def test_a_path_ending_in_a_slash_is_not_a_file(tmp_path: Path, flag: str) -> None:
+    """`out.json/` names a directory: it is refused, not written as `out.json` (pathlib drops the slash)."""
+    _one_line(run_cli(*SIM, flag, str(tmp_path / "new.json") + "/"), flag, "ends with '/'")
+    assert not (tmp_path / "new.json").exists()
 
 
 _JSONISH = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
@@ -114,8 +111,9 @@ def test_only_the_marker_makes_a_file_ours(tmp_path: Path, doc: dict) -> None:
 
 
 def test_report_never_writes_through_a_link(tmp_path: Path) -> None:
-    """The report's markdown and figures are written atomically: a link planted in a report directory is
-    replaced, its target untouched."""
+    """The report's markdown and figures go through the output checks: a link planted in a report directory is
+    refused, its target untouched."""
+    from speedsim.errors import UserError
     from speedsim.report.markdown import write_markdown
     from speedsim.report.style import save as save_figure
 
@@ -124,11 +122,15 @@ def test_report_never_writes_through_a_link(tmp_path: Path) -> None:
     out = tmp_path / "rep"
     out.mkdir()
     (out / "README.md").symlink_to(target)
-    write_markdown(out / "README.md", ["# speedsim report", "x"])
-    assert target.read_text() == "mine\n" and not (out / "README.md").is_symlink()
+    with pytest.raises(UserError, match="symbolic link"):
+        write_markdown(out / "README.md", ["# speedsim report", "x"])
+    assert target.read_text() == "mine\n" and (out / "README.md").is_symlink()
     import matplotlib.pyplot as plt
 
     fig = plt.figure()
     (out / "f.png").symlink_to(target)
-    save_figure(fig, out / "f.png")
-    assert target.read_text() == "mine\n" and not os.path.islink(out / "f.png")
+    with pytest.raises(UserError, match="symbolic link"):
+        save_figure(fig, out / "f.png")
+    assert target.read_text() == "mine\n" and os.path.islink(out / "f.png")
+    write_markdown(out / "new.md", ["# x"])  # a plain new file is written
+    assert (out / "new.md").read_text() == "# x\n"

@@ -35,15 +35,24 @@ BASE: dict[str, tuple[str, ...]] = {
     "measure": ("--device", "cpu", "--out", "{tmp}/m.csv", "--quick", "--sequences", "1", "--max-new-tokens", "1"),
     "sweep": ("{tmp}/spec.yaml", "--out", "{tmp}/sweep"),
     "report": ("--out", "{tmp}/rep"),
+    "design": ("--profile", "h200", "--model", "t5base", "--sharing", "4x3", "--synthetic", "perfect,len=3",
+               "--method", "speed", "--vary", "memory.dram.bandwidth_GBps", "--target-us-per-token", "100000"),
+    "profiles derive": ("--from", "h200", "--set", "kernel.latency_us=1", "--out", "{tmp}/derived.yaml"),
+    "sensitivity": ("--profile", "h200", "--model", "t5base", "--sharing", "4x3", "--synthetic", "perfect,len=3",
+                    "--baseline", "none", "--params", "kernel.latency_us"),
 }
 NAME_OR_PATH = {("simulate", "--profile"), ("simulate", "--trace"), ("serve", "--profile"), ("serve", "--trace"),
-                ("validate", "--profile"), ("calibrate", "--profile")}
+                ("validate", "--profile"), ("calibrate", "--profile"), ("sensitivity", "--profile"),
+                ("sensitivity", "--trace"), ("profiles", "--params"), ("profiles derive", "--from"),
+                ("profiles derive", "--reference"), ("design", "--profile"), ("design", "--trace")}
 
 
 def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, click.Command]]:
     out = []
     for name, command in group.commands.items():
         if isinstance(command, click.Group):
+            if command.invoke_without_command:  # a group that is also a command (`speedsim profiles`)
+                out.append((" ".join((*prefix, name)), command))
             out += _commands(command, (*prefix, name))
         else:
             out.append((" ".join((*prefix, name)), command))

@@ -50,7 +50,7 @@ from speedsim.data.layout import (
 from speedsim.data.sources import SourceRoot, explicit_roots, fingerprint, installed_roots
 from speedsim.errors import UserError
 from speedsim.fileio import atomic_write, check_output_dir
-from speedsim.userpath import is_dir, os_errors, probe, user_path
+from speedsim.userpath import is_dir, os_errors, probe, shown, user_path
 
 PINNED_ENV = "SPEEDSIM_CORPUS"  # a corpus directory to use as it is (carried from another machine)
 CACHE_ENV = "SPEEDSIM_CACHE"
@@ -150,7 +150,8 @@ def pinned_corpus(directory: Path | str, where: str | None = None) -> Corpus:
         probe(directory, where)  # a link loop or a denied search: a UserError naming the variable
     manifest = read_manifest(directory)
     if isinstance(manifest, str):
-        raise UserError(f"not a usable corpus: {manifest}", where=str(directory))
+        raise UserError(f"not a usable corpus: {manifest}",
+                        where=f"{where} {shown(directory)}" if where else shown(directory))
     return Corpus(directory, manifest)
 
 

@@ -164,30 +164,77 @@ class CostModel:
     def plan_us(self, plan: KernelPlan, dram_bytes: float, onchip_bytes: float) -> float:
         """Device time (us) of a kernel with `plan`, alone on the device, moving `onchip_bytes` through
         on-chip memory, `dram_bytes` of them from DRAM (with concurrent streams the engine shares DRAM)."""
+        return self.plan_parts(plan, dram_bytes, onchip_bytes)[0]
+
+    def plan_parts(self, plan: KernelPlan, dram_bytes: float,
+                   onchip_bytes: float) -> tuple[float, float, float, float]:
+        """(time, fixed latency, DRAM transfer, on-chip transfer) of a kernel with `plan` (`plan_us`):
+        its time, exactly as `plan_us` gives it, and the parts of it charged to three causes; the rest,
+        time minus the three, is compute. The rule (the Euler split of a homogeneous formula, so that a
+        cause's share of a kernel is the kernel time's elasticity in that cause's time):
+
+        - fixed latency: the kernel's fixed time and the first byte's load latency;
+        - the soft maximum body = (m^p + c^p)^(1/p) of memory time m and compute time c: m's share
+          m^p / (m^p + c^p) of the body to memory, the rest to compute;
+        - memory time is a maximum: all of it to the term that bounds it. DRAM or on-chip bandwidth;
+          the units' streaming (Little's law), split between DRAM and on-chip in proportion to its two
+          terms; an attention block's walk of its key tiles: the tile chain and the tile FLOPs to
+          compute, its loads split DRAM / on-chip (overlapped walk: whichever of load and FLOPs bounds);
+          a row reduction's serial walk: compute (cycles on one unit).
+        """
         hits = onchip_bytes - dram_bytes
-        t_bw = max(dram_bytes / self.dram_Bpus, onchip_bytes / self.onchip_Bpus)
+        bw_dram = dram_bytes / self.dram_Bpus
+        bw_chip = onchip_bytes / self.onchip_Bpus
+        t_bw = max(bw_dram, bw_chip)
+        # memory time's attribution: fractions to DRAM and to on-chip transfer (the rest: compute)
+        f_dram, f_chip = (1.0, 0.0) if bw_dram >= bw_chip else (0.0, 1.0)
         walk = plan.tile_walk
         if walk:
-            per_byte = ((dram_bytes / plan.tile_dram_Bpus + hits / plan.tile_onchip_Bpus) / onchip_bytes
-                        if onchip_bytes else 0.0)
+            d_part = dram_bytes / plan.tile_dram_Bpus
+            c_part = hits / plan.tile_onchip_Bpus
+            per_byte = (d_part + c_part) / onchip_bytes if onchip_bytes else 0.0
             load = plan.tile_bytes * per_byte
             # the multi-query kernel's producer warps load the next tile while its consumers compute
             # (warp-specialized, TMA); the single-query kernel loads, then computes
             math_us = plan.tile_math_us
             tile = self.tile_us + (max(load, math_us) if walk is TileWalk.OVERLAPPED else load + math_us)
-            t_mem = max(t_bw, plan.wave_tiles * tile)
+            t_walk = plan.wave_tiles * tile
+            t_mem = max(t_bw, t_walk)
+            if t_walk > t_bw:  # the walk bounds it (so tile > 0): its loads' share to DRAM / on-chip
+                loading = load if walk is TileWalk.SERIAL or load >= math_us else 0.0
+                moved = d_part + c_part
+                f_dram = f_chip = 0.0
+                if loading > 0.0 and moved > 0.0:
+                    share = loading / tile
+                    f_dram, f_chip = share * d_part / moved, share * c_part / moved
         else:
             # blocks run in waves of `units`: a partial last wave streams with fewer units
-            t_units = (dram_bytes / self.unit_dram_Bpus + hits / self.unit_onchip_Bpus) * plan.waves / plan.blocks
+            d_part = dram_bytes / self.unit_dram_Bpus
+            c_part = hits / self.unit_onchip_Bpus
+            t_units = (d_part + c_part) * plan.waves / plan.blocks
             t_mem = max(t_bw, t_units)
+            if t_units > t_bw:
+                moved = d_part + c_part
+                f_dram, f_chip = d_part / moved, c_part / moved
         row_us = plan.row_us
-        if row_us is not None:
-            t_mem = max(t_mem, row_us)
+        if row_us is not None and row_us > t_mem:
+            t_mem = row_us
+            f_dram = f_chip = 0.0
         t_comp = plan.compute_us
-        t_body = t_mem if t_comp is None else smooth_max(t_mem, t_comp, self.p)
+        if t_comp is None:
+            t_body = memory = t_mem
+        else:  # smooth_max(t_mem, t_comp, p) written out, and memory's share of it (`memory_share`)
+            p = self.p
+            hi, lo = (t_mem, t_comp) if t_mem >= t_comp else (t_comp, t_mem)
+            if hi <= 0.0:
+                t_body = memory = 0.0
+            else:
+                r = (lo / hi) ** p
+                t_body = hi * (1.0 + r) ** (1.0 / p)
+                memory = t_body / (1.0 + r) if t_mem >= t_comp else t_body * r / (1.0 + r)
         # the first bytes arrive one idle load latency after the start: from DRAM, or from on-chip memory
         first = self.dram_latency_us if dram_bytes else (self.onchip_latency_us if onchip_bytes else 0.0)
-        return plan.fixed_us + first + t_body
+        return plan.fixed_us + first + t_body, plan.fixed_us + first, memory * f_dram, memory * f_chip
 
 
 class TileWalk(IntEnum):
@@ -221,6 +268,17 @@ def smooth_max(a: float, b: float, p: float) -> float:
     if hi <= 0.0:
         return 0.0
     return hi * (1.0 + (lo / hi) ** p) ** (1.0 / p)
+
+
+def memory_share(m: float, c: float, p: float) -> float:
+    """m's share m^p / (m^p + c^p) of the soft maximum of `m` and `c` (m, c >= 0; 1 where both are 0):
+    the elasticity of (m^p + c^p)^(1/p) in m."""
+    if m >= c:
+        if m <= 0.0:
+            return 1.0
+        return 1.0 / (1.0 + (c / m) ** p)
+    r = (m / c) ** p
+    return r / (1.0 + r)
 
 
 def check_profile(profile: HardwareProfile, where: str) -> None:

@@ -16,7 +16,11 @@ Processes and resources, in SimPy's own idiom:
   recurrence's step): the serving simulation's decode loop on one stream. `tests/test_drivers.py`
   checks that the shared path with one stream gives the recurrence's times.
 
-Kernel cost, residency and totals are `speedsim.engine.core`'s, as for the recurrence.
+Kernel cost, residency and totals are `speedsim.engine.core`'s, as for the recurrence, and so is
+the charging of time by cause: each stream's time, from 0 to its last program's end, is `host`
+while it waits for the host to issue its next work, the device's causes while it runs (a graph's
+start, each kernel's time alone), and `wait` while a kernel waits for compute units or runs longer
+than alone because another stream shares DRAM.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from typing import Any
 import simpy
 
 from speedsim.engine.bandwidth import SharedBandwidth
-from speedsim.engine.core import Device, DeviceModel, EngineRun, gc_paused
+from speedsim.engine.core import HOST, Device, DeviceModel, EngineRun, gc_paused
 from speedsim.engine.memory import OnChipState
 from speedsim.engine.recorder import Recorder
 from speedsim.workload.kernels import Program
@@ -54,9 +58,10 @@ class Session:
     """
 
     def __init__(self, model: DeviceModel, env: simpy.Environment, streams: int = 1,
-                 onchip: OnChipState | None = None, recorder: Recorder | None = None, shared: bool | None = None):
+                 onchip: OnChipState | None = None, recorder: Recorder | None = None, shared: bool | None = None,
+                 detail: bool = False):
         self.model, self.env, self.host = model, env, model.host
-        self.device = Device(model, onchip, recorder)
+        self.device = Device(model, onchip, recorder, detail)
         self.queues = [simpy.Store(env) for _ in range(streams)]
         shared = streams > 1 if shared is None else shared
         units = model.cost.units
@@ -102,8 +107,12 @@ class Session:
     def _stream(self, sid: int) -> Generator[simpy.Event, Any, None]:
         env, device, queue = self.env, self.device, self.queues[sid]
         compute, channel, units = self.compute, self.channel, self.model.cost.units
+        slots = device.stream_time(sid)
+        free = 0.0  # when the stream last finished its work: its time up to here is charged
         while True:
             index, kernels, last, done = yield queue.get()
+            if env.now > free:  # the stream waited for the host to issue this
+                slots[HOST] += env.now - free
             if compute is None or channel is None:  # nothing can compete: back to back
                 elapsed = device.back_to_back(index, kernels, sid, env.now)
                 if elapsed:
@@ -112,10 +121,12 @@ class Session:
                 start_us = self.host.start_us(len(kernels))
                 if start_us:
                     yield env.timeout(start_us)  # the graph's start, before its first node
+                    device.graph_started(sid, start_us)
                 for k in kernels:
                     if not k.launches:
                         continue
                     need = min(units, k.parallel_work)
+                    asked = env.now
                     yield compute.get(need)
                     t, dram, chip, plan = device.alone(k, sid)  # residency as the kernel starts
                     begin = env.now
@@ -124,10 +135,13 @@ class Session:
                     else:
                         yield env.timeout(t)
                     yield compute.put(need)
-                    device.account(k, plan, env.now - begin, dram, chip, sid, begin, index)
+                    took = env.now - begin
+                    device.waited(k, sid, (begin - asked) + (took - t))  # for units, and DRAM beyond alone
+                    device.account(k, plan, took, dram, chip, sid, begin, index)
+            free = env.now
             if last:
                 self.ends[index] = env.now
-                device.close_program(index)
+                device.close_program(index, sid)
             if done is not None:
                 done.succeed()
 
@@ -138,15 +152,16 @@ class Session:
 
 def run_programs(model: DeviceModel, programs: Sequence[Program], streams: Sequence[int] | None = None,
                  onchip: OnChipState | None = None, round_trip: bool = False, recorder: Recorder | None = None,
-                 shared: bool | None = None) -> EngineRun:
+                 shared: bool | None = None, detail: bool = False) -> EngineRun:
     """Issue `programs` in order (program i on stream `streams[i]`, default 0) and run to the end.
 
     `round_trip`: a decode loop (the host waits for each program's results before the next);
-    `shared`: kernels hold compute units and share DRAM even with one stream (default: with several).
+    `shared`: kernels hold compute units and share DRAM even with one stream (default: with several);
+    `detail`: each program's kernel classes too (`ProgramTotals.by_class`).
     """
     env = CountingEnvironment()
     on = list(streams) if streams is not None else [0] * len(programs)
-    session = Session(model, env, 1 + max(on, default=0), onchip, recorder, shared)
+    session = Session(model, env, 1 + max(on, default=0), onchip, recorder, shared, detail)
 
     def host() -> Generator[simpy.Event, Any, None]:
         for program, stream in zip(programs, on, strict=True):

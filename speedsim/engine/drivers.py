@@ -27,10 +27,11 @@ class Engine:
     state it is given (None: cold) and keeps nothing. `recorder`: a sink the caller owns, to which
     every run appends its kernel spans. `round_trip_us`: the host's time between the end of one program
     and the issue of the next in a decode loop, if not the profile's `host.round_trip_us` (a loop that
-    does more between its steps, such as `speedsim.simulate.loop`'s)."""
+    does more between its steps, such as `speedsim.simulate.loop`'s). `detail`: every run also totals
+    each program's kernels by class (`ProgramTotals.by_class`; a little slower)."""
 
     def __init__(self, profile: HardwareProfile, mode: Mode = "graph", recorder: Recorder | None = None,
-                 round_trip_us: float | None = None):
+                 round_trip_us: float | None = None, detail: bool = False):
         self.profile = profile
         self.mode = mode
         model = DeviceModel.of(profile, mode)
@@ -38,22 +39,24 @@ class Engine:
             model = dataclasses.replace(model, host=dataclasses.replace(model.host, round_trip_us=round_trip_us))
         self.model = model
         self.recorder = recorder
+        self.detail = detail
 
     def run(self, programs: Sequence[Program], onchip: OnChipState | None = None,
             round_trip: bool = False) -> EngineRun:
         """`programs` in order on one stream (`speedsim.engine.recurrence`). `round_trip`: a decode
         loop, whose host waits for each program's results before it issues the next."""
         with gc_paused():
-            return recurrence.run_programs(self.model, programs, onchip, round_trip, self.recorder)
+            return recurrence.run_programs(self.model, programs, onchip, round_trip, self.recorder, self.detail)
 
     def run_streams(self, programs: Sequence[Program], streams: Sequence[int], onchip: OnChipState | None = None,
                     round_trip: bool = False, shared: bool | None = None) -> EngineRun:
         """`programs` in order, program i on stream `streams[i]`, in SimPy (`speedsim.engine.des`)."""
-        return des.run_programs(self.model, programs, streams, onchip, round_trip, self.recorder, shared)
+        return des.run_programs(self.model, programs, streams, onchip, round_trip, self.recorder, shared,
+                                self.detail)
 
     def session(self, env: simpy.Environment, streams: int = 1, onchip: OnChipState | None = None) -> des.Session:
         """A SimPy `Session` of this device in `env`, for a caller that drives the host itself."""
-        return des.Session(self.model, env, streams, onchip, self.recorder)
+        return des.Session(self.model, env, streams, onchip, self.recorder, detail=self.detail)
 
 
 def time_call(profile: HardwareProfile, program: Program, mode: Mode, warmup: int = 1, repeats: int = 2) -> float:

@@ -23,8 +23,8 @@ from speedsim.hardware.whatif import set_parameter
 
 def slower_when_larger(path: str) -> bool:
     """Whether a larger value of the parameter at `path` makes kernels slower (a time or a cycle count)."""
-    name = path.rsplit(".", 1)[-1]
-    return name.endswith(("_us", "_ns")) or "cycles" in name
+    # a time may sit in a table of times (`host.launch_overhead_us.graph`): any part of the path counts
+    return any(part.endswith(("_us", "_ns")) for part in path.split(".")) or "cycles" in path.rsplit(".", 1)[-1]
 
 
 def at_end(profile: HardwareProfile, end: Literal["fast", "slow"]) -> HardwareProfile:

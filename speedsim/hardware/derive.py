@@ -19,16 +19,34 @@ Only the H200 has measurements in the repository, so the other GPU profiles take
   - host eager overhead (and a closed decode loop's host time, `loop_us`) carries over unless the datasheet entry gives `host_speed` (relative
     single-thread speed of the host CPU, e.g. 0.5 for a Jetson's Arm cores): then it is divided
     by that.
+
+`speedsim profiles derive --datasheet FILE [--gpu NAME] --out FILE` applies this rule to one datasheet entry
+(`read_datasheet`: a file of one entry, or a `gpus:` list as the shipped file); the shipped derived profiles
+come out of it byte for byte (`tests/test_whatif.py`). `speedsim profiles derive --from NAME --set PATH=VALUE
+--out FILE` writes a what-if as a profile (`whatif_profile`), its `sources` saying what was changed from what.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from speedsim.errors import UserError
+from speedsim.errors import UserError, describe
+from speedsim.fileio import check_output
+from speedsim.hardware.files import (
+    PROFILE_FILE,
+    PROFILE_SUFFIXES,
+    ProfileCheck,
+    load_profile,
+    save_profile,
+    whatif_checked,
+)
 from speedsim.hardware.profile import HardwareProfile
+from speedsim.hardware.whatif import Override, overrides_dict, parameter_paths
+from speedsim.userpath import probe, shown, user_path
 from speedsim.yamlio import read_mapping, validate_as
 
 
@@ -166,8 +184,156 @@ def derived_ranges(ref: HardwareProfile, data: dict, cycles: float, inflight: fl
 def load_datasheets(path: Path) -> list[GpuDatasheet]:
     """The datasheet figures in `path` (a YAML mapping with a `gpus:` list), read by the project's YAML
     reader; a malformed file or entry is a `UserError` naming it."""
-    entries = read_mapping(path, "datasheet file")
+    return _datasheets(read_mapping(path, "datasheet file"), path)
+
+
+def _datasheets(entries: dict, path: Path) -> list[GpuDatasheet]:
     gpus = entries.get("gpus")
     if not isinstance(gpus, list):
         raise UserError("field 'gpus': a list of datasheet entries is required", where=str(path))
     return [validate_as(GpuDatasheet, e, f"{path}: field 'gpus.{i}'") for i, e in enumerate(gpus)]
+
+
+DATASHEET_FLAG = "--datasheet"
+
+
+def read_datasheet(path: str | Path, gpu: str | None = None, where: str = DATASHEET_FLAG,
+                   gpu_where: str = "--gpu") -> GpuDatasheet:
+    """One GPU's published figures from a datasheet file (`speedsim profiles derive --datasheet FILE`).
+
+    The file is either one entry (a mapping with the `GpuDatasheet` fields: name, description, units,
+    clock_MHz, smem_per_unit_KiB, matrix_peak_TFLOPS, vector_peak_TFLOPS, dram_name, dram_bandwidth_GBps,
+    memory_capacity_GiB, l2_capacity_MiB, optional host_speed, sources) or a `gpus:` list of entries, as
+    `experiments/hardware/gpu_datasheets.yaml` is; then `gpu` names the entry (by its `name`), which may be
+    left out only when the list has one. A malformed file or entry is a `UserError` naming it; a `gpu` that
+    names no entry (or one given for a one-entry file that names another GPU) names `gpu_where`."""
+    path = user_path(path, where)
+    if probe(path, where) is None:
+        raise UserError(f"no such file: {shown(path)}", where=where)
+    data = read_mapping(path, "datasheet file")
+    if "gpus" not in data:
+        sheet = validate_as(GpuDatasheet, data, str(path))
+        if gpu is not None and gpu != sheet.name:
+            raise UserError(f"{shown(path)} holds the datasheet of '{sheet.name}', not '{gpu}'", where=gpu_where)
+        return sheet
+    sheets = _datasheets(data, path)
+    names = [s.name for s in sheets]
+    if gpu is None:
+        if len(sheets) == 1:
+            return sheets[0]
+        raise UserError(f"{shown(path)} holds {len(sheets)} GPUs: name one with --gpu ({', '.join(names)})",
+                        where=gpu_where)
+    if gpu not in names:
+        raise UserError(f"no GPU '{gpu}' in {shown(path)} (it holds {', '.join(names) or 'none'})", where=gpu_where)
+    return sheets[names.index(gpu)]
+
+
+def profile_from_datasheet(sheet: GpuDatasheet, ref: HardwareProfile, where: str = DATASHEET_FLAG,
+                           ref_where: str = "--reference") -> HardwareProfile:
+    """`derive_gpu(sheet, ref)`, with a reference that gives no shared memory per unit a `UserError` at
+    `ref_where`, and a datasheet whose figures make no valid profile (a peak or capacity outside a field's
+    range) one at `where`."""
+    if ref.compute.smem_per_unit_KiB is None:
+        raise UserError(f"profile {ref.name} gives no compute.smem_per_unit_KiB to derive other GPUs from",
+                        where=ref_where)
+    try:
+        return derive_gpu(sheet, ref)
+    except ValidationError as err:
+        raise UserError(f"the profile derived for {sheet.name} from {ref.name} is not valid: {describe(err)}",
+                        where=where) from None
+
+
+# ---------------------------------------------------------------------------------- what-ifs as profiles
+
+def _number(value: float) -> str:
+    return f"{value:.6g}"
+
+
+def whatif_source(base: HardwareProfile, overrides: Iterable[Override]) -> str:
+    """The `sources` line of a what-if written as a profile: what was changed from what."""
+    old = parameter_paths(base)
+    changes = ", ".join(f"{o.path} {_number(old[o.path])} -> {_number(o.value)}"
+                        + (f" (x{o.scale:g})" if o.scale is not None else "") for o in overrides)
+    return f"rule: what-if of the {base.name} profile: {changes}; every other number and range as in {base.name} (--set)"
+
+
+def whatif_profile(base: HardwareProfile, settings: Iterable[str] | Mapping[str, Any], name: str,
+                   check: ProfileCheck | None = None, set_where: str = "--set",
+                   name_where: str = "--name") -> tuple[HardwareProfile, tuple[Override, ...]]:
+    """`base` with the what-if `settings` (`speedsim.hardware.whatif.apply_settings`), as a profile of its own:
+    named `name`, its description and `sources` saying what was changed from what (`whatif_source`), checked
+    by `check` (the engine's cost model) as a loaded profile is. A bad setting is a `UserError` at
+    `set_where`, a name the profile cannot take one at `name_where`."""
+    changed, overrides = whatif_checked(base, settings, check, set_where)
+    data = changed.model_dump()
+    labels = ", ".join(o.label for o in overrides)
+    description = base.description.rstrip()
+    data.update(name=name, sources=[*base.sources, whatif_source(base, overrides)],
+                description=f"{description} -- what-if of {base.name}: {labels}" if description
+                else f"what-if of {base.name}: {labels}")
+    try:
+        return HardwareProfile.model_validate(data), overrides
+    except ValidationError as err:
+        raise UserError(describe(err), where=name_where) from None
+
+
+def renamed(profile: HardwareProfile, name: str, where: str = "--name") -> HardwareProfile:
+    """`profile` under another name, the name checked as the profile's own field (a `UserError` at `where`)."""
+    if name == profile.name:
+        return profile
+    try:
+        return HardwareProfile.model_validate({**profile.model_dump(), "name": name})
+    except ValidationError as err:
+        raise UserError(describe(err), where=where) from None
+
+
+REFERENCE = "h200"  # the calibrated profile the datasheet rule was learned on
+
+
+def derive_to_file(out: str | Path, *, from_name: str | None = None, datasheet: str | Path | None = None,
+                   gpu: str | None = None, reference: str | None = None, name: str | None = None,
+                   settings: Sequence[str] = (), check: ProfileCheck | None = None) -> dict[str, Any]:
+    """`speedsim profiles derive`: write a what-if of the profile `from_name` (at least one of `settings`), or
+    the profile the rule derives from a `datasheet` entry (`gpu`) and the `reference` profile (default the
+    H200's; `settings` then apply to the derived profile), to `out`, a profile YAML; what was written.
+
+    Its name is `name`, else `out`'s file name without its suffix (as `speedsim profiles` requires of a file in
+    its directory). `out` is refused, before anything is read, unless it is a new file or an earlier profile
+    (`PROFILE_FILE`); nothing is written on any refusal (a `UserError` naming the flag)."""
+    if (from_name is None) == (datasheet is None):
+        raise UserError("give exactly one of --from NAME (a what-if) or --datasheet FILE", where="--from/--datasheet")
+    if from_name is not None:
+        for flag, value in (("--gpu", gpu), ("--reference", reference)):
+            if value is not None:
+                raise UserError("applies to --datasheet only", where=flag)
+        if not settings:
+            raise UserError("a what-if of --from sets at least one parameter: --set PATH=VALUE", where="--set")
+    path = check_output(out, "--out", PROFILE_FILE)
+    if path.suffix not in PROFILE_SUFFIXES:
+        raise UserError(f"{shown(path)}: a profile file's name ends in .yaml or .yml (--profile reads it then)",
+                        where="--out")
+    new_name = path.stem if name is None else name
+    name_where = "--out" if name is None else "--name"
+    overrides: tuple[Override, ...] = ()
+    if from_name is not None:
+        base = load_profile(from_name, check, where="--from")
+        profile, overrides = whatif_profile(base, settings, new_name, check, name_where=name_where)
+        origin = {"from": base.name}
+    else:
+        assert datasheet is not None
+        sheet = read_datasheet(datasheet, gpu)
+        ref = load_profile(reference or REFERENCE, check, where="--reference")
+        derived = profile_from_datasheet(sheet, ref)
+        if check is not None:
+            check(derived, DATASHEET_FLAG)
+        if settings:
+            profile, overrides = whatif_profile(derived, settings, new_name, check, name_where=name_where)
+        else:
+            profile = renamed(derived, new_name, name_where)
+        origin = {"datasheet": str(datasheet), "gpu": sheet.name, "reference": ref.name}
+    save_profile(profile, path)
+    notes = [] if profile.name == path.stem else [
+        f"the profile's name '{profile.name}' is not its file's name '{path.stem}': `speedsim profiles` takes it "
+        f"only as {profile.name}.yaml, --profile reads it by its path"]
+    return {"profile": profile.name, "out": str(path), **origin, "overrides": overrides_dict(overrides),
+            "sources": list(profile.sources), "notes": notes}

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from speedsim.errors import UserError
 from speedsim.fileio import write_text
 from speedsim.hardware.profile import HardwareProfile
+from speedsim.hardware.whatif import Override, apply_settings
 from speedsim.paths import PROFILE_DIR, PROFILES_VARIABLE
 from speedsim.userpath import one_line, os_errors, path_problem, probe, shown, user_path
 from speedsim.yamlio import read_mapping, validate_as, yaml_output
@@ -110,6 +112,33 @@ def load_profile(name_or_path: str, check: ProfileCheck | None = None,
     if profile.name != name_or_path:  # as `speedsim profiles` requires of every file
         raise UserError(f"field 'name': '{profile.name}' does not match the file name '{name_or_path}'", where=str(path))
     return profile
+
+
+SET_FLAG = "--set"
+
+
+def load_whatif(name_or_path: str, settings: Iterable[str] | Mapping[str, Any] = (),
+                check: ProfileCheck | None = None, where: str = PROFILE_FLAG,
+                set_where: str = SET_FLAG) -> tuple[HardwareProfile, tuple[Override, ...]]:
+    """A profile (`load_profile`) with what-if `settings` applied (`PATH=VALUE` texts or a path -> value
+    mapping; `speedsim.hardware.whatif`), and the overrides made. The changed profile is validated as a
+    loaded one: its schema and closed ranges, then `check` (the engine's cost-model check), which runs on
+    the changed profile exactly as on the file; anything wrong with a setting is a `UserError` at
+    `set_where` naming the path. Without settings this is `load_profile` (no overrides)."""
+    return whatif_checked(load_profile(name_or_path, check, where), settings, check, set_where)
+
+
+def whatif_checked(profile: HardwareProfile, settings: Iterable[str] | Mapping[str, Any] = (),
+                   check: ProfileCheck | None = None,
+                   set_where: str = SET_FLAG) -> tuple[HardwareProfile, tuple[Override, ...]]:
+    """`profile` with the what-if `settings` applied (`speedsim.hardware.whatif.apply_settings`: its schema and
+    closed ranges), then `check`ed as a loaded profile is (the engine's cost model), naming `set_where`."""
+    if not settings:
+        return profile, ()
+    changed, overrides = apply_settings(profile, settings, set_where)
+    if check is not None and overrides:
+        check(changed, set_where)
+    return changed, overrides
 
 
 PROFILE_FILE = yaml_output("a hardware profile (YAML)", frozenset({"name", "kind", "compute", "memory"}))

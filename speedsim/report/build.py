@@ -28,6 +28,7 @@ from speedsim.report.content import ReportData, profile_order
 from speedsim.report.readme import REPORT_TITLE, write_readme
 from speedsim.report.serving import serving_figure, serving_tables
 from speedsim.report.validation_md import write_validation
+from speedsim.run import RunParams
 from speedsim.sharing import Sharing
 from speedsim.simulate import step_points, synthetic_traces
 from speedsim.sweep import SweepSpec, load_spec, read_results, run_sweep
@@ -60,6 +61,13 @@ def run_study(specs: tuple[Path, ...], cache: Path, workers: int, scheduler: str
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def _spec_run(run: RunParams) -> dict:
+    """A run as a sweep spec's `runs:` entry takes it: its fields, its what-ifs as `set.PATH` keys."""
+    out = run.model_dump(exclude={"overrides"})
+    out.update({f"set.{path}": value for path, value in run.overrides})
+    return out
+
+
 def run_paper(spec: Path, cache: Path, workers: int, scheduler: str | None,
               progress: bool, cache_flag: str = "--cache") -> tuple[pd.DataFrame | None, str]:
     """The paper comparison on the shipped real traces.
@@ -79,7 +87,7 @@ def run_paper(spec: Path, cache: Path, workers: int, scheduler: str | None,
     if not have:
         return None, note
     subset = SweepSpec(name=loaded.name, description=loaded.description, model_specs=loaded.model_specs,
-                       runs=[r.model_dump() for r in have], base_dir=loaded.base_dir)
+                       runs=[_spec_run(r) for r in have], base_dir=loaded.base_dir)
     try:
         run_sweep(subset, cache / "speed_paper", workers=workers, scheduler=scheduler, progress=progress,
                   out_flag=cache_flag, spec_where=str(spec))

@@ -87,3 +87,35 @@ def format_serving(r: ServeResult) -> str:
     out.append(f"utilisation: compute {u.compute:.1%} of peak, DRAM {u.dram:.0%}, KV memory {u.kv:.1%} of "
                f"{r.kv_capacity_bytes / 1e9:,.1f} GB")
     return "\n".join(out)
+
+
+def format_params(listing: dict) -> str:
+    """`speedsim profiles --params NAME`: the parameters a what-if may set, with value and range (where given)."""
+    rows = [{"path": r["path"], "value": _number(r["value"]),
+             "range": f"{_number(r['low'])} .. {_number(r['high'])}" if "low" in r else ""}
+            for r in listing["parameters"]]
+    ranged = sum(1 for r in listing["parameters"] if "low" in r)
+    out = [f"{listing['profile']} ({listing['file']}): {len(rows)} parameters, {ranged} with a range; set one with "
+           "--set PATH=VALUE (a number, or xF: F times this value) or a sweep's set.PATH"]
+    out.append(format_table(rows, ["path", "value", "range"]))
+    return "\n".join(out)
+
+
+def _number(value: float) -> str:
+    """A parameter's value as its profile file has it (integers without a point), up to 6 digits."""
+    return f"{value:.6g}"
+
+
+def format_derive(summary: dict) -> str:
+    """`speedsim profiles derive`: what was written, from what."""
+    if "from" in summary:
+        what = f"a what-if of {summary['from']}: " + ", ".join(
+            f"{path} = {_number(value)}" for path, value in summary["overrides"].items())
+    else:
+        what = (f"derived from the datasheet of {summary['gpu']} ({summary['datasheet']}) by the rule learned on "
+                f"{summary['reference']}")
+        if summary["overrides"]:
+            what += ", then " + ", ".join(f"{p} = {_number(v)}" for p, v in summary["overrides"].items())
+    out = [f"wrote {summary['out']}: profile {summary['profile']}, {what}"]
+    out += [f"note: {note}" for note in summary["notes"]]
+    return "\n".join(out)

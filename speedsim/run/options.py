@@ -6,11 +6,13 @@ its flag (`speedsim.run.params.run_from_options`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from speedsim import defaults, limits
 from speedsim.errors import UserError
+from speedsim.hardware.whatif import split_setting
 from speedsim.run.params import RunParams, run_from_options
 from speedsim.trace.workload import SyntheticWorkload
 
@@ -30,11 +32,21 @@ def workload_options(trace: str | Path | None, synthetic: str | None) -> dict[st
             "seqs": w.seqs if w.seqs is not None or fitted else defaults.SEQS}
 
 
+def settings_options(settings: Sequence[str], where: str = "--set") -> tuple[tuple[str, str], ...]:
+    """The run's `overrides` from `--set PATH=VALUE` texts (each one's shape checked here, naming `where`;
+    the path and value are checked against the profile when it is loaded)."""
+    return tuple(split_setting(text, where) for text in settings)
+
+
 def simulate_run(*, profile: str, model: str, sharing: str, trace: str | Path | None, synthetic: str | None,
                  baselines: tuple[str, ...], mode: str, src_len: int | None, limit: int | None, launch_exit: int,
-                 max_in_flight: int | None, device_control: bool, bounds: bool) -> RunParams:
-    """`speedsim simulate`'s options as a run (`--src-len` overrides a synthetic text's `src=`)."""
+                 max_in_flight: int | None, device_control: bool, bounds: bool,
+                 settings: Sequence[str] = ()) -> RunParams:
+    """`speedsim simulate`'s options as a run (`--src-len` overrides a synthetic text's `src=`; `settings`:
+    the `--set PATH=VALUE` what-ifs)."""
     fields = workload_options(trace, synthetic)
+    if settings:
+        fields["overrides"] = settings_options(settings)
     if src_len is not None:
         if synthetic is not None and src_len > limits.MAX_SYNTHETIC_LEN:  # the synthetic traces' own source
             raise UserError(f"must be at most {limits.MAX_SYNTHETIC_LEN} tokens with --synthetic, got {src_len}",
@@ -47,9 +59,12 @@ def simulate_run(*, profile: str, model: str, sharing: str, trace: str | Path | 
 
 def serve_run(*, profile: str, model: str, sharing: str, trace: str | Path | None, synthetic: str | None,
               method: str, arrivals: str, requests: int, max_batch: int, kv_capacity_GB: float | None,
-              prefill: str, prefill_budget: int, seed: int, mode: str) -> RunParams:
-    """`speedsim serve`'s options as a serving run (`--seed` seeds arrivals and sampling, `serve_seed`)."""
+              prefill: str, prefill_budget: int, seed: int, mode: str, settings: Sequence[str] = ()) -> RunParams:
+    """`speedsim serve`'s options as a serving run (`--seed` seeds arrivals and sampling, `serve_seed`;
+    `settings`: the `--set PATH=VALUE` what-ifs)."""
+    fields = workload_options(trace, synthetic)
+    if settings:
+        fields["overrides"] = settings_options(settings)
     return run_from_options(profile=profile, model=model, sharing=sharing, mode=mode, serve_method=method,
                             arrivals=arrivals, requests=requests, max_batch=max_batch, kv_capacity_GB=kv_capacity_GB,
-                            prefill=prefill, prefill_budget=prefill_budget, serve_seed=seed,
-                            **workload_options(trace, synthetic))
+                            prefill=prefill, prefill_budget=prefill_budget, serve_seed=seed, **fields)

@@ -9,6 +9,9 @@ The workload is an exit trace (`trace`, optionally its first `limit` sequences) 
 traces (`mispredict`, `agree` or `fit`, with `out_len`, `src_len`, `seqs`, `burst`, `seed`):
 `workload()` gives it typed (`TraceWorkload` or `SyntheticWorkload`); no text goes between.
 
+`overrides` are what-ifs on the profile (`--set PATH=VALUE`, a sweep's `set.PATH` keys): (PATH, VALUE as
+given) pairs that `speedsim.simulate.scenario.cached_whatif` applies where the profile is loaded.
+
 A run's key is 16 hex digits of a hash of its canonical JSON. Fields added after sweeps were
 first journalled (`LATER_FIELDS`) are left out of it while at their defaults, so an old sweep
 directory keeps its keys (`tests/test_sweep.py` checks keys computed before).
@@ -89,6 +92,9 @@ class RunParams(BaseModel):
                                 "per step (at least one request)")
     serve_seed: int = Field(defaults.SEED, description="serving: seed of the arrivals and of the requests' trace "
                             "sampling (synthetic traces add it to their own seed)")
+    overrides: tuple[tuple[str, str], ...] = Field((), description="what-if: profile parameters set by their "
+                                                   "dotted paths, (PATH, VALUE as given: a number or xF) in the "
+                                                   "order given (`--set PATH=VALUE`; a sweep's `set.PATH` keys)")
 
     @model_validator(mode="before")
     @classmethod
@@ -99,6 +105,27 @@ class RunParams(BaseModel):
                 if isinstance(value, bool) and key in NUMBER_FIELDS:
                     raise ValueError(f"{key}: {value!r} is not a number")
         return data
+
+    @field_validator("overrides", mode="before")
+    @classmethod
+    def _settings(cls, value: Any) -> Any:
+        """(PATH, VALUE) pairs from a mapping or pairs, in the order given; a number is kept as its text (the
+        value as given; a path given twice keeps both: the profile's check refuses two different values)."""
+        pairs = list(value.items()) if isinstance(value, dict) else value
+        if not isinstance(pairs, list | tuple):
+            raise ValueError(f"a mapping of parameter paths to values, got {type(value).__name__}")
+        out = []
+        for pair in pairs:
+            if not isinstance(pair, list | tuple) or len(pair) != 2 or not isinstance(pair[0], str):
+                raise ValueError(f"{pair!r} is not a (PATH, VALUE) pair")
+            path, raw = pair[0].strip(), pair[1]
+            if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+                raise ValueError(f"{path}: {raw!r} is not a number or xF")
+            text = raw.strip() if isinstance(raw, str) else repr(raw)
+            if not path or not text:
+                raise ValueError(f"'{path}={text}' is not PATH=VALUE")
+            out.append((path, text))
+        return tuple(out)
 
     @field_validator("profile", "model", "sharing", "trace", "fit", "agree", "arrivals")
     @classmethod
@@ -214,7 +241,7 @@ SYNTHETIC_FIELDS = ("fit", "mispredict", "agree", "burst", "out_len", "seqs", "s
 NUMBER_FIELDS = ("limit", "mispredict", "burst", "out_len", "src_len", "seqs", "seed", "launch_exit", "max_in_flight",
                  "requests", "max_batch", "kv_capacity_GB", "prefill_budget", "serve_seed")
 LATER_FIELDS = frozenset({"fit", "device_control", "requests", "serve_method", "arrivals", "max_batch", "kv_capacity_GB",
-                          "prefill", "prefill_budget", "serve_seed"})
+                          "prefill", "prefill_budget", "serve_seed", "overrides"})
 # what only a serving run (requests set) or only a decode run takes
 SERVING_FIELDS = ("serve_method", "arrivals", "max_batch", "kv_capacity_GB", "prefill", "prefill_budget", "serve_seed")
 DECODE_FIELDS = ("baselines", "bounds", "device_control")
@@ -226,7 +253,7 @@ TABLE_FIELDS = tuple(f for f in RunParams.model_fields if f not in LATER_FIELDS 
 _FLAGS = {"trace": "--trace/--synthetic", "fit": "--synthetic", "mispredict": "--synthetic", "agree": "--synthetic",
           "burst": "--synthetic", "out_len": "--synthetic", "seqs": "--synthetic", "seed": "--synthetic",
           "kv_capacity_GB": "--kv-capacity-GB", "serve_seed": "--seed", "baselines": "--baseline",
-          "serve_method": "--method"}
+          "serve_method": "--method", "overrides": "--set"}
 
 
 def flag_of(field: str) -> str:

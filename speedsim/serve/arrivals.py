@@ -19,7 +19,7 @@ import numpy as np
 
 from speedsim.errors import UserError
 from speedsim.fileio import read_text_input
-from speedsim.limits import MAX_ARRIVAL_S
+from speedsim.limits import MAX_ARRIVAL_S, MAX_LOAD, parse_number
 from speedsim.userpath import input_file
 
 WHERE = "--arrivals"
@@ -30,12 +30,10 @@ def load_fraction(text: str) -> float | None:
     kind, _, value = text.partition(":")
     if kind != "load":
         return None
-    try:
-        fraction = float(value)
-    except ValueError:
-        raise UserError(f"'{value}' is not a fraction of the nominal capacity", where=WHERE) from None
-    if not (math.isfinite(fraction) and fraction > 0):
-        raise UserError(f"load must be a finite number > 0, got '{value}'", where=WHERE)
+    fraction = parse_number(value, "load", WHERE)
+    if not (math.isfinite(fraction) and 0 < fraction <= MAX_LOAD):
+        raise UserError(f"load must be a number in (0, {MAX_LOAD:g}] (times the nominal capacity), got '{value}'",
+                        where=WHERE)
     return fraction
 
 
@@ -50,15 +48,13 @@ def parse_arrivals(text: str, requests: int, seed: int, base_dir: str | Path = "
     `trace:FILE` is read from `base_dir` (a sweep spec's directory)."""
     kind, _, value = text.partition(":")
     if kind == "poisson":
-        try:
-            rate = float(value)
-        except ValueError:
-            raise UserError(f"'{value}' is not a rate in requests per second", where=WHERE) from None
+        rate = parse_number(value, "rate (requests per second)", WHERE)
         if not math.isfinite(rate) or rate <= 0:
             raise UserError(f"rate must be a finite number > 0 requests/s, got '{value}'", where=WHERE)
-        if requests / rate > MAX_ARRIVAL_S:
-            raise UserError(f"rate {value}/s is too low: {requests} requests would arrive over about "
-                            f"{requests / rate:.3g} s, beyond {MAX_ARRIVAL_S:g} s", where=WHERE)
+        if requests / rate > MAX_ARRIVAL_S:  # (an infinite span too: a rate of 5e-324/s)
+            span = f"about {requests / rate:.3g} s" if math.isfinite(requests / rate) else "longer than any run"
+            raise UserError(f"rate {value}/s is too low: {requests} requests would arrive over {span}, beyond "
+                            f"{MAX_ARRIVAL_S:g} s", where=WHERE)
         gaps = np.random.default_rng(seed).exponential(1e6 / rate, size=requests)
         times = np.cumsum(gaps) - gaps[0]
         if times[-1] > MAX_ARRIVAL_S * 1e6:
@@ -79,18 +75,21 @@ def parse_arrivals(text: str, requests: int, seed: int, base_dir: str | Path = "
 def read_arrival_file(path: Path) -> np.ndarray:
     """Arrival times in seconds, one per line (or a CSV's first column after a header), as us."""
     # a regular file of UTF-8 text (a FIFO would block, a device never end); a byte-order mark is no time
-    lines = read_text_input(path, "arrival times", encoding="utf-8-sig").splitlines()
+    # lines end at '\n' only (str.splitlines also ends them at U+2028 or a form feed: the line numbers
+    # of the messages would drift from the file's)
+    lines = read_text_input(path, "arrival times", encoding="utf-8-sig").replace("\r\n", "\n").split("\n")
     times: list[float] = []
     for lineno, line in enumerate(lines, 1):
         cell = line.split(",")[0].strip()
         if not cell or cell.startswith("#"):
             continue
         try:
-            t = float(cell)
-        except ValueError:
-            if lineno == 1 and not times:  # a CSV header
+            t = parse_number(cell, "arrival time", f"{path}:{lineno}")
+        except UserError:
+            if lineno == 1 and not times and not any(c.isdigit() for c in cell):  # a CSV header
                 continue
-            raise UserError(f"'{cell}' is not a time in seconds", where=f"{path}:{lineno}") from None
+            raise UserError(f"'{cell}' is not a time in seconds written in ASCII digits",
+                            where=f"{path}:{lineno}") from None
         if not math.isfinite(t) or t < 0 or t > MAX_ARRIVAL_S:
             raise UserError(f"arrival time {cell} must be a number in [0, {MAX_ARRIVAL_S:g}] seconds",
                             where=f"{path}:{lineno}")

@@ -13,8 +13,8 @@ Throughput divides output tokens (and requests) by the makespan: first arrival t
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -103,9 +103,17 @@ class ServeResult:
     kv_capacity_bytes: float
     rate_per_s: float | None = None  # arrivals `load:F`: the Poisson rate that load came to (requests/s)
     mode_label: str = ""             # what `mode` is on this profile (HostSpec.mode_label); "" = `mode`
+    # what-ifs set on the profile (`--set`): parameter path -> the value it got (JSON only, where any)
+    overrides: Mapping[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The `--json` object; `overrides` (path -> value) after the profile's name when a what-if set any."""
+        out = asdict(self)
+        overrides = out.pop("overrides")
+        if not overrides:
+            return out
+        return {**{k: v for k, v in out.items() if k == "profile"}, "overrides": dict(overrides),
+                **{k: v for k, v in out.items() if k != "profile"}}
 
     def to_row(self) -> dict[str, Any]:
         """A serving sweep's row (`SERVING_METRICS`, plus the method served)."""

@@ -14,6 +14,7 @@ from speedsim.engine.core import gc_paused
 from speedsim.engine.recorder import TIMELINE_FILE
 from speedsim.errors import UserError
 from speedsim.fileio import check_output, write_text
+from speedsim.hardware.whatif import overrides_dict
 from speedsim.pipeline import Policy
 from speedsim.run import RunParams, TraceWorkload, check_decodable
 from speedsim.serve.arrivals import load_fraction, parse_arrivals
@@ -26,8 +27,8 @@ from speedsim.simulate.scenario import (
     NAMED_BY_PATH,
     Sources,
     cached_models,
-    cached_profile,
     cached_traces,
+    cached_whatif,
     run_workload,
 )
 from speedsim.trace.schema import ExitTrace
@@ -81,7 +82,7 @@ def serve(s: RunParams, timeline: Path | None = None, model_specs: Sequence[str 
     if timeline is not None:
         check_output(timeline, "--timeline", TIMELINE_FILE)
     sharing = Sharing.parse(s.sharing)
-    profile = cached_profile(s.profile)
+    profile, overrides = cached_whatif(s.profile, s.overrides)
     spec = get_model(s.model, cached_models(tuple(str(p) for p in model_specs), sources.model_specs))
     rng = np.random.default_rng(s.serve_seed)
     requests_n = s.requests or 0
@@ -128,6 +129,7 @@ def serve(s: RunParams, timeline: Path | None = None, model_specs: Sequence[str 
                                 kv=server.kv_area / (span * capacity)),
         kv_capacity_bytes=capacity,
         rate_per_s=rate,
+        overrides=overrides_dict(overrides),
     )
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from speedsim.engine import Engine, Mode, Recorder
+from speedsim.engine import CAUSES, ClassTotals, Engine, Mode, Recorder
+from speedsim.engine.core import ProgramTotals
 from speedsim.engine.recorder import merged_chrome_trace
 from speedsim.fileio import write_text
 from speedsim.hardware import BYTES_PER_ELEMENT, HardwareProfile
@@ -77,7 +78,7 @@ def summarise(method: str, phase: Phase, profile: HardwareProfile, mode: Mode,
     """
     memory = dict(memory or {})
     memory_total = memory.pop("total", math.nan)
-    result = Engine(profile, mode, recorder=recorder).run(phase.programs, round_trip=round_trip)
+    result = Engine(profile, mode, recorder=recorder, detail=True).run(phase.programs, round_trip=round_trip)
     prefill_us, decode_us, tokens, gaps = _gaps(phase, result.program_us(), result.program_end_us)
     total = result.total_us
     per = max(tokens, 1)
@@ -114,7 +115,49 @@ def summarise(method: str, phase: Phase, profile: HardwareProfile, mode: Mode,
         speedup=1.0,
         memory_bytes=memory_total,
         memory_bytes_by_part=memory,
+        time_by_cause_us_per_token=time_by_cause(decode, per),
+        by_kernel_class=kernel_classes(decode, per),
     )
+
+
+def decode_per_token_us(phase: Phase, profile: HardwareProfile, mode: Mode, round_trip: bool = True) -> float:
+    """`summarise`'s per_token_us alone (one engine run, no per-class totals): the inner loop of
+    `speedsim.design.sensitivity`. `mode` is the mode simulated (`effective_mode`)."""
+    result = Engine(profile, mode).run(phase.programs, round_trip=round_trip)
+    _, decode_us, tokens, _ = _gaps(phase, result.program_us(), result.program_end_us)
+    return decode_us / tokens if tokens else math.nan
+
+
+def time_by_cause(programs: Sequence[ProgramTotals], per: int) -> dict[str, float]:
+    """The programs' time by cause (`speedsim.engine.CAUSES`, the engine's own charging), divided by
+    `per`: per token, it sums to per_token_us (within rounding)."""
+    return {c: sum(t.time_by_cause[c] for t in programs) / per for c in CAUSES}
+
+
+def bounding_cause(by_cause: Mapping[str, float]) -> str:
+    """The cause that carries the most of a time (the first of `CAUSES` on a tie)."""
+    return max(CAUSES, key=lambda c: by_cause[c])
+
+
+def kernel_classes(programs: Sequence[ProgramTotals], per: int) -> dict[str, dict[str, object]]:
+    """The programs' kernels by class (`speedsim.workload.kernels.KERNEL_CLASSES`), the most time first:
+    per token (divided by `per`) their count, time (the node rule included), DRAM bytes, bytes moved
+    (every byte through the on-chip level, DRAM's included), FLOPs; the arithmetic intensity (FLOPs per
+    byte moved: the operator's own, whatever the cache serves; 0 where it moves none); the time by
+    cause and the cause that bounds the class (the one carrying the most of its time)."""
+    totals: dict[str, ClassTotals] = {}
+    for program in programs:
+        for name, c in program.by_class.items():
+            totals[name] = totals[name].plus(c) if name in totals else c
+    out: dict[str, dict[str, object]] = {}
+    for name, c in sorted(totals.items(), key=lambda kv: -kv[1].time_us):
+        causes = {k: v / per for k, v in c.by_cause().items()}
+        out[name] = {"kernels_per_token": c.kernels / per, "time_us_per_token": c.time_us / per,
+                     "dram_bytes_per_token": c.dram_bytes / per, "bytes_per_token": c.onchip_bytes / per,
+                     "flops_per_token": c.flops / per,
+                     "arithmetic_intensity": c.flops / c.onchip_bytes if c.onchip_bytes else 0.0,
+                     "bound": bounding_cause(causes), "time_by_cause_us_per_token": causes}
+    return out
 
 
 def first_exit_miss(traces: Sequence[ExitTrace]) -> float:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from speedsim.sharing import Sharing
@@ -53,6 +53,10 @@ class MethodResult:
     memory_bytes_by_part: Mapping[str, float]  # ... by part: weights, embeddings, kv, cross_kv (JSON only)
     per_token_us_low: float = math.nan      # --bounds: per_token_us with the profile's ranges at their fast end
     per_token_us_high: float = math.nan     # ... and at their slow end (NaN without --bounds)
+    # decode time per token by cause (speedsim.engine.CAUSES; sums to per_token_us), JSON only
+    time_by_cause_us_per_token: Mapping[str, float] = field(default_factory=dict)
+    # per kernel class: time, bytes, FLOPs per token, intensity, bounding cause (speedsim.simulate.core), JSON only
+    by_kernel_class: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def with_speedup(self, speed_per_token_us: float) -> MethodResult:
         """This result with `speedup` set against SPEED's per-token time."""
@@ -90,6 +94,8 @@ class SimulationResult:
     schedule: ScheduleSummary
     notes: tuple[str, ...] = ()        # what an architect should know about the run (not errors)
     mode_label: str = ""               # what `mode` is on this profile (HostSpec.mode_label); "" = `mode`
+    # what-ifs set on the profile (`--set`): parameter path -> the value it got (JSON only, where any)
+    overrides: Mapping[str, float] = field(default_factory=dict)
 
     def methods(self) -> Iterator[MethodResult]:
         """SPEED, then each baseline."""
@@ -98,8 +104,10 @@ class SimulationResult:
 
     def to_dict(self) -> dict[str, Any]:
         """The `--json` object: run facts and SPEED's figures at the top (its `memory_bytes` too), each
-        baseline's figures (its own `memory_bytes` among them) nested under `baselines`."""
-        head = {"profile": self.profile, "model": self.model, "sharing": str(self.sharing), "mode": self.mode,
+        baseline's figures (its own `memory_bytes` among them) nested under `baselines`; `overrides` (path ->
+        value) after the profile's name when a what-if set any of its parameters."""
+        head = {"profile": self.profile, **({"overrides": dict(self.overrides)} if self.overrides else {}),
+                "model": self.model, "sharing": str(self.sharing), "mode": self.mode,
                 "mode_label": self.mode_label or self.mode, "sequences": self.sequences}
         speed = _figures(self.speed)
         base = {name: _figures(r) for name, r in self.baselines.items()}

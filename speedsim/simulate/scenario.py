@@ -12,13 +12,15 @@ malformed, unusable or absent one is a `UserError` naming its `Sources` entry: t
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
-from speedsim.engine import open_profile
+from speedsim.engine import check_profile, open_profile
 from speedsim.errors import UserError
+from speedsim.hardware.files import SET_FLAG, whatif_checked
 from speedsim.hardware.profile import HardwareProfile
+from speedsim.hardware.whatif import Override, overrides_dict
 from speedsim.pipeline import Policy
 from speedsim.run import RunParams, SyntheticWorkload, TraceWorkload
 from speedsim.sharing import Sharing
@@ -56,11 +58,32 @@ class Scenario:
     traces: tuple[ExitTrace, ...]
     policy: Policy
     src_len: int | None = None      # source length override of a trace's sequences (None: each one's own)
+    overrides: tuple[Override, ...] = ()  # the what-ifs set on the profile (`run.overrides`, resolved)
+
+
+Settings = tuple[tuple[str, str], ...]  # a run's `overrides`: (PATH, VALUE as given)
 
 
 @lru_cache(maxsize=32)
 def cached_profile(name: str) -> HardwareProfile:
+    """The profile `name` (a name or YAML path) as `speedsim.engine.open_profile` loads and checks it."""
     return open_profile(name)
+
+
+def cached_whatif(name: str, settings: Settings = ()) -> tuple[HardwareProfile, tuple[Override, ...]]:
+    """A run's profile: `name` (`cached_profile`) with the what-if `settings` applied, and the overrides made.
+    The changed profile is validated and checked by the engine's cost model as a loaded one
+    (`speedsim.hardware.files.whatif_checked`, as `load_whatif` does); a bad setting is a `UserError` at
+    `--set`. Without settings: the profile as loaded, no overrides."""
+    if not settings:
+        return cached_profile(name), ()
+    return _whatif(name, settings)
+
+
+@lru_cache(maxsize=256)
+def _whatif(name: str, settings: Settings) -> tuple[HardwareProfile, tuple[Override, ...]]:
+    return whatif_checked(cached_profile(name), [f"{path}={value}" for path, value in settings], check_profile,
+                          SET_FLAG)
 
 
 @lru_cache(maxsize=16)
@@ -94,7 +117,7 @@ def build_scenario(run: RunParams, base_dir: str | Path = "", model_specs: Seque
     the directory relative trace paths are read from (a sweep spec's); `sources`: where the paths came
     from (`COMMAND_LINE` for simulate's flags)."""
     sharing = Sharing.parse(run.sharing)
-    hw = cached_profile(run.profile)
+    hw, overrides = cached_whatif(run.profile, run.overrides)
     spec = get_model(run.model, cached_models(tuple(str(p) for p in model_specs), sources.model_specs))
     workload = run_workload(run, sharing.repeats, base_dir, sources)
     if isinstance(workload, TraceWorkload):
@@ -107,11 +130,12 @@ def build_scenario(run: RunParams, base_dir: str | Path = "", model_specs: Seque
         raise UserError(f"{run.launch_exit} is not an exit of an R={sharing.repeats} model "
                         f"(exits 0..{sharing.repeats - 1})", where="--launch-exit")
     policy.check(sharing.repeats)
-    return Scenario(run, hw, spec, sharing, traces, policy, src_len)
+    return Scenario(run, hw, spec, sharing, traces, policy, src_len, overrides)
 
 
 def run_scenario(s: Scenario, timeline: Path | None = None) -> SimulationResult:
-    """Simulate a scenario."""
+    """Simulate a scenario; the result records the what-ifs set on its profile (`overrides`)."""
     r = s.run
-    return simulate(s.profile, s.spec, s.sharing, list(s.traces), r.mode, r.baselines, s.policy, s.src_len,
-                    timeline, device_control=r.device_control, bounds=r.bounds)
+    result = simulate(s.profile, s.spec, s.sharing, list(s.traces), r.mode, r.baselines, s.policy, s.src_len,
+                      timeline, device_control=r.device_control, bounds=r.bounds)
+    return replace(result, overrides=overrides_dict(s.overrides)) if s.overrides else result

@@ -23,6 +23,7 @@ from speedsim.serve import serve
 from speedsim.serve.metrics import SERVING_METRICS
 from speedsim.sharing import Sharing
 from speedsim.simulate import build_scenario, run_scenario
+from speedsim.simulate.scenario import cached_whatif
 from speedsim.simulate.schema import QUALITY, columns
 
 COLUMNS = columns(list(TABLE_FIELDS))
@@ -72,6 +73,9 @@ def _field_of(flag: str, run: RunParams) -> str | None:
     `flag` is no run flag (the message names a file or a row: kept)."""
     if flag in _WORKLOAD_FLAGS:
         return "field 'trace'" if run.trace is not None else f"fields '{'/'.join(SYNTHETIC_FIELDS)}'"
+    if flag == flag_of("overrides"):  # a what-if: the spec's `set.PATH` keys
+        keys = "/".join(dict.fromkeys(f"set.{path}" for path, _ in run.overrides))
+        return f"field{'s' if len(run.overrides) > 1 else ''} '{keys}'"
     fields = _FIELDS_OF_FLAG.get(flag)
     return f"field '{'/'.join(fields)}'" if fields else None
 
@@ -92,20 +96,44 @@ def _simulate(run: RunParams, model_specs: tuple[str, ...], base_dir: str) -> li
     return run_scenario(build_scenario(run, base_dir, model_specs)).to_rows()
 
 
+SET_COLUMN = "set."      # `set.PATH`: a what-if's value as the spec gave it (a number or xF), as text
+VALUE_COLUMN = "value."  # `value.PATH`: the value the parameter got (the profile's value x F for xF)
+_OWN_PREFIXES = (SET_COLUMN, VALUE_COLUMN)
+
+
+def whatif_columns(run: RunParams) -> dict[str, Any]:
+    """A run's what-ifs as columns of its rows: `set.PATH`, the value as given (text), per parameter set."""
+    return {f"{SET_COLUMN}{path}": value for path, value in run.overrides}
+
+
+def whatif_values(run: RunParams) -> dict[str, float]:
+    """`value.PATH`: the absolute value each what-if gave its parameter (read from the run's profile, which its
+    simulation loaded and cached: nothing is loaded again)."""
+    if not run.overrides:
+        return {}
+    _, overrides = cached_whatif(run.profile, run.overrides)
+    return {f"{VALUE_COLUMN}{o.path}": o.value for o in overrides}
+
+
 def execute(params: dict[str, Any], model_specs: tuple[str, ...] = (), base_dir: str = "") -> list[dict[str, Any]]:
-    """Simulate one run; its rows (speed first, then each baseline), or one error row on bad input."""
+    """Simulate one run; its rows (speed first, then each baseline), or one error row on bad input. A run with
+    what-ifs (`overrides`) has a `set.PATH` column per parameter it sets (the value as given) and, when it
+    ran, a `value.PATH` column (the value the parameter got)."""
     run = RunParams.model_validate(params)
     head = {"run_key": run.key, **run.canonical()}
+    head.pop("overrides", None)  # (a nested list: its columns are `set.PATH`)
+    head.update(whatif_columns(run))
     head["baselines"] = ",".join(run.baselines)
     try:
         sharing = Sharing.parse(run.sharing)
         head.update(U=sharing.unique, R=sharing.repeats, depth=sharing.depth,
                     workload=run.workload_label(sharing.repeats))
         rows = _simulate(run, model_specs, base_dir)
+        head.update(whatif_values(run))
     except UserError as err:
         return [{**head, "method": "", "status": "error", "error": run_error(err, run)}]
     except Exception as err:  # anything else is a bug: re-raised (not recorded) naming the run that hit it
         raise RunFailed(f"run {run.key} ({json.dumps(run.model_dump(mode='json'), sort_keys=True)}) "
                         f"failed: {type(err).__name__}: {err}") from err
     common = {**head, "status": "ok", "error": "", **quality_of(run.trace or run.fit)}
-    return [{k: v for k, v in {**common, **row}.items() if k in KEEP} for row in rows]
+    return [{k: v for k, v in {**common, **row}.items() if k in KEEP or k.startswith(_OWN_PREFIXES)} for row in rows]

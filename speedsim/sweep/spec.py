@@ -22,9 +22,20 @@ A spec (`experiments/*.yaml`)::
             - {sharing: 4x3, serve_method: speed, trace: 4x3}
             - {sharing: 12x1, serve_method: unshared, trace: 12x1}
           arrivals: [load:0.1, load:1.0]     # fractions of the nominal capacity, or poisson:RATE
+      - label: bandwidth                     # a hardware axis: a what-if on the profile (`--set`)
+        axes:
+          profile: [h200]
+          set.memory.dram.bandwidth_GBps: [x0.5, x1, x2, x4]
 
 Every run is a `RunParams`: its fields are the only axes (an unknown one is an error naming
-it). `profile: all` expands to every shipped profile. Sharing is `sharing: UxR` or two of
+it), plus what-ifs on the profile: `set.PATH: [values]` (an axis, in the product with the others) or
+`set.PATH: value` (in `fixed:`, a bundle or a run) sets the profile's parameter at dotted PATH
+(`speedsim profiles --params NAME` lists them) to a number or `xF` (F times the profile's value), as
+`--set PATH=VALUE` does (`memory.dram.bandwidth_GBps: [x0.5, x1, x2, x4]`). A run's what-ifs are its
+`overrides` (so a spec without `set.` keys keeps its run keys), its rows have a `set.PATH` column (the
+value as given) and a `value.PATH` column (the value it came to) per parameter set, and a `set.` key that
+is not a parameter of a run's profile, or a value its field does not take, is refused before any run.
+`profile: all` expands to every shipped profile. Sharing is `sharing: UxR` or two of
 `unique`, `repeats`, `depth` (layers). The workload is a shipped or given exit trace
 (`trace`, optionally its first `limit` sequences) or seeded synthetic traces (`mispredict`,
 `agree` or `fit`: a trace to fit them to, as `--synthetic fit=`; then `out_len`, `src_len`,
@@ -43,10 +54,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from speedsim.engine import open_profile
+from speedsim.engine import check_profile, open_profile
 from speedsim.errors import UserError
 from speedsim.hardware import list_profile_files
-from speedsim.hardware.files import profile_dir_label
+from speedsim.hardware.files import profile_dir_label, whatif_checked
 from speedsim.limits import MAX_SWEEP_RUNS
 from speedsim.pipeline import Policy
 from speedsim.run import RunParams, TraceWorkload, check_trace_file
@@ -58,9 +69,16 @@ from speedsim.yamlio import read_mapping
 
 SHARING_AXES = ("unique", "repeats", "depth")
 ALL_PROFILES = "all"
+SET_PREFIX = "set."  # `set.PATH`: a what-if on the profile's parameter at PATH (a run's `overrides`)
 
 
-KNOWN_AXES = tuple(RunParams.model_fields) + SHARING_AXES
+KNOWN_AXES = tuple(f for f in RunParams.model_fields if f != "overrides") + SHARING_AXES
+_KNOWN = f"{', '.join(KNOWN_AXES)}, or {SET_PREFIX}PATH: a profile parameter"
+
+
+def _known(name: str) -> bool:
+    """Whether `name` is a key a run may set: a run field, a sharing axis, or `set.PATH`."""
+    return name in KNOWN_AXES or name.startswith(SET_PREFIX) and bool(name[len(SET_PREFIX):].strip())
 
 
 class Block(BaseModel):
@@ -160,16 +178,16 @@ def _expand_block(spec: SweepSpec, block: Block, bwhere: str) -> list[dict[str, 
     for name, values in block.axes.items():
         if not isinstance(values, list) or not values:
             raise UserError(f"axis '{name}' is empty: the product has no runs", where=bwhere)
-    bundles = {name for name, values in block.axes.items() if all(isinstance(v, dict) for v in values)}
+    bundles = {name for name, values in block.axes.items()  # (a `set.PATH` axis takes numbers only)
+               if all(isinstance(v, dict) for v in values) and not name.startswith(SET_PREFIX)}
     for name in list(base) + [n for n in block.axes if n not in bundles]:
-        if name not in KNOWN_AXES and name != "label":
-            raise UserError(f"unknown axis '{name}' (known: {', '.join(KNOWN_AXES)})", where=bwhere)
+        if not _known(name) and name != "label":
+            raise UserError(f"unknown axis '{name}' (known: {_KNOWN})", where=bwhere)
     for name in bundles:
         for j, values in enumerate(block.axes[name]):
             for key in values:
-                if key not in KNOWN_AXES:
-                    raise UserError(f"unknown axis '{key}' (known: {', '.join(KNOWN_AXES)})",
-                                    where=f"{bwhere}.axes.{name}[{j}]")
+                if not _known(key):
+                    raise UserError(f"unknown axis '{key}' (known: {_KNOWN})", where=f"{bwhere}.axes.{name}[{j}]")
     if not block.axes and not block.runs:
         raise UserError("block has neither axes nor runs", where=bwhere)
     combos: list[dict[str, Any]] = []
@@ -182,9 +200,8 @@ def _expand_block(spec: SweepSpec, block: Block, bwhere: str) -> list[dict[str, 
             combos.append(run)
     for j, run in enumerate(block.runs):
         for name in run:
-            if name not in KNOWN_AXES:
-                raise UserError(f"unknown axis '{name}' (known: {', '.join(KNOWN_AXES)})",
-                                where=f"{bwhere}.runs[{j}]")
+            if not _known(name):
+                raise UserError(f"unknown axis '{name}' (known: {_KNOWN})", where=f"{bwhere}.runs[{j}]")
         combos.append({**base, **run})
     out = []
     for raw in combos:
@@ -192,7 +209,28 @@ def _expand_block(spec: SweepSpec, block: Block, bwhere: str) -> list[dict[str, 
             out += [{**raw, "profile": p} for p in shipped_profiles()]
         else:
             out.append(raw)
-    return [_resolve_sharing(r, bwhere) for r in out]
+    return [_with_overrides(_resolve_sharing(r, bwhere), bwhere) for r in out]
+
+
+def _with_overrides(raw: dict[str, Any], where: str) -> dict[str, Any]:
+    """`raw` with its `set.PATH` keys as the run's `overrides` ((PATH, VALUE) in the order given): each value one
+    number or `xF` (a list, a mapping, a truth value or nothing is refused naming the key). Whether PATH is a
+    parameter of the run's profile, and the value one its field takes, is `check_runs`'s to say."""
+    keys = [k for k in raw if k.startswith(SET_PREFIX)]
+    if not keys:
+        return raw
+    pairs = []
+    for key in keys:
+        value = raw[key]
+        if isinstance(value, bool) or not isinstance(value, str | int | float) or isinstance(value, str) \
+                and not value.strip():
+            kind = {list: "a list", dict: "a section (mapping)", type(None): "nothing", str: "an empty text"}.get(
+                type(value), f"{value!r}")
+            axis = " (an axis of values goes under axes:)" if isinstance(value, list) else ""
+            raise UserError(f"{kind} is not a number or xF (F times the profile's value){axis}",
+                            where=field_where(where, key))
+        pairs.append((key[len(SET_PREFIX):].strip(), value))
+    return {**{k: v for k, v in raw.items() if k not in keys}, "overrides": pairs}
 
 
 class _Profiles:
@@ -321,7 +359,8 @@ _DEPENDS = {"profile": ("profile",), "model": ("model",), "sharing": ("sharing",
             "synthetic": ("fit", "mispredict", "agree", "burst", "out_len", "src_len", "seqs", "seed", "sharing",
                           "requests"),
             "launch_exit": ("launch_exit", "max_in_flight", "sharing"),
-            "arrivals": ("arrivals", "requests", "serve_seed")}
+            "arrivals": ("arrivals", "requests", "serve_seed"),
+            "overrides": ("profile", "overrides")}
 
 
 def field_where(where: str, field: str) -> str:
@@ -358,6 +397,7 @@ def check_runs(spec: SweepSpec, runs: list[RunParams], where: str = "spec") -> N
     and the field (`spec.yaml: field 'trace'`), never a traceback."""
     models = spec_models(spec, where)
     seen: set[tuple] = set()
+    whatifs = _WhatIfChecks(where)
     for run in runs:
         sharing = _sharing(run)
         keys = ["profile", "model", "sharing"]
@@ -365,6 +405,8 @@ def check_runs(spec: SweepSpec, runs: list[RunParams], where: str = "spec") -> N
             keys += ["trace" if run.trace is not None else "synthetic", "launch_exit"]
         if run.serving:
             keys.append("arrivals")
+        if run.overrides:
+            keys.append("overrides")
         for key in keys:
             seen_key = (key, *(getattr(run, f) for f in _DEPENDS[key]))
             if seen_key in seen:
@@ -372,6 +414,9 @@ def check_runs(spec: SweepSpec, runs: list[RunParams], where: str = "spec") -> N
             seen.add(seen_key)
             for field, value in _paths_of(run, key):
                 user_path(value, field_where(where, field))
+            if key == "overrides":
+                whatifs.check(run)
+                continue
             with os_errors(field_where(where, "fit" if key == "synthetic" else key)):
                 _check_key(spec, run, key, sharing, models, where)
 
@@ -405,6 +450,39 @@ def _check_key(spec: SweepSpec, run: RunParams, key: str, sharing: Sharing | Non
         else:
             msg = _message(err)
         raise UserError(f"field '{key}': {msg}", where=where) from None
+
+
+class _WhatIfChecks:
+    """The runs' what-ifs on their profiles, checked as each run will apply them
+    (`speedsim.hardware.files.load_whatif`, with the engine's check): each `set.PATH` key a parameter of the
+    run's profile with a value its field takes (a `UserError` naming that key), then the run's settings
+    together (naming them all). Each profile is read once, each (profile, key, value) checked once."""
+
+    def __init__(self, where: str):
+        self.where = where
+        self.profiles: dict[str, Any] = {}
+        self.done: set[tuple[str, str, str]] = set()
+
+    def check(self, run: RunParams) -> None:
+        if run.profile not in self.profiles:  # (its own check came first: it loads)
+            self.profiles[run.profile] = open_profile(run.profile)
+        profile = self.profiles[run.profile]
+        for path, value in run.overrides:
+            if (run.profile, path, value) in self.done:
+                continue
+            try:
+                whatif_checked(profile, [f"{path}={value}"], check_profile)
+            except UserError as err:
+                raise UserError(f"field '{SET_PREFIX}{path}': {_message(err)}", where=self.where) from None
+            self.done.add((run.profile, path, value))
+        if len(run.overrides) > 1:
+            try:
+                whatif_checked(profile, [f"{path}={value}" for path, value in run.overrides], check_profile)
+            except UserError as err:
+                keys = "/".join(dict.fromkeys(SET_PREFIX + path for path, _ in run.overrides))
+                given = ", ".join(f"{SET_PREFIX}{path}={value}" for path, value in run.overrides)
+                raise UserError(f"fields '{keys}' together ({given} on {run.profile}): {_message(err)}",
+                                where=self.where) from None
 
 
 def model_spec_paths(spec: SweepSpec, where: str = "spec") -> list[Path]:

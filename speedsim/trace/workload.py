@@ -187,11 +187,8 @@ def _number(items: dict[str, str], key: str, kind: type) -> int | float | None:
     """Item `key` as a number (its range is `SyntheticWorkload`'s to check)."""
     if key not in items:
         return None
-    try:
-        return kind(items[key])
-    except ValueError:
-        raise UserError(f"{key}={items[key]} is not {'an integer' if kind is int else 'a number'}",
-                        where=WHERE) from None
+    value = limits.parse_number(items[key], key, WHERE, integer=kind is int)  # ASCII digits only
+    return int(value) if kind is int else value
 
 
 def _lengths_drawn(spec: SyntheticSpec, seqs: int) -> list[int]:

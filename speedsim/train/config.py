@@ -31,7 +31,13 @@ from speedsim.data import DEFAULT_VOCAB_SIZE, MAX_VOCAB_SIZE, TASKS, default_cac
 from speedsim.data.sources import explicit_roots
 from speedsim.errors import UserError
 from speedsim.fileio import check_output_dir
-from speedsim.limits import MAX_TRAIN_PARAMETERS
+from speedsim.limits import (
+    MAX_TRAIN_BATCH,
+    MAX_TRAIN_EXAMPLES,
+    MAX_TRAIN_PARAMETERS,
+    MAX_TRAIN_STEPS,
+    MAX_TRAIN_TOKENS,
+)
 from speedsim.model import SpeedConfig
 from speedsim.userpath import probe, shown, user_path
 from speedsim.yamlio import read_mapping, validate_as
@@ -53,8 +59,8 @@ class DataSection(_Section):
     task: str = Field("summarize", description="fine-tuning task: summarize (encoder-decoder) or continue (decoder-only)")
     vocab_size: Count = Field(DEFAULT_VOCAB_SIZE, ge=259, le=MAX_VOCAB_SIZE,
                               description="BPE vocabulary size in tokens, specials included")
-    max_src_tokens: Count = Field(256, ge=1, description="fine-tuning source / prompt length cap in tokens")
-    max_tgt_tokens: Count = Field(128, ge=3, description="fine-tuning target length cap in tokens (with <bos>/<eos>)")
+    max_src_tokens: Count = Field(256, ge=1, le=MAX_TRAIN_TOKENS, description="fine-tuning source / prompt length cap in tokens")
+    max_tgt_tokens: Count = Field(128, ge=3, le=MAX_TRAIN_TOKENS, description="fine-tuning target length cap in tokens (with <bos>/<eos>)")
     min_tgt_tokens: Count = Field(0, ge=0, description="fine-tuning examples whose target text has fewer tokens are "
                                   "dropped, in every split (0: none; a task of longer outputs)")
     # an empty list or text is a mistake, not the default (an empty cache_dir silently meant ~/.cache)
@@ -66,8 +72,8 @@ class DataSection(_Section):
 
 
 class StageSection(_Section):
-    steps: Count = Field(ge=1, description="optimizer steps of this stage")
-    batch_size: Count = Field(16, ge=1, description="sequences per step")
+    steps: Count = Field(ge=1, le=MAX_TRAIN_STEPS, description="optimizer steps of this stage")
+    batch_size: Count = Field(16, ge=1, le=MAX_TRAIN_BATCH, description="sequences per step")
     # AdamW steps each weight by about lr: above 1 (1e308 passed as finite) the losses turn NaN and
     # the run still ends with exit 0
     lr: Rate = Field(1e-3, gt=0, le=1, description="peak learning rate (AdamW: at most 1)")
@@ -83,8 +89,8 @@ class StageSection(_Section):
         1.0, gt=0, le=1, description="learning rate of the transformer layers (encoder and decoder) as a fraction of "
         "lr; token and position embeddings, the final norms and the LM head keep lr"
     )
-    checkpoint_every: Count = Field(100, ge=1, description="steps between checkpoints")
-    eval_every: Count = Field(0, ge=0, description="steps between validation-loss evaluations (0: only at the end)")
+    checkpoint_every: Count = Field(100, ge=1, le=MAX_TRAIN_STEPS, description="steps between checkpoints")
+    eval_every: Count = Field(0, ge=0, le=MAX_TRAIN_STEPS, description="steps between validation-loss evaluations (0: only at the end)")
     max_seconds: Rate | None = Field(
         None, gt=0, description="wall-clock cap of the stage in seconds: the LR schedule follows max(step, time) "
         "progress and the stage ends at the cap (a capped run is not bit-reproducible)"
@@ -112,7 +118,7 @@ class PretrainSection(StageSection):
     prefix_tokens: Count | None = Field(
         None, ge=0, description="encoder input per window (encoder-decoder; default data.max_src_tokens); 0 for decoder-only"
     )
-    target_tokens: Count = Field(128, ge=2, description="tokens predicted per window")
+    target_tokens: Count = Field(128, ge=2, le=MAX_TRAIN_TOKENS, description="tokens predicted per window")
 
 
 class FinetuneSection(StageSection):
@@ -135,10 +141,10 @@ class FinetuneSection(StageSection):
 
 
 class EvalSection(_Section):
-    val_examples: Count = Field(256, ge=1, description="validation examples (or windows) for the loss")
-    rouge_examples: Count = Field(64, ge=0, description="validation examples decoded greedily for ROUGE-L")
-    max_new_tokens: Count = Field(128, ge=1, description="decode length cap in tokens")
-    batch_size: Count = Field(32, ge=1, description="examples per validation-loss batch")
+    val_examples: Count = Field(256, ge=1, le=MAX_TRAIN_EXAMPLES, description="validation examples (or windows) for the loss")
+    rouge_examples: Count = Field(64, ge=0, le=MAX_TRAIN_EXAMPLES, description="validation examples decoded greedily for ROUGE-L")
+    max_new_tokens: Count = Field(128, ge=1, le=MAX_TRAIN_TOKENS, description="decode length cap in tokens")
+    batch_size: Count = Field(32, ge=1, le=MAX_TRAIN_BATCH, description="examples per validation-loss batch")
 
 
 class TrainConfig(_Section):

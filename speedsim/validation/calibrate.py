@@ -242,7 +242,11 @@ def parse_sections(text: str | None) -> tuple[str, ...] | None:
         return None
     if not text.strip():
         raise UserError("empty: give SECTION[,SECTION/PATTERN,...] (e.g. layer,group)", where="--sections")
-    return tuple(x.strip() for x in text.split(","))
+    chosen = tuple(x.strip() for x in text.split(","))
+    twice = sorted({x for x in chosen if chosen.count(x) > 1})
+    if twice:
+        raise UserError(f"{', '.join(twice)} given twice", where="--sections")
+    return chosen
 
 
 def calibrate(profile: HardwareProfile, rows: list[MeasuredRow], models: dict[str, ModelSpec],

@@ -19,6 +19,7 @@ from speedsim.limits import (
     MAX_GEMM_N,
     MAX_OP_WIDTH,
     MAX_ROW_INTS,
+    PLAIN_NUMBER,
     time_problem,
 )
 from speedsim.sharing import Sharing
@@ -79,10 +80,19 @@ def read_csv_table(path: Path, what: str, required: tuple[str, ...],
     column given twice, a missing `required` column, or a row whose cell count differs from the header's."""
     path = Path(path)
     text = read_text_input(path, what, encoding="utf-8-sig", where=where)  # `where`: the flag that named it
+    # strict: a quote left open is an error (a lenient reader swallows the rest of the file into one cell);
+    # each record's line is the physical line it starts on (a quoted cell may span lines)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    lines: list[list[str]] = []
+    starts: list[int] = []
+    end = 0
     try:
-        lines = list(csv.reader(io.StringIO(text, newline="")))
+        for cells in reader:
+            starts.append(end + 1)
+            end = reader.line_num
+            lines.append(cells)
     except csv.Error as err:
-        raise UserError(f"not a readable CSV ({err})", where=str(path)) from None
+        raise UserError(f"not a readable CSV ({err})", where=f"{path}:{reader.line_num}") from None
     if not lines or not any(cell.strip() for cell in lines[0]):
         raise UserError(f"not a readable CSV: empty, no header ({what})", where=str(path))
     header = [c.strip() for c in lines[0]]
@@ -96,7 +106,7 @@ def read_csv_table(path: Path, what: str, required: tuple[str, ...],
     if missing:
         raise UserError(f"missing column(s) {', '.join(missing)}", where=str(path))
     records = []
-    for number, cells in enumerate(lines[1:], start=2):
+    for number, cells in zip(starts[1:], lines[1:], strict=True):
         if not cells:  # a blank line
             continue
         if len(cells) != len(header):
@@ -117,6 +127,8 @@ def finite_number(text: str, column: str, where: str, low: float = 0.0, high: fl
         raise UserError(f"{column} '{text}' is not a number", where=where) from None
     if not math.isfinite(value):
         raise UserError(f"{column} '{text}' is not a finite number", where=where)
+    if not PLAIN_NUMBER.fullmatch(text.strip()):
+        raise UserError(f"{column} '{text}' is not a number written in ASCII digits", where=where)
     if integer and not value.is_integer():
         raise UserError(f"{column} {text} is not a whole number", where=where)
     if value < low or (low_open and value == low) or value > high:
@@ -137,6 +149,8 @@ def measured_time(text: str, column: str, where: str, sep: str = " ") -> float:
         value = float(text)
     except ValueError:
         raise UserError(f"{column}{sep}{text[:40]} is not a number", where=where) from None
+    if math.isfinite(value) and not PLAIN_NUMBER.fullmatch(text.strip()):
+        raise UserError(f"{column}{sep}{text[:40]} is not a number written in ASCII digits", where=where)
     problem = time_problem(value)
     if problem:
         raise UserError(f"{column}{sep}{text[:40]} {problem}", where=where)

@@ -259,7 +259,7 @@ def decode_loop(profile: HardwareProfile, row: MeasuredRow, models: dict[str, Mo
     path, where = _row_traces(row, source)
     method = "speed" if row.pattern == "pipelined" else "greedy"
     bucket = row.extra_field("kv_bucket") or str(BUCKET)
-    if not bucket.isdigit() or int(bucket) < 1:
+    if not (bucket.isascii() and bucket.isdigit()) or int(bucket) < 1:
         raise UserError(f"kv_bucket={bucket} in the extra column: a positive whole number of positions", where=where)
     key = ("static", str(path), row.model, row.L, row.R, mode, method, int(bucket))
     if key not in cache:

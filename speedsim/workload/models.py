@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from speedsim.errors import UserError
 from speedsim.limits import MAX_FFN, MAX_HEADS, MAX_LAYERS, MAX_POSITIONS, MAX_VOCAB, MAX_WIDTH
@@ -39,7 +39,7 @@ class ModelSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: str = Field(min_length=1, pattern=r"^\S(.*\S)?$")  # no leading or trailing blanks
+    name: str = Field(min_length=1)
     d_model: int = Field(gt=0, strict=True, le=MAX_WIDTH)
     n_heads: int = Field(gt=0, strict=True, le=MAX_HEADS)
     d_ff: int = Field(gt=0, strict=True, le=MAX_FFN)
@@ -49,6 +49,15 @@ class ModelSpec(BaseModel):
     vocab: int = Field(gt=0, strict=True, le=MAX_VOCAB)
     encoder_layers: int = Field(0, ge=0, strict=True, le=MAX_LAYERS,
                                 description="encoder depth (prefill only); 0 = decoder-only")
+
+    @field_validator("name")
+    @classmethod
+    def _a_name(cls, name: str) -> str:
+        """A name, not a path (files are named after it): no leading or trailing blanks, no slash."""
+        if name != name.strip() or any(c in name for c in "/\\") or not name.isprintable():
+            raise ValueError(f"'{name}' is not a model name: no leading or trailing blanks, no '/' or '\\', "
+                             "printable characters only")
+        return name
 
     @model_validator(mode="after")
     def _heads_divide(self) -> ModelSpec:

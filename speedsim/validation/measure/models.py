@@ -80,6 +80,9 @@ def from_config(config: Path | str, device: str, dtype: torch.dtype, sequences: 
                      cfg.eval.max_new_tokens, "random-tied" if model.config.tie_embeddings else "random-untied")
 
 
+MIN_RANDOM_VOCAB = 5  # 4 special ids and at least one token to draw
+
+
 def from_spec(spec: ModelSpec, sharing: Sharing, device: str, dtype: torch.dtype, sequences: int,
               max_new_tokens: int, lm_head: str = "untied") -> Decodable:
     """Random weights at a model spec's dimensions with UxR sharing.
@@ -90,6 +93,9 @@ def from_spec(spec: ModelSpec, sharing: Sharing, device: str, dtype: torch.dtype
     """
     if lm_head not in LM_HEADS:
         raise UserError(f"unknown LM head '{lm_head}' ({' or '.join(LM_HEADS)})", where="--lm-head")
+    if spec.vocab < MIN_RANDOM_VOCAB:  # random sources are drawn from the ids after the special ones
+        raise UserError(f"model '{spec.name}': field 'vocab' {spec.vocab} is too small to decode with random "
+                        f"weights (at least {MIN_RANDOM_VOCAB}: ids 0-3 are special tokens)", where="--model")
     src_len = spec.cross_attention_len or PROMPT_TOKENS
     encoder = max(1, spec.encoder_layers) if spec.cross_attention_len else 0
     # room for the decode and for the step sections' caches (ctx up to 128, plus n or R tokens)

@@ -17,6 +17,7 @@ import yaml
 
 from speedsim.errors import UserError
 from speedsim.fileio import check_output, write_text
+from speedsim.limits import parse_number
 from speedsim.sharing import Sharing
 from speedsim.trace.io import TRACE_FILE
 from speedsim.validation.measure import steps
@@ -127,10 +128,7 @@ def _items(text: str, where: str) -> list[str]:
 
 
 def _ints(text: str, where: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(x) for x in _items(text, where))
-    except ValueError:
-        raise UserError(f"'{text}' is not a comma-separated list of integers", where=where) from None
+    values = tuple(int(parse_number(x, "value", where, integer=True)) for x in _items(text, where))
     if any(v < 1 for v in values):
         raise UserError("every value must be >= 1", where=where)
     return values
@@ -218,6 +216,10 @@ def measure(device: str, out: Path | str, checkpoint: Path | str | None = None, 
     if threads is not None and not 1 <= threads <= cores:
         raise UserError(f"must be in 1..{cores} (this machine's cores), got {threads}", where="--threads")
     out = check_output(out, "--out", MEASURED_CSV)
+    odd = sorted(set(out.stem) & set(";=,"))
+    if odd:  # the rows' `extra` names files beside it as `trace=NAME;...`: the name must read back
+        raise UserError(f"the file name may not hold {' or '.join(repr(c) for c in odd)}: the rows' extra column "
+                        "names the files written beside it and could not be read back", where="--out")
     # batch and op rows go beside `out`; without steps or whole decodes the first of them goes to `out`
     steps_or_loop = bool({"steps", "loop"} & set(plan.parts))
     beside = {part: out.with_name(f"{out.stem}.{part}.csv") for part in ("batch", "ops")}
@@ -242,6 +244,10 @@ def measure(device: str, out: Path | str, checkpoint: Path | str | None = None, 
         base = _base(device, dtype, checkpoint, config, model, model_specs, plan)
         src_len = max(1, round(sum(len(s) for s in base.sources) / len(base.sources)))
         spec_path = check_output(out.with_name(f"{out.stem}.{base.name}.yaml"), "--out", SPEC_FILE)
+        inputs = {Path(p).resolve() for p in model_specs}
+        if spec_path.resolve() in inputs:  # the spec written beside the CSV would replace the one read
+            raise UserError(f"the model spec it writes beside the CSV, {spec_path}, is a --model-spec input; "
+                            "choose another --out", where="--out")
         write_text(spec_path, yaml.safe_dump(spec_of(base.model, base.name, src_len).model_dump(), sort_keys=False))
         files["model_spec"] = str(spec_path)
         rec = TimingLog(out, device, plan.budget)
