@@ -323,9 +323,10 @@ def serve_design_text(result: Any) -> str:
                          f"; at {r.miss_rate_per_s:,.4g}/s it misses ({r.miss_metric_us:,.1f} µs)"
                          if r.miss_rate_per_s is not None and r.miss_metric_us is not None else
                          f" (met at every rate up to {r.rate_max_per_s:,.4g}/s, the highest tried)"))
-    lines.append(f"the seeds' own rates: {', '.join(f'{v:,.4g}' for v in r.per_seed_rate_per_s)} requests/s; "
-                 f"interval [{r.interval_per_s[0]:,.4g}, {r.interval_per_s[1]:,.4g}] "
-                 f"({r.interval_confidence:.2%} confidence for the median seed's rate)")
+    if r.reachable:
+        lines.append(f"the seeds' own rates: {', '.join(f'{v:,.4g}' for v in r.per_seed_rate_per_s)} requests/s; "
+                     f"interval [{r.interval_per_s[0]:,.4g}, {r.interval_per_s[1]:,.4g}] "
+                     f"({r.interval_confidence:.2%} confidence for the median seed's rate)")
     rows = [{"rate/s": f"{p.rate_per_s:,.4g}", f"mean {r.metric} µs": f"{p.mean_us:,.1f}",
              "meets": "yes" if p.mean_us <= r.target_us else "no",
              "by seed µs": " ".join(f"{v:,.0f}" for v in p.metric_us)} for p in r.points]

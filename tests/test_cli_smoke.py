@@ -83,6 +83,12 @@ def _cases(d: Path) -> dict[str, Case]:
                          "--out", str(d / "batch.csv")), r"^wrote .*batch\.csv \(2 rows"),
         "sweep": Case(("sweep", str(d / "sweep.yaml"), "--out", str(d / "sweep"), "--workers", "1"),
                       r"^smoke: 1 runs, 0 already done, 1 ran, 0 failed"),
+        "sensitivity": Case(("sensitivity", "--profile", "h200", "--model", "t5base", "--sharing", "4x3", "--synthetic",
+                             "perfect,len=8", "--baseline", "none", "--params", "kernel.latency_us"),
+                            r"^t5base 4x3 on h200 \(graph mode\): elasticity "),
+        "design": Case(("design", "--profile", "h200", "--model", "t5base", "--sharing", "4x3", "--synthetic",
+                        "perfect,len=8", "--method", "speed", "--vary", "kernel.latency_us", "--target-us-per-token",
+                        "100000"), r"^t5base 4x3 on h200 \(graph mode\), speed: target 100,000 µs per token"),
         "report --help": Case(("report", "--help"), r"^Usage: speedsim report \[OPTIONS\]$"),
         "report bad --out": Case(("report", "--out", str(d / "m.csv")), r"^speedsim: error: --out: .*m\.csv", code=2),
     }

@@ -260,6 +260,15 @@ def test_cli_json_and_text():
     assert out["reachable"] is False and out["bound_by"] == "latency"
 
 
+def test_runs_in_a_subprocess(cli_subprocess):
+    """`speedsim design` as a user runs it: exit 0, one JSON object on stdout, nothing on stderr."""
+    p = cli_subprocess(*BASE, "--vary", "memory.dram.bandwidth_GBps", "--target-us-per-token", "100000", "--json",
+                       timeout=120)
+    assert p.returncode == 0 and p.stderr == "", p.stderr
+    out = json.loads(p.stdout)
+    assert out["already_met"] is True and out["scale"] == 1.0
+
+
 # ------------------------------------------------------------------ serving
 
 def serving_run(synthetic: str | None, trace: str | None, requests: int, method: str = "speed"):

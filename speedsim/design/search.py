@@ -43,7 +43,8 @@ like with like across rates.
 - **The rule.** A rate meets the target when the mean over the K seeds of M(r, k) is at most X. The
   answer is the highest rate that meets it: bracketed by doubling (halving) from one request's own rate
   (`nominal_rate` / max batch), then bisected in ln r to `SERVE_REL_TOL` = 2% (well inside the ~15%
-  that p99 moves between seeds). The next rate simulated above it misses (`miss_rate_per_s`).
+  that p99 moves between seeds). The next rate simulated above it misses (`miss_rate_per_s`). (Missed
+  at that rate and at half of it, `rate_min` is tried next: missed there too, the search stops.)
 - **The interval.** Each seed's own critical rate r_k (the same bracket-and-bisect on M(r, k) alone,
   starting from the rates already simulated) and the interval [min r_k, max r_k]. For K independent
   seeds this covers the median per-seed critical rate with probability 1 - 2^(1-K) (93.75% at K = 5),
@@ -406,11 +407,10 @@ def _monotone(points: Sequence[Point], up: bool) -> tuple[tuple[float, float], .
 
 
 def design(scenario: Scenario, method: str, path: str, target_us_per_token: float,
-           overrides: Mapping[str, float] | None = None,
-           progress: Callable[[Point], None] | None = None) -> DesignResult:
+           overrides: Mapping[str, float] | None = None) -> DesignResult:
     """The least change of the parameter at `path` (a scale of its value on the scenario's profile) at
     which `method` meets `target_us_per_token`, by the search of the module docstring. `overrides`: what
-    `--set` changed on the profile, for the record; `progress`: called with each point simulated."""
+    `--set` changed on the profile, for the record."""
     if method not in ("speed", *defaults.BASELINES):
         raise UserError(f"'{method}' is not a method simulated (speed, {', '.join(defaults.BASELINES)})",
                         where="--method")
@@ -456,12 +456,13 @@ def design(scenario: Scenario, method: str, path: str, target_us_per_token: floa
 
     # the direction that helps
     up, down = search.probe(True), search.probe(False)
-    helps = [p for p in (up, down) if p is not None and p.per_token_us is not None and p.per_token_us < t0]
+    lower = t0 * (1.0 - MONOTONE_TOL)  # (lower than rounding)
+    helps = [p for p in (up, down) if p is not None and p.per_token_us is not None and p.per_token_us < lower]
     notes: tuple[str, ...] = ()
     if not helps:  # flat near the profile's value: try the field's ends (a capacity that changes nothing yet)
         ends = [search.at(v) for v in (search.range.high, search.range.low)
                 if v != base_value and (v > 0 or not search.range.integer)]
-        helps = [p for p in ends if p.per_token_us is not None and p.per_token_us < t0]
+        helps = [p for p in ends if p.per_token_us is not None and p.per_token_us < lower]
     if not helps:
         tried = ", ".join(f"x{p.scale:.4g}" for p in sorted(search.points.values(), key=lambda q: q.value)
                           if p.value != base_value)
@@ -490,7 +491,7 @@ def design(scenario: Scenario, method: str, path: str, target_us_per_token: floa
     # bracket: from the first helpful probe, doubling (halving) until it meets, the end, or a refusal
     a = base
     b: Point | None = None
-    p = first
+    p = first if first.value != 0.0 else search.at(search.step(base_value, factor))  # (no ln 0: halve to it)
     for _ in range(MAX_STEPS):
         if p.per_token_us is None or search.meets(p):
             b = p
@@ -713,7 +714,12 @@ def serve_design(run: RunParams, metric: str, target_us: float, seeds: int = SER
         return lo, hi
 
     start = min(max(nominal / run.max_batch, rate_min), rate_max)
-    lo, hi = bracket(mean_meets, start, None) if mean_meets(start) else bracket(mean_meets, None, start)
+    if mean_meets(start):
+        lo, hi = bracket(mean_meets, start, None)
+    elif (half := max(start / 2.0, rate_min)) != start and not mean_meets(half) and not mean_meets(rate_min):
+        lo, hi = None, rate_min  # missed twice, and at the lowest rate: no lower load meets it
+    else:
+        lo, hi = bracket(mean_meets, None, start)
     notes: list[str] = []
     # each seed's own critical rate, bracketed first by the rates already simulated with every seed
     per_seed: list[float] = []
@@ -734,7 +740,7 @@ def serve_design(run: RunParams, metric: str, target_us: float, seeds: int = SER
                 if b.mean_us < a.mean_us * (1.0 - MONOTONE_TOL))
     reachable = lo is not None
     answer = at(lo) if lo is not None else at(rate_min)
-    miss = points[hi] if hi is not None else None
+    miss = points[hi] if hi is not None and reachable else None
     result = last["result"]
     return ServeDesignResult(
         profile=result.profile,

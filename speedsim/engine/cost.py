@@ -36,7 +36,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 from enum import IntEnum
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+import numpy as np
 
 from speedsim.errors import UserError
 from speedsim.hardware import load_profile
@@ -156,7 +158,7 @@ class CostModel:
         fixed = (self.attention_latency_us if k.kclass == ATTN else self.matrix_latency_us) if k.matrix \
             else self.latency_us
         if k.indexed:
-            fixed += self.index_us
+            fixed = fixed + self.index_us  # (not +=: `plan` also runs on a cost model of arrays, `plan_us_many`)
         peak_sheet = (self.matrix_datasheet_FLOPpus if k.matrix else self.vector_datasheet_FLOPpus)[k.dtype]
         return KernelPlan(waves, work, walk, d_rate, c_rate, k.tile_bytes, math_us, wave_tiles, row_us, t_comp,
                           fixed, k.flops / peak_sheet)
@@ -235,6 +237,43 @@ class CostModel:
         # the first bytes arrive one idle load latency after the start: from DRAM, or from on-chip memory
         first = self.dram_latency_us if dram_bytes else (self.onchip_latency_us if onchip_bytes else 0.0)
         return plan.fixed_us + first + t_body, plan.fixed_us + first, memory * f_dram, memory * f_chip
+
+
+    def plan_us_many(self, plan: KernelPlan, dram_bytes: float, onchip_bytes: float) -> Any:
+        """`plan_us` over many hardware points at once (`speedsim.engine.batch`): this cost model's numbers and
+        `plan`'s (`plan` of a cost model whose fields are numpy arrays, one value per point) are arrays, the
+        bytes are one kernel run's, the same at every point (residency depends on the on-chip level only).
+        The same operations in the same order as `plan_parts`'s time, each branch on a time an elementwise
+        maximum or selection (`tests/test_dse.py` checks the two agree kernel by kernel)."""
+        hits = onchip_bytes - dram_bytes
+        bw_dram = dram_bytes / self.dram_Bpus
+        bw_chip = onchip_bytes / self.onchip_Bpus
+        t_bw = np.maximum(bw_dram, bw_chip)
+        walk = plan.tile_walk
+        if walk:
+            d_part = dram_bytes / plan.tile_dram_Bpus
+            c_part = hits / plan.tile_onchip_Bpus
+            per_byte = (d_part + c_part) / onchip_bytes if onchip_bytes else 0.0
+            load = plan.tile_bytes * per_byte
+            math_us = plan.tile_math_us
+            tile = self.tile_us + (np.maximum(load, math_us) if walk is TileWalk.OVERLAPPED else load + math_us)
+            t_mem = np.maximum(t_bw, plan.wave_tiles * tile)
+        else:
+            d_part = dram_bytes / self.unit_dram_Bpus
+            c_part = hits / self.unit_onchip_Bpus
+            t_mem = np.maximum(t_bw, (d_part + c_part) * plan.waves / plan.blocks)
+        if plan.row_us is not None:
+            t_mem = np.maximum(t_mem, plan.row_us)
+        t_comp = plan.compute_us
+        if t_comp is None:
+            t_body = t_mem
+        else:  # smooth_max(t_mem, t_comp, p), elementwise
+            hi, lo = np.maximum(t_mem, t_comp), np.minimum(t_mem, t_comp)
+            positive = hi > 0.0
+            safe = np.where(positive, hi, 1.0)
+            t_body = np.where(positive, safe * (1.0 + (lo / safe) ** self.p) ** (1.0 / self.p), 0.0)
+        first = self.dram_latency_us if dram_bytes else (self.onchip_latency_us if onchip_bytes else 0.0)
+        return plan.fixed_us + first + t_body
 
 
 class TileWalk(IntEnum):

@@ -72,35 +72,6 @@ class HardwareProfile(_Frozen):
     )
 
     @model_validator(mode="after")
-    def _ranges_name_numbers(self) -> HardwareProfile:
-        """Each range names a number of the profile, contains its value, and both ends are values
-        the field itself accepts (`--bounds` runs them)."""
-        data = self.model_dump()
-        for path, r in self.ranges.items():
-            value: object = data
-            for key in path.split("."):
-                if isinstance(value, list) and key.isdigit() and int(key) < len(value):
-                    value = value[int(key)]
-                elif isinstance(value, dict) and key in value:
-                    value = value[key]
-                else:
-                    raise ValueError(f"ranges: '{path}' is not a parameter of the profile")
-            if not isinstance(value, int | float) or isinstance(value, bool):
-                raise ValueError(f"ranges: '{path}' is not a number")
-            if not r.low <= value <= r.high:
-                raise ValueError(f"ranges: '{path}' [{r.low:g}, {r.high:g}] excludes the profile's own value {value:g}")
-            for end, v in (("low", r.low), ("high", r.high)):
-                trial = self.model_dump(exclude={"ranges"})
-                try:
-                    set_parameter(trial, path, v)
-                    HardwareProfile.model_validate(trial)
-                except (ValueError, ValidationError) as err:
-                    why = err.errors()[0]["msg"] if isinstance(err, ValidationError) else str(err)
-                    raise ValueError(f"ranges: '{path}' {end} end {v:g} is not a value the field takes ({why})") \
-                        from None
-        return self
-
-    @model_validator(mode="after")
     def _consistent_memory(self) -> HardwareProfile:
         dram_GiB = self.memory.dram.capacity_MiB / 1024
         if abs(self.memory_capacity_GiB - dram_GiB) > CAPACITY_TOLERANCE * dram_GiB:
@@ -125,6 +96,36 @@ class HardwareProfile(_Frozen):
                             ("compute.vector_peak_TFLOPS", self.compute.vector_peak_TFLOPS)):
             if not table:  # each value is in range by its type (PeakTFLOPS)
                 raise ValueError(f"{path} is empty")
+        return self
+
+    @model_validator(mode="after")
+    def _ranges_name_numbers(self) -> HardwareProfile:
+        """Each range names a number of the profile, contains its value, and both ends are values
+        the field itself accepts (`--bounds` runs them). Last of the checks (pydantic runs them in order):
+        a profile that breaks a check between fields is refused for that, not through a range end's trial."""
+        data = self.model_dump()
+        for path, r in self.ranges.items():
+            value: object = data
+            for key in path.split("."):
+                if isinstance(value, list) and key.isdigit() and int(key) < len(value):
+                    value = value[int(key)]
+                elif isinstance(value, dict) and key in value:
+                    value = value[key]
+                else:
+                    raise ValueError(f"ranges: '{path}' is not a parameter of the profile")
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise ValueError(f"ranges: '{path}' is not a number")
+            if not r.low <= value <= r.high:
+                raise ValueError(f"ranges: '{path}' [{r.low:g}, {r.high:g}] excludes the profile's own value {value:g}")
+            for end, v in (("low", r.low), ("high", r.high)):
+                trial = self.model_dump(exclude={"ranges"})
+                try:
+                    set_parameter(trial, path, v)
+                    HardwareProfile.model_validate(trial)
+                except (ValueError, ValidationError) as err:
+                    why = err.errors()[0]["msg"] if isinstance(err, ValidationError) else str(err)
+                    raise ValueError(f"ranges: '{path}' {end} end {v:g} is not a value the field takes ({why})") \
+                        from None
         return self
 
     @property

@@ -1,0 +1,116 @@
+"""The design-space fast path (`speedsim.engine.batch`): every point's per-token time is `simulate`'s."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from speedsim.engine import CostModel
+from speedsim.engine.batch import Workload, grid_points, point_profile, simulate_grid, stacked_cost
+from speedsim.errors import UserError
+from speedsim.hardware.whatif import Override, apply_settings
+from speedsim.run.options import simulate_run
+from speedsim.simulate.core import simulate
+from speedsim.simulate.phases import build_phases
+from speedsim.simulate.scenario import COMMAND_LINE, build_scenario
+
+BASELINES = ("unshared", "sequential")
+
+
+def _scenario(limit: int, profile: str = "h200"):
+    run = simulate_run(profile=profile, model="t5base", sharing="4x3", trace="4x3", synthetic=None,
+                       baselines=BASELINES, mode="graph", src_len=None, limit=limit, launch_exit=0,
+                       max_in_flight=None, device_control=False, bounds=False)
+    return build_scenario(run, sources=COMMAND_LINE)
+
+
+def _plain(s, point, mode="graph", device_control=False):
+    profile, _ = apply_settings(s.profile, point)
+    r = simulate(profile, s.spec, s.sharing, list(s.traces), mode, BASELINES, s.policy, s.src_len,
+                 device_control=device_control)
+    return {"speed": r.speed.per_token_us, **{m: b.per_token_us for m, b in r.baselines.items()}}
+
+
+def _check(s, grid, points, sample, **kw):
+    for i in sample:
+        for m, v in _plain(s, points[i], **kw).items():
+            assert abs(grid.per_token_us[m][i] / v - 1.0) < 1e-9, (points[i], m, v, grid.per_token_us[m][i])
+
+
+AXES = {"memory.dram.bandwidth_GBps": ["x0.5", "x2"], "kernel.latency_us": ["x0.5", "x3"],
+        "host.launch_overhead_us.graph": ["x0.25", "x2"], "memory.onchip.0.capacity_MiB": ["x0.2", "x1"],
+        "compute.units": ["x0.5", "x1"]}
+
+
+def test_grid_matches_simulate_on_every_method():
+    """32 points over four groups (on-chip capacity and units change residency and kernels), 10 checked."""
+    s = _scenario(3)
+    points = grid_points(AXES)
+    grid = simulate_grid(s.profile, Workload(s.spec, s.sharing, s.traces, policy=s.policy), points)
+    assert grid.groups == 4 and grid.fallback_points == 0
+    _check(s, grid, points, random.Random(0).sample(range(len(points)), 10))
+    # the times do move across the grid (a check that cannot pass by returning one number)
+    assert np.ptp(grid.per_token_us["speed"]) > 0.1 * grid.per_token_us["speed"].min()
+
+
+def test_device_control_and_profile_without_capture():
+    """No round trip (the recurrence's max(device free, host clock) decides) on another profile."""
+    s = _scenario(2, "l4")
+    points = grid_points({"host.graph_launch_us": ["x0.1", "x10"], "memory.dram.bandwidth_GBps": ["x0.5", "x2"]})
+    grid = simulate_grid(s.profile, Workload(s.spec, s.sharing, s.traces, policy=s.policy, device_control=True),
+                         points)
+    _check(s, grid, points, range(len(points)), device_control=True)
+
+
+def test_eager_falls_back_to_the_plain_engine():
+    s = _scenario(1)
+    points = [{"kernel.latency_us": "x2"}]
+    grid = simulate_grid(s.profile, Workload(s.spec, s.sharing, s.traces, mode="eager", policy=s.policy), points)
+    assert grid.fallback_points == 1
+    _check(s, grid, points, [0], mode="eager")
+
+
+def test_vectorised_cost_is_the_scalar_one_kernel_by_kernel():
+    """`CostModel.plan_us_many` at each point equals `plan_parts`'s time of the point's own cost model."""
+    s = _scenario(1)
+    settings = [{"memory.dram.bandwidth_GBps": f"x{f}", "compute.matrix_peak_TFLOPS.bf16": f"x{1 / f}",
+                 "kernel.overlap_exponent": f"x{f}"} for f in (0.3, 1.0, 3.0)]
+    models = [CostModel.from_profile(apply_settings(s.profile, p)[0]) for p in settings]
+    many = stacked_cost(models)
+    phases, _ = build_phases(s.spec, s.sharing, s.traces, s.profile, BASELINES, s.policy, s.src_len)
+    seen = set()
+    for program in phases["speed"].programs + phases["unshared"].programs:
+        for k in program.kernels:
+            if id(k) in seen:
+                continue
+            seen.add(id(k))
+            chip = sum(a.read_bytes + a.write_bytes for a in k.accesses)
+            for dram in (0.0, 0.5 * chip, chip):
+                got = many.plan_us_many(many.plan(k), dram, chip)
+                want = [m.plan_parts(m.plan(k), dram, chip)[0] for m in models]
+                np.testing.assert_allclose(got, want, rtol=1e-12, atol=0)
+    assert len(seen) > 50
+
+
+def test_bad_values_are_refused_as_set_refuses_them():
+    s = _scenario(1)
+    with pytest.raises(UserError) as err:
+        point_profile(s.profile, [Override("memory.dram.bandwidth_GBps", -1.0)])
+    assert err.value.where == "--set" and "memory.dram.bandwidth_GBps" in str(err.value)
+    work = Workload(s.spec, s.sharing, s.traces, policy=s.policy)
+    for bad in ({"memory.dram.bandwidth_GBps": "x0"}, {"no.such.path": "1"}, {"kernel.latency_us": "xnan"}):
+        with pytest.raises(UserError):
+            simulate_grid(s.profile, work, [{"kernel.latency_us": "x2"}, bad])
+
+
+@pytest.mark.slow
+def test_full_trace_grid_sample():
+    """The shipped 4x3 trace whole: 3 of 81 points checked (each plain run takes ~10 s)."""
+    s = _scenario(None)  # type: ignore[arg-type]
+    points = grid_points({p: ["x0.5", "x1", "x2"] for p in ("memory.dram.bandwidth_GBps", "kernel.latency_us",
+                                                              "host.launch_overhead_us.graph",
+                                                              "compute.matrix_peak_TFLOPS.bf16")})
+    grid = simulate_grid(s.profile, Workload(s.spec, s.sharing, s.traces, policy=s.policy), points, workers=2)
+    _check(s, grid, points, random.Random(1).sample(range(len(points)), 3))
