@@ -159,6 +159,8 @@ def validate(measured: tuple[str, ...], kernels: str | Path | None, strict: bool
 
     if measured and kernels is not None:
         raise UserError("give --measured or --kernels, not both", where="--kernels")
+    if strict and kernels is None:  # (it would be ignored: only a kernel profile has unclassified kernels)
+        raise UserError("applies to --kernels only (refuse kernels no class rule matches)", where="--strict")
     given = tuple(user_path(m, "--measured") for m in measured)  # each path's shape, naming the flag
     kernels = user_path(kernels, "--kernels") if kernels is not None else None
     profile, overrides = load_whatif(profile_name, settings, check=check_profile)

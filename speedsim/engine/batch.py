@@ -123,14 +123,14 @@ def point_profile(profile: HardwareProfile, overrides: Sequence[Override], where
     from pydantic import ValidationError
 
     from speedsim.errors import describe
-    from speedsim.hardware.whatif import _couple_capacities
+    from speedsim.hardware.whatif import couple_capacities
 
     if not overrides:
         return profile
     data = _copied_along(data if data is not None else profile.model_dump(), [o.path for o in overrides])
     for o in overrides:
         set_parameter(data, o.path, o.value)
-    _couple_capacities(data, profile, {o.path for o in overrides})
+    couple_capacities(data, profile, {o.path for o in overrides})
     data["ranges"] = {}
     data["name"] = f"{profile.name} ({', '.join(o.label for o in overrides)})"
     try:
@@ -141,7 +141,7 @@ def point_profile(profile: HardwareProfile, overrides: Sequence[Override], where
 
 
 def _copied_along(data: dict, paths: Sequence[str]) -> dict:
-    """A copy of the dumped profile `data` that `set_parameter` and `_couple_capacities` may change at `paths`
+    """A copy of the dumped profile `data` that `set_parameter` and `couple_capacities` may change at `paths`
     (and the two capacities) without changing `data`: the containers along them are copied, the rest
     shared (validation only reads them)."""
     out = dict(data)

@@ -132,7 +132,7 @@ def with_overrides(profile: HardwareProfile, overrides: Iterable[Override], wher
     data = profile.model_dump()
     for o in overrides:
         set_parameter(data, o.path, o.value)
-    _couple_capacities(data, profile, {o.path for o in overrides})
+    couple_capacities(data, profile, {o.path for o in overrides})
     data["ranges"] = {k: v for k, v in data["ranges"].items() if k not in {o.path for o in overrides}}
     data["name"] = f"{profile.name} ({', '.join(o.label for o in overrides)})"
     try:
@@ -147,7 +147,9 @@ def with_overrides(profile: HardwareProfile, overrides: Iterable[Override], wher
 _CAPACITIES = ("memory.dram.capacity_MiB", "memory_capacity_GiB")
 
 
-def _couple_capacities(data: dict, profile: HardwareProfile, given: set[str]) -> None:
+def couple_capacities(data: dict, profile: HardwareProfile, given: set[str]) -> None:
+    """In the dumped `data` of `profile` with the paths `given` set: scale the capacity not given with the
+    one that was (both given, or neither: nothing to do)."""
     dram, device = _CAPACITIES
     if (dram in given) == (device in given):
         return

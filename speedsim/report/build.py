@@ -25,6 +25,7 @@ from speedsim.fileio import atomic_write, check_output_dir
 from speedsim.paths import EXPERIMENTS_DIR, H200_MEASURED, MEASURED_DIR, ROOT
 from speedsim.report import check_figures, figures
 from speedsim.report.content import ReportData, profile_order
+from speedsim.report.design_space import heatmaps, run_design_space, tornado
 from speedsim.report.readme import REPORT_TITLE, write_readme
 from speedsim.report.serving import serving_figure, serving_tables
 from speedsim.report.validation_md import write_validation
@@ -44,6 +45,7 @@ EXPERIMENTS = EXPERIMENTS_DIR
 DEFAULT_STUDY = (EXPERIMENTS / "default.yaml",)
 FULL_STUDY = (EXPERIMENTS / "latency_vs_depth.yaml", EXPERIMENTS / "acceptance.yaml")
 SERVING_SPEC = EXPERIMENTS / "serving.yaml"
+DESIGN_SPEC = EXPERIMENTS / "design_space.yaml"
 PAPER_SPEC = EXPERIMENTS / "speed_paper.yaml"
 H200_RERUN = H200_MEASURED.with_name("measured_rerun.csv")
 ROOFLINE_CONFIG = ("t5base", "4x3", "mispredict=0.1,len=24,seqs=1,src=128")
@@ -192,9 +194,13 @@ def draw(data: ReportData, out: Path) -> dict[str, str]:
         made["speed_paper"] = figures.speed_paper(data.paper, fig_dir / "speed_paper.png")
     if data.serving is not None:
         made["serving"] = serving_figure(data.serving, fig_dir / "serving.png")
+    if data.design is not None:
+        made["design_space"] = heatmaps(data.design, fig_dir / "design_space.png")
+    if data.design_sensitivity is not None:
+        made["sensitivity_tornado"] = tornado(data.design_sensitivity, fig_dir / "sensitivity_tornado.png")
     kept = {v for v in made.values() if v is not None}
     ours = ("latency_vs_depth_", "speedup_vs_", "dram_traffic_vs_depth", "roofline", "parity", "speed_paper",
-            "serving")
+            "serving", "design_space", "sensitivity_tornado")
     for stale in fig_dir.glob("*.png"):  # figures of an earlier report that this one did not draw
         if stale not in kept and stale.name.startswith(ours):
             stale.unlink()
@@ -209,7 +215,8 @@ def write_data(data: ReportData, out: Path) -> None:
         d.mkdir(parents=True, exist_ok=True)
     val = pd.concat([v.assign(sim_mode=m) for m, v in data.validation.items()], ignore_index=True)
     tables = {"study.csv": data.study, "speed_paper.csv": data.paper, "validation.csv": val,
-              "serving.csv": data.serving}
+              "serving.csv": data.serving, "design_space.csv": data.design,
+              "design_space_causes.csv": data.design_causes, "sensitivity.csv": data.design_sensitivity}
     for name, table in tables.items():
         if table is not None:
             with atomic_write(d / name, "w", where="--out", newline="") as fh:
@@ -253,13 +260,15 @@ def _serving_dir(full: bool) -> str:
 
 
 def _sweep_dirs(specs: tuple[Path, ...], paper_spec: Path | None, serving_spec: Path | None,
-                full: bool) -> list[str]:
+                full: bool, design_spec: Path | None = None) -> list[str]:
     """The subdirectories of the cache the report's sweeps write in."""
     names = [Path(spec).stem for spec in specs]
     if paper_spec:
         names.append("speed_paper")
     if serving_spec is not None:
         names.append(_serving_dir(full))
+    if design_spec is not None:
+        names.append("design_space" if full else "design_space-reduced")
     return names
 
 
@@ -279,14 +288,14 @@ def _work_dir(cache: Path | None) -> Iterator[tuple[Path, str]]:
 def build_report(out: Path | str, *, full: bool = False, specs: tuple[Path, ...] | None = None,
                  paper_spec: Path | None = PAPER_SPEC, workers: int = 2, scheduler: str | None = None,
                  cache: Path | str | None = None, progress: bool = True,
-                 serving_spec: Path | None = SERVING_SPEC) -> dict:
+                 serving_spec: Path | None = SERVING_SPEC, design_spec: Path | None = DESIGN_SPEC) -> dict:
     """Run the study and write figures, data and README.md under `out`; a summary dict."""
     out = check_output_dir(out, "--out")  # before minutes of work, not after them
     _check_report_dir(out)
     specs = specs if specs is not None else (FULL_STUDY if full else DEFAULT_STUDY)
     cache_dir = None if cache is None else check_output_dir(cache, "--cache")  # '' is no path, not "none"
     if cache_dir is not None:
-        for name in _sweep_dirs(tuple(specs), paper_spec, serving_spec, full):  # before any sweep runs
+        for name in _sweep_dirs(tuple(specs), paper_spec, serving_spec, full, design_spec):  # before any sweep runs
             check_output_dir(cache_dir / name, "--cache")
     if scheduler is not None:
         check_scheduler(scheduler)
@@ -296,6 +305,8 @@ def build_report(out: Path | str, *, full: bool = False, specs: tuple[Path, ...]
         paper, note = (run_paper(paper_spec, work, workers, scheduler, progress, flag) if paper_spec
                        else (None, "no paper spec given"))
         serving, serving_limit = run_serving(serving_spec, full, work, workers, scheduler, progress, flag)
+        design, design_causes, design_sens = run_design_space(design_spec, full, work, workers, scheduler, progress,
+                                                              flag)
     validation, mape = run_validation()
     steps, peaks = roofline_points(profile_order(study) if not study.empty else ["h200"])
     data = ReportData(study, paper, note, validation, mape, steps, peaks,
@@ -305,6 +316,8 @@ def build_report(out: Path | str, *, full: bool = False, specs: tuple[Path, ...]
     data.cpu, data.cpu_mape = run_cpu_validation()
     data.decodes, data.decodes_mape, data.decodes_fitted, data.decodes_loop_us = run_decode_validation()
     data.serving, data.serving_limit = serving, serving_limit
+    data.design, data.design_causes, data.design_sensitivity = design, design_causes, design_sens
+    data.design_full = full
     data.figures = draw(data, out)
     write_data(data, out)
     readme = write_readme(data, out)

@@ -28,6 +28,10 @@ class ReportData:
     decodes_loop_us: float = float("nan")
     serving: pd.DataFrame | None = None                      # latency-throughput curves (speedsim serve)
     serving_limit: pd.DataFrame | None = None                # where SPEED stops beating 12x1, per profile
+    design: pd.DataFrame | None = None                       # design-space grid: SPEED 4x3 vs 12x1 on what-ifs
+    design_causes: pd.DataFrame | None = None                # time by cause at each panel's extreme points
+    design_sensitivity: pd.DataFrame | None = None           # elasticities of SPEED's time, per profile
+    design_full: bool = False                                # whether the design-space grid was the whole one
     figures: dict[str, str] = field(default_factory=dict)
 
 

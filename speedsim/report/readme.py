@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from speedsim.report.content import ReportData, ok, pick
+from speedsim.report.design_space import design_space_section
 from speedsim.report.markdown import md_table, times, us, write_markdown
 from speedsim.report.paper_md import paper_section
 from speedsim.report.serving import serving_section
@@ -238,6 +239,8 @@ def write_readme(data: ReportData, out: Path) -> Path:
     lines += roofline_section(data)
     lines += acceptance_sections(data)
     lines += serving_section(data.serving, data.serving_limit, data.figures.get("serving"), "experiments/serving.yaml")
+    lines += design_space_section(data.design, data.design_causes, data.design_sensitivity, data.figures,
+                                  "experiments/design_space.yaml", data.design_full)
     failed = data.study[data.study["status"] != "ok"] if not data.study.empty else data.study
     if len(failed):
         lines += ["## Failed runs", "", md_table(

@@ -48,6 +48,7 @@ parameters) and raises `UserError` before any run starts.
 from __future__ import annotations
 
 import itertools
+import json
 import stat
 from pathlib import Path
 from typing import Any
@@ -178,6 +179,8 @@ def _expand_block(spec: SweepSpec, block: Block, bwhere: str) -> list[dict[str, 
     for name, values in block.axes.items():
         if not isinstance(values, list) or not values:
             raise UserError(f"axis '{name}' is empty: the product has no runs", where=bwhere)
+    for name, values in block.axes.items():
+        _no_value_twice(name, values, bwhere)
     bundles = {name for name, values in block.axes.items()  # (a `set.PATH` axis takes numbers only)
                if all(isinstance(v, dict) for v in values) and not name.startswith(SET_PREFIX)}
     for name in list(base) + [n for n in block.axes if n not in bundles]:
@@ -210,6 +213,27 @@ def _expand_block(spec: SweepSpec, block: Block, bwhere: str) -> list[dict[str, 
         else:
             out.append(raw)
     return [_with_overrides(_resolve_sharing(r, bwhere), bwhere) for r in out]
+
+
+def _no_value_twice(name: str, values: list[Any], where: str) -> None:
+    """An axis lists each value once: `[h200, h200]`, `[4x3, 4X3]` or `[0.0, -0.0]` would run one point
+    twice (as two runs, or silently as one)."""
+    seen: dict[str, Any] = {}
+    for value in values:
+        key = value
+        if name == "sharing" and isinstance(value, str):
+            try:
+                key = str(Sharing.parse(value, where=where))
+            except UserError:
+                key = value  # refused with its own message when the run is checked
+        elif isinstance(value, float) and value == 0.0:
+            key = 0.0  # -0.0 is 0.0
+        text = json.dumps(key, sort_keys=True, default=str)
+        if text in seen:
+            also = "" if seen[text] == value else f" (also as {seen[text]!r})"
+            raise UserError(f"axis '{name}': {value!r} is given twice{also}: each value is one point of the "
+                            "product", where=where)
+        seen[text] = value
 
 
 def _with_overrides(raw: dict[str, Any], where: str) -> dict[str, Any]:
