@@ -467,6 +467,11 @@ def test_dumped_trees(work: Path, case: tuple[str, Any]) -> None:
     (text keys, JSON-like finite values), and refused in one line naming the file otherwise."""
     doc, tree = case
     result = _read_or_refuse(work / "doc.yaml", doc)
+    # the document means what YAML reads, which `yaml.dump` does not always round-trip: a key of '\x85 '
+    # (a NEL, a line break to YAML) is written raw in quotes and read back folded to ' '
+    read_back = _pyyaml(doc)
+    if read_back is not _FAILED and not _same(read_back, tree):
+        tree = read_back
     if _readable(tree):
         assert isinstance(result, dict) and _same(result, tree), result
     else:
