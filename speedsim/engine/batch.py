@@ -45,9 +45,8 @@ import numpy as np
 from speedsim.engine.cost import CostModel
 from speedsim.engine.host import HostTiming, Mode
 from speedsim.engine.memory import OnChipCache, empty_class_totals
-from speedsim.errors import UserError
 from speedsim.hardware.profile import HardwareProfile
-from speedsim.hardware.whatif import Override, overrides_of, set_parameter
+from speedsim.hardware.whatif import Override, overrides_of
 from speedsim.pipeline import Policy
 from speedsim.sharing import Sharing
 from speedsim.trace.schema import ExitTrace
@@ -120,24 +119,12 @@ def point_profile(profile: HardwareProfile, overrides: Sequence[Override], where
     `--bounds` uses: the point's profile has no ranges. A bad value is refused as `with_overrides`
     refuses it (a `UserError` at `where` naming the setting). `data`: `profile.model_dump()`, if the
     caller has it (it is copied, not changed)."""
-    from pydantic import ValidationError
-
-    from speedsim.errors import describe
-    from speedsim.hardware.whatif import couple_capacities
+    from speedsim.hardware.whatif import with_overrides
 
     if not overrides:
         return profile
-    data = _copied_along(data if data is not None else profile.model_dump(), [o.path for o in overrides])
-    for o in overrides:
-        set_parameter(data, o.path, o.value)
-    couple_capacities(data, profile, {o.path for o in overrides})
-    data["ranges"] = {}
-    data["name"] = f"{profile.name} ({', '.join(o.label for o in overrides)})"
-    try:
-        return HardwareProfile.model_validate(data)
-    except ValidationError as err:
-        raise UserError(f"{', '.join(o.label for o in overrides)} on {profile.name}: {describe(err)}",
-                        where=where) from None
+    copy = _copied_along(data if data is not None else profile.model_dump(), [o.path for o in overrides])
+    return with_overrides(profile, overrides, where, keep_ranges=False, data=copy)
 
 
 def _copied_along(data: dict, paths: Sequence[str]) -> dict:
