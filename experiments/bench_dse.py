@@ -1,4 +1,4 @@
-"""Benchmark: thousands of hardware what-ifs of one workload (`speedsim.engine.batch.simulate_grid`).
+"""Benchmark: thousands of hardware what-ifs of one workload (`speedsim.design.grid.simulate_grid`).
 
 t5base 4x3, SPEED with both baselines (unshared, sequential) on the shipped 4x3 exit trace, h200,
 graph mode: a grid of four parameters, ten factors each (10,000 points), timed at 100, 1,000 and
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from speedsim.engine.batch import Workload, grid_points, simulate_grid
+from speedsim.design.grid import Workload, grid_points, simulate_grid
 from speedsim.hardware.whatif import apply_settings
 from speedsim.run.options import simulate_run
 from speedsim.simulate.core import simulate

@@ -1,4 +1,4 @@
-"""The design-space fast path (`speedsim.engine.batch`): every point's per-token time is `simulate`'s."""
+"""The design-space fast path (`speedsim.design.grid`): every point's per-token time is `simulate`'s."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import random
 import numpy as np
 import pytest
 
+from speedsim.design.grid import Workload, grid_points, point_profile, simulate_grid, stacked_cost
 from speedsim.engine import CostModel
-from speedsim.engine.batch import Workload, grid_points, point_profile, simulate_grid, stacked_cost
 from speedsim.errors import UserError
 from speedsim.hardware.whatif import Override, apply_settings
 from speedsim.run.options import simulate_run

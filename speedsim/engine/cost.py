@@ -240,7 +240,7 @@ class CostModel:
 
 
     def plan_us_many(self, plan: KernelPlan, dram_bytes: float, onchip_bytes: float) -> Any:
-        """`plan_us` over many hardware points at once (`speedsim.engine.batch`): this cost model's numbers and
+        """`plan_us` over many hardware points at once (`speedsim.design.grid`): this cost model's numbers and
         `plan`'s (`plan` of a cost model whose fields are numpy arrays, one value per point) are arrays, the
         bytes are one kernel run's, the same at every point (residency depends on the on-chip level only).
         The same operations in the same order as `plan_parts`'s time, each branch on a time an elementwise
