@@ -397,27 +397,47 @@ def trace_cmd(checkpoint: str, split: str, out_file: str, limit: int | None, max
 
 # simulation ------------------------------------------------------------------------------------
 
+def _options(*decorators):
+    """One decorator applying `decorators` as if written in this order above a command."""
+    def apply(fn):
+        for decorator in reversed(decorators):
+            fn = decorator(fn)
+        return fn
+    return apply
+
+
+# what every command that decodes a workload on a profile takes (simulate, sensitivity, design)
+_workload_options = _options(
+    click.option("--profile", "profile_name", required=True, help="Profile name or YAML path."),
+    click.option("--model", "model_name", required=True, help="Model dimensions: t5base, dec1b, dec7b or a --model-spec."),
+    click.option("--sharing", required=True, help="UxR: U distinct layers repeated R times (e.g. 4x3)."),
+    click.option("--trace", "trace_file", metavar="FILE", default=None,  # (text: checked as --trace by its reader)
+                 help="Recorded exit trace (JSON Lines, .gz allowed), or a shipped trace's name (4x3)."),
+    click.option("--synthetic", default=None,
+                 help="perfect | mispredict=P | agree=A0/A1/... | fit=TRACE, plus len=N, seqs=K, src=N, burst=B, "
+                      "seed=S."),
+)
+# how a decode of SPEED and its baselines runs (simulate, sensitivity)
+_decode_options = _options(
+    click.option("--baseline", type=click.Choice(["unshared", "sequential", "both", "none"]), default="both",
+                 show_default=True),
+    click.option("--mode", type=click.Choice(["graph", "eager"]), default=defaults.MODE, show_default=True,
+                 help="graph: one launch per step (CUDA graphs); eager: per framework op. A host without a graph "
+                      "mode (a CPU: host.synchronous) runs eager whatever this says, and the output says so; an "
+                      "accelerator without graph capture (host.graph_capture false) runs graph mode as a compiled "
+                      "program, labelled compiled-program mode."),
+    click.option("--src-len", type=click.IntRange(min=1), default=None,
+                 help="Source (encoder input or prompt) length; default: each trace's own."),
+    click.option("--limit", type=click.IntRange(min=1), default=None, help="Simulate only the first N sequences."),
+    click.option("--launch-exit", type=click.IntRange(min=0), default=defaults.LAUNCH_EXIT, show_default=True,
+                 help="Exit whose prediction launches the next token."),
+    click.option("--max-in-flight", type=click.IntRange(min=1), default=None, help="Most tokens in flight (default R)."),
+)
+
+
 @cli.command("simulate")
-@click.option("--profile", "profile_name", required=True, help="Profile name or YAML path.")
-@click.option("--model", "model_name", required=True, help="Model dimensions: t5base, dec1b, dec7b or a --model-spec.")
-@click.option("--sharing", required=True, help="UxR: U distinct layers repeated R times (e.g. 4x3).")
-@click.option("--trace", "trace_file", metavar="FILE", default=None,  # (text: checked as --trace by its reader)
-              help="Recorded exit trace (JSON Lines, .gz allowed), or a shipped trace's name (4x3).")
-@click.option("--synthetic", default=None,
-              help="perfect | mispredict=P | agree=A0/A1/... | fit=TRACE, plus len=N, seqs=K, src=N, burst=B, seed=S.")
-@click.option("--baseline", type=click.Choice(["unshared", "sequential", "both", "none"]), default="both",
-              show_default=True)
-@click.option("--mode", type=click.Choice(["graph", "eager"]), default=defaults.MODE, show_default=True,
-              help="graph: one launch per step (CUDA graphs); eager: per framework op. A host without a graph mode "
-                   "(a CPU: host.synchronous) runs eager whatever this says, and the output says so; an "
-                   "accelerator without graph capture (host.graph_capture false) runs graph mode as a compiled "
-                   "program, labelled compiled-program mode.")
-@click.option("--src-len", type=click.IntRange(min=1), default=None,
-              help="Source (encoder input or prompt) length; default: each trace's own.")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Simulate only the first N sequences.")
-@click.option("--launch-exit", type=click.IntRange(min=0), default=defaults.LAUNCH_EXIT, show_default=True,
-              help="Exit whose prediction launches the next token.")
-@click.option("--max-in-flight", type=click.IntRange(min=1), default=None, help="Most tokens in flight (default R).")
+@_workload_options
+@_decode_options
 @click.option("--timeline", metavar="FILE", default=None,  # (text: check_output checks it as --timeline)
               help="Write SPEED's timeline as a Chrome trace (open in Perfetto).")
 @click.option("--device-control", is_flag=True,
@@ -462,23 +482,8 @@ def simulate_cmd(profile_name: str, model_name: str, sharing: str, trace_file: s
 
 
 @cli.command("sensitivity")
-@click.option("--profile", "profile_name", required=True, help="Profile name or YAML path.")
-@click.option("--model", "model_name", required=True, help="Model dimensions: t5base, dec1b, dec7b or a --model-spec.")
-@click.option("--sharing", required=True, help="UxR: U distinct layers repeated R times (e.g. 4x3).")
-@click.option("--trace", "trace_file", metavar="FILE", default=None,  # (text: checked as --trace by its reader)
-              help="Recorded exit trace (JSON Lines, .gz allowed), or a shipped trace's name (4x3).")
-@click.option("--synthetic", default=None,
-              help="perfect | mispredict=P | agree=A0/A1/... | fit=TRACE, plus len=N, seqs=K, src=N, burst=B, seed=S.")
-@click.option("--baseline", type=click.Choice(["unshared", "sequential", "both", "none"]), default="both",
-              show_default=True)
-@click.option("--mode", type=click.Choice(["graph", "eager"]), default=defaults.MODE, show_default=True,
-              help="As for simulate.")
-@click.option("--src-len", type=click.IntRange(min=1), default=None,
-              help="Source (encoder input or prompt) length; default: each trace's own.")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Simulate only the first N sequences.")
-@click.option("--launch-exit", type=click.IntRange(min=0), default=defaults.LAUNCH_EXIT, show_default=True,
-              help="Exit whose prediction launches the next token.")
-@click.option("--max-in-flight", type=click.IntRange(min=1), default=None, help="Most tokens in flight (default R).")
+@_workload_options
+@_decode_options
 @click.option("--device-control", is_flag=True,
               help="What-if: the controller runs on the device, so no step waits for its results to reach the host.")
 @click.option("--params", default=None, metavar="PATH,...",
@@ -516,13 +521,7 @@ def sensitivity_cmd(profile_name: str, model_name: str, sharing: str, trace_file
 
 
 @cli.command("design")
-@click.option("--profile", "profile_name", required=True, help="Profile name or YAML path.")
-@click.option("--model", "model_name", required=True, help="Model dimensions: t5base, dec1b, dec7b or a --model-spec.")
-@click.option("--sharing", required=True, help="UxR: U distinct layers repeated R times (e.g. 4x3).")
-@click.option("--trace", "trace_file", metavar="FILE", default=None,  # (text: checked as --trace by its reader)
-              help="Recorded exit trace (JSON Lines, .gz allowed), or a shipped trace's name (4x3).")
-@click.option("--synthetic", default=None,
-              help="perfect | mispredict=P | agree=A0/A1/... | fit=TRACE, plus len=N, seqs=K, src=N, burst=B, seed=S.")
+@_workload_options
 @click.option("--method", type=click.Choice(list(defaults.METHODS)), default=defaults.METHOD, show_default=True,
               help="The method that must meet the target (decoded alone, or served with --serve).")
 @click.option("--vary", "vary", metavar="PATH", default=None,

@@ -60,7 +60,7 @@ from speedsim.limits import (
     YAML_MAX_NODES,
     YAML_MAX_NUMBER_CHARS,
 )
-from speedsim.userpath import probe, shown
+from speedsim.userpath import one_line, probe, shown
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -94,7 +94,7 @@ class _Unread:
 
 def _show(text: str, limit: int = 60) -> str:
     """`text` for a one-line message: control characters escaped, cut to `limit` characters."""
-    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    text = one_line(text)
     return text if len(text) <= limit else f"{text[:limit - 3]}..."
 
 
