@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import settings
 
 from speedsim import cli as speedsim_cli
 from speedsim.hardware import HardwareProfile, load_profile
@@ -147,6 +148,20 @@ def code_corpus(tmp_path_factory):
     corpus = open_corpus(cache, [pkg], progress=False)
     return {"sources": [str(pkg)], "cache_dir": str(cache), "corpus": corpus,
             "tokenizer": corpus_tokenizer(corpus, TINY_VOCAB)}
+
+
+# Every property test draws the same examples on every run, and no example database replays old failures:
+# the suite is deterministic (a @settings on a test changes only the fields it names).
+settings.register_profile("speedsim", derandomize=True, database=None, deadline=None)
+settings.load_profile("speedsim")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One intra-op thread for the whole session: the suite's models are tiny, and on a 2-core machine a
+    second thread only contends with the CLI smoke subprocesses (`smoke_session`)."""
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

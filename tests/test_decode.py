@@ -95,8 +95,7 @@ def test_length_limits():
 
 
 # ------------------------------------------------------------------------------ SPEED == greedy
-@settings(max_examples=150, deadline=None, derandomize=True)
-@given(
+SPEED_CASES = dict(
     U=st.integers(1, 3),
     R=st.integers(1, 4),
     enc=st.sampled_from([0, 1]),
@@ -106,6 +105,10 @@ def test_length_limits():
     eos=st.one_of(st.none(), st.integers(0, V - 1)),
     max_new=st.integers(0, 14),
 )
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(**SPEED_CASES)
 def test_speed_equals_greedy(U, R, enc, seed, std, src, eos, max_new):
     """Lossless: SPEED's tokens equal greedy's, and its exits are greedy's exits."""
     m = make_model(U, R, enc, seed, std)
@@ -114,6 +117,15 @@ def test_speed_equals_greedy(U, R, enc, seed, std, src, eos, max_new):
     assert res.exits == greedy_exits(m, src, max_new, eos_id=eos)
     assert [row[-1] for row in res.exits] == res.tokens and res.src_len == len(src) and res.repeats == R
     assert res.eos_id == (eos if eos is not None and res.tokens and res.tokens[-1] == eos else None)
+
+
+
+@pytest.mark.slow
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(**SPEED_CASES)
+def test_speed_equals_greedy_at_length(U, R, enc, seed, std, src, eos, max_new):
+    """The same property over many more models and inputs (CI)."""
+    test_speed_equals_greedy.hypothesis.inner_test(U, R, enc, seed, std, src, eos, max_new)  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(

@@ -260,6 +260,7 @@ def test_cli_json_and_text():
     assert out["reachable"] is False and out["bound_by"] == "latency"
 
 
+@pytest.mark.slow
 def test_runs_in_a_subprocess(cli_subprocess):
     """`speedsim design` as a user runs it: exit 0, one JSON object on stdout, nothing on stderr."""
     p = cli_subprocess(*BASE, "--vary", "memory.dram.bandwidth_GBps", "--target-us-per-token", "100000", "--json",
@@ -300,6 +301,7 @@ def check_serving(run, metric: str, target: float, seeds: int) -> None:
     json.dumps(r.to_dict(), allow_nan=False)
 
 
+@pytest.mark.slow
 def test_serving_search_small():
     """A small synthetic workload (20 requests, 2 seeds): the found rate meets, 1.25x misses."""
     check_serving(serving_run("mispredict=0.2,len=12", None, 20), "tpot_p99", 1000.0, 2)

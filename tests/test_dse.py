@@ -45,12 +45,13 @@ AXES = {"memory.dram.bandwidth_GBps": ["x0.5", "x2"], "kernel.latency_us": ["x0.
 
 
 def test_grid_matches_simulate_on_every_method():
-    """32 points over four groups (on-chip capacity and units change residency and kernels), 10 checked."""
+    """32 points over four groups (on-chip capacity and units change residency and kernels), 5 checked
+    (experiments/bench_dse.py checks 20 of 10,000)."""
     s = _scenario(3)
     points = grid_points(AXES)
     grid = simulate_grid(s.profile, Workload(s.spec, s.sharing, s.traces, policy=s.policy), points)
     assert grid.groups == 4 and grid.fallback_points == 0
-    _check(s, grid, points, random.Random(0).sample(range(len(points)), 10))
+    _check(s, grid, points, random.Random(0).sample(range(len(points)), 5))
     # the times do move across the grid (a check that cannot pass by returning one number)
     assert np.ptp(grid.per_token_us["speed"]) > 0.1 * grid.per_token_us["speed"].min()
 

@@ -53,7 +53,7 @@ def _sources(*lengths: int) -> list[list[int]]:
     return [torch.randint(4, 300, (n,), generator=gen).tolist() for n in lengths]
 
 
-@pytest.mark.parametrize(("U", "R", "encoder"), [(4, 3, 1), (2, 6, 1), (2, 6, 0)])
+@pytest.mark.parametrize(("U", "R", "encoder"), [(4, 3, 1), pytest.param(2, 6, 1, marks=pytest.mark.slow), (2, 6, 0)])
 def test_static_decoder_matches_the_functional_decoder(U, R, encoder):
     """Over static buffers (no rollback, bucketed masked attention, sources of two lengths), greedy and
     SPEED emit the functional greedy tokens, SPEED takes the functional SPEED's steps and exits, and the
@@ -112,6 +112,7 @@ def test_static_decoder_kv_sized_to_the_decode():
     assert dec.kv_len == 64 and not dec.masked_cross  # 19 + 30 + 1 = 50 -> 64
 
 
+@pytest.mark.slow
 def test_measure_spec_writes_loop_and_batch_rows(tmp_path, tiny_spec):
     """Random weights at a model spec: one sequential row per UxR, one pipelined row per shared UxR, each
     naming an exit trace of its R; batch rows for every B at mean KV length ctx; both CSVs read back."""

@@ -151,8 +151,7 @@ def _model(U: int, R: int, enc: int, seed: int) -> SharedDecoder:
     return SharedDecoder(cfg).double()
 
 
-@settings(max_examples=100, deadline=None, derandomize=True)
-@given(
+REPLAY_CASES = dict(
     U=st.integers(1, 2),
     R=st.integers(1, 5),
     enc=st.sampled_from([0, 1]),
@@ -160,6 +159,18 @@ def _model(U: int, R: int, enc: int, seed: int) -> SharedDecoder:
     eos=st.one_of(st.none(), st.integers(0, 11)),
     launch=st.integers(0, 2),
 )
+
+
+@pytest.mark.slow
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(**REPLAY_CASES)
+def test_replay_reproduces_the_live_schedule_at_length(U, R, enc, seed, eos, launch):
+    """The same property over many more models (CI)."""
+    test_replay_reproduces_the_live_schedule.hypothesis.inner_test(U, R, enc, seed, eos, launch)  # type: ignore[attr-defined]
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(**REPLAY_CASES)
 def test_replay_reproduces_the_live_schedule(U, R, enc, seed, eos, launch):
     """replay(trace) equals the live step log exactly for R <= 2; for R = 3 (default policy) up to
     the input ids of wrong-path tokens; always in when each token is emitted (module docstring

@@ -91,6 +91,7 @@ def _speedsim(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen
                             stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})})
 
 
+@pytest.mark.slow
 def test_data_build_workers_die_with_it(tmp_path):
     """SIGKILL of `data build` while its extraction pool runs (>= POOL_MIN_FILES files) leaves no worker."""
     from speedsim.data.build import POOL_MIN_FILES
@@ -103,6 +104,7 @@ def test_data_build_workers_die_with_it(tmp_path):
     _kill_and_check(_speedsim("data", "build", "--source", str(pkg), env={"SPEEDSIM_CACHE": str(tmp_path / "cache")}))
 
 
+@pytest.mark.slow
 def test_sweep_workers_die_with_it(tmp_path):
     """SIGKILL of `sweep --workers 2` mid-run leaves no worker (before, they lived on under PID 1)."""
     spec = {"name": "slow", "fixed": {"model": "t5base", "out_len": 400, "src_len": 64},

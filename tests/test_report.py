@@ -30,6 +30,19 @@ TINY_STUDY = {
     ],
 }
 
+# experiments/design_space.yaml's two panels, 2 x 2 points each, on h200 only.
+TINY_DESIGN = {
+    "name": "design_space", "fixed": {"sharing": "4x3", "trace": "4x3", "mode": "graph", "limit": 1,
+                                      "model": "t5base", "profile": "h200"},
+    "blocks": [
+        {"label": "bw_x_latency", "axes": {"set.memory.dram.bandwidth_GBps": ["x0.5", "x1"], "fixed_costs": [
+            {"set.kernel.latency_us": "x1", "set.host.launch_overhead_us.graph": "x1"},
+            {"set.kernel.latency_us": "x2", "set.host.launch_overhead_us.graph": "x2"}]}},
+        {"label": "capacity_x_bw", "axes": {"set.memory.onchip.0.capacity_MiB": ["x1", "x4"],
+                                            "set.memory.dram.bandwidth_GBps": ["x1", "x2"]}},
+    ],
+}
+
 FIGURES = {"latency_vs_depth_h200", "latency_vs_depth_gemmini", "speedup_vs_mispredict",
            "speedup_vs_output_length", "dram_traffic_vs_depth", "roofline", "parity", "serving"}
 
@@ -73,8 +86,14 @@ def _report_inputs(tmp_path, monkeypatch) -> dict:
         {"label": "crossover", "fixed": {"arrivals": "poisson:1e9"},
          "axes": {"profile": ["h200"], "configs": configs,
                   "batch": [{"max_batch": 1, "requests": 8}, {"max_batch": 2, "requests": 8}]}}]}, "serving.yaml")
+    # the design-space section on a 2 x 2 grid per panel of h200, and one profile's tornado
+    import speedsim.report.design_space as design_space
+
+    design = write(tmp_path, TINY_DESIGN, "design.yaml")
+    monkeypatch.setattr(design_space, "sensitivity_table",
+                        functools.partial(design_space.sensitivity_table, profiles=("h200",), limit=1))
     return {"specs": (study,), "paper_spec": paper, "workers": 1, "progress": False, "cache": tmp_path / "cache",
-            "serving_spec": serving}
+            "serving_spec": serving, "design_spec": design}
 
 
 @functools.cache
@@ -82,12 +101,13 @@ def _once(fn):
     return functools.cache(fn)
 
 
+@pytest.mark.slow
 def test_report_writes_figures_readme(tmp_path, monkeypatch):
     """Every figure, the data tables and the README are written, the figures without a timestamp."""
     first = build_report(tmp_path / "a", **_report_inputs(tmp_path, monkeypatch))
     assert first["failed_runs"] == 0 and first["paper"] == "ok"
     names = {f.removeprefix("figures/").removesuffix(".png") for f in first["figures"]}
-    assert FIGURES | {"speed_paper"} <= names
+    assert FIGURES | {"speed_paper", "design_space", "sensitivity_tornado"} <= names
     readme = (tmp_path / "a" / "README.md").read_text()
     for figure in first["figures"]:
         assert f"]({figure})" in readme
@@ -99,6 +119,7 @@ def test_report_writes_figures_readme(tmp_path, monkeypatch):
     assert "fitted on the 12x1/4x3 rows; the others are held out). MAPE **5.5%**, 3 of 5 rows simulated too fast, " \
            "worst held-out row 11.5%" in readme
     assert "| 2x6 | SPEED | 955.2 | 1064.8 | 11.5% | held out |" in readme
+    assert "## What hardware makes SPEED pay" in readme
     assert "At one output length" in readme and "**Reading.** At 8 tokens" in readme
     assert "Diamonds are synthetic traces fitted to the same models" in readme  # h200 4x3 against its curve
     # the fixed-depth block's depths and repeats, as the tiny study ran them

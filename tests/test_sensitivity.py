@@ -89,7 +89,9 @@ def elasticities(s: Scenario, params: list[str]) -> dict[str, float]:
 
 # ---------------------------------------------------------------- the engine's attribution
 
-@pytest.mark.parametrize("profile_name", PROFILES)
+# a GPU, a synchronous CPU host and an accelerator every day; every profile in CI
+@pytest.mark.parametrize("profile_name", [p if p in ("h200", "cpu-host", "gemmini") else pytest.param(p, marks=pytest.mark.slow)
+                                          for p in PROFILES])
 def test_time_by_cause_sums_to_the_per_token_time_for_every_method_mode_and_profile(profile_name):
     profile = load_profile(profile_name)
     for mode in sorted({effective_mode(profile, "graph")[0], "eager"}):

@@ -69,7 +69,8 @@ def test_prefill_reads_one_prediction_per_repeat_then_loads_the_buffers():
     assert [k.name for k in passes[-1].kernels][:2] == ["load.k", "load.v"]
 
 
-@pytest.mark.parametrize("sharing,method", [("12x1", "greedy"), ("4x3", "speed"), ("2x6", "speed")])
+@pytest.mark.parametrize("sharing,method", [("12x1", "greedy"), pytest.param("4x3", "speed", marks=pytest.mark.slow),
+                                            pytest.param("2x6", "speed", marks=pytest.mark.slow)])
 def test_loop_steps_are_the_measured_decodes_and_linear_in_loop_us(sharing, method):
     """The replayed schedule has the measured decodes' steps (the trace of the same decodes); one more
     microsecond of loop host time per step adds steps/tokens microseconds per token, exactly."""
@@ -86,6 +87,7 @@ def test_loop_steps_are_the_measured_decodes_and_linear_in_loop_us(sharing, meth
     assert a.prefill_us_per_seq > 0 and 0 < a.device_us_per_step < a.step_us
 
 
+@pytest.mark.slow
 def test_fit_recovers_a_known_loop_time(tmp_path):
     """Rows whose measured times are what the model gives with loop_us = 73: the fit finds 73, and the
     rows of the sharings it did not see are held out."""
@@ -155,6 +157,7 @@ def test_bad_decode_rows_exit_2_naming_file_and_row(tmp_path, cli, edit, message
     assert len(lines) == 1 and f"{path}:2" in lines[0] and message in lines[0], lines
 
 
+@pytest.mark.slow
 def test_calibrate_fit_loop_cli(tmp_path, cli):
     """`calibrate --fit-loop`: writes the profile with loop_us, reports fitted and held-out rows."""
     out = tmp_path / "p.yaml"

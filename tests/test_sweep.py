@@ -93,7 +93,7 @@ def test_sweep_writes_table_and_resume_skips_finished(tmp_path):
     pd.testing.assert_frame_equal(numbers(table), numbers(read_results(tmp_path / "b")))
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_interrupted_sweep_loses_and_duplicates_nothing(tmp_path, workers):
     """Interrupt after 3 runs (and tear the journal's last line); resuming completes the table exactly once.
     With workers, the runs that finished while the interrupt was handled are recorded too, once each."""
@@ -159,6 +159,7 @@ def test_failing_run_is_recorded_and_sweep_continues(tmp_path):
     assert ResultStore(tmp_path / "out").failed()
 
 
+@pytest.mark.slow
 def test_dask_local_cluster_matches_local_run(tmp_path):
     import distributed
     path = write_spec(tmp_path, SMALL)
@@ -171,6 +172,7 @@ def test_dask_local_cluster_matches_local_run(tmp_path):
                                   numbers(read_results(tmp_path / "local")))
 
 
+@pytest.mark.slow
 def test_cli_sweep_process_pool_json(cli, tmp_path):
     path = write_spec(tmp_path, SMALL)
     out = cli("sweep", str(path), "--out", str(tmp_path / "out"), "--workers", "2", "--json")
@@ -344,6 +346,7 @@ def test_resuming_after_a_profile_changed_is_refused(tmp_path):
 TINY_TRACE = {"version": 1, "seq_id": "a", "src_len": 4, "repeats": 3, "exits": [[1, 2, 3], [4, 4, 4], [5, 6, 6]]}
 
 
+@pytest.mark.slow
 def test_ctrl_c_ends_a_pool_sweep_at_once_and_keeps_what_finished(tmp_path):
     """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) during a sweep with workers:
     exit 130 within seconds, not after the runs in flight; the run that had finished is journaled (a resume
@@ -464,6 +467,7 @@ def test_unreachable_scheduler_writes_nothing(tmp_path, monkeypatch):
     assert not (tmp_path / "new").exists() and not any((tmp_path / "empty").iterdir())
 
 
+@pytest.mark.slow
 def test_inputs_record_that_is_a_fifo_is_refused_not_read(cli_subprocess, tmp_path):
     """Resuming into a directory whose inputs.json is a FIFO: exit 2 naming it, not a read that blocks
     (in a subprocess, so a regression fails on its timeout instead of hanging the suite)."""

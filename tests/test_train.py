@@ -94,7 +94,8 @@ def test_finetuning_starts_from_the_pretrained_weights(trained: tuple[Path, dict
     assert not stage_path(tmp_path / "scratch", "pretrain").exists()
 
 
-@pytest.mark.parametrize("changes", [{}, {"finetune": {"layer_lr_scale": 0.5}}], ids=["one-lr", "layer-lr-scale"])
+@pytest.mark.parametrize("changes", [{}, pytest.param({"finetune": {"layer_lr_scale": 0.5}}, marks=pytest.mark.slow)],
+                         ids=["one-lr", "layer-lr-scale"])
 def test_resume_gives_the_state_of_an_uninterrupted_run(tmp_path: Path, code_corpus: dict, changes: dict) -> None:
     """Stopping inside pre-training and inside fine-tuning, then re-running, ends in the uninterrupted state."""
     cfg = write_config(tmp_path / "tiny.yaml", code_corpus, **changes)

@@ -460,7 +460,7 @@ def test_hostile_documents(work: Path, doc: str) -> None:
     _read_or_refuse(work / "doc.yaml", doc)
 
 
-@FAST
+@FEW
 @given(case=dumped())
 def test_dumped_trees(work: Path, case: tuple[str, Any]) -> None:
     """What `yaml.dump` writes of a random tree is read back equal if the rules allow the tree
