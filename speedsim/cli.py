@@ -435,9 +435,39 @@ _decode_options = _options(
 )
 
 
+def _gamma(_ctx, _param, value: str | None) -> str | int | None:
+    """--gamma: `auto` or a whole number of draft tokens (its range is the run's to check)."""
+    from speedsim import limits
+
+    if value is None or value.strip() == "auto":
+        return None if value is None else "auto"
+    return int(limits.parse_number(value, "--gamma", "--gamma", integer=True))
+
+
+# speculative decoding beside SPEED and its baselines (simulate)
+_speculative_options = _options(
+    click.option("--method", "methods", multiple=True, type=click.Choice(["selfspec", "specdec"]),
+                 help="Also simulate speculative decoding (repeatable): selfspec drafts with an early exit of the "
+                      "shared model and verifies with its full depth; specdec drafts with a separate draft model."),
+    click.option("--gamma", default=None, metavar="G|auto", callback=_gamma,
+                 help="Draft tokens per iteration [default: auto, the window of 1-10 with the least time per token]."),
+    click.option("--draft-exit", type=click.IntRange(min=0), default=None,
+                 help="selfspec: the exit the drafts come from, 0 being the first [default: 0]."),
+    click.option("--draft-model", default=None, metavar="NAME",
+                 help="specdec: the draft model's dimensions (a built-in or a --model-spec) [default: --model]."),
+    click.option("--draft-depth", type=click.IntRange(min=1), default=None,
+                 help="specdec: the draft model's decoder layers."),
+    click.option("--draft-trace", default=None, metavar="FILE",
+                 help="specdec: the draft's predictions on the target's path (`speedsim trace --draft-checkpoint`)."),
+    click.option("--draft-accept", type=float, default=None, metavar="A",
+                 help="specdec without a draft trace: the drafts are accepted independently with probability A."),
+)
+
+
 @cli.command("simulate")
 @_workload_options
 @_decode_options
+@_speculative_options
 @click.option("--timeline", metavar="FILE", default=None,  # (text: check_output checks it as --timeline)
               help="Write SPEED's timeline as a Chrome trace (open in Perfetto).")
 @click.option("--device-control", is_flag=True,
@@ -453,9 +483,12 @@ _decode_options = _options(
 @_set_option
 def simulate_cmd(profile_name: str, model_name: str, sharing: str, trace_file: str | None, synthetic: str | None,
                  baseline: str, mode: str, src_len: int | None, limit: int | None, launch_exit: int,
-                 max_in_flight: int | None, timeline: str | None, device_control: bool, bounds: bool,
+                 max_in_flight: int | None, methods: tuple[str, ...], gamma: str | int | None,
+                 draft_exit: int | None, draft_model: str | None, draft_depth: int | None, draft_trace: str | None,
+                 draft_accept: float | None, timeline: str | None, device_control: bool, bounds: bool,
                  as_json: bool, model_specs: tuple[str, ...], settings: tuple[str, ...]) -> None:
-    """Simulate SPEED decoding of exit traces against the unshared and shared-sequential baselines.
+    """Simulate SPEED decoding of exit traces against the unshared and shared-sequential baselines (and
+    speculative decoding: --method).
 
     \b
     Utilisation (of the whole run, prefill included): compute = achieved FLOP/s over the datasheet
@@ -473,7 +506,10 @@ def simulate_cmd(profile_name: str, model_name: str, sharing: str, trace_file: s
     run = simulate_run(profile=profile_name, model=model_name, sharing=sharing, trace=trace_file, synthetic=synthetic,
                        baselines=baselines, mode=mode, src_len=src_len, limit=limit, launch_exit=launch_exit,
                        max_in_flight=max_in_flight, device_control=device_control, bounds=bounds,
-                       settings=settings)
+                       settings=settings,
+                       speculative={"methods": methods, "gamma": gamma, "draft_exit": draft_exit,
+                                    "draft_model": draft_model, "draft_depth": draft_depth, "draft_trace": draft_trace,
+                                    "draft_accept": draft_accept})
     result = run_scenario(build_scenario(run, model_specs=model_specs, sources=COMMAND_LINE), timeline_path)
     if as_json:
         emit_json(result.to_dict())

@@ -41,10 +41,12 @@ def settings_options(settings: Sequence[str], where: str = "--set") -> tuple[tup
 def simulate_run(*, profile: str, model: str, sharing: str, trace: str | Path | None, synthetic: str | None,
                  baselines: tuple[str, ...], mode: str, src_len: int | None, limit: int | None, launch_exit: int,
                  max_in_flight: int | None, device_control: bool, bounds: bool,
-                 settings: Sequence[str] = ()) -> RunParams:
+                 settings: Sequence[str] = (), speculative: dict | None = None) -> RunParams:
     """`speedsim simulate`'s options as a run (`--src-len` overrides a synthetic text's `src=`; `settings`:
-    the `--set PATH=VALUE` what-ifs)."""
+    the `--set PATH=VALUE` what-ifs; `speculative`: the speculative methods' fields given, `methods`,
+    `gamma`, `draft_exit`, `draft_model`, `draft_depth`, `draft_trace`, `draft_accept`)."""
     fields = workload_options(trace, synthetic)
+    fields |= {k: v for k, v in (speculative or {}).items() if v is not None and v != ()}
     if settings:
         fields["overrides"] = settings_options(settings)
     if src_len is not None:

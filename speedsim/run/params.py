@@ -95,6 +95,16 @@ class RunParams(BaseModel):
     overrides: tuple[tuple[str, str], ...] = Field((), description="what-if: profile parameters set by their "
                                                    "dotted paths, (PATH, VALUE as given: a number or xF) in the "
                                                    "order given (`--set PATH=VALUE`; a sweep's `set.PATH` keys)")
+    methods: tuple[Literal["selfspec", "specdec"], ...] = Field((), description="speculative decoding beside SPEED "
+                                                                "and its baselines: selfspec, specdec")
+    draft_exit: int = Field(0, ge=0, lt=MAX_REPEATS, description="selfspec: the exit the drafts come from")
+    gamma: int | Literal["auto"] = Field("auto", description="speculative: draft tokens per iteration (auto: the "
+                                         "window with the least time per token)")
+    draft_model: str | None = Field(None, description="specdec: the draft model's dimensions (default: the run's model)")
+    draft_depth: int | None = Field(None, ge=1, le=MAX_REPEATS, description="specdec: the draft model's decoder layers")
+    draft_trace: str | None = Field(None, description="specdec: the draft's predictions on the target's path "
+                                    "(an exit trace, shipped name or path)")
+    draft_accept: float | None = Field(None, description="specdec without a draft trace: i.i.d. acceptance alpha")
 
     @model_validator(mode="before")
     @classmethod
@@ -127,7 +137,21 @@ class RunParams(BaseModel):
             out.append((path, text))
         return tuple(out)
 
-    @field_validator("profile", "model", "sharing", "trace", "fit", "agree", "arrivals")
+    @field_validator("gamma")
+    @classmethod
+    def _gamma(cls, value: int | str) -> int | str:
+        if value != "auto" and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64):
+            raise ValueError(f"must be auto or a window of 1 to 64 draft tokens, got {value!r}")
+        return value
+
+    @field_validator("draft_accept")
+    @classmethod
+    def _alpha(cls, value: float | None) -> float | None:
+        if value is not None and not 0.0 <= value < 1.0:  # (also refuses nan)
+            raise ValueError(f"must be an acceptance probability in [0, 1), got {value}")
+        return value
+
+    @field_validator("profile", "model", "sharing", "trace", "fit", "agree", "arrivals", "draft_model", "draft_trace")
     @classmethod
     def _text(cls, value: str | None, info: Any) -> str | None:
         # an empty `fit` or `agree` would silently mean a perfect model, an empty `trace` synthetic traces
@@ -168,6 +192,23 @@ class RunParams(BaseModel):
         if self.fit is None and (self.out_len is None or self.seqs is None):
             raise ValueError(f"{'out_len' if self.out_len is None else 'seqs'}: a number (None only with fit: the "
                              "fitted trace's own)")
+        spec_fields = [k for k in ("draft_exit", "gamma", "draft_model", "draft_depth", "draft_trace", "draft_accept")
+                       if not self._default(k)]
+        if spec_fields and not self.methods:
+            raise ValueError(f"{spec_fields[0]}: applies to speculative decoding (--method selfspec or specdec)")
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError(f"methods: {', '.join(self.methods)} names a method twice")
+        if "specdec" in self.methods:
+            if self.draft_depth is None:
+                raise ValueError("draft_depth: specdec needs the draft model's depth")
+            if (self.draft_trace is None) == (self.draft_accept is None):
+                raise ValueError("draft_accept: specdec needs the draft's acceptance: a draft trace or an i.i.d. rate")
+        else:
+            extra = [k for k in ("draft_model", "draft_depth", "draft_trace", "draft_accept") if not self._default(k)]
+            if extra:
+                raise ValueError(f"{extra[0]}: applies to --method specdec")
+        if "selfspec" not in self.methods and not self._default("draft_exit"):
+            raise ValueError("draft_exit: applies to --method selfspec")
         if self.serving:
             if self.arrivals is None:
                 raise ValueError("arrivals: a serving run needs them (poisson:RATE_PER_S, trace:FILE or load:F)")
@@ -239,12 +280,14 @@ _COUNT_RANGES = {"requests": (1, limits.MAX_REQUESTS), "max_batch": (1, limits.M
                  "prefill_budget": (1, _INT64_MAX), "serve_seed": (0, _INT64_MAX)}
 SYNTHETIC_FIELDS = ("fit", "mispredict", "agree", "burst", "out_len", "seqs", "seed")
 NUMBER_FIELDS = ("limit", "mispredict", "burst", "out_len", "src_len", "seqs", "seed", "launch_exit", "max_in_flight",
-                 "requests", "max_batch", "kv_capacity_GB", "prefill_budget", "serve_seed")
+                 "requests", "max_batch", "kv_capacity_GB", "prefill_budget", "serve_seed", "draft_exit", "gamma",
+                 "draft_depth", "draft_accept")
 LATER_FIELDS = frozenset({"fit", "device_control", "requests", "serve_method", "arrivals", "max_batch", "kv_capacity_GB",
-                          "prefill", "prefill_budget", "serve_seed", "overrides"})
+                          "prefill", "prefill_budget", "serve_seed", "overrides", "methods", "draft_exit", "gamma",
+                          "draft_model", "draft_depth", "draft_trace", "draft_accept"})
 # what only a serving run (requests set) or only a decode run takes
 SERVING_FIELDS = ("serve_method", "arrivals", "max_batch", "kv_capacity_GB", "prefill", "prefill_budget", "serve_seed")
-DECODE_FIELDS = ("baselines", "bounds", "device_control")
+DECODE_FIELDS = ("baselines", "bounds", "device_control", "methods")  # (speculative serving: not yet)
 # the parameter columns every sweep table has, in order (later fields join a table where a run sets them)
 TABLE_FIELDS = tuple(f for f in RunParams.model_fields if f not in LATER_FIELDS or f == "fit")
 
@@ -253,7 +296,7 @@ TABLE_FIELDS = tuple(f for f in RunParams.model_fields if f not in LATER_FIELDS 
 _FLAGS = {"trace": "--trace/--synthetic", "fit": "--synthetic", "mispredict": "--synthetic", "agree": "--synthetic",
           "burst": "--synthetic", "out_len": "--synthetic", "seqs": "--synthetic", "seed": "--synthetic",
           "kv_capacity_GB": "--kv-capacity-GB", "serve_seed": "--seed", "baselines": "--baseline",
-          "serve_method": "--method", "overrides": "--set"}
+          "serve_method": "--method", "overrides": "--set", "methods": "--method"}
 
 
 def flag_of(field: str) -> str:

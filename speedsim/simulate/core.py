@@ -25,6 +25,13 @@ from speedsim.run import check_decodable
 from speedsim.sharing import Sharing
 from speedsim.simulate.phases import BASELINES, Phase, build_phases, check_fits
 from speedsim.simulate.result import MethodResult, ScheduleSummary, SimulationResult
+from speedsim.simulate.speculative import (
+    Speculation,
+    check_memory,
+    check_speculation,
+    simulate_speculative,
+    speculative_memory,
+)
 from speedsim.trace.schema import ExitTrace
 from speedsim.workload.models import ModelSpec
 
@@ -169,20 +176,24 @@ def first_exit_miss(traces: Sequence[ExitTrace]) -> float:
 def simulate(profile: HardwareProfile, spec: ModelSpec, sharing: Sharing, traces: Sequence[ExitTrace],
              mode: Mode = "graph", baselines: Sequence[str] = BASELINES, policy: Policy | None = None,
              src_len: int | None = None, timeline: Path | None = None,
-             device_control: bool = False, bounds: bool = False) -> SimulationResult:
-    """Simulate SPEED (and `baselines`) decoding `traces` on `profile`.
+             device_control: bool = False, bounds: bool = False,
+             speculative: Sequence[Speculation] = ()) -> SimulationResult:
+    """Simulate SPEED (and `baselines`, and the `speculative` methods) decoding `traces` on `profile`.
 
     `device_control`: the what-if of a controller on the device (no host round trip per step).
     `bounds`: also run the profile's ranges at their fast and slow ends (`speedsim.hardware.bounds`)
     and report per_token_us_low/high for every method.
     """
     if bounds:
-        runs = [simulate(p, spec, sharing, traces, mode, baselines, policy, src_len, None, device_control)
-                for p in (at_end(profile, "fast"), at_end(profile, "slow"))]
-        mid = simulate(profile, spec, sharing, traces, mode, baselines, policy, src_len, timeline, device_control)
+        runs = [simulate(p, spec, sharing, traces, mode, baselines, policy, src_len, None, device_control,
+                         speculative=speculative) for p in (at_end(profile, "fast"), at_end(profile, "slow"))]
+        mid = simulate(profile, spec, sharing, traces, mode, baselines, policy, src_len, timeline, device_control,
+                       speculative=speculative)
         return replace(mid, speed=mid.speed.with_bounds(*(r.speed for r in runs)),
                        baselines={m: b.with_bounds(*(r.baselines[m] for r in runs)) for m, b in mid.baselines.items()})
     check_decodable([len(t.exits) for t in traces])
+    for s in speculative:
+        check_speculation(s, spec, sharing)
     mode, mode_notes = effective_mode(profile, mode)
     # each method's own footprint (the unshared baseline holds every layer), the largest checked first
     need = {m: check_fits(spec, sharing, traces, profile, (m,) if m == "unshared" else (), src_len)
@@ -194,6 +205,11 @@ def simulate(profile: HardwareProfile, spec: ModelSpec, sharing: Sharing, traces
                       memory=need["speed"])
     others = {m: summarise(m, phases[m], profile, mode, recorders.get(m), round_trip=rt, memory=need[m])
               .with_speedup(speed.per_token_us) for m in baselines}
+    for s in speculative:
+        memory = speculative_memory(s, need["speed"], spec, traces, src_len, profile.default_dtype)
+        check_memory(memory, profile, f"{s.method} ({spec.name} {sharing} with its draft model)")
+        others[s.method] = simulate_speculative(s, profile, spec, sharing, traces, mode, src_len, rt, memory,
+                                                ).with_speedup(speed.per_token_us)
     if timeline is not None:  # every method's timeline, side by side
         write_text(timeline, json.dumps(merged_chrome_trace(recorders)))
     schedule = ScheduleSummary(steps=stats.steps, flushes=stats.flushes, wasted_token_passes=stats.wasted_passes,

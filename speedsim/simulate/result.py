@@ -23,7 +23,7 @@ class MethodResult:
     Per-token figures divide by the tokens decoded after the prefill (`tokens`).
     """
 
-    method: str                             # speed | sequential | unshared
+    method: str                             # speed | sequential | unshared | selfspec | specdec
     per_token_us: float                     # decode time (prefill excluded) per decoded token
     p50_token_us: float                     # median gap between emitted tokens
     p99_token_us: float                     # 99th-percentile gap between emitted tokens
@@ -53,6 +53,11 @@ class MethodResult:
     memory_bytes_by_part: Mapping[str, float]  # ... by part: weights, embeddings, kv, cross_kv (JSON only)
     per_token_us_low: float = math.nan      # --bounds: per_token_us with the profile's ranges at their fast end
     per_token_us_high: float = math.nan     # ... and at their slow end (NaN without --bounds)
+    # speculative methods (selfspec, specdec) only, NaN for the others (and left out of their JSON): the
+    # window simulated (auto: the best), the drafts' acceptance probability and tokens per iteration
+    gamma: float = math.nan
+    acceptance_rate: float = math.nan
+    tokens_per_iteration: float = math.nan
     # decode time per token by cause (speedsim.engine.CAUSES; sums to per_token_us), JSON only
     time_by_cause_us_per_token: Mapping[str, float] = field(default_factory=dict)
     # per kernel class: time, bytes, FLOPs per token, intensity, bounding cause (speedsim.simulate.core), JSON only
@@ -126,12 +131,15 @@ class SimulationResult:
 
 def _figures(r: MethodResult) -> dict[str, Any]:
     """A method's figures for the JSON (its name is the key it sits under)."""
-    out = {k: v for k, v in asdict(r).items() if k != "method"}
+    out = {k: v for k, v in asdict(r).items() if k != "method" and not (k in SPECULATION and math.isnan(v))}
     out["memory_bytes_by_part"] = dict(r.memory_bytes_by_part)
     return out
 
 
 def _row(r: MethodResult) -> dict[str, Any]:
     """A method's flat figures for a table row (the by-part breakdown stays in the JSON)."""
-    return {k: v for k, v in asdict(r).items() if k != "memory_bytes_by_part"}
+    return {k: v for k, v in asdict(r).items() if k != "memory_bytes_by_part" and k not in SPECULATION}
+
+
+SPECULATION = ("gamma", "acceptance_rate", "tokens_per_iteration")  # a speculative method's own figures
 

@@ -26,6 +26,7 @@ from speedsim.run import RunParams, SyntheticWorkload, TraceWorkload
 from speedsim.sharing import Sharing
 from speedsim.simulate.core import simulate
 from speedsim.simulate.result import SimulationResult
+from speedsim.simulate.speculative import Speculation, check_speculation
 from speedsim.trace.io import read_traces, resolve_trace
 from speedsim.trace.schema import ExitTrace
 from speedsim.trace.workload import FIT_WHERE
@@ -41,9 +42,10 @@ class Sources:
     trace: str | None = None         # the run's `trace`
     fit: str | None = None           # the run's `fit` (a synthetic workload's fitted trace)
     model_specs: str | None = None   # each of the model spec files
+    draft_trace: str | None = None   # the run's `draft_trace` (specdec)
 
 
-COMMAND_LINE = Sources(trace="--trace", fit=FIT_WHERE, model_specs="--model-spec")  # simulate, serve
+COMMAND_LINE = Sources(trace="--trace", fit=FIT_WHERE, model_specs="--model-spec", draft_trace="--draft-trace")
 NAMED_BY_PATH = Sources()  # a sweep's run: each path names itself
 
 
@@ -59,6 +61,7 @@ class Scenario:
     policy: Policy
     src_len: int | None = None      # source length override of a trace's sequences (None: each one's own)
     overrides: tuple[Override, ...] = ()  # the what-ifs set on the profile (`run.overrides`, resolved)
+    speculative: tuple[Speculation, ...] = ()  # speculative methods beside SPEED (`run.methods`)
 
 
 Settings = tuple[tuple[str, str], ...]  # a run's `overrides`: (PATH, VALUE as given)
@@ -130,12 +133,32 @@ def build_scenario(run: RunParams, base_dir: str | Path = "", model_specs: Seque
         raise UserError(f"{run.launch_exit} is not an exit of an R={sharing.repeats} model "
                         f"(exits 0..{sharing.repeats - 1})", where="--launch-exit")
     policy.check(sharing.repeats)
-    return Scenario(run, hw, spec, sharing, traces, policy, src_len, overrides)
+    speculative = tuple(_speculation(run, m, spec, sharing, base_dir, model_specs, sources) for m in run.methods)
+    return Scenario(run, hw, spec, sharing, traces, policy, src_len, overrides, speculative)
+
+
+def _speculation(run: RunParams, method: str, spec: ModelSpec, sharing: Sharing, base_dir: str | Path,
+                 model_specs: Sequence[Path | str], sources: Sources) -> Speculation:
+    """The run's speculative `method`, loaded and checked (a `UserError` naming the flag)."""
+    gamma = None if run.gamma == "auto" else int(run.gamma)
+    if method == "selfspec":
+        s = Speculation("selfspec", gamma, draft_exit=run.draft_exit)
+    else:
+        draft = get_model(run.draft_model or run.model,
+                          cached_models(tuple(str(p) for p in model_specs), sources.model_specs))
+        drafts = None
+        if run.draft_trace is not None:
+            where = sources.draft_trace
+            drafts = cached_traces(str(resolve_trace(run.draft_trace, base_dir, where)), where)
+        s = Speculation("specdec", gamma, draft_spec=draft, draft_depth=run.draft_depth or 0, draft_traces=drafts,
+                        alpha=run.draft_accept, where=sources.draft_trace or str(run.draft_trace))
+    check_speculation(s, spec, sharing)
+    return s
 
 
 def run_scenario(s: Scenario, timeline: Path | None = None) -> SimulationResult:
     """Simulate a scenario; the result records the what-ifs set on its profile (`overrides`)."""
     r = s.run
     result = simulate(s.profile, s.spec, s.sharing, list(s.traces), r.mode, r.baselines, s.policy, s.src_len,
-                      timeline, device_control=r.device_control, bounds=r.bounds)
+                      timeline, device_control=r.device_control, bounds=r.bounds, speculative=s.speculative)
     return replace(result, overrides=overrides_dict(s.overrides)) if s.overrides else result

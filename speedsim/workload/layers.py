@@ -79,12 +79,16 @@ def _layer_shape(spec: ModelSpec, layer_id: str, rows: int, dtype: str,
     return pre, tuple(mid), tuple(post)
 
 
-def lm_head(spec: ModelSpec, rows: int, dtype: str, rules: KernelRules, final_norm: bool = True) -> Program:
-    """Final norm (optional) and the vocabulary projection for `rows` exits."""
-    return Program(list(_lm_head(spec, rows, dtype, rules, final_norm)))
+def lm_head(spec: ModelSpec, rows: int, dtype: str, rules: KernelRules, final_norm: bool = True,
+            prefix: str = "") -> Program:
+    """Final norm (optional) and the vocabulary projection for `rows` exits. `prefix`: of the weights'
+    tensor ids (a draft model's own head is `draft.lm_head`)."""
+    return Program(list(_lm_head(spec, rows, dtype, rules, final_norm, prefix)))
 
 
 @lru_cache(maxsize=1024)
-def _lm_head(spec: ModelSpec, rows: int, dtype: str, rules: KernelRules, final_norm: bool) -> tuple[Kernel, ...]:
-    norm = (rmsnorm("head.norm", rows, spec.d_model, dtype, rules.host_ops.norm),) if final_norm else ()
-    return (*norm, *linear("lm_head", "lm_head", rows, spec.d_model, spec.vocab, dtype, rules, tclass=EMBEDDINGS))
+def _lm_head(spec: ModelSpec, rows: int, dtype: str, rules: KernelRules, final_norm: bool,
+             prefix: str = "") -> tuple[Kernel, ...]:
+    norm = (rmsnorm(f"{prefix}head.norm", rows, spec.d_model, dtype, rules.host_ops.norm),) if final_norm else ()
+    return (*norm, *linear(f"{prefix}lm_head", f"{prefix}lm_head", rows, spec.d_model, spec.vocab, dtype, rules,
+                           tclass=EMBEDDINGS))

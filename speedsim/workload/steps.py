@@ -34,6 +34,7 @@ class StepContext:
     src_len: int             # encoder input length, or prompt length (decoder-only)
     dtype: str
     rules: KernelRules
+    weights: str = ""        # prefix of the model's weight tensor ids ("draft." for a draft model's)
 
     @property
     def encoder_decoder(self) -> bool:
@@ -103,7 +104,7 @@ def _layers(seqs: list[Seq], n: int, tokens: list[tuple[Seq, int, int | None]]) 
     cross_lens = [s.ctx.spec.cross_attention_len for s, _, _ in tokens]
     p = Program()
     for u in range(n):
-        p.extend(decoder_layer(spec, f"L{u}", kv, caches[u], 1, dtype, rules, cross_ids=crosses[u],
+        p.extend(decoder_layer(spec, f"{ctx.weights}L{u}", kv, caches[u], 1, dtype, rules, cross_ids=crosses[u],
                                cross_lens=cross_lens))
     return p
 
@@ -120,7 +121,7 @@ def pipelined_batch(work: list[tuple[Seq, list[tuple[int, int]], int]]) -> Progr
     if launched:
         p.add(embed(ctx.spec, launched, ctx.dtype, ctx.rules))
     p.extend(_layers(seqs, ctx.sharing.unique, [(s, pos, r) for s, flight, _ in work for pos, r in flight]))
-    p.extend(lm_head(ctx.spec, sum(len(f) for _, f, _ in work), ctx.dtype, ctx.rules))
+    p.extend(lm_head(ctx.spec, sum(len(f) for _, f, _ in work), ctx.dtype, ctx.rules, prefix=ctx.weights))
     return p
 
 
@@ -129,16 +130,17 @@ def pipelined_step(ctx: StepContext, in_flight: list[tuple[int, int]], launched:
     return pipelined_batch([(Seq(ctx), in_flight, launched)])
 
 
-def sequential_batch(work: list[tuple[Seq, int]]) -> Program:
-    """The shared model without pipelining: one token per sequence through U layers R times, then
-    the head once; the batch shares each layer's weight read."""
+def sequential_batch(work: list[tuple[Seq, int]], repeats: int | None = None) -> Program:
+    """The shared model without pipelining: one token per sequence through U layers R times (or the
+    first `repeats` times: a self-speculative draft to an early exit), then the head once; the batch
+    shares each layer's weight read."""
     seqs = [s for s, _ in work]
     ctx = seqs[0].ctx
     p = Program([embed(ctx.spec, len(work), ctx.dtype, ctx.rules)])
-    for r in range(ctx.sharing.repeats):
+    for r in range(ctx.sharing.repeats if repeats is None else repeats):
         p.add(bookkeeping(f"pass.r{r}", ctx.rules))  # one decoder pass per repeat
         p.extend(_layers(seqs, ctx.sharing.unique, [(s, pos, r) for s, pos in work]))
-    p.extend(lm_head(ctx.spec, len(work), ctx.dtype, ctx.rules))
+    p.extend(lm_head(ctx.spec, len(work), ctx.dtype, ctx.rules, prefix=ctx.weights))
     return p
 
 
@@ -153,13 +155,36 @@ def unshared_batch(work: list[tuple[Seq, int]]) -> Program:
     ctx = seqs[0].ctx
     p = Program([embed(ctx.spec, len(work), ctx.dtype, ctx.rules), bookkeeping("pass", ctx.rules)])
     p.extend(_layers(seqs, ctx.sharing.depth, [(s, pos, None) for s, pos in work]))
-    p.extend(lm_head(ctx.spec, len(work), ctx.dtype, ctx.rules))
+    p.extend(lm_head(ctx.spec, len(work), ctx.dtype, ctx.rules, prefix=ctx.weights))
     return p
 
 
 def unshared_token(ctx: StepContext, position: int) -> Program:
     """`unshared_batch` of one sequence."""
     return unshared_batch([(Seq(ctx), position)])
+
+
+def window_step(seq: Seq, position: int, tokens: int, repeats: range, reused: int = 0) -> Program:
+    """`tokens` consecutive positions of one sequence from `position` through the shared layers at each of
+    `repeats` (each repeat's pass one multi-query pass, causal over the window), then the head over all of
+    them: a speculative verify step (the target's full depth over the drafts), a draft model's step (one
+    token, or its catch-up on committed tokens), a self-speculative draft (one token to an early exit).
+
+    `reused`: the window's first repeats whose results the drafts already hold (self-speculation: repeats
+    0..e of the drafted positions); only the window's last token runs through them, the whole window
+    through the rest (`speedsim.decode.drafting` says why that is exact)."""
+    ctx = seq.ctx
+    spec, dtype, rules = ctx.spec, ctx.dtype, ctx.rules
+    p = Program([embed(spec, 1 if reused else tokens, dtype, rules)])
+    for r in repeats:
+        n, first = (1, position + tokens - 1) if r < reused else (tokens, position)
+        p.add(bookkeeping(f"pass.r{r}", rules))
+        kv = [ctx.kv_before(first)]
+        for u in range(ctx.sharing.unique):
+            p.extend(decoder_layer(spec, f"{ctx.weights}L{u}", kv, [seq.cache(u, r)], n, dtype, rules,
+                                   cross_ids=[seq.cross(u)]))
+    p.extend(lm_head(spec, tokens, dtype, rules, prefix=ctx.weights))
+    return p
 
 
 def encoder_layer(spec: ModelSpec, layer_id: str, tokens: int, dtype: str, rules: KernelRules) -> Program:
@@ -190,34 +215,36 @@ def prefill(ctx: StepContext, unshared: bool = False, prefix: str = "") -> Progr
     """Everything before the first decode step: the encoder and cross K/V (encoder-decoder) or the
     prompt (decoder-only), and position 0 through all R repeats with its R exits. `prefix`: of the
     sequence's cache ids (see `Seq`)."""
-    spec, dtype, rules = ctx.spec, ctx.dtype, ctx.rules
+    spec, dtype, rules, w = ctx.spec, ctx.dtype, ctx.rules, ctx.weights
     depth, unique = ctx.sharing.depth, ctx.sharing.unique
     p = Program()
-    layer_ids = [f"L{i}" for i in range(depth)] if unshared else [f"L{i % unique}" for i in range(depth)]
+    layer_ids = [f"{w}L{i}" for i in range(depth)] if unshared else [f"{w}L{i % unique}" for i in range(depth)]
     caches = [f"{prefix}kv.L{i}" for i in range(depth)] if unshared else \
         [f"{prefix}kv.L{i % unique}.r{i // unique}" for i in range(depth)]
     if ctx.encoder_decoder:
-        p.add(*_encode(spec, max(1, ctx.src_len), tuple(dict.fromkeys(layer_ids)), dtype, rules))
+        p.add(*_encode(spec, max(1, ctx.src_len), tuple(dict.fromkeys(layer_ids)), dtype, rules, w))
         for lid, cache in zip(layer_ids, caches, strict=True):
-            p.extend(decoder_layer(spec, lid, [0], [cache], 1, dtype, rules, cross_ids=[f"{prefix}cross.{lid}"]))
+            p.extend(decoder_layer(spec, lid, [0], [cache], 1, dtype, rules,
+                                   cross_ids=[f"{prefix}cross.{lid.removeprefix(w)}"]))
     else:
         prompt = max(1, ctx.src_len)
         p.add(embed(spec, prompt, dtype, rules))
         for lid, cache in zip(layer_ids, caches, strict=True):
             p.extend(decoder_layer(spec, lid, [0], [cache], prompt, dtype, rules))
     exits = 1 if unshared else ctx.sharing.repeats
-    p.extend(lm_head(spec, exits, dtype, rules))
+    p.extend(lm_head(spec, exits, dtype, rules, prefix=w))
     return p
 
 
 @lru_cache(maxsize=256)
-def _encode(spec: ModelSpec, src: int, layer_ids: tuple[str, ...], dtype: str, rules: KernelRules) -> tuple[Kernel, ...]:
+def _encode(spec: ModelSpec, src: int, layer_ids: tuple[str, ...], dtype: str, rules: KernelRules,
+            weights: str = "") -> tuple[Kernel, ...]:
     """A prefill's encoder: the source's embeddings, the encoder layers, the cross K/V of every
     distinct decoder layer in `layer_ids`, and the first decoder token's embedding (the same for
     every sequence with this source length: cached)."""
     p = Program([embed(spec, src, dtype, rules)])
     for i in range(spec.encoder_layers):
-        p.extend(encoder_layer(spec, f"E{i}", src, dtype, rules))
+        p.extend(encoder_layer(spec, f"{weights}E{i}", src, dtype, rules))
     for lid in layer_ids:  # cross K/V of every distinct decoder layer
         p.add(*linear(f"{lid}.xkv", f"{lid}.xkv", src, spec.d_model, 2 * spec.d_model, dtype, rules))
     p.add(embed(spec, 1, dtype, rules))
