@@ -376,19 +376,39 @@ def train_cmd(config_path: str, out_dir: str, device: str, as_json: bool) -> Non
 @click.option("--out", "out_file", required=True, metavar="FILE", help="trace file (.jsonl or .jsonl.gz)")
 @click.option("--limit", type=int, default=None, help="decode a seeded sample of at most N examples")
 @click.option("--max-new-tokens", type=int, default=None, help="decode length cap (default: the config's)")
+@click.option("--draft-checkpoint", default=None, metavar="PATH",
+              help="Also a draft model (run directory of `speedsim train`, the same tokenizer): its greedy "
+                   "prediction of every position on the target's path, written to --draft-out (the acceptance "
+                   "of `simulate --method specdec --draft-trace`).")
+@click.option("--draft-out", default=None, metavar="FILE", help="With --draft-checkpoint: the draft's trace file.")
 @click.option("--json", "as_json", is_flag=True, help="print the statistics as one JSON object")
-def trace_cmd(checkpoint: str, split: str, out_file: str, limit: int | None, max_new_tokens: int | None, as_json: bool) -> None:
+def trace_cmd(checkpoint: str, split: str, out_file: str, limit: int | None, max_new_tokens: int | None,
+              draft_checkpoint: str | None, draft_out: str | None, as_json: bool) -> None:
     """Decode a split with SPEED, write its exit traces, print their statistics and quality."""
     from speedsim.fileio import check_output
     from speedsim.trace import write_traces
     from speedsim.trace.io import TRACE_FILE
-    from speedsim.train import record_traces, trace_metrics
+    from speedsim.train import record_draft_traces, record_traces, trace_metrics
 
     check_output(out_file, "--out", TRACE_FILE)
+    if (draft_checkpoint is None) != (draft_out is None):
+        raise UserError("--draft-checkpoint and --draft-out go together", where="--draft-out"
+                        if draft_out is None else "--draft-checkpoint")
+    if draft_out is not None:
+        check_output(draft_out, "--draft-out", TRACE_FILE)
+        if Path(draft_out).absolute() == Path(out_file).absolute():
+            raise UserError("is the target's --out: the two traces need two files", where="--draft-out")
     traces, quality = record_traces(checkpoint, split, limit, max_new_tokens, progress=not as_json,
                                     where="--checkpoint")
+    drafts, draft_stats = [], {}
+    if draft_checkpoint is not None:
+        drafts, draft_stats = record_draft_traces(checkpoint, draft_checkpoint, traces, split, limit,
+                                                  progress=not as_json)
     write_traces(out_file, traces)
-    stats = {**trace_metrics(traces), **quality, "out": out_file}
+    if draft_out is not None:
+        write_traces(draft_out, drafts)
+        draft_stats["draft_out"] = draft_out
+    stats = {**trace_metrics(traces), **quality, "out": out_file, **draft_stats}
     if as_json:
         emit_json(stats)
         return

@@ -122,6 +122,10 @@ def trace_text(stats: dict[str, Any], traces: int, out_file: str, split: str) ->
     lines.append(f"output length (tokens): mean {lengths['mean']:.1f}, median {lengths['median']:.0f}, min {lengths['min']}, max {lengths['max']}")
     lines.append(f"{split}: loss {stats['loss']:.4f} nats/token, ROUGE-L F1 {stats['rougeL']:.4f}, "
                  f"{stats['distinct_per_100']:.0f} distinct outputs per 100")
+    if "draft_out" in stats:
+        lines.append(f"draft {stats['draft_model']}: {stats['draft_traces']} traces to {stats['draft_out']}; its "
+                     f"prediction is the target's token at {stats['path_acceptance']:.1%} of the positions after the "
+                     "first")
     return "\n".join(lines)
 
 

@@ -134,7 +134,7 @@ def test_cli_json_gives_the_speculative_figures(cli):
     (("--sharing", "4x3", "--method", "specdec", "--draft-depth", "2"), "--draft-accept"),
     (("--sharing", "4x3", "--method", "specdec", "--draft-depth", "2", "--draft-accept", "1"), "--draft-accept"),
     (("--sharing", "4x3", "--method", "specdec", "--draft-depth", "2", "--draft-accept", "nan"), "--draft-accept"),
-    (("--sharing", "4x3", "--method", "specdec", "--draft-depth", "4", "--draft-accept", "0.5"), "--draft-depth"),
+    (("--sharing", "4x3", "--method", "specdec", "--draft-depth", "12", "--draft-accept", "0.5"), "--draft-depth"),
     (("--sharing", "4x3", "--method", "specdec", "--draft-depth", "1", "--draft-model", "dec1b",
       "--draft-accept", "0.5"), "--draft-model"),
     (("--sharing", "4x3", "--method", "selfspec", "--method", "selfspec"), "--method"),

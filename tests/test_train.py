@@ -295,6 +295,43 @@ def test_trace_cli_writes_traces_that_match_greedy(trained: tuple[Path, dict], t
         assert tr.tokens == greedy(model, torch.tensor(it.src), cfg.eval.max_new_tokens, eos_id=eos)
 
 
+def test_trace_with_a_draft_checkpoint_gives_the_draft_decoders_iterations(trained: tuple[Path, dict], tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch,
+                                                                             capsys) -> None:
+    """`speedsim trace --draft-checkpoint` (the pre-trained stage as the draft of the fine-tuned model): the
+    draft trace's matches along the target's path give exactly the iterations the functional draft-model
+    decoder runs on the same examples; `simulate --method specdec --draft-trace` reads it."""
+    from speedsim.data import special_ids
+    from speedsim.decode import draft_speculative
+    from speedsim.pipeline.speculation import draft_matches, iterations
+    from speedsim.trace import read_traces
+
+    out, _ = trained
+    draft_file = stage_path(out, "pretrain")
+    path, dpath = tmp_path / "t.jsonl", tmp_path / "d.jsonl"
+    assert run_cli(monkeypatch, "trace", "--checkpoint", str(out), "--draft-checkpoint", str(draft_file), "--out",
+                   str(path), "--draft-out", str(dpath), "--limit", "3", "--json") == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert 0.0 <= stats["path_acceptance"] <= 1.0 and stats["draft_traces"] == 3
+    target_traces, drafts = read_traces(path), read_traces(dpath)
+    model, tok, cfg = load_model(out)
+    draft, _, _ = load_model(draft_file)
+    _, enc = prepare_data(cfg, tok)
+    items = {it.id: it for it in (enc["test"][i] for i in sample_indices(len(enc["test"]), 3))}
+    eos = special_ids(tok)["eos"]
+    for t, d in zip(target_traces, drafts, strict=True):
+        assert d.seq_id == t.seq_id and d.repeats == 1 and len(d.exits) == len(t.exits)
+        res = draft_speculative(model, draft, torch.tensor(items[t.seq_id].src), cfg.eval.max_new_tokens, 3,
+                                eos_id=eos)
+        assert res.tokens == t.tokens
+        cap = cfg.eval.max_new_tokens if t.eos_id is not None else None
+        assert iterations(draft_matches(t.tokens, d.tokens), len(t.tokens), 3, cap) == res.iterations
+    assert run_cli(monkeypatch, "simulate", "--profile", "h200", "--model", "t5base", "--sharing", "1x2", "--trace",
+                   str(path), "--method", "specdec", "--draft-depth", "1", "--draft-trace", str(dpath),
+                   "--baseline", "none", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["baselines"]["specdec"]["gamma"] >= 1
+
+
 def test_trace_cli_rejects_bad_limit(trained: tuple[Path, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     """--limit 0 is a one-line error with exit 2."""
     out, _ = trained

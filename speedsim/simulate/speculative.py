@@ -118,11 +118,13 @@ def check_speculation(s: Speculation, spec: ModelSpec, sharing: Sharing) -> None
     if bool(d.cross_attention_len) != bool(spec.cross_attention_len):
         raise UserError(f"the draft model {d.name} and the target {spec.name} must both be encoder-decoder or both "
                         "decoder-only", where="--draft-model")
+    # smaller in the work of a token: a draft as deep and wide as the target's depth saves nothing
     draft_w = s.draft_depth * d.layer_weight_elements()
-    target_w = sharing.unique * spec.layer_weight_elements()
+    target_w = sharing.depth * spec.layer_weight_elements()
     if draft_w >= target_w:
-        raise UserError(f"the draft ({s.draft_depth} layers of {d.name}, {draft_w / 1e6:,.1f}M weights) is not smaller "
-                        f"than the target ({sharing} {spec.name}, {target_w / 1e6:,.1f}M)", where="--draft-depth")
+        raise UserError(f"the draft ({s.draft_depth} layers of {d.name}, {draft_w / 1e6:,.1f}M weights a token) is not "
+                        f"smaller than the target ({sharing} {spec.name}, {target_w / 1e6:,.1f}M a token)",
+                        where="--draft-depth")
     if (s.draft_traces is None) == (s.alpha is None):
         raise UserError("give the draft's acceptance: --draft-trace FILE or --draft-accept A", where="--draft-accept")
     if s.alpha is not None and not 0.0 <= s.alpha < 1.0:

@@ -8,7 +8,14 @@ from speedsim.train.checkpoint import load_model, read_checkpoint, stage_path
 from speedsim.train.config import TrainConfig, load_train_config, parse_train_config, speed_config
 from speedsim.train.evaluate import exit_losses, rouge_l
 from speedsim.train.loop import lr_at, train
-from speedsim.train.record import exit_trace, record_traces, sample_indices, trace_metrics, trace_of
+from speedsim.train.record import (
+    exit_trace,
+    record_draft_traces,
+    record_traces,
+    sample_indices,
+    trace_metrics,
+    trace_of,
+)
 
 __all__ = [
     "TrainConfig",
@@ -22,6 +29,7 @@ __all__ = [
     "prepare_data",
     "pretraining_streams",
     "read_checkpoint",
+    "record_draft_traces",
     "record_traces",
     "rouge_l",
     "sample_indices",

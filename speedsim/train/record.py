@@ -116,3 +116,53 @@ def record_traces(
                                "loss": loss["val_loss"], "loss_per_exit": loss["val_loss_per_exit"]}
     quality.update(output_stats(texts, ids, eos))
     return traces, quality
+
+
+def record_draft_traces(checkpoint: Path | str, draft_checkpoint: Path | str, traces: Sequence[ExitTrace],
+                        split: str = "test", limit: int | None = None, progress: bool = True,
+                        where: str | None = "--checkpoint",
+                        draft_where: str | None = "--draft-checkpoint") -> tuple[list[ExitTrace], dict[str, Any]]:
+    """The draft model's greedy prediction of every position of the target's `traces` (the target's
+    `record_traces` of the same split and limit), given the target's tokens before it: one trace per
+    sequence, R = 1, `exits[t][0]` the draft's prediction of position t. Whether it equals the target's
+    token is whether a speculative decode accepts the draft there (`speedsim.pipeline.speculation`).
+
+    The draft must share the target's tokenizer (a `UserError` at `draft_where` otherwise). Returns the
+    traces and the acceptance along the path: the fraction of positions after the first whose draft
+    matches (`path_acceptance`)."""
+    from speedsim.decode import predictions_on_path
+    from speedsim.decode.drafting import check_draft_model
+    from speedsim.pipeline.speculation import draft_matches
+
+    target, tok, cfg = load_model(checkpoint, where)
+    draft, dtok, dcfg = load_model(draft_checkpoint, draft_where)
+    if dtok.to_str() != tok.to_str():
+        raise UserError("the draft model's tokenizer is not the target's: its predictions cannot be compared "
+                        "token for token", where=draft_where)
+    try:
+        check_draft_model(target, draft)
+    except UserError as err:
+        raise UserError(_message(err), where=draft_where) from None
+    _, enc = prepare_data(cfg, tok)
+    items = {it.id: it for it in (enc[split][i] for i in sample_indices(len(enc[split]), limit))}
+    out, matched, judged = [], 0, 0
+    name = f"draft {dcfg.name} on the path of {traces[0].model if traces else cfg.name}"
+    with torch.no_grad():
+        for t in tqdm(traces, desc=f"draft {dcfg.name}", disable=not progress, unit="seq"):
+            src = torch.tensor(items[t.seq_id].src, dtype=torch.long)
+            try:
+                preds = predictions_on_path(draft, src, t.tokens)
+            except UserError as err:  # the target's decode is longer than the draft's positions
+                raise UserError(_message(err), where=draft_where) from None
+            m = draft_matches(t.tokens, preds)[1:]
+            matched, judged = matched + sum(m), judged + len(m)
+            out.append(ExitTrace(seq_id=t.seq_id, src_len=t.src_len, repeats=1, exits=[[p] for p in preds],
+                                 model=name))
+    return out, {"draft_traces": len(out), "path_acceptance": matched / judged if judged else math.nan,
+                 "draft_model": dcfg.name}
+
+
+def _message(err: UserError) -> str:
+    """A `UserError`'s message without the place it named (to name another)."""
+    text = str(err)
+    return text.removeprefix(f"{err.where}: ") if err.where else text
