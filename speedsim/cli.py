@@ -400,7 +400,8 @@ def trace_cmd(checkpoint: str, split: str, out_file: str, limit: int | None, max
             raise UserError("is the target's --out: the two traces need two files", where="--draft-out")
     traces, quality = record_traces(checkpoint, split, limit, max_new_tokens, progress=not as_json,
                                     where="--checkpoint")
-    drafts, draft_stats = [], {}
+    drafts: list = []
+    draft_stats: dict = {}
     if draft_checkpoint is not None:
         drafts, draft_stats = record_draft_traces(checkpoint, draft_checkpoint, traces, split, limit,
                                                   progress=not as_json)
