@@ -168,8 +168,9 @@ def simulation_text(result: Any, bounds: bool) -> str:
     from speedsim.report.tables import format_simulation
 
     lines = [format_simulation(result)]
-    lines += [f"{m.method}: window {m.gamma:g} draft tokens, acceptance {m.acceptance_rate:.3f}, "
-              f"{m.tokens_per_iteration:.2f} tokens per iteration" for m in result.methods() if m.gamma == m.gamma]
+    lines += [f"{m.method}: window {m.gamma:g} draft tokens, "
+              + (f"acceptance {m.acceptance_rate:.3f}" if m.acceptance_rate == m.acceptance_rate else "nothing drafted")
+              + f", {m.tokens_per_iteration:.2f} tokens per iteration" for m in result.methods() if m.gamma == m.gamma]
     if bounds:
         lines += [f"{m.method}: per token {m.per_token_us:.4g} us, bounds [{m.per_token_us_low:.4g}, "
                   f"{m.per_token_us_high:.4g}] us over the profile's ranges" for m in result.methods()]

@@ -59,7 +59,9 @@ def _self_spec_case(U, R, enc, seed, std, src, eos, max_new, gamma, exit_frac):
     if res.tokens:
         exits = greedy_exits(m, src, max_new, eos_id=eos)
         cap = cap_of(m, src, max_new) if res.eos_id is not None else None
-        assert iterations(self_spec_matches(exits, e), len(exits), gamma, cap) == res.iterations
+        derived = iterations(self_spec_matches(exits, e), len(exits), gamma, cap)
+        assert derived == res.iterations
+        assert [it.rejected for it in derived] == [it.rejected for it in res.iterations]
 
 
 @settings(max_examples=15)
@@ -197,3 +199,12 @@ def test_a_draft_of_another_vocabulary_is_refused():
                                       encoder_layers=1, max_len=40)).double()
     with pytest.raises(UserError, match="vocabulary"):
         draft_speculative(target, other, [1], 4, 2)
+
+
+def test_a_draft_that_holds_fewer_positions_is_refused():
+    """It would stop the decode at its own length (greedy decodes on): refused."""
+    target = model(1, 2, 0, 0)
+    short = SharedDecoder(SpeedConfig(vocab_size=V, d_model=8, n_heads=2, d_ff=16, unique_layers=1, repeats=1,
+                                      encoder_layers=0, max_len=10)).double()
+    with pytest.raises(UserError, match="positions"):
+        draft_speculative(target, short, [1, 2], 30, 2)

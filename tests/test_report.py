@@ -43,6 +43,18 @@ TINY_DESIGN = {
     ],
 }
 
+# experiments/rivals.yaml's blocks on h200, one sequence
+TINY_RIVALS = {
+    "name": "rivals", "fixed": {"model": "t5base", "mode": "graph", "limit": 1, "profile": "h200"},
+    "blocks": [
+        {"label": "shared", "fixed": {"baselines": []}, "axes": {"configs": [
+            {"sharing": "4x3", "trace": "4x3", "methods": ["selfspec"], "draft_exit": 0},
+            {"sharing": "2x6", "trace": "2x6", "methods": ["selfspec"], "draft_exit": 1}]}},
+        {"label": "draft", "fixed": {"baselines": ["sequential"], "sharing": "12x1", "trace": "12x1",
+                                     "methods": ["specdec"], "draft_depth": 2}, "axes": {"draft_accept": [0.75]}},
+    ],
+}
+
 FIGURES = {"latency_vs_depth_h200", "latency_vs_depth_gemmini", "speedup_vs_mispredict",
            "speedup_vs_output_length", "dram_traffic_vs_depth", "roofline", "parity", "serving"}
 
@@ -92,8 +104,9 @@ def _report_inputs(tmp_path, monkeypatch) -> dict:
     design = write(tmp_path, TINY_DESIGN, "design.yaml")
     monkeypatch.setattr(design_space, "sensitivity_table",
                         functools.partial(design_space.sensitivity_table, profiles=("h200",), limit=1))
+    rivals = write(tmp_path, TINY_RIVALS, "rivals.yaml")
     return {"specs": (study,), "paper_spec": paper, "workers": 1, "progress": False, "cache": tmp_path / "cache",
-            "serving_spec": serving, "design_spec": design}
+            "serving_spec": serving, "design_spec": design, "rivals_spec": rivals}
 
 
 @functools.cache
@@ -107,7 +120,7 @@ def test_report_writes_figures_readme(tmp_path, monkeypatch):
     first = build_report(tmp_path / "a", **_report_inputs(tmp_path, monkeypatch))
     assert first["failed_runs"] == 0 and first["paper"] == "ok"
     names = {f.removeprefix("figures/").removesuffix(".png") for f in first["figures"]}
-    assert FIGURES | {"speed_paper", "design_space", "sensitivity_tornado"} <= names
+    assert FIGURES | {"speed_paper", "design_space", "sensitivity_tornado", "rivals"} <= names
     readme = (tmp_path / "a" / "README.md").read_text()
     for figure in first["figures"]:
         assert f"]({figure})" in readme
@@ -120,6 +133,7 @@ def test_report_writes_figures_readme(tmp_path, monkeypatch):
            "worst held-out row 11.5%" in readme
     assert "| 2x6 | SPEED | 955.2 | 1064.8 | 11.5% | held out |" in readme
     assert "## What hardware makes SPEED pay" in readme
+    assert "## SPEED and its rivals: speculative decoding on the same hardware" in readme and "- **h200**: " in readme
     assert "At one output length" in readme and "**Reading.** At 8 tokens" in readme
     assert "Diamonds are synthetic traces fitted to the same models" in readme  # h200 4x3 against its curve
     # the fixed-depth block's depths and repeats, as the tiny study ran them

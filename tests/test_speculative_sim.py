@@ -81,7 +81,7 @@ def test_speedup_is_the_papers_when_a_verify_costs_one_step(tiny_profile_dict, a
 def test_perfect_drafts_on_a_fixed_latency_device_save_the_steps_they_skip(tiny_profile_dict):
     """Self-speculation from exit 0 of a 2x6 model with every draft right: each iteration emits g + 1 tokens."""
     p = _weights_bound(tiny_profile_dict)
-    traces = synthetic_traces("perfect,len=200,seqs=1,src=4", 6)
+    traces = synthetic_traces("perfect,len=80,seqs=1,src=4", 6)
     r = simulate(p, BUILTIN_MODELS["t5base"], Sharing(2, 6), traces, baselines=("sequential",),
                  speculative=[Speculation("selfspec", 3, draft_exit=0)])
     m = r.baselines["selfspec"]
@@ -90,7 +90,7 @@ def test_perfect_drafts_on_a_fixed_latency_device_save_the_steps_they_skip(tiny_
 
 
 def test_auto_gamma_is_the_best_window(h200, trace_4x3):
-    traces = trace_4x3[:3]
+    traces = trace_4x3[:1]
     spec, sharing = BUILTIN_MODELS["t5base"], Sharing(4, 3)
     auto = simulate(h200, spec, sharing, traces, baselines=(), speculative=[Speculation("selfspec", None)])
     best = auto.baselines["selfspec"]
@@ -139,6 +139,8 @@ def test_cli_json_gives_the_speculative_figures(cli):
       "--draft-accept", "0.5"), "--draft-model"),
     (("--sharing", "4x3", "--method", "selfspec", "--method", "selfspec"), "--method"),
     (("--sharing", "4x3", "--draft-accept", "0.5"), "--draft-accept"),
+    (("--sharing", "4x3", "--method", "specdec", "--draft-depth", "1", "--draft-model", "nosuch",
+      "--draft-accept", "0.5"), "--draft-model"),
 ])
 def test_bad_speculative_options_exit_2_naming_the_flag(cli, args, flag):
     res = cli(*SIM, "--trace" if "12x1" not in args else "--trace", "12x1" if "12x1" in args else "4x3",

@@ -125,6 +125,9 @@ def check_draft_model(target: SharedDecoder, draft: SharedDecoder) -> None:
     if d.decoder_only != t.decoder_only or d.bos_id != t.bos_id:
         raise UserError("the draft model must be of the target's kind (decoder-only or encoder-decoder) and BOS",
                         where="draft")
+    if d.max_len < t.max_len:  # it could not draft (or even read a source) wherever the target decodes
+        raise UserError(f"the draft model holds {d.max_len} positions, fewer than the target's {t.max_len}",
+                        where="draft")
 
 
 def draft_speculative(target: SharedDecoder, draft: SharedDecoder, src_ids: Sequence[int] | torch.Tensor,
@@ -140,7 +143,7 @@ def draft_speculative(target: SharedDecoder, draft: SharedDecoder, src_ids: Sequ
             return SpecDecode([], [], src_len, None)
         state = prefill(target, src_ids, max_new_tokens)
         dstate = prefill(draft, src_ids, max_new_tokens)
-        cap = min(state.max_new_tokens, dstate.max_new_tokens)  # positions both caches hold
+        cap = state.max_new_tokens  # (the draft holds at least the target's positions: check_draft_model)
         done = [1]  # generated positions whose inputs the draft's cache holds (position 0: the prefill's)
 
         def iteration(n: int, g: int, tokens: list[int]) -> tuple[list[int], list[int]]:

@@ -27,6 +27,7 @@ from speedsim.report import check_figures, figures
 from speedsim.report.content import ReportData, profile_order
 from speedsim.report.design_space import heatmaps, run_design_space, tornado
 from speedsim.report.readme import REPORT_TITLE, write_readme
+from speedsim.report.rivals import rivals_figure, run_rivals
 from speedsim.report.serving import serving_figure, serving_tables
 from speedsim.report.validation_md import write_validation
 from speedsim.run import RunParams
@@ -46,6 +47,7 @@ DEFAULT_STUDY = (EXPERIMENTS / "default.yaml",)
 FULL_STUDY = (EXPERIMENTS / "latency_vs_depth.yaml", EXPERIMENTS / "acceptance.yaml")
 SERVING_SPEC = EXPERIMENTS / "serving.yaml"
 DESIGN_SPEC = EXPERIMENTS / "design_space.yaml"
+RIVALS_SPEC = EXPERIMENTS / "rivals.yaml"
 PAPER_SPEC = EXPERIMENTS / "speed_paper.yaml"
 H200_RERUN = H200_MEASURED.with_name("measured_rerun.csv")
 ROOFLINE_CONFIG = ("t5base", "4x3", "mispredict=0.1,len=24,seqs=1,src=128")
@@ -198,9 +200,11 @@ def draw(data: ReportData, out: Path) -> dict[str, str]:
         made["design_space"] = heatmaps(data.design, fig_dir / "design_space.png")
     if data.design_sensitivity is not None:
         made["sensitivity_tornado"] = tornado(data.design_sensitivity, fig_dir / "sensitivity_tornado.png")
+    if data.rivals is not None:
+        made["rivals"] = rivals_figure(data.rivals, fig_dir / "rivals.png")
     kept = {v for v in made.values() if v is not None}
     ours = ("latency_vs_depth_", "speedup_vs_", "dram_traffic_vs_depth", "roofline", "parity", "speed_paper",
-            "serving", "design_space", "sensitivity_tornado")
+            "serving", "design_space", "sensitivity_tornado", "rivals")
     for stale in fig_dir.glob("*.png"):  # figures of an earlier report that this one did not draw
         if stale not in kept and stale.name.startswith(ours):
             stale.unlink()
@@ -216,7 +220,8 @@ def write_data(data: ReportData, out: Path) -> None:
     val = pd.concat([v.assign(sim_mode=m) for m, v in data.validation.items()], ignore_index=True)
     tables = {"study.csv": data.study, "speed_paper.csv": data.paper, "validation.csv": val,
               "serving.csv": data.serving, "design_space.csv": data.design,
-              "design_space_causes.csv": data.design_causes, "sensitivity.csv": data.design_sensitivity}
+              "design_space_causes.csv": data.design_causes, "sensitivity.csv": data.design_sensitivity,
+              "rivals.csv": data.rivals}
     for name, table in tables.items():
         if table is not None:
             with atomic_write(d / name, "w", where="--out", newline="") as fh:
@@ -260,7 +265,7 @@ def _serving_dir(full: bool) -> str:
 
 
 def _sweep_dirs(specs: tuple[Path, ...], paper_spec: Path | None, serving_spec: Path | None,
-                full: bool, design_spec: Path | None = None) -> list[str]:
+                full: bool, design_spec: Path | None = None, rivals_spec: Path | None = None) -> list[str]:
     """The subdirectories of the cache the report's sweeps write in."""
     names = [Path(spec).stem for spec in specs]
     if paper_spec:
@@ -269,6 +274,8 @@ def _sweep_dirs(specs: tuple[Path, ...], paper_spec: Path | None, serving_spec: 
         names.append(_serving_dir(full))
     if design_spec is not None:
         names.append("design_space" if full else "design_space-reduced")
+    if rivals_spec is not None:
+        names.append("rivals" if full else "rivals-reduced")
     return names
 
 
@@ -288,14 +295,15 @@ def _work_dir(cache: Path | None) -> Iterator[tuple[Path, str]]:
 def build_report(out: Path | str, *, full: bool = False, specs: tuple[Path, ...] | None = None,
                  paper_spec: Path | None = PAPER_SPEC, workers: int = 2, scheduler: str | None = None,
                  cache: Path | str | None = None, progress: bool = True,
-                 serving_spec: Path | None = SERVING_SPEC, design_spec: Path | None = DESIGN_SPEC) -> dict:
+                 serving_spec: Path | None = SERVING_SPEC, design_spec: Path | None = DESIGN_SPEC,
+                 rivals_spec: Path | None = RIVALS_SPEC) -> dict:
     """Run the study and write figures, data and README.md under `out`; a summary dict."""
     out = check_output_dir(out, "--out")  # before minutes of work, not after them
     _check_report_dir(out)
     specs = specs if specs is not None else (FULL_STUDY if full else DEFAULT_STUDY)
     cache_dir = None if cache is None else check_output_dir(cache, "--cache")  # '' is no path, not "none"
     if cache_dir is not None:
-        for name in _sweep_dirs(tuple(specs), paper_spec, serving_spec, full, design_spec):  # before any sweep runs
+        for name in _sweep_dirs(tuple(specs), paper_spec, serving_spec, full, design_spec, rivals_spec):  # before any sweep
             check_output_dir(cache_dir / name, "--cache")
     if scheduler is not None:
         check_scheduler(scheduler)
@@ -307,6 +315,7 @@ def build_report(out: Path | str, *, full: bool = False, specs: tuple[Path, ...]
         serving, serving_limit = run_serving(serving_spec, full, work, workers, scheduler, progress, flag)
         design, design_causes, design_sens = run_design_space(design_spec, full, work, workers, scheduler, progress,
                                                               flag)
+        rivals = run_rivals(rivals_spec, full, work, workers, scheduler, progress, flag)
     validation, mape = run_validation()
     steps, peaks = roofline_points(profile_order(study) if not study.empty else ["h200"])
     data = ReportData(study, paper, note, validation, mape, steps, peaks,
@@ -318,6 +327,7 @@ def build_report(out: Path | str, *, full: bool = False, specs: tuple[Path, ...]
     data.serving, data.serving_limit = serving, serving_limit
     data.design, data.design_causes, data.design_sensitivity = design, design_causes, design_sens
     data.design_full = full
+    data.rivals = rivals
     data.figures = draw(data, out)
     write_data(data, out)
     readme = write_readme(data, out)

@@ -32,6 +32,7 @@ class ReportData:
     design_causes: pd.DataFrame | None = None                # time by cause at each panel's extreme points
     design_sensitivity: pd.DataFrame | None = None           # elasticities of SPEED's time, per profile
     design_full: bool = False                                # whether the design-space grid was the whole one
+    rivals: pd.DataFrame | None = None                       # SPEED against speculative decoding, per profile
     figures: dict[str, str] = field(default_factory=dict)
 
 

@@ -11,6 +11,7 @@ from speedsim.report.content import ReportData, ok, pick
 from speedsim.report.design_space import design_space_section
 from speedsim.report.markdown import md_table, times, us, write_markdown
 from speedsim.report.paper_md import paper_section
+from speedsim.report.rivals import rivals_section
 from speedsim.report.serving import serving_section
 from speedsim.report.validation_md import validation_section, whole_decode_section
 from speedsim.simulate.schema import (
@@ -241,6 +242,7 @@ def write_readme(data: ReportData, out: Path) -> Path:
     lines += serving_section(data.serving, data.serving_limit, data.figures.get("serving"), "experiments/serving.yaml")
     lines += design_space_section(data.design, data.design_causes, data.design_sensitivity, data.figures,
                                   "experiments/design_space.yaml", data.design_full)
+    lines += rivals_section(data.rivals, data.figures.get("rivals"), "experiments/rivals.yaml", data.design_full)
     failed = data.study[data.study["status"] != "ok"] if not data.study.empty else data.study
     if len(failed):
         lines += ["## Failed runs", "", md_table(

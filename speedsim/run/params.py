@@ -137,6 +137,11 @@ class RunParams(BaseModel):
             out.append((path, text))
         return tuple(out)
 
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _methods(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value  # a sweep axis of methods gives one at a time
+
     @field_validator("gamma")
     @classmethod
     def _gamma(cls, value: int | str) -> int | str:

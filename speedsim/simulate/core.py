@@ -185,10 +185,12 @@ def simulate(profile: HardwareProfile, spec: ModelSpec, sharing: Sharing, traces
     and report per_token_us_low/high for every method.
     """
     if bounds:
-        runs = [simulate(p, spec, sharing, traces, mode, baselines, policy, src_len, None, device_control,
-                         speculative=speculative) for p in (at_end(profile, "fast"), at_end(profile, "slow"))]
         mid = simulate(profile, spec, sharing, traces, mode, baselines, policy, src_len, timeline, device_control,
                        speculative=speculative)
+        # the ends at the window the profile's own values chose (auto), so the band is of one configuration
+        chosen = [replace(s, gamma=int(mid.baselines[s.method].gamma)) for s in speculative]
+        runs = [simulate(p, spec, sharing, traces, mode, baselines, policy, src_len, None, device_control,
+                         speculative=chosen) for p in (at_end(profile, "fast"), at_end(profile, "slow"))]
         return replace(mid, speed=mid.speed.with_bounds(*(r.speed for r in runs)),
                        baselines={m: b.with_bounds(*(r.baselines[m] for r in runs)) for m, b in mid.baselines.items()})
     check_decodable([len(t.exits) for t in traces])

@@ -138,8 +138,14 @@ def _figures(r: MethodResult) -> dict[str, Any]:
 
 def _row(r: MethodResult) -> dict[str, Any]:
     """A method's flat figures for a table row (the by-part breakdown stays in the JSON)."""
-    return {k: v for k, v in asdict(r).items() if k != "memory_bytes_by_part" and k not in SPECULATION}
+    row = {k: v for k, v in asdict(r).items() if k != "memory_bytes_by_part" and k not in SPECULATION}
+    if not math.isnan(r.gamma):  # a speculative method's own columns (a run's `gamma` column is the one asked for)
+        row.update({SPECULATION_COLUMNS[k]: getattr(r, k) for k in SPECULATION})
+    return row
 
 
 SPECULATION = ("gamma", "acceptance_rate", "tokens_per_iteration")  # a speculative method's own figures
+# ... as a sweep's columns, where a run has a speculative method
+SPECULATION_COLUMNS = {"gamma": "gamma_simulated", "acceptance_rate": "acceptance_rate",
+                       "tokens_per_iteration": "tokens_per_iteration"}
 

@@ -144,8 +144,13 @@ def _speculation(run: RunParams, method: str, spec: ModelSpec, sharing: Sharing,
     if method == "selfspec":
         s = Speculation("selfspec", gamma, draft_exit=run.draft_exit)
     else:
-        draft = get_model(run.draft_model or run.model,
-                          cached_models(tuple(str(p) for p in model_specs), sources.model_specs))
+        try:
+            draft = get_model(run.draft_model or run.model,
+                              cached_models(tuple(str(p) for p in model_specs), sources.model_specs))
+        except UserError as err:
+            if run.draft_model is None or err.where != "--model":
+                raise
+            raise UserError(str(err).removeprefix("--model: "), where="--draft-model") from None
         drafts = None
         if run.draft_trace is not None:
             where = sources.draft_trace

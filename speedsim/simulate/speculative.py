@@ -147,7 +147,7 @@ def speculative_phase(spec: ModelSpec, sharing: Sharing, traces: Sequence[ExitTr
         dseq = None
         if s.method == "specdec":
             dseq = Seq(s.draft_ctx(ctx), DRAFT)
-            first.extend(prefill(dseq.ctx, unshared=True, prefix=DRAFT))
+            first.extend(prefill(dseq.ctx, prefix=DRAFT))  # (its caches kv.L{u}.r0, as its steps name them)
         phase.add(first, 1, is_prefill=True)
         its = iterations(match, len(trace.exits), gamma)
         runs.append(its)
@@ -157,7 +157,7 @@ def speculative_phase(spec: ModelSpec, sharing: Sharing, traces: Sequence[ExitTr
                 if dseq is None:
                     phase.add(window_step(seq, n + j, 1, range(s.draft_exit + 1)), 0)
                 elif j == 0:
-                    phase.add(window_step(dseq, done, n + 1 - done, range(1)), 0)
+                    phase.add(window_step(dseq, done, n + 1 - done, range(1), head_rows=1), 0)
                 else:
                     phase.add(window_step(dseq, n + j, 1, range(1)), 0)
             reused = s.draft_exit + 1 if dseq is None and it.drafted else 0

@@ -23,12 +23,13 @@ from speedsim.serve import serve
 from speedsim.serve.metrics import SERVING_METRICS
 from speedsim.sharing import Sharing
 from speedsim.simulate import build_scenario, run_scenario
+from speedsim.simulate.result import SPECULATION_COLUMNS
 from speedsim.simulate.scenario import cached_whatif
 from speedsim.simulate.schema import QUALITY, columns
 
 COLUMNS = columns(list(TABLE_FIELDS))
 # result fields outside the table's schema stay in the JSON only; later run fields join where a run sets them
-KEEP = frozenset(COLUMNS) | LATER_FIELDS | frozenset(SERVING_METRICS)
+KEEP = frozenset(COLUMNS) | LATER_FIELDS | frozenset(SERVING_METRICS) | frozenset(SPECULATION_COLUMNS.values())
 
 
 class RunFailed(RuntimeError):
@@ -124,6 +125,8 @@ def execute(params: dict[str, Any], model_specs: tuple[str, ...] = (), base_dir:
     head.pop("overrides", None)  # (a nested list: its columns are `set.PATH`)
     head.update(whatif_columns(run))
     head["baselines"] = ",".join(run.baselines)
+    if run.methods:
+        head["methods"] = ",".join(run.methods)
     try:
         sharing = Sharing.parse(run.sharing)
         head.update(U=sharing.unique, R=sharing.repeats, depth=sharing.depth,

@@ -130,14 +130,13 @@ def pipelined_step(ctx: StepContext, in_flight: list[tuple[int, int]], launched:
     return pipelined_batch([(Seq(ctx), in_flight, launched)])
 
 
-def sequential_batch(work: list[tuple[Seq, int]], repeats: int | None = None) -> Program:
-    """The shared model without pipelining: one token per sequence through U layers R times (or the
-    first `repeats` times: a self-speculative draft to an early exit), then the head once; the batch
-    shares each layer's weight read."""
+def sequential_batch(work: list[tuple[Seq, int]]) -> Program:
+    """The shared model without pipelining: one token per sequence through U layers R times, then
+    the head once; the batch shares each layer's weight read."""
     seqs = [s for s, _ in work]
     ctx = seqs[0].ctx
     p = Program([embed(ctx.spec, len(work), ctx.dtype, ctx.rules)])
-    for r in range(ctx.sharing.repeats if repeats is None else repeats):
+    for r in range(ctx.sharing.repeats):
         p.add(bookkeeping(f"pass.r{r}", ctx.rules))  # one decoder pass per repeat
         p.extend(_layers(seqs, ctx.sharing.unique, [(s, pos, r) for s, pos in work]))
     p.extend(lm_head(ctx.spec, len(work), ctx.dtype, ctx.rules, prefix=ctx.weights))
@@ -164,7 +163,8 @@ def unshared_token(ctx: StepContext, position: int) -> Program:
     return unshared_batch([(Seq(ctx), position)])
 
 
-def window_step(seq: Seq, position: int, tokens: int, repeats: range, reused: int = 0) -> Program:
+def window_step(seq: Seq, position: int, tokens: int, repeats: range, reused: int = 0,
+                head_rows: int | None = None) -> Program:
     """`tokens` consecutive positions of one sequence from `position` through the shared layers at each of
     `repeats` (each repeat's pass one multi-query pass, causal over the window), then the head over all of
     them: a speculative verify step (the target's full depth over the drafts), a draft model's step (one
@@ -172,7 +172,8 @@ def window_step(seq: Seq, position: int, tokens: int, repeats: range, reused: in
 
     `reused`: the window's first repeats whose results the drafts already hold (self-speculation: repeats
     0..e of the drafted positions); only the window's last token runs through them, the whole window
-    through the rest (`speedsim.decode.drafting` says why that is exact)."""
+    through the rest (`speedsim.decode.drafting` says why that is exact). `head_rows`: the positions the head
+    runs on (default all; a draft model's catch-up needs only its last)."""
     ctx = seq.ctx
     spec, dtype, rules = ctx.spec, ctx.dtype, ctx.rules
     p = Program([embed(spec, 1 if reused else tokens, dtype, rules)])
@@ -183,7 +184,7 @@ def window_step(seq: Seq, position: int, tokens: int, repeats: range, reused: in
         for u in range(ctx.sharing.unique):
             p.extend(decoder_layer(spec, f"{ctx.weights}L{u}", kv, [seq.cache(u, r)], n, dtype, rules,
                                    cross_ids=[seq.cross(u)]))
-    p.extend(lm_head(spec, tokens, dtype, rules, prefix=ctx.weights))
+    p.extend(lm_head(spec, tokens if head_rows is None else head_rows, dtype, rules, prefix=ctx.weights))
     return p
 
 

@@ -1,0 +1,205 @@
+"""The report's "SPEED and its rivals" section: SPEED against greedy speculative decoding, per profile.
+
+The study is one sweep (`experiments/rivals.yaml`; its `reduced:` form in the default report): on every
+profile, t5base dimensions,
+
+- block `shared`: the shared 4x3 and 2x6 models on their shipped exit traces, SPEED and self-speculation
+  from an early exit of the same model (each draft exit a run; the window auto);
+- block `draft`: the 12-layer model (12x1) decoded greedily (its `sequential` baseline) and by draft-model
+  speculation with a 2-layer draft of the same width, acceptance i.i.d. at published greedy rates.
+
+`rivals_table` reduces it to one row per (profile, method): SPEED of each shared model, the best
+self-speculation of each shared model (the exit and window with the least time per token), draft-model
+speculation at each acceptance rate, and the 12x1 greedy decoder every speedup is measured against.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from speedsim.report.markdown import md_table, times  # noqa: E402
+from speedsim.report.style import save  # noqa: E402
+from speedsim.sweep import load_spec, read_results, run_sweep  # noqa: E402
+from speedsim.sweep.spec import expand  # noqa: E402
+
+TABLE = ["profile", "method", "model", "per_token_us", "speedup_vs_greedy", "draft_exit", "gamma", "alpha",
+         "acceptance_rate", "tokens_per_iteration", "test_rougeL", "limit"]
+DRAFT_DEPTH, TARGET_DEPTH = 2, 12   # the draft block's draft and target depths (experiments/rivals.yaml)
+
+
+def _dir(full: bool) -> str:
+    return "rivals" if full else "rivals-reduced"
+
+
+def run_rivals(spec: Path | None, full: bool, cache: Path, workers: int, scheduler: str | None, progress: bool,
+               cache_flag: str = "--cache") -> pd.DataFrame | None:
+    """The rivals table (`rivals_table`) of the study; None without its spec."""
+    if spec is None or not Path(spec).exists():
+        return None
+    loaded = load_spec(spec, reduced=not full)
+    out = cache / _dir(full)
+    run_sweep(loaded, out, workers=workers, scheduler=scheduler, progress=progress, out_flag=cache_flag,
+              spec_where=str(spec))
+    order = list(dict.fromkeys(r.profile for r in expand(loaded, str(spec))))
+    return rivals_table(read_results(out), order)
+
+
+def _num(row: pd.Series, key: str) -> float:
+    value = row.get(key, np.nan)
+    return float(value) if value is not None and value == value else float("nan")
+
+
+def _row(profile: str, base: float, r: pd.Series, method: str, model: str, alpha: float = float("nan")) -> dict:
+    limit = r.get("limit")
+    return {"profile": profile, "method": method, "model": model, "per_token_us": float(r["per_token_us"]),
+            "speedup_vs_greedy": base / float(r["per_token_us"]),
+            "draft_exit": _num(r, "draft_exit") if method == "selfspec" else float("nan"),
+            "gamma": _num(r, "gamma_simulated"), "alpha": alpha, "acceptance_rate": _num(r, "acceptance_rate"),
+            "tokens_per_iteration": _num(r, "tokens_per_iteration"), "test_rougeL": _num(r, "test_rougeL"),
+            "limit": 0 if limit is None or limit != limit else int(limit)}
+
+
+def rivals_table(results: pd.DataFrame, profiles: list[str] | None = None) -> pd.DataFrame:
+    """One row per profile and method (see the module docstring), the profiles in the order given (default:
+    as the results list them)."""
+    ok = results[results["status"] == "ok"]
+    rows = []
+    for profile in profiles or list(dict.fromkeys(ok["profile"])):
+        part = ok[ok["profile"] == profile]
+        greedy = part[(part["sharing"] == "12x1") & (part["method"] == "sequential")]
+        if greedy.empty:
+            continue
+        base = float(greedy["per_token_us"].iloc[0])
+
+        g = greedy.iloc[0]
+        rows.append(_row(profile, base, g, "greedy", "12x1"))
+        for sharing in ("4x3", "2x6"):
+            shared = part[part["sharing"] == sharing]
+            speed = shared[shared["method"] == "speed"]
+            if not speed.empty:
+                rows.append(_row(profile, base, speed.iloc[0], "SPEED", sharing))
+            spec = shared[shared["method"] == "selfspec"].copy()
+            if not spec.empty:
+                spec["draft_exit"] = spec["draft_exit"].fillna(0.0)  # (the default exit's column is empty)
+                best = spec.sort_values(["per_token_us", "draft_exit"], kind="stable").iloc[0]
+                rows.append(_row(profile, base, best, "selfspec", sharing))
+        draft = part[(part["sharing"] == "12x1") & (part["method"] == "specdec")]
+        for _, r in draft.sort_values("draft_accept", kind="stable").iterrows():
+            rows.append(_row(profile, base, r, "specdec", f"12x1 + {DRAFT_DEPTH}-layer draft", _num(r, "draft_accept")))
+    return pd.DataFrame(rows, columns=TABLE)
+
+
+def formula_speedup(row: pd.Series) -> float:
+    """The speedup Leviathan et al.'s analysis gives a draft-model row: E / (g c + 1), E its tokens per
+    iteration, g its window and c the draft's cost as a share of a target step by depth (2 of 12 layers):
+    what the row would reach if every step cost its layers' share and a verify of g + 1 tokens one step."""
+    c = DRAFT_DEPTH / TARGET_DEPTH
+    return float(row["tokens_per_iteration"]) / (float(row["gamma"]) * c + 1.0)
+
+
+def rivals_figure(table: pd.DataFrame, path: Path) -> Path | None:
+    """Speedup over the 12-layer greedy decoder, per profile, of every method of the table."""
+    if table.empty:
+        return None
+    methods = [(m, mod) for m, mod in dict.fromkeys(zip(table["method"], table["model"], strict=True)) if m != "greedy"]
+    profiles = list(dict.fromkeys(table["profile"]))
+    fig, ax = plt.subplots(figsize=(9.5, 3.8))
+    width = 0.8 / max(len(methods), 1)
+    for i, (method, model) in enumerate(methods):
+        part = table[(table["method"] == method) & (table["model"] == model)]
+        values = []
+        for p in profiles:
+            cell = part[part["profile"] == p]
+            values.append(float(cell["speedup_vs_greedy"].max()) if len(cell) else np.nan)
+        label = f"{method} {model}" if method != "specdec" else "specdec (12x1, 2-layer draft), best alpha"
+        if method == "specdec":
+            values = [float(table[(table["profile"] == p) & (table["method"] == "specdec")]["speedup_vs_greedy"].max())
+                      for p in profiles]
+        ax.bar(np.arange(len(profiles)) + (i - (len(methods) - 1) / 2) * width, values, width, label=label)
+    ax.axhline(1.0, color="0.3", lw=0.8)
+    ax.set_xticks(np.arange(len(profiles)), profiles)
+    ax.set_ylabel("speedup over 12x1 greedy")
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.12))
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def rivals_section(table: pd.DataFrame | None, figure: str | None, spec_name: str, full: bool) -> list[str]:
+    """The section (empty without the study)."""
+    if table is None or table.empty:
+        return []
+    limit = int(table["limit"].max())
+    workload = (f"the first {limit} sequences of each shipped exit trace" if limit else "the whole shipped exit traces")
+    form = "the whole study" if full else "its reduced form; `speedsim report --full` runs the whole traces"
+    lines = ["## SPEED and its rivals: speculative decoding on the same hardware", "",
+             f"`{spec_name}` ({form}, {workload}), t5base dimensions, graph mode. SPEED on the shared 4x3 and 2x6 "
+             "models; self-speculation on the same models (drafts from an early exit, repeats 0..E of the shared "
+             "layers, verified by the full depth, the drafts' early repeats reused; the exit and window with the "
+             "least time per token); draft-model speculation with the 12-layer model as target and a 2-layer draft "
+             "of the same width, its drafts accepted i.i.d. at the greedy rates Leviathan et al. (2023, arXiv "
+             "2211.17192, Table 3, T=0) measured for T5-XXL with T5-small drafts (0.65 CNN/DM, 0.75 En-De) and a "
+             "T5-large draft (0.82 En-De): no trained draft/target pair of ours exists yet (it needs the GPU run of "
+             "experiments/models/README.md). Every speedup is over the 12-layer model decoded greedily on the same "
+             "profile; the 12x1 model has one exit, so it has no self-speculation. Quality: the test ROUGE-L each "
+             "trained model measured (speculation is lossless: the target's).", ""]
+    if figure:
+        lines += [f"![SPEED and its rivals]({figure})", ""]
+    rows = []
+    for _, r in table.iterrows():
+        cfg = []
+        if r["method"] == "selfspec":
+            cfg.append(f"exit {int(r['draft_exit'])}")
+        if r["gamma"] == r["gamma"]:
+            cfg.append(f"γ {int(r['gamma'])}")
+        if r["alpha"] == r["alpha"]:
+            cfg.append(f"α {r['alpha']:.2f}")
+        rows.append({"profile": r["profile"], "method": r["method"], "model": r["model"],
+                     "µs/token": f"{r['per_token_us']:,.1f}", "speedup": times(float(r["speedup_vs_greedy"])),
+                     "config": ", ".join(cfg),
+                     "tokens/iteration": f"{r['tokens_per_iteration']:.2f}" if r["tokens_per_iteration"] == r["tokens_per_iteration"] else "",
+                     "test ROUGE-L": f"{r['test_rougeL']:.3f}" if r["test_rougeL"] == r["test_rougeL"] else ""})
+    lines += [md_table(rows, list(rows[0])), ""]
+    lines += ["**Reading.**", "", *_reading(table), "",
+              "Under load (`serve`, batches of requests) the speculative methods are not simulated yet: this "
+              "comparison is of one decode at a time.", ""]
+    return lines
+
+
+def _reading(table: pd.DataFrame) -> list[str]:
+    """Which method wins where, and by how much, from the table; where the hardware departs from the
+    paper's formula for the draft-model rows."""
+    out = []
+    for profile in dict.fromkeys(table["profile"]):
+        part = table[(table["profile"] == profile) & (table["method"] != "greedy")]
+        best = part.sort_values("per_token_us", kind="stable").iloc[0]
+        speed = part[part["method"] == "SPEED"].sort_values("per_token_us", kind="stable")
+        rivals = part[part["method"] != "SPEED"].sort_values("per_token_us", kind="stable")
+        if speed.empty or rivals.empty:
+            continue
+        s, r = speed.iloc[0], rivals.iloc[0]
+        lead = float(r["per_token_us"]) / float(s["per_token_us"])
+        who = (f"SPEED {s['model']} is fastest ({times(float(s['speedup_vs_greedy']))} over greedy), "
+               f"{lead - 1:.1%} less time per token than the best rival, {r['method']} {r['model']} "
+               f"({times(float(r['speedup_vs_greedy']))})"
+               if best["method"] == "SPEED" else
+               f"{best['method']} {best['model']} is fastest ({times(float(best['speedup_vs_greedy']))} over greedy), "
+               f"{1 / lead - 1:.1%} less time per token than SPEED {s['model']} ({times(float(s['speedup_vs_greedy']))})")
+        draft = part[part["method"] == "specdec"]
+        gap = ""
+        if not draft.empty:
+            d = draft.sort_values("alpha", kind="stable").iloc[-1]
+            f, s_ = formula_speedup(d), float(d["speedup_vs_greedy"])
+            c_eff = (float(d["tokens_per_iteration"]) / s_ - 1.0) / float(d["gamma"])
+            gap = (f"; the draft model at α {d['alpha']:.2f} reaches {times(s_)} where the paper's E/(γc+1) with "
+                   f"c = {DRAFT_DEPTH}/{TARGET_DEPTH} (its share of the layers) gives {times(f)} ({s_ / f - 1:+.0%}): "
+                   f"the simulated speedup implies c = {c_eff:.2f} of a greedy step per draft token (verify included), "
+                   f"{c_eff / (DRAFT_DEPTH / TARGET_DEPTH):.1f}x its share of the layers")
+        out.append(f"- **{profile}**: {who}{gap}.")
+    return out
