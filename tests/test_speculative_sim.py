@@ -81,7 +81,7 @@ def test_speedup_is_the_papers_when_a_verify_costs_one_step(tiny_profile_dict, a
 def test_perfect_drafts_on_a_fixed_latency_device_save_the_steps_they_skip(tiny_profile_dict):
     """Self-speculation from exit 0 of a 2x6 model with every draft right: each iteration emits g + 1 tokens."""
     p = _weights_bound(tiny_profile_dict)
-    traces = synthetic_traces("perfect,len=80,seqs=1,src=4", 6)
+    traces = synthetic_traces("perfect,len=81,seqs=1,src=4", 6)  # 80 decoded: 20 windows
     r = simulate(p, BUILTIN_MODELS["t5base"], Sharing(2, 6), traces, baselines=("sequential",),
                  speculative=[Speculation("selfspec", 3, draft_exit=0)])
     m = r.baselines["selfspec"]
