@@ -465,11 +465,8 @@ def _gamma(_ctx, _param, value: str | None) -> str | int | None:
     return int(limits.parse_number(value, "--gamma", "--gamma", integer=True))
 
 
-# speculative decoding beside SPEED and its baselines (simulate)
-_speculative_options = _options(
-    click.option("--method", "methods", multiple=True, type=click.Choice(["selfspec", "specdec"]),
-                 help="Also simulate speculative decoding (repeatable): selfspec drafts with an early exit of the "
-                      "shared model and verifies with its full depth; specdec drafts with a separate draft model."),
+# how speculative decoding drafts (simulate's --method selfspec/specdec, serve's)
+_draft_options = _options(
     click.option("--gamma", default=None, metavar="G|auto", callback=_gamma,
                  help="Draft tokens per iteration [default: auto, the window of 1-10 with the least time per token]."),
     click.option("--draft-exit", type=click.IntRange(min=0), default=None,
@@ -482,6 +479,13 @@ _speculative_options = _options(
                  help="specdec: the draft's predictions on the target's path (`speedsim trace --draft-checkpoint`)."),
     click.option("--draft-accept", type=float, default=None, metavar="A",
                  help="specdec without a draft trace: the drafts are accepted independently with probability A."),
+)
+# speculative decoding beside SPEED and its baselines (simulate)
+_speculative_options = _options(
+    click.option("--method", "methods", multiple=True, type=click.Choice(["selfspec", "specdec"]),
+                 help="Also simulate speculative decoding (repeatable): selfspec drafts with an early exit of the "
+                      "shared model and verifies with its full depth; specdec drafts with a separate draft model."),
+    _draft_options,
 )
 
 
@@ -684,7 +688,10 @@ def design_cmd(profile_name: str, model_name: str, sharing: str, trace_file: str
 @click.option("--trace", "trace_file", default=None,
               help="Exit traces to sample requests from (a file, or a shipped trace's name such as 4x3).")
 @click.option("--synthetic", default=None, help="Synthetic traces, as for simulate (one per request).")
-@click.option("--method", type=click.Choice(list(defaults.METHODS)), default=defaults.METHOD, show_default=True)
+@click.option("--method", type=click.Choice([*defaults.METHODS, "selfspec", "specdec"]), default=defaults.METHOD,
+              show_default=True, help="The method served: SPEED, a baseline, or speculative decoding (selfspec, "
+                                      "specdec: with the --gamma and --draft-* options of simulate).")
+@_draft_options
 @click.option("--arrivals", required=True, help="poisson:RATE_PER_S, trace:FILE (arrival times in seconds) or "
               "load:F (F times the nominal capacity: max-batch requests in flight, each as fast as alone).")
 @click.option("--requests", "n_requests", type=int, required=True, help="Number of requests.")
@@ -703,7 +710,9 @@ def design_cmd(profile_name: str, model_name: str, sharing: str, trace_file: str
 @_models_option
 @_set_option
 def serve_cmd(profile_name: str, model_name: str, sharing: str, trace_file: str | None, synthetic: str | None,
-              method: str, arrivals: str, n_requests: int, max_batch: int, kv_capacity: float | None, prefill: str,
+              method: str, gamma: str | int | None, draft_exit: int | None, draft_model: str | None,
+              draft_depth: int | None, draft_trace: str | None, draft_accept: float | None, arrivals: str,
+              n_requests: int, max_batch: int, kv_capacity: float | None, prefill: str,
               prefill_budget: int, seed: int, mode: str, timeline: str | None, as_json: bool,
               model_specs: tuple[str, ...], settings: tuple[str, ...]) -> None:
     """Simulate many requests on one device: queueing, batching, KV memory, latency percentiles.
@@ -722,7 +731,9 @@ def serve_cmd(profile_name: str, model_name: str, sharing: str, trace_file: str 
     run = serve_run(profile=profile_name, model=model_name, sharing=sharing, trace=trace_file, synthetic=synthetic,
                     method=method, arrivals=arrivals, requests=n_requests, max_batch=max_batch,
                     kv_capacity_GB=kv_capacity, prefill=prefill, prefill_budget=prefill_budget, seed=seed, mode=mode,
-                    settings=settings)
+                    settings=settings,
+                    speculative={"gamma": gamma, "draft_exit": draft_exit, "draft_model": draft_model,
+                                 "draft_depth": draft_depth, "draft_trace": draft_trace, "draft_accept": draft_accept})
     result = serve(run, timeline_path, model_specs, sources=COMMAND_LINE)
     if as_json:
         emit_json(result.to_dict())

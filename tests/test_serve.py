@@ -164,3 +164,30 @@ def test_a_run_refuses_fields_it_would_ignore(fields, field):
         RunParams(**base, **fields)
     with pytest.raises(UserError, match=flag_of(field)):
         run_from_options(**base, **fields)
+
+
+@pytest.mark.parametrize(("method", "extra"), [("selfspec", {"gamma": 3}),
+                                               ("specdec", {"gamma": 2, "draft_depth": 1, "draft_accept": 0.6})])
+def test_one_speculative_request_matches_simulate(tmp_path, h200, method, extra):
+    """Issue 24: one speculative request alone is simulate's decode of its trace (same window, same steps)."""
+    from speedsim.simulate.speculative import Speculation
+
+    traces = synthetic_traces("mispredict=0.2,len=30,src=48,seed=5", 3)
+    path = tmp_path / "one.jsonl"
+    write_traces(path, traces)
+    served = serve(spec(method=method, requests=1, arrivals="poisson:1", trace=str(path), synthetic=None,
+                        speculative=extra))
+    s = (Speculation("selfspec", 3) if method == "selfspec" else
+         Speculation("specdec", 2, draft_spec=BUILTIN_MODELS["t5base"], draft_depth=1, alpha=0.6))
+    alone = simulate(h200, BUILTIN_MODELS["t5base"], Sharing(4, 3), traces[:1], "graph", (), speculative=[s])
+    assert served.tpot_us.mean == pytest.approx(alone.baselines[method].per_token_us, rel=0.01)
+
+
+def test_batched_speculation_shares_the_weight_reads():
+    """Eight speculative requests at once: more tokens per second than one at a time, and each one's
+    tokens slower than alone (the batch's draft and verify steps run together)."""
+    one = serve(spec(method="selfspec", requests=16, max_batch=1, arrivals="poisson:100000", speculative={"gamma": 3}))
+    eight = serve(spec(method="selfspec", requests=16, max_batch=8, arrivals="poisson:100000",
+                       speculative={"gamma": 3}))
+    assert eight.throughput_tokens_per_s > 1.5 * one.throughput_tokens_per_s
+    assert eight.tpot_us.p50 > one.tpot_us.p50

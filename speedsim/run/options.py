@@ -61,10 +61,12 @@ def simulate_run(*, profile: str, model: str, sharing: str, trace: str | Path | 
 
 def serve_run(*, profile: str, model: str, sharing: str, trace: str | Path | None, synthetic: str | None,
               method: str, arrivals: str, requests: int, max_batch: int, kv_capacity_GB: float | None,
-              prefill: str, prefill_budget: int, seed: int, mode: str, settings: Sequence[str] = ()) -> RunParams:
+              prefill: str, prefill_budget: int, seed: int, mode: str, settings: Sequence[str] = (),
+              speculative: dict | None = None) -> RunParams:
     """`speedsim serve`'s options as a serving run (`--seed` seeds arrivals and sampling, `serve_seed`;
-    `settings`: the `--set PATH=VALUE` what-ifs)."""
+    `settings`: the `--set PATH=VALUE` what-ifs; `speculative`: the speculative method's fields given)."""
     fields = workload_options(trace, synthetic)
+    fields |= {k: v for k, v in (speculative or {}).items() if v is not None and v != ()}
     if settings:
         fields["overrides"] = settings_options(settings)
     return run_from_options(profile=profile, model=model, sharing=sharing, mode=mode, serve_method=method,

@@ -83,7 +83,8 @@ class RunParams(BaseModel):
     device_control: Annotated[bool, Strict()] = Field(False, description="what-if: the controller runs on the device "
                                                       "(no host round trip per step)")
     requests: int | None = Field(None, description="serving: number of requests (set: a serving run)")
-    serve_method: Method = Field(defaults.METHOD, description="serving: the decoding method served")
+    serve_method: Method | Literal["selfspec", "specdec"] = Field(defaults.METHOD, description="serving: the decoding "
+                                                                  "method served")
     arrivals: str | None = Field(None, description="serving: poisson:RATE_PER_S or trace:FILE")
     max_batch: int = Field(defaults.MAX_BATCH, description="serving: most requests decoding at once")
     kv_capacity_GB: float | None = Field(None, description="serving: KV memory (default: device memory less weights)")
@@ -199,11 +200,12 @@ class RunParams(BaseModel):
                              "fitted trace's own)")
         spec_fields = [k for k in ("draft_exit", "gamma", "draft_model", "draft_depth", "draft_trace", "draft_accept")
                        if not self._default(k)]
-        if spec_fields and not self.methods:
+        speculative = set(self.methods) | ({self.serve_method} & {"selfspec", "specdec"})
+        if spec_fields and not speculative:
             raise ValueError(f"{spec_fields[0]}: applies to speculative decoding (--method selfspec or specdec)")
         if len(set(self.methods)) != len(self.methods):
             raise ValueError(f"methods: {', '.join(self.methods)} names a method twice")
-        if "specdec" in self.methods:
+        if "specdec" in speculative:
             if self.draft_depth is None:
                 raise ValueError("draft_depth: specdec needs the draft model's depth")
             if (self.draft_trace is None) == (self.draft_accept is None):
@@ -212,7 +214,7 @@ class RunParams(BaseModel):
             extra = [k for k in ("draft_model", "draft_depth", "draft_trace", "draft_accept") if not self._default(k)]
             if extra:
                 raise ValueError(f"{extra[0]}: applies to --method specdec")
-        if "selfspec" not in self.methods and not self._default("draft_exit"):
+        if "selfspec" not in speculative and not self._default("draft_exit"):
             raise ValueError("draft_exit: applies to --method selfspec")
         if self.serving:
             if self.arrivals is None:

@@ -14,9 +14,11 @@ import numpy as np
 
 from speedsim.hardware.profile import HardwareProfile
 from speedsim.pipeline import Policy, Step, replay
+from speedsim.pipeline.speculation import iterations
 from speedsim.run import check_trace_repeats
 from speedsim.sharing import Sharing
 from speedsim.simulate.phases import source_len
+from speedsim.simulate.speculative import SPECULATIVE, SpecItem, Speculation, spec_items, speculative_memory
 from speedsim.trace.schema import ExitTrace
 from speedsim.workload import KernelRules
 from speedsim.workload.models import ModelSpec
@@ -33,7 +35,9 @@ class Request:
     seq: Seq                      # its step context and the prefix of its cache ids
     kv_bytes: float               # KV (and encoder K/V) it holds while admitted, at full length
     steps: list[Step] = field(default_factory=list)  # SPEED: its schedule; baselines: unused
-    next_step: int = 0            # SPEED: index into `steps`; baselines: the next position to decode
+    next_step: int = 0            # SPEED: index into `steps` (speculative: `items`); baselines: the next position
+    items: list[SpecItem] = field(default_factory=list)  # speculative: its draft and verify steps, in order
+    dseq: Seq | None = None       # specdec: the draft model's context and cache ids
     admitted_us: float = math.nan
     first_token_us: float = math.nan
     done_us: float = math.nan
@@ -50,14 +54,19 @@ class Request:
     def finished(self, method: str) -> bool:
         if method == "speed":
             return self.next_step >= len(self.steps)
+        if method in SPECULATIVE:
+            return self.next_step >= len(self.items)
         return self.next_step >= self.tokens
 
 
 def make_requests(traces: list[ExitTrace], arrivals: np.ndarray, spec: ModelSpec, sharing: Sharing,
                   profile: HardwareProfile, method: str, policy: Policy | None,
-                  src_len: int | None = None) -> list[Request]:
+                  src_len: int | None = None, speculation: Speculation | None = None,
+                  gamma: int = 1) -> list[Request]:
     """One request per arrival, its trace taken in order from `traces` (already sampled); `src_len`
-    overrides each trace's source length."""
+    overrides each trace's source length; `speculation` and its window `gamma` for a speculative method
+    (each request's iterations from its own trace's draft matches)."""
+    matches = speculation.matches(traces) if speculation is not None else []
     check_trace_repeats(traces, sharing)
     rules = KernelRules.from_profile(profile)
     dtype = profile.default_dtype
@@ -69,7 +78,15 @@ def make_requests(traces: list[ExitTrace], arrivals: np.ndarray, spec: ModelSpec
         need = memory_footprint(spec, sharing, positions, n_src, dtype, unshared=method == "unshared")
         req = Request(rid, float(t), trace, Seq(ctx, f"q{rid}."), need["kv"] + need["cross_kv"])
         req.steps = replay(trace, policy) if method == "speed" else []
-        req.next_step = 0 if method == "speed" else 1  # baselines: position 0 comes from the prefill
+        req.next_step = 0 if method in ("speed", *SPECULATIVE) else 1  # baselines: position 0 from the prefill
+        if speculation is not None:
+            req.items = spec_items(speculation, iterations(matches[rid], len(trace.exits), gamma))
+            if speculation.method == "specdec":
+                req.dseq = Seq(speculation.draft_ctx(ctx), f"q{rid}.draft.")
+            # the verify windows write up to gamma positions past the end before the rollback; the draft's caches
+            extra = speculative_memory(speculation, {**need, "total": 0.0}, spec, [trace], src_len, dtype)
+            req.kv_bytes += (gamma * need["kv"] / max(positions, 1) + extra.get("draft_kv", 0.0)
+                             + extra.get("draft_cross_kv", 0.0))
         out.append(req)
     return out
 

@@ -30,10 +30,14 @@ from speedsim.simulate.scenario import (
     cached_traces,
     cached_whatif,
     run_workload,
+    speculation_of,
 )
+from speedsim.simulate.speculative import SPECULATIVE, best_window, draft_weights_bytes
 from speedsim.trace.schema import ExitTrace
 from speedsim.trace.synthetic import generate
 from speedsim.workload import get_model
+
+AUTO_SAMPLE = 8  # serving's auto window: chosen on the first requests' traces, each decoded alone
 
 
 def _traces(run: RunParams, repeats: int, rng: np.random.Generator, base_dir: str | Path,
@@ -92,10 +96,19 @@ def serve(s: RunParams, timeline: Path | None = None, model_specs: Sequence[str 
     policy = Policy(launch_exit=s.launch_exit, max_in_flight=s.max_in_flight)
     policy.check(sharing.repeats)
     src_len = s.src_len if s.trace is not None else None  # (a synthetic workload's own source length otherwise)
+    mode, _ = effective_mode(profile, s.mode)  # a CPU host has no graph mode: the result says eager
+    speculation, gamma = None, 1
     with gc_paused():  # each request's schedule: many small objects, no cycles
         traces = _traces(s, sharing.repeats, rng, base_dir, sources)
-        requests = make_requests(traces, arrivals, spec, sharing, profile, s.serve_method, policy, src_len)
+        if s.serve_method in SPECULATIVE:
+            speculation = speculation_of(s, s.serve_method, spec, sharing, base_dir, model_specs, sources)
+            # auto: the window that decodes a sample of the requests' traces fastest one at a time
+            gamma, _, _ = best_window(speculation, profile, spec, sharing, traces[:AUTO_SAMPLE], mode, src_len)
+        requests = make_requests(traces, arrivals, spec, sharing, profile, s.serve_method, policy, src_len,
+                                 speculation, gamma)
     weights = weights_bytes(spec, sharing, profile, s.serve_method)
+    if speculation is not None:
+        weights += draft_weights_bytes(speculation, profile.default_dtype)
     capacity = s.kv_capacity_GB * 1e9 if s.kv_capacity_GB is not None \
         else profile.memory_capacity_GiB * 2**30 - weights
     largest = max(requests, key=lambda r: r.kv_bytes)
@@ -104,10 +117,10 @@ def serve(s: RunParams, timeline: Path | None = None, model_specs: Sequence[str 
                         f"{largest.src_len}) but only {max(capacity, 0) / 1e9:.3f} GB is free for KV next to "
                         f"{weights / 1e9:.3f} GB of weights on {profile.name}", where="--kv-capacity-GB")
     recorder = Recorder() if timeline else None
-    mode, _ = effective_mode(profile, s.mode)  # a CPU host has no graph mode: the result says eager
     env = CountingEnvironment()
     session = Engine(profile, mode, recorder=recorder).session(env, streams=2 if s.prefill == "stream" else 1)
-    config = ServerConfig(s.serve_method, s.max_batch, capacity, s.prefill, s.prefill_budget)
+    config = ServerConfig(s.serve_method, s.max_batch, capacity, s.prefill, s.prefill_budget, speculation,
+                          sharing.repeats)
     server = run_server(session, config, requests)
     records = [RequestRecord(r.rid, r.arrival_us, r.admitted_us, r.first_token_us, r.done_us, r.tokens, r.src_len)
                for r in server.requests]

@@ -8,8 +8,10 @@ single decode):
   and their KV fits (`kv`: a `simpy.Container` of the KV capacity; a request holds its full
   KV until it completes), then runs one decode step over every decoding request: SPEED
   requests advance one step of their own schedule (each token at its own repeat), baseline
-  requests one token; the weights are read once per step for the whole batch, each request's
-  attention reads its own KV. The step's results reach the host (the session's round trip,
+  requests one token, speculative requests their next draft or verify step (the drafting ones in one
+  batched pass through the drafter, the verifying ones in one through the target: requests drift apart
+  as their drafts are accepted or not); the weights are read once per step for the whole batch, each
+  request's attention reads its own KV. The step's results reach the host (the session's round trip,
   host busy time) before the next step is chosen;
 - prefill: `chunked` puts newly admitted requests' prefills into the next step's program (at
   most `prefill_budget` source tokens per step, one request at least); `stream` runs each
@@ -27,17 +29,20 @@ import simpy
 from speedsim.engine import Session
 from speedsim.engine.core import gc_paused
 from speedsim.serve.requests import Request
+from speedsim.simulate.speculative import Speculation, item_batch
 from speedsim.workload.kernels import Program
 from speedsim.workload.steps import pipelined_batch, prefill, sequential_batch, unshared_batch
 
 
 @dataclass(frozen=True)
 class ServerConfig:
-    method: str               # speed | sequential | unshared
+    method: str               # speed | sequential | unshared | selfspec | specdec
     max_batch: int            # requests decoding at once
     kv_capacity_bytes: float
     prefill: str              # chunked | stream
     prefill_budget: int       # chunked: source tokens prefilled per step (at least one request)
+    speculation: Speculation | None = None  # selfspec, specdec: how it drafts
+    repeats: int = 1          # R of the target (its verify steps run every repeat)
 
 
 class Server:
@@ -101,7 +106,10 @@ class Server:
         return admitted
 
     def _prefill_program(self, req: Request) -> Program:
-        return prefill(req.seq.ctx, unshared=self.cfg.method == "unshared", prefix=req.seq.prefix)
+        p = prefill(req.seq.ctx, unshared=self.cfg.method == "unshared", prefix=req.seq.prefix)
+        if req.dseq is not None:  # a draft model prefills beside its target
+            p.extend(prefill(req.dseq.ctx, prefix=req.dseq.prefix))
+        return p
 
     def _stream_prefill(self, req: Request):
         finished = yield from self.session.issue(self._prefill_program(req), 1)
@@ -138,6 +146,15 @@ class Server:
     def _decode_program(self, batch: list[Request]) -> tuple[Program, int]:
         """The batch's decode step and the token passes it computes."""
         method = self.cfg.method
+        s = self.cfg.speculation
+        if s is not None:  # every request takes its next step: the drafting ones together, then the verifying ones
+            items = [(req.seq, req.dseq, req.items[req.next_step]) for req in batch]
+            program = Program()
+            for kind in ("draft", "verify"):
+                group = [w for w in items if w[2].kind == kind]
+                if group:
+                    program.extend(item_batch(s, group, self.cfg.repeats))
+            return program, sum(it.tokens for _, _, it in items)
         if method == "speed":
             work = []
             for req in batch:

@@ -133,11 +133,11 @@ def build_scenario(run: RunParams, base_dir: str | Path = "", model_specs: Seque
         raise UserError(f"{run.launch_exit} is not an exit of an R={sharing.repeats} model "
                         f"(exits 0..{sharing.repeats - 1})", where="--launch-exit")
     policy.check(sharing.repeats)
-    speculative = tuple(_speculation(run, m, spec, sharing, base_dir, model_specs, sources) for m in run.methods)
+    speculative = tuple(speculation_of(run, m, spec, sharing, base_dir, model_specs, sources) for m in run.methods)
     return Scenario(run, hw, spec, sharing, traces, policy, src_len, overrides, speculative)
 
 
-def _speculation(run: RunParams, method: str, spec: ModelSpec, sharing: Sharing, base_dir: str | Path,
+def speculation_of(run: RunParams, method: str, spec: ModelSpec, sharing: Sharing, base_dir: str | Path,
                  model_specs: Sequence[Path | str], sources: Sources) -> Speculation:
     """The run's speculative `method`, loaded and checked (a `UserError` naming the flag)."""
     gamma = None if run.gamma == "auto" else int(run.gamma)

@@ -33,6 +33,7 @@ from speedsim.errors import UserError
 from speedsim.hardware.profile import HardwareProfile
 from speedsim.pipeline.speculation import (
     Acceptance,
+    Iteration,
     acceptance,
     draft_matches,
     iid_matches,
@@ -44,8 +45,9 @@ from speedsim.simulate.phases import Phase, source_len
 from speedsim.simulate.result import MethodResult
 from speedsim.trace.schema import ExitTrace
 from speedsim.workload import KernelRules
+from speedsim.workload.kernels import Program
 from speedsim.workload.models import ModelSpec
-from speedsim.workload.steps import Seq, StepContext, memory_footprint, prefill, window_step, with_source
+from speedsim.workload.steps import Seq, StepContext, memory_footprint, prefill, window_batch, with_source
 
 SPECULATIVE = ("selfspec", "specdec")
 AUTO_GAMMA = 10          # `auto` tries windows 1..AUTO_GAMMA
@@ -151,21 +153,58 @@ def speculative_phase(spec: ModelSpec, sharing: Sharing, traces: Sequence[ExitTr
         phase.add(first, 1, is_prefill=True)
         its = iterations(match, len(trace.exits), gamma)
         runs.append(its)
-        n = done = 1  # tokens committed; positions whose inputs the draft model has consumed
-        for it in its:
-            for j in range(it.drafted):
-                if dseq is None:
-                    phase.add(window_step(seq, n + j, 1, range(s.draft_exit + 1)), 0)
-                elif j == 0:
-                    phase.add(window_step(dseq, done, n + 1 - done, range(1), head_rows=1), 0)
-                else:
-                    phase.add(window_step(dseq, n + j, 1, range(1)), 0)
-            reused = s.draft_exit + 1 if dseq is None and it.drafted else 0
-            phase.add(window_step(seq, n, it.drafted + 1, range(R), reused=reused), it.emitted)
-            if dseq is not None and it.drafted:
-                done = n + min(it.accepted, it.drafted - 1) + 1
-            n += it.emitted
+        for item in spec_items(s, its):
+            phase.add(item_batch(s, [(seq, dseq, item)], R), item.emits)
     return phase, acceptance(runs)
+
+
+@dataclass(frozen=True)
+class SpecItem:
+    """One step of a sequence's speculative decode: a draft step (`tokens` positions from `position`
+    through the drafter: one, or a draft model's catch-up) or a verify step (its window of `tokens`
+    positions through the target), and the tokens it emits."""
+
+    kind: Literal["draft", "verify"]
+    position: int
+    tokens: int
+    emits: int
+
+
+def spec_items(s: Speculation, its: Sequence[Iteration]) -> list[SpecItem]:
+    """A sequence's steps after its prefill, in order, for its `iterations`."""
+    out: list[SpecItem] = []
+    n = done = 1  # tokens committed; positions whose inputs the draft model has consumed
+    for it in its:
+        for j in range(it.drafted):
+            if s.method == "specdec" and j == 0:
+                out.append(SpecItem("draft", done, n + 1 - done, 0))
+            else:
+                out.append(SpecItem("draft", n + j, 1, 0))
+        out.append(SpecItem("verify", n, it.drafted + 1, it.emitted))
+        if s.method == "specdec" and it.drafted:
+            done = n + min(it.accepted, it.drafted - 1) + 1
+        n += it.emitted
+    return out
+
+
+def item_batch(s: Speculation, work: Sequence[tuple[Seq, Seq | None, SpecItem]], repeats: int) -> Program:
+    """One step over a batch of sequences' items, all drafts or all verifies: the drafts through the
+    drafter (repeats 0..e of the shared layers, or the draft model's layers and head on the last row of
+    each), the verifies through the target's `repeats` (self-speculation reusing the drafts' repeats 0..e)."""
+    kind = work[0][2].kind
+    if kind == "draft" and s.method == "selfspec":
+        return window_batch([(seq, it.position, it.tokens) for seq, _, it in work], range(s.draft_exit + 1))
+    if kind == "draft":
+        return window_batch([(dseq, it.position, it.tokens) for _, dseq, it in work if dseq is not None], range(1),
+                            head_rows=[1] * len(work))
+    full = [(seq, it.position, it.tokens) for seq, _, it in work if it.tokens > 1 or s.method != "selfspec"]
+    single = [(seq, it.position, it.tokens) for seq, _, it in work if it.tokens == 1 and s.method == "selfspec"]
+    p = Program()
+    if full:
+        p.extend(window_batch(full, range(repeats), reused=s.draft_exit + 1 if s.method == "selfspec" else 0))
+    if single:  # a window of one token (nothing drafted) has no drafts to reuse
+        p.extend(window_batch(single, range(repeats)))
+    return p
 
 
 def speculative_memory(s: Speculation, target: dict[str, float], spec: ModelSpec, traces: Sequence[ExitTrace],
@@ -194,11 +233,12 @@ def check_memory(memory: dict[str, float], profile: HardwareProfile, what: str) 
                         f"{profile.memory_capacity_GiB:.2f} GiB", where="--draft-model")
 
 
-def simulate_speculative(s: Speculation, profile: HardwareProfile, spec: ModelSpec, sharing: Sharing,
-                         traces: Sequence[ExitTrace], mode: Mode, src_len: int | None, round_trip: bool,
-                         memory: dict[str, float], recorder=None) -> MethodResult:
-    """One speculative method's `MethodResult` (speedup still 1), at its window or the best of 1..AUTO_GAMMA."""
-    from speedsim.simulate.core import decode_per_token_us, summarise
+def best_window(s: Speculation, profile: HardwareProfile, spec: ModelSpec, sharing: Sharing,
+                traces: Sequence[ExitTrace], mode: Mode, src_len: int | None, round_trip: bool = True
+                ) -> tuple[int, Phase, Acceptance]:
+    """(window, programs, acceptance) of the method: at its window, or (auto) the window of 1..AUTO_GAMMA whose
+    decode of `traces`, one at a time, takes the least time per token."""
+    from speedsim.simulate.core import decode_per_token_us
 
     matches = s.matches(traces)
     gammas = [s.gamma] if s.gamma is not None else list(range(1, AUTO_GAMMA + 1))
@@ -209,7 +249,24 @@ def simulate_speculative(s: Speculation, profile: HardwareProfile, spec: ModelSp
         if best is None or t < best[0]:
             best = (t, g, phase, acc)
     assert best is not None
-    _, gamma, phase, acc = best
+    return best[1], best[2], best[3]
+
+
+def draft_weights_bytes(s: Speculation, dtype: str) -> float:
+    """Device memory of the draft model's weights (layers, encoder, embeddings and head): 0 for selfspec."""
+    if s.method != "specdec" or s.draft_spec is None:
+        return 0.0
+    need = memory_footprint(s.draft_spec, Sharing(s.draft_depth, 1), 1, 1, dtype)
+    return need["weights"] + need["embeddings"]
+
+
+def simulate_speculative(s: Speculation, profile: HardwareProfile, spec: ModelSpec, sharing: Sharing,
+                         traces: Sequence[ExitTrace], mode: Mode, src_len: int | None, round_trip: bool,
+                         memory: dict[str, float], recorder=None) -> MethodResult:
+    """One speculative method's `MethodResult` (speedup still 1), at its window or the best of 1..AUTO_GAMMA."""
+    from speedsim.simulate.core import summarise
+
+    gamma, phase, acc = best_window(s, profile, spec, sharing, traces, mode, src_len, round_trip)
     result = summarise(s.method, phase, profile, mode, recorder, round_trip=round_trip, memory=memory)
     return replace(result, gamma=float(gamma), acceptance_rate=acc.rate if acc.drafted else math.nan,
                    tokens_per_iteration=acc.tokens_per_iteration)

@@ -165,26 +165,40 @@ def unshared_token(ctx: StepContext, position: int) -> Program:
 
 def window_step(seq: Seq, position: int, tokens: int, repeats: range, reused: int = 0,
                 head_rows: int | None = None) -> Program:
-    """`tokens` consecutive positions of one sequence from `position` through the shared layers at each of
-    `repeats` (each repeat's pass one multi-query pass, causal over the window), then the head over all of
-    them: a speculative verify step (the target's full depth over the drafts), a draft model's step (one
-    token, or its catch-up on committed tokens), a self-speculative draft (one token to an early exit).
+    """`tokens` consecutive positions of one sequence from `position` (`window_batch` of one): a speculative
+    verify step, a draft model's step, a self-speculative draft."""
+    return window_batch([(seq, position, tokens)], repeats, reused, None if head_rows is None else [head_rows])
 
-    `reused`: the window's first repeats whose results the drafts already hold (self-speculation: repeats
-    0..e of the drafted positions); only the window's last token runs through them, the whole window
-    through the rest (`speedsim.decode.drafting` says why that is exact). `head_rows`: the positions the head
-    runs on (default all; a draft model's catch-up needs only its last)."""
-    ctx = seq.ctx
+
+def window_batch(work: list[tuple[Seq, int, int]], repeats: range, reused: int = 0,
+                 head_rows: list[int] | None = None) -> Program:
+    """Each sequence's window of `tokens` consecutive positions from `position` through the shared layers at
+    each of `repeats` (each repeat's pass one multi-query pass per window, causal over it), then the head
+    over all of them: a speculative verify step (the target's full depth over the drafts), a draft model's
+    step (one token, or its catch-up on committed tokens), a self-speculative draft (one token to an early
+    exit). A batch shares each layer's weight read; its windows of one length share each kernel.
+
+    `reused`: the windows' first repeats whose results the drafts already hold (self-speculation: repeats
+    0..e of the drafted positions); only each window's last token runs through them, the whole window
+    through the rest (`speedsim.decode.drafting` says why that is exact). `head_rows`: the positions the
+    head runs on, per sequence (default all; a draft model's catch-up needs only its last)."""
+    ctx = work[0][0].ctx
     spec, dtype, rules = ctx.spec, ctx.dtype, ctx.rules
-    p = Program([embed(spec, 1 if reused else tokens, dtype, rules)])
+    p = Program([embed(spec, sum(1 if reused else t for _, _, t in work), dtype, rules)])
     for r in repeats:
-        n, first = (1, position + tokens - 1) if r < reused else (tokens, position)
         p.add(bookkeeping(f"pass.r{r}", rules))
-        kv = [ctx.kv_before(first)]
+        groups: dict[int, list[tuple[Seq, int]]] = {}
+        for seq, position, tokens in work:
+            n, first = (1, position + tokens - 1) if r < reused else (tokens, position)
+            groups.setdefault(n, []).append((seq, first))
         for u in range(ctx.sharing.unique):
-            p.extend(decoder_layer(spec, f"{ctx.weights}L{u}", kv, [seq.cache(u, r)], n, dtype, rules,
-                                   cross_ids=[seq.cross(u)]))
-    p.extend(lm_head(spec, tokens if head_rows is None else head_rows, dtype, rules, prefix=ctx.weights))
+            for n, members in groups.items():
+                p.extend(decoder_layer(spec, f"{ctx.weights}L{u}", [s.ctx.kv_before(f) for s, f in members],
+                                       [s.cache(u, r) for s, _ in members], n, dtype, rules,
+                                       cross_ids=[s.cross(u) for s, _ in members],
+                                       cross_lens=[s.ctx.spec.cross_attention_len for s, _ in members]))
+    rows = sum(head_rows) if head_rows is not None else sum(t for _, _, t in work)
+    p.extend(lm_head(spec, rows, dtype, rules, prefix=ctx.weights))
     return p
 
 
