@@ -178,7 +178,7 @@ def test_iid_acceptance_gives_the_papers_tokens_per_iteration():
             assert got.rate == pytest.approx(alpha, abs=0.01)
 
 
-@pytest.mark.parametrize("gamma", [0, -1, 1.5, True])
+@pytest.mark.parametrize("gamma", [0, -1, 1.5, True, 40, 10**6])
 def test_bad_gamma_is_refused(gamma):
     m = model(1, 2, 1, 0)
     with pytest.raises(UserError, match="gamma"):

@@ -44,3 +44,17 @@ def test_rivals_table_picks_the_best_exit_and_measures_against_greedy():
     assert best["draft_exit"] == 1.0 and best["speedup_vs_greedy"] == pytest.approx(100 / 60)
     spec = t[t["method"] == "specdec"].iloc[0]
     assert formula_speedup(spec) == pytest.approx(2.5 / (3 * 2 / 12 + 1))
+
+
+def test_the_load_table_is_the_data():
+    """Under load: every cell's ratio is the method's tokens per second over greedy's at the same batch, and
+    each profile's line names the data's fastest method at each batch."""
+    text = (REPORTS / "README.md").read_text(encoding="utf-8")
+    section = text.split("### Under load", 1)[1]
+    load = pd.read_csv(REPORTS / "data" / "rivals_load.csv")
+    for (profile, batch), at in load.groupby(["profile", "max_batch"]):
+        greedy = float(at[at["method"] == "greedy"]["tokens_per_s"].iloc[0])
+        assert at["throughput_vs_greedy"].to_numpy() == pytest.approx(at["tokens_per_s"].to_numpy() / greedy)
+        top = at.sort_values("tokens_per_s", ascending=False).iloc[0]
+        line = next(s for s in section.splitlines() if s.startswith(f"- **{profile}**: "))
+        assert f"batch {batch}: {top['method']} {top['model']} ({top['throughput_vs_greedy']:.2f}x)" in line

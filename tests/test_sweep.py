@@ -360,9 +360,12 @@ def test_ctrl_c_ends_a_pool_sweep_at_once_and_keeps_what_finished(tmp_path):
             + [{**long, "mispredict": m} for m in (0.1, 0.2, 0.3)]}
     path = write_spec(tmp_path, spec)
     out = tmp_path / "out"
+    # SIGINT's default action, as in a terminal: a suite started in the background by a non-interactive shell
+    # (`nohup pytest &`) ignores SIGINT, the sweep would inherit that, and the interrupt would do nothing
     proc = subprocess.Popen([sys.executable, "-m", "speedsim.cli", "sweep", str(path), "--out", str(out),
                              "--workers", "2", "--json"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 30
         while proc.poll() is None and time.monotonic() < deadline and not (

@@ -41,9 +41,11 @@ class SpecDecode:
     eos_id: int | None           # end-of-sequence id if decoding stopped on it, else None
 
 
-def _check_gamma(gamma: int) -> None:
+def _check_gamma(gamma: int, max_len: int) -> None:
     if isinstance(gamma, bool) or not isinstance(gamma, int) or gamma < 1:
         raise UserError(f"must be an integer >= 1, got {gamma!r}", where="gamma")
+    if gamma >= max_len:
+        raise UserError(f"a window of {gamma} draft tokens is past the model's {max_len} positions", where="gamma")
 
 
 def _run(state: DecodeState, max_new: int, eos_id: int | None, gamma: int, iteration) -> tuple[list[int], list[Iteration]]:
@@ -86,7 +88,7 @@ def self_speculative(model: SharedDecoder, src_ids: Sequence[int] | torch.Tensor
     """Self-speculative greedy decoding: draft `gamma` tokens with exit `draft_exit` (repeats
     0..draft_exit), verify with the full depth; same arguments and tokens as `greedy`."""
     R = model.config.repeats
-    _check_gamma(gamma)
+    _check_gamma(gamma, model.config.max_len)
     if isinstance(draft_exit, bool) or not isinstance(draft_exit, int) or not 0 <= draft_exit < R - 1:
         raise UserError(f"must be an exit before the last (0..{R - 2}) of a model with {R} exits, got {draft_exit!r}"
                         if R > 1 else "a model with one exit has no earlier exit to draft from", where="draft_exit")
@@ -134,7 +136,7 @@ def draft_speculative(target: SharedDecoder, draft: SharedDecoder, src_ids: Sequ
                       max_new_tokens: int, gamma: int, eos_id: int | None = None) -> SpecDecode:
     """Draft-model speculative greedy decoding: `draft` proposes `gamma` tokens greedily, `target`
     verifies them with its full depth; same arguments and tokens as `greedy(target, ...)`."""
-    _check_gamma(gamma)
+    _check_gamma(gamma, target.config.max_len)
     check_draft_model(target, draft)
     src_len = int(as_ids(src_ids).numel())
     R, Rd = target.config.repeats, draft.config.repeats

@@ -221,7 +221,7 @@ def write_data(data: ReportData, out: Path) -> None:
     tables = {"study.csv": data.study, "speed_paper.csv": data.paper, "validation.csv": val,
               "serving.csv": data.serving, "design_space.csv": data.design,
               "design_space_causes.csv": data.design_causes, "sensitivity.csv": data.design_sensitivity,
-              "rivals.csv": data.rivals}
+              "rivals.csv": data.rivals, "rivals_load.csv": data.rivals_load}
     for name, table in tables.items():
         if table is not None:
             with atomic_write(d / name, "w", where="--out", newline="") as fh:
@@ -315,7 +315,7 @@ def build_report(out: Path | str, *, full: bool = False, specs: tuple[Path, ...]
         serving, serving_limit = run_serving(serving_spec, full, work, workers, scheduler, progress, flag)
         design, design_causes, design_sens = run_design_space(design_spec, full, work, workers, scheduler, progress,
                                                               flag)
-        rivals = run_rivals(rivals_spec, full, work, workers, scheduler, progress, flag)
+        rivals, rivals_load = run_rivals(rivals_spec, full, work, workers, scheduler, progress, flag)
     validation, mape = run_validation()
     steps, peaks = roofline_points(profile_order(study) if not study.empty else ["h200"])
     data = ReportData(study, paper, note, validation, mape, steps, peaks,
@@ -327,7 +327,7 @@ def build_report(out: Path | str, *, full: bool = False, specs: tuple[Path, ...]
     data.serving, data.serving_limit = serving, serving_limit
     data.design, data.design_causes, data.design_sensitivity = design, design_causes, design_sens
     data.design_full = full
-    data.rivals = rivals
+    data.rivals, data.rivals_load = rivals, rivals_load
     data.figures = draw(data, out)
     write_data(data, out)
     readme = write_readme(data, out)

@@ -33,6 +33,7 @@ class ReportData:
     design_sensitivity: pd.DataFrame | None = None           # elasticities of SPEED's time, per profile
     design_full: bool = False                                # whether the design-space grid was the whole one
     rivals: pd.DataFrame | None = None                       # SPEED against speculative decoding, per profile
+    rivals_load: pd.DataFrame | None = None                  # ... served, per batch size
     figures: dict[str, str] = field(default_factory=dict)
 
 

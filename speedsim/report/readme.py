@@ -242,7 +242,8 @@ def write_readme(data: ReportData, out: Path) -> Path:
     lines += serving_section(data.serving, data.serving_limit, data.figures.get("serving"), "experiments/serving.yaml")
     lines += design_space_section(data.design, data.design_causes, data.design_sensitivity, data.figures,
                                   "experiments/design_space.yaml", data.design_full)
-    lines += rivals_section(data.rivals, data.figures.get("rivals"), "experiments/rivals.yaml", data.design_full)
+    lines += rivals_section(data.rivals, data.figures.get("rivals"), "experiments/rivals.yaml", data.design_full,
+                            data.rivals_load)
     failed = data.study[data.study["status"] != "ok"] if not data.study.empty else data.study
     if len(failed):
         lines += ["## Failed runs", "", md_table(

@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from speedsim import defaults  # noqa: E402
 from speedsim.report.markdown import md_table, times  # noqa: E402
 from speedsim.report.style import save  # noqa: E402
 from speedsim.sweep import load_spec, read_results, run_sweep  # noqa: E402
@@ -39,16 +40,56 @@ def _dir(full: bool) -> str:
 
 
 def run_rivals(spec: Path | None, full: bool, cache: Path, workers: int, scheduler: str | None, progress: bool,
-               cache_flag: str = "--cache") -> pd.DataFrame | None:
-    """The rivals table (`rivals_table`) of the study; None without its spec."""
+               cache_flag: str = "--cache") -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """The rivals table (`rivals_table`) and the table under load (`load_table`) of the study; Nones without
+    its spec."""
     if spec is None or not Path(spec).exists():
-        return None
+        return None, None
     loaded = load_spec(spec, reduced=not full)
     out = cache / _dir(full)
     run_sweep(loaded, out, workers=workers, scheduler=scheduler, progress=progress, out_flag=cache_flag,
               spec_where=str(spec))
     order = list(dict.fromkeys(r.profile for r in expand(loaded, str(spec))))
-    return rivals_table(read_results(out), order)
+    results = read_results(out)
+    return rivals_table(results, order), load_table(results, order)
+
+
+LOAD = ["profile", "method", "model", "max_batch", "tokens_per_s", "tpot_p50_us", "throughput_vs_greedy"]
+
+
+def _serving(results: pd.DataFrame) -> pd.Series:
+    """Which rows are serving runs (their `requests` set)."""
+    return results["requests"].notna() if "requests" in results else pd.Series(False, index=results.index)
+
+
+def load_table(results: pd.DataFrame, profiles: list[str] | None = None) -> pd.DataFrame | None:
+    """Per profile, method and batch: tokens per second with every batch slot busy, the median time per
+    output token, and the throughput over the 12x1 model served greedily at the same batch."""
+    ok = results[(results["status"] == "ok") & _serving(results)].copy()
+    if ok.empty:
+        return None
+    ok["max_batch"] = ok["max_batch"].fillna(defaults.MAX_BATCH)  # (a run at the default leaves it out)
+    rows = []
+    for profile in profiles or list(dict.fromkeys(ok["profile"])):
+        part = ok[ok["profile"] == profile]
+        for batch in sorted(set(part["max_batch"])):
+            at = part[part["max_batch"] == batch]
+            greedy = at[at["method"] == "unshared"]
+            if greedy.empty:
+                continue
+            base = float(greedy["tokens_per_s"].iloc[0])
+            for _, r in at.iterrows():
+                method = {"unshared": "greedy", "speed": "SPEED"}.get(str(r["method"]), str(r["method"]))
+                model = f"12x1 + {DRAFT_DEPTH}-layer draft" if method == "specdec" else str(r["sharing"])
+                rows.append({"profile": profile, "method": method, "model": model, "max_batch": int(batch),
+                             "tokens_per_s": float(r["tokens_per_s"]), "tpot_p50_us": float(r["tpot_p50_us"]),
+                             "throughput_vs_greedy": float(r["tokens_per_s"]) / base})
+    table = pd.DataFrame(rows, columns=LOAD)
+    order = {m: i for i, m in enumerate(("greedy", "SPEED", "selfspec", "specdec"))}
+    table["_p"] = table["profile"].map({p: i for i, p in enumerate(dict.fromkeys(table["profile"]))})
+    table["_m"] = table["method"].map(order)
+    return table.sort_values(["_p", "_m", "model", "max_batch"], kind="stable").drop(columns=["_p", "_m"]) \
+        .reset_index(drop=True)
 
 
 def _num(row: pd.Series, key: str) -> float:
@@ -69,7 +110,7 @@ def _row(profile: str, base: float, r: pd.Series, method: str, model: str, alpha
 def rivals_table(results: pd.DataFrame, profiles: list[str] | None = None) -> pd.DataFrame:
     """One row per profile and method (see the module docstring), the profiles in the order given (default:
     as the results list them)."""
-    ok = results[results["status"] == "ok"]
+    ok = results[(results["status"] == "ok") & ~_serving(results)]
     rows = []
     for profile in profiles or list(dict.fromkeys(ok["profile"])):
         part = ok[ok["profile"] == profile]
@@ -131,7 +172,8 @@ def rivals_figure(table: pd.DataFrame, path: Path) -> Path | None:
     return save(fig, path)
 
 
-def rivals_section(table: pd.DataFrame | None, figure: str | None, spec_name: str, full: bool) -> list[str]:
+def rivals_section(table: pd.DataFrame | None, figure: str | None, spec_name: str, full: bool,
+                   load: pd.DataFrame | None = None) -> list[str]:
     """The section (empty without the study)."""
     if table is None or table.empty:
         return []
@@ -166,10 +208,45 @@ def rivals_section(table: pd.DataFrame | None, figure: str | None, spec_name: st
                      "tokens/iteration": f"{r['tokens_per_iteration']:.2f}" if r["tokens_per_iteration"] == r["tokens_per_iteration"] else "",
                      "test ROUGE-L": f"{r['test_rougeL']:.3f}" if r["test_rougeL"] == r["test_rougeL"] else ""})
     lines += [md_table(rows, list(rows[0])), ""]
-    lines += ["**Reading.**", "", *_reading(table), "",
-              "Under load (`serve`, batches of requests) the speculative methods are not simulated yet: this "
-              "comparison is of one decode at a time.", ""]
+    lines += ["**Reading.**", "", *_reading(table), ""]
+    lines += _load_lines(load)
     return lines
+
+
+def _load_lines(load: pd.DataFrame | None) -> list[str]:
+    """Under load: tokens per second per batch size, each method's and its ratio to greedy, and who wins."""
+    if load is None or load.empty:
+        return []
+    batches = sorted(set(load["max_batch"]))
+    rows = []
+    for (profile, method, model), part in load.groupby(["profile", "method", "model"], sort=False):
+        cells = {f"batch {b}": (f"{float(c['tokens_per_s'].iloc[0]):,.0f} ({float(c['throughput_vs_greedy'].iloc[0]):.2f}x)"
+                                if len(c := part[part["max_batch"] == b]) else "") for b in batches}
+        rows.append({"profile": profile, "method": method, "model": model, **cells})
+    lines = ["### Under load", "",
+             "The same methods served (`speedsim serve`: continuous batching, every batch slot busy, the speculative "
+             "requests each taking their next draft or verify step every server step, drafting requests batched "
+             "through the drafter and verifying ones through the target): tokens per second, and in brackets the "
+             "ratio to the 12x1 model served greedily at the same batch; self-speculation from exit 1 of the 2x6 "
+             "model, the draft model at α 0.75.", "", md_table(rows, list(rows[0])), ""]
+    for profile, part in load.groupby("profile", sort=False):
+        wins = []
+        for b in batches:
+            at = part[part["max_batch"] == b].sort_values("tokens_per_s", ascending=False, kind="stable")
+            if len(at):
+                top = at.iloc[0]
+                wins.append(f"batch {b}: {top['method']} {top['model']} ({float(top['throughput_vs_greedy']):.2f}x)")
+        spec = part[part["method"].isin(["selfspec", "specdec"])]
+        fall = ""
+        if len(spec) and len(batches) > 1:
+            lo, hi = batches[0], batches[-1]
+            best_lo = spec[spec["max_batch"] == lo]["throughput_vs_greedy"].max()
+            best_hi = spec[spec["max_batch"] == hi]["throughput_vs_greedy"].max()
+            fall = (f"; speculation's best ratio to greedy goes from {best_lo:.2f}x at batch {lo} to {best_hi:.2f}x at "
+                    f"batch {hi}: as the batch grows its requests share the weight reads that speculation saves, "
+                    "while each rejected draft and verify position is still computed")
+        lines.append(f"- **{str(profile)}**: fastest at " + ", ".join(wins) + fall + ".")
+    return lines + [""]
 
 
 def _reading(table: pd.DataFrame) -> list[str]:

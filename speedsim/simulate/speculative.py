@@ -241,7 +241,11 @@ def best_window(s: Speculation, profile: HardwareProfile, spec: ModelSpec, shari
     from speedsim.simulate.core import decode_per_token_us
 
     matches = s.matches(traces)
-    gammas = [s.gamma] if s.gamma is not None else list(range(1, AUTO_GAMMA + 1))
+    longest = max((len(t.exits) for t in traces), default=2)
+    if s.gamma is not None and s.gamma >= longest:
+        raise UserError(f"a window of {s.gamma} draft tokens reaches past every sequence (the longest has {longest} "
+                        f"tokens, {longest - 1} after the prefill)", where="--gamma")
+    gammas = [s.gamma] if s.gamma is not None else list(range(1, max(1, min(AUTO_GAMMA, longest - 1)) + 1))
     best: tuple[float, int, Phase, Acceptance] | None = None
     for g in gammas:
         phase, acc = speculative_phase(spec, sharing, traces, profile, s, g, src_len, matches)
