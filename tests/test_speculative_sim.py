@@ -173,3 +173,36 @@ def test_a_draft_trace_drives_the_acceptance(cli, tmp_path):
     assert res.returncode == 0, res.stderr
     m = json.loads(res.stdout)["baselines"]["specdec"]
     assert m["acceptance_rate"] == 1.0 and not math.isnan(m["per_token_us"])
+
+
+def test_windows_of_several_lengths_share_the_layer_weights(h200):
+    """A batch of a 3-token and a 1-token window: one qkv/FFN kernel over all 4 rows, attention per length;
+    one window alone is exactly the single-sequence step."""
+    from speedsim.workload import KernelRules
+    from speedsim.workload.steps import Seq, StepContext, window_batch, window_step
+
+    rules = KernelRules.from_profile(h200)
+    spec = BUILTIN_MODELS["t5base"].model_copy(update={"cross_attention_len": 16})
+    a = Seq(StepContext(spec, Sharing(2, 3), 16, "bf16", rules), "q0.")
+    b = Seq(StepContext(spec, Sharing(2, 3), 16, "bf16", rules), "q1.")
+    both = window_batch([(a, 5, 3), (b, 9, 1)], range(3))
+    names = [k.name for k in both.kernels]
+    assert names.count("L0.qkv") == 3 and names.count("L0.attn") == 6  # per repeat: one qkv, attention per length
+    alone = window_step(a, 5, 3, range(3))
+    assert [k.name for k in alone.kernels] == [k.name for k in window_batch([(a, 5, 3)], range(3)).kernels]
+
+
+def test_serving_checks_the_window_against_every_request(tmp_path):
+    """--gamma is checked against the longest request, not only the ones its window is chosen on."""
+    from speedsim.run import serve_run
+    from speedsim.serve import serve
+    from speedsim.trace.io import write_traces
+
+    short = synthetic_traces("perfect,len=4,seqs=9,src=8", 3)
+    long = synthetic_traces("perfect,len=40,seqs=1,src=8", 3)
+    path = tmp_path / "t.jsonl"
+    write_traces(path, [*short, *long])
+    run = serve_run(profile="h200", model="t5base", sharing="4x3", trace=str(path), synthetic=None, method="selfspec",
+                    arrivals="poisson:1e9", requests=40, max_batch=8, kv_capacity_GB=None, prefill="chunked",
+                    prefill_budget=512, seed=0, mode="graph", speculative={"gamma": 10})
+    assert serve(run).requests == 40  # a long request can fill 10 drafts though the first ones cannot

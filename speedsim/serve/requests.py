@@ -83,10 +83,9 @@ def make_requests(traces: list[ExitTrace], arrivals: np.ndarray, spec: ModelSpec
             req.items = spec_items(speculation, iterations(matches[rid], len(trace.exits), gamma))
             if speculation.method == "specdec":
                 req.dseq = Seq(speculation.draft_ctx(ctx), f"q{rid}.draft.")
-            # the verify windows write up to gamma positions past the end before the rollback; the draft's caches
+            # the draft model's caches (no window writes past the sequence's end: `iterations` stops it there)
             extra = speculative_memory(speculation, {**need, "total": 0.0}, spec, [trace], src_len, dtype)
-            req.kv_bytes += (gamma * need["kv"] / max(positions, 1) + extra.get("draft_kv", 0.0)
-                             + extra.get("draft_cross_kv", 0.0))
+            req.kv_bytes += extra.get("draft_kv", 0.0) + extra.get("draft_cross_kv", 0.0)
         out.append(req)
     return out
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from speedsim.simulate.scenario import (
     run_workload,
     speculation_of,
 )
-from speedsim.simulate.speculative import SPECULATIVE, best_window, draft_weights_bytes
+from speedsim.simulate.speculative import SPECULATIVE, best_window, check_window, draft_weights_bytes
 from speedsim.trace.schema import ExitTrace
 from speedsim.trace.synthetic import generate
 from speedsim.workload import get_model
@@ -101,9 +102,12 @@ def serve(s: RunParams, timeline: Path | None = None, model_specs: Sequence[str 
     with gc_paused():  # each request's schedule: many small objects, no cycles
         traces = _traces(s, sharing.repeats, rng, base_dir, sources)
         if s.serve_method in SPECULATIVE:
-            speculation = speculation_of(s, s.serve_method, spec, sharing, base_dir, model_specs, sources)
+            speculation = replace(speculation_of(s, s.serve_method, spec, sharing, base_dir, model_specs, sources),
+                                  seed=s.serve_seed)  # (the i.i.d. acceptance draws follow --seed)
+            check_window(speculation, traces)  # against every request, not the sample the window is chosen on
             # auto: the window that decodes a sample of the requests' traces fastest one at a time
-            gamma, _, _ = best_window(speculation, profile, spec, sharing, traces[:AUTO_SAMPLE], mode, src_len)
+            gamma = speculation.gamma or best_window(speculation, profile, spec, sharing, traces[:AUTO_SAMPLE], mode,
+                                                     src_len)[0]
         requests = make_requests(traces, arrivals, spec, sharing, profile, s.serve_method, policy, src_len,
                                  speculation, gamma)
     weights = weights_bytes(spec, sharing, profile, s.serve_method)
@@ -112,6 +116,9 @@ def serve(s: RunParams, timeline: Path | None = None, model_specs: Sequence[str 
     capacity = s.kv_capacity_GB * 1e9 if s.kv_capacity_GB is not None \
         else profile.memory_capacity_GiB * 2**30 - weights
     largest = max(requests, key=lambda r: r.kv_bytes)
+    if capacity <= 0 and speculation is not None and speculation.method == "specdec" and s.kv_capacity_GB is None:
+        raise UserError(f"the target's and the draft's weights ({weights / 1e9:.3f} GB) fill {profile.name}'s memory",
+                        where="--draft-model")
     if capacity <= 0 or largest.kv_bytes > capacity:
         raise UserError(f"one request needs {largest.kv_bytes / 1e9:.3f} GB of KV ({largest.tokens} tokens, source "
                         f"{largest.src_len}) but only {max(capacity, 0) / 1e9:.3f} GB is free for KV next to "

@@ -197,14 +197,9 @@ def item_batch(s: Speculation, work: Sequence[tuple[Seq, Seq | None, SpecItem]],
     if kind == "draft":
         return window_batch([(dseq, it.position, it.tokens) for _, dseq, it in work if dseq is not None], range(1),
                             head_rows=[1] * len(work))
-    full = [(seq, it.position, it.tokens) for seq, _, it in work if it.tokens > 1 or s.method != "selfspec"]
-    single = [(seq, it.position, it.tokens) for seq, _, it in work if it.tokens == 1 and s.method == "selfspec"]
-    p = Program()
-    if full:
-        p.extend(window_batch(full, range(repeats), reused=s.draft_exit + 1 if s.method == "selfspec" else 0))
-    if single:  # a window of one token (nothing drafted) has no drafts to reuse
-        p.extend(window_batch(single, range(repeats)))
-    return p
+    # (a window of one token, nothing drafted, runs the same with or without the reuse: its one token)
+    return window_batch([(seq, it.position, it.tokens) for seq, _, it in work], range(repeats),
+                        reused=s.draft_exit + 1 if s.method == "selfspec" else 0)
 
 
 def speculative_memory(s: Speculation, target: dict[str, float], spec: ModelSpec, traces: Sequence[ExitTrace],
@@ -233,6 +228,16 @@ def check_memory(memory: dict[str, float], profile: HardwareProfile, what: str) 
                         f"{profile.memory_capacity_GiB:.2f} GiB", where="--draft-model")
 
 
+def check_window(s: Speculation, traces: Sequence[ExitTrace]) -> None:
+    """A `UserError` at --gamma for a window no sequence can fill: the first window drafts positions 1..g, and
+    the last position (the verifier's own token) is never drafted, so a sequence of L tokens drafts at most
+    L - 2 at once."""
+    longest = max((len(t.exits) for t in traces), default=3)
+    if s.gamma is not None and s.gamma > max(longest - 2, 1):
+        raise UserError(f"a window of {s.gamma} draft tokens is longer than any sequence can draft (the longest has "
+                        f"{longest} tokens: at most {max(longest - 2, 1)} drafts at once)", where="--gamma")
+
+
 def best_window(s: Speculation, profile: HardwareProfile, spec: ModelSpec, sharing: Sharing,
                 traces: Sequence[ExitTrace], mode: Mode, src_len: int | None, round_trip: bool = True
                 ) -> tuple[int, Phase, Acceptance]:
@@ -241,11 +246,9 @@ def best_window(s: Speculation, profile: HardwareProfile, spec: ModelSpec, shari
     from speedsim.simulate.core import decode_per_token_us
 
     matches = s.matches(traces)
-    longest = max((len(t.exits) for t in traces), default=2)
-    if s.gamma is not None and s.gamma >= longest:
-        raise UserError(f"a window of {s.gamma} draft tokens reaches past every sequence (the longest has {longest} "
-                        f"tokens, {longest - 1} after the prefill)", where="--gamma")
-    gammas = [s.gamma] if s.gamma is not None else list(range(1, max(1, min(AUTO_GAMMA, longest - 1)) + 1))
+    check_window(s, traces)
+    longest = max((len(t.exits) for t in traces), default=3)
+    gammas = [s.gamma] if s.gamma is not None else list(range(1, max(1, min(AUTO_GAMMA, longest - 2)) + 1))
     best: tuple[float, int, Phase, Acceptance] | None = None
     for g in gammas:
         phase, acc = speculative_phase(spec, sharing, traces, profile, s, g, src_len, matches)

@@ -48,6 +48,33 @@ def decoder_layer(spec: ModelSpec, layer_id: str, kv_lens: list[int], cache_ids:
     return Program(kernels)
 
 
+Window = tuple[int, list[int], list[str], list[str], list[int]]  # queries, kv lens, caches, encoder K/V, lengths
+
+
+def decoder_layer_windows(spec: ModelSpec, layer_id: str, windows: list[Window], dtype: str,
+                          rules: KernelRules) -> Program:
+    """One decoder layer over batch items in groups of one window length each (`queries` tokens per item,
+    their KV lengths, cache ids, encoder K/V ids and lengths): the layer's linear kernels run once over
+    every row of every group (one weight read), the cache writes and attention once per group. One group
+    is `decoder_layer`."""
+    if len(windows) == 1:
+        q, kv, ids, cross, lens = windows[0]
+        return decoder_layer(spec, layer_id, kv, ids, q, dtype, rules, cross_ids=cross, cross_lens=lens)
+    rows = sum(q * len(ids) for q, _, ids, _, _ in windows)
+    pre, mid, post = _layer_shape(spec, layer_id, rows, dtype, rules)
+    kernels = [*pre]
+    for q, kv, ids, _, _ in windows:
+        kernels += kv_writes(layer_id, tuple(ids), q, spec.d_model, dtype, rules)
+        kernels += attention(f"{layer_id}.attn", spec, q, [n + q for n in kv], tuple(ids), q > 1, dtype, rules)
+    kernels += mid
+    if spec.cross_attention_len:
+        for q, _, _, cross, lens in windows:
+            kernels += attention(f"{layer_id}.xattn", spec, q, tuple(lens), tuple(cross), False, dtype, rules,
+                                 host_ops=rules.host_ops.cross_attention)
+        kernels += post
+    return Program(kernels)
+
+
 @lru_cache(maxsize=4096)
 def _layer_shape(spec: ModelSpec, layer_id: str, rows: int, dtype: str,
                  rules: KernelRules) -> tuple[tuple[Kernel, ...], tuple[Kernel, ...], tuple[Kernel, ...]]:

@@ -19,7 +19,7 @@ from functools import lru_cache
 from speedsim.hardware import BYTES_PER_ELEMENT
 from speedsim.sharing import Sharing
 from speedsim.workload.kernels import Kernel, Program
-from speedsim.workload.layers import decoder_layer, lm_head
+from speedsim.workload.layers import decoder_layer, decoder_layer_windows, lm_head
 from speedsim.workload.models import ModelSpec
 from speedsim.workload.primitives import attention, bookkeeping, elementwise, embed, linear, rmsnorm
 from speedsim.workload.rules import KernelRules
@@ -176,7 +176,8 @@ def window_batch(work: list[tuple[Seq, int, int]], repeats: range, reused: int =
     each of `repeats` (each repeat's pass one multi-query pass per window, causal over it), then the head
     over all of them: a speculative verify step (the target's full depth over the drafts), a draft model's
     step (one token, or its catch-up on committed tokens), a self-speculative draft (one token to an early
-    exit). A batch shares each layer's weight read; its windows of one length share each kernel.
+    exit). A batch shares each layer's weight read (`decoder_layer_windows`: the linear kernels over every
+    row, the cache writes and attention per window length).
 
     `reused`: the windows' first repeats whose results the drafts already hold (self-speculation: repeats
     0..e of the drafted positions); only each window's last token runs through them, the whole window
@@ -192,11 +193,10 @@ def window_batch(work: list[tuple[Seq, int, int]], repeats: range, reused: int =
             n, first = (1, position + tokens - 1) if r < reused else (tokens, position)
             groups.setdefault(n, []).append((seq, first))
         for u in range(ctx.sharing.unique):
-            for n, members in groups.items():
-                p.extend(decoder_layer(spec, f"{ctx.weights}L{u}", [s.ctx.kv_before(f) for s, f in members],
-                                       [s.cache(u, r) for s, _ in members], n, dtype, rules,
-                                       cross_ids=[s.cross(u) for s, _ in members],
-                                       cross_lens=[s.ctx.spec.cross_attention_len for s, _ in members]))
+            p.extend(decoder_layer_windows(spec, f"{ctx.weights}L{u}", [
+                (n, [s.ctx.kv_before(f) for s, f in members], [s.cache(u, r) for s, _ in members],
+                 [s.cross(u) for s, _ in members], [s.ctx.spec.cross_attention_len for s, _ in members])
+                for n, members in groups.items()], dtype, rules))
     rows = sum(head_rows) if head_rows is not None else sum(t for _, _, t in work)
     p.extend(lm_head(spec, rows, dtype, rules, prefix=ctx.weights))
     return p
