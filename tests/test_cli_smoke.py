@@ -210,7 +210,13 @@ def smoke(smoke_session: Smoke | None) -> Smoke:
     return smoke_session
 
 
-@pytest.mark.parametrize("command", list(_cases(Path("."))))
+# the commands that start torch and train or decode a model: seconds of CPU each, which on a shared 2-core
+# machine the in-process tests wait for; CI runs them (`pytest -m slow`)
+TORCH_COMMANDS = ("data build", "train", "trace", "measure")
+
+
+@pytest.mark.parametrize("command", [pytest.param(c, marks=pytest.mark.slow) if c in TORCH_COMMANDS else c
+                                     for c in _cases(Path("."))])
 def test_command_runs_in_a_subprocess(smoke: Smoke, command: str) -> None:
     """`speedsim COMMAND` on its smallest input: the expected exit status, a sane line, no traceback (and
     on an error, exactly one line on stderr)."""

@@ -307,6 +307,7 @@ def test_serving_search_small():
     check_serving(serving_run("mispredict=0.2,len=12", None, 20), "tpot_p99", 1000.0, 2)
 
 
+@pytest.mark.slow
 def test_serving_unreachable_and_saturated():
     run = serving_run("mispredict=0.2,len=12", None, 10)
     low = serve_design(run, "tpot_p99", 1.0, 1, sources=COMMAND_LINE)  # 1 us per token: never

@@ -64,7 +64,7 @@ def _self_spec_case(U, R, enc, seed, std, src, eos, max_new, gamma, exit_frac):
         assert [it.rejected for it in derived] == [it.rejected for it in res.iterations]
 
 
-@settings(max_examples=15)
+@settings(max_examples=8)
 @given(**CASES)
 def test_self_speculation_is_greedy_and_its_trace_derivation_exact(U, R, enc, seed, std, src, eos, max_new, gamma,
                                                                    exit_frac):
@@ -96,7 +96,7 @@ DRAFT_CASES = dict(U=st.integers(1, 3), R=st.integers(1, 3), enc=st.sampled_from
                    gamma=st.integers(1, 6), draft_U=st.integers(1, 2), draft_R=st.integers(1, 2))
 
 
-@settings(max_examples=15)
+@settings(max_examples=8)
 @given(**DRAFT_CASES)
 def test_draft_model_speculation_is_greedy_and_its_derivation_exact(U, R, enc, seed, std, src, eos, max_new, gamma,
                                                                     draft_U, draft_R):
@@ -166,6 +166,7 @@ def test_iterations_by_hand():
         iterations(m, 7, 0)
 
 
+@pytest.mark.slow
 def test_iid_acceptance_gives_the_papers_tokens_per_iteration():
     """Leviathan et al. (2023), eq. 1: with i.i.d. acceptance a and window g, E[tokens per iteration] =
     (1 - a^(g+1)) / (1 - a). On long sequences the derived iterations give it within 1%."""

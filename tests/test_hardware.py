@@ -109,6 +109,7 @@ def test_bad_profile_names_the_field(tmp_path, tiny_profile_dict, mutate, field)
     assert str(path) in str(err.value) and field in str(err.value)
 
 
+@pytest.mark.slow
 def test_bad_profile_cli_exit_2(tmp_path, tiny_profile_dict):
     """`speedsim profiles` on a directory with a broken file exits 2 with one line, no traceback."""
     tiny_profile_dict["memory"]["dram"]["efficiency"] = 1.5
@@ -228,6 +229,7 @@ def test_every_value_calibrate_may_fit_is_a_valid_profile():
                 HardwareProfile.model_validate(data)
 
 
+@pytest.mark.slow
 def test_profile_directory_from_the_environment(tmp_path, monkeypatch, cli) -> None:
     """`$SPEEDSIM_PROFILES` naming a directory without profiles: the message names the variable and the
     directory (it said "hw_profiles", and "known: " with nothing after it); set but empty: the shipped ones

@@ -48,7 +48,8 @@ def _one_long(n: int) -> list[ExitTrace]:
     return [ExitTrace(seq_id="s", src_len=1, repeats=1, exits=[[1]] * n)]
 
 
-@pytest.mark.parametrize(("alpha", "gamma", "depth"), [(0.8, 4, 1), pytest.param(0.6, 2, 3, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(("alpha", "gamma", "depth"), [pytest.param(0.8, 4, 1, marks=pytest.mark.slow),
+                                                       pytest.param(0.6, 2, 3, marks=pytest.mark.slow)])
 def test_speedup_is_the_papers_when_a_verify_costs_one_step(tiny_profile_dict, alpha, gamma, depth):
     """Leviathan et al. (2023), the speedup of speculative decoding over greedy with i.i.d. acceptance a,
     window g and a draft step costing c of a target step: E / (g c + 1), E = (1 - a^(g+1)) / (1 - a) the

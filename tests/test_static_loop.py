@@ -69,7 +69,8 @@ def test_prefill_reads_one_prediction_per_repeat_then_loads_the_buffers():
     assert [k.name for k in passes[-1].kernels][:2] == ["load.k", "load.v"]
 
 
-@pytest.mark.parametrize("sharing,method", [("12x1", "greedy"), pytest.param("4x3", "speed", marks=pytest.mark.slow),
+@pytest.mark.parametrize("sharing,method", [pytest.param("12x1", "greedy", marks=pytest.mark.slow),
+                                            pytest.param("4x3", "speed", marks=pytest.mark.slow),
                                             pytest.param("2x6", "speed", marks=pytest.mark.slow)])
 def test_loop_steps_are_the_measured_decodes_and_linear_in_loop_us(sharing, method):
     """The replayed schedule has the measured decodes' steps (the trace of the same decodes); one more

@@ -93,7 +93,7 @@ def test_sweep_writes_table_and_resume_skips_finished(tmp_path):
     pd.testing.assert_frame_equal(numbers(table), numbers(read_results(tmp_path / "b")))
 
 
-@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("workers", [pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow)])
 def test_interrupted_sweep_loses_and_duplicates_nothing(tmp_path, workers):
     """Interrupt after 3 runs (and tear the journal's last line); resuming completes the table exactly once.
     With workers, the runs that finished while the interrupt was handled are recorded too, once each."""

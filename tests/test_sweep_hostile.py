@@ -475,6 +475,7 @@ def _sweeps_line(line: str) -> bool:
     return isinstance(value, dict) and isinstance(value.get("key"), str) and isinstance(value.get("rows"), list)
 
 
+@pytest.mark.slow
 @FAST
 @given(data=st.data())
 def test_journal_with_bad_lines_resumes(tmp_path: Path, finished: tuple[Path, Path], data: st.DataObject) -> None:

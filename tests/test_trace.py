@@ -166,6 +166,7 @@ def test_trace_stats_replays_the_pipeline() -> None:
     assert stats["flushes"] == 1 and stats["flushes_per_token"] == pytest.approx(1 / 4)
 
 
+@pytest.mark.slow
 def test_fit_carries_flip_patterns_and_eos_stops() -> None:
     """Exits that change more than once before settling, and decodes that stopped on <eos>,
     are fitted and regenerated: patterns and the <eos> share come back from a large sample."""

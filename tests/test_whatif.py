@@ -543,6 +543,7 @@ def test_a_faster_parameter_never_slows_a_decode(path):
     _check_never_slower((_faster_setting(path, 1.0),), limit=2)
 
 
+@pytest.mark.slow
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.dictionaries(st.sampled_from(RATES + TIMES), st.floats(0.01, 1.0), min_size=1, max_size=3))
 def test_faster_parameters_together_never_slow_a_decode(changes):
