@@ -479,6 +479,9 @@ _draft_options = _options(
                  help="specdec: the draft's predictions on the target's path (`speedsim trace --draft-checkpoint`)."),
     click.option("--draft-accept", type=float, default=None, metavar="A",
                  help="specdec without a draft trace: the drafts are accepted independently with probability A."),
+    click.option("--draft-fit", default=None, metavar="FILE",
+                 help="specdec without a draft trace of these sequences: acceptance from a two-state model fitted to "
+                      "this draft trace (its acceptance rate and the length of its runs of accepted drafts)."),
 )
 # speculative decoding beside SPEED and its baselines (simulate)
 _speculative_options = _options(
@@ -510,7 +513,8 @@ def simulate_cmd(profile_name: str, model_name: str, sharing: str, trace_file: s
                  baseline: str, mode: str, src_len: int | None, limit: int | None, launch_exit: int,
                  max_in_flight: int | None, methods: tuple[str, ...], gamma: str | int | None,
                  draft_exit: int | None, draft_model: str | None, draft_depth: int | None, draft_trace: str | None,
-                 draft_accept: float | None, timeline: str | None, device_control: bool, bounds: bool,
+                 draft_accept: float | None, draft_fit: str | None, timeline: str | None, device_control: bool,
+                 bounds: bool,
                  as_json: bool, model_specs: tuple[str, ...], settings: tuple[str, ...]) -> None:
     """Simulate SPEED decoding of exit traces against the unshared and shared-sequential baselines (and
     speculative decoding: --method).
@@ -534,7 +538,7 @@ def simulate_cmd(profile_name: str, model_name: str, sharing: str, trace_file: s
                        settings=settings,
                        speculative={"methods": methods, "gamma": gamma, "draft_exit": draft_exit,
                                     "draft_model": draft_model, "draft_depth": draft_depth, "draft_trace": draft_trace,
-                                    "draft_accept": draft_accept})
+                                    "draft_accept": draft_accept, "draft_fit": draft_fit})
     result = run_scenario(build_scenario(run, model_specs=model_specs, sources=COMMAND_LINE), timeline_path)
     if as_json:
         emit_json(result.to_dict())
@@ -711,7 +715,8 @@ def design_cmd(profile_name: str, model_name: str, sharing: str, trace_file: str
 @_set_option
 def serve_cmd(profile_name: str, model_name: str, sharing: str, trace_file: str | None, synthetic: str | None,
               method: str, gamma: str | int | None, draft_exit: int | None, draft_model: str | None,
-              draft_depth: int | None, draft_trace: str | None, draft_accept: float | None, arrivals: str,
+              draft_depth: int | None, draft_trace: str | None, draft_accept: float | None, draft_fit: str | None,
+              arrivals: str,
               n_requests: int, max_batch: int, kv_capacity: float | None, prefill: str,
               prefill_budget: int, seed: int, mode: str, timeline: str | None, as_json: bool,
               model_specs: tuple[str, ...], settings: tuple[str, ...]) -> None:
@@ -733,7 +738,8 @@ def serve_cmd(profile_name: str, model_name: str, sharing: str, trace_file: str 
                     kv_capacity_GB=kv_capacity, prefill=prefill, prefill_budget=prefill_budget, seed=seed, mode=mode,
                     settings=settings,
                     speculative={"gamma": gamma, "draft_exit": draft_exit, "draft_model": draft_model,
-                                 "draft_depth": draft_depth, "draft_trace": draft_trace, "draft_accept": draft_accept})
+                                 "draft_depth": draft_depth, "draft_trace": draft_trace, "draft_accept": draft_accept,
+                                 "draft_fit": draft_fit})
     result = serve(run, timeline_path, model_specs, sources=COMMAND_LINE)
     if as_json:
         emit_json(result.to_dict())

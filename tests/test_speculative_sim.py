@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -153,7 +154,7 @@ def test_bad_speculative_options_exit_2_naming_the_flag(cli, args, flag):
 
 
 def test_a_draft_trace_of_other_sequences_is_refused(cli, tmp_path):
-    other = ExitTrace(seq_id="not-in-the-target", src_len=4, repeats=1, exits=[[1], [2]])
+    other = ExitTrace(seq_id="not-in-the-target", src_len=4, repeats=2, exits=[[1, 1], [2, 2]])
     path = tmp_path / "draft.jsonl"
     path.write_text(other.model_dump_json() + "\n")
     res = cli(*SIM, "--sharing", "12x1", "--trace", "12x1", "--limit", "1", "--method", "specdec", "--draft-depth", "2",
@@ -162,13 +163,25 @@ def test_a_draft_trace_of_other_sequences_is_refused(cli, tmp_path):
 
 
 def test_a_draft_trace_drives_the_acceptance(cli, tmp_path):
-    """A draft 'trace' that is the target's own tokens: every draft accepted."""
+    """A draft trace whose draft predicts the target's own tokens: every draft accepted. One whose target tokens
+    are not the target trace's, or with one exit per position, is refused naming the flag."""
     from speedsim.trace.io import read_traces, resolve_trace
 
     target = read_traces(resolve_trace("12x1"))[:2]
-    path = tmp_path / "draft.jsonl"
-    path.write_text("".join(ExitTrace(seq_id=t.seq_id, src_len=t.src_len, repeats=1,
-                                      exits=[[tok] for tok in t.tokens]).model_dump_json() + "\n" for t in target))
+    paths = iter(tmp_path / f"draft{i}.jsonl" for i in range(3))  # (a process reads a trace file once)
+
+    def write(rows) -> Path:
+        path = next(paths)
+        path.write_text("".join(ExitTrace(seq_id=t.seq_id, src_len=t.src_len, repeats=len(rows(t)[0]),
+                                          exits=rows(t)).model_dump_json() + "\n" for t in target))
+        return path
+
+    for bad, says in ((lambda t: [[tok] for tok in t.tokens], "two"),
+                      (lambda t: [[tok, (tok + 1) % 100] for tok in t.tokens], "not on the target's path")):
+        res = cli(*SIM, "--sharing", "12x1", "--trace", "12x1", "--limit", "2", "--method", "specdec", "--draft-depth",
+                  "2", "--draft-trace", str(write(bad)))
+        assert res.returncode == 2 and "--draft-trace" in res.stderr and says in res.stderr, res.stderr
+    path = write(lambda t: [[tok, tok] for tok in t.tokens])
     res = cli(*SIM, "--sharing", "12x1", "--trace", "12x1", "--limit", "2", "--method", "specdec", "--draft-depth", "2",
               "--draft-trace", str(path), "--gamma", "4", "--json")
     assert res.returncode == 0, res.stderr
@@ -207,3 +220,29 @@ def test_serving_checks_the_window_against_every_request(tmp_path):
                     arrivals="poisson:1e9", requests=40, max_batch=8, kv_capacity_GB=None, prefill="chunked",
                     prefill_budget=512, seed=0, mode="graph", speculative={"gamma": 10})
     assert serve(run).requests == 40  # a long request can fill 10 drafts though the first ones cannot
+
+
+def test_a_fitted_acceptance_model_recovers_its_chain_and_runs_from_the_cli(cli, tmp_path):
+    """The two-state model fitted to matches it generated gives back its rate and P(match | match); one
+    fitted to i.i.d. matches has stay == rate; --draft-fit reads a draft trace."""
+    from speedsim.pipeline.speculation import AcceptanceModel, iid_matches
+
+    chain = AcceptanceModel(0.7, 0.9)
+    fit = AcceptanceModel.fit([chain.matches(20_000, seed) for seed in range(3)])
+    assert fit.rate == pytest.approx(0.7, abs=0.01) and fit.stay == pytest.approx(0.9, abs=0.01)
+    iid = AcceptanceModel.fit([iid_matches(20_000, 0.6, 1)])
+    assert iid.stay == pytest.approx(iid.rate, abs=0.01)
+    path = tmp_path / "d.jsonl"
+    matches = chain.matches(200, 5)
+    path.write_text(ExitTrace(seq_id="a", src_len=4, repeats=2,
+                              exits=[[1 if m else 2, 1] for m in matches]).model_dump_json() + "\n")
+    res = cli(*SIM, "--sharing", "12x1", "--trace", "12x1", "--limit", "2", "--method", "specdec", "--draft-depth", "2",
+              "--draft-fit", str(path), "--gamma", "3", "--json")
+    assert res.returncode == 0, res.stderr
+    assert 0.0 <= json.loads(res.stdout)["baselines"]["specdec"]["acceptance_rate"] <= 1.0
+    from speedsim.simulate.scenario import fitted_acceptance
+
+    assert fitted_acceptance(str(path), "--draft-fit") == AcceptanceModel.fit([matches])
+    bad = cli(*SIM, "--sharing", "12x1", "--trace", "12x1", "--method", "specdec", "--draft-depth", "2",
+              "--draft-fit", str(path), "--draft-accept", "0.5")
+    assert bad.returncode == 2 and "--draft-accept" in bad.stderr

@@ -90,6 +90,46 @@ def iid_matches(length: int, alpha: float, seed: int) -> list[bool]:
 
 
 @dataclass(frozen=True)
+class AcceptanceModel:
+    """Draft matches as a two-state Markov chain, fitted to real ones: `rate` = P(match) and `stay` =
+    P(match | the previous position matched), so that runs of accepted drafts are as long as the real ones
+    (i.i.d. acceptance is `stay == rate`). Generated sequences start in the stationary distribution."""
+
+    rate: float
+    stay: float
+    positions: int = 0  # the positions fitted on (0: not fitted)
+
+    @property
+    def recover(self) -> float:
+        """P(match | the previous position did not match), the value that keeps `rate` stationary."""
+        if self.rate >= 1.0:
+            return 1.0
+        return min(1.0, max(0.0, self.rate * (1.0 - self.stay) / (1.0 - self.rate)))
+
+    @classmethod
+    def fit(cls, runs: Sequence[Sequence[bool]]) -> AcceptanceModel:
+        """The chain of match sequences `runs` (each from position 1: position 0 comes from the prefill)."""
+        n = sum(len(r) - 1 for r in runs if len(r) > 1)
+        if n < 2:
+            raise ValueError("fewer than two positions to fit")
+        hits = sum(sum(r[1:]) for r in runs)
+        after_hit = sum(1 for r in runs for a, _ in zip(r[1:], r[2:], strict=False) if a)
+        both = sum(1 for r in runs for a, b in zip(r[1:], r[2:], strict=False) if a and b)
+        rate = hits / n
+        stay = both / after_hit if after_hit else rate
+        return cls(rate, stay, n)
+
+    def matches(self, length: int, seed: int) -> list[bool]:
+        rng = random.Random(seed)
+        out = [True]
+        previous = rng.random() < self.rate
+        for _ in range(length - 1):
+            out.append(previous)
+            previous = rng.random() < (self.stay if previous else self.recover)
+        return out
+
+
+@dataclass(frozen=True)
 class Acceptance:
     """What a set of iterations says about the drafts: `rate` is the per-draft acceptance probability
     estimated as Leviathan et al. define it (accepted / (accepted + rejected), a rejection being an

@@ -106,6 +106,8 @@ class RunParams(BaseModel):
     draft_trace: str | None = Field(None, description="specdec: the draft's predictions on the target's path "
                                     "(an exit trace, shipped name or path)")
     draft_accept: float | None = Field(None, description="specdec without a draft trace: i.i.d. acceptance alpha")
+    draft_fit: str | None = Field(None, description="specdec: acceptance from a two-state model fitted to this draft "
+                                  "trace (runs of accepted drafts as long as its)")
 
     @model_validator(mode="before")
     @classmethod
@@ -157,7 +159,8 @@ class RunParams(BaseModel):
             raise ValueError(f"must be an acceptance probability in [0, 1), got {value}")
         return value
 
-    @field_validator("profile", "model", "sharing", "trace", "fit", "agree", "arrivals", "draft_model", "draft_trace")
+    @field_validator("profile", "model", "sharing", "trace", "fit", "agree", "arrivals", "draft_model", "draft_trace",
+                     "draft_fit")
     @classmethod
     def _text(cls, value: str | None, info: Any) -> str | None:
         # an empty `fit` or `agree` would silently mean a perfect model, an empty `trace` synthetic traces
@@ -198,8 +201,8 @@ class RunParams(BaseModel):
         if self.fit is None and (self.out_len is None or self.seqs is None):
             raise ValueError(f"{'out_len' if self.out_len is None else 'seqs'}: a number (None only with fit: the "
                              "fitted trace's own)")
-        spec_fields = [k for k in ("draft_exit", "gamma", "draft_model", "draft_depth", "draft_trace", "draft_accept")
-                       if not self._default(k)]
+        spec_fields = [k for k in ("draft_exit", "gamma", "draft_model", "draft_depth", "draft_trace", "draft_accept",
+                                   "draft_fit") if not self._default(k)]
         speculative = set(self.methods) | ({self.serve_method} & {"selfspec", "specdec"})
         if spec_fields and not speculative:
             raise ValueError(f"{spec_fields[0]}: applies to speculative decoding (--method selfspec or specdec)")
@@ -208,10 +211,13 @@ class RunParams(BaseModel):
         if "specdec" in speculative:
             if self.draft_depth is None:
                 raise ValueError("draft_depth: specdec needs the draft model's depth")
-            if (self.draft_trace is None) == (self.draft_accept is None):
-                raise ValueError("draft_accept: specdec needs the draft's acceptance: a draft trace or an i.i.d. rate")
+            given = [k for k in ("draft_trace", "draft_accept", "draft_fit") if not self._default(k)]
+            if len(given) != 1:
+                raise ValueError("draft_accept: specdec needs the draft's acceptance, one of a draft trace, an i.i.d. "
+                                 f"rate and a fitted model (got {', '.join(given) or 'none'})")
         else:
-            extra = [k for k in ("draft_model", "draft_depth", "draft_trace", "draft_accept") if not self._default(k)]
+            extra = [k for k in ("draft_model", "draft_depth", "draft_trace", "draft_accept", "draft_fit")
+                     if not self._default(k)]
             if extra:
                 raise ValueError(f"{extra[0]}: applies to --method specdec")
         if "selfspec" not in speculative and not self._default("draft_exit"):
@@ -291,7 +297,7 @@ NUMBER_FIELDS = ("limit", "mispredict", "burst", "out_len", "src_len", "seqs", "
                  "draft_depth", "draft_accept")
 LATER_FIELDS = frozenset({"fit", "device_control", "requests", "serve_method", "arrivals", "max_batch", "kv_capacity_GB",
                           "prefill", "prefill_budget", "serve_seed", "overrides", "methods", "draft_exit", "gamma",
-                          "draft_model", "draft_depth", "draft_trace", "draft_accept"})
+                          "draft_model", "draft_depth", "draft_trace", "draft_accept", "draft_fit"})
 # what only a serving run (requests set) or only a decode run takes
 SERVING_FIELDS = ("serve_method", "arrivals", "max_batch", "kv_capacity_GB", "prefill", "prefill_budget", "serve_seed")
 DECODE_FIELDS = ("baselines", "bounds", "device_control", "methods")  # (speculative serving: not yet)

@@ -22,11 +22,12 @@ from speedsim.hardware.files import SET_FLAG, whatif_checked
 from speedsim.hardware.profile import HardwareProfile
 from speedsim.hardware.whatif import Override, overrides_dict
 from speedsim.pipeline import Policy
+from speedsim.pipeline.speculation import AcceptanceModel, self_spec_matches
 from speedsim.run import RunParams, SyntheticWorkload, TraceWorkload
 from speedsim.sharing import Sharing
 from speedsim.simulate.core import simulate
 from speedsim.simulate.result import SimulationResult
-from speedsim.simulate.speculative import Speculation, check_speculation
+from speedsim.simulate.speculative import Speculation, check_draft_trace, check_speculation
 from speedsim.trace.io import read_traces, resolve_trace
 from speedsim.trace.schema import ExitTrace
 from speedsim.trace.workload import FIT_WHERE
@@ -43,9 +44,11 @@ class Sources:
     fit: str | None = None           # the run's `fit` (a synthetic workload's fitted trace)
     model_specs: str | None = None   # each of the model spec files
     draft_trace: str | None = None   # the run's `draft_trace` (specdec)
+    draft_fit: str | None = None     # the run's `draft_fit` (specdec)
 
 
-COMMAND_LINE = Sources(trace="--trace", fit=FIT_WHERE, model_specs="--model-spec", draft_trace="--draft-trace")
+COMMAND_LINE = Sources(trace="--trace", fit=FIT_WHERE, model_specs="--model-spec", draft_trace="--draft-trace",
+                       draft_fit="--draft-fit")
 NAMED_BY_PATH = Sources()  # a sweep's run: each path names itself
 
 
@@ -137,6 +140,17 @@ def build_scenario(run: RunParams, base_dir: str | Path = "", model_specs: Seque
     return Scenario(run, hw, spec, sharing, traces, policy, src_len, overrides, speculative)
 
 
+@lru_cache(maxsize=16)
+def fitted_acceptance(path: str, where: str) -> AcceptanceModel:
+    """The two-state acceptance model of a draft trace's matches (`speedsim trace --draft-checkpoint`)."""
+    drafts = cached_traces(path, where)
+    check_draft_trace(drafts, where)
+    try:
+        return AcceptanceModel.fit([self_spec_matches(d.exits, 0) for d in drafts])
+    except ValueError as err:
+        raise UserError(f"cannot fit an acceptance model: {err}", where=where) from None
+
+
 def speculation_of(run: RunParams, method: str, spec: ModelSpec, sharing: Sharing, base_dir: str | Path,
                  model_specs: Sequence[Path | str], sources: Sources) -> Speculation:
     """The run's speculative `method`, loaded and checked (a `UserError` naming the flag)."""
@@ -151,12 +165,15 @@ def speculation_of(run: RunParams, method: str, spec: ModelSpec, sharing: Sharin
             if run.draft_model is None or err.where != "--model":
                 raise
             raise UserError(str(err).removeprefix("--model: "), where="--draft-model") from None
-        drafts = None
+        drafts, fitted = None, None
         if run.draft_trace is not None:
             where = sources.draft_trace
             drafts = cached_traces(str(resolve_trace(run.draft_trace, base_dir, where)), where)
+        if run.draft_fit is not None:
+            where = sources.draft_fit
+            fitted = fitted_acceptance(str(resolve_trace(run.draft_fit, base_dir, where)), where or run.draft_fit)
         s = Speculation("specdec", gamma, draft_spec=draft, draft_depth=run.draft_depth or 0, draft_traces=drafts,
-                        alpha=run.draft_accept, where=sources.draft_trace or str(run.draft_trace))
+                        alpha=run.draft_accept, fitted=fitted, where=sources.draft_trace or str(run.draft_trace))
     check_speculation(s, spec, sharing)
     return s
 

@@ -33,6 +33,7 @@ from speedsim.errors import UserError
 from speedsim.hardware.profile import HardwareProfile
 from speedsim.pipeline.speculation import (
     Acceptance,
+    AcceptanceModel,
     Iteration,
     acceptance,
     draft_matches,
@@ -66,6 +67,7 @@ class Speculation:
     draft_depth: int = 0                         # specdec: its decoder layers
     draft_traces: tuple[ExitTrace, ...] | None = None  # specdec: its predictions on the target's path
     alpha: float | None = None                   # specdec without a draft trace: i.i.d. acceptance
+    fitted: AcceptanceModel | None = None        # ... or a two-state model fitted to a draft trace
     seed: int = defaults.SEED                    # of the i.i.d. acceptance draws (sequence i: seed + i)
     where: str = "--draft-trace"                 # where the draft trace came from, for messages
 
@@ -75,6 +77,8 @@ class Speculation:
             return [self_spec_matches(t.exits, self.draft_exit) for t in traces]
         if self.draft_traces is not None:
             return _draft_trace_matches(traces, self.draft_traces, self.where)
+        if self.fitted is not None:
+            return [self.fitted.matches(len(t.exits), self.seed + i) for i, t in enumerate(traces)]
         assert self.alpha is not None
         return [iid_matches(len(t.exits), self.alpha, self.seed + i) for i, t in enumerate(traces)]
 
@@ -85,17 +89,27 @@ class Speculation:
                            Sharing(self.draft_depth, 1), ctx.src_len, ctx.dtype, ctx.rules, weights=DRAFT)
 
 
+def check_draft_trace(drafts: Sequence[ExitTrace], where: str) -> None:
+    """A draft trace (`speedsim trace --draft-checkpoint`) has two exits per position: the draft's prediction,
+    the target's token."""
+    for d in drafts:
+        if d.repeats != 2:
+            raise UserError(f"sequence '{d.seq_id}' has {d.repeats} exits per position; a draft trace has two (the "
+                            "draft's prediction, the target's token: speedsim trace --draft-checkpoint)", where=where)
+
+
 def _draft_trace_matches(traces: Sequence[ExitTrace], drafts: Sequence[ExitTrace], where: str) -> list[list[bool]]:
+    check_draft_trace(drafts, where)
     by_id = {d.seq_id: d for d in drafts}
     out = []
     for t in traces:
         d = by_id.get(t.seq_id)
         if d is None:
             raise UserError(f"has no sequence '{t.seq_id}' of the target's trace", where=where)
-        if len(d.exits) < len(t.exits):
-            raise UserError(f"sequence '{t.seq_id}' has {len(d.exits)} positions, the target's {len(t.exits)}",
-                            where=where)
-        out.append(draft_matches(t.tokens, d.tokens[: len(t.exits)]))
+        if d.tokens[: len(t.exits)] != t.tokens:
+            raise UserError(f"sequence '{t.seq_id}' is not on the target's path: its target tokens differ from the "
+                            "target trace's", where=where)
+        out.append(draft_matches(t.tokens, [row[0] for row in d.exits[: len(t.exits)]]))
     return out
 
 
@@ -127,8 +141,9 @@ def check_speculation(s: Speculation, spec: ModelSpec, sharing: Sharing) -> None
         raise UserError(f"the draft ({s.draft_depth} layers of {d.name}, {draft_w / 1e6:,.1f}M weights a token) is not "
                         f"smaller than the target ({sharing} {spec.name}, {target_w / 1e6:,.1f}M a token)",
                         where="--draft-depth")
-    if (s.draft_traces is None) == (s.alpha is None):
-        raise UserError("give the draft's acceptance: --draft-trace FILE or --draft-accept A", where="--draft-accept")
+    if sum(x is not None for x in (s.draft_traces, s.alpha, s.fitted)) != 1:
+        raise UserError("give the draft's acceptance: --draft-trace FILE, --draft-accept A or --draft-fit FILE",
+                        where="--draft-accept")
     if s.alpha is not None and not 0.0 <= s.alpha < 1.0:
         raise UserError(f"must be in [0, 1), got {s.alpha}", where="--draft-accept")
 

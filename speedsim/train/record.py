@@ -124,8 +124,9 @@ def record_draft_traces(checkpoint: Path | str, draft_checkpoint: Path | str, tr
                         draft_where: str | None = "--draft-checkpoint") -> tuple[list[ExitTrace], dict[str, Any]]:
     """The draft model's greedy prediction of every position of the target's `traces` (the target's
     `record_traces` of the same split and limit), given the target's tokens before it: one trace per
-    sequence, R = 1, `exits[t][0]` the draft's prediction of position t. Whether it equals the target's
-    token is whether a speculative decode accepts the draft there (`speedsim.pipeline.speculation`).
+    sequence with two "exits", `exits[t] = [the draft's prediction of position t, the target's token]`, so
+    that it reads as an exit trace whose exit 0 is the draft: whether exit 0 equals the emitted token is
+    whether a speculative decode accepts the draft there (`speedsim.pipeline.speculation`).
 
     The draft must share the target's tokenizer (a `UserError` at `draft_where` otherwise). Returns the
     traces and the acceptance along the path: the fraction of positions after the first whose draft
@@ -156,7 +157,8 @@ def record_draft_traces(checkpoint: Path | str, draft_checkpoint: Path | str, tr
                 raise UserError(_message(err), where=draft_where) from None
             m = draft_matches(t.tokens, preds)[1:]
             matched, judged = matched + sum(m), judged + len(m)
-            out.append(ExitTrace(seq_id=t.seq_id, src_len=t.src_len, repeats=1, exits=[[p] for p in preds],
+            out.append(ExitTrace(seq_id=t.seq_id, src_len=t.src_len, repeats=2,
+                                 exits=[[p, tok] for p, tok in zip(preds, t.tokens, strict=True)], eos_id=t.eos_id,
                                  model=name))
     return out, {"draft_traces": len(out), "path_acceptance": matched / judged if judged else math.nan,
                  "draft_model": dcfg.name}
