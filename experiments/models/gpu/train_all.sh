@@ -23,7 +23,10 @@ OUT=$(mkdir -p "${1:?usage: train_all.sh OUT_DIR}" && cd "$1" && pwd)
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
 cd "$ROOT"
 PY=${PYTHON:-python3}
-CONFIGS=${CONFIGS:-"12x1 4x3 4x1 2x6"}  # slowest to trace first: tracing overlaps the next training
+CONFIGS=${CONFIGS:-"2x1 12x1 4x3 4x1 2x6"}  # a draft before its target; slowest to trace first otherwise
+# DRAFT_OF="A=B ...": config A is traced with config B as its draft model (`speedsim trace --draft-checkpoint`),
+# when B trained earlier in this call: traces/A.draft-B.jsonl.gz holds B's prediction of every position on A's path
+DRAFT_OF=${DRAFT_OF:-"12x1=2x1"}
 LIMIT=${LIMIT:-200}
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export SPEEDSIM_CORPUS="$ROOT/.cache/corpus"
@@ -125,10 +128,18 @@ for n in $CONFIGS; do
     say "train $n FAILED (see above); going on with the next config"
     continue
   fi
+  DRAFT_ARGS=()
+  for pair in $DRAFT_OF; do
+    d=${pair#*=}
+    if [ "${pair%%=*}" = "$n" ] && [ -d "$WORK/runs/$d" ]; then
+      DRAFT_ARGS=(--draft-checkpoint "$WORK/runs/$d" --draft-out "$WORK/pack/traces/$n.draft-$d.jsonl.gz")
+      say "$n is traced with $d as its draft model"
+    fi
+  done
   say "trace $n ($LIMIT test examples, CPU, background)"
   ( OMP_NUM_THREADS=2 "$PY" -m speedsim.cli trace --checkpoint "$WORK/runs/$n" --split test --limit "$LIMIT" \
-      --max-new-tokens 128 --out "$WORK/pack/traces/$n.jsonl.gz" --json > "$WORK/pack/results/$n.trace.json" \
-    && say "traced $n" ) &
+      --max-new-tokens 128 --out "$WORK/pack/traces/$n.jsonl.gz" "${DRAFT_ARGS[@]}" --json \
+      > "$WORK/pack/results/$n.trace.json" && say "traced $n" ) &
   TRACE_PIDS+=($!)
 done
 for pid in "${TRACE_PIDS[@]}"; do wait "$pid" || say "a trace FAILED (see above)"; done
