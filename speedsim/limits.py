@@ -68,6 +68,7 @@ MAX_DEPTH = 4096  # U*R layers
 
 # synthetic workloads and serving (`speedsim.defaults`)
 MAX_SYNTHETIC_LEN = 65536   # tokens per synthetic sequence (output or source)
+MAX_GAMMA = 64              # draft tokens per speculative iteration (--gamma)
 MAX_SYNTHETIC_SEQS = 10000
 # Tokens of one synthetic workload (sequences x tokens each): about half an hour of simulation.
 # Each bound above alone allows 655M tokens, weeks of simulation: a typo, not a study.

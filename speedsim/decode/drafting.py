@@ -48,9 +48,11 @@ def _check_gamma(gamma: int, max_len: int) -> None:
         raise UserError(f"a window of {gamma} draft tokens is past the model's {max_len} positions", where="gamma")
 
 
-def _run(state: DecodeState, max_new: int, eos_id: int | None, gamma: int, iteration) -> tuple[list[int], list[Iteration]]:
+def _run(state: DecodeState, max_new: int, eos_id: int | None, gamma: int, iteration,
+         accepted=None) -> tuple[list[int], list[Iteration]]:
     """The iteration loop: `iteration(n, g, tokens)` drafts g tokens after the n committed `tokens` and
-    verifies them, returning (drafts, the target's tokens at positions n..n+g)."""
+    verifies them, returning (drafts, the target's tokens at positions n..n+g); `accepted(n, g, k)` is told
+    how many drafts the verify accepted (a draft model rolls its own cache back)."""
     tokens = [state.first_exits[-1]]
     its: list[Iteration] = []
     while len(tokens) < max_new and not (eos_id is not None and tokens[-1] == eos_id):
@@ -60,6 +62,8 @@ def _run(state: DecodeState, max_new: int, eos_id: int | None, gamma: int, itera
         k = 0
         while k < g and drafts[k] == verified[k]:
             k += 1
+        if accepted is not None:
+            accepted(n, g, k)
         new = verified[: k + 1]
         if eos_id is not None and eos_id in new:
             new = new[: new.index(eos_id) + 1]
@@ -163,16 +167,14 @@ def draft_speculative(target: SharedDecoder, draft: SharedDecoder, src_ids: Sequ
                     drafts.append(int(draft.exit_logits(x[0]).argmax()))
             seq = list(range(state.offset + n, state.offset + n + g + 1))
             x = _through(target, state, _embed(target, state, [tokens[-1], *drafts], seq), seq, range(R))
-            verified = target.exit_logits(x).argmax(dim=-1).tolist()
-            k = 0
-            while k < g and drafts[k] == verified[k]:
-                k += 1
+            return drafts, target.exit_logits(x).argmax(dim=-1).tolist()
+
+        def accepted(n: int, g: int, k: int) -> None:
             if g:  # the draft holds the inputs of positions n..n+g-1; those up to n+k are right
                 done[0] = n + min(k, g - 1) + 1
                 dstate.cache.rollback(dstate.offset + done[0])
-            return drafts, verified
 
-        tokens, its = _run(state, cap, eos_id, gamma, iteration)
+        tokens, its = _run(state, cap, eos_id, gamma, iteration, accepted)
     stopped = eos_id if eos_id is not None and tokens and tokens[-1] == eos_id else None
     return SpecDecode(tokens, its, src_len, stopped)
 

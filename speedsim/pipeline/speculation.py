@@ -155,5 +155,5 @@ def acceptance(runs: Sequence[Sequence[Iteration]]) -> Acceptance:
     """`Acceptance` over every sequence's iterations."""
     its = [it for run in runs for it in run]
     return Acceptance(iterations=len(its), drafted=sum(it.drafted for it in its),
-                      accepted=sum(min(it.accepted, it.drafted) for it in its),
+                      accepted=sum(it.accepted for it in its),
                       rejected=sum(it.rejected for it in its), tokens=sum(it.emitted for it in its))

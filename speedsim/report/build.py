@@ -25,10 +25,13 @@ from speedsim.fileio import atomic_write, check_output_dir
 from speedsim.paths import EXPERIMENTS_DIR, H200_MEASURED, MEASURED_DIR, ROOT
 from speedsim.report import check_figures, figures
 from speedsim.report.content import ReportData, profile_order
+from speedsim.report.design_space import STUDY as DESIGN_STUDY
 from speedsim.report.design_space import heatmaps, run_design_space, tornado
 from speedsim.report.readme import REPORT_TITLE, write_readme
+from speedsim.report.rivals import STUDY as RIVALS_STUDY
 from speedsim.report.rivals import rivals_figure, run_rivals
 from speedsim.report.serving import serving_figure, serving_tables
+from speedsim.report.studies import run_study_sweep, study_dir
 from speedsim.report.validation_md import write_validation
 from speedsim.run import RunParams
 from speedsim.sharing import Sharing
@@ -251,17 +254,11 @@ def run_serving(spec: Path | None, full: bool, cache: Path, workers: int, schedu
                 ) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
     """The serving study (`experiments/serving.yaml`, a sweep of serving runs; its reduced form unless
     `full`): the curves and speed-limit tables."""
-    if spec is None or not Path(spec).exists():
+    study = run_study_sweep(spec, "serving", full, cache, workers, scheduler, progress, cache_flag)
+    if study is None:
         return None, None
-    loaded = load_spec(spec, reduced=not full)
-    out = cache / _serving_dir(full)
-    run_sweep(loaded, out, workers=workers, scheduler=scheduler, progress=progress, out_flag=cache_flag,
-              spec_where=str(spec))
-    return serving_tables(expand(loaded, str(spec)), read_results(out))
-
-
-def _serving_dir(full: bool) -> str:
-    return "serving" if full else "serving-reduced"  # each form its own sweep directory
+    _, runs, results = study
+    return serving_tables(runs, results)
 
 
 def _sweep_dirs(specs: tuple[Path, ...], paper_spec: Path | None, serving_spec: Path | None,
@@ -270,12 +267,8 @@ def _sweep_dirs(specs: tuple[Path, ...], paper_spec: Path | None, serving_spec: 
     names = [Path(spec).stem for spec in specs]
     if paper_spec:
         names.append("speed_paper")
-    if serving_spec is not None:
-        names.append(_serving_dir(full))
-    if design_spec is not None:
-        names.append("design_space" if full else "design_space-reduced")
-    if rivals_spec is not None:
-        names.append("rivals" if full else "rivals-reduced")
+    names += [study_dir(name, full) for name, spec in (("serving", serving_spec), (DESIGN_STUDY, design_spec),
+                                                         (RIVALS_STUDY, rivals_spec)) if spec is not None]
     return names
 
 

@@ -29,11 +29,10 @@ import pandas as pd  # noqa: E402
 from speedsim.design import sensitivity  # noqa: E402
 from speedsim.errors import UserError  # noqa: E402
 from speedsim.report.markdown import md_table, times  # noqa: E402
+from speedsim.report.studies import run_study_sweep  # noqa: E402
 from speedsim.report.style import save  # noqa: E402
 from speedsim.run import RunParams  # noqa: E402
 from speedsim.simulate import build_scenario, run_scenario  # noqa: E402
-from speedsim.sweep import load_spec, read_results, run_sweep  # noqa: E402
-from speedsim.sweep.spec import expand  # noqa: E402
 
 BW = "memory.dram.bandwidth_GBps"
 LATENCY = "kernel.latency_us"     # the fixed per-kernel costs' axis (the others in its bundle scale with it)
@@ -62,22 +61,18 @@ def factor(value) -> float:
     return float(text[1:])
 
 
-def _dir(full: bool) -> str:
-    return "design_space" if full else "design_space-reduced"  # each form its own sweep directory
+STUDY = "design_space"
 
 
 def run_design_space(spec: Path | None, full: bool, cache: Path, workers: int, scheduler: str | None,
                      progress: bool, cache_flag: str = "--cache"
                      ) -> tuple[pd.DataFrame | None, pd.DataFrame | None, pd.DataFrame | None]:
     """(grid, causes, sensitivity) of the design-space study; (None, None, None) without its spec."""
-    if spec is None or not Path(spec).exists():
+    study = run_study_sweep(spec, STUDY, full, cache, workers, scheduler, progress, cache_flag)
+    if study is None:
         return None, None, None
-    loaded = load_spec(spec, reduced=not full)
-    out = cache / _dir(full)
-    run_sweep(loaded, out, workers=workers, scheduler=scheduler, progress=progress, out_flag=cache_flag,
-              spec_where=str(spec))
-    runs = expand(loaded, str(spec))
-    grid = design_tables(runs, read_results(out))
+    loaded, runs, results = study
+    grid = design_tables(runs, results)
     causes = corner_causes(grid, {r.key: r for r in runs}, loaded.base_dir, loaded.model_specs)
     return grid, causes, sensitivity_table()
 

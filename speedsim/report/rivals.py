@@ -26,31 +26,26 @@ import pandas as pd  # noqa: E402
 
 from speedsim import defaults  # noqa: E402
 from speedsim.report.markdown import md_table, times  # noqa: E402
+from speedsim.report.studies import run_study_sweep  # noqa: E402
 from speedsim.report.style import save  # noqa: E402
-from speedsim.sweep import load_spec, read_results, run_sweep  # noqa: E402
-from speedsim.sweep.spec import expand  # noqa: E402
 
 TABLE = ["profile", "method", "model", "per_token_us", "speedup_vs_greedy", "draft_exit", "gamma", "alpha",
          "acceptance_rate", "tokens_per_iteration", "test_rougeL", "limit"]
 DRAFT_DEPTH, TARGET_DEPTH = 2, 12   # the draft block's draft and target depths (experiments/rivals.yaml)
 
 
-def _dir(full: bool) -> str:
-    return "rivals" if full else "rivals-reduced"
+STUDY = "rivals"
 
 
 def run_rivals(spec: Path | None, full: bool, cache: Path, workers: int, scheduler: str | None, progress: bool,
                cache_flag: str = "--cache") -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
     """The rivals table (`rivals_table`) and the table under load (`load_table`) of the study; Nones without
     its spec."""
-    if spec is None or not Path(spec).exists():
+    study = run_study_sweep(spec, STUDY, full, cache, workers, scheduler, progress, cache_flag)
+    if study is None:
         return None, None
-    loaded = load_spec(spec, reduced=not full)
-    out = cache / _dir(full)
-    run_sweep(loaded, out, workers=workers, scheduler=scheduler, progress=progress, out_flag=cache_flag,
-              spec_where=str(spec))
-    order = list(dict.fromkeys(r.profile for r in expand(loaded, str(spec))))
-    results = read_results(out)
+    _, runs, results = study
+    order = list(dict.fromkeys(r.profile for r in runs))
     return rivals_table(results, order), load_table(results, order)
 
 
@@ -146,7 +141,8 @@ def formula_speedup(row: pd.Series) -> float:
 
 
 def rivals_figure(table: pd.DataFrame, path: Path) -> Path | None:
-    """Speedup over the 12-layer greedy decoder, per profile, of every method of the table."""
+    """Speedup over the 12-layer greedy decoder, per profile, of every method of the table (the draft model's
+    at its best α)."""
     if table.empty:
         return None
     methods = [(m, mod) for m, mod in dict.fromkeys(zip(table["method"], table["model"], strict=True)) if m != "greedy"]
@@ -160,9 +156,6 @@ def rivals_figure(table: pd.DataFrame, path: Path) -> Path | None:
             cell = part[part["profile"] == p]
             values.append(float(cell["speedup_vs_greedy"].max()) if len(cell) else np.nan)
         label = f"{method} {model}" if method != "specdec" else "specdec (12x1, 2-layer draft), best alpha"
-        if method == "specdec":
-            values = [float(table[(table["profile"] == p) & (table["method"] == "specdec")]["speedup_vs_greedy"].max())
-                      for p in profiles]
         ax.bar(np.arange(len(profiles)) + (i - (len(methods) - 1) / 2) * width, values, width, label=label)
     ax.axhline(1.0, color="0.3", lw=0.8)
     ax.set_xticks(np.arange(len(profiles)), profiles)

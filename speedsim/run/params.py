@@ -148,8 +148,9 @@ class RunParams(BaseModel):
     @field_validator("gamma")
     @classmethod
     def _gamma(cls, value: int | str) -> int | str:
-        if value != "auto" and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64):
-            raise ValueError(f"must be auto or a window of 1 to 64 draft tokens, got {value!r}")
+        if value != "auto" and (isinstance(value, bool) or not isinstance(value, int)
+                                or not 1 <= value <= limits.MAX_GAMMA):
+            raise ValueError(f"must be auto or a window of 1 to {limits.MAX_GAMMA} draft tokens, got {value!r}")
         return value
 
     @field_validator("draft_accept")

@@ -23,11 +23,10 @@ from speedsim.hardware.bounds import at_end
 from speedsim.pipeline import Policy
 from speedsim.run import check_decodable
 from speedsim.sharing import Sharing
-from speedsim.simulate.phases import BASELINES, Phase, build_phases, check_fits
+from speedsim.simulate.phases import BASELINES, Phase, build_phases, check_fits, check_memory
 from speedsim.simulate.result import MethodResult, ScheduleSummary, SimulationResult
 from speedsim.simulate.speculative import (
     Speculation,
-    check_memory,
     check_speculation,
     simulate_speculative,
     speculative_memory,
@@ -209,7 +208,7 @@ def simulate(profile: HardwareProfile, spec: ModelSpec, sharing: Sharing, traces
               .with_speedup(speed.per_token_us) for m in baselines}
     for s in speculative:
         memory = speculative_memory(s, need["speed"], spec, traces, src_len, profile.default_dtype)
-        check_memory(memory, profile, f"{s.method} ({spec.name} {sharing} with its draft model)")
+        check_memory(memory, profile, f"{s.method} ({spec.name} {sharing} with its draft model)", "--draft-model")
         others[s.method] = simulate_speculative(s, profile, spec, sharing, traces, mode, src_len, rt, memory,
                                                 ).with_speedup(speed.per_token_us)
     if timeline is not None:  # every method's timeline, side by side

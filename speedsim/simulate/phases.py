@@ -87,11 +87,15 @@ def check_fits(spec: ModelSpec, sharing: Sharing, traces: Sequence[ExitTrace], p
     src = max((source_len(spec, t, src_len) for t in traces), default=1)
     positions = longest + (0 if spec.cross_attention_len else src)
     need = memory_footprint(spec, sharing, positions, src, profile.default_dtype, unshared="unshared" in methods)
-    have = profile.memory_capacity_GiB * 2**30
-    if need["total"] > have:
-        parts = ", ".join(f"{k} {v / 2**30:.2f} GiB" for k, v in need.items() if k != "total")
-        sources = f" with {src}-token sources" if spec.cross_attention_len or src_len is not None else ""
-        raise UserError(f"model {spec.name} {sharing}{sources} needs {need['total'] / 2**30:.2f} GiB ({parts}) but "
-                        f"{profile.name} has {profile.memory_capacity_GiB:.2f} GiB",
-                        where="--src-len" if src_len is not None else "--model")
+    sources = f" with {src}-token sources" if spec.cross_attention_len or src_len is not None else ""
+    check_memory(need, profile, f"model {spec.name} {sharing}{sources}",
+                 "--src-len" if src_len is not None else "--model")
     return need
+
+
+def check_memory(need: dict[str, float], profile: HardwareProfile, what: str, where: str) -> None:
+    """A `UserError` at `where` with the sizes by part when `what`'s footprint `need` exceeds the device's memory."""
+    if need["total"] > profile.memory_capacity_GiB * 2**30:
+        parts = ", ".join(f"{k} {v / 2**30:.2f} GiB" for k, v in need.items() if k != "total")
+        raise UserError(f"{what} needs {need['total'] / 2**30:.2f} GiB ({parts}) but {profile.name} has "
+                        f"{profile.memory_capacity_GiB:.2f} GiB", where=where)

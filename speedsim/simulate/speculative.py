@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from speedsim import defaults
+from speedsim import defaults, limits
 from speedsim.engine import Mode
 from speedsim.errors import UserError
 from speedsim.hardware.profile import HardwareProfile
@@ -52,7 +52,6 @@ from speedsim.workload.steps import Seq, StepContext, memory_footprint, prefill,
 
 SPECULATIVE = ("selfspec", "specdec")
 AUTO_GAMMA = 10          # `auto` tries windows 1..AUTO_GAMMA
-MAX_GAMMA = 64           # the largest window a run takes
 DRAFT = "draft."         # prefix of the draft model's tensor ids
 
 
@@ -115,8 +114,9 @@ def _draft_trace_matches(traces: Sequence[ExitTrace], drafts: Sequence[ExitTrace
 
 def check_speculation(s: Speculation, spec: ModelSpec, sharing: Sharing) -> None:
     """A `UserError` naming the flag for a method the run cannot have."""
-    if s.gamma is not None and not 1 <= s.gamma <= MAX_GAMMA:
-        raise UserError(f"must be auto or a window of 1 to {MAX_GAMMA} draft tokens, got {s.gamma}", where="--gamma")
+    if s.gamma is not None and not 1 <= s.gamma <= limits.MAX_GAMMA:
+        raise UserError(f"must be auto or a window of 1 to {limits.MAX_GAMMA} draft tokens, got {s.gamma}",
+                        where="--gamma")
     if s.method == "selfspec":
         if sharing.repeats < 2:
             raise UserError(f"a {sharing} model has one exit: no earlier exit to draft from (selfspec needs R >= 2)",
@@ -232,15 +232,6 @@ def speculative_memory(s: Speculation, target: dict[str, float], spec: ModelSpec
     out |= {f"draft_{k}": v for k, v in draft.items() if k != "total"}
     out["total"] = target["total"] + draft["total"]
     return out
-
-
-def check_memory(memory: dict[str, float], profile: HardwareProfile, what: str) -> None:
-    """A `UserError` at --draft-model when the method's footprint exceeds the device's memory."""
-    have = profile.memory_capacity_GiB * 2**30
-    if memory["total"] > have:
-        parts = ", ".join(f"{k} {v / 2**30:.2f} GiB" for k, v in memory.items() if k != "total")
-        raise UserError(f"{what} needs {memory['total'] / 2**30:.2f} GiB ({parts}) but {profile.name} has "
-                        f"{profile.memory_capacity_GiB:.2f} GiB", where="--draft-model")
 
 
 def check_window(s: Speculation, traces: Sequence[ExitTrace]) -> None:
