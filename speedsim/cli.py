@@ -9,6 +9,7 @@ from __future__ import annotations
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -122,6 +123,36 @@ def profiles_derive(from_name: str | None, datasheet: str | None, gpu: str | Non
         emit_json(summary)
         return
     click.echo(format_derive(summary))
+
+
+def _deploy(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    # kept in ctx.meta["deployment"] (field -> value): every command that builds a run passes them on
+    if value is not None:
+        ctx.meta.setdefault("deployment", {})[param.name] = value
+    return value
+
+
+def _deployment_options(fn):
+    # how the model is stored and spread over devices (simulate, serve, sensitivity, design)
+    from speedsim.dtypes import KV_DTYPES, WEIGHT_DTYPES
+
+    options = (
+        click.option("--weight-dtype", type=click.Choice(WEIGHT_DTYPES), default=None, expose_value=False,
+                     callback=_deploy,
+                     help="How the decoder layers' weights are stored: int8/int4/fp8 are weight-only quantisation "
+                          "(read as stored, scales included, dequantised on the way) [default: the model spec's, "
+                          "else the profile's dtype]."),
+        click.option("--kv-dtype", type=click.Choice(KV_DTYPES), default=None, expose_value=False, callback=_deploy,
+                     help="How the KV cache is stored [default: the model spec's, else the profile's dtype]."),
+    )
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _deployment() -> dict[str, Any]:
+    """The deployment options given to the running command (`_deployment_options`)."""
+    return dict(click.get_current_context().meta.get("deployment", {}))
 
 
 def _models_option(fn):
@@ -494,6 +525,7 @@ _speculative_options = _options(
 
 @cli.command("simulate")
 @_workload_options
+@_deployment_options
 @_decode_options
 @_speculative_options
 @click.option("--timeline", metavar="FILE", default=None,  # (text: check_output checks it as --timeline)
@@ -538,7 +570,8 @@ def simulate_cmd(profile_name: str, model_name: str, sharing: str, trace_file: s
                        settings=settings,
                        speculative={"methods": methods, "gamma": gamma, "draft_exit": draft_exit,
                                     "draft_model": draft_model, "draft_depth": draft_depth, "draft_trace": draft_trace,
-                                    "draft_accept": draft_accept, "draft_fit": draft_fit})
+                                    "draft_accept": draft_accept, "draft_fit": draft_fit},
+                       deployment=_deployment())
     result = run_scenario(build_scenario(run, model_specs=model_specs, sources=COMMAND_LINE), timeline_path)
     if as_json:
         emit_json(result.to_dict())
@@ -548,6 +581,7 @@ def simulate_cmd(profile_name: str, model_name: str, sharing: str, trace_file: s
 
 @cli.command("sensitivity")
 @_workload_options
+@_deployment_options
 @_decode_options
 @click.option("--device-control", is_flag=True,
               help="What-if: the controller runs on the device, so no step waits for its results to reach the host.")
@@ -575,7 +609,8 @@ def sensitivity_cmd(profile_name: str, model_name: str, sharing: str, trace_file
     baselines = {"both": ("unshared", "sequential"), "none": ()}.get(baseline, (baseline,))
     run = simulate_run(profile=profile_name, model=model_name, sharing=sharing, trace=trace_file, synthetic=synthetic,
                        baselines=baselines, mode=mode, src_len=src_len, limit=limit, launch_exit=launch_exit,
-                       max_in_flight=max_in_flight, device_control=device_control, bounds=False)
+                       max_in_flight=max_in_flight, device_control=device_control, bounds=False,
+                       deployment=_deployment())
     scenario, overrides = with_settings(build_scenario(run, model_specs=model_specs, sources=COMMAND_LINE), settings)
     chosen = None if params is None else params.split(",")
     result = sensitivity(scenario, chosen, STEP if step is None else step, overrides)
@@ -587,6 +622,7 @@ def sensitivity_cmd(profile_name: str, model_name: str, sharing: str, trace_file
 
 @cli.command("design")
 @_workload_options
+@_deployment_options
 @click.option("--method", type=click.Choice(list(defaults.METHODS)), default=defaults.METHOD, show_default=True,
               help="The method that must meet the target (decoded alone, or served with --serve).")
 @click.option("--vary", "vary", metavar="PATH", default=None,
@@ -657,7 +693,8 @@ def design_cmd(profile_name: str, model_name: str, sharing: str, trace_file: str
                         requests=SERVE_REQUESTS if n_requests is None else n_requests,
                         max_batch=defaults.MAX_BATCH if max_batch is None else max_batch, kv_capacity_GB=None,
                         prefill=prefill or defaults.PREFILL, prefill_budget=defaults.PREFILL_BUDGET,
-                        seed=defaults.SEED if seed is None else seed, mode=mode, settings=settings)
+                        seed=defaults.SEED if seed is None else seed, mode=mode, settings=settings,
+                        deployment=_deployment())
         served = serve_design(run, metric or "tpot_p99", target_serve, SERVE_SEEDS if seeds is None else seeds,
                               model_specs, COMMAND_LINE)
         if as_json:
@@ -676,7 +713,8 @@ def design_cmd(profile_name: str, model_name: str, sharing: str, trace_file: str
     run = simulate_run(profile=profile_name, model=model_name, sharing=sharing, trace=trace_file, synthetic=synthetic,
                        baselines=baselines, mode=mode, src_len=src_len, limit=limit,
                        launch_exit=defaults.LAUNCH_EXIT if launch_exit is None else launch_exit,
-                       max_in_flight=max_in_flight, device_control=device_control, bounds=False, settings=settings)
+                       max_in_flight=max_in_flight, device_control=device_control, bounds=False, settings=settings,
+                       deployment=_deployment())
     scenario = build_scenario(run, model_specs=model_specs, sources=COMMAND_LINE)
     result = design(scenario, method, vary, target_decode, overrides_dict(scenario.overrides))
     if as_json:
@@ -686,6 +724,7 @@ def design_cmd(profile_name: str, model_name: str, sharing: str, trace_file: str
 
 
 @cli.command("serve")
+@_deployment_options
 @click.option("--profile", "profile_name", required=True, help="Profile name or YAML path.")
 @click.option("--model", "model_name", required=True, help="Model dimensions: t5base, dec1b, dec7b or a --model-spec.")
 @click.option("--sharing", required=True, help="UxR: U distinct layers repeated R times (e.g. 4x3).")
@@ -739,7 +778,8 @@ def serve_cmd(profile_name: str, model_name: str, sharing: str, trace_file: str 
                     settings=settings,
                     speculative={"gamma": gamma, "draft_exit": draft_exit, "draft_model": draft_model,
                                  "draft_depth": draft_depth, "draft_trace": draft_trace, "draft_accept": draft_accept,
-                                 "draft_fit": draft_fit})
+                                 "draft_fit": draft_fit},
+                    deployment=_deployment())
     result = serve(run, timeline_path, model_specs, sources=COMMAND_LINE)
     if as_json:
         emit_json(result.to_dict())

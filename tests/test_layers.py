@@ -14,7 +14,7 @@ SRC = Path(__file__).resolve().parents[1] / "speedsim"
 
 LAYERS = {
     "__init__": 0, "errors": 0, "paths": 0, "yamlio": 0, "sharing": 0, "fileio": 0, "signals": 0, "defaults": 0,
-    "userpath": 0, "limits": 0,
+    "userpath": 0, "limits": 0, "dtypes": 0,
     "procs": 0,
     "hardware": 1, "data": 1,
     "workload": 2, "model": 2,

@@ -618,13 +618,17 @@ def test_model_spec_file_that_is_not_one(tmp_path: Path, tiny: str, problem: str
 
 
 def test_run_error_names_the_field_not_a_simulate_flag() -> None:
-    """A run that fails on bad input in a sweep records an error naming its field ('model'), not the flag
-    of `speedsim simulate` that sets it (`--model`), which the sweep's user never gave."""
+    """A run that fails on bad input in a sweep records an error naming its field ('model'; 'baselines' for
+    the unshared baseline that alone does not fit), not the flag of `speedsim simulate` that sets it (`--model`),
+    which the sweep's user never gave."""
     from speedsim.sweep.execute import execute
 
-    rows = execute({"profile": "l4", "model": "dec7b", "sharing": "32x4", "out_len": 8, "src_len": 16})
+    rows = execute({"profile": "l4", "model": "dec7b", "sharing": "64x2", "out_len": 8, "src_len": 16})
     assert rows[0]["status"] == "error"
     assert rows[0]["error"].startswith("UserError: field 'model': ") and "--model" not in rows[0]["error"]
+    rows = execute({"profile": "l4", "model": "dec7b", "sharing": "32x4", "out_len": 8, "src_len": 16})
+    assert rows[0]["error"].startswith("UserError: field 'baselines': the unshared baseline (dec7b 128x1)")
+    assert "baselines: [sequential]" in rows[0]["error"]
 
 
 # ------------------------------------------------------------------------------------------ at length

@@ -45,7 +45,7 @@ class KVCache:
         """An empty cache shaped for a `SharedDecoder`, in its dtype and on its device."""
         c = model.config
         p = next(model.parameters())
-        return cls(c.unique_layers, c.repeats, c.n_heads, c.max_len, c.head_dim, p.dtype, p.device)
+        return cls(c.unique_layers, c.repeats, c.kv_heads, c.max_len, c.head_dim, p.dtype, p.device)
 
     def update(self, layer: int, repeat: int, positions: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         """Write k, v (n, H, D) of the tokens at `positions` (n,) into slot (layer, repeat).

@@ -155,13 +155,18 @@ class CostModel:
             util = work / (waves * units)
             peak = (self.matrix_FLOPpus if k.matrix else self.vector_FLOPpus)[k.dtype]
             t_comp = k.flops / (peak * util)
+            if k.dequant_ops:  # weights dequantised on the way, on the vector path, overlapped like any compute
+                t_comp = t_comp + k.dequant_ops / (self.vector_FLOPpus[k.dtype] * util)
         fixed = (self.attention_latency_us if k.kclass == ATTN else self.matrix_latency_us) if k.matrix \
             else self.latency_us
         if k.indexed:
             fixed = fixed + self.index_us  # (not +=: `plan` also runs on a cost model of arrays, `plan_us_many`)
         peak_sheet = (self.matrix_datasheet_FLOPpus if k.matrix else self.vector_datasheet_FLOPpus)[k.dtype]
+        floor = k.flops / peak_sheet
+        if k.dequant_ops:
+            floor = floor + k.dequant_ops / self.vector_datasheet_FLOPpus[k.dtype]
         return KernelPlan(waves, work, walk, d_rate, c_rate, k.tile_bytes, math_us, wave_tiles, row_us, t_comp,
-                          fixed, k.flops / peak_sheet)
+                          fixed, floor)
 
     def plan_us(self, plan: KernelPlan, dram_bytes: float, onchip_bytes: float) -> float:
         """Device time (us) of a kernel with `plan`, alone on the device, moving `onchip_bytes` through

@@ -33,6 +33,7 @@ class SpeedConfig:
     tie_embeddings: bool = True  # LM head shares the token-embedding matrix (T5 does)
     init_std: float = 0.02  # std of the normal initialisation of weight matrices (GPT-2 / nanoGPT value)
     seed: int = 0  # seed of the parameter initialisation (SharedDecoder(config) is deterministic)
+    n_kv_heads: int | None = None  # key/value heads of self-attention (grouped-query; 1: multi-query); None: n_heads
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -44,6 +45,9 @@ class SpeedConfig:
             raise UserError(f"must be >= 0, got {self.encoder_layers}", where="encoder_layers")
         if self.d_model % self.n_heads:
             raise UserError(f"{self.d_model} is not divisible by n_heads={self.n_heads}", where="d_model")
+        if self.n_kv_heads is not None and (self.n_kv_heads < 1 or self.n_kv_heads > self.n_heads
+                                            or self.n_heads % self.n_kv_heads):
+            raise UserError(f"{self.n_kv_heads} does not divide n_heads={self.n_heads}", where="n_kv_heads")
         if self.ffn not in FFN_KINDS:
             raise UserError(f"must be one of {', '.join(FFN_KINDS)}, got {self.ffn!r}", where="ffn")
         if not 0.0 <= self.dropout < 1.0:
@@ -67,6 +71,11 @@ class SpeedConfig:
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
+
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads of self-attention (n_heads unless grouped-query)."""
+        return self.n_heads if self.n_kv_heads is None else self.n_kv_heads
 
     @property
     def sharing(self) -> Sharing:
@@ -107,6 +116,8 @@ def _check_type(name: str, value: Any) -> None:
             not isinstance(value, tuple) or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in value)
         ):
             raise UserError("must be a list of numbers or null", where=name)
+        return
+    if name == "n_kv_heads" and value is None:
         return
     kind = _FIELD_TYPES.get(name, int)
     if kind is float:

@@ -52,17 +52,38 @@ class RMSNorm(nn.Module):
 
 
 class SelfAttention(nn.Module):
+    """Multi-head self-attention, or grouped-query (`n_kv_heads` < `n_heads`: each key/value head serves
+    `group` query heads; the cache holds the key/value heads only, expanded for the product)."""
+
     def __init__(self, cfg: SpeedConfig):
         super().__init__()
         self.n_heads, self.head_dim = cfg.n_heads, cfg.head_dim
-        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
+        self.kv_heads = cfg.kv_heads
+        self.group = cfg.n_heads // cfg.kv_heads
+        self.qkv = nn.Linear(cfg.d_model, (cfg.n_heads + 2 * cfg.kv_heads) * cfg.head_dim, bias=False)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.drop = nn.Dropout(cfg.dropout)
+
+    def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q (..., H, D), k and v (..., H_kv, D) of x (..., C)."""
+        lead, D = x.shape[:-1], self.head_dim
+        if self.group == 1:
+            return self.qkv(x).view(*lead, 3, self.n_heads, D).unbind(-3)
+        q, k, v = self.qkv(x).split([self.n_heads * D, self.kv_heads * D, self.kv_heads * D], dim=-1)
+        return q.view(*lead, self.n_heads, D), k.view(*lead, self.kv_heads, D), v.view(*lead, self.kv_heads, D)
+
+    def _expand(self, t: torch.Tensor, dim: int) -> torch.Tensor:
+        """Key/value heads along `dim` repeated for the query heads they serve (no copy without groups)."""
+        return t if self.group == 1 else t.repeat_interleave(self.group, dim=dim)
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         """Whole-sequence attention; `allowed` (B, 1, T, T) is True where a query may see a key."""
         B, T, C = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, D)
+        if self.group == 1:
+            q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, D)
+        else:
+            q, k, v = (t.transpose(1, 2) for t in self._qkv(x))  # (B, H, T, D), (B, H_kv, T, D) x 2
+            k, v = self._expand(k, 1), self._expand(v, 1)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)  # (B, H, T, D)
         return self.drop(self.proj(y.transpose(1, 2).reshape(B, T, C)))
 
@@ -76,18 +97,20 @@ class SelfAttention(nn.Module):
         share a repeat (a prefill: the whole prompt) are handled per repeat with a causal mask.
         """
         N, C = x.shape
-        q, k, v = self.qkv(x).view(N, 3, self.n_heads, self.head_dim).unbind(1)  # 3 x (N, H, D)
+        q, k, v = self._qkv(x)  # (N, H, D), (N, H_kv, D) x 2
         if isinstance(plan, TokenBatch):
             cache.update_tokens(layer, plan.repeats, plan.positions, k, v)
-            keys, values = cache.gather(layer, plan.repeats, plan.length)  # (N, H, L, D) each
-            y = F.scaled_dot_product_attention(q.unsqueeze(2), keys, values, attn_mask=plan.allowed)  # (N, H, 1, D)
+            keys, values = cache.gather(layer, plan.repeats, plan.length)  # (N, H_kv, L, D) each
+            y = F.scaled_dot_product_attention(q.unsqueeze(2), self._expand(keys, 1), self._expand(values, 1),
+                                               attn_mask=plan.allowed)  # (N, H, 1, D)
             return self.proj(y.reshape(N, C))
         y = torch.empty_like(q)  # (N, H, D)
         for g in plan:
             cache.update(layer, g.repeat, g.positions, k[g.index], v[g.index])
-            keys, values = cache.keys_values(layer, g.repeat, g.length)  # (H, L, D) each
+            keys, values = cache.keys_values(layer, g.repeat, g.length)  # (H_kv, L, D) each
             qg = q[g.index].transpose(0, 1).unsqueeze(0)  # (1, H, n, D)
-            out = F.scaled_dot_product_attention(qg, keys.unsqueeze(0), values.unsqueeze(0), attn_mask=g.allowed)
+            out = F.scaled_dot_product_attention(qg, self._expand(keys, 0).unsqueeze(0),
+                                                 self._expand(values, 0).unsqueeze(0), attn_mask=g.allowed)
             y[g.index] = out[0].transpose(0, 1)  # (n, H, D)
         return self.proj(y.reshape(N, C))
 

@@ -41,12 +41,15 @@ def settings_options(settings: Sequence[str], where: str = "--set") -> tuple[tup
 def simulate_run(*, profile: str, model: str, sharing: str, trace: str | Path | None, synthetic: str | None,
                  baselines: tuple[str, ...], mode: str, src_len: int | None, limit: int | None, launch_exit: int,
                  max_in_flight: int | None, device_control: bool, bounds: bool,
-                 settings: Sequence[str] = (), speculative: dict | None = None) -> RunParams:
+                 settings: Sequence[str] = (), speculative: dict | None = None,
+                 deployment: dict | None = None) -> RunParams:
     """`speedsim simulate`'s options as a run (`--src-len` overrides a synthetic text's `src=`; `settings`:
     the `--set PATH=VALUE` what-ifs; `speculative`: the speculative methods' fields given, `methods`,
-    `gamma`, `draft_exit`, `draft_model`, `draft_depth`, `draft_trace`, `draft_accept`)."""
+    `gamma`, `draft_exit`, `draft_model`, `draft_depth`, `draft_trace`, `draft_accept`; `deployment`: the
+    precision and parallelism fields given, `weight_dtype`, `kv_dtype`, ...)."""
     fields = workload_options(trace, synthetic)
     fields |= {k: v for k, v in (speculative or {}).items() if v is not None and v != ()}
+    fields |= {k: v for k, v in (deployment or {}).items() if v is not None}
     if settings:
         fields["overrides"] = settings_options(settings)
     if src_len is not None:
@@ -62,11 +65,13 @@ def simulate_run(*, profile: str, model: str, sharing: str, trace: str | Path | 
 def serve_run(*, profile: str, model: str, sharing: str, trace: str | Path | None, synthetic: str | None,
               method: str, arrivals: str, requests: int, max_batch: int, kv_capacity_GB: float | None,
               prefill: str, prefill_budget: int, seed: int, mode: str, settings: Sequence[str] = (),
-              speculative: dict | None = None) -> RunParams:
+              speculative: dict | None = None, deployment: dict | None = None) -> RunParams:
     """`speedsim serve`'s options as a serving run (`--seed` seeds arrivals and sampling, `serve_seed`;
-    `settings`: the `--set PATH=VALUE` what-ifs; `speculative`: the speculative method's fields given)."""
+    `settings`: the `--set PATH=VALUE` what-ifs; `speculative`: the speculative method's fields given;
+    `deployment`: the precision and parallelism fields given)."""
     fields = workload_options(trace, synthetic)
     fields |= {k: v for k, v in (speculative or {}).items() if v is not None and v != ()}
+    fields |= {k: v for k, v in (deployment or {}).items() if v is not None}
     if settings:
         fields["overrides"] = settings_options(settings)
     return run_from_options(profile=profile, model=model, sharing=sharing, mode=mode, serve_method=method,

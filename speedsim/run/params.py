@@ -29,6 +29,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 
 from speedsim import defaults, limits
+from speedsim.dtypes import KvDtype, WeightDtype
 from speedsim.errors import UserError
 from speedsim.sharing import MAX_REPEATS
 from speedsim.trace.io import resolve_trace
@@ -108,6 +109,11 @@ class RunParams(BaseModel):
     draft_accept: float | None = Field(None, description="specdec without a draft trace: i.i.d. acceptance alpha")
     draft_fit: str | None = Field(None, description="specdec: acceptance from a two-state model fitted to this draft "
                                   "trace (runs of accepted drafts as long as its)")
+    weight_dtype: WeightDtype | None = Field(None, description="how the decoder layers' weights are stored: bf16, "
+                                             "fp16, fp8, int8, int4 (weight-only quantisation; default: the model "
+                                             "spec's, else the profile's dtype)")
+    kv_dtype: KvDtype | None = Field(None, description="how the KV cache is stored: bf16, fp16, fp8, int8 (default: "
+                                     "the model spec's, else the profile's dtype)")
 
     @model_validator(mode="before")
     @classmethod
@@ -298,7 +304,8 @@ NUMBER_FIELDS = ("limit", "mispredict", "burst", "out_len", "src_len", "seqs", "
                  "draft_depth", "draft_accept")
 LATER_FIELDS = frozenset({"fit", "device_control", "requests", "serve_method", "arrivals", "max_batch", "kv_capacity_GB",
                           "prefill", "prefill_budget", "serve_seed", "overrides", "methods", "draft_exit", "gamma",
-                          "draft_model", "draft_depth", "draft_trace", "draft_accept", "draft_fit"})
+                          "draft_model", "draft_depth", "draft_trace", "draft_accept", "draft_fit", "weight_dtype",
+                          "kv_dtype"})
 # what only a serving run (requests set) or only a decode run takes
 SERVING_FIELDS = ("serve_method", "arrivals", "max_batch", "kv_capacity_GB", "prefill", "prefill_budget", "serve_seed")
 DECODE_FIELDS = ("baselines", "bounds", "device_control", "methods")  # (speculative serving: not yet)

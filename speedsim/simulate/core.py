@@ -18,7 +18,7 @@ from speedsim.engine import CAUSES, ClassTotals, Engine, Mode, Recorder
 from speedsim.engine.core import ProgramTotals
 from speedsim.engine.recorder import merged_chrome_trace
 from speedsim.fileio import write_text
-from speedsim.hardware import BYTES_PER_ELEMENT, HardwareProfile
+from speedsim.hardware import HardwareProfile
 from speedsim.hardware.bounds import at_end
 from speedsim.pipeline import Policy
 from speedsim.run import check_decodable
@@ -197,7 +197,7 @@ def simulate(profile: HardwareProfile, spec: ModelSpec, sharing: Sharing, traces
         check_speculation(s, spec, sharing)
     mode, mode_notes = effective_mode(profile, mode)
     # each method's own footprint (the unshared baseline holds every layer), the largest checked first
-    need = {m: check_fits(spec, sharing, traces, profile, (m,) if m == "unshared" else (), src_len)
+    need = {m: check_fits(spec, sharing, traces, profile, (m,) if m == "unshared" else (), src_len, baselines)
             for m in sorted(("speed", *baselines), key=lambda m: m != "unshared")}
     phases, stats = build_phases(spec, sharing, traces, profile, baselines, policy, src_len)
     rt = not device_control
@@ -227,7 +227,7 @@ def run_notes(profile: HardwareProfile, spec: ModelSpec, sharing: Sharing) -> tu
     if profile.kind != "accelerator":
         return ()
     onchip = profile.l2
-    group = sharing.unique * spec.layer_weight_elements() * BYTES_PER_ELEMENT[profile.default_dtype]
+    group = sharing.unique * spec.layer_weight_bytes(profile.default_dtype)
     if group <= onchip.usable_bytes:
         return ()
     return (f"the {sharing.unique} shared decoder layers' weights ({group / 1e6:.1f} MB) do not fit "

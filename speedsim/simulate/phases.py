@@ -81,21 +81,33 @@ def build_phases(spec: ModelSpec, sharing: Sharing, traces: Sequence[ExitTrace],
 
 
 def check_fits(spec: ModelSpec, sharing: Sharing, traces: Sequence[ExitTrace], profile: HardwareProfile,
-               methods: Sequence[str], src_len: int | None) -> dict[str, float]:
-    """Device memory the decode needs; a `UserError` (exit 2) with the sizes if it does not fit."""
+               methods: Sequence[str], src_len: int | None, baselines: Sequence[str] = ()) -> dict[str, float]:
+    """Device memory the decode needs; a `UserError` (exit 2) with the sizes if it does not fit: the shared
+    model's first, then the unshared baseline's (in `methods`), named as such with how to leave it out
+    (`baselines`: the run's, for the hint)."""
     longest = max((len(t.exits) for t in traces), default=1)
     src = max((source_len(spec, t, src_len) for t in traces), default=1)
     positions = longest + (0 if spec.cross_attention_len else src)
-    need = memory_footprint(spec, sharing, positions, src, profile.default_dtype, unshared="unshared" in methods)
     sources = f" with {src}-token sources" if spec.cross_attention_len or src_len is not None else ""
+    need = memory_footprint(spec, sharing, positions, src, profile.default_dtype)
     check_memory(need, profile, f"model {spec.name} {sharing}{sources}",
                  "--src-len" if src_len is not None else "--model")
+    if "unshared" not in methods:
+        return need
+    # the unshared baseline holds every layer's weights: named on its own, with how to leave it out
+    need = memory_footprint(spec, sharing, positions, src, profile.default_dtype, unshared=True)
+    others = [m for m in baselines if m != "unshared"]
+    check_memory(need, profile, f"the unshared baseline ({spec.name} {sharing.depth}x1{sources}), beside which "
+                 f"{spec.name} {sharing} fits,", "--baseline",
+                 hint=f"leave it out with --baseline {others[0] if others else 'none'} (a sweep: baselines: "
+                      f"[{', '.join(others)}])")
     return need
 
 
-def check_memory(need: dict[str, float], profile: HardwareProfile, what: str, where: str) -> None:
-    """A `UserError` at `where` with the sizes by part when `what`'s footprint `need` exceeds the device's memory."""
+def check_memory(need: dict[str, float], profile: HardwareProfile, what: str, where: str, hint: str = "") -> None:
+    """A `UserError` at `where` with the sizes by part when `what`'s footprint `need` exceeds the device's memory
+    (`hint`: what to do about it, after the sizes)."""
     if need["total"] > profile.memory_capacity_GiB * 2**30:
         parts = ", ".join(f"{k} {v / 2**30:.2f} GiB" for k, v in need.items() if k != "total")
         raise UserError(f"{what} needs {need['total'] / 2**30:.2f} GiB ({parts}) but {profile.name} has "
-                        f"{profile.memory_capacity_GiB:.2f} GiB", where=where)
+                        f"{profile.memory_capacity_GiB:.2f} GiB" + (f": {hint}" if hint else ""), where=where)

@@ -32,7 +32,7 @@ from speedsim.trace.io import read_traces, resolve_trace
 from speedsim.trace.schema import ExitTrace
 from speedsim.trace.workload import FIT_WHERE
 from speedsim.workload import get_model, resolve_models
-from speedsim.workload.models import ModelSpec
+from speedsim.workload.models import ModelSpec, with_precision
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,8 @@ def build_scenario(run: RunParams, base_dir: str | Path = "", model_specs: Seque
     from (`COMMAND_LINE` for simulate's flags)."""
     sharing = Sharing.parse(run.sharing)
     hw, overrides = cached_whatif(run.profile, run.overrides)
-    spec = get_model(run.model, cached_models(tuple(str(p) for p in model_specs), sources.model_specs))
+    spec = with_precision(get_model(run.model, cached_models(tuple(str(p) for p in model_specs),
+                                                             sources.model_specs)), run.weight_dtype, run.kv_dtype)
     workload = run_workload(run, sharing.repeats, base_dir, sources)
     if isinstance(workload, TraceWorkload):
         traces = cached_traces(str(workload.path), sources.trace)[: workload.limit]
@@ -159,8 +160,9 @@ def speculation_of(run: RunParams, method: str, spec: ModelSpec, sharing: Sharin
         s = Speculation("selfspec", gamma, draft_exit=run.draft_exit)
     else:
         try:
-            draft = get_model(run.draft_model or run.model,
-                              cached_models(tuple(str(p) for p in model_specs), sources.model_specs))
+            draft = with_precision(get_model(run.draft_model or run.model,
+                                             cached_models(tuple(str(p) for p in model_specs), sources.model_specs)),
+                                   run.weight_dtype, run.kv_dtype)
         except UserError as err:
             if run.draft_model is None or err.where != "--model":
                 raise

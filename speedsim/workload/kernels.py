@@ -88,6 +88,7 @@ class Kernel:
     tile_flops: float = 0.0      # ... and its FLOPs, queries padded to the kernel's query tile
     indexed: bool = False        # operands are not contiguous: offsets are computed per element first
     items: ItemAccesses | None = None  # each batch item's own tensor, after `accesses`
+    dequant_ops: float = 0.0     # vector work of dequantising weights stored in another format (per run)
 
     @property
     def all_accesses(self) -> tuple[Access, ...]:

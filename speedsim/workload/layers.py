@@ -35,15 +35,16 @@ def decoder_layer(spec: ModelSpec, layer_id: str, kv_lens: list[int], cache_ids:
     ids = tuple(cache_ids)
     batch = len(ids)
     pre, mid, post = _layer_shape(spec, layer_id, batch * queries, dtype, rules)
-    k_write, v_write = kv_writes(layer_id, ids, queries, spec.d_model, dtype, rules)
+    k_write, v_write = kv_writes(layer_id, ids, queries, spec.kv_width, dtype, rules, spec.kv_format(dtype))
+    kvf = spec.kv_format(dtype)
     attn = attention(f"{layer_id}.attn", spec, queries, [n + queries for n in kv_lens], ids, queries > 1, dtype,
-                     rules)
+                     rules, kv_dtype=kvf)
     kernels = [*pre, k_write, v_write, *attn, *mid]
     if spec.cross_attention_len:
         cross = tuple(cross_ids or [f"cross.{layer_id}"] * batch)
         lens = tuple(cross_lens or ()) or (spec.cross_attention_len,) * batch
         kernels += attention(f"{layer_id}.xattn", spec, queries, lens, cross, False, dtype, rules,
-                             host_ops=rules.host_ops.cross_attention)
+                             host_ops=rules.host_ops.cross_attention, kv_dtype=kvf)
         kernels += post
     return Program(kernels)
 
@@ -64,13 +65,14 @@ def decoder_layer_windows(spec: ModelSpec, layer_id: str, windows: list[Window],
     pre, mid, post = _layer_shape(spec, layer_id, rows, dtype, rules)
     kernels = [*pre]
     for q, kv, ids, _, _ in windows:
-        kernels += kv_writes(layer_id, tuple(ids), q, spec.d_model, dtype, rules)
-        kernels += attention(f"{layer_id}.attn", spec, q, [n + q for n in kv], tuple(ids), q > 1, dtype, rules)
+        kernels += kv_writes(layer_id, tuple(ids), q, spec.kv_width, dtype, rules, spec.kv_format(dtype))
+        kernels += attention(f"{layer_id}.attn", spec, q, [n + q for n in kv], tuple(ids), q > 1, dtype, rules,
+                             kv_dtype=spec.kv_format(dtype))
     kernels += mid
     if spec.cross_attention_len:
         for q, _, _, cross, lens in windows:
             kernels += attention(f"{layer_id}.xattn", spec, q, tuple(lens), tuple(cross), False, dtype, rules,
-                                 host_ops=rules.host_ops.cross_attention)
+                                 host_ops=rules.host_ops.cross_attention, kv_dtype=spec.kv_format(dtype))
         kernels += post
     return Program(kernels)
 
@@ -81,27 +83,28 @@ def _layer_shape(spec: ModelSpec, layer_id: str, rows: int, dtype: str,
     """The kernels of a layer over `rows` tokens that do not depend on which caches they use or
     their lengths: before the KV writes, after self-attention, after cross-attention (empty
     without it)."""
-    d, dff = spec.d_model, spec.d_ff
+    d, dff, q, kv = spec.d_model, spec.d_ff, spec.q_width, spec.kv_width
+    w = spec.weight_format(dtype)
     pre = (rmsnorm(f"{layer_id}.norm1", rows, d, dtype, rules.host_ops.norm),
-           *linear(f"{layer_id}.qkv", f"{layer_id}.qkv", rows, d, 3 * d, dtype, rules))
-    mid = [*linear(f"{layer_id}.o", f"{layer_id}.o", rows, d, d, dtype, rules),
+           *linear(f"{layer_id}.qkv", f"{layer_id}.qkv", rows, d, q + 2 * kv, dtype, rules, wfmt=w))
+    mid = [*linear(f"{layer_id}.o", f"{layer_id}.o", rows, q, d, dtype, rules, wfmt=w),
            elementwise(f"{layer_id}.add1", rows * d, 2, dtype, rules)]
     post: list[Kernel] = []
     if spec.cross_attention_len:
         mid += [rmsnorm(f"{layer_id}.norm_x", rows, d, dtype, rules.host_ops.norm),
-                *linear(f"{layer_id}.xq", f"{layer_id}.xq", rows, d, d, dtype, rules)]
-        post += [*linear(f"{layer_id}.xo", f"{layer_id}.xo", rows, d, d, dtype, rules),
+                *linear(f"{layer_id}.xq", f"{layer_id}.xq", rows, d, q, dtype, rules, wfmt=w)]
+        post += [*linear(f"{layer_id}.xo", f"{layer_id}.xo", rows, q, d, dtype, rules, wfmt=w),
                  elementwise(f"{layer_id}.add_x", rows * d, 2, dtype, rules)]
     tail = post if spec.cross_attention_len else mid
     tail.append(rmsnorm(f"{layer_id}.norm2", rows, d, dtype, rules.host_ops.norm))
-    tail += linear(f"{layer_id}.w1", f"{layer_id}.w1", rows, d, (2 if spec.gated else 1) * dff, dtype, rules)
+    tail += linear(f"{layer_id}.w1", f"{layer_id}.w1", rows, d, (2 if spec.gated else 1) * dff, dtype, rules, wfmt=w)
     if spec.gated:
         # gate and up are slices of the fused w1 output: contiguous for one row, strided for several
         tail += [dataclasses.replace(elementwise(f"{layer_id}.silu", rows * dff, 1, dtype, rules, 4.0), indexed=rows > 1),
                  dataclasses.replace(elementwise(f"{layer_id}.mul", rows * dff, 2, dtype, rules), indexed=rows > 1)]
     else:
         tail.append(elementwise(f"{layer_id}.{spec.ffn}", rows * dff, 1, dtype, rules))
-    tail += linear(f"{layer_id}.w2", f"{layer_id}.w2", rows, dff, d, dtype, rules)
+    tail += linear(f"{layer_id}.w2", f"{layer_id}.w2", rows, dff, d, dtype, rules, wfmt=w)
     tail.append(elementwise(f"{layer_id}.add2", rows * d, 2, dtype, rules))
     return pre, tuple(mid), tuple(post)
 

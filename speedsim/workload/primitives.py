@@ -31,7 +31,7 @@ from speedsim.workload.kernels import (
     ItemAccesses,
     Kernel,
 )
-from speedsim.workload.models import ModelSpec
+from speedsim.workload.models import ModelSpec, quantized, weight_bytes
 from speedsim.workload.rules import KernelRules
 
 
@@ -39,18 +39,31 @@ def _elt(dtype: str) -> int:
     return BYTES_PER_ELEMENT[dtype]
 
 def linear(name: str, weight_id: str, rows: int, d_in: int, d_out: int, dtype: str, rules: KernelRules,
-           tclass: str = WEIGHTS) -> list[Kernel]:
-    """y(rows x d_out) = x(rows x d_in) @ W^T: one GEMV/GEMM, plus a split-K reduction when chosen."""
+           tclass: str = WEIGHTS, wfmt: str | None = None) -> list[Kernel]:
+    """y(rows x d_out) = x(rows x d_in) @ W^T: one GEMV/GEMM, plus a split-K reduction when chosen.
+
+    `wfmt`: how W is stored (default `dtype`); another format is read as stored and dequantised on the
+    way (`speedsim.workload.models.WeightFormat`: its bytes with their scales, and its vector work)."""
     b = _elt(dtype)
     out_tiles = math.ceil(d_out / rules.tile_rows) * math.ceil(rows / rules.tile_tokens)
     split = d_in >= rules.splitk_min_in and out_tiles < rules.units
     k_blocks = math.ceil(d_in / rules.tile_k) if split else 1
     passes = rows if rows < rules.row_reuse_min else 1  # weight reads: once, or once per row
+    fmt = wfmt or dtype
+    q = quantized(fmt, dtype)
+    w_read: float
+    w_size: float
+    if q is None:
+        w_read, w_size = passes * d_in * d_out * b, d_in * d_out * b
+    else:
+        w_size = weight_bytes(fmt, dtype, d_in, d_out)
+        w_read = passes * w_size
     main = Kernel(
         name=name, flops=2.0 * rows * d_in * d_out, matrix=True, dtype=dtype, kclass=GEMM,
         parallel_work=out_tiles * k_blocks,
-        accesses=(Access(weight_id, tclass, passes * d_in * d_out * b, footprint_bytes=d_in * d_out * b),
+        accesses=(Access(weight_id, tclass, w_read, footprint_bytes=w_size),
                   Access(ACT, ACTIVATIONS, rows * d_in * b, rows * d_out * (4 if split else b))),
+        dequant_ops=0.0 if q is None else passes * d_in * d_out * q.dequant_ops,
     )
     if not split:
         return [main]
@@ -80,9 +93,10 @@ def rmsnorm(name: str, rows: int, d: int, dtype: str, host_ops: int = 1) -> Kern
 
 
 def kv_write(name: str, cache_ids: list[str] | tuple[str, ...], rows_each: int, d: int, dtype: str,
-             rules: KernelRules) -> Kernel:
-    """Copy the new K (or V) rows of every batch item into its cache."""
-    b = _elt(dtype)
+             rules: KernelRules, kv_dtype: str | None = None) -> Kernel:
+    """Copy the new K (or V) rows (`d` wide) of every batch item into its cache (stored as `kv_dtype`,
+    default `dtype`)."""
+    b = _elt(kv_dtype or dtype)
     ids = tuple(cache_ids)
     return _kv_write(name, ItemAccesses(KV, ids, (rows_each * d * b,) * len(ids), write=True), rows_each, d, dtype,
                      rules)
@@ -98,10 +112,10 @@ def _kv_write(name: str, items: ItemAccesses, rows_each: int, d: int, dtype: str
 
 @lru_cache(maxsize=1024)
 def kv_writes(layer_id: str, cache_ids: tuple[str, ...], rows_each: int, d: int, dtype: str,
-              rules: KernelRules) -> tuple[Kernel, Kernel]:
+              rules: KernelRules, kv_dtype: str | None = None) -> tuple[Kernel, Kernel]:
     """A layer's K and V cache writes (the same items; cached: a serving batch writes the same
-    caches step after step until it changes)."""
-    b = _elt(dtype)
+    caches step after step until it changes): `d` wide rows, stored as `kv_dtype` (default `dtype`)."""
+    b = _elt(kv_dtype or dtype)
     items = ItemAccesses(KV, cache_ids, (rows_each * d * b,) * len(cache_ids), write=True)
     return (_kv_write(f"{layer_id}.k_write", items, rows_each, d, dtype, rules),
             _kv_write(f"{layer_id}.v_write", items, rows_each, d, dtype, rules))
@@ -109,7 +123,7 @@ def kv_writes(layer_id: str, cache_ids: tuple[str, ...], rows_each: int, d: int,
 
 def attention(name: str, spec: ModelSpec, queries: int, keys: list[int] | tuple[int, ...],
               cache_ids: list[str] | tuple[str, ...], masked: bool, dtype: str, rules: KernelRules,
-              tclass: str = KV, host_ops: int | None = None) -> list[Kernel]:
+              tclass: str = KV, host_ops: int | None = None, kv_dtype: str | None = None) -> list[Kernel]:
     """Scaled-dot-product attention of `queries` rows per batch item over that item's `keys`.
 
     One batch item per entry of `keys`/`cache_ids` (SPEED's pipelined step stacks the in-flight
@@ -124,36 +138,43 @@ def attention(name: str, spec: ModelSpec, queries: int, keys: list[int] | tuple[
       (fill, fill, where) and the output cleared (memset).
     Each block walks `key_tiles` tiles of `tile_bytes` K/V bytes and `tile_flops` FLOPs (costed
     by `speedsim.engine.cost`). `host_ops`: framework ops of the call (default: the profile's
-    count for a self-attention).
+    count for a self-attention). `kv_dtype`: how the K/V are stored (default `dtype`).
+
+    Grouped-query attention (`spec.n_kv_heads` < `n_heads`): one block per K/V head walks its keys for
+    all the query heads that share it, packed as query rows (`group` x queries), as FlashAttention's
+    and FlashInfer's decode kernels do, so each K/V head's cache is read once.
     """
     ids, lens = tuple(cache_ids), tuple(keys)
     if len(ids) != len(lens):
         raise ValueError(f"attention '{name}': {len(lens)} key lengths for {len(ids)} caches")
     if host_ops is None:
         host_ops = rules.host_ops.self_attention
-    return list(_attention(name, spec, queries, lens, ids, masked, dtype, rules, tclass, host_ops))
+    return list(_attention(name, spec, queries, lens, ids, masked, dtype, rules, tclass, host_ops, kv_dtype or dtype))
 
 
 @lru_cache(maxsize=256)
 def _attention(name: str, spec: ModelSpec, queries: int, keys: tuple[int, ...], cache_ids: tuple[str, ...],
-               masked: bool, dtype: str, rules: KernelRules, tclass: str, host_ops: int) -> tuple[Kernel, ...]:
+               masked: bool, dtype: str, rules: KernelRules, tclass: str, host_ops: int,
+               kv_dtype: str) -> tuple[Kernel, ...]:
     # cached: a serving batch's cross-attention is the same step after step until the batch changes
     b = _elt(dtype)
     h = spec.n_heads
     single = queries == 1 and not masked
     split, flops, work, nbytes, key_tiles, tile_bytes, tile_flops = _attention_shape(spec, queries, keys, masked,
-                                                                                     dtype, rules)
+                                                                                     kv_dtype, rules)
+    out = len(keys) * queries * spec.q_width * b  # its queries in, its outputs out
     main = Kernel(name=name, flops=flops, matrix=True, dtype=dtype, parallel_work=work, host_ops=host_ops, kclass=ATTN,
                   kind=STREAM if queries == 1 else MULTI_QUERY, key_tiles=key_tiles, tile_bytes=tile_bytes,
-                  tile_flops=tile_flops, accesses=_act_access(len(keys) * queries * spec.d_model * b),
+                  tile_flops=tile_flops, accesses=_act_access(out),
                   items=ItemAccesses(tclass, cache_ids, nbytes))
     if split:
-        if work <= h * len(keys):
-            return (main,)
-        partial = work * spec.d_head * 4.0 * queries
-        return (main, Kernel(name=name + ".reduce", flops=float(work * spec.d_head), dtype=dtype, host_ops=0,
+        g = spec.group
+        if work <= spec.kv_heads * math.ceil(g / rules.decode_query_tile) * len(keys):
+            return (main,)  # no item's keys were long enough to split
+        partial = work * g * spec.d_head * 4.0 * queries
+        return (main, Kernel(name=name + ".reduce", flops=float(work * g * spec.d_head), dtype=dtype, host_ops=0,
                              kclass=REDUCE, indexed=True, parallel_work=max(1, h * len(keys)),
-                             accesses=(Access(ACT, ACTIVATIONS, partial, len(keys) * queries * spec.d_model * b),)))
+                             accesses=(Access(ACT, ACTIVATIONS, partial, out),)))
     if single:
         return (main,)  # the single-query kernel needs no preparation
     prep: list[Kernel] = []
@@ -174,29 +195,30 @@ def _act_access(nbytes: int) -> tuple[Access, ...]:
 
 
 @lru_cache(maxsize=64)
-def _attention_shape(spec: ModelSpec, queries: int, keys: tuple[int, ...], masked: bool, dtype: str,
+def _attention_shape(spec: ModelSpec, queries: int, keys: tuple[int, ...], masked: bool, kv_dtype: str,
                      rules: KernelRules) -> tuple[bool, float, int, tuple[float, ...], int, float, float]:
     """What an attention call's kernels need from its key lengths alone (shared by every layer of
     a step): split-KV or not, FLOPs, blocks, each item's K/V bytes, and one block's key tiles."""
-    b = _elt(dtype)
-    h, dh, d = spec.n_heads, spec.d_head, spec.d_model
+    b = _elt(kv_dtype)  # K/V as stored
+    kvh, dh, q_width, kv_width = spec.kv_heads, spec.d_head, spec.q_width, spec.kv_width
+    rows = queries * spec.group  # query rows of one block: the query heads of its K/V head packed (GQA)
     single = queries == 1 and not masked
-    q_tiles = 1 if single else math.ceil(queries / rules.query_tile)
+    q_tiles = math.ceil(rows / rules.decode_query_tile) if single else math.ceil(rows / rules.query_tile)
     longest = max(keys)
-    split = single and longest >= rules.split_min_keys and len(keys) * h * q_tiles < rules.split_fill * rules.units
+    split = single and longest >= rules.split_min_keys and len(keys) * kvh * q_tiles < rules.split_fill * rules.units
     flops = 0.0
     for kv_len in keys:
-        flops += 4.0 * queries * kv_len * d
+        flops += 4.0 * queries * kv_len * q_width
     if split:
         split_keys = rules.split_keys
-        work = h * sum(math.ceil(kv_len / split_keys) for kv_len in keys)
+        work = kvh * q_tiles * sum(math.ceil(kv_len / split_keys) for kv_len in keys)
     else:
-        work = h * q_tiles * len(keys)
-    nbytes = tuple([2.0 * kv_len * d * b for kv_len in keys])  # K and V rows
+        work = kvh * q_tiles * len(keys)
+    nbytes = tuple([2.0 * kv_len * kv_width * b for kv_len in keys])  # K and V rows
     block_keys = rules.split_keys if split else longest
     q_pad = rules.decode_query_tile if single else rules.query_tile
     if not rules.pad_queries:
-        q_pad = min(q_pad, queries)
+        q_pad = min(q_pad, rows)
     tile_keys = min(rules.key_tile, block_keys)
     key_tiles = math.ceil(block_keys / tile_keys)
     return split, flops, work, nbytes, key_tiles, 2.0 * tile_keys * dh * b, 4.0 * q_pad * tile_keys * dh

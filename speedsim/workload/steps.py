@@ -210,18 +210,20 @@ def encoder_layer(spec: ModelSpec, layer_id: str, tokens: int, dtype: str, rules
 @lru_cache(maxsize=1024)
 def _encoder_layer(spec: ModelSpec, layer_id: str, tokens: int, dtype: str, rules: KernelRules) -> tuple[Kernel, ...]:
     # cached: every request of a serving run with this source length prefills the same encoder
-    d, dff = spec.d_model, spec.d_ff
+    d, dff, q, kv = spec.d_model, spec.d_ff, spec.q_width, spec.kv_width
+    w = spec.weight_format(dtype)
     p = Program()
     p.add(rmsnorm(f"{layer_id}.norm1", tokens, d, dtype, rules.host_ops.norm))
-    p.add(*linear(f"{layer_id}.qkv", f"{layer_id}.qkv", tokens, d, 3 * d, dtype, rules))
+    p.add(*linear(f"{layer_id}.qkv", f"{layer_id}.qkv", tokens, d, q + 2 * kv, dtype, rules, wfmt=w))
     p.add(*attention(f"{layer_id}.attn", spec, tokens, [tokens], [f"{layer_id}.kv"], False, dtype, rules,
                      tclass="activations"))
-    p.add(*linear(f"{layer_id}.o", f"{layer_id}.o", tokens, d, d, dtype, rules))
+    p.add(*linear(f"{layer_id}.o", f"{layer_id}.o", tokens, q, d, dtype, rules, wfmt=w))
     p.add(elementwise(f"{layer_id}.add1", tokens * d, 2, dtype, rules))
     p.add(rmsnorm(f"{layer_id}.norm2", tokens, d, dtype, rules.host_ops.norm))
-    p.add(*linear(f"{layer_id}.w1", f"{layer_id}.w1", tokens, d, (2 if spec.gated else 1) * dff, dtype, rules))
+    p.add(*linear(f"{layer_id}.w1", f"{layer_id}.w1", tokens, d, (2 if spec.gated else 1) * dff, dtype, rules,
+                  wfmt=w))
     p.add(elementwise(f"{layer_id}.act", tokens * dff * (2 if spec.gated else 1), 1, dtype, rules))
-    p.add(*linear(f"{layer_id}.w2", f"{layer_id}.w2", tokens, dff, d, dtype, rules))
+    p.add(*linear(f"{layer_id}.w2", f"{layer_id}.w2", tokens, dff, d, dtype, rules, wfmt=w))
     p.add(elementwise(f"{layer_id}.add2", tokens * d, 2, dtype, rules))
     return tuple(p.kernels)
 
@@ -261,23 +263,26 @@ def _encode(spec: ModelSpec, src: int, layer_ids: tuple[str, ...], dtype: str, r
     for i in range(spec.encoder_layers):
         p.extend(encoder_layer(spec, f"{weights}E{i}", src, dtype, rules))
     for lid in layer_ids:  # cross K/V of every distinct decoder layer
-        p.add(*linear(f"{lid}.xkv", f"{lid}.xkv", src, spec.d_model, 2 * spec.d_model, dtype, rules))
+        p.add(*linear(f"{lid}.xkv", f"{lid}.xkv", src, spec.d_model, 2 * spec.kv_width, dtype, rules,
+                      wfmt=spec.weight_format(dtype)))
     p.add(embed(spec, 1, dtype, rules))
     return tuple(p.kernels)
 
 
 def memory_footprint(spec: ModelSpec, sharing: Sharing, max_positions: int, src_len: int, dtype: str,
                      unshared: bool = False) -> dict[str, float]:
-    """Bytes the model needs resident in device memory for one sequence of `max_positions`."""
+    """Bytes the model needs resident in device memory for one sequence of `max_positions`: the layers'
+    weights as stored (`weight_dtype`, scales included), the embeddings (one table when tied to the LM
+    head), the KV cache as stored (`kv_dtype`, n_kv_heads x head_dim per position)."""
     b = BYTES_PER_ELEMENT[dtype]
+    kv_b = BYTES_PER_ELEMENT[spec.kv_format(dtype)]
     layers = sharing.depth if unshared else sharing.unique
-    d = spec.d_model
-    weights = layers * spec.layer_weight_elements() * b
-    # an encoder layer is a decoder layer without cross-attention (query, output, fused K/V: 4 d^2) and its norm
-    encoder = (spec.encoder_layers * (spec.layer_weight_elements() - 4 * d * d - d) * b
-               if spec.cross_attention_len else 0)
-    embeddings = 2 * spec.head_weight_elements() * b  # input embedding and LM head
-    kv = sharing.depth * max_positions * 2 * d * b
-    cross = layers * src_len * 2 * d * b if spec.cross_attention_len else 0
+    weights = layers * spec.layer_weight_bytes(dtype)
+    # an encoder layer is a decoder layer without cross-attention
+    encoder = spec.encoder_layers * spec.layer_weight_bytes(dtype, cross=False) if spec.cross_attention_len else 0
+    # input embedding and LM head
+    embeddings = (1 if spec.tied_embeddings else 2) * spec.head_weight_elements() * b
+    kv = sharing.depth * max_positions * 2 * spec.kv_width * kv_b
+    cross = layers * src_len * 2 * spec.kv_width * kv_b if spec.cross_attention_len else 0
     return {"weights": float(weights + encoder), "embeddings": float(embeddings), "kv": float(kv),
             "cross_kv": float(cross), "total": float(weights + encoder + embeddings + kv + cross)}

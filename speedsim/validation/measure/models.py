@@ -96,6 +96,12 @@ def from_spec(spec: ModelSpec, sharing: Sharing, device: str, dtype: torch.dtype
     if spec.vocab < MIN_RANDOM_VOCAB:  # random sources are drawn from the ids after the special ones
         raise UserError(f"model '{spec.name}': field 'vocab' {spec.vocab} is too small to decode with random "
                         f"weights (at least {MIN_RANDOM_VOCAB}: ids 0-3 are special tokens)", where="--model")
+    unmeasured = [f for f in ("n_kv_heads", "head_dim", "weight_dtype", "kv_dtype") if getattr(spec, f) is not None]
+    if spec.kv_heads == spec.n_heads and spec.d_head * spec.n_heads == spec.d_model:
+        unmeasured = [f for f in unmeasured if f not in ("n_kv_heads", "head_dim")]  # (given, but the plain shape)
+    if unmeasured:
+        raise UserError(f"model '{spec.name}': measure times multi-head attention with d_model / n_heads wide heads "
+                        f"in the run's dtype; its {', '.join(unmeasured)} cannot be measured", where="--model")
     src_len = spec.cross_attention_len or PROMPT_TOKENS
     encoder = max(1, spec.encoder_layers) if spec.cross_attention_len else 0
     # room for the decode and for the step sections' caches (ctx up to 128, plus n or R tokens)

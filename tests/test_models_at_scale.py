@@ -1,0 +1,229 @@
+"""Issue 25's model side: grouped-query attention, head widths, tied embeddings, weight-only quantisation and
+the KV cache's precision, in the model spec, the kernels, the footprint and the functional decoder; the
+published models' built-in specs."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from speedsim.errors import UserError
+from speedsim.hardware.files import load_profile
+from speedsim.sharing import Sharing
+from speedsim.workload import BUILTIN_MODELS, KernelRules
+from speedsim.workload.kernels import KV, WEIGHTS
+from speedsim.workload.layers import decoder_layer
+from speedsim.workload.models import (
+    MODEL_SOURCES,
+    PUBLISHED_MODELS,
+    ModelSpec,
+    weight_bytes,
+    with_precision,
+)
+from speedsim.workload.steps import memory_footprint
+
+# parameter counts the models' releases state (billions): Llama-2 6.74/13.0/69.0 (Touvron et al. 2023; the
+# Hugging Face model cards), Llama-3 8.03/70.6, Mistral 7.24, T5 0.223/0.738/2.85/11.3 (the Hugging Face
+# checkpoints' parameter counts); the embedding and LM head count once when tied
+PUBLISHED_PARAMS_B = {"llama2-7b": 6.74, "llama2-13b": 13.0, "llama2-70b": 69.0, "llama3-8b": 8.03,
+                      "llama3-70b": 70.6, "mistral-7b": 7.24, "t5-base": 0.223, "t5-large": 0.738,
+                      "t5-3b": 2.85, "t5-11b": 11.3}
+
+
+def params_b(m: ModelSpec) -> float:
+    layers = m.n_layers * m.layer_weight_elements() + m.encoder_layers * m.layer_weight_elements(cross=False)
+    return (layers + (1 if m.tied_embeddings else 2) * m.head_weight_elements()) / 1e9
+
+
+@pytest.fixture(scope="module")
+def rules():
+    return KernelRules.from_profile(load_profile("h200"))
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED_MODELS))
+def test_published_models_have_their_published_size_and_a_source(name):
+    m = PUBLISHED_MODELS[name]
+    assert params_b(m) == pytest.approx(PUBLISHED_PARAMS_B[name], rel=0.006)
+    assert MODEL_SOURCES[name] and BUILTIN_MODELS[name] is m
+
+
+def test_old_names_keep_their_dimensions():
+    assert BUILTIN_MODELS["dec7b"].layer_weight_elements() == BUILTIN_MODELS["llama2-7b"].layer_weight_elements()
+    t5 = BUILTIN_MODELS["t5base"]
+    assert (t5.kv_heads, t5.d_head, t5.q_width, t5.kv_width, t5.group) == (12, 64, 768, 768, 1)
+
+
+def test_head_dim_other_than_d_model_over_heads():
+    t5 = PUBLISHED_MODELS["t5-3b"]
+    assert (t5.d_head, t5.q_width) == (128, 4096)
+    mats = dict(zip(("qkv", "o", "xq", "xo", "xkv", "w1", "w2"), t5.layer_matrices(), strict=True))
+    assert mats["qkv"] == (1024, 3 * 4096) and mats["o"] == (4096, 1024) and mats["xkv"] == (1024, 2 * 4096)
+
+
+def _bytes(program, tclass):
+    return sum(a.read_bytes + a.write_bytes for k in program.kernels for a in k.all_accesses if a.tclass == tclass)
+
+
+def test_grouped_query_attention_reads_and_writes_a_group_less_kv(rules):
+    mha = PUBLISHED_MODELS["llama2-7b"]
+    gqa = mha.model_copy(update={"name": "gqa", "n_kv_heads": 8})
+    kv_len = 2048
+    a = decoder_layer(mha, "L0", [kv_len], ["kv"], 1, "bf16", rules)
+    b = decoder_layer(gqa, "L0", [kv_len], ["kv"], 1, "bf16", rules)
+    assert _bytes(b, KV) == pytest.approx(_bytes(a, KV) / 4)
+    # the fused QKV projection shrinks by the K and V heads left out: d x (d + 2 d / 4) against d x 3d
+    assert _bytes(b, WEIGHTS) == _bytes(a, WEIGHTS) - 2 * 4096 * (4096 - 1024) * 2
+    # the attention FLOPs are the query heads' (the same)
+    attn = [[k for k in p.kernels if k.name == "L0.attn"][0] for p in (a, b)]
+    assert attn[0].flops == attn[1].flops
+    assert attn[1].parallel_work < attn[0].parallel_work  # one block per K/V head (query heads packed)
+    need = [memory_footprint(m, Sharing(32, 1), 4096, 1, "bf16")["kv"] for m in (mha, gqa)]
+    assert need[1] == need[0] / 4 == 32 * 4096 * 2 * 1024 * 2
+
+
+def test_multi_query_attention_is_one_kv_head(rules):
+    mqa = PUBLISHED_MODELS["llama2-7b"].model_copy(update={"name": "mqa", "n_kv_heads": 1})
+    assert mqa.kv_width == 128 and mqa.group == 32
+    layer = decoder_layer(mqa, "L0", [512], ["kv"], 1, "bf16", rules)
+    assert _bytes(layer, KV) == pytest.approx(2 * 513 * 128 * 2 + 2 * 128 * 2)  # reads 513 positions, writes 1
+
+
+@pytest.mark.parametrize("fmt, per_element", [("int4", 0.5 + 2 / 128), ("fp8", 1.0)])
+def test_weight_only_quantisation_reads_the_stored_bytes_and_charges_dequantisation(rules, fmt, per_element):
+    base = PUBLISHED_MODELS["llama3-8b"]
+    q = with_precision(base, fmt)
+    a = decoder_layer(base, "L0", [64], ["kv"], 1, "bf16", rules)
+    b = decoder_layer(q, "L0", [64], ["kv"], 1, "bf16", rules)
+    assert _bytes(b, WEIGHTS) == pytest.approx(_bytes(a, WEIGHTS) / 2 * per_element)
+    gemv = [k for k in b.kernels if k.name == "L0.w1"][0]
+    assert gemv.dequant_ops > 0 and gemv.flops == [k for k in a.kernels if k.name == "L0.w1"][0].flops
+    assert all(k.dequant_ops == 0 for k in a.kernels)
+    # int8 weight-only: one fp16 scale per output channel
+    assert weight_bytes("int8", "bf16", 4096, 1024) == 4096 * 1024 + 2 * 1024
+    # a format that is the run's own is not quantised (gemmini's int8)
+    assert weight_bytes("int8", "int8", 4096, 1024) == 4096 * 1024
+
+
+def test_kv_dtype_halves_the_cache(rules):
+    base = PUBLISHED_MODELS["llama3-8b"]
+    a = decoder_layer(base, "L0", [1000], ["kv"], 1, "bf16", rules)
+    b = decoder_layer(with_precision(base, kv_dtype="fp8"), "L0", [1000], ["kv"], 1, "bf16", rules)
+    assert _bytes(b, KV) == pytest.approx(_bytes(a, KV) / 2)
+    assert _bytes(b, WEIGHTS) == _bytes(a, WEIGHTS)
+
+
+def test_tied_embeddings_hold_one_table():
+    t5 = PUBLISHED_MODELS["t5-base"]
+    untied = t5.model_copy(update={"tied_embeddings": False})
+    a, b = (memory_footprint(m, Sharing(12, 1), 64, 512, "bf16")["embeddings"] for m in (t5, untied))
+    assert b == 2 * a == 2 * 32128 * 768 * 2
+
+
+@pytest.mark.parametrize("fields, where", [
+    ({"n_kv_heads": 5}, "n_kv_heads"), ({"n_kv_heads": 64}, "n_kv_heads"), ({"head_dim": 0}, "head_dim"),
+    ({"weight_dtype": "int3"}, "weight_dtype"), ({"kv_dtype": "int4"}, "kv_dtype"),
+])
+def test_bad_dimensions_name_their_field(fields, where):
+    with pytest.raises(ValueError, match=where):
+        ModelSpec(name="m", d_model=4096, n_heads=32, d_ff=11008, vocab=32000, **fields)
+
+
+def test_quantised_decode_is_faster_where_weights_bound_it():
+    from speedsim.run import simulate_run
+    from speedsim.simulate import build_scenario, run_scenario
+
+    def per_token(**deployment):
+        run = simulate_run(profile="h200", model="llama3-8b", sharing="32x1", trace=None,
+                           synthetic="perfect,len=16,seqs=1", baselines=(), mode="graph", src_len=None, limit=None,
+                           launch_exit=0, max_in_flight=None, device_control=False, bounds=False,
+                           deployment=deployment)
+        return run_scenario(build_scenario(run)).speed.per_token_us
+
+    bf16, int8, int4 = per_token(), per_token(weight_dtype="int8"), per_token(weight_dtype="int4")
+    assert int4 < int8 < bf16
+    assert bf16 / int4 < 4  # the LM head, latencies and dequantisation stay
+
+
+# ------------------------------------------------------------------ the functional decoder: GQA
+
+
+def _mha_twin(model):
+    """The multi-head model with each key/value head repeated for its query heads (same function)."""
+    from speedsim.model import SharedDecoder
+
+    cfg = dataclasses.replace(model.config, n_kv_heads=None)
+    twin = SharedDecoder(cfg).double()
+    state = dict(model.state_dict())
+    c = model.config
+    H, G, D = c.n_heads, c.kv_heads, c.head_dim
+    for name, w in list(state.items()):
+        if name.endswith("attn.qkv.weight") and w.shape[0] != 3 * c.d_model:
+            q, k, v = w.split([H * D, G * D, G * D])
+            rep = [t.view(G, D, -1).repeat_interleave(H // G, dim=0).reshape(H * D, -1) for t in (k, v)]
+            state[name] = torch.cat([q, *rep])
+    twin.load_state_dict(state)
+    return twin
+
+
+@pytest.mark.parametrize("kv_heads, encoder", [(2, 0), (1, 2)])
+def test_grouped_query_decoder_is_attention_with_repeated_heads(kv_heads, encoder):
+    from speedsim.decode import greedy, greedy_exits, speed
+    from speedsim.model import SharedDecoder, SpeedConfig
+
+    cfg = SpeedConfig(vocab_size=40, d_model=32, n_heads=4, n_kv_heads=kv_heads, d_ff=48, unique_layers=2, repeats=3,
+                      encoder_layers=encoder, max_len=32, init_std=0.3, seed=3)
+    model = SharedDecoder(cfg).double().eval()
+    twin = _mha_twin(model).eval()
+    src = torch.randint(4, 40, (1, 6), generator=torch.Generator().manual_seed(1))
+    tgt = torch.randint(4, 40, (1, 7), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        given = src if encoder else None
+        assert torch.allclose(model(given, tgt), twin(given, tgt), atol=1e-10)
+        ids = src[0].tolist()
+        out = greedy(model, ids, max_new_tokens=10)
+        assert out == greedy(twin, ids, max_new_tokens=10)
+        # SPEED's pipelined decode (the cache holds the key/value heads only) is the sequential one
+        assert speed(model, ids, max_new_tokens=10).exits == greedy_exits(model, ids, max_new_tokens=10)
+    assert model.layers[0].attn.qkv.weight.shape[0] == (4 + 2 * kv_heads) * 8
+    assert math.prod(model.state_dict()["layers.0.attn.qkv.weight"].shape) < 3 * 32 * 32
+
+
+def test_bad_kv_heads_in_a_decoder_config():
+    from speedsim.model import SpeedConfig
+
+    with pytest.raises(UserError, match="n_kv_heads"):
+        SpeedConfig(vocab_size=40, d_model=32, n_heads=4, n_kv_heads=3)
+
+
+# ------------------------------------------------------------------ the command line
+
+
+def test_precision_flags_and_refusals_on_the_command_line():
+    from tests.conftest import run_cli
+
+    args = ("simulate", "--profile", "h200", "--model", "llama3-8b", "--sharing", "8x4", "--synthetic",
+            "perfect,len=8,seqs=1", "--baseline", "sequential", "--json")
+    import json
+
+    plain = json.loads(run_cli(*args).stdout)
+    quant = json.loads(run_cli(*args, "--weight-dtype", "int4", "--kv-dtype", "fp8").stdout)
+    assert quant["per_token_us"] < plain["per_token_us"]
+    bad = run_cli(*args, "--weight-dtype", "int3")
+    assert bad.returncode == 2 and "--weight-dtype" in bad.stderr and "\n" not in bad.stderr.strip()
+
+
+def test_a_baseline_that_does_not_fit_is_named_with_how_to_leave_it_out():
+    from tests.conftest import run_cli
+
+    out = run_cli("simulate", "--profile", "a100-80gb", "--model", "llama2-70b", "--sharing", "10x8", "--synthetic",
+                  "perfect,len=4,seqs=1")
+    assert out.returncode == 2
+    line = out.stderr.strip()
+    assert "\n" not in line and "--baseline" in line and "unshared baseline (llama2-70b 80x1)" in line
+    assert "llama2-70b 10x8 fits" in line and "--baseline sequential" in line
+    ok = run_cli("simulate", "--profile", "a100-80gb", "--model", "llama2-70b", "--sharing", "10x8", "--synthetic",
+                 "perfect,len=4,seqs=1", "--baseline", "sequential")
+    assert ok.returncode == 0
