@@ -144,6 +144,10 @@ def _deployment_options(fn):
                           "else the profile's dtype]."),
         click.option("--kv-dtype", type=click.Choice(KV_DTYPES), default=None, expose_value=False, callback=_deploy,
                      help="How the KV cache is stored [default: the model spec's, else the profile's dtype]."),
+        click.option("--tp", type=int, default=None, expose_value=False, callback=_deploy, metavar="N",
+                     help="Tensor parallelism over N devices of one node (Megatron-style: heads, FFN and vocabulary "
+                          "split, two all-reduces a layer, the logits gathered; the profile's interconnect "
+                          "section joins them). Times, bytes and memory are one device's [default: 1]."),
     )
     for option in reversed(options):
         fn = option(fn)

@@ -86,6 +86,7 @@ MAX_HEADS = 1 << 12       # n_heads
 MAX_VOCAB = 1 << 24       # vocab
 MAX_POSITIONS = 1 << 22   # cross_attention_len
 MAX_LAYERS = 1 << 12      # encoder_layers
+MAX_DEVICES = 1024        # --tp x --pp (one node; `interconnect.devices_per_node` bounds a profile's)
 
 # exit traces (`speedsim.trace.schema`)
 MAX_TOKEN_ID = 2**31 - 1  # token ids are vocabulary indices: non-negative and int32-sized

@@ -227,3 +227,114 @@ def test_a_baseline_that_does_not_fit_is_named_with_how_to_leave_it_out():
     ok = run_cli("simulate", "--profile", "a100-80gb", "--model", "llama2-70b", "--sharing", "10x8", "--synthetic",
                  "perfect,len=4,seqs=1", "--baseline", "sequential")
     assert ok.returncode == 0
+
+
+# ------------------------------------------------------------------ devices: tensor parallelism, the interconnect
+
+
+def _sim(profile="a100-80gb", model="llama2-7b", sharing="32x1", **deployment):
+    from speedsim.run import simulate_run
+    from speedsim.simulate import build_scenario, run_scenario
+
+    run = simulate_run(profile=profile, model=model, sharing=sharing, trace=None, synthetic="perfect,len=8,seqs=1",
+                       baselines=(), mode="graph", src_len=None, limit=None, launch_exit=0, max_in_flight=None,
+                       device_control=False, bounds=False, deployment=deployment)
+    return run_scenario(build_scenario(run)).speed
+
+
+def test_a_shard_divides_heads_ffn_and_vocabulary():
+    from speedsim.workload.models import shard
+
+    m = PUBLISHED_MODELS["llama3-70b"]
+    s = shard(m, 8)
+    assert (s.n_heads, s.kv_heads, s.d_head, s.d_ff, s.vocab, s.d_model, s.tp) == (8, 1, 128, 3584, 16032, 8192, 8)
+    # the layer's matrices are a tp-th of the whole (the K/V heads too: 8 of them on 8 devices)
+    assert s.layer_weight_elements() - 2 * 8192 == (m.layer_weight_elements() - 2 * 8192) // 8
+    mqa = m.model_copy(update={"n_kv_heads": 1})
+    assert shard(mqa, 8).kv_heads == 1  # one K/V head, replicated on every device
+    with pytest.raises(UserError, match="does not divide"):
+        shard(PUBLISHED_MODELS["llama2-13b"], 3)
+
+
+def test_collectives_follow_the_alpha_beta_rule():
+    from speedsim.hardware.parts import collective_us
+
+    link = load_profile("h200").interconnect
+    # NCCL's ring: 6.6 + 2 (n - 1) 0.6 us plus the bus bytes: 15.0 us for a 4 KB all-reduce on 8 GPUs (measured:
+    # about 15.4 us, the profile's source)
+    assert link.collective_us("all_reduce", 4096, 8) == pytest.approx(15.0 + 4096 * 14 / 8 / (450e3 * 0.822))
+    assert link.collective_us("all_gather", 8e6, 4) == pytest.approx(6.6 + 3 * 0.6 + 8e6 * 3 / 4 / (450e3 * 0.822))
+    assert collective_us("all_reduce", 1e9, 1, 6.6, 0.6, 1.0) == 0.0
+
+
+def test_tensor_parallel_decode_charges_two_all_reduces_a_layer_and_the_logits_gather():
+    one, eight = _sim(), _sim(tp=8)
+    assert eight.per_token_us < one.per_token_us
+    share = eight.time_by_cause_us_per_token["interconnect"]
+    assert share > 0 and one.time_by_cause_us_per_token["interconnect"] == 0
+    link = load_profile("a100-80gb").interconnect
+    # 32 layers x 2 all-reduces of one token's 4096 bf16 values, the gather of 32000 logits
+    expect = 64 * link.collective_us("all_reduce", 4096 * 2, 8) + link.collective_us("all_gather", 32000 * 2, 8)
+    assert share == pytest.approx(expect, rel=1e-9)
+    # a device reads an eighth of the layers' weights
+    assert eight.dram_weights_bytes_per_token == pytest.approx(one.dram_weights_bytes_per_token / 8, rel=0.01)
+
+
+def test_a_model_too_large_for_one_device_fits_on_eight():
+    from tests.conftest import run_cli
+
+    args = ("simulate", "--profile", "h100-sxm", "--model", "llama2-70b", "--sharing", "80x1", "--synthetic",
+            "perfect,len=4,seqs=1", "--baseline", "none")
+    one = run_cli(*args)
+    assert one.returncode == 2 and "--model" in one.stderr and "GiB" in one.stderr
+    assert run_cli(*args, "--tp", "8").returncode == 0
+
+
+@pytest.mark.parametrize("args, where", [
+    (("--profile", "h200", "--model", "llama2-13b", "--tp", "3"), "--tp: 3 does not divide llama2-13b's 40"),
+    (("--profile", "h200", "--model", "llama2-7b", "--tp", "16"), "--tp: --tp 16 x --pp 1 = 16 devices"),
+    (("--profile", "jetson-agx-orin", "--model", "dec1b", "--tp", "2"), "--tp: jetson-agx-orin has no interconnect"),
+    (("--profile", "h200", "--model", "llama2-7b", "--tp", "0"), "--tp: must be a whole number of devices"),
+])
+def test_bad_parallelism_is_one_line_naming_the_flag(args, where):
+    from tests.conftest import run_cli
+
+    out = run_cli("simulate", "--sharing", "4x2", "--synthetic", "perfect,len=4,seqs=1", *args)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and where in out.stderr, out.stderr
+
+
+# ------------------------------------------------------------------ published measurements
+
+
+def test_published_rows_are_simulated_as_deployed(tmp_path):
+    from speedsim.validation.measured import read_measured
+    from speedsim.validation.validate import validate
+
+    path = tmp_path / "p.csv"
+    path.write_text("section,model,mode,pattern,n,ctx,L,R,us_median,us_min,us_max,extra\n"
+                    "published,llama2-7b,graph,unshared,16,5,32,1,9000,,,tp=1;prefill=included;source=x\n"
+                    "published,llama2-7b,graph,unshared,16,5,32,1,3000,,,tp=8;prefill=excluded;source=x\n"
+                    "published,llama2-7b,graph,unshared,16,5,32,1,5000,,,weight_dtype=int4;prefill=excluded;source=x\n")
+    report = validate(load_profile("a100-80gb"), read_measured(path), BUILTIN_MODELS, "graph")
+    sims = [r.simulated_us for r in report.results]
+    assert sims[1] < sims[2] < sims[0]
+    mape = report.mape()
+    assert set(mape) == {"all", "published", "published tp1", "published tp8"}
+    assert [r.deployment for r in report.results] == ["tp1", "tp8", "tp1, weight int4"]
+
+
+@pytest.mark.parametrize("extra, problem", [
+    ("tp=1;source=x", "prefill=included or prefill=excluded"),
+    ("tp=1;prefill=included", "source="),
+    ("tp=0;prefill=included;source=x", "tp=0"),
+    ("weight_dtype=int3;prefill=included;source=x", "weight_dtype=int3"),
+])
+def test_bad_published_rows_name_their_line(tmp_path, extra, problem):
+    from speedsim.validation.measured import read_measured
+
+    path = tmp_path / "p.csv"
+    path.write_text("section,model,mode,pattern,n,ctx,L,R,us_median,us_min,us_max,extra\n"
+                    f"published,llama2-7b,graph,unshared,16,5,32,1,9000,,,{extra}\n")
+    with pytest.raises(UserError, match=problem) as err:
+        read_measured(path)
+    assert err.value.where == f"{path}:2"

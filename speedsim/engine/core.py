@@ -56,29 +56,31 @@ from speedsim.engine.host import HostTiming, Mode
 from speedsim.engine.memory import OnChipCache, OnChipState, empty_class_totals
 from speedsim.engine.recorder import Recorder
 from speedsim.hardware.profile import HardwareProfile
-from speedsim.workload.kernels import Kernel
+from speedsim.workload.kernels import COLLECTIVE, Kernel
 
 _MAX_PLANS = 4096  # kernel cost plans a run keeps (a serving run builds new kernels every step)
 
 # What a stream's time is charged to (the module docstring says the rule), in this order.
-CAUSES = ("host", "launch", "latency", "dram", "onchip", "compute", "wait")
+CAUSES = ("host", "launch", "latency", "dram", "onchip", "compute", "interconnect", "wait")
 CAUSE_LABELS = {"host": "host (issue, round trip)", "launch": "launch", "latency": "fixed latency",
-                "dram": "DRAM", "onchip": "on-chip", "compute": "compute", "wait": "waiting on another stream"}
+                "dram": "DRAM", "onchip": "on-chip", "compute": "compute", "interconnect": "interconnect (collectives)",
+                "wait": "waiting on another stream"}
 # A stream's running totals (one list per stream): host, a graph's start, the node rule, latency, DRAM,
 # on-chip, the device time of programs (graph start and kernels), wait. Compute is what the device time
 # leaves after the start, the node rule and the three kernel parts.
-HOST, START, NODE, LATENCY, DRAM, ONCHIP, DEVICE, WAIT = range(8)  # (`back_to_back` writes 1 to 6 out)
-_SLOTS = 8
+HOST, START, NODE, LATENCY, DRAM, ONCHIP, DEVICE, WAIT, LINK = range(9)  # (`back_to_back` writes 1 to 6, 8 out)
+_SLOTS = 9
 
 
 def causes_of(slots: Sequence[float]) -> dict[str, float]:
     """A stream's running totals (`HOST`, ...) as time by cause (`CAUSES`), us. Compute is the device
     time less its other parts: a difference that rounding can leave a hair below 0, set to 0."""
-    compute = slots[DEVICE] - slots[START] - slots[NODE] - slots[LATENCY] - slots[DRAM] - slots[ONCHIP]
+    compute = slots[DEVICE] - slots[START] - slots[NODE] - slots[LATENCY] - slots[DRAM] - slots[ONCHIP] - slots[LINK]
     if compute < 0.0 and compute > -1e-9 * max(1.0, slots[DEVICE]):
         compute = 0.0
     return {"host": slots[HOST], "launch": slots[START] + slots[NODE], "latency": slots[LATENCY],
-            "dram": slots[DRAM], "onchip": slots[ONCHIP], "compute": compute, "wait": slots[WAIT]}
+            "dram": slots[DRAM], "onchip": slots[ONCHIP], "compute": compute, "interconnect": slots[LINK],
+            "wait": slots[WAIT]}
 
 
 class ClassTotals(NamedTuple):
@@ -96,16 +98,19 @@ class ClassTotals(NamedTuple):
     onchip_us: float
     launch_us: float
     wait_us: float
+    link_us: float = 0.0
 
     @property
     def compute_us(self) -> float:
-        rest = self.time_us - self.latency_us - self.dram_us - self.onchip_us - self.launch_us - self.wait_us
+        rest = self.time_us - self.latency_us - self.dram_us - self.onchip_us - self.launch_us - self.wait_us \
+            - self.link_us
         return 0.0 if rest < 0.0 and rest > -1e-9 * max(1.0, self.time_us) else rest
 
     def by_cause(self) -> dict[str, float]:
         """The class's time by cause (`CAUSES`; host: none, kernels do not wait for the host)."""
         return {"host": 0.0, "launch": self.launch_us, "latency": self.latency_us, "dram": self.dram_us,
-                "onchip": self.onchip_us, "compute": self.compute_us, "wait": self.wait_us}
+                "onchip": self.onchip_us, "compute": self.compute_us, "interconnect": self.link_us,
+                "wait": self.wait_us}
 
     def plus(self, other: ClassTotals) -> ClassTotals:
         """The totals of both (two programs' kernels of one class)."""
@@ -239,7 +244,7 @@ class Device:
         classes = self._classes.setdefault(stream, {})
         slots = classes.get(kclass)
         if slots is None:
-            slots = classes[kclass] = [0.0] * 10
+            slots = classes[kclass] = [0.0] * 11
         return slots
 
     def alone(self, k: Kernel, stream: int) -> tuple[float, float, float, KernelPlan]:
@@ -248,17 +253,21 @@ class Device:
         dram, chip = self.cache.access(k, self.dram_by_class)
         entry = self._entry(k)
         t, lat, dram_us, chip_us = self.cost.plan_parts(entry[1], dram, chip)
+        link = 0.0
+        if k.kclass == COLLECTIVE:  # its fixed time is the interconnect's
+            link, lat = lat, 0.0
         node = 0.0
         if k.name != self._last_node.get(stream, ""):  # a node of another kernel
             t2 = t + self.host.node_gap_us
             if t2 < self.host.node_interval_us:  # the node interval bounds the node: all of it is launch
                 t = node = self.host.node_interval_us
-                lat = dram_us = chip_us = 0.0
+                lat = dram_us = chip_us = link = 0.0
             else:
                 t, node = t2, self.host.node_gap_us
         self._last_node[stream] = k.name
         slots = self.stream_time(stream)
         slots[NODE] += node
+        slots[LINK] += link
         slots[LATENCY] += lat
         slots[DRAM] += dram_us
         slots[ONCHIP] += chip_us
@@ -267,6 +276,7 @@ class Device:
             c = self._class_slots(stream, k.kclass)
             for i, v in enumerate((1.0, t, dram, chip, k.flops, lat, dram_us, chip_us, node)):
                 c[i] += v
+            c[10] += link
         return t, dram, chip, entry[1]
 
     def graph_started(self, stream: int, us: float) -> None:
@@ -319,6 +329,7 @@ class Device:
         count, flops, dram_sum, chip_sum = self.kernels, self.flops, self.dram_bytes, self.onchip_bytes
         roofline, device, dram_busy = self.roofline_us, self.busy["device"], self.busy["dram"]
         node, lat_sum, dram_us_sum, chip_us_sum = slots[2], slots[3], slots[4], slots[5]  # NODE ... ONCHIP
+        link_sum = slots[8]  # LINK
         for k in kernels:
             if not k.launches:  # host-side framework work: no device time
                 continue
@@ -334,13 +345,16 @@ class Device:
                 roof = max(dram / dram_peak_Bpus, plan.compute_floor_us)
                 streaming = dram / dram_Bpus if dram else 0.0
                 entry[2], entry[3], entry[4] = dram, chip, (t, lat, dram_us, chip_us, roof, streaming)
+            link = 0.0
+            if k.kclass == COLLECTIVE:  # its fixed time is the interconnect's
+                link, lat = lat, 0.0
             name = k.name
             gap = 0.0
             if name != previous:
                 t2 = t + node_gap
                 if t2 < node_interval:  # the node interval bounds the node: all of it is launch
                     t = gap = node_interval
-                    lat = dram_us = chip_us = 0.0
+                    lat = dram_us = chip_us = link = 0.0
                 else:
                     t, gap = t2, node_gap
                 node += gap
@@ -350,7 +364,7 @@ class Device:
             if classes is not None:
                 c = classes.get(k.kclass)
                 if c is None:
-                    c = classes[k.kclass] = [0.0] * 10
+                    c = classes[k.kclass] = [0.0] * 11
                 c[0] += 1.0
                 c[1] += t
                 c[2] += dram
@@ -360,6 +374,7 @@ class Device:
                 c[6] += dram_us
                 c[7] += chip_us
                 c[8] += gap
+                c[10] += link
             elapsed += t
             count += 1
             flops += k.flops
@@ -371,10 +386,11 @@ class Device:
             lat_sum += lat
             dram_us_sum += dram_us
             chip_us_sum += chip_us
+            link_sum += link
         self._last_node[stream] = previous
         self.kernels, self.flops, self.dram_bytes, self.onchip_bytes = count, flops, dram_sum, chip_sum
         self.roofline_us, self.busy["device"], self.busy["dram"] = roofline, device, dram_busy
-        slots[2], slots[3], slots[4], slots[5] = node, lat_sum, dram_us_sum, chip_us_sum
+        slots[2], slots[3], slots[4], slots[5], slots[8] = node, lat_sum, dram_us_sum, chip_us_sum, link_sum
         slots[1] += graph_start  # START
         slots[6] += elapsed      # DEVICE
         return elapsed

@@ -42,8 +42,9 @@ import numpy as np
 
 from speedsim.errors import UserError
 from speedsim.hardware import load_profile
+from speedsim.hardware.parts import collective_us
 from speedsim.hardware.profile import HardwareProfile
-from speedsim.workload.kernels import ATTN, MULTI_QUERY, Kernel
+from speedsim.workload.kernels import ATTN, COLLECTIVE, MULTI_QUERY, Kernel
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,10 @@ class CostModel:
     dram_peak_Bpus: float
     matrix_datasheet_FLOPpus: dict[str, float]
     vector_datasheet_FLOPpus: dict[str, float]
+    # the interconnect (`InterconnectSpec`; 0 without one: no collective is then built)
+    link_latency_us: float = 0.0
+    link_hop_us: float = 0.0
+    link_us_per_byte: float = 0.0
 
     @classmethod
     def from_profile(cls, profile: HardwareProfile, where: str | None = None) -> CostModel:
@@ -104,6 +109,7 @@ class CostModel:
         matrix_latency_us = (profile.kernel.latency_us if profile.kernel.matrix_latency_us is None
                              else profile.kernel.matrix_latency_us)
         dtypes = set(c.matrix_peak_TFLOPS) | set(c.vector_peak_TFLOPS) | {"bf16", "fp16", "fp32", "tf32", "int8"}
+        link = profile.interconnect
         return cls(
             units=c.units,
             latency_us=profile.kernel.latency_us,
@@ -129,11 +135,18 @@ class CostModel:
             dram_peak_Bpus=m.dram.bandwidth_GBps * 1e3,
             matrix_datasheet_FLOPpus={d: profile.matrix_peak(d, achievable=False) / 1e6 for d in dtypes},
             vector_datasheet_FLOPpus={d: profile.vector_peak(d, achievable=False) / 1e6 for d in dtypes},
+            link_latency_us=link.latency_us if link else 0.0,
+            link_hop_us=link.hop_latency_us if link else 0.0,
+            link_us_per_byte=link.us_per_byte if link else 0.0,
         )
 
     def plan(self, k: Kernel) -> KernelPlan:
         """What kernel `k`'s time needs that does not depend on where its bytes come from (the engine
         works it out once per kernel object, then times each run of it with `plan_us`)."""
+        if k.kclass == COLLECTIVE:  # the interconnect's time, all of it fixed (alpha-beta: `collective_us`)
+            t = collective_us(k.kind, k.message_bytes, k.peers, self.link_latency_us, self.link_hop_us,
+                              self.link_us_per_byte)
+            return KernelPlan(1, 1, TileWalk.NONE, 0.0, 0.0, 0.0, 0.0, 0, None, None, t, 0.0)
         work = k.parallel_work
         units = self.units
         waves = -(-work // units)

@@ -44,6 +44,7 @@ from speedsim.hardware.files import (
     save_profile,
     whatif_checked,
 )
+from speedsim.hardware.parts import InterconnectSpec
 from speedsim.hardware.profile import HardwareProfile
 from speedsim.hardware.whatif import Override, overrides_dict, parameter_paths
 from speedsim.userpath import probe, shown, user_path
@@ -67,6 +68,7 @@ class GpuDatasheet(BaseModel):
     memory_capacity_GiB: float = Field(gt=0)
     l2_capacity_MiB: float = Field(gt=0)
     host_speed: float = Field(1.0, gt=0)
+    interconnect: InterconnectSpec | None = None  # links to the other GPUs of a node (none: one GPU)
     sources: list[str] = Field(min_length=1)
 
 
@@ -113,6 +115,7 @@ def derive_gpu(sheet: GpuDatasheet, ref: HardwareProfile, ref_smem_KiB: float | 
     }
     if ref.host.loop_us:  # the decode loop's framework calls run on the host CPU
         data["host"]["loop_us"] = r4(ref.host.loop_us / sheet.host_speed)
+    data["interconnect"] = sheet.interconnect.model_dump() if sheet.interconnect is not None else None
     data["ranges"] = derived_ranges(ref, data, cycles, inflight)
     data["software"]["sources"] = [f"rule: the {ref.name} profile's software section, unchanged (same software "
                                    "stack; speedsim.hardware.derive)"]

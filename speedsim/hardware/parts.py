@@ -8,11 +8,12 @@ description.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
 from speedsim.hardware.software import SoftwareSpec, _Frozen
+from speedsim.limits import MAX_DEVICES
 
 Dtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "int8"]
 
@@ -266,3 +267,47 @@ class HostSpec(_Frozen):
     def round_trip_us(self) -> float:
         """Host time between the end of one decode step and the issue of the next (copy + sync + controller)."""
         return self.d2h_copy_us + self.sync_us + self.controller_us
+
+
+
+
+class InterconnectSpec(_Frozen):
+    """The links between devices of one node (tensor and pipeline parallelism, `--tp`, `--pp`).
+
+    A collective over n devices is charged in the alpha-beta form of NCCL's own cost model (its
+    `tuning.cc`: a base latency, a latency per algorithm step, bytes over the bus bandwidth; nccl-tests'
+    PERFORMANCE.md relates the bus bandwidth to the link's): an all-reduce of S bytes on a ring takes
+    latency_us + 2(n-1) hop_latency_us + S 2(n-1)/n / (link_GBps x efficiency), an all-gather of S bytes
+    in all latency_us + (n-1) hop_latency_us + S (n-1)/n / (link_GBps x efficiency), a send from one
+    device to the next latency_us + hop_latency_us + S / (link_GBps x efficiency). At a decode's few
+    kilobytes the latency terms are all of it: the small-message floor."""
+
+    name: str = Field(min_length=1, description="the link: nvlink4, pcie4-x16, ...")
+    link_GBps: float = Field(ge=MIN_BANDWIDTH_GBps, le=MAX_BANDWIDTH_GBps,
+                             description="one device's link bandwidth, per direction (the datasheet's total over "
+                             "both directions, halved)")
+    efficiency: float = Field(ge=MIN_FRACTION, le=1.0,
+                              description="achievable fraction of link_GBps for a collective's bus bandwidth")
+    topology: Literal["switch", "ring"] = Field(description="switch: every device reaches every other at the full "
+                                                "link rate (NVSwitch, a PCIe switch); ring: neighbours only")
+    devices_per_node: int = Field(ge=2, le=MAX_DEVICES, description="devices the links join (--tp x --pp at most)")
+    latency_us: float = Field(ge=0, le=MAX_FIXED_US, description="base latency of one collective (alpha)")
+    hop_latency_us: float = Field(ge=0, le=MAX_FIXED_US, description="latency of each step of the ring algorithm")
+
+    @property
+    def us_per_byte(self) -> float:
+        """The inverse of the achievable link rate (us per byte)."""
+        return 1.0 / (self.link_GBps * self.efficiency * 1e3)
+
+    def collective_us(self, op: str, nbytes: float, n: int) -> float:
+        """Time (us) of collective `op` (all_reduce, all_gather, send) of `nbytes` among `n` devices."""
+        return collective_us(op, nbytes, n, self.latency_us, self.hop_latency_us, self.us_per_byte)
+
+
+def collective_us(op: str, nbytes: Any, n: int, latency_us: Any, hop_us: Any, us_per_byte: Any) -> Any:
+    """The alpha-beta time of a collective (`InterconnectSpec`'s rule; numbers or numpy arrays)."""
+    if n <= 1:
+        return 0.0 * latency_us
+    steps, volume = {"all_reduce": (2 * (n - 1), 2 * (n - 1) / n), "all_gather": (n - 1, (n - 1) / n),
+                     "send": (1, 1.0)}[op]
+    return latency_us + steps * hop_us + nbytes * volume * us_per_byte

@@ -21,6 +21,7 @@ from speedsim.hardware.parts import (
     ComputeSpec,
     Dtype,
     HostSpec,
+    InterconnectSpec,
     KernelSpec,
     MAX_CAPACITY_MiB,
     MemoryLevel,
@@ -65,6 +66,9 @@ class HardwareProfile(_Frozen):
     sources: list[str] = Field(
         min_length=1, description="datasheet URLs, 'measured: <file>', or 'rule: <what was derived how>'"
     )
+    interconnect: InterconnectSpec | None = Field(
+        None, description="links to the other devices of a node (tensor and pipeline parallelism); none: one "
+        "device only")
     ranges: dict[str, ParameterRange] = Field(
         default_factory=dict, description="parameter path (e.g. 'compute.unit_inflight_KiB', "
         "'memory.onchip.0.efficiency') -> its range, for every parameter not fitted to this device "

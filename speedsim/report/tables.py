@@ -31,14 +31,15 @@ def format_validation(result: dict, report) -> str:
            f"{result['skipped']} skipped"]
     # from the report's own figures: the JSON's are rounded to 4 digits, and rounding twice (0.08351 ->
     # 0.0835 -> "8.3%") would print another figure than the report's markdown ("8.4%")
-    mape_rows = [{"section": k, "rows": sum(1 for r in report.results if k in ("all", r.row.section)),
+    mape_rows = [{"section": k, "rows": sum(1 for r in report.results if k == "all" or k in r.groups),
                   "MAPE": f"{v:.1%}"} for k, v in report.mape().items()]
     out.append(format_table(mape_rows, ["section", "rows", "MAPE"]))
     out.append("")
     out.append("worst rows:")
     worst = [{**w, "ape": f"{w['ape']:.1%}"} for w in result["worst"]]
-    out.append(format_table(worst, ["section", "pattern", "model", "mode", "n", "ctx", "L", "R", "measured_us",
-                                    "simulated_us", "ape"]))
+    deployed = ["deployment"] if any("deployment" in w for w in worst) else []
+    out.append(format_table(worst, ["section", "pattern", "model", "mode", "n", "ctx", "L", "R", *deployed,
+                                    "measured_us", "simulated_us", "ape"]))
     for s in result.get("skipped_rows", []):
         out.append(f"skipped line {s['line']}: {s['reason']}")
     return "\n".join(out)

@@ -30,6 +30,7 @@ from speedsim.simulate.scenario import (
     cached_models,
     cached_traces,
     cached_whatif,
+    deployed,
     run_workload,
     speculation_of,
 )
@@ -37,7 +38,6 @@ from speedsim.simulate.speculative import SPECULATIVE, best_window, check_window
 from speedsim.trace.schema import ExitTrace
 from speedsim.trace.synthetic import generate
 from speedsim.workload import get_model
-from speedsim.workload.models import with_precision
 
 AUTO_SAMPLE = 8  # serving's auto window: chosen on the first requests' traces, each decoded alone
 
@@ -89,8 +89,8 @@ def serve(s: RunParams, timeline: Path | None = None, model_specs: Sequence[str 
         check_output(timeline, "--timeline", TIMELINE_FILE)
     sharing = Sharing.parse(s.sharing)
     profile, overrides = cached_whatif(s.profile, s.overrides)
-    spec = with_precision(get_model(s.model, cached_models(tuple(str(p) for p in model_specs), sources.model_specs)),
-                          s.weight_dtype, s.kv_dtype)
+    spec = deployed(get_model(s.model, cached_models(tuple(str(p) for p in model_specs), sources.model_specs)), s,
+                    profile)
     rng = np.random.default_rng(s.serve_seed)
     requests_n = s.requests or 0
     rate = _load_rate(s, model_specs, base_dir, sources)

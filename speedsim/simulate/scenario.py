@@ -32,7 +32,7 @@ from speedsim.trace.io import read_traces, resolve_trace
 from speedsim.trace.schema import ExitTrace
 from speedsim.trace.workload import FIT_WHERE
 from speedsim.workload import get_model, resolve_models
-from speedsim.workload.models import ModelSpec, with_precision
+from speedsim.workload.models import ModelSpec, check_devices, shard, with_precision
 
 
 @dataclass(frozen=True)
@@ -124,8 +124,8 @@ def build_scenario(run: RunParams, base_dir: str | Path = "", model_specs: Seque
     from (`COMMAND_LINE` for simulate's flags)."""
     sharing = Sharing.parse(run.sharing)
     hw, overrides = cached_whatif(run.profile, run.overrides)
-    spec = with_precision(get_model(run.model, cached_models(tuple(str(p) for p in model_specs),
-                                                             sources.model_specs)), run.weight_dtype, run.kv_dtype)
+    spec = deployed(get_model(run.model, cached_models(tuple(str(p) for p in model_specs), sources.model_specs)),
+                    run, hw)
     workload = run_workload(run, sharing.repeats, base_dir, sources)
     if isinstance(workload, TraceWorkload):
         traces = cached_traces(str(workload.path), sources.trace)[: workload.limit]
@@ -139,6 +139,16 @@ def build_scenario(run: RunParams, base_dir: str | Path = "", model_specs: Seque
     policy.check(sharing.repeats)
     speculative = tuple(speculation_of(run, m, spec, sharing, base_dir, model_specs, sources) for m in run.methods)
     return Scenario(run, hw, spec, sharing, traces, policy, src_len, overrides, speculative)
+
+
+def deployed(spec: ModelSpec, run: RunParams, profile: HardwareProfile | None) -> ModelSpec:
+    """`spec` as the run deploys it: stored in its precision (`weight_dtype`, `kv_dtype`), one device's shard
+    of it under tensor parallelism (`tp`; the profile's interconnect must join that many devices: checked when
+    `profile` is given)."""
+    if profile is not None:
+        link = profile.interconnect
+        check_devices(profile.name, link.devices_per_node if link else None, link.name if link else None, run.tp)
+    return shard(with_precision(spec, run.weight_dtype, run.kv_dtype), run.tp)
 
 
 @lru_cache(maxsize=16)
@@ -160,13 +170,13 @@ def speculation_of(run: RunParams, method: str, spec: ModelSpec, sharing: Sharin
         s = Speculation("selfspec", gamma, draft_exit=run.draft_exit)
     else:
         try:
-            draft = with_precision(get_model(run.draft_model or run.model,
-                                             cached_models(tuple(str(p) for p in model_specs), sources.model_specs)),
-                                   run.weight_dtype, run.kv_dtype)
+            draft = get_model(run.draft_model or run.model,
+                              cached_models(tuple(str(p) for p in model_specs), sources.model_specs))
         except UserError as err:
             if run.draft_model is None or err.where != "--model":
                 raise
             raise UserError(str(err).removeprefix("--model: "), where="--draft-model") from None
+        draft = deployed(draft, run, None)
         drafts, fitted = None, None
         if run.draft_trace is not None:
             where = sources.draft_trace

@@ -10,12 +10,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from speedsim.dtypes import KV_DTYPES, WEIGHT_DTYPES
 from speedsim.engine import Mode
 from speedsim.errors import UserError
 from speedsim.fileio import read_text_input
 from speedsim.limits import (
     MAX_COPY_BYTES,
     MAX_DECODE_TOKENS,
+    MAX_DEVICES,
     MAX_GEMM_N,
     MAX_OP_WIDTH,
     MAX_ROW_INTS,
@@ -267,6 +269,8 @@ def _check_extra(row: MeasuredRow, where: str) -> None:
             text = row.extra_field(key)
             if text is not None and not (_whole(text) is not None and 1 <= int(text) <= top):
                 raise UserError(f"extra: {key}={text} must be a whole number in 1..{top}", where=where)
+    if row.section == "published":
+        _check_published(row, where)
     impl = row.extra_field("impl")
     if impl is not None and impl not in IMPLS:  # a typo would silently simulate another implementation
         raise UserError(f"extra: impl={impl} is none of {', '.join(IMPLS)}", where=where)
@@ -301,6 +305,34 @@ def _check_extra(row: MeasuredRow, where: str) -> None:
     if cross is not None and not (cross.isascii() and cross.isdigit() and int(cross) <= limit):  # not '²'
         raise UserError(f"extra: cross={cross} must be a whole number of encoder positions in 0..{limit}",
                         where=where)
+
+
+# a published decode row: at most this many output tokens and layers (the simulation is one decode)
+MAX_PUBLISHED_TOKENS, MAX_PUBLISHED_LAYERS = 4096, 1024
+
+
+def _check_published(row: MeasuredRow, where: str) -> None:
+    """A published decode row (`published`): n output tokens (1..MAX_PUBLISHED_TOKENS) after a ctx-token prompt,
+    L decoder layers (R = 1), and in `extra` the deployment (`tp=N`, default 1; `weight_dtype=`, `kv_dtype=`),
+    whether the figure includes the prefill (`prefill=included|excluded`) and where it was published
+    (`source=`)."""
+    if not 1 <= row.n <= MAX_PUBLISHED_TOKENS:
+        raise UserError(f"a published row needs n = 1..{MAX_PUBLISHED_TOKENS} output tokens (got {row.n})", where=where)
+    if not 1 <= row.L <= MAX_PUBLISHED_LAYERS or row.R != 1:
+        raise UserError(f"a published row needs L = 1..{MAX_PUBLISHED_LAYERS} layers and R = 1 (got L={row.L}, "
+                        f"R={row.R})", where=where)
+    tp = row.extra_field("tp")
+    if tp is not None and not (_whole(tp) is not None and 1 <= int(tp) <= MAX_DEVICES):
+        raise UserError(f"extra: tp={tp} must be a whole number of devices in 1..{MAX_DEVICES}", where=where)
+    for key, known in (("weight_dtype", WEIGHT_DTYPES), ("kv_dtype", KV_DTYPES)):
+        text = row.extra_field(key)
+        if text is not None and text not in known:
+            raise UserError(f"extra: {key}={text} is none of {', '.join(known)}", where=where)
+    if row.extra_field("prefill") not in ("included", "excluded"):
+        raise UserError("extra: a published row says whether its figure includes the prefill: prefill=included "
+                        "or prefill=excluded", where=where)
+    if not row.extra_field("source"):
+        raise UserError("extra: a published row names where it was published: source=...", where=where)
 
 
 def _check_op(row: MeasuredRow, where: str) -> None:

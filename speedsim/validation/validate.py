@@ -10,14 +10,16 @@ from speedsim.engine import Mode, time_call
 from speedsim.errors import UserError
 from speedsim.hardware.profile import HardwareProfile
 from speedsim.limits import MAX_SIM_SECONDS, Work, check_work, mean_error, relative_error
+from speedsim.sharing import Sharing
 from speedsim.simulate import simulate
 from speedsim.simulate.loop import LoopResult, static_loop
 from speedsim.trace.io import read_traces
 from speedsim.trace.schema import ExitTrace
+from speedsim.trace.workload import SyntheticWorkload
 from speedsim.userpath import is_file, shown, user_path
 from speedsim.validation.measured import MeasuredRow, measured_time, rows_for_mode
 from speedsim.workload import KernelRules, Program
-from speedsim.workload.models import ModelSpec
+from speedsim.workload.models import ModelSpec, check_devices, shard, with_precision
 from speedsim.workload.patterns import decode_work, program_for_row, row_work
 from speedsim.workload.static import BUCKET
 
@@ -36,6 +38,22 @@ class RowResult:
     sim_mode: Mode
     simulated_us: float
     parts: dict[str, tuple[float, float]] = field(default_factory=dict)  # part -> (measured, simulated)
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """The MAPE groups the row counts in: its section, and a published row's tensor-parallel degree."""
+        if self.row.section == "published":
+            return ("published", f"published tp{self.row.extra_field('tp') or 1}")
+        return (self.row.section,)
+
+    @property
+    def deployment(self) -> str:
+        """A published row's deployment, as the tables show it: tp, weights and KV as stored (blank otherwise)."""
+        if self.row.section != "published":
+            return ""
+        parts = [f"tp{self.row.extra_field('tp') or 1}"]
+        parts += [f"{k.split('_')[0]} {v}" for k in ("weight_dtype", "kv_dtype") if (v := self.row.extra_field(k))]
+        return ", ".join(parts)
 
     @property
     def ape(self) -> float:
@@ -66,7 +84,8 @@ class ValidationReport:
             out["all"] = mean_error([r.ape for r in self.results])
         sections: dict[str, list[float]] = {}
         for r in self.results:
-            sections.setdefault(r.row.section, []).append(r.ape)
+            for group in r.groups:
+                sections.setdefault(group, []).append(r.ape)
         for name, apes in sections.items():
             out[name] = mean_error(apes)
         return out
@@ -81,7 +100,8 @@ class ValidationReport:
             "mape": {k: round(v, 4) for k, v in self.mape().items()},
             "worst": [{"section": r.row.section, "pattern": r.row.pattern, "model": r.row.model,
                        "mode": r.row.mode or r.sim_mode, "n": r.row.n, "ctx": r.row.ctx, "L": r.row.L,
-                       "R": r.row.R, "measured_us": round(r.row.us_median, 3),
+                       "R": r.row.R, **({"deployment": r.deployment} if r.deployment else {}),
+                       "measured_us": round(r.row.us_median, 3),
                        "simulated_us": round(r.simulated_us, 3), "ape": round(r.ape, 4),
                        **({"parts": r.parts_dict()} if r.parts else {})} for r in ranked],
             "skipped_rows": self.skipped,
@@ -105,7 +125,11 @@ def check_rows_work(pairs: list[tuple[MeasuredRow, Mode]], models: dict[str, Mod
     total = Work()
     seen: set[tuple] = set()
     for row, mode in pairs:
-        if row.section == "decode":
+        if row.section == "published":  # one decode, at most MAX_PUBLISHED_TOKENS x MAX_PUBLISHED_LAYERS layers
+            if row.model not in models:
+                continue
+            work = decode_work(models[row.model], rules, dtype, row.L, 1, row.n, ("speed",)) * runs
+        elif row.section == "decode":
             path, where = _row_traces(row, source)
             key = (str(path), row.model, row.L, row.R, mode, _decode_methods(row))
             if key in seen or row.model not in models:
@@ -125,10 +149,11 @@ def build_programs(pairs: list[tuple[MeasuredRow, Mode]], models: dict[str, Mode
                    dtype: str, source: str) -> dict[tuple, tuple[Program, int]]:
     """One (program, divisor) per distinct scenario (shared by its graph and eager rows), after checking
     that simulating them is within the budget (`check_rows_work`: the decode rows are not built here)."""
-    check_rows_work([(r, m) for r, m in pairs if r.section != "decode"], models, rules, dtype, source, {})
+    whole = ("decode", "published")  # whole decodes: simulated, not one program
+    check_rows_work([(r, m) for r, m in pairs if r.section not in whole], models, rules, dtype, source, {})
     programs: dict[tuple, tuple[Program, int]] = {}
     for row, _ in pairs:
-        if row.section != "decode" and row.key not in programs:
+        if row.section not in whole and row.key not in programs:
             programs[row.key] = program_for_row(row.__dict__, models, rules, dtype, where=_where(row, source))
     return programs
 
@@ -144,7 +169,7 @@ def validate(profile: HardwareProfile, rows: list[MeasuredRow], models: dict[str
     report = ValidationReport(profile=profile.name, mode=mode)
     # an unknown model is an error, not a skip: check every row before simulating any
     for row, _ in pairs:
-        if row.section in ("layer", "group", "lmhead", "decode") and row.model not in models:
+        if row.section in ("layer", "group", "lmhead", "decode", "published") and row.model not in models:
             raise UserError(f"unknown model '{row.model}': give its dimensions with --model-spec FILE",
                             where=f"{row.source or source}:{row.line}")
     decodes: dict = {}
@@ -162,6 +187,8 @@ def validate(profile: HardwareProfile, rows: list[MeasuredRow], models: dict[str
             parts = {k: (measured, getattr(loop, LOOP_PARTS[k])) for k, measured in loop_parts(row, source).items()}
         elif row.section == "decode":
             simulated = _decode_row(profile, row, models, sim_mode, source, decodes)
+        elif row.section == "published":
+            simulated = published_row(profile, row, models, sim_mode, source)
         else:
             program, divisor = programs[row.key]
             simulated = time_call(profile, program, sim_mode) / divisor
@@ -269,6 +296,26 @@ def decode_loop(profile: HardwareProfile, row: MeasuredRow, models: dict[str, Mo
         except UserError as err:
             raise UserError(f"trace={row.extra_field('trace')}: {err}", where=where) from None
     return cache[key]
+
+
+def published_row(profile: HardwareProfile, row: MeasuredRow, models: dict[str, ModelSpec], mode: Mode,
+                  source: str) -> float:
+    """A published batch-1 decode (`published`): the model as deployed (`tp=`, `weight_dtype=`, `kv_dtype=`),
+    L unshared layers, n tokens after a ctx-token prompt, per output token with or without the prefill as the
+    figure was taken (`prefill=`). Nothing of the row is fitted: the profile's own numbers."""
+    where = _where(row, source)
+    spec = models[row.model]
+    tp = int(row.extra_field("tp") or 1)
+    link = profile.interconnect
+    try:
+        check_devices(profile.name, link.devices_per_node if link else None, link.name if link else None, tp)
+        spec = shard(with_precision(spec, row.extra_field("weight_dtype"), row.extra_field("kv_dtype")), tp)
+        traces = SyntheticWorkload(mispredict=0.0, out_len=row.n, seqs=1, src_len=max(1, row.ctx)).traces(1)
+        result = simulate(profile, spec, Sharing(row.L, 1), traces, mode, ())
+    except UserError as err:
+        msg = str(err).split(": ", 1)[1] if err.where and err.where.startswith("--") else str(err)
+        raise UserError(msg, where=where) from None
+    return result.speed.e2e_per_token_us if row.extra_field("prefill") == "included" else result.speed.per_token_us
 
 
 def _decode_row(profile: HardwareProfile, row: MeasuredRow, models: dict[str, ModelSpec], mode: Mode,

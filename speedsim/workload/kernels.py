@@ -24,15 +24,17 @@ TENSOR_CLASSES = (WEIGHTS, KV, ACTIVATIONS, EMBEDDINGS)
 # key range under the softmax recurrence with fewer loads in flight (the profile's
 # `unit_attention_inflight_KiB`) and loads the next key tile while it computes this one.
 STREAM, MULTI_QUERY = "stream", "multi_query"
+# ... and a collective's operation (kernels of class COLLECTIVE: their time is the interconnect's)
+ALL_REDUCE, ALL_GATHER, SEND = "all_reduce", "all_gather", "send"
 
 ACT = "act"  # all activation buffers share one identity: small and always recently written
 
 # Kernel classes: what a kernel does, for per-class validation against measured kernel profiles
 # (`speedsim.validation.kernels` maps measured kernel names onto the same classes). Not a kind:
 # every attention kernel is of class ATTN, whichever its kind.
-NORM, GEMM, ATTN, REDUCE, ELEMENTWISE, COPY, MASK = (
-    "norm", "gemm", "attention", "reduce", "elementwise", "copy", "mask")
-KERNEL_CLASSES = (NORM, GEMM, ATTN, REDUCE, ELEMENTWISE, COPY, MASK)
+NORM, GEMM, ATTN, REDUCE, ELEMENTWISE, COPY, MASK, COLLECTIVE = (
+    "norm", "gemm", "attention", "reduce", "elementwise", "copy", "mask", "collective")
+KERNEL_CLASSES = (NORM, GEMM, ATTN, REDUCE, ELEMENTWISE, COPY, MASK, COLLECTIVE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +91,8 @@ class Kernel:
     indexed: bool = False        # operands are not contiguous: offsets are computed per element first
     items: ItemAccesses | None = None  # each batch item's own tensor, after `accesses`
     dequant_ops: float = 0.0     # vector work of dequantising weights stored in another format (per run)
+    peers: int = 1               # a collective: the devices it joins (tensor or pipeline parallelism)
+    message_bytes: float = 0.0   # ... and the bytes it reduces, gathers or sends
 
     @property
     def all_accesses(self) -> tuple[Access, ...]:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import dataclasses
 from functools import lru_cache
 
-from speedsim.workload.kernels import EMBEDDINGS, Kernel, Program
+from speedsim.hardware import BYTES_PER_ELEMENT
+from speedsim.workload.kernels import ALL_GATHER, ALL_REDUCE, EMBEDDINGS, Kernel, Program
 from speedsim.workload.models import ModelSpec
-from speedsim.workload.primitives import attention, elementwise, kv_writes, linear, rmsnorm
+from speedsim.workload.primitives import attention, collective, elementwise, kv_writes, linear, rmsnorm
 from speedsim.workload.rules import KernelRules
 
 
@@ -88,12 +89,14 @@ def _layer_shape(spec: ModelSpec, layer_id: str, rows: int, dtype: str,
     pre = (rmsnorm(f"{layer_id}.norm1", rows, d, dtype, rules.host_ops.norm),
            *linear(f"{layer_id}.qkv", f"{layer_id}.qkv", rows, d, q + 2 * kv, dtype, rules, wfmt=w))
     mid = [*linear(f"{layer_id}.o", f"{layer_id}.o", rows, q, d, dtype, rules, wfmt=w),
+           *tp_reduce(spec, f"{layer_id}.o", rows, dtype),
            elementwise(f"{layer_id}.add1", rows * d, 2, dtype, rules)]
     post: list[Kernel] = []
     if spec.cross_attention_len:
         mid += [rmsnorm(f"{layer_id}.norm_x", rows, d, dtype, rules.host_ops.norm),
                 *linear(f"{layer_id}.xq", f"{layer_id}.xq", rows, d, q, dtype, rules, wfmt=w)]
         post += [*linear(f"{layer_id}.xo", f"{layer_id}.xo", rows, q, d, dtype, rules, wfmt=w),
+                 *tp_reduce(spec, f"{layer_id}.xo", rows, dtype),
                  elementwise(f"{layer_id}.add_x", rows * d, 2, dtype, rules)]
     tail = post if spec.cross_attention_len else mid
     tail.append(rmsnorm(f"{layer_id}.norm2", rows, d, dtype, rules.host_ops.norm))
@@ -105,8 +108,17 @@ def _layer_shape(spec: ModelSpec, layer_id: str, rows: int, dtype: str,
     else:
         tail.append(elementwise(f"{layer_id}.{spec.ffn}", rows * dff, 1, dtype, rules))
     tail += linear(f"{layer_id}.w2", f"{layer_id}.w2", rows, dff, d, dtype, rules, wfmt=w)
+    tail += tp_reduce(spec, f"{layer_id}.w2", rows, dtype)
     tail.append(elementwise(f"{layer_id}.add2", rows * d, 2, dtype, rules))
     return pre, tuple(mid), tuple(post)
+
+
+def tp_reduce(spec: ModelSpec, name: str, rows: int, dtype: str) -> tuple[Kernel, ...]:
+    """The all-reduce of a row-parallel projection's partial sums (a tensor-parallel shard, `spec.tp` > 1)."""
+    if spec.tp == 1:
+        return ()
+    return (collective(f"{name}.all_reduce", ALL_REDUCE, rows * spec.d_model * BYTES_PER_ELEMENT[dtype], spec.tp,
+                       dtype),)
 
 
 def lm_head(spec: ModelSpec, rows: int, dtype: str, rules: KernelRules, final_norm: bool = True,
@@ -120,5 +132,9 @@ def lm_head(spec: ModelSpec, rows: int, dtype: str, rules: KernelRules, final_no
 def _lm_head(spec: ModelSpec, rows: int, dtype: str, rules: KernelRules, final_norm: bool,
              prefix: str = "") -> tuple[Kernel, ...]:
     norm = (rmsnorm(f"{prefix}head.norm", rows, spec.d_model, dtype, rules.host_ops.norm),) if final_norm else ()
-    return (*norm, *linear(f"{prefix}lm_head", f"{prefix}lm_head", rows, spec.d_model, spec.vocab, dtype, rules,
-                           tclass=EMBEDDINGS))
+    head = linear(f"{prefix}lm_head", f"{prefix}lm_head", rows, spec.d_model, spec.vocab, dtype, rules,
+                  tclass=EMBEDDINGS)
+    if spec.tp > 1:  # each device's slice of the vocabulary: the logits gathered on every device
+        head.append(collective(f"{prefix}lm_head.all_gather", ALL_GATHER,
+                               rows * spec.vocab * spec.tp * BYTES_PER_ELEMENT[dtype], spec.tp, dtype))
+    return (*norm, *head)

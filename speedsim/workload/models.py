@@ -117,6 +117,9 @@ class ModelSpec(BaseModel):
                                              "default the run's dtype")
     kv_dtype: KvDtype | None = Field(None, description="how the KV cache is stored: bf16, fp16, fp8, int8; "
                                      "default the run's dtype")
+    tp: int = Field(1, ge=1, le=MAX_HEADS, strict=True,
+                    description="tensor-parallel degree this spec is one device's shard of (`shard`, --tp: heads, "
+                    "d_ff and vocab already divided by it); 1 in a spec file")
 
     @field_validator("name")
     @classmethod
@@ -308,3 +311,44 @@ def get_model(name: str, models: dict[str, ModelSpec] | None = None) -> ModelSpe
         raise UserError(f"unknown model '{name}' (known: {', '.join(sorted(models))}; "
                         "give others with --model-spec FILE)", where="--model")
     return models[name]
+
+
+@lru_cache(maxsize=256)
+def shard(spec: ModelSpec, tp: int) -> ModelSpec:
+    """One device's shard of `spec` under Megatron-style tensor parallelism over `tp` devices: the query heads,
+    the key/value heads (replicated when fewer than `tp`: each device keeps one), the FFN's hidden width and
+    the LM head's vocabulary split `tp` ways (the FFN and vocabulary rounded up, as padded); d_model, the
+    norms and the input embedding (a row gather) whole on every device. The layer programs of a shard
+    (`tp` > 1) add the collectives: an all-reduce after the attention output and after the FFN (and after
+    cross-attention's output), an all-gather of the logits after the LM head. A `UserError` at `--tp` when
+    `tp` does not divide the heads."""
+    if tp == 1:
+        return spec
+    if spec.tp != 1:
+        raise UserError(f"model '{spec.name}' is already a shard (tp {spec.tp})", where="--tp")
+    if spec.n_heads % tp:
+        raise UserError(f"{tp} does not divide {spec.name}'s {spec.n_heads} attention heads", where="--tp")
+    kv = spec.kv_heads
+    if kv % tp and tp % kv:
+        raise UserError(f"{tp} neither divides {spec.name}'s {kv} key/value heads nor is a multiple of them",
+                        where="--tp")
+    update: dict = {"n_heads": spec.n_heads // tp, "head_dim": spec.d_head, "d_ff": -(-spec.d_ff // tp),
+                    "vocab": -(-spec.vocab // tp), "tp": tp}
+    if kv != spec.n_heads or kv < tp:
+        update["n_kv_heads"] = max(1, kv // tp)
+    return spec.model_copy(update=update)
+
+
+def check_devices(profile_name: str, devices_per_node: int | None, link: str | None, tp: int, pp: int = 1) -> None:
+    """A `UserError` at `--tp` (or `--pp`) when `tp` x `pp` devices are more than one node of the profile joins
+    (`interconnect.devices_per_node`), or the profile has no interconnect at all."""
+    n = tp * pp
+    if n == 1:
+        return
+    flag = "--tp" if tp > 1 else "--pp"
+    if devices_per_node is None:
+        raise UserError(f"{profile_name} has no interconnect section: one device only (--tp {tp} --pp {pp} "
+                        f"needs {n})", where=flag)
+    if n > devices_per_node:
+        raise UserError(f"--tp {tp} x --pp {pp} = {n} devices, but {profile_name}'s {link} joins "
+                        f"{devices_per_node} per node", where=flag)

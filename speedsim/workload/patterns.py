@@ -36,6 +36,9 @@ SECTIONS: dict[str, re.Pattern[str] | set[str]] = {
     "batch": {"unshared", "pipelined"},
     # one framework op alone at the model's shapes (speedsim measure --parts ops): the kernel level
     "op": {"linear", "attention", "norm", "kv_write"},
+    # a published batch-1 decode of an unshared L-layer model (n tokens after a ctx-token prompt, per token;
+    # tp=, weight_dtype=, kv_dtype=, prefill=included|excluded in extra): simulated by speedsim.simulate
+    "published": {"unshared"},
 }
 GEMV_SHAPES = {"W256MiB": (16384, 8192), "W16MiB": (2048, 4096)}  # (out, in) of measure.py's GEMVs
 
@@ -130,8 +133,8 @@ def program_for_row(row: dict, models: dict[str, ModelSpec], rules: KernelRules,
     if not (known.fullmatch(pattern) if isinstance(known, re.Pattern) else pattern in known):
         raise UserError(f"unknown pattern '{pattern}' for section '{section}'", where=where)
     n, ctx, L, R = int(row["n"]), int(row["ctx"]), int(row["L"]), int(row["R"])
-    if section == "decode":
-        raise UserError("decode rows are whole decodes, not one program", where=where)
+    if section in ("decode", "published"):
+        raise UserError(f"{section} rows are whole decodes, not one program", where=where)
     if section == "ceiling":
         if pattern == "launch_add_x100":
             return tiny_adds(100), 100

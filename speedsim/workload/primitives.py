@@ -17,6 +17,7 @@ from speedsim.workload.kernels import (
     ACT,
     ACTIVATIONS,
     ATTN,
+    COLLECTIVE,
     COPY,
     EMBEDDINGS,
     GEMM,
@@ -222,6 +223,14 @@ def _attention_shape(spec: ModelSpec, queries: int, keys: tuple[int, ...], maske
     tile_keys = min(rules.key_tile, block_keys)
     key_tiles = math.ceil(block_keys / tile_keys)
     return split, flops, work, nbytes, key_tiles, 2.0 * tile_keys * dh * b, 4.0 * q_pad * tile_keys * dh
+
+
+@lru_cache(maxsize=1024)
+def collective(name: str, op: str, nbytes: float, peers: int, dtype: str) -> Kernel:
+    """A collective among `peers` devices (all_reduce, all_gather, send) of `nbytes`: its time is the
+    interconnect's (`speedsim.hardware.parts.InterconnectSpec`), the devices wait on it; one framework op."""
+    return Kernel(name=name, flops=0.0, accesses=(), parallel_work=1, kind=op, dtype=dtype, kclass=COLLECTIVE,
+                  peers=peers, message_bytes=float(nbytes))
 
 
 @lru_cache(maxsize=256)

@@ -19,7 +19,7 @@ from functools import lru_cache
 from speedsim.hardware import BYTES_PER_ELEMENT
 from speedsim.sharing import Sharing
 from speedsim.workload.kernels import Kernel, Program
-from speedsim.workload.layers import decoder_layer, decoder_layer_windows, lm_head
+from speedsim.workload.layers import decoder_layer, decoder_layer_windows, lm_head, tp_reduce
 from speedsim.workload.models import ModelSpec
 from speedsim.workload.primitives import attention, bookkeeping, elementwise, embed, linear, rmsnorm
 from speedsim.workload.rules import KernelRules
@@ -218,12 +218,14 @@ def _encoder_layer(spec: ModelSpec, layer_id: str, tokens: int, dtype: str, rule
     p.add(*attention(f"{layer_id}.attn", spec, tokens, [tokens], [f"{layer_id}.kv"], False, dtype, rules,
                      tclass="activations"))
     p.add(*linear(f"{layer_id}.o", f"{layer_id}.o", tokens, q, d, dtype, rules, wfmt=w))
+    p.add(*tp_reduce(spec, f"{layer_id}.o", tokens, dtype))
     p.add(elementwise(f"{layer_id}.add1", tokens * d, 2, dtype, rules))
     p.add(rmsnorm(f"{layer_id}.norm2", tokens, d, dtype, rules.host_ops.norm))
     p.add(*linear(f"{layer_id}.w1", f"{layer_id}.w1", tokens, d, (2 if spec.gated else 1) * dff, dtype, rules,
                   wfmt=w))
     p.add(elementwise(f"{layer_id}.act", tokens * dff * (2 if spec.gated else 1), 1, dtype, rules))
     p.add(*linear(f"{layer_id}.w2", f"{layer_id}.w2", tokens, dff, d, dtype, rules, wfmt=w))
+    p.add(*tp_reduce(spec, f"{layer_id}.w2", tokens, dtype))
     p.add(elementwise(f"{layer_id}.add2", tokens * d, 2, dtype, rules))
     return tuple(p.kernels)
 
@@ -280,8 +282,10 @@ def memory_footprint(spec: ModelSpec, sharing: Sharing, max_positions: int, src_
     weights = layers * spec.layer_weight_bytes(dtype)
     # an encoder layer is a decoder layer without cross-attention
     encoder = spec.encoder_layers * spec.layer_weight_bytes(dtype, cross=False) if spec.cross_attention_len else 0
-    # input embedding and LM head
-    embeddings = (1 if spec.tied_embeddings else 2) * spec.head_weight_elements() * b
+    # input embedding and LM head (a tensor-parallel shard: the embedding whole, the head its slice)
+    head = spec.head_weight_elements() * b
+    embeddings = (1 if spec.tied_embeddings else 2) * head if spec.tp == 1 else \
+        spec.tp * head + (0 if spec.tied_embeddings else head)
     kv = sharing.depth * max_positions * 2 * spec.kv_width * kv_b
     cross = layers * src_len * 2 * spec.kv_width * kv_b if spec.cross_attention_len else 0
     return {"weights": float(weights + encoder), "embeddings": float(embeddings), "kv": float(kv),
