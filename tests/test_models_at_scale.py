@@ -338,3 +338,74 @@ def test_bad_published_rows_name_their_line(tmp_path, extra, problem):
     with pytest.raises(UserError, match=problem) as err:
         read_measured(path)
     assert err.value.where == f"{path}:2"
+
+
+# ------------------------------------------------------------------ pipeline parallelism
+
+
+def _programs(spec, sharing="8x4"):
+    from speedsim.workload.steps import StepContext, pipelined_step, sequential_token, unshared_token
+
+    rules = KernelRules.from_profile(load_profile("h200"))
+    ctx = StepContext(spec, Sharing.parse(sharing), 16, "bf16", rules)
+    return (pipelined_step(ctx, [(5, 0), (4, 1), (3, 2), (2, 3)], 1), sequential_token(ctx, 5),
+            unshared_token(ctx, 5))
+
+
+def _sends(program):
+    return [k for k in program.kernels if k.kind == "send"]
+
+
+def test_layer_stages_send_at_each_boundary_and_hold_a_share_of_the_layers():
+    from speedsim.workload.models import stage_ends, staged
+
+    assert stage_ends(8, 4) == {1, 3, 5} and stage_ends(32, 1) == frozenset() and stage_ends(10, 4) == {1, 4, 7}
+    spec = PUBLISHED_MODELS["llama3-8b"]
+    speed, sequential, unshared = _programs(staged(spec, 4))
+    assert len(_sends(speed)) == 3 + 1            # three boundaries, then back to the first stage
+    assert len(_sends(sequential)) == 4 * 3 + 3   # each of the four passes, and between them
+    assert len(_sends(unshared)) == 3
+    assert not any(_sends(p) for p in _programs(spec))
+    one = memory_footprint(spec, Sharing(8, 4), 64, 1, "bf16")
+    four = memory_footprint(staged(spec, 4), Sharing(8, 4), 64, 1, "bf16")
+    assert four["weights"] == one["weights"] / 4 and four["kv"] == one["kv"] / 4
+    assert four["embeddings"] == one["embeddings"] / 2  # one end's table
+
+
+def test_the_pipeline_over_repeats_runs_the_busiest_device():
+    from speedsim.workload.models import staged
+
+    spec = PUBLISHED_MODELS["llama3-8b"]
+    rep = staged(spec, 4, True)
+    speed, sequential, unshared = _programs(rep)
+    whole, *_ = _programs(spec)
+    # one device's step: its one token through the 8 shared layers and the head, then on to the next device
+    attn = [k for k in speed.kernels if k.kclass == "attention"]
+    assert len(attn) == 8 and len(_sends(speed)) == 1
+    assert len([k for k in whole.kernels if k.kclass == "attention"]) == 8  # (one call over the 4 tokens)
+    assert len(_sends(sequential)) == 3 and len(_sends(unshared)) == 3
+    m = memory_footprint(rep, Sharing(8, 4), 64, 1, "bf16")
+    one = memory_footprint(spec, Sharing(8, 4), 64, 1, "bf16")
+    assert m["weights"] == one["weights"] and m["kv"] == one["kv"] / 4  # the layers on every device
+
+
+def test_tensor_parallelism_beats_the_repeat_pipeline_for_one_sequence():
+    one = _sim("h200", "llama3-8b", "8x4")
+    tp = _sim("h200", "llama3-8b", "8x4", tp=4)
+    rep = _sim("h200", "llama3-8b", "8x4", pp=4, pp_over="repeats")
+    assert tp.per_token_us < rep.per_token_us < one.per_token_us * 1.01
+
+
+@pytest.mark.parametrize("args, where", [
+    (("--pp", "3", "--pp-over", "repeats"), "--pp: the pipeline over repeats runs one repeat per device: --pp 4"),
+    (("--pp", "5"), "--pp: 5 stages for the 4 shared layers"),
+    (("--pp-over", "repeats"), "--pp-over: repeats needs"),
+    (("--pp", "2", "--method", "selfspec"), "--pp: pipeline parallelism is not modelled for speculative"),
+    (("--pp", "4", "--tp", "4"), "--tp: --tp 4 x --pp 4 = 16 devices"),
+])
+def test_bad_pipelines_are_one_line_naming_the_flag(args, where):
+    from tests.conftest import run_cli
+
+    out = run_cli("simulate", "--profile", "h200", "--model", "llama3-8b", "--sharing", "4x4", "--synthetic",
+                  "perfect,len=4,seqs=1", *args)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and where in out.stderr, out.stderr

@@ -179,7 +179,7 @@ def _take(cost: CostModel, host: dict[str, np.ndarray], index: np.ndarray) -> tu
 def _plan_key(k: Kernel) -> tuple:
     """What `CostModel.plan` reads of a kernel: kernels equal here have the same plan on every profile."""
     return (k.parallel_work, k.matrix, k.kind, k.dtype, k.kclass, k.row_elements, k.key_tiles, k.tile_bytes,
-            k.tile_flops, k.indexed, k.flops, k.dequant_ops)
+            k.tile_flops, k.indexed, k.flops, k.dequant_ops, k.peers, k.message_bytes)
 
 
 @dataclass

@@ -107,6 +107,8 @@ CAUSE_PARAMETERS = {
     "launch": ("host.launch_overhead_us.graph", "host.launch_overhead_us.graph_gap", "host.graph_start_us"),
     "host": ("host.graph_launch_us", "host.d2h_copy_us", "host.sync_us", "host.controller_us",
              "host.launch_overhead_us.eager", "host.loop_us"),
+    "interconnect": ("interconnect.latency_us", "interconnect.hop_latency_us", "interconnect.link_GBps",
+                     "interconnect.efficiency"),
     "wait": (),
 }
 

@@ -39,7 +39,8 @@ magnitude above it; a smaller step would resolve the model's discreteness, not a
 
 **Which parameters.** By default every number of the profile except the software stack's rules
 (`software.*`: tile sizes and framework-op counts, which choose kernels rather than describe the
-chip; name them in `params` to include them). A parameter whose value is 0 is skipped (no relative
+chip; name them in `params` to include them), and except the interconnect's (`interconnect.*`) for a
+decode on one device, where they carry no time. A parameter whose value is 0 is skipped (no relative
 step). An integer field (`compute.units`) is stepped to round(x (1 ± h)), at least x ± 1, and the
 elasticity taken over the values used (said in the result). A value the profile cannot take (a
 field's closed range, a check between fields, a cost-model rate out of range, a model that no
@@ -67,6 +68,7 @@ from speedsim.workload import KernelRules
 STEP = 0.01              # the relative step of the central differences (see the module docstring)
 MIN_STEP, MAX_STEP = 1e-4, 0.2
 SOFTWARE = "software."   # the software stack's rules: not in the default parameters
+INTERCONNECT = "interconnect."  # the links between devices: not for a decode on one device
 
 
 @dataclass(frozen=True)
@@ -144,15 +146,17 @@ def with_settings(scenario: Scenario, settings: Sequence[str], where: str = "--s
     return replace(scenario, profile=profile), overrides_dict(overrides)
 
 
-def default_parameters(profile: HardwareProfile) -> list[str]:
-    """The parameters `sensitivity` varies by default: every number of the profile but `software.*`."""
-    return [p for p in parameter_paths(profile) if not p.startswith(SOFTWARE)]
+def default_parameters(profile: HardwareProfile, devices: int = 1) -> list[str]:
+    """The parameters `sensitivity` varies by default: every number of the profile but `software.*`, and but
+    `interconnect.*` for a decode on one device (`devices`: the run's)."""
+    skip = (SOFTWARE,) if devices > 1 else (SOFTWARE, INTERCONNECT)
+    return [p for p in parameter_paths(profile) if not p.startswith(skip)]
 
 
-def _chosen(profile: HardwareProfile, params: Sequence[str] | None, where: str) -> list[str]:
+def _chosen(profile: HardwareProfile, params: Sequence[str] | None, where: str, devices: int = 1) -> list[str]:
     known = parameter_paths(profile)
     if params is None:
-        return default_parameters(profile)
+        return default_parameters(profile, devices)
     chosen: list[str] = []
     for path in params:
         path = path.strip()
@@ -215,7 +219,7 @@ def sensitivity(scenario: Scenario, params: Sequence[str] | None = None, step: f
         raise UserError(f"{step:g} is outside [{MIN_STEP:g}, {MAX_STEP:g}]", where="--step")
     s, run = scenario, scenario.run
     profile = s.profile
-    paths = _chosen(profile, params, where)
+    paths = _chosen(profile, params, where, s.spec.tp)
     base = simulate(profile, s.spec, s.sharing, list(s.traces), run.mode, run.baselines, s.policy, s.src_len,
                     device_control=run.device_control)
     methods = tuple(m.method for m in base.methods())

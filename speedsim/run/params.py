@@ -116,6 +116,10 @@ class RunParams(BaseModel):
                                      "the model spec's, else the profile's dtype)")
     tp: int = Field(1, description="tensor parallelism: devices each holding a slice of every layer (Megatron-style; "
                     "the profile's interconnect joins them)")
+    pp: int = Field(1, description="pipeline parallelism: stages, each on a device of its own")
+    pp_over: Literal["layers", "repeats"] = Field("layers", description="what the pipeline stages split: the layers "
+                                                  "(contiguous stages) or, for SPEED, the repeats (each device all U "
+                                                  "shared layers and the in-flight token of its own repeat)")
 
     @model_validator(mode="before")
     @classmethod
@@ -177,7 +181,7 @@ class RunParams(BaseModel):
             raise ValueError(f"{info.field_name} is empty")
         return value
 
-    @field_validator("tp")
+    @field_validator("tp", "pp")
     @classmethod
     def _devices(cls, value: int) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limits.MAX_DEVICES:
@@ -236,6 +240,10 @@ class RunParams(BaseModel):
                      if not self._default(k)]
             if extra:
                 raise ValueError(f"{extra[0]}: applies to --method specdec")
+        if speculative and self.pp > 1:
+            raise ValueError("pp: pipeline parallelism is not modelled for speculative decoding (selfspec, specdec)")
+        if self.pp_over == "repeats" and self.pp == 1:
+            raise ValueError("pp_over: repeats needs the pipeline's devices: pp R (one per repeat)")
         if "selfspec" not in speculative and not self._default("draft_exit"):
             raise ValueError("draft_exit: applies to --method selfspec")
         if self.serving:
@@ -308,13 +316,13 @@ _INT64_MAX = 2**63 - 1
 _COUNT_RANGES = {"requests": (1, limits.MAX_REQUESTS), "max_batch": (1, limits.MAX_BATCH_LIMIT),
                  "prefill_budget": (1, _INT64_MAX), "serve_seed": (0, _INT64_MAX)}
 SYNTHETIC_FIELDS = ("fit", "mispredict", "agree", "burst", "out_len", "seqs", "seed")
-NUMBER_FIELDS = ("tp", "limit", "mispredict", "burst", "out_len", "src_len", "seqs", "seed", "launch_exit", "max_in_flight",
+NUMBER_FIELDS = ("tp", "pp", "limit", "mispredict", "burst", "out_len", "src_len", "seqs", "seed", "launch_exit", "max_in_flight",
                  "requests", "max_batch", "kv_capacity_GB", "prefill_budget", "serve_seed", "draft_exit", "gamma",
                  "draft_depth", "draft_accept")
 LATER_FIELDS = frozenset({"fit", "device_control", "requests", "serve_method", "arrivals", "max_batch", "kv_capacity_GB",
                           "prefill", "prefill_budget", "serve_seed", "overrides", "methods", "draft_exit", "gamma",
                           "draft_model", "draft_depth", "draft_trace", "draft_accept", "draft_fit", "weight_dtype",
-                          "kv_dtype", "tp"})
+                          "kv_dtype", "tp", "pp", "pp_over"})
 # what only a serving run (requests set) or only a decode run takes
 SERVING_FIELDS = ("serve_method", "arrivals", "max_batch", "kv_capacity_GB", "prefill", "prefill_budget", "serve_seed")
 DECODE_FIELDS = ("baselines", "bounds", "device_control", "methods")  # (speculative serving: not yet)

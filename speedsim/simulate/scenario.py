@@ -32,7 +32,7 @@ from speedsim.trace.io import read_traces, resolve_trace
 from speedsim.trace.schema import ExitTrace
 from speedsim.trace.workload import FIT_WHERE
 from speedsim.workload import get_model, resolve_models
-from speedsim.workload.models import ModelSpec, check_devices, shard, with_precision
+from speedsim.workload.models import ModelSpec, check_devices, shard, staged, with_precision
 
 
 @dataclass(frozen=True)
@@ -147,8 +147,18 @@ def deployed(spec: ModelSpec, run: RunParams, profile: HardwareProfile | None) -
     `profile` is given)."""
     if profile is not None:
         link = profile.interconnect
-        check_devices(profile.name, link.devices_per_node if link else None, link.name if link else None, run.tp)
-    return shard(with_precision(spec, run.weight_dtype, run.kv_dtype), run.tp)
+        check_devices(profile.name, link.devices_per_node if link else None, link.name if link else None, run.tp,
+                      run.pp)
+    if run.pp > 1:
+        sharing = Sharing.parse(run.sharing)
+        if run.pp_over == "repeats" and run.pp != sharing.repeats:
+            raise UserError(f"the pipeline over repeats runs one repeat per device: --pp {sharing.repeats} for "
+                            f"{sharing} (got {run.pp})", where="--pp")
+        if run.pp_over == "layers" and run.pp > sharing.unique:
+            raise UserError(f"{run.pp} stages for the {sharing.unique} shared layers of {sharing}: at most "
+                            f"{sharing.unique} (or --pp-over repeats)", where="--pp")
+    return staged(shard(with_precision(spec, run.weight_dtype, run.kv_dtype), run.tp), run.pp,
+                  run.pp_over == "repeats")
 
 
 @lru_cache(maxsize=16)

@@ -120,6 +120,11 @@ class ModelSpec(BaseModel):
     tp: int = Field(1, ge=1, le=MAX_HEADS, strict=True,
                     description="tensor-parallel degree this spec is one device's shard of (`shard`, --tp: heads, "
                     "d_ff and vocab already divided by it); 1 in a spec file")
+    pp: int = Field(1, ge=1, le=MAX_LAYERS, strict=True,
+                    description="pipeline stages the layers are spread over (--pp; `stages`); 1 in a spec file")
+    pp_repeats: bool = Field(False, strict=True,
+                             description="SPEED's pipeline over repeats (--pp-over repeats): each of pp devices holds "
+                             "all U shared layers and runs the in-flight token of its own repeat")
 
     @field_validator("name")
     @classmethod
@@ -352,3 +357,20 @@ def check_devices(profile_name: str, devices_per_node: int | None, link: str | N
     if n > devices_per_node:
         raise UserError(f"--tp {tp} x --pp {pp} = {n} devices, but {profile_name}'s {link} joins "
                         f"{devices_per_node} per node", where=flag)
+
+
+@lru_cache(maxsize=256)
+def staged(spec: ModelSpec, pp: int, over_repeats: bool = False) -> ModelSpec:
+    """`spec` deployed over `pp` pipeline stages (`pp` devices): layer stages (each device a contiguous
+    pp-th of the layers a pass runs, activations sent on at each boundary), or SPEED's pipeline over repeats
+    (`over_repeats`: each device all U shared layers, the in-flight token of its own repeat;
+    `speedsim.workload.steps`)."""
+    if pp == 1 and not over_repeats:
+        return spec
+    return spec.model_copy(update={"pp": pp, "pp_repeats": over_repeats})
+
+
+def stage_ends(layers: int, pp: int) -> frozenset[int]:
+    """The layers after which a pass over `layers` layers crosses to the next of `pp` stages (contiguous,
+    sizes differing by at most one)."""
+    return frozenset(round(k * layers / pp) - 1 for k in range(1, pp))

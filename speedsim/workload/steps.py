@@ -18,10 +18,18 @@ from functools import lru_cache
 
 from speedsim.hardware import BYTES_PER_ELEMENT
 from speedsim.sharing import Sharing
-from speedsim.workload.kernels import Kernel, Program
+from speedsim.workload.kernels import SEND, Kernel, Program
 from speedsim.workload.layers import decoder_layer, decoder_layer_windows, lm_head, tp_reduce
-from speedsim.workload.models import ModelSpec
-from speedsim.workload.primitives import attention, bookkeeping, elementwise, embed, linear, rmsnorm
+from speedsim.workload.models import ModelSpec, stage_ends
+from speedsim.workload.primitives import (
+    attention,
+    bookkeeping,
+    collective,
+    elementwise,
+    embed,
+    linear,
+    rmsnorm,
+)
 from speedsim.workload.rules import KernelRules
 
 
@@ -90,11 +98,13 @@ def _ids(prefix: str, layers: int, repeat: int | None) -> tuple[tuple[str, ...],
             tuple(_cross_id(prefix, u) for u in range(layers)))
 
 
-def _layers(seqs: list[Seq], n: int, tokens: list[tuple[Seq, int, int | None]]) -> Program:
+def _layers(seqs: list[Seq], n: int, tokens: list[tuple[Seq, int, int | None]], shared: bool = True) -> Program:
     """Layers 0..n-1 over `tokens` = (sequence, position, repeat or None for unshared caches).
 
     What is the same in every layer (each token's KV length, source length, cache ids) is worked
-    out once for the step."""
+    out once for the step. Over pipeline stages (`spec.pp` > 1) the tokens' activations are sent on at
+    each stage's last layer, except in a pass of the shared layers under the pipeline over repeats (one
+    device holds them all). `shared`: the pass is over the shared layers (not the unshared decoder)."""
     ctx = seqs[0].ctx
     spec, dtype, rules = ctx.spec, ctx.dtype, ctx.rules
     kv = [s.ctx.kv_before(pos) for s, pos, _ in tokens]
@@ -103,10 +113,18 @@ def _layers(seqs: list[Seq], n: int, tokens: list[tuple[Seq, int, int | None]]) 
     crosses = list(zip(*[x for _, x in ids], strict=True)) if ids else [()] * n
     cross_lens = [s.ctx.spec.cross_attention_len for s, _, _ in tokens]
     p = Program()
+    ends = stage_ends(n, spec.pp) if spec.pp > 1 and not (spec.pp_repeats and shared) else frozenset()
     for u in range(n):
         p.extend(decoder_layer(spec, f"{ctx.weights}L{u}", kv, caches[u], 1, dtype, rules, cross_ids=crosses[u],
                                cross_lens=cross_lens))
+        if u in ends:
+            p.add(stage_send(spec, f"{ctx.weights}L{u}", len(tokens), dtype))
     return p
+
+
+def stage_send(spec: ModelSpec, name: str, rows: int, dtype: str) -> Kernel:
+    """`rows` tokens' activations sent from one pipeline stage's device to the next."""
+    return collective(f"{name}.send", SEND, rows * spec.d_model * BYTES_PER_ELEMENT[dtype], 2, dtype)
 
 
 def pipelined_batch(work: list[tuple[Seq, list[tuple[int, int]], int]]) -> Program:
@@ -116,12 +134,30 @@ def pipelined_batch(work: list[tuple[Seq, list[tuple[int, int]], int]]) -> Progr
     cache; the LM head on every in-flight token's exit."""
     seqs = [s for s, _, _ in work]
     ctx = seqs[0].ctx
+    spec = ctx.spec
     p = Program([bookkeeping("step.plan", ctx.rules)])
     launched = sum(n for _, _, n in work)
+    tokens = [(s, pos, r) for s, flight, _ in work for pos, r in flight]
+    if spec.pp_repeats and spec.pp > 1:
+        # each repeat's tokens on a device of their own, all at once: the step takes as long as the busiest
+        # device (most tokens, then most keys), which then sends its tokens on to the next repeat's device
+        by_repeat: dict[int, list[tuple[Seq, int, int | None]]] = {}
+        for t in tokens:
+            by_repeat.setdefault(t[2] or 0, []).append(t)
+        r, tokens = max(by_repeat.items(), key=lambda kv: (len(kv[1]), sum(s.ctx.kv_before(pos) for s, pos, _ in
+                                                                                 kv[1]), -kv[0]))
+        if launched and r == 0:
+            p.add(embed(spec, launched, ctx.dtype, ctx.rules))
+        p.extend(_layers(seqs, ctx.sharing.unique, tokens))
+        p.extend(lm_head(spec, len(tokens), ctx.dtype, ctx.rules, prefix=ctx.weights))
+        p.add(stage_send(spec, f"{ctx.weights}step", len(tokens), ctx.dtype))
+        return p
     if launched:
-        p.add(embed(ctx.spec, launched, ctx.dtype, ctx.rules))
-    p.extend(_layers(seqs, ctx.sharing.unique, [(s, pos, r) for s, flight, _ in work for pos, r in flight]))
-    p.extend(lm_head(ctx.spec, sum(len(f) for _, f, _ in work), ctx.dtype, ctx.rules, prefix=ctx.weights))
+        p.add(embed(spec, launched, ctx.dtype, ctx.rules))
+    p.extend(_layers(seqs, ctx.sharing.unique, tokens))
+    p.extend(lm_head(spec, len(tokens), ctx.dtype, ctx.rules, prefix=ctx.weights))
+    if spec.pp > 1:  # the in-flight tokens go back from the last stage to the first for their next repeat
+        p.add(stage_send(spec, f"{ctx.weights}step", len(tokens), ctx.dtype))
     return p
 
 
@@ -139,6 +175,8 @@ def sequential_batch(work: list[tuple[Seq, int]]) -> Program:
     for r in range(ctx.sharing.repeats):
         p.add(bookkeeping(f"pass.r{r}", ctx.rules))  # one decoder pass per repeat
         p.extend(_layers(seqs, ctx.sharing.unique, [(s, pos, r) for s, pos in work]))
+        if ctx.spec.pp > 1 and r < ctx.sharing.repeats - 1:  # on to the device of the next pass's first layer
+            p.add(stage_send(ctx.spec, f"{ctx.weights}pass.r{r}", len(work), ctx.dtype))
     p.extend(lm_head(ctx.spec, len(work), ctx.dtype, ctx.rules, prefix=ctx.weights))
     return p
 
@@ -153,7 +191,7 @@ def unshared_batch(work: list[tuple[Seq, int]]) -> Program:
     seqs = [s for s, _ in work]
     ctx = seqs[0].ctx
     p = Program([embed(ctx.spec, len(work), ctx.dtype, ctx.rules), bookkeeping("pass", ctx.rules)])
-    p.extend(_layers(seqs, ctx.sharing.depth, [(s, pos, None) for s, pos in work]))
+    p.extend(_layers(seqs, ctx.sharing.depth, [(s, pos, None) for s, pos in work], shared=False))
     p.extend(lm_head(ctx.spec, len(work), ctx.dtype, ctx.rules, prefix=ctx.weights))
     return p
 
@@ -240,16 +278,21 @@ def prefill(ctx: StepContext, unshared: bool = False, prefix: str = "") -> Progr
     layer_ids = [f"{w}L{i}" for i in range(depth)] if unshared else [f"{w}L{i % unique}" for i in range(depth)]
     caches = [f"{prefix}kv.L{i}" for i in range(depth)] if unshared else \
         [f"{prefix}kv.L{i % unique}.r{i // unique}" for i in range(depth)]
+    ends = stage_ends(depth, spec.pp) if spec.pp > 1 else frozenset()  # (over repeats: a stage is a repeat)
     if ctx.encoder_decoder:
         p.add(*_encode(spec, max(1, ctx.src_len), tuple(dict.fromkeys(layer_ids)), dtype, rules, w))
-        for lid, cache in zip(layer_ids, caches, strict=True):
+        for i, (lid, cache) in enumerate(zip(layer_ids, caches, strict=True)):
             p.extend(decoder_layer(spec, lid, [0], [cache], 1, dtype, rules,
                                    cross_ids=[f"{prefix}cross.{lid.removeprefix(w)}"]))
+            if i in ends:
+                p.add(stage_send(spec, lid, 1, dtype))
     else:
         prompt = max(1, ctx.src_len)
         p.add(embed(spec, prompt, dtype, rules))
-        for lid, cache in zip(layer_ids, caches, strict=True):
+        for i, (lid, cache) in enumerate(zip(layer_ids, caches, strict=True)):
             p.extend(decoder_layer(spec, lid, [0], [cache], prompt, dtype, rules))
+            if i in ends:
+                p.add(stage_send(spec, lid, prompt, dtype))
     exits = 1 if unshared else ctx.sharing.repeats
     p.extend(lm_head(spec, exits, dtype, rules, prefix=w))
     return p
@@ -273,12 +316,22 @@ def _encode(spec: ModelSpec, src: int, layer_ids: tuple[str, ...], dtype: str, r
 
 def memory_footprint(spec: ModelSpec, sharing: Sharing, max_positions: int, src_len: int, dtype: str,
                      unshared: bool = False) -> dict[str, float]:
-    """Bytes the model needs resident in device memory for one sequence of `max_positions`: the layers'
+    """Bytes the model needs resident in one device's memory for one sequence of `max_positions`: the layers'
     weights as stored (`weight_dtype`, scales included), the embeddings (one table when tied to the LM
-    head), the KV cache as stored (`kv_dtype`, n_kv_heads x head_dim per position)."""
+    head), the KV cache as stored (`kv_dtype`, n_kv_heads x head_dim per position). A tensor-parallel
+    shard holds its slices (`shard`); over pipeline stages the busiest device holds its stage's layers and
+    caches (a pp-th, rounded up) and one embedding table (the first stage's, or the last stage's head),
+    the encoder with the first; over repeats every device holds the U shared layers, the head and the
+    caches of its repeat (device 0 the embedding too)."""
     b = BYTES_PER_ELEMENT[dtype]
     kv_b = BYTES_PER_ELEMENT[spec.kv_format(dtype)]
     layers = sharing.depth if unshared else sharing.unique
+    depth, pp = sharing.depth, spec.pp
+    kv_layers = depth
+    if pp > 1:
+        kv_layers = -(-depth // pp)
+        if unshared or not spec.pp_repeats:
+            layers = -(-layers // pp)
     weights = layers * spec.layer_weight_bytes(dtype)
     # an encoder layer is a decoder layer without cross-attention
     encoder = spec.encoder_layers * spec.layer_weight_bytes(dtype, cross=False) if spec.cross_attention_len else 0
@@ -286,7 +339,9 @@ def memory_footprint(spec: ModelSpec, sharing: Sharing, max_positions: int, src_
     head = spec.head_weight_elements() * b
     embeddings = (1 if spec.tied_embeddings else 2) * head if spec.tp == 1 else \
         spec.tp * head + (0 if spec.tied_embeddings else head)
-    kv = sharing.depth * max_positions * 2 * spec.kv_width * kv_b
+    if pp > 1 and (unshared or not spec.pp_repeats):  # one end of the pipeline: the embedding or the head
+        embeddings = spec.tp * head
+    kv = kv_layers * max_positions * 2 * spec.kv_width * kv_b
     cross = layers * src_len * 2 * spec.kv_width * kv_b if spec.cross_attention_len else 0
     return {"weights": float(weights + encoder), "embeddings": float(embeddings), "kv": float(kv),
             "cross_kv": float(cross), "total": float(weights + encoder + embeddings + kv + cross)}
