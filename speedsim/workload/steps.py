@@ -137,7 +137,7 @@ def pipelined_batch(work: list[tuple[Seq, list[tuple[int, int]], int]]) -> Progr
     spec = ctx.spec
     p = Program([bookkeeping("step.plan", ctx.rules)])
     launched = sum(n for _, _, n in work)
-    tokens = [(s, pos, r) for s, flight, _ in work for pos, r in flight]
+    tokens: list[tuple[Seq, int, int | None]] = [(s, pos, r) for s, flight, _ in work for pos, r in flight]
     if spec.pp_repeats and spec.pp > 1:
         # each repeat's tokens on a device of their own, all at once: the step takes as long as the busiest
         # device (most tokens, then most keys), which then sends its tokens on to the next repeat's device
