@@ -409,3 +409,47 @@ def test_bad_pipelines_are_one_line_naming_the_flag(args, where):
     out = run_cli("simulate", "--profile", "h200", "--model", "llama3-8b", "--sharing", "4x4", "--synthetic",
                   "perfect,len=4,seqs=1", *args)
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and where in out.stderr, out.stderr
+
+
+# ------------------------------------------------------------------ the report's pieces
+
+
+def test_scale_table_pairs_each_speed_row_with_its_unshared_decoder():
+    import pandas as pd
+
+    from speedsim.report.scale import scale_table
+
+    rows = []
+    for tp, speed, unshared in ((1, 100.0, 300.0), (2, 60.0, 150.0)):
+        rows += [{"status": "ok", "profile": "h200", "model": "m", "sharing": "4x3", "method": "speed", "tp": tp,
+                  "pp": None, "per_token_us": speed},
+                 {"status": "ok", "profile": "h200", "model": "m", "sharing": "4x3", "method": "unshared", "tp": tp,
+                  "pp": None, "per_token_us": unshared}]
+    rows.append({"status": "ok", "profile": "h200", "model": "m", "sharing": "4x3", "method": "speed", "tp": None,
+                 "pp": 3, "per_token_us": 90.0})
+    rows.append({"status": "error", "profile": "h200", "model": "m", "sharing": "4x3", "method": "speed", "tp": 8,
+                 "pp": None, "per_token_us": None})
+    table = scale_table(pd.DataFrame(rows))
+    speed = table[table["method"] == "SPEED"].set_index("deployment")
+    assert list(speed.index) == ["tp 1", "tp 2", "pp 3 over repeats"]
+    assert speed.loc["tp 1", "speedup_vs_unshared"] == 3.0 and speed.loc["tp 2", "speedup_vs_unshared"] == 2.5
+    assert speed.loc["pp 3 over repeats", "gpus"] == 3 and math.isnan(speed.loc["pp 3 over repeats",
+                                                                                "speedup_vs_unshared"])
+
+
+def test_published_rows_off_by_more_than_15_percent_each_have_a_reason(tmp_path):
+    from speedsim.report.build import run_published_validation
+    from speedsim.report.validation_md import _why
+
+    folder = tmp_path / "published"
+    folder.mkdir()
+    (folder / "a100-80gb.csv").write_text(
+        "section,model,mode,pattern,n,ctx,L,R,us_median,us_min,us_max,extra\n"
+        "published,llama2-7b,graph,unshared,16,5,32,1,5081,,,weight_dtype=int4;prefill=included;source=x\n"
+        "published,llama2-7b,graph,unshared,16,5,32,1,3045,,,tp=8;prefill=included;source=x\n"
+        "published,llama2-7b,graph,unshared,16,5,32,1,9500,,,tp=1;prefill=included;source=x\n")
+    table, mape = run_published_validation(folder)
+    assert list(mape) == ["all", "profile a100-80gb", "tp1", "tp8"]
+    assert mape["all"] == pytest.approx(table["ape"].mean())
+    reasons = [_why(r) for _, r in table.iterrows()]
+    assert "int4" in reasons[0] and "all-reduce" in reasons[1]

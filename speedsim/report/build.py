@@ -30,6 +30,8 @@ from speedsim.report.design_space import heatmaps, run_design_space, tornado
 from speedsim.report.readme import REPORT_TITLE, write_readme
 from speedsim.report.rivals import STUDY as RIVALS_STUDY
 from speedsim.report.rivals import rivals_figure, run_rivals
+from speedsim.report.scale import STUDY as SCALE_STUDY
+from speedsim.report.scale import run_scale, scale_figure
 from speedsim.report.serving import serving_figure, serving_tables
 from speedsim.report.studies import run_study_sweep, study_dir
 from speedsim.report.validation_md import write_validation
@@ -51,6 +53,8 @@ FULL_STUDY = (EXPERIMENTS / "latency_vs_depth.yaml", EXPERIMENTS / "acceptance.y
 SERVING_SPEC = EXPERIMENTS / "serving.yaml"
 DESIGN_SPEC = EXPERIMENTS / "design_space.yaml"
 RIVALS_SPEC = EXPERIMENTS / "rivals.yaml"
+SCALE_SPEC = EXPERIMENTS / "scale.yaml"
+PUBLISHED_DIR = MEASURED_DIR / "published"  # published batch-1 decodes: <profile>.csv
 PAPER_SPEC = EXPERIMENTS / "speed_paper.yaml"
 H200_RERUN = H200_MEASURED.with_name("measured_rerun.csv")
 ROOFLINE_CONFIG = ("t5base", "4x3", "mispredict=0.1,len=24,seqs=1,src=128")
@@ -115,6 +119,31 @@ def run_validation(profile_name: str = "h200") -> tuple[dict[str, pd.DataFrame],
         tables[mode] = pd.DataFrame([{**r.as_dict(), "profile": profile.name} for r in report.results])
         mape[mode] = report.mape()
     return tables, mape
+
+
+def run_published_validation(folder: Path = PUBLISHED_DIR) -> tuple[pd.DataFrame | None, dict[str, float]]:
+    """Every published batch-1 decode (`<profile>.csv` in `folder`) simulated on its profile as deployed: one row
+    per measurement, and the MAPE per GPU ("profile NAME"), per tensor-parallel degree ("tpN") and in all."""
+    frames: list[dict] = []
+    apes: dict[str, list[float]] = {}
+    for csv in sorted(folder.glob("*.csv")) if folder.is_dir() else []:
+        profile = open_profile(csv.stem)
+        report = validate(profile, read_measured(csv), BUILTIN_MODELS, "graph")
+        for r in report.results:
+            row = r.row
+            frames.append({"profile": profile.name, "line": row.line, "model": row.model, "deployment": r.deployment,
+                           "tp": int(row.extra_field("tp") or 1), "framework": row.extra_field("framework") or "",
+                           "graphs": row.extra_field("graphs") or "", "prefill": row.extra_field("prefill") or "",
+                           "gpu": row.extra_field("gpu") or "", "n": row.n, "ctx": row.ctx,
+                           "measured_us": row.us_median, "simulated_us": r.simulated_us, "ape": r.ape,
+                           "source": row.extra_field("source") or ""})
+            for group in ("all", f"profile {profile.name}", f"tp{int(row.extra_field('tp') or 1)}"):
+                apes.setdefault(group, []).append(r.ape)
+    if not frames:
+        return None, {}
+    order = ["all", *sorted(k for k in apes if k.startswith("profile")),
+             *sorted((k for k in apes if k.startswith("tp")), key=lambda k: int(k[2:]))]
+    return pd.DataFrame(frames), {k: float(sum(apes[k]) / len(apes[k])) for k in order}
 
 
 def noise_floor() -> dict[str, float]:
@@ -205,9 +234,11 @@ def draw(data: ReportData, out: Path) -> dict[str, str]:
         made["sensitivity_tornado"] = tornado(data.design_sensitivity, fig_dir / "sensitivity_tornado.png")
     if data.rivals is not None:
         made["rivals"] = rivals_figure(data.rivals, fig_dir / "rivals.png")
+    if data.scale is not None:
+        made["scale"] = scale_figure(data.scale, fig_dir / "scale.png")
     kept = {v for v in made.values() if v is not None}
     ours = ("latency_vs_depth_", "speedup_vs_", "dram_traffic_vs_depth", "roofline", "parity", "speed_paper",
-            "serving", "design_space", "sensitivity_tornado", "rivals")
+            "serving", "design_space", "sensitivity_tornado", "rivals", "scale")
     for stale in fig_dir.glob("*.png"):  # figures of an earlier report that this one did not draw
         if stale not in kept and stale.name.startswith(ours):
             stale.unlink()
@@ -224,7 +255,8 @@ def write_data(data: ReportData, out: Path) -> None:
     tables = {"study.csv": data.study, "speed_paper.csv": data.paper, "validation.csv": val,
               "serving.csv": data.serving, "design_space.csv": data.design,
               "design_space_causes.csv": data.design_causes, "sensitivity.csv": data.design_sensitivity,
-              "rivals.csv": data.rivals, "rivals_load.csv": data.rivals_load}
+              "rivals.csv": data.rivals, "rivals_load.csv": data.rivals_load, "scale.csv": data.scale,
+              "published.csv": data.published}
     for name, table in tables.items():
         if table is not None:
             with atomic_write(d / name, "w", where="--out", newline="") as fh:
@@ -262,13 +294,15 @@ def run_serving(spec: Path | None, full: bool, cache: Path, workers: int, schedu
 
 
 def _sweep_dirs(specs: tuple[Path, ...], paper_spec: Path | None, serving_spec: Path | None,
-                full: bool, design_spec: Path | None = None, rivals_spec: Path | None = None) -> list[str]:
+                full: bool, design_spec: Path | None = None, rivals_spec: Path | None = None,
+                scale_spec: Path | None = None) -> list[str]:
     """The subdirectories of the cache the report's sweeps write in."""
     names = [Path(spec).stem for spec in specs]
     if paper_spec:
         names.append("speed_paper")
     names += [study_dir(name, full) for name, spec in (("serving", serving_spec), (DESIGN_STUDY, design_spec),
-                                                         (RIVALS_STUDY, rivals_spec)) if spec is not None]
+                                                         (RIVALS_STUDY, rivals_spec), (SCALE_STUDY, scale_spec))
+              if spec is not None]
     return names
 
 
@@ -289,14 +323,15 @@ def build_report(out: Path | str, *, full: bool = False, specs: tuple[Path, ...]
                  paper_spec: Path | None = PAPER_SPEC, workers: int = 2, scheduler: str | None = None,
                  cache: Path | str | None = None, progress: bool = True,
                  serving_spec: Path | None = SERVING_SPEC, design_spec: Path | None = DESIGN_SPEC,
-                 rivals_spec: Path | None = RIVALS_SPEC) -> dict:
+                 rivals_spec: Path | None = RIVALS_SPEC, scale_spec: Path | None = SCALE_SPEC) -> dict:
     """Run the study and write figures, data and README.md under `out`; a summary dict."""
     out = check_output_dir(out, "--out")  # before minutes of work, not after them
     _check_report_dir(out)
     specs = specs if specs is not None else (FULL_STUDY if full else DEFAULT_STUDY)
     cache_dir = None if cache is None else check_output_dir(cache, "--cache")  # '' is no path, not "none"
     if cache_dir is not None:
-        for name in _sweep_dirs(tuple(specs), paper_spec, serving_spec, full, design_spec, rivals_spec):  # before any sweep
+        for name in _sweep_dirs(tuple(specs), paper_spec, serving_spec, full, design_spec, rivals_spec,
+                                scale_spec):  # before any sweep
             check_output_dir(cache_dir / name, "--cache")
     if scheduler is not None:
         check_scheduler(scheduler)
@@ -309,6 +344,7 @@ def build_report(out: Path | str, *, full: bool = False, specs: tuple[Path, ...]
         design, design_causes, design_sens = run_design_space(design_spec, full, work, workers, scheduler, progress,
                                                               flag)
         rivals, rivals_load = run_rivals(rivals_spec, full, work, workers, scheduler, progress, flag)
+        scale = run_scale(scale_spec, full, work, workers, scheduler, progress, flag)
     validation, mape = run_validation()
     steps, peaks = roofline_points(profile_order(study) if not study.empty else ["h200"])
     data = ReportData(study, paper, note, validation, mape, steps, peaks,
@@ -321,6 +357,8 @@ def build_report(out: Path | str, *, full: bool = False, specs: tuple[Path, ...]
     data.design, data.design_causes, data.design_sensitivity = design, design_causes, design_sens
     data.design_full = full
     data.rivals, data.rivals_load = rivals, rivals_load
+    data.scale = scale
+    data.published, data.published_mape = run_published_validation()
     data.figures = draw(data, out)
     write_data(data, out)
     readme = write_readme(data, out)

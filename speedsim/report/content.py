@@ -34,6 +34,9 @@ class ReportData:
     design_full: bool = False                                # whether the design-space grid was the whole one
     rivals: pd.DataFrame | None = None                       # SPEED against speculative decoding, per profile
     rivals_load: pd.DataFrame | None = None                  # ... served, per batch size
+    scale: pd.DataFrame | None = None                        # Llama-sized shared models on 1-8 GPUs
+    published: pd.DataFrame | None = None                    # published batch-1 decodes, simulated as deployed
+    published_mape: dict[str, float] = field(default_factory=dict)  # ... MAPE in all, per GPU, per TP degree
     figures: dict[str, str] = field(default_factory=dict)
 
 

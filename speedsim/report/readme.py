@@ -12,6 +12,7 @@ from speedsim.report.design_space import design_space_section
 from speedsim.report.markdown import md_table, times, us, write_markdown
 from speedsim.report.paper_md import paper_section
 from speedsim.report.rivals import rivals_section
+from speedsim.report.scale import scale_section
 from speedsim.report.serving import serving_section
 from speedsim.report.validation_md import validation_section, whole_decode_section
 from speedsim.simulate.schema import (
@@ -244,6 +245,8 @@ def write_readme(data: ReportData, out: Path) -> Path:
                                   "experiments/design_space.yaml", data.design_full)
     lines += rivals_section(data.rivals, data.figures.get("rivals"), "experiments/rivals.yaml", data.design_full,
                             data.rivals_load)
+    lines += scale_section(data.scale, data.figures.get("scale"), data.published, "experiments/scale.yaml",
+                           data.design_full)
     failed = data.study[data.study["status"] != "ok"] if not data.study.empty else data.study
     if len(failed):
         lines += ["## Failed runs", "", md_table(

@@ -89,6 +89,8 @@ def check_fits(spec: ModelSpec, sharing: Sharing, traces: Sequence[ExitTrace], p
     src = max((source_len(spec, t, src_len) for t in traces), default=1)
     positions = longest + (0 if spec.cross_attention_len else src)
     sources = f" with {src}-token sources" if spec.cross_attention_len or src_len is not None else ""
+    if spec.tp > 1 or spec.pp > 1:  # one device's share: say so, and of how many
+        sources += f" on each of {spec.tp * spec.pp} GPUs (tp {spec.tp}, pp {spec.pp})"
     need = memory_footprint(spec, sharing, positions, src, profile.default_dtype)
     check_memory(need, profile, f"model {spec.name} {sharing}{sources}",
                  "--src-len" if src_len is not None else "--model")
