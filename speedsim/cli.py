@@ -147,12 +147,12 @@ def _deployment_options(fn):
         click.option("--tp", type=int, default=None, expose_value=False, callback=_deploy, metavar="N",
                      help="Tensor parallelism over N devices of one node (Megatron-style: heads, FFN and vocabulary "
                           "split, two all-reduces a layer, the logits gathered; the profile's interconnect "
-                          "section joins them). Times, bytes and memory are one device's [default: 1]."),
+                          "section joins them). Bytes and memory are one device's [default: 1]."),
         click.option("--pp", type=int, default=None, expose_value=False, callback=_deploy, metavar="N",
                      help="Pipeline parallelism over N devices: stages of contiguous layers, activations sent on at "
                           "each boundary; with --pp-over repeats, SPEED's pipeline over its R repeats (N = R: each "
-                          "device all U shared layers and the in-flight token of its own repeat, at once) "
-                          "[default: 1]."),
+                          "device all U shared layers and the in-flight token of its own repeat, at once). The "
+                          "bytes are the pipeline's, the memory checked is the busiest device's [default: 1]."),
         click.option("--pp-over", type=click.Choice(["layers", "repeats"]), default=None, expose_value=False,
                      callback=_deploy, help="What the pipeline stages split [default: layers]."),
     )

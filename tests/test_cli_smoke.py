@@ -251,6 +251,7 @@ cli.main()
 """
 
 
+@pytest.mark.slow  # (a Dask cluster or a subprocess: CI's slow run)
 def test_sigterm_mid_write_keeps_the_old_output(tmp_path: Path) -> None:
     """SIGTERM (`timeout`, `kill`, a batch scheduler) while an output is written: exit 143 with one line,
     the earlier output intact and no temporary file left (before, a 266 MB `.tl.json.*.tmp` stayed)."""

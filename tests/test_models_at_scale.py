@@ -292,7 +292,7 @@ def test_a_model_too_large_for_one_device_fits_on_eight():
 
 @pytest.mark.parametrize("args, where", [
     (("--profile", "h200", "--model", "llama2-13b", "--tp", "3"), "--tp: 3 does not divide llama2-13b's 40"),
-    (("--profile", "h200", "--model", "llama2-7b", "--tp", "16"), "--tp: --tp 16 x --pp 1 = 16 devices"),
+    (("--profile", "h200", "--model", "llama2-7b", "--tp", "16"), "--tp: tp 16 x pp 1 = 16 devices"),
     (("--profile", "jetson-agx-orin", "--model", "dec1b", "--tp", "2"), "--tp: jetson-agx-orin has no interconnect"),
     (("--profile", "h200", "--model", "llama2-7b", "--tp", "0"), "--tp: must be a whole number of devices"),
 ])
@@ -328,6 +328,8 @@ def test_published_rows_are_simulated_as_deployed(tmp_path):
     ("tp=1;prefill=included", "source="),
     ("tp=0;prefill=included;source=x", "tp=0"),
     ("weight_dtype=int3;prefill=included;source=x", "weight_dtype=int3"),
+    ("tp=1;pp=2;prefill=included;source=x", "'pp' is not a key"),
+    ("prefill=included;source=x;garbage", "'garbage' is not a key"),
 ])
 def test_bad_published_rows_name_their_line(tmp_path, extra, problem):
     from speedsim.validation.measured import read_measured
@@ -397,11 +399,11 @@ def test_tensor_parallelism_beats_the_repeat_pipeline_for_one_sequence():
 
 
 @pytest.mark.parametrize("args, where", [
-    (("--pp", "3", "--pp-over", "repeats"), "--pp: the pipeline over repeats runs one repeat per device: --pp 4"),
+    (("--pp", "3", "--pp-over", "repeats"), "--pp: the pipeline over repeats runs one repeat per device: pp 4"),
     (("--pp", "5"), "--pp: 5 stages for the 4 shared layers"),
     (("--pp-over", "repeats"), "--pp-over: repeats needs"),
     (("--pp", "2", "--method", "selfspec"), "--pp: pipeline parallelism is not modelled for speculative"),
-    (("--pp", "4", "--tp", "4"), "--tp: --tp 4 x --pp 4 = 16 devices"),
+    (("--pp", "4", "--tp", "4"), "--tp: tp 4 x pp 4 = 16 devices"),
 ])
 def test_bad_pipelines_are_one_line_naming_the_flag(args, where):
     from tests.conftest import run_cli
@@ -453,3 +455,45 @@ def test_published_rows_off_by_more_than_15_percent_each_have_a_reason(tmp_path)
     assert mape["all"] == pytest.approx(table["ape"].mean())
     reasons = [_why(r) for _, r in table.iterrows()]
     assert "int4" in reasons[0] and "all-reduce" in reasons[1]
+
+
+def test_collectives_of_two_streams_contend_for_the_links():
+    from speedsim.engine import DeviceModel
+    from speedsim.engine.des import run_programs
+    from speedsim.workload.kernels import ALL_REDUCE, Program
+    from speedsim.workload.primitives import collective
+
+    profile = load_profile("h200")
+    link = profile.interconnect
+    model = DeviceModel.of(profile, "graph")
+    big = Program([collective("x.all_reduce", ALL_REDUCE, 64e6, 8, "bf16")])
+    alone = link.collective_us("all_reduce", 64e6, 8)
+    one = run_programs(model, [big], shared=True)
+    two = run_programs(model, [big, Program(list(big.kernels))], streams=[0, 1])
+    bytes_us = alone - link.latency_us - 14 * link.hop_latency_us
+    assert one.time_by_cause_us["interconnect"] == pytest.approx(alone)
+    # at once on two streams (the second issued a graph launch later): the links carry both collectives' bytes
+    # back to back, so the second ends 2 x bytes after the first began moving; its latency hides under them
+    assert two.total_us - one.total_us == pytest.approx(2 * bytes_us - alone, abs=0.5)  # (a node gap aside)
+    assert two.time_by_cause_us["wait"] > bytes_us / 2
+    no_links = run_programs(DeviceModel.of(profile.model_copy(update={"interconnect": None}), "graph"),
+                            [big, Program(list(big.kernels))], streams=[0, 1])
+    assert no_links.time_by_cause_us["wait"] == pytest.approx(0.0, abs=1e-9)  # (no links: each alone, free)
+
+
+def test_a_spec_file_gives_dimensions_not_a_deployment(tmp_path):
+    from tests.conftest import run_cli
+
+    spec = tmp_path / "m.yaml"
+    spec.write_text("name: m\nd_model: 256\nn_heads: 8\nd_ff: 512\nvocab: 1000\ntp: 3\n")
+    out = run_cli("simulate", "--profile", "h200", "--model", "m", "--model-spec", str(spec), "--sharing", "2x2",
+                  "--synthetic", "perfect,len=4,seqs=1")
+    assert out.returncode == 2 and f"{spec}: field 'tp'" in out.stderr and "--tp" in out.stderr
+
+
+def test_serving_a_model_whose_weights_do_not_fit_names_the_model():
+    from tests.conftest import run_cli
+
+    out = run_cli("serve", "--profile", "h100-sxm", "--model", "llama2-70b", "--sharing", "80x1", "--synthetic",
+                  "perfect,len=4", "--requests", "2", "--arrivals", "poisson:1")
+    assert out.returncode == 2 and out.stderr.startswith("speedsim: error: --model:") and "GiB of weights" in out.stderr

@@ -182,6 +182,7 @@ def test_cli_sweep_process_pool_json(cli, tmp_path):
     assert pd.read_csv(tmp_path / "out" / "results.csv")["run_key"].nunique() == 8
 
 
+@pytest.mark.slow  # (a Dask cluster or a subprocess: CI's slow run)
 def test_cli_sweep_on_dask_scheduler(cli, tmp_path):
     """`--scheduler ADDRESS` sends the runs to an existing cluster (here a LocalCluster in this process)."""
     import distributed
@@ -456,6 +457,7 @@ def test_sweep_stopped_before_its_first_record_resumes(tmp_path):
     assert len((tmp_path / "out" / JOURNAL).read_text().splitlines()) == 1
 
 
+@pytest.mark.slow  # (a Dask cluster or a subprocess: CI's slow run)
 def test_unreachable_scheduler_writes_nothing(tmp_path, monkeypatch):
     """A scheduler that cannot be reached: a UserError naming --scheduler, and no output directory is
     created (an existing empty one stays empty)."""

@@ -83,8 +83,10 @@ def test_a_path_names_the_number_it_sets(setting, path, value):
     assert [(o.path, o.value) for o in overrides] == [(path, pytest.approx(value))]
     changed = parameter_paths(profile)
     assert changed[path] == pytest.approx(value)
-    assert {k: v for k, v in changed.items() if k != path} == {k: v for k, v in parameter_paths(base).items()
-                                                               if k != path}
+    # (the units carry the peaks with them: `couple_peaks`, tested below)
+    carried = ("compute.matrix_peak_TFLOPS.", "compute.vector_peak_TFLOPS.") if path == "compute.units" else ()
+    assert {k: v for k, v in changed.items() if k != path and not k.startswith(carried)} == {
+        k: v for k, v in parameter_paths(base).items() if k != path and not k.startswith(carried)}
     assert profile.name == f"h200 ({overrides[0].label})"
     if path == "compute.units":
         assert profile.compute.units == 264 and isinstance(profile.compute.units, int)
@@ -571,3 +573,21 @@ def test_bounds_reads_a_table_of_times_as_times():
     from speedsim.hardware.bounds import slower_when_larger
 
     assert all(slower_when_larger(p) for p in TIMES)
+
+
+def test_units_and_clock_carry_the_peaks_with_them():
+    """Twice the units (or the clock) is twice every whole-device peak, each unit as strong as before, unless the
+    what-if sets a peak too."""
+    from speedsim.hardware import load_profile
+    from speedsim.hardware.whatif import apply_settings
+
+    base = load_profile("h200")
+    more, _ = apply_settings(base, ["compute.units=x2"])
+    assert more.compute.units == 2 * base.compute.units
+    for table in ("matrix_peak_TFLOPS", "vector_peak_TFLOPS"):
+        for dtype, peak in getattr(base.compute, table).items():
+            assert getattr(more.compute, table)[dtype] == pytest.approx(2 * peak)
+    both, _ = apply_settings(base, ["compute.units=x2", "compute.clock_MHz=x0.5", "compute.matrix_peak_TFLOPS.bf16=500"])
+    assert both.compute.matrix_peak_TFLOPS["bf16"] == 500
+    assert both.compute.matrix_peak_TFLOPS["fp8"] == pytest.approx(base.compute.matrix_peak_TFLOPS["fp8"])
+    assert both.compute.vector_peak_TFLOPS["bf16"] == pytest.approx(base.compute.vector_peak_TFLOPS["bf16"])

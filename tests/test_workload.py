@@ -113,10 +113,10 @@ def test_a_spec_may_repeat_a_builtin_but_not_replace_it(tmp_path):
     from speedsim.workload.models import BUILTIN_MODELS, resolve_models
 
     same = tmp_path / "same.yaml"
-    same.write_text(yaml.safe_dump(BUILTIN_MODELS["t5base"].model_dump()))
+    same.write_text(yaml.safe_dump(BUILTIN_MODELS["t5base"].file_dict()))
     assert resolve_models([same])["t5base"] == BUILTIN_MODELS["t5base"]
     other = tmp_path / "other.yaml"
-    other.write_text(yaml.safe_dump({**BUILTIN_MODELS["t5base"].model_dump(), "d_ff": 1024}))
+    other.write_text(yaml.safe_dump({**BUILTIN_MODELS["t5base"].file_dict(), "d_ff": 1024}))
     with pytest.raises(UserError, match="other.yaml"):
         resolve_models([other])
     a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"

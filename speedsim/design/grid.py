@@ -132,7 +132,9 @@ def _copied_along(data: dict, paths: Sequence[str]) -> dict:
     (and the two capacities) without changing `data`: the containers along them are copied, the rest
     shared (validation only reads them)."""
     out = dict(data)
-    for path in (*paths, "memory.dram.capacity_MiB", "memory_capacity_GiB"):
+    # (and the peaks' tables, which `couple_peaks` changes with the units or the clock)
+    for path in (*paths, "memory.dram.capacity_MiB", "memory_capacity_GiB", "compute.matrix_peak_TFLOPS._",
+                 "compute.vector_peak_TFLOPS._"):
         node: Any = out
         for key in path.split(".")[:-1]:
             index: Any = int(key) if isinstance(node, list) else key

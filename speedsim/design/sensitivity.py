@@ -40,7 +40,8 @@ magnitude above it; a smaller step would resolve the model's discreteness, not a
 **Which parameters.** By default every number of the profile except the software stack's rules
 (`software.*`: tile sizes and framework-op counts, which choose kernels rather than describe the
 chip; name them in `params` to include them), and except the interconnect's (`interconnect.*`) for a
-decode on one device, where they carry no time. A parameter whose value is 0 is skipped (no relative
+decode on one device, where they carry no time; and never `interconnect.devices_per_node`, a bound on the
+deployment (a node of fewer devices than it uses is refused), not a rate. A parameter whose value is 0 is skipped (no relative
 step). An integer field (`compute.units`) is stepped to round(x (1 ± h)), at least x ± 1, and the
 elasticity taken over the values used (said in the result). A value the profile cannot take (a
 field's closed range, a check between fields, a cost-model rate out of range, a model that no
@@ -69,6 +70,7 @@ STEP = 0.01              # the relative step of the central differences (see the
 MIN_STEP, MAX_STEP = 1e-4, 0.2
 SOFTWARE = "software."   # the software stack's rules: not in the default parameters
 INTERCONNECT = "interconnect."  # the links between devices: not for a decode on one device
+NODE_SIZE = "interconnect.devices_per_node"  # a count of devices that bounds the deployment, not a rate: never
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,7 @@ def default_parameters(profile: HardwareProfile, devices: int = 1) -> list[str]:
     """The parameters `sensitivity` varies by default: every number of the profile but `software.*`, and but
     `interconnect.*` for a decode on one device (`devices`: the run's)."""
     skip = (SOFTWARE,) if devices > 1 else (SOFTWARE, INTERCONNECT)
-    return [p for p in parameter_paths(profile) if not p.startswith(skip)]
+    return [p for p in parameter_paths(profile) if not p.startswith(skip) and p != NODE_SIZE]
 
 
 def _chosen(profile: HardwareProfile, params: Sequence[str] | None, where: str, devices: int = 1) -> list[str]:

@@ -10,7 +10,9 @@ Processes and resources, in SimPy's own idiom:
   streams (or `shared=True`), each kernel holds the compute units it can use (a
   `simpy.Container` of the device's units) and moves its DRAM bytes through a max-min fair
   channel (`SharedBandwidth`) at no more than its stand-alone pace; its residency is decided
-  when it starts, once it holds its units. A graph pays its start before its first kernel.
+  when it starts, once it holds its units. A collective (tensor or pipeline parallelism) moves
+  its bus bytes through a second such channel, the interconnect's, so that several in flight
+  contend. A graph pays its start before its first kernel.
 - with one stream and `shared=False` nothing can compete, so a program's kernels run back to
   back and the stream advances its clock once per program (`Device.back_to_back`, exactly the
   recurrence's step): the serving simulation's decode loop on one stream. `tests/test_drivers.py`
@@ -34,7 +36,8 @@ from speedsim.engine.bandwidth import SharedBandwidth
 from speedsim.engine.core import HOST, Device, DeviceModel, EngineRun, gc_paused
 from speedsim.engine.memory import OnChipState
 from speedsim.engine.recorder import Recorder
-from speedsim.workload.kernels import Program
+from speedsim.hardware.parts import collective_shape
+from speedsim.workload.kernels import COLLECTIVE, Kernel, Program
 
 
 class CountingEnvironment(simpy.Environment):
@@ -67,6 +70,9 @@ class Session:
         units = model.cost.units
         self.compute = simpy.Container(env, capacity=units, init=units) if shared else None
         self.channel = SharedBandwidth(env, model.cost.dram_Bpus) if shared else None
+        # the interconnect, shared the same way by the collectives of several streams (none: one device)
+        per_byte = model.cost.link_us_per_byte
+        self.link = SharedBandwidth(env, 1.0 / per_byte) if shared and per_byte > 0 else None
         self.ends: dict[int, float] = {}
         self.starts: list[float] = []
         for sid in range(streams):
@@ -130,8 +136,13 @@ class Session:
                     yield compute.get(need)
                     t, dram, chip, plan = device.alone(k, sid)  # residency as the kernel starts
                     begin = env.now
+                    bus = self._bus_bytes(k)
                     if dram:
                         yield env.all_of([env.timeout(t), channel.transfer(dram, dram / t)])
+                    elif bus:  # a collective's bytes share the links with the other streams' collectives
+                        assert self.link is not None
+                        alone = bus * self.model.cost.link_us_per_byte
+                        yield env.all_of([env.timeout(t), self.link.transfer(bus, bus / alone)])
                     else:
                         yield env.timeout(t)
                     yield compute.put(need)
@@ -144,6 +155,12 @@ class Session:
                 device.close_program(index, sid)
             if done is not None:
                 done.succeed()
+
+    def _bus_bytes(self, k: Kernel) -> float:
+        """The bytes a collective moves over each device's link (0 for any other kernel, or without links)."""
+        if self.link is None or k.kclass != COLLECTIVE or k.peers <= 1:
+            return 0.0
+        return k.message_bytes * collective_shape(k.kind, k.peers)[1]
 
     def result(self) -> EngineRun:
         """What the programs issued so far produced (call after the environment has run)."""

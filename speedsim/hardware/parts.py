@@ -304,10 +304,16 @@ class InterconnectSpec(_Frozen):
         return collective_us(op, nbytes, n, self.latency_us, self.hop_latency_us, self.us_per_byte)
 
 
+def collective_shape(op: str, n: int) -> tuple[int, float]:
+    """(ring steps, bytes each device moves per byte of the message) of collective `op` among `n` devices:
+    nccl-tests' bus-bandwidth factors (PERFORMANCE.md)."""
+    return {"all_reduce": (2 * (n - 1), 2 * (n - 1) / n), "all_gather": (n - 1, (n - 1) / n),
+            "send": (1, 1.0)}[op]
+
+
 def collective_us(op: str, nbytes: Any, n: int, latency_us: Any, hop_us: Any, us_per_byte: Any) -> Any:
     """The alpha-beta time of a collective (`InterconnectSpec`'s rule; numbers or numpy arrays)."""
     if n <= 1:
         return 0.0 * latency_us
-    steps, volume = {"all_reduce": (2 * (n - 1), 2 * (n - 1) / n), "all_gather": (n - 1, (n - 1) / n),
-                     "send": (1, 1.0)}[op]
+    steps, volume = collective_shape(op, n)
     return latency_us + steps * hop_us + nbytes * volume * us_per_byte

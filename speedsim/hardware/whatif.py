@@ -8,7 +8,9 @@ between fields), so a what-if can never simulate a profile that could not be wri
 parameter set by a what-if loses its `ranges:` entry (the range was the uncertainty of the value that
 was replaced). The result's name says what was set: "h200 (memory.dram.bandwidth_GBps x2)". The two
 capacities of device memory (`memory.dram.capacity_MiB`, `memory_capacity_GiB`) move together: setting
-one scales the other by the same factor.
+one scales the other by the same factor. The compute units and the clock carry the whole-device peaks
+(`compute.matrix_peak_TFLOPS.*`, `compute.vector_peak_TFLOPS.*`) with them: "twice the units" is twice
+the peak, each unit as strong as before, unless the what-if sets a peak too.
 """
 
 from __future__ import annotations
@@ -139,6 +141,7 @@ def with_overrides(profile: HardwareProfile, overrides: Iterable[Override], wher
     for o in overrides:
         set_parameter(data, o.path, o.value)
     couple_capacities(data, profile, {o.path for o in overrides})
+    couple_peaks(data, profile, {o.path for o in overrides})
     data["ranges"] = {k: v for k, v in data["ranges"].items()
                       if keep_ranges and k not in {o.path for o in overrides}}
     data["name"] = f"{profile.name} ({', '.join(o.label for o in overrides)})"
@@ -165,6 +168,28 @@ def couple_capacities(data: dict, profile: HardwareProfile, given: set[str]) -> 
         data["memory_capacity_GiB"] = old_device * data["memory"]["dram"]["capacity_MiB"] / old_dram
     else:
         data["memory"]["dram"]["capacity_MiB"] = old_dram * data["memory_capacity_GiB"] / old_device
+
+
+# A whole-device peak is units x clock x work per unit and cycle: a what-if of the units or the clock carries the
+# matrix and vector peaks with it (each unit as strong as before) unless it sets the peak too.
+_PEAK_TABLES = ("matrix_peak_TFLOPS", "vector_peak_TFLOPS")
+
+
+def couple_peaks(data: dict, profile: HardwareProfile, given: set[str]) -> None:
+    """In the dumped `data` of `profile` with the paths `given` set: scale every peak not given by the change of
+    `compute.units` x `compute.clock_MHz` (neither given: nothing to do)."""
+    c = profile.compute
+    scale = 1.0
+    if "compute.units" in given:
+        scale *= data["compute"]["units"] / c.units
+    if "compute.clock_MHz" in given:
+        scale *= data["compute"]["clock_MHz"] / c.clock_MHz
+    if scale == 1.0:
+        return
+    for table in _PEAK_TABLES:
+        for dtype, peak in getattr(c, table).items():
+            if f"compute.{table}.{dtype}" not in given:
+                data["compute"][table][dtype] = peak * scale
 
 
 def apply_settings(profile: HardwareProfile, settings: Iterable[str] | Mapping[str, Any],

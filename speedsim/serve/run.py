@@ -121,6 +121,10 @@ def serve(s: RunParams, timeline: Path | None = None, model_specs: Sequence[str 
     if capacity <= 0 and speculation is not None and speculation.method == "specdec" and s.kv_capacity_GB is None:
         raise UserError(f"the target's and the draft's weights ({weights / 1e9:.3f} GB) fill {profile.name}'s memory",
                         where="--draft-model")
+    if s.kv_capacity_GB is None and weights >= profile.memory_capacity_GiB * 2**30:  # before any KV: the model
+        devices = f" on each of {spec.tp * spec.pp} GPUs" if spec.tp * spec.pp > 1 else ""
+        raise UserError(f"{s.serve_method} ({spec.name} {sharing}{devices}) needs {weights / 2**30:.2f} GiB of weights "
+                        f"but {profile.name} has {profile.memory_capacity_GiB:.2f} GiB", where="--model")
     if capacity <= 0 or largest.kv_bytes > capacity:
         raise UserError(f"one request needs {largest.kv_bytes / 1e9:.3f} GB of KV ({largest.tokens} tokens, source "
                         f"{largest.src_len}) but only {max(capacity, 0) / 1e9:.3f} GB is free for KV next to "

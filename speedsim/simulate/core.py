@@ -32,7 +32,7 @@ from speedsim.simulate.speculative import (
     speculative_memory,
 )
 from speedsim.trace.schema import ExitTrace
-from speedsim.workload.models import ModelSpec
+from speedsim.workload.models import ModelSpec, check_devices
 
 
 def effective_mode(profile: HardwareProfile, mode: Mode) -> tuple[Mode, tuple[str, ...]]:
@@ -193,6 +193,9 @@ def simulate(profile: HardwareProfile, spec: ModelSpec, sharing: Sharing, traces
         return replace(mid, speed=mid.speed.with_bounds(*(r.speed for r in runs)),
                        baselines={m: b.with_bounds(*(r.baselines[m] for r in runs)) for m, b in mid.baselines.items()})
     check_decodable([len(t.exits) for t in traces])
+    link = profile.interconnect  # (a what-if of the node may leave fewer devices than the deployment's)
+    check_devices(profile.name, link.devices_per_node if link else None, link.name if link else None, spec.tp,
+                  spec.pp)
     for s in speculative:
         check_speculation(s, spec, sharing)
     mode, mode_notes = effective_mode(profile, mode)

@@ -152,11 +152,11 @@ def deployed(spec: ModelSpec, run: RunParams, profile: HardwareProfile | None) -
     if run.pp > 1:
         sharing = Sharing.parse(run.sharing)
         if run.pp_over == "repeats" and run.pp != sharing.repeats:
-            raise UserError(f"the pipeline over repeats runs one repeat per device: --pp {sharing.repeats} for "
+            raise UserError(f"the pipeline over repeats runs one repeat per device: pp {sharing.repeats} for "
                             f"{sharing} (got {run.pp})", where="--pp")
         if run.pp_over == "layers" and run.pp > sharing.unique:
             raise UserError(f"{run.pp} stages for the {sharing.unique} shared layers of {sharing}: at most "
-                            f"{sharing.unique} (or --pp-over repeats)", where="--pp")
+                            f"{sharing.unique} (or the pipeline over repeats)", where="--pp")
     return staged(shard(with_precision(spec, run.weight_dtype, run.kv_dtype), run.tp), run.pp,
                   run.pp_over == "repeats")
 

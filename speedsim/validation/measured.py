@@ -307,8 +307,12 @@ def _check_extra(row: MeasuredRow, where: str) -> None:
                         where=where)
 
 
-# a published decode row: at most this many output tokens and layers (the simulation is one decode)
+# a published decode row: at most this many output tokens and layers (the simulation is one decode), its
+# patterns, and the keys of its extra column (what is simulated: tp, the dtypes, prefill; what is recorded)
 MAX_PUBLISHED_TOKENS, MAX_PUBLISHED_LAYERS = 4096, 1024
+PUBLISHED_PATTERNS = ("unshared",)
+PUBLISHED_KEYS = ("tp", "weight_dtype", "kv_dtype", "prefill", "source", "framework", "graphs", "gpu", "tok_s",
+                  "model_as_published", "group")
 
 
 def _check_published(row: MeasuredRow, where: str) -> None:
@@ -316,6 +320,16 @@ def _check_published(row: MeasuredRow, where: str) -> None:
     L decoder layers (R = 1), and in `extra` the deployment (`tp=N`, default 1; `weight_dtype=`, `kv_dtype=`),
     whether the figure includes the prefill (`prefill=included|excluded`) and where it was published
     (`source=`)."""
+    if row.pattern not in PUBLISHED_PATTERNS:
+        raise UserError(f"unknown pattern '{row.pattern}' for section 'published' ({', '.join(PUBLISHED_PATTERNS)}: "
+                        "a published decode of an unshared model)", where=where)
+    keys = [item.partition("=") for item in row.extra.split(";") if item.strip()]
+    for key, sep, _ in keys:
+        if not sep or key.strip() not in PUBLISHED_KEYS:
+            raise UserError(f"extra: '{key.strip()}' is not a key of a published row ({', '.join(PUBLISHED_KEYS)})",
+                            where=where)
+    if row.ctx < 1:
+        raise UserError(f"a published row needs ctx >= 1 prompt tokens (got {row.ctx})", where=where)
     if not 1 <= row.n <= MAX_PUBLISHED_TOKENS:
         raise UserError(f"a published row needs n = 1..{MAX_PUBLISHED_TOKENS} output tokens (got {row.n})", where=where)
     if not 1 <= row.L <= MAX_PUBLISHED_LAYERS or row.R != 1:

@@ -305,6 +305,8 @@ def published_row(profile: HardwareProfile, row: MeasuredRow, models: dict[str, 
     figure was taken (`prefill=`). Nothing of the row is fitted: the profile's own numbers."""
     where = _where(row, source)
     spec = models[row.model]
+    if spec.n_layers is not None and row.L != spec.n_layers:
+        raise UserError(f"L={row.L}, but {spec.name} has {spec.n_layers} decoder layers", where=where)
     tp = int(row.extra_field("tp") or 1)
     link = profile.interconnect
     try:

@@ -188,6 +188,13 @@ class ModelSpec(BaseModel):
     def gated(self) -> bool:
         return self.ffn == "swiglu"
 
+    def file_dict(self) -> dict:
+        """The spec as a spec file holds it: the fields added later left out at their defaults (a file of an
+        older spec reads the same), the deployment (`tp`, `pp`, `pp_repeats`: a run's flags) never."""
+        dump = self.model_dump()
+        return {k: v for k, v in dump.items()
+                if k not in DEPLOYMENT_FIELDS and (k not in LATER_SPEC_FIELDS or v != ModelSpec.model_fields[k].default)}
+
     def layer_matrices(self, cross: bool | None = None) -> tuple[tuple[int, int], ...]:
         """(d_in, d_out) of one layer's weight matrices: fused QKV, output, cross-attention's query, output
         and fused K/V of the memory (`cross`: default, the model has it), FFN in and out."""
@@ -283,11 +290,21 @@ def with_precision(spec: ModelSpec, weight_dtype: str | None = None, kv_dtype: s
     return spec.model_copy(update=update) if update else spec
 
 
+# the fields added after spec files were first written, and those of a deployment rather than the model
+LATER_SPEC_FIELDS = frozenset({"n_kv_heads", "head_dim", "tied_embeddings", "n_layers", "weight_dtype", "kv_dtype"})
+DEPLOYMENT_FIELDS = frozenset({"tp", "pp", "pp_repeats"})
+
+
 def load_model_spec_file(path: str | os.PathLike[str], where: str | None = None) -> ModelSpec:
     """Read a user model spec YAML; raise `UserError` naming the file and field, or `where` (the flag it
     came from; None: the file) for a path that is malformed, unusable or absent."""
     path = input_file(path, where)
-    return validate_as(ModelSpec, read_mapping(path, "model spec"), str(path))
+    data = read_mapping(path, "model spec")
+    for key, flag in zip(("tp", "pp", "pp_repeats"), ("--tp", "--pp", "--pp-over"), strict=True):
+        if key in data:  # how a run spreads the model over devices, not what the model is
+            raise UserError(f"field '{key}': a deployment, not a dimension of the model: give {flag} to the run",
+                            where=str(path))
+    return validate_as(ModelSpec, data, str(path))
 
 
 def resolve_models(spec_files: Iterable[str | os.PathLike[str]] = (),
@@ -352,10 +369,10 @@ def check_devices(profile_name: str, devices_per_node: int | None, link: str | N
         return
     flag = "--tp" if tp > 1 else "--pp"
     if devices_per_node is None:
-        raise UserError(f"{profile_name} has no interconnect section: one device only (--tp {tp} --pp {pp} "
+        raise UserError(f"{profile_name} has no interconnect section: one device only (tp {tp} x pp {pp} "
                         f"needs {n})", where=flag)
     if n > devices_per_node:
-        raise UserError(f"--tp {tp} x --pp {pp} = {n} devices, but {profile_name}'s {link} joins "
+        raise UserError(f"tp {tp} x pp {pp} = {n} devices, but {profile_name}'s {link} joins "
                         f"{devices_per_node} per node", where=flag)
 
 

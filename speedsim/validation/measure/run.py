@@ -248,7 +248,7 @@ def measure(device: str, out: Path | str, checkpoint: Path | str | None = None, 
         if spec_path.resolve() in inputs:  # the spec written beside the CSV would replace the one read
             raise UserError(f"the model spec it writes beside the CSV, {spec_path}, is a --model-spec input; "
                             "choose another --out", where="--out")
-        write_text(spec_path, yaml.safe_dump(spec_of(base.model, base.name, src_len).model_dump(), sort_keys=False))
+        write_text(spec_path, yaml.safe_dump(spec_of(base.model, base.name, src_len).file_dict(), sort_keys=False))
         files["model_spec"] = str(spec_path)
         rec = TimingLog(out, device, plan.budget)
         if "steps" in plan.parts:
