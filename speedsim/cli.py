@@ -142,6 +142,9 @@ def _deployment_options(fn):
                      help="How the decoder layers' weights are stored: int8/int4/fp8 are weight-only quantisation "
                           "(read as stored, scales included, dequantised on the way) [default: the model spec's, "
                           "else the profile's dtype]."),
+        click.option("--weight-group", type=int, default=None, expose_value=False, callback=_deploy, metavar="G",
+                     help="int8/int4 weights: input elements per fp16 scale [default: int4 128, int8 one per output "
+                          "channel]."),
         click.option("--kv-dtype", type=click.Choice(KV_DTYPES), default=None, expose_value=False, callback=_deploy,
                      help="How the KV cache is stored [default: the model spec's, else the profile's dtype]."),
         click.option("--tp", type=int, default=None, expose_value=False, callback=_deploy, metavar="N",

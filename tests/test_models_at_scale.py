@@ -497,3 +497,16 @@ def test_serving_a_model_whose_weights_do_not_fit_names_the_model():
     out = run_cli("serve", "--profile", "h100-sxm", "--model", "llama2-70b", "--sharing", "80x1", "--synthetic",
                   "perfect,len=4", "--requests", "2", "--arrivals", "poisson:1")
     assert out.returncode == 2 and out.stderr.startswith("speedsim: error: --model:") and "GiB of weights" in out.stderr
+
+
+def test_a_weight_group_sets_the_scales_of_integer_weights():
+    base = PUBLISHED_MODELS["llama2-7b"]
+    g128, g32 = with_precision(base, "int4"), with_precision(base, "int4", weight_group=32)
+    assert weight_bytes("int4", "bf16", 4096, 4096, 32) == 4096 * 4096 / 2 + 4096 * 128 * 2
+    assert g32.layer_weight_bytes("bf16") > g128.layer_weight_bytes("bf16")
+    rules = KernelRules.from_profile(load_profile("h200"))
+    a = decoder_layer(g128, "L0", [64], ["kv"], 1, "bf16", rules)
+    b = decoder_layer(g32, "L0", [64], ["kv"], 1, "bf16", rules)
+    assert _bytes(b, WEIGHTS) / _bytes(a, WEIGHTS) == pytest.approx((0.5 + 2 / 32) / (0.5 + 2 / 128), rel=1e-3)
+    with pytest.raises(UserError, match="--weight-group"):
+        with_precision(base, weight_group=32)  # bf16 weights have no scales: it would be ignored

@@ -153,8 +153,8 @@ def _why(r) -> str:
     if "weight int4" in r["deployment"] and faster:
         reasons.append("int4 weight-only kernels at batch 1 run well below the DRAM rate their bytes allow (torchao's "
                        "own tables: 751 GB/s for int4 against 1,419 GB/s for bf16 on the A100, 1,019 against 1,905 "
-                       "on the H100); the model charges 2 vector ops per int4 weight for the dequantisation, and the "
-                       "rows' groups of 32 or 64 (the model's: 128) add scales")
+                       "on the H100); the model charges the stored bytes with the rows' own group scales and 2 vector ops "
+                       "per int4 weight for the dequantisation")
     if "weight int8" in r["deployment"] and faster:
         reasons.append("int8 weight-only kernels at batch 1 reach 1,131 GB/s against bf16's 1,419 GB/s on the A100 "
                        "(torchao's own table): their dequantisation costs more than the one vector op per weight "

@@ -114,6 +114,8 @@ class RunParams(BaseModel):
                                              "spec's, else the profile's dtype)")
     kv_dtype: KvDtype | None = Field(None, description="how the KV cache is stored: bf16, fp16, fp8, int8 (default: "
                                      "the model spec's, else the profile's dtype)")
+    weight_group: int | None = Field(None, description="int8/int4 weights: input elements per scale (default: int4 "
+                                     "128, int8 per output channel)")
     tp: int = Field(1, description="tensor parallelism: devices each holding a slice of every layer (Megatron-style; "
                     "the profile's interconnect joins them)")
     pp: int = Field(1, description="pipeline parallelism: stages, each on a device of its own")
@@ -179,6 +181,14 @@ class RunParams(BaseModel):
         # an empty `fit` or `agree` would silently mean a perfect model, an empty `trace` synthetic traces
         if value is not None and not value.strip():
             raise ValueError(f"{info.field_name} is empty")
+        return value
+
+    @field_validator("weight_group")
+    @classmethod
+    def _group(cls, value: int | None) -> int | None:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or not 1 <= value <= limits.MAX_FFN):
+            raise ValueError(f"must be a whole number of input elements per scale, 1 to {limits.MAX_FFN}, got {value!r}")
         return value
 
     @field_validator("tp", "pp")
@@ -316,13 +326,13 @@ _INT64_MAX = 2**63 - 1
 _COUNT_RANGES = {"requests": (1, limits.MAX_REQUESTS), "max_batch": (1, limits.MAX_BATCH_LIMIT),
                  "prefill_budget": (1, _INT64_MAX), "serve_seed": (0, _INT64_MAX)}
 SYNTHETIC_FIELDS = ("fit", "mispredict", "agree", "burst", "out_len", "seqs", "seed")
-NUMBER_FIELDS = ("tp", "pp", "limit", "mispredict", "burst", "out_len", "src_len", "seqs", "seed", "launch_exit", "max_in_flight",
+NUMBER_FIELDS = ("tp", "pp", "weight_group", "limit", "mispredict", "burst", "out_len", "src_len", "seqs", "seed", "launch_exit", "max_in_flight",
                  "requests", "max_batch", "kv_capacity_GB", "prefill_budget", "serve_seed", "draft_exit", "gamma",
                  "draft_depth", "draft_accept")
 LATER_FIELDS = frozenset({"fit", "device_control", "requests", "serve_method", "arrivals", "max_batch", "kv_capacity_GB",
                           "prefill", "prefill_budget", "serve_seed", "overrides", "methods", "draft_exit", "gamma",
                           "draft_model", "draft_depth", "draft_trace", "draft_accept", "draft_fit", "weight_dtype",
-                          "kv_dtype", "tp", "pp", "pp_over"})
+                          "kv_dtype", "weight_group", "tp", "pp", "pp_over"})
 # what only a serving run (requests set) or only a decode run takes
 SERVING_FIELDS = ("serve_method", "arrivals", "max_batch", "kv_capacity_GB", "prefill", "prefill_budget", "serve_seed")
 DECODE_FIELDS = ("baselines", "bounds", "device_control", "methods")  # (speculative serving: not yet)

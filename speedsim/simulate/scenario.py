@@ -157,7 +157,7 @@ def deployed(spec: ModelSpec, run: RunParams, profile: HardwareProfile | None) -
         if run.pp_over == "layers" and run.pp > sharing.unique:
             raise UserError(f"{run.pp} stages for the {sharing.unique} shared layers of {sharing}: at most "
                             f"{sharing.unique} (or the pipeline over repeats)", where="--pp")
-    return staged(shard(with_precision(spec, run.weight_dtype, run.kv_dtype), run.tp), run.pp,
+    return staged(shard(with_precision(spec, run.weight_dtype, run.kv_dtype, run.weight_group), run.tp), run.pp,
                   run.pp_over == "repeats")
 
 

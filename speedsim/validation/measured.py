@@ -342,6 +342,11 @@ def _check_published(row: MeasuredRow, where: str) -> None:
         text = row.extra_field(key)
         if text is not None and text not in known:
             raise UserError(f"extra: {key}={text} is none of {', '.join(known)}", where=where)
+    group = row.extra_field("group")
+    if group is not None and not (_whole(group) is not None and 1 <= int(group) <= MAX_OP_WIDTH
+                                  and row.extra_field("weight_dtype") in ("int8", "int4")):
+        raise UserError(f"extra: group={group} must be a whole number of input elements per scale in 1..{MAX_OP_WIDTH}, "
+                        "for int8 or int4 weights (weight_dtype=)", where=where)
     if row.extra_field("prefill") not in ("included", "excluded"):
         raise UserError("extra: a published row says whether its figure includes the prefill: prefill=included "
                         "or prefill=excluded", where=where)

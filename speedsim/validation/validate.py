@@ -311,7 +311,9 @@ def published_row(profile: HardwareProfile, row: MeasuredRow, models: dict[str, 
     link = profile.interconnect
     try:
         check_devices(profile.name, link.devices_per_node if link else None, link.name if link else None, tp)
-        spec = shard(with_precision(spec, row.extra_field("weight_dtype"), row.extra_field("kv_dtype")), tp)
+        group = row.extra_field("group")
+        spec = shard(with_precision(spec, row.extra_field("weight_dtype"), row.extra_field("kv_dtype"),
+                                    int(group) if group else None), tp)
         traces = SyntheticWorkload(mispredict=0.0, out_len=row.n, seqs=1, src_len=max(1, row.ctx)).traces(1)
         result = simulate(profile, spec, Sharing(row.L, 1), traces, mode, ())
     except UserError as err:

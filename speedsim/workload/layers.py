@@ -87,27 +87,27 @@ def _layer_shape(spec: ModelSpec, layer_id: str, rows: int, dtype: str,
     d, dff, q, kv = spec.d_model, spec.d_ff, spec.q_width, spec.kv_width
     w = spec.weight_format(dtype)
     pre = (rmsnorm(f"{layer_id}.norm1", rows, d, dtype, rules.host_ops.norm),
-           *linear(f"{layer_id}.qkv", f"{layer_id}.qkv", rows, d, q + 2 * kv, dtype, rules, wfmt=w))
-    mid = [*linear(f"{layer_id}.o", f"{layer_id}.o", rows, q, d, dtype, rules, wfmt=w),
+           *linear(f"{layer_id}.qkv", f"{layer_id}.qkv", rows, d, q + 2 * kv, dtype, rules, wfmt=w, wgroup=spec.weight_group))
+    mid = [*linear(f"{layer_id}.o", f"{layer_id}.o", rows, q, d, dtype, rules, wfmt=w, wgroup=spec.weight_group),
            *tp_reduce(spec, f"{layer_id}.o", rows, dtype),
            elementwise(f"{layer_id}.add1", rows * d, 2, dtype, rules)]
     post: list[Kernel] = []
     if spec.cross_attention_len:
         mid += [rmsnorm(f"{layer_id}.norm_x", rows, d, dtype, rules.host_ops.norm),
-                *linear(f"{layer_id}.xq", f"{layer_id}.xq", rows, d, q, dtype, rules, wfmt=w)]
-        post += [*linear(f"{layer_id}.xo", f"{layer_id}.xo", rows, q, d, dtype, rules, wfmt=w),
+                *linear(f"{layer_id}.xq", f"{layer_id}.xq", rows, d, q, dtype, rules, wfmt=w, wgroup=spec.weight_group)]
+        post += [*linear(f"{layer_id}.xo", f"{layer_id}.xo", rows, q, d, dtype, rules, wfmt=w, wgroup=spec.weight_group),
                  *tp_reduce(spec, f"{layer_id}.xo", rows, dtype),
                  elementwise(f"{layer_id}.add_x", rows * d, 2, dtype, rules)]
     tail = post if spec.cross_attention_len else mid
     tail.append(rmsnorm(f"{layer_id}.norm2", rows, d, dtype, rules.host_ops.norm))
-    tail += linear(f"{layer_id}.w1", f"{layer_id}.w1", rows, d, (2 if spec.gated else 1) * dff, dtype, rules, wfmt=w)
+    tail += linear(f"{layer_id}.w1", f"{layer_id}.w1", rows, d, (2 if spec.gated else 1) * dff, dtype, rules, wfmt=w, wgroup=spec.weight_group)
     if spec.gated:
         # gate and up are slices of the fused w1 output: contiguous for one row, strided for several
         tail += [dataclasses.replace(elementwise(f"{layer_id}.silu", rows * dff, 1, dtype, rules, 4.0), indexed=rows > 1),
                  dataclasses.replace(elementwise(f"{layer_id}.mul", rows * dff, 2, dtype, rules), indexed=rows > 1)]
     else:
         tail.append(elementwise(f"{layer_id}.{spec.ffn}", rows * dff, 1, dtype, rules))
-    tail += linear(f"{layer_id}.w2", f"{layer_id}.w2", rows, dff, d, dtype, rules, wfmt=w)
+    tail += linear(f"{layer_id}.w2", f"{layer_id}.w2", rows, dff, d, dtype, rules, wfmt=w, wgroup=spec.weight_group)
     tail += tp_reduce(spec, f"{layer_id}.w2", rows, dtype)
     tail.append(elementwise(f"{layer_id}.add2", rows * d, 2, dtype, rules))
     return pre, tuple(mid), tuple(post)

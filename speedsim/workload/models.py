@@ -15,8 +15,9 @@ Users add their own with a YAML file (`--model-spec FILE`): name, d_model, n_hea
 ffn (relu | gelu | swiglu), cross_attention_len (0 = decoder-only), vocab, and optionally
 encoder_layers, n_kv_heads (grouped-query attention; 1: multi-query), head_dim (heads not
 d_model / n_heads wide, as T5-3B's), tied_embeddings, n_layers (the published depth),
-weight_dtype (bf16, fp16, fp8, int8, int4: weight-only quantisation, `WeightFormat`) and kv_dtype
-(bf16, fp16, fp8, int8); a run's `--weight-dtype` and `--kv-dtype` override the last two. A spec file's path that
+weight_dtype (bf16, fp16, fp8, int8, int4: weight-only quantisation, `WeightFormat`), weight_group
+(input elements per scale of int8/int4 weights) and kv_dtype (bf16, fp16, fp8, int8); a run's
+`--weight-dtype`, `--weight-group` and `--kv-dtype` override the last three. A spec file's path that
 is malformed, unusable or absent is a `UserError` naming where it came from (`--model-spec`); what
 the file holds is named by its file and field.
 """
@@ -76,13 +77,18 @@ def quantized(fmt: str, dtype: str) -> WeightFormat | None:
     return None if fmt == dtype else WEIGHT_FORMATS[fmt]
 
 
-def weight_bytes(fmt: str, dtype: str, d_in: int, d_out: int) -> float:
-    """Bytes of a d_in x d_out weight matrix stored as `fmt` in a run of `dtype`, its scales included."""
+def weight_bytes(fmt: str, dtype: str, d_in: int, d_out: int, group: int | None = None) -> float:
+    """Bytes of a d_in x d_out weight matrix stored as `fmt` in a run of `dtype`, its scales included (`group`:
+    input elements per scale of an integer format, instead of the format's own)."""
     q = quantized(fmt, dtype)
     if q is None:
         return float(d_in * d_out * BYTES_PER_ELEMENT[dtype])
-    scales = 0 if q.group is None else d_out * (1 if q.group == 0 else -(-d_in // q.group))
+    g = group if group is not None and fmt in GROUPED else q.group
+    scales = 0 if g is None else d_out * (1 if g == 0 else -(-d_in // g))
     return d_in * d_out * q.bits / 8 + scales * SCALE_BYTES
+
+
+GROUPED = ("int8", "int4")  # the formats whose scales a `weight_group` sets
 
 
 class ModelSpec(BaseModel):
@@ -117,6 +123,9 @@ class ModelSpec(BaseModel):
                                              "default the run's dtype")
     kv_dtype: KvDtype | None = Field(None, description="how the KV cache is stored: bf16, fp16, fp8, int8; "
                                      "default the run's dtype")
+    weight_group: int | None = Field(None, gt=0, le=MAX_FFN, strict=True,
+                                     description="int8/int4 weights: input elements per fp16 scale (default: int4 "
+                                     "128, int8 one scale per output channel)")
     tp: int = Field(1, ge=1, le=MAX_HEADS, strict=True,
                     description="tensor-parallel degree this spec is one device's shard of (`shard`, --tp: heads, "
                     "d_ff and vocab already divided by it); 1 in a spec file")
@@ -216,7 +225,8 @@ class ModelSpec(BaseModel):
         fmt = self.weight_format(dtype)
         has_cross = bool(self.cross_attention_len) if cross is None else cross
         norms = (3 if has_cross else 2) * self.d_model * BYTES_PER_ELEMENT[dtype]
-        return float(sum(weight_bytes(fmt, dtype, i, o) for i, o in self.layer_matrices(has_cross)) + norms)
+        return float(sum(weight_bytes(fmt, dtype, i, o, self.weight_group) for i, o in self.layer_matrices(has_cross))
+                     + norms)
 
     def head_weight_elements(self) -> int:
         return self.vocab * self.d_model
@@ -283,15 +293,23 @@ MODEL_SOURCES: dict[str, str] = {
 
 
 @lru_cache(maxsize=256)
-def with_precision(spec: ModelSpec, weight_dtype: str | None = None, kv_dtype: str | None = None) -> ModelSpec:
-    """`spec` with its weights and KV cache stored as a run chooses (`--weight-dtype`, `--kv-dtype`; None keeps
-    the spec's own). Cached: the runs of one choice share one spec object, as the kernel caches expect."""
-    update = {k: v for k, v in (("weight_dtype", weight_dtype), ("kv_dtype", kv_dtype)) if v is not None}
-    return spec.model_copy(update=update) if update else spec
+def with_precision(spec: ModelSpec, weight_dtype: str | None = None, kv_dtype: str | None = None,
+                   weight_group: int | None = None) -> ModelSpec:
+    """`spec` with its weights and KV cache stored as a run chooses (`--weight-dtype`, `--kv-dtype`,
+    `--weight-group`; None keeps the spec's own). A group for weights not stored as int8 or int4 is a `UserError`
+    (it would be ignored). Cached: the runs of one choice share one spec object, as the kernel caches expect."""
+    update = {k: v for k, v in (("weight_dtype", weight_dtype), ("kv_dtype", kv_dtype), ("weight_group", weight_group))
+              if v is not None}
+    out = spec.model_copy(update=update) if update else spec
+    if out.weight_group is not None and out.weight_dtype not in GROUPED:
+        raise UserError(f"a group of {out.weight_group} applies to int8 or int4 weights, and {spec.name}'s are "
+                        f"{out.weight_dtype or 'in the run dtype'}", where="--weight-group")
+    return out
 
 
 # the fields added after spec files were first written, and those of a deployment rather than the model
-LATER_SPEC_FIELDS = frozenset({"n_kv_heads", "head_dim", "tied_embeddings", "n_layers", "weight_dtype", "kv_dtype"})
+LATER_SPEC_FIELDS = frozenset({"n_kv_heads", "head_dim", "tied_embeddings", "n_layers", "weight_dtype", "kv_dtype",
+                               "weight_group"})
 DEPLOYMENT_FIELDS = frozenset({"tp", "pp", "pp_repeats"})
 
 

@@ -40,11 +40,12 @@ def _elt(dtype: str) -> int:
     return BYTES_PER_ELEMENT[dtype]
 
 def linear(name: str, weight_id: str, rows: int, d_in: int, d_out: int, dtype: str, rules: KernelRules,
-           tclass: str = WEIGHTS, wfmt: str | None = None) -> list[Kernel]:
+           tclass: str = WEIGHTS, wfmt: str | None = None, wgroup: int | None = None) -> list[Kernel]:
     """y(rows x d_out) = x(rows x d_in) @ W^T: one GEMV/GEMM, plus a split-K reduction when chosen.
 
     `wfmt`: how W is stored (default `dtype`); another format is read as stored and dequantised on the
-    way (`speedsim.workload.models.WeightFormat`: its bytes with their scales, and its vector work)."""
+    way (`speedsim.workload.models.WeightFormat`: its bytes with their scales, `wgroup` input elements each if
+    given, and its vector work)."""
     b = _elt(dtype)
     out_tiles = math.ceil(d_out / rules.tile_rows) * math.ceil(rows / rules.tile_tokens)
     split = d_in >= rules.splitk_min_in and out_tiles < rules.units
@@ -57,7 +58,7 @@ def linear(name: str, weight_id: str, rows: int, d_in: int, d_out: int, dtype: s
     if q is None:
         w_read, w_size = passes * d_in * d_out * b, d_in * d_out * b
     else:
-        w_size = weight_bytes(fmt, dtype, d_in, d_out)
+        w_size = weight_bytes(fmt, dtype, d_in, d_out, wgroup)
         w_read = passes * w_size
     main = Kernel(
         name=name, flops=2.0 * rows * d_in * d_out, matrix=True, dtype=dtype, kclass=GEMM,

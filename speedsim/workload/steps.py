@@ -252,17 +252,17 @@ def _encoder_layer(spec: ModelSpec, layer_id: str, tokens: int, dtype: str, rule
     w = spec.weight_format(dtype)
     p = Program()
     p.add(rmsnorm(f"{layer_id}.norm1", tokens, d, dtype, rules.host_ops.norm))
-    p.add(*linear(f"{layer_id}.qkv", f"{layer_id}.qkv", tokens, d, q + 2 * kv, dtype, rules, wfmt=w))
+    p.add(*linear(f"{layer_id}.qkv", f"{layer_id}.qkv", tokens, d, q + 2 * kv, dtype, rules, wfmt=w, wgroup=spec.weight_group))
     p.add(*attention(f"{layer_id}.attn", spec, tokens, [tokens], [f"{layer_id}.kv"], False, dtype, rules,
                      tclass="activations"))
-    p.add(*linear(f"{layer_id}.o", f"{layer_id}.o", tokens, q, d, dtype, rules, wfmt=w))
+    p.add(*linear(f"{layer_id}.o", f"{layer_id}.o", tokens, q, d, dtype, rules, wfmt=w, wgroup=spec.weight_group))
     p.add(*tp_reduce(spec, f"{layer_id}.o", tokens, dtype))
     p.add(elementwise(f"{layer_id}.add1", tokens * d, 2, dtype, rules))
     p.add(rmsnorm(f"{layer_id}.norm2", tokens, d, dtype, rules.host_ops.norm))
     p.add(*linear(f"{layer_id}.w1", f"{layer_id}.w1", tokens, d, (2 if spec.gated else 1) * dff, dtype, rules,
-                  wfmt=w))
+                  wfmt=w, wgroup=spec.weight_group))
     p.add(elementwise(f"{layer_id}.act", tokens * dff * (2 if spec.gated else 1), 1, dtype, rules))
-    p.add(*linear(f"{layer_id}.w2", f"{layer_id}.w2", tokens, dff, d, dtype, rules, wfmt=w))
+    p.add(*linear(f"{layer_id}.w2", f"{layer_id}.w2", tokens, dff, d, dtype, rules, wfmt=w, wgroup=spec.weight_group))
     p.add(*tp_reduce(spec, f"{layer_id}.w2", tokens, dtype))
     p.add(elementwise(f"{layer_id}.add2", tokens * d, 2, dtype, rules))
     return tuple(p.kernels)
@@ -309,7 +309,7 @@ def _encode(spec: ModelSpec, src: int, layer_ids: tuple[str, ...], dtype: str, r
         p.extend(encoder_layer(spec, f"{weights}E{i}", src, dtype, rules))
     for lid in layer_ids:  # cross K/V of every distinct decoder layer
         p.add(*linear(f"{lid}.xkv", f"{lid}.xkv", src, spec.d_model, 2 * spec.kv_width, dtype, rules,
-                      wfmt=spec.weight_format(dtype)))
+                      wfmt=spec.weight_format(dtype), wgroup=spec.weight_group))
     p.add(embed(spec, 1, dtype, rules))
     return tuple(p.kernels)
 
