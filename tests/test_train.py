@@ -112,6 +112,7 @@ def test_resume_gives_the_state_of_an_uninterrupted_run(tmp_path: Path, code_cor
     assert all(torch.equal(sa[i]["exp_avg"], sb[i]["exp_avg"]) for i in sa)
 
 
+@pytest.mark.slow  # (a whole fit or training run: CI's slow run keeps the suite under a minute)
 def test_a_checkpoint_from_before_a_new_field_resumes(tmp_path: Path, code_corpus: dict) -> None:
     """A checkpoint written before a config field existed (its dump lacks it) resumes when the field
     is at its default: the config is the same."""

@@ -73,6 +73,7 @@ def test_bad_measured_csv_exit_2(tmp_path, cli, content, needle):
     assert len(out.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # (a whole fit or training run: CI's slow run keeps the suite under a minute)
 def test_calibrate_fits_a_detuned_profile(h200):
     """Calibration from a detuned start recovers a good fit on a subset of rows (few parameters)."""
     from speedsim.validation.calibrate import DEVICE_PARAMETERS, with_values
@@ -281,6 +282,7 @@ def test_an_unknown_implementation_in_extra_is_refused(cli, tmp_path):
         f"speedsim: error: {bad}:2: extra: impl=STATIC is none of speedsim, functional, static"]
 
 
+@pytest.mark.slow  # (a whole fit or training run: CI's slow run keeps the suite under a minute)
 def test_validate_several_files_together_prints_the_reports_figures(cli):
     """`validate --measured A --measured B`: the rows of both, each section once, and every figure as
     the report's markdown prints it (rounded once: 0.08351 is 8.4%, not 0.0835 -> 8.3%)."""

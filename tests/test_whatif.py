@@ -200,6 +200,7 @@ def test_a_what_if_simulates_as_the_profile_derived_from_it(cli, tmp_path):
         assert base["per_token_us"] == by_file["baselines"][name]["per_token_us"]
 
 
+@pytest.mark.slow  # (three simulations or a fit: CI's slow run keeps the suite under a minute)
 def test_bounds_run_on_the_what_if_profile(cli):
     nominal = _simulate(cli, "--profile", "l4", *TRACE_ARGS, "--bounds")
     out = _simulate(cli, "--profile", "l4", *TRACE_ARGS, "--bounds", "--set", "kernel.latency_us=x0.5")
@@ -243,6 +244,7 @@ def test_validate_records_what_was_set(cli, tmp_path):
     assert out["mape"]["all"] != plain["mape"]["all"]
 
 
+@pytest.mark.slow  # (three simulations or a fit: CI's slow run keeps the suite under a minute)
 def test_calibrate_starts_from_the_what_if(cli, tmp_path):
     measured = tmp_path / "m.csv"
     measured.write_text(MEASURED)
