@@ -211,7 +211,7 @@ class Device:
         self._last_node: dict[int, str] = {}  # per stream: the kernel of its last graph node
         # each kernel object's plan and its last DRAM bytes, on-chip bytes and timing: [kernel, plan, dram,
         # onchip, (time alone, latency, DRAM and on-chip parts (`CostModel.plan_parts`), roofline term, DRAM
-        # streaming time)]; the kernel is kept with its plan so that its id is not reused while cached
+        # streaming time, interconnect part)]; the kernel is kept with its plan so that its id is not reused while cached
         self._plans: dict[int, list] = {}
         # per stream: its time by slot (HOST, ...) since its last program ended, and its run total
         self._time: dict[int, list[float]] = {}
@@ -338,16 +338,16 @@ class Device:
             if entry is None:
                 entry = self._entry(k)
             if dram == entry[2] and chip == entry[3]:  # as at its last run (activations only, say)
-                t, lat, dram_us, chip_us, roof, streaming = entry[4]
+                t, lat, dram_us, chip_us, roof, streaming, link = entry[4]
             else:
                 plan = entry[1]
                 t, lat, dram_us, chip_us = plan_parts(plan, dram, chip)
                 roof = max(dram / dram_peak_Bpus, plan.compute_floor_us)
                 streaming = dram / dram_Bpus if dram else 0.0
-                entry[2], entry[3], entry[4] = dram, chip, (t, lat, dram_us, chip_us, roof, streaming)
-            link = 0.0
-            if k.kclass == COLLECTIVE:  # its fixed time is the interconnect's
-                link, lat = lat, 0.0
+                link = 0.0
+                if k.kclass == COLLECTIVE:  # its fixed time is the interconnect's (decided once per timing)
+                    link, lat = lat, 0.0
+                entry[2], entry[3], entry[4] = dram, chip, (t, lat, dram_us, chip_us, roof, streaming, link)
             name = k.name
             gap = 0.0
             if name != previous:

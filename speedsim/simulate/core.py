@@ -193,9 +193,7 @@ def simulate(profile: HardwareProfile, spec: ModelSpec, sharing: Sharing, traces
         return replace(mid, speed=mid.speed.with_bounds(*(r.speed for r in runs)),
                        baselines={m: b.with_bounds(*(r.baselines[m] for r in runs)) for m, b in mid.baselines.items()})
     check_decodable([len(t.exits) for t in traces])
-    link = profile.interconnect  # (a what-if of the node may leave fewer devices than the deployment's)
-    check_devices(profile.name, link.devices_per_node if link else None, link.name if link else None, spec.tp,
-                  spec.pp)
+    check_devices(profile, spec.tp, spec.pp)  # (a what-if of the node may leave fewer devices than the deployment's)
     for s in speculative:
         check_speculation(s, spec, sharing)
     mode, mode_notes = effective_mode(profile, mode)

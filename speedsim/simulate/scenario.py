@@ -146,9 +146,7 @@ def deployed(spec: ModelSpec, run: RunParams, profile: HardwareProfile | None) -
     of it under tensor parallelism (`tp`; the profile's interconnect must join that many devices: checked when
     `profile` is given)."""
     if profile is not None:
-        link = profile.interconnect
-        check_devices(profile.name, link.devices_per_node if link else None, link.name if link else None, run.tp,
-                      run.pp)
+        check_devices(profile, run.tp, run.pp)
     if run.pp > 1:
         sharing = Sharing.parse(run.sharing)
         if run.pp_over == "repeats" and run.pp != sharing.repeats:

@@ -18,6 +18,7 @@ from speedsim.limits import (
     MAX_COPY_BYTES,
     MAX_DECODE_TOKENS,
     MAX_DEVICES,
+    MAX_FFN,
     MAX_GEMM_N,
     MAX_OP_WIDTH,
     MAX_ROW_INTS,
@@ -343,9 +344,9 @@ def _check_published(row: MeasuredRow, where: str) -> None:
         if text is not None and text not in known:
             raise UserError(f"extra: {key}={text} is none of {', '.join(known)}", where=where)
     group = row.extra_field("group")
-    if group is not None and not (_whole(group) is not None and 1 <= int(group) <= MAX_OP_WIDTH
+    if group is not None and not (_whole(group) is not None and 1 <= int(group) <= MAX_FFN
                                   and row.extra_field("weight_dtype") in ("int8", "int4")):
-        raise UserError(f"extra: group={group} must be a whole number of input elements per scale in 1..{MAX_OP_WIDTH}, "
+        raise UserError(f"extra: group={group} must be a whole number of input elements per scale in 1..{MAX_FFN}, "
                         "for int8 or int4 weights (weight_dtype=)", where=where)
     if row.extra_field("prefill") not in ("included", "excluded"):
         raise UserError("extra: a published row says whether its figure includes the prefill: prefill=included "

@@ -308,9 +308,8 @@ def published_row(profile: HardwareProfile, row: MeasuredRow, models: dict[str, 
     if spec.n_layers is not None and row.L != spec.n_layers:
         raise UserError(f"L={row.L}, but {spec.name} has {spec.n_layers} decoder layers", where=where)
     tp = int(row.extra_field("tp") or 1)
-    link = profile.interconnect
     try:
-        check_devices(profile.name, link.devices_per_node if link else None, link.name if link else None, tp)
+        check_devices(profile, tp)
         group = row.extra_field("group")
         spec = shard(with_precision(spec, row.extra_field("weight_dtype"), row.extra_field("kv_dtype"),
                                     int(group) if group else None), tp)

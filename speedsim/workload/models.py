@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from speedsim.dtypes import KvDtype, WeightDtype
 from speedsim.errors import UserError
 from speedsim.hardware.parts import BYTES_PER_ELEMENT
+from speedsim.hardware.profile import HardwareProfile
 from speedsim.limits import MAX_FFN, MAX_HEADS, MAX_LAYERS, MAX_POSITIONS, MAX_VOCAB, MAX_WIDTH
 from speedsim.userpath import input_file
 from speedsim.yamlio import read_mapping, validate_as
@@ -379,19 +380,20 @@ def shard(spec: ModelSpec, tp: int) -> ModelSpec:
     return spec.model_copy(update=update)
 
 
-def check_devices(profile_name: str, devices_per_node: int | None, link: str | None, tp: int, pp: int = 1) -> None:
-    """A `UserError` at `--tp` (or `--pp`) when `tp` x `pp` devices are more than one node of the profile joins
+def check_devices(profile: HardwareProfile, tp: int, pp: int = 1) -> None:
+    """A `UserError` at `--tp` (or `--pp`) when `tp` x `pp` devices are more than one node of `profile` joins
     (`interconnect.devices_per_node`), or the profile has no interconnect at all."""
     n = tp * pp
     if n == 1:
         return
     flag = "--tp" if tp > 1 else "--pp"
-    if devices_per_node is None:
-        raise UserError(f"{profile_name} has no interconnect section: one device only (tp {tp} x pp {pp} "
+    link = profile.interconnect
+    if link is None:
+        raise UserError(f"{profile.name} has no interconnect section: one device only (tp {tp} x pp {pp} "
                         f"needs {n})", where=flag)
-    if n > devices_per_node:
-        raise UserError(f"tp {tp} x pp {pp} = {n} devices, but {profile_name}'s {link} joins "
-                        f"{devices_per_node} per node", where=flag)
+    if n > link.devices_per_node:
+        raise UserError(f"tp {tp} x pp {pp} = {n} devices, but {profile.name}'s {link.name} joins "
+                        f"{link.devices_per_node} per node", where=flag)
 
 
 @lru_cache(maxsize=256)
