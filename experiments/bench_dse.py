@@ -7,17 +7,25 @@ the plain engine (`speedsim.simulate.simulate` on the what-if profile that `spee
 builds, `apply_settings`) and compared: every method's per-token time must agree to |rel diff| < 1e-9.
 Also times one plain point.
 
-    .venv/bin/python experiments/bench_dse.py [--workers 2] [--check 20] [--sizes 100,1000,10000] [--json FILE]
+Then the users' path: `speedsim sweep` (`run_sweep`) of a spec with the first `--sweep` points of the same
+grid as `set.PATH` axes, into a fresh directory (timed; a second invocation must find every run done), and
+`--sweep-check` of its runs checked column by column against the run simulated alone (`execute`, the
+plain path of a sweep's run): every number to |rel diff| < 1e-9, every other column equal.
+
+    .venv/bin/python experiments/bench_dse.py [--workers 2] [--check 20] [--sizes 100,1000,10000]
+        [--sweep 1000] [--sweep-check 3] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import resource
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -81,6 +89,8 @@ def main() -> int:
     ap.add_argument("--check", type=int, default=20, help="points checked against the plain engine")
     ap.add_argument("--sizes", default="100,1000,10000")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sweep", type=int, default=1000, help="points of the sweep (0: none)")
+    ap.add_argument("--sweep-check", type=int, default=3, help="sweep runs checked column by column")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     s = scenario()
@@ -132,10 +142,64 @@ def main() -> int:
           f"largest {worst:.2e})")
     speedups = grid.speedup("unshared")
     say(f"SPEED over unshared across the grid: {np.nanmin(speedups):.3f}x .. {np.nanmax(speedups):.3f}x")
+    out = {"plain_point_s": plain_s, "timings": timings, "checked": len(sample), "agree": agree,
+           "worst_rel_diff": worst}
+    ok = agree == len(sample)
+    if args.sweep:
+        out["sweep"] = sweep = bench_sweep(args.sweep, args.workers, args.sweep_check, args.seed)
+        ok = ok and sweep["agree"] == sweep["checked"] and sweep["resumed_ran"] == 0
     if args.json is not None:
-        args.json.write_text(json.dumps({"plain_point_s": plain_s, "timings": timings, "checked": len(sample),
-                                         "agree": agree, "worst_rel_diff": worst}, indent=2))
-    return 0 if agree == len(sample) else 1
+        args.json.write_text(json.dumps(out, indent=2))
+    return 0 if ok else 1
+
+
+def bench_sweep(size: int, workers: int, check: int, seed: int) -> dict[str, float]:
+    """`run_sweep` of a `size`-point spec of the grid's axes: its time, a resumption, rows checked."""
+    from speedsim.sweep import load_spec, plan, run_sweep
+    from speedsim.sweep.execute import execute
+    from speedsim.sweep.store import read_journal
+
+    axes = axes_for(size)
+    lines = ["name: bench_dse", "fixed: {profile: h200, model: t5base, sharing: 4x3, trace: 4x3, mode: graph,",
+             "        baselines: [unshared, sequential]}", "blocks:", "  - label: grid", "    axes:"]
+    lines += [f"      set.{path}: [{', '.join(values)}]" for path, values in axes.items() if len(values) > 1]
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = Path(tmp) / "grid.yaml"
+        spec.write_text("\n".join(lines) + "\n")
+        t = time.perf_counter()
+        done = run_sweep(spec, Path(tmp) / "out", workers=workers, progress=False)
+        dt = time.perf_counter() - t
+        t = time.perf_counter()
+        again = run_sweep(spec, Path(tmp) / "out", workers=workers, progress=False)
+        resume_s = time.perf_counter() - t
+        say(f"speedsim sweep, {done.total} points: {dt:.2f} s wall ({done.total / dt:.1f} runs/s, {done.failed} "
+            f"failed, {workers} worker(s)); run again: {again.ran} ran, {again.skipped} already done, "
+            f"{resume_s:.2f} s")
+        runs = {r.key: r for r in plan(load_spec(spec))}
+        journal, _ = read_journal(Path(tmp) / "out" / "runs.jsonl")
+    keys = random.Random(seed).sample(sorted(journal), min(check, len(journal)))
+    worst, agree = 0.0, 0
+    t = time.perf_counter()
+    for key in keys:
+        want = [{c: (None if isinstance(v, float) and not math.isfinite(v) else v) for c, v in row.items()}
+                for row in execute(runs[key].model_dump())]
+        got = journal[key]
+        same = len(got) == len(want) and all(a.keys() == b.keys() for a, b in zip(got, want, strict=False))
+        for a, b in zip(got, want, strict=False):
+            for c, x in b.items():
+                y = a.get(c)
+                if isinstance(x, float) and isinstance(y, float):
+                    d = abs(y / x - 1.0) if x else abs(y)
+                    worst = max(worst, d)
+                    same = same and d < TOLERANCE
+                else:
+                    same = same and x == y
+        agree += same
+    say(f"checked {len(keys)} sweep runs column by column against the run alone ({time.perf_counter() - t:.0f} s): "
+        f"{agree}/{len(keys)} agree (largest relative difference {worst:.2e})")
+    return {"points": done.total, "seconds": dt, "runs_per_s": done.total / dt, "failed": done.failed,
+            "resumed_ran": again.ran, "resume_seconds": resume_s, "checked": len(keys), "agree": agree,
+            "worst_rel_diff": worst}
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import numpy as np
@@ -15,6 +16,9 @@ from speedsim.run.options import simulate_run
 from speedsim.simulate.core import simulate
 from speedsim.simulate.phases import build_phases
 from speedsim.simulate.scenario import COMMAND_LINE, build_scenario
+from speedsim.sweep import RunParams, read_results, run_sweep
+from speedsim.sweep.execute import execute, execute_batch
+from speedsim.sweep.runner import batches_of
 
 BASELINES = ("unshared", "sequential")
 
@@ -115,3 +119,79 @@ def test_full_trace_grid_sample():
                                                               "compute.matrix_peak_TFLOPS.bf16")})
     grid = simulate_grid(s.profile, Workload(s.spec, s.sharing, s.traces, policy=s.policy), points, workers=2)
     _check(s, grid, points, random.Random(1).sample(range(len(points)), 3))
+
+
+# ------------------------------------------------------------------------------ sweeps through the grid
+
+
+def _same_rows(got, want):
+    """Every column of every row equal: numbers to |relative difference| 1e-9 (the sums run in another order)."""
+    assert len(got) == len(want)
+    for a, b in zip(got, want, strict=True):
+        assert a.keys() == b.keys(), a.keys() ^ b.keys()
+        for c, x in b.items():
+            y = a[c]
+            if isinstance(x, float) and isinstance(y, float) and not (math.isnan(x) and math.isnan(y)):
+                assert y == pytest.approx(x, rel=1e-9, abs=0), (c, x, y)
+            elif not (isinstance(x, float) and math.isnan(x)):
+                assert y == x, (c, x, y)
+
+
+def _runs(points, **fixed):
+    base = dict(profile="h200", model="t5base", sharing="4x3", trace="4x3", limit=2, mode="graph")
+    return [RunParams(**{**base, **fixed}, overrides=tuple(p.items())).model_dump() for p in points]
+
+
+def test_a_batch_gives_each_run_the_rows_execute_gives():
+    """Every column of every row (SPEED's schedule, traffic, utilisations, percentiles, the what-if columns)
+    as `execute` gives it; two on-chip groups; points the grid cannot take (a value out of range, a model that
+    does not fit, its unshared baseline that does not) get `execute`'s own error rows."""
+    points = [{"memory.dram.bandwidth_GBps": "x2", "host.d2h_copy_us": "x0.5"},
+              {"memory.dram.bandwidth_GBps": "x0.5", "memory.onchip.0.capacity_MiB": "x0.2"},
+              {"kernel.latency_us": "x3", "compute.matrix_peak_TFLOPS.bf16": "x0.25"},
+              {"memory.dram.bandwidth_GBps": "-5"},
+              {"memory.dram.capacity_MiB": "x0.001"},
+              {"memory.dram.capacity_MiB": "x0.003"}]
+    params = _runs(points)
+    got = execute_batch(params)
+    want = [execute(p) for p in params]
+    for g, w in zip(got, want, strict=True):
+        _same_rows(g, w)
+    assert [rows[0]["status"] for rows in got] == ["ok"] * 3 + ["error"] * 3
+    assert "field 'set.memory.dram.bandwidth_GBps'" in got[3][0]["error"]
+    assert "field 'baselines'" in got[5][0]["error"]
+    assert {r["method"] for r in got[0]} == {"speed", "unshared", "sequential"}
+    # the figures move with the point (a batch cannot pass by repeating one run's rows)
+    assert len({rows[0]["per_token_us"] for rows in got[:3]}) == 3
+
+
+def test_a_batch_in_eager_mode_and_with_the_controller_on_the_device():
+    for fixed in ({"mode": "eager"}, {"device_control": True, "baselines": ("unshared",)}):
+        params = _runs([{"memory.dram.bandwidth_GBps": "x2"}, {"kernel.latency_us": "x0.5"}], **fixed)
+        for g, w in zip(execute_batch(params), [execute(p) for p in params], strict=True):
+            _same_rows(g, w)
+
+
+def test_sweeps_batch_hardware_grids_only():
+    """Runs with what-ifs group by everything else; serving, bounds and speculative runs and runs without
+    what-ifs go one by one."""
+    grid = [RunParams.model_validate(p) for p in _runs([{"kernel.latency_us": f"x{f}"} for f in (1, 2, 3)])]
+    other = [RunParams.model_validate(p) for p in _runs([{"kernel.latency_us": "x2"}], model="dec1b")]
+    plain = [RunParams.model_validate(_runs([{}])[0]),
+             RunParams.model_validate(_runs([{"kernel.latency_us": "x2"}], bounds=True)[0])]
+    batches, single = batches_of([grid[0], plain[0], other[0], grid[1], plain[1], grid[2]])
+    assert batches == [grid, other] and single == plain
+
+
+def test_a_sweep_of_a_hardware_grid_resumes(tmp_path):
+    """Through `run_sweep`: the table holds every run, a second invocation runs none."""
+    spec = tmp_path / "grid.yaml"
+    spec.write_text("name: g\nfixed: {profile: h200, model: t5base, sharing: 4x3, trace: 4x3, limit: 1}\n"
+                    "blocks:\n  - label: g\n    axes:\n      set.memory.dram.bandwidth_GBps: [x0.5, x1, x2]\n"
+                    "      set.kernel.latency_us: [x0.5, x2]\n")
+    first = run_sweep(spec, tmp_path / "out", workers=1, progress=False)
+    assert (first.total, first.ran, first.failed) == (6, 6, 0)
+    table = read_results(tmp_path / "out")
+    assert len(table) == 18 and table["value.memory.dram.bandwidth_GBps"].nunique() == 3
+    again = run_sweep(spec, tmp_path / "out", workers=1, progress=False)
+    assert (again.skipped, again.ran) == (6, 0)

@@ -77,18 +77,90 @@ class Workload:
         return ("speed", *self.baselines)
 
 
-@dataclass(frozen=True)
 class GridResult:
-    """Per-token time (us) of every method at every point, in the points' order; how each point ran."""
+    """Every method's figures at every point, in the points' order; how each point ran. `per_token_us`:
+    method -> one value per point; `result(i)`: point i's `SimulationResult`, every figure a sweep row holds
+    as `simulate` gives it (the JSON-only breakdowns by cause and kernel class are left empty)."""
 
-    per_token_us: dict[str, np.ndarray]   # method -> one value per point
-    overrides: list[tuple[Override, ...]]  # per point: what was set
-    groups: int                            # distinct on-chip / kernel-selection configurations
-    fallback_points: int                   # points run through the plain engine (eager mode)
+    def __init__(self, work: Workload, profiles: list[HardwareProfile], overrides: list[tuple[Override, ...]],
+                 memory: list[Mapping[str, Mapping[str, float]]], figures: Mapping[str, list[tuple[np.ndarray, MethodFigures]]], plain: dict[int, Any],
+                 modes: Sequence[tuple[str, tuple[str, ...]]], first_exit_miss: float, groups: int):
+        self.work = work
+        self.profiles = profiles
+        self.overrides = overrides    # per point: what was set
+        self.memory = memory          # per point: each method's device memory by part, with its total
+        self.groups = groups          # distinct on-chip / kernel-selection configurations
+        self.fallback_points = len(plain)  # points run through the plain engine (eager mode)
+        self._plain = plain
+        self._modes = list(modes)
+        self._miss = first_exit_miss
+        self._where: dict[str, np.ndarray] = {}  # method -> per point: (its group's figures, its index there)
+        self._figures = figures
+        n = len(profiles)
+        self.per_token_us: dict[str, np.ndarray] = {}
+        for m, parts in figures.items():
+            values = np.full(n, math.nan)
+            where = np.full((n, 2), -1, dtype=np.int64)
+            for g, (index, f) in enumerate(parts):
+                values[index] = f.timed["per_token_us"]
+                where[index, 0] = g
+                where[index, 1] = np.arange(len(index))
+            self._where[m] = where
+            self.per_token_us[m] = values
+        for i, r in plain.items():
+            for mr in r.methods():
+                self.per_token_us[mr.method][i] = mr.per_token_us
 
     def speedup(self, method: str) -> np.ndarray:
         """SPEED's speedup over `method` at every point (the method's time over SPEED's)."""
         return self.per_token_us[method] / self.per_token_us["speed"]
+
+    def result(self, i: int) -> Any:
+        """Point i's `SimulationResult`, as `simulate` makes it."""
+        from speedsim.simulate.core import run_notes
+        from speedsim.simulate.result import MethodResult, ScheduleSummary, SimulationResult
+
+        if i in self._plain:
+            return self._plain[i]
+        work, profile = self.work, self.profiles[i]
+        results = {}
+        stats: Any = None
+        for m, where in self._where.items():
+            g, j = where[i]
+            f = self._figures[m][g][1]
+            t, tot = f.timed, f.totals
+            per = max(int(t["tokens"][j]), 1)
+            by = tot.decode_dram_by_class
+            mem = dict(self.memory[i][m])
+            total = mem.pop("total", math.nan)
+            results[m] = MethodResult(
+                method=m, per_token_us=float(t["per_token_us"][j]), p50_token_us=float(t["p50_token_us"][j]),
+                p99_token_us=float(t["p99_token_us"][j]), prefill_us=float(t["prefill_us"][j]),
+                decode_us=float(t["decode_us"][j]), total_us=float(t["total_us"][j]), tokens=int(t["tokens"][j]),
+                e2e_per_token_us=float(t["e2e_per_token_us"][j]), kernels=tot.kernels,
+                dram_bytes_per_token=tot.decode_dram_bytes / per,
+                dram_weights_bytes_per_token=by["weights"] / per, dram_kv_bytes_per_token=by["kv"] / per,
+                dram_activations_bytes_per_token=by["activations"] / per,
+                dram_embeddings_bytes_per_token=by["embeddings"] / per,
+                onchip_bytes_per_token=tot.decode_onchip_bytes / per, flops_per_token=tot.decode_flops / per,
+                util_compute=float(t["util_compute"][j]), util_dram=float(t["util_dram"][j]),
+                util_device_busy=float(t["util_device_busy"][j]), util_host=float(t["util_host"][j]),
+                roofline_us_per_token=float(t["roofline_us_per_token"][j]),
+                prefill_dram_bytes=tot.prefill_dram_bytes, prefill_flops=tot.prefill_flops,
+                host_us_per_token=float(t["host_us_per_token"][j]), speedup=1.0, memory_bytes=total,
+                memory_bytes_by_part=mem)
+            if m == "speed":
+                stats = f.stats
+        speed = results.pop("speed")
+        mode, notes = self._modes[i]
+        schedule = ScheduleSummary(steps=stats.steps, flushes=stats.flushes, wasted_token_passes=stats.wasted_passes,
+                                   mean_in_flight=stats.mean_in_flight, first_exit_miss=self._miss)
+        return SimulationResult(profile=profile.name, model=work.spec.name, sharing=work.sharing, mode=mode,
+                                sequences=len(work.traces), speed=speed,
+                                baselines={m: r.with_speedup(speed.per_token_us) for m, r in results.items()},
+                                schedule=schedule, notes=notes + run_notes(profile, work.spec, work.sharing),
+                                mode_label=profile.host.mode_label(mode),
+                                overrides={o.path: o.value for o in self.overrides[i]})
 
 
 # ---------------------------------------------------------------------------------------------- points
@@ -163,9 +235,14 @@ def stacked_cost(models: Sequence[CostModel]) -> CostModel:
 _HOST_NUMBERS = ("graph_launch_us", "graph_start_us", "node_interval_us", "node_gap_us", "round_trip_us")
 
 
-def stacked_host(hosts: Sequence[HostTiming]) -> dict[str, np.ndarray]:
-    """The host numbers the graph-mode recurrence needs, each an array over `hosts`."""
-    return {name: np.array([getattr(h, name) for h in hosts]) for name in _HOST_NUMBERS}
+def stacked_host(hosts: Sequence[HostTiming], profiles: Sequence[HardwareProfile]) -> dict[str, np.ndarray]:
+    """The host numbers the graph-mode recurrence needs, each an array over `hosts`, and two numbers of
+    the `profiles` (one per host) that `summarise` reads: the datasheet matrix peak of their data type
+    (FLOP/s) and the host's round trip."""
+    out = {name: np.array([getattr(h, name) for h in hosts]) for name in _HOST_NUMBERS}
+    out["peak_FLOPs"] = np.array([p.matrix_peak(p.default_dtype, False) for p in profiles])
+    out["host_round_trip_us"] = np.array([p.host.round_trip_us for p in profiles])
+    return out
 
 
 def _take(cost: CostModel, host: dict[str, np.ndarray], index: np.ndarray) -> tuple[CostModel, dict[str, np.ndarray]]:
@@ -197,15 +274,38 @@ class MethodRuns:
     multi: np.ndarray                        # program has > 1 kernel (pays the graph's start)
     prefill: list[bool]
     emits: list[int]
+    totals: RunTotals
+
+
+@dataclass(frozen=True)
+class RunTotals:
+    """A method's figures that no point of its group changes: the residency, the same at every point, fixes
+    which bytes each kernel moves (`summarise` takes them from the engine's run)."""
+
+    kernels: int                 # kernels launched
+    flops: float                 # every program's FLOPs (the compute utilisation's)
+    dram_bytes: float            # every program's DRAM bytes (the DRAM busy time's: at the achievable rate)
+    decode_flops: float
+    decode_dram_bytes: float
+    decode_onchip_bytes: float
+    decode_dram_by_class: dict[str, float]
+    prefill_flops: float
+    prefill_dram_bytes: float
+    decode_counts: np.ndarray    # how often the decode programs run each distinct kernel run (the roofline's)
 
 
 def method_runs(programs: Sequence[Any], prefill: Sequence[bool], emits: Sequence[int],
                 onchip_bytes: float) -> MethodRuns:
     """Serve `programs`' accesses in the engine's order (`Device.back_to_back`: launching kernels only,
-    one stream, a cold start) and collect the distinct kernel runs."""
+    one stream, a cold start) and collect the distinct kernel runs, with the totals that do not depend on
+    the point (`RunTotals`)."""
     cache = OnChipCache(onchip_bytes)
     by_class = empty_class_totals()
     access = cache.access
+    kernels = 0
+    flops = dram_all = decode_flops = decode_dram = decode_chip = prefill_flops = prefill_dram = 0.0
+    decode_by_class = dict.fromkeys(by_class, 0.0)
+    decode_runs: dict[int, int] = {}
     plan_index: dict[tuple, int] = {}
     plans: list[Kernel] = []
     run_index: dict[tuple, int] = {}
@@ -216,12 +316,20 @@ def method_runs(programs: Sequence[Any], prefill: Sequence[bool], emits: Sequenc
     shape_index: dict[tuple, int] = {}
     program_shape: list[int] = []
     previous = ""
-    for program in programs:
+    for program, is_prefill in zip(programs, prefill, strict=True):
         here: dict[int, int] = {}
+        before = dict(by_class)
+        p_flops = p_dram = p_chip = 0.0
         for k in program.kernels:
             if not k.launches:
                 continue
             dram, chip = access(k, by_class)
+            kernels += 1
+            flops += k.flops
+            dram_all += dram
+            p_flops += k.flops
+            p_dram += dram
+            p_chip += chip
             pk = _plan_key(k)
             j = plan_index.get(pk)
             if j is None:
@@ -234,6 +342,17 @@ def method_runs(programs: Sequence[Any], prefill: Sequence[bool], emits: Sequenc
                 r = run_index[key] = len(runs)
                 runs.append(key)
             here[r] = here.get(r, 0) + 1
+        if is_prefill:
+            prefill_flops += p_flops
+            prefill_dram += p_dram
+        else:
+            decode_flops += p_flops
+            decode_dram += p_dram
+            decode_chip += p_chip
+            for c, v in by_class.items():
+                decode_by_class[c] += v - before[c]
+            for r, n in here.items():
+                decode_runs[r] = decode_runs.get(r, 0) + n
         if not here:
             program_shape.append(-1)
             continue
@@ -246,9 +365,15 @@ def method_runs(programs: Sequence[Any], prefill: Sequence[bool], emits: Sequenc
                 cols.append(r)
                 counts.append(n)
         program_shape.append(shape)
+    decode_counts = np.zeros(len(runs))
+    for r, n in decode_runs.items():
+        decode_counts[r] = n
+    totals = RunTotals(kernels, flops, dram_all, decode_flops, decode_dram, decode_chip, decode_by_class,
+                       prefill_flops, prefill_dram, decode_counts)
     return MethodRuns(plans, runs, np.array(rows, dtype=np.int64), np.array(cols, dtype=np.int64),
                       np.array(counts, dtype=np.float64), program_shape,
-                      np.array([len(program.kernels) > 1 for program in programs]), list(prefill), list(emits))
+                      np.array([len(program.kernels) > 1 for program in programs]), list(prefill), list(emits),
+                      totals)
 
 
 def kernel_times(m: MethodRuns, cost: CostModel, host: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -267,10 +392,13 @@ def kernel_times(m: MethodRuns, cost: CostModel, host: Mapping[str, np.ndarray])
     return out
 
 
-def per_token(m: MethodRuns, times: np.ndarray, host: Mapping[str, np.ndarray], round_trip: bool) -> np.ndarray:
-    """The method's per-token time at every point: program device times (the graph's start and the sum of
-    their kernels' times), the recurrence of `speedsim.engine.recurrence.run_programs` in graph mode over
-    all points, and `summarise`'s decode time over decoded tokens."""
+def timed(m: MethodRuns, times: np.ndarray, cost: CostModel, host: Mapping[str, np.ndarray],
+          round_trip: bool) -> dict[str, np.ndarray]:
+    """The method's figures that depend on the point (`TIMED`), at every point: program device times (the
+    graph's start and the sum of their kernels' times), the recurrence of
+    `speedsim.engine.recurrence.run_programs` in graph mode over all points (its busy times too), and each
+    figure as `speedsim.simulate.core.summarise` takes it from the run (`_gaps`' program durations and
+    per-token gaps, the utilisations over the run's end, the roofline over the decode programs)."""
     from scipy.sparse import csr_matrix
 
     shapes = int(m.rows.max()) + 1 if len(m.rows) else 0
@@ -280,46 +408,99 @@ def per_token(m: MethodRuns, times: np.ndarray, host: Mapping[str, np.ndarray], 
     points = times.shape[1]
     clock, free, last, step = np.zeros(points), np.zeros(points), np.zeros(points), np.empty(points)
     gap = np.empty(points)
-    decode = np.zeros(points)
+    decode, prefill, busy = np.zeros(points), np.zeros(points), np.zeros(points)
+    last_emit = np.zeros(points)
+    gaps: list[np.ndarray] = []  # per emitting program: its gap per token
+    repeats: list[int] = []      # ... and how many tokens it emits
     tokens = 0
     empty = np.zeros(points)
     for i, shape in enumerate(m.program_shape):
         np.add(clock, launch, out=clock)  # one graph launch per program
         np.maximum(free, clock, out=free)  # begin: the device waits for the host
-        np.add(free, kernels[shape] if shape >= 0 else empty, out=step)  # the graph's device time ...
+        device = kernels[shape] if shape >= 0 else empty
+        np.add(busy, device, out=busy)
+        np.add(free, device, out=step)  # the graph's device time ...
         if m.multi[i]:
             np.add(step, start, out=step)  # ... with its start when it has more than one kernel
-        if not m.prefill[i]:
-            np.subtract(step, last, out=gap)  # its duration, as `_gaps` takes it
+        np.subtract(step, last, out=gap)  # its duration, as `_gaps` takes it
+        if m.prefill[i]:
+            prefill += gap
+            last_emit[:] = step
+        else:
             decode += gap
-            tokens += m.emits[i]
+            emits = m.emits[i]
+            if emits:
+                gaps.append((step - last_emit) / emits)
+                repeats.append(emits)
+                tokens += emits
+                last_emit[:] = step
         last, step = step, last  # the program's end
         free[:] = last
         if round_trip:  # the results reach the host before it issues the next program
             np.maximum(clock, free, out=clock)
             np.add(clock, rt, out=clock)
-    return decode / tokens if tokens else np.full(points, math.nan)
+    total = last  # (the ends never decrease: the last is the largest)
+    t = m.totals
+    programs = len(m.program_shape)
+    sequences = sum(m.prefill)
+    per = max(tokens, 1)
+    host_busy = programs * launch + (programs * rt if round_trip else 0.0)
+    roofline = np.zeros(points)
+    plans = [cost.plan(k) for k in m.plans]
+    for r, (j, dram, _, _) in enumerate(m.runs):
+        if t.decode_counts[r]:
+            roofline += t.decode_counts[r] * np.maximum(dram / cost.dram_peak_Bpus, plans[j].compute_floor_us)
+    nan = np.full(points, math.nan)
+    if gaps:
+        spread = np.repeat(np.vstack(gaps), repeats, axis=0)  # one row per token, as `_gaps` lists them
+        p50, p99 = np.percentile(spread, [50, 99], axis=0)
+    else:
+        p50 = p99 = nan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        busy_share = {name: np.where(total > 0, v / total, 0.0) for name, v in
+                      (("util_dram", t.dram_bytes / cost.dram_Bpus), ("util_device_busy", busy),
+                       ("util_host", host_busy))}
+        util_compute = np.where(total > 0, t.flops / (total * 1e-6 * host["peak_FLOPs"]), 0.0)
+    return {"per_token_us": decode / tokens if tokens else nan, "p50_token_us": p50, "p99_token_us": p99,
+            "prefill_us": prefill, "decode_us": decode, "total_us": total.copy(),
+            "e2e_per_token_us": total / (tokens + sequences) if tokens + sequences else nan,
+            "util_compute": util_compute, **busy_share, "roofline_us_per_token": roofline / per,
+            "host_us_per_token": (host["host_round_trip_us"] * (programs - sequences) / tokens
+                                  if round_trip and tokens else np.zeros(points)),
+            "tokens": np.full(points, tokens)}
+
+
+@dataclass(frozen=True)
+class MethodFigures:
+    """One method's figures over a group's points: the timed ones (`timed`) and the group's own."""
+
+    timed: dict[str, np.ndarray]
+    totals: RunTotals
+    sequences: int
+    stats: Any  # the schedule's statistics (`speedsim.pipeline.ScheduleStats`): SPEED's are the run's
 
 
 def _group_task(profile: HardwareProfile, work: Workload, method: str, cost: CostModel,
-                host: dict[str, np.ndarray]) -> np.ndarray:
-    """One group's per-token times of `method` (a worker's task)."""
+                host: dict[str, np.ndarray]) -> MethodFigures:
+    """One group's figures of `method` (a worker's task)."""
     from speedsim.engine.core import gc_paused
     from speedsim.simulate.phases import build_phases
 
     with gc_paused():
         baselines = () if method == "speed" else (method,)
-        phases, _ = build_phases(work.spec, work.sharing, work.traces, profile, baselines, work.policy, work.src_len)
+        phases, stats = build_phases(work.spec, work.sharing, work.traces, profile, baselines, work.policy,
+                                     work.src_len)
         phase = phases[method]
         runs = method_runs(phase.programs, phase.prefill, phase.emits, profile.l2.usable_bytes)
         del phases, phase
         n = len(host["round_trip_us"])
-        out = np.empty(n)
+        out: dict[str, np.ndarray] = {}
         for lo in range(0, n, CHUNK_POINTS):
             index = np.arange(lo, min(n, lo + CHUNK_POINTS))
             c, h = _take(cost, host, index)
-            out[index] = per_token(runs, kernel_times(runs, c, h), h, not work.device_control)
-        return out
+            for name, v in timed(runs, kernel_times(runs, c, h), c, h, not work.device_control).items():
+                out.setdefault(name, np.empty(n, dtype=v.dtype))[index] = v
+        return MethodFigures(out, runs.totals, sum(runs.prefill), stats)
 
 
 # ---------------------------------------------------------------------------------------------- grid
@@ -334,61 +515,85 @@ def _group_key(profile: HardwareProfile, mode: Mode) -> tuple:
 
 def simulate_grid(profile: HardwareProfile, work: Workload, points: Sequence[Point], workers: int = 1,
                   where: str = "--set") -> GridResult:
-    """Per-token time of every method of `work` at every hardware point (`points`: path -> value, as
-    `--set`) of `profile`; the module docstring says how. A bad value, or a model that does not fit a
-    point's device memory, is a `UserError` (at `where`, naming the point's settings), as `simulate`
-    refuses it. `workers` > 1: the group passes run in that many processes."""
+    """Every method of `work` at every hardware point (`points`: path -> value, as `--set`) of `profile`;
+    the module docstring says how. A bad value, or a model that does not fit a point's device memory, is a
+    `UserError` (at `where`, naming the point's settings), as `simulate` refuses it. `workers` > 1: the group
+    passes run in that many processes."""
     from speedsim.run import check_decodable
-    from speedsim.simulate.core import simulate
-    from speedsim.simulate.phases import check_fits
 
     check_decodable([len(t.exits) for t in work.traces])
     overrides = point_overrides(profile, points, where)
     data = profile.model_dump()
     profiles = [point_profile(profile, o, where, data) for o in overrides]
-    costs = [CostModel.from_profile(p, where=f"{where} {', '.join(o.label for o in ov)}" if ov else None)
-             for p, ov in zip(profiles, overrides, strict=True)]
+    cache: dict[str, Any] = {}
+    memory = []
+    for p, ov in zip(profiles, overrides, strict=True):
+        CostModel.from_profile(p, where=f"{where} {', '.join(o.label for o in ov)}" if ov else None)
+        memory.append(check_point(p, work, cache))
+    return grid_of(profiles, overrides, memory, work, workers)
+
+
+def check_point(profile: HardwareProfile, work: Workload, memory: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """What `simulate` checks of a profile before it runs, past its cost model (the devices of the
+    deployment, each method's device memory: the unshared baseline's, the largest, first); each method's
+    memory by part with its total (`check_fits`). A `UserError` as `simulate` raises it. `memory`: a cache
+    of the footprints by data type, which the points of a grid share (each point's capacity is checked)."""
+    from speedsim.simulate.phases import check_fits
+    from speedsim.workload.models import check_devices
+
+    check_devices(profile, work.spec.tp, work.spec.pp)
+    need = memory.get(profile.default_dtype)
+    if need is None or any(v["total"] > profile.memory_capacity_GiB * 2**30 for v in need.values()):
+        need = memory[profile.default_dtype] = {
+            m: check_fits(work.spec, work.sharing, work.traces, profile, (m,) if m == "unshared" else (),
+                          work.src_len, work.baselines)
+            for m in sorted(work.methods, key=lambda m: m != "unshared")}
+    return need
+
+
+def grid_of(profiles: Sequence[HardwareProfile], overrides: Sequence[tuple[Override, ...]],
+            memory: Sequence[Mapping[str, Mapping[str, float]]], work: Workload, workers: int = 1) -> GridResult:
+    """Every method of `work` on every one of `profiles` (what-ifs of one profile, `overrides` each, every
+    one passing `check_point`, which gave its `memory`)."""
+    from speedsim.simulate.core import effective_mode, first_exit_miss, simulate
+
     groups: dict[tuple, list[int]] = {}
     for i, p in enumerate(profiles):
         groups.setdefault(_group_key(p, work.mode), []).append(i)
     methods = work.methods
-    result = {m: np.full(len(points), math.nan) for m in methods}
-    fallback = 0
+    plain: dict[int, Any] = {}
     tasks: list[tuple[str, list[int], tuple]] = []
     for key, index in groups.items():
         first = profiles[index[0]]
-        # the device memory a method needs, as `simulate` checks it (unshared, the largest, first)
-        need = max(check_fits(work.spec, work.sharing, work.traces, first, (m,) if m == "unshared" else (),
-                              work.src_len)["total"] for m in methods)
-        for i in index:
-            if need > profiles[i].memory_capacity_GiB * 2**30:
-                for m in sorted(methods, key=lambda m: m != "unshared"):  # its own refusal
-                    check_fits(work.spec, work.sharing, work.traces, profiles[i], (m,) if m == "unshared" else (),
-                               work.src_len)
         if key[-1] != "graph":  # eager (asked for, or a synchronous host's graph mode): the plain engine
             for i in index:
-                r = simulate(profiles[i], work.spec, work.sharing, list(work.traces), work.mode, work.baselines,
-                             work.policy, work.src_len, device_control=work.device_control)
-                result["speed"][i] = r.speed.per_token_us
-                for m, b in r.baselines.items():
-                    result[m][i] = b.per_token_us
-            fallback += len(index)
+                plain[i] = simulate(profiles[i], work.spec, work.sharing, list(work.traces), work.mode,
+                                    work.baselines, work.policy, work.src_len, device_control=work.device_control)
             continue
-        cost = stacked_cost([costs[i] for i in index])
-        host = stacked_host([HostTiming.of(profiles[i], "graph") for i in index])
+        cost = stacked_cost([CostModel.from_profile(profiles[i]) for i in index])
+        host = stacked_host([HostTiming.of(profiles[i], "graph") for i in index], [profiles[i] for i in index])
         for m in methods:
             tasks.append((m, index, (first, work, m, cost, host)))
+    values: list[MethodFigures] = []
     if workers > 1 and len(tasks) > 1:
         from speedsim.procs import ProcessPool
 
-        with ProcessPool(min(workers, len(tasks))) as pool:
+        pool = ProcessPool(min(workers, len(tasks)))
+        try:
             futures: list[Future] = [pool.submit(_group_task, *args) for _, _, args in tasks]
             values = [f.result() for f in futures]
+        except BaseException:
+            pool.end_now()  # an interrupt: not after the tasks the workers are running
+            raise
+        pool.shutdown()
     else:
         values = [_group_task(*args) for _, _, args in tasks]
+    figures: dict[str, list[tuple[np.ndarray, MethodFigures]]] = {m: [] for m in methods}
     for (m, index, _), v in zip(tasks, values, strict=True):
-        result[m][np.array(index)] = v
-    return GridResult(result, overrides, len(groups), fallback)
+        figures[m].append((np.array(index), v))
+    modes = [effective_mode(p, work.mode) for p in profiles]
+    return GridResult(work, list(profiles), list(overrides), list(memory), figures, plain, modes,
+                      first_exit_miss(work.traces), len(groups))
 
 
 def grid_points(axes: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:

@@ -22,9 +22,9 @@ from speedsim.run.params import LATER_FIELDS, SYNTHETIC_FIELDS, TABLE_FIELDS, fl
 from speedsim.serve import serve
 from speedsim.serve.metrics import SERVING_METRICS
 from speedsim.sharing import Sharing
-from speedsim.simulate import build_scenario, run_scenario
+from speedsim.simulate import run_scenario
 from speedsim.simulate.result import SPECULATION_COLUMNS
-from speedsim.simulate.scenario import cached_whatif
+from speedsim.simulate.scenario import build_scenario, cached_whatif
 from speedsim.simulate.schema import QUALITY, columns
 
 COLUMNS = columns(list(TABLE_FIELDS))
@@ -116,17 +116,29 @@ def whatif_values(run: RunParams) -> dict[str, float]:
     return {f"{VALUE_COLUMN}{o.path}": o.value for o in overrides}
 
 
-def execute(params: dict[str, Any], model_specs: tuple[str, ...] = (), base_dir: str = "") -> list[dict[str, Any]]:
-    """Simulate one run; its rows (speed first, then each baseline), or one error row on bad input. A run with
-    what-ifs (`overrides`) has a `set.PATH` column per parameter it sets (the value as given) and, when it
-    ran, a `value.PATH` column (the value the parameter got)."""
-    run = RunParams.model_validate(params)
+def _head(run: RunParams) -> dict[str, Any]:
+    """The columns of a run's rows that its parameters give."""
     head = {"run_key": run.key, **run.canonical()}
     head.pop("overrides", None)  # (a nested list: its columns are `set.PATH`)
     head.update(whatif_columns(run))
     head["baselines"] = ",".join(run.baselines)
     if run.methods:
         head["methods"] = ",".join(run.methods)
+    return head
+
+
+def _rows(head: dict[str, Any], run: RunParams, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A run's rows: its simulated `rows` (one per method) under its `head`, the columns a sweep keeps."""
+    common = {**head, "status": "ok", "error": "", **quality_of(run.trace or run.fit)}
+    return [{k: v for k, v in {**common, **row}.items() if k in KEEP or k.startswith(_OWN_PREFIXES)} for row in rows]
+
+
+def execute(params: dict[str, Any], model_specs: tuple[str, ...] = (), base_dir: str = "") -> list[dict[str, Any]]:
+    """Simulate one run; its rows (speed first, then each baseline), or one error row on bad input. A run with
+    what-ifs (`overrides`) has a `set.PATH` column per parameter it sets (the value as given) and, when it
+    ran, a `value.PATH` column (the value the parameter got)."""
+    run = RunParams.model_validate(params)
+    head = _head(run)
     try:
         sharing = Sharing.parse(run.sharing)
         head.update(U=sharing.unique, R=sharing.repeats, depth=sharing.depth,
@@ -138,5 +150,83 @@ def execute(params: dict[str, Any], model_specs: tuple[str, ...] = (), base_dir:
     except Exception as err:  # anything else is a bug: re-raised (not recorded) naming the run that hit it
         raise RunFailed(f"run {run.key} ({json.dumps(run.model_dump(mode='json'), sort_keys=True)}) "
                         f"failed: {type(err).__name__}: {err}") from err
-    common = {**head, "status": "ok", "error": "", **quality_of(run.trace or run.fit)}
-    return [{k: v for k, v in {**common, **row}.items() if k in KEEP or k.startswith(_OWN_PREFIXES)} for row in rows]
+    return _rows(head, run, rows)
+
+
+# ---------------------------------------------------------------------------------- hardware grids
+
+BATCH_MAX = 4096  # runs in one batch (`execute_batch`): what an interrupt can lose, and the memory it takes
+
+
+def batchable(run: RunParams) -> bool:
+    """Whether `run` goes through `execute_batch`: one decode (not a serving run) of SPEED and its baselines,
+    without `bounds`, with what-ifs set on its profile (`set.PATH`: the runs of a hardware grid)."""
+    return bool(run.overrides) and not run.serving and not run.bounds and not run.methods
+
+
+def batch_key(run: RunParams) -> str:
+    """What the runs of one batch share: every parameter but the what-ifs."""
+    canon = run.canonical()
+    canon.pop("overrides", None)
+    return json.dumps(canon, sort_keys=True, separators=(",", ":"))
+
+
+def execute_batch(batch: list[dict[str, Any]], model_specs: tuple[str, ...] = (), base_dir: str = "",
+                  workers: int = 1) -> list[list[dict[str, Any]]]:
+    """The rows of runs that differ only in their what-ifs (`batchable`, one `batch_key`), in order: each run's
+    rows as `execute` gives them, every figure to float rounding (|relative difference| below 1e-12; the sums
+    are taken in another order), through the design-space grid (`speedsim.design.grid`), which simulates each
+    on-chip configuration's programs once and times every point at once. A run the grid cannot take (a
+    what-if refused, a model that does not fit the point, an input refused for every point) goes through
+    `execute`, which gives its error row. `workers` > 1: the grid's passes run in that many processes."""
+    from speedsim.design.grid import Workload, check_point, grid_of, point_overrides, point_profile
+    from speedsim.engine import CostModel
+    from speedsim.hardware.files import SET_FLAG
+    from speedsim.run import check_decodable
+
+    runs = [RunParams.model_validate(p) for p in batch]
+    if len({batch_key(r) for r in runs}) != 1 or not all(batchable(r) for r in runs):
+        raise ValueError("execute_batch takes batchable runs that differ only in their what-ifs")
+    first = runs[0]
+    try:
+        base = build_scenario(first.model_copy(update={"overrides": ()}), base_dir, model_specs)
+        check_decodable([len(t.exits) for t in base.traces])
+    except UserError:  # (so each run's own: a what-if can make an input valid, the devices of a deployment say)
+        return [execute(p, model_specs, base_dir) for p in batch]
+    r = base.run
+    work = Workload(base.spec, base.sharing, base.traces, r.mode, r.baselines, base.policy, base.src_len,
+                    r.device_control)
+    data = base.profile.model_dump()
+    cache: dict[str, Any] = {}
+    good: list[int] = []
+    profiles, overrides, memory = [], [], []
+    for i, run in enumerate(runs):
+        try:
+            made = point_overrides(base.profile, [dict(run.overrides)], SET_FLAG)[0]
+            profile = point_profile(base.profile, made, SET_FLAG, data)
+            CostModel.from_profile(profile, where=SET_FLAG)
+            need = check_point(profile, work, cache)
+        except UserError:
+            continue  # `execute` gives its error row
+        good.append(i)
+        profiles.append(profile)
+        overrides.append(made)
+        memory.append(need)
+    out: list[list[dict[str, Any]] | None] = [None] * len(runs)
+    if good:
+        try:
+            grid = grid_of(profiles, overrides, memory, work, workers)
+        except Exception as err:  # a bug: named with the batch's first run, as `execute` names its run
+            raise RunFailed(f"batch of {len(runs)} runs from {first.key} "
+                            f"({json.dumps(first.model_dump(mode='json'), sort_keys=True)}) "
+                            f"failed: {type(err).__name__}: {err}") from err
+        sharing = base.sharing
+        for j, i in enumerate(good):
+            run = runs[i]
+            head = _head(run)
+            head.update(U=sharing.unique, R=sharing.repeats, depth=sharing.depth,
+                        workload=run.workload_label(sharing.repeats))
+            head.update({f"{VALUE_COLUMN}{o.path}": o.value for o in overrides[j]})
+            out[i] = _rows(head, run, grid.result(j).to_rows())
+    return [rows if rows is not None else execute(p, model_specs, base_dir)
+            for rows, p in zip(out, batch, strict=True)]

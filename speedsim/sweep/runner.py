@@ -30,7 +30,7 @@ from tqdm import tqdm
 from speedsim.errors import UserError
 from speedsim.fileio import check_output, check_output_dir, write_bytes, write_text
 from speedsim.procs import ProcessPool
-from speedsim.sweep.execute import execute
+from speedsim.sweep.execute import BATCH_MAX, batch_key, batchable, execute, execute_batch
 from speedsim.sweep.spec import RunParams, SweepSpec, field_where, load_spec, model_spec_paths, plan
 from speedsim.sweep.store import SPEC_COPY, ResultStore
 from speedsim.userpath import one_line, os_errors, shown, user_path
@@ -81,6 +81,30 @@ def execute_many(batch: list[dict[str, Any]], model_specs: tuple[str, ...], base
 
 
 Record = Callable[[str, Rows], None]
+RecordMany = Callable[[list[tuple[str, Rows]]], None]
+
+
+def batches_of(todo: list[RunParams]) -> tuple[list[list[RunParams]], list[RunParams]]:
+    """`todo` split into batches of a hardware grid (`batchable` runs that differ only in their what-ifs, at
+    most `BATCH_MAX` each, in `todo`'s order) and the runs that go one by one. Every batchable run goes into a
+    batch, even alone, so its rows come from one path whatever else a sweep (or its resumption) runs."""
+    groups: dict[str, list[RunParams]] = {}
+    single = []
+    for run in todo:
+        if batchable(run):
+            groups.setdefault(batch_key(run), []).append(run)
+        else:
+            single.append(run)
+    return [chunk for runs in groups.values() for chunk in _chunks(runs, BATCH_MAX)], single
+
+
+def _local_batches(batches: list[list[RunParams]], args: tuple, workers: int, record_many: RecordMany) -> None:
+    """Run each batch of a hardware grid in this process (`execute_batch`; its passes in `workers` processes)
+    and record its runs when it ends: an interrupt loses the batch it is simulating, not one before it."""
+    model_specs, base_dir = args
+    for batch in batches:
+        rows = execute_batch([r.model_dump() for r in batch], model_specs, base_dir, workers=workers)
+        record_many([(r.key, out) for r, out in zip(batch, rows, strict=True)])
 
 
 def _local(todo: list[RunParams], args: tuple, workers: int, record: Record) -> None:
@@ -160,23 +184,29 @@ def run_sweep(spec: SweepSpec | Path | str, out: Path | str, workers: int = 2, s
         bar = stack.enter_context(tqdm(total=len(runs), initial=skipped, desc=spec.name, unit="run",
                                        disable=not progress, dynamic_ncols=True, mininterval=0.5))
 
-        def record(key: str, rows: Rows) -> None:
+        def record_many(items: list[tuple[str, Rows]]) -> None:
             nonlocal ran, failed
-            store.add(key, rows)
-            ran += 1
-            failed += rows[0].get("status") != "ok"
-            bar.update(1)
+            store.add_many(items)
+            for key, rows in items:
+                ran += 1
+                failed += rows[0].get("status") != "ok"
+                if on_run is not None:
+                    on_run(key, rows)
+            bar.update(len(items))
             if failed:
                 bar.set_postfix(failed=failed)
-            if on_run is not None:
-                on_run(key, rows)
 
+        def record(key: str, rows: Rows) -> None:
+            record_many([(key, rows)])
+
+        batches, single = batches_of(todo)
         if client is not None:
             if chunk is None:
-                chunk = max(1, min(8, len(todo) // (4 * max(workers, 1)) or 1))
-            _dask(todo, args, client, chunk, record, scheduler or "")
+                chunk = max(1, min(8, len(single) // (4 * max(workers, 1)) or 1))
+            _dask(single, batches, args, client, chunk, record_many, scheduler or "")
         else:
-            _local(todo, args, workers, record)
+            _local_batches(batches, args, workers, record_many)
+            _local(single, args, workers, record)
     return SweepSummary(spec.name, len(runs), skipped, ran, failed, out, time.monotonic() - t0,
                         tuple(store.bad_lines))
 
@@ -328,18 +358,20 @@ def _one_line(err: BaseException) -> str:
     return one_line(" ".join(str(err).split())) or type(err).__name__
 
 
-def _dask(todo: list[RunParams], args: tuple, client: Any, chunk: int, record: Record,
-          scheduler: str = "") -> None:
-    """Submit batches of `chunk` runs to a Dask cluster; record each batch's runs as it completes. Losing
-    the scheduler (or its workers) part way is a `UserError` naming --scheduler; the runs recorded so far
-    stay (a run's own bug still propagates: `execute` raises it as `RunFailed`, not as these)."""
+def _dask(todo: list[RunParams], grids: list[list[RunParams]], args: tuple, client: Any, chunk: int,
+          record_many: RecordMany, scheduler: str = "") -> None:
+    """Submit batches of `chunk` runs of `todo`, and each batch of a hardware grid in `grids` (`execute_batch`),
+    to a Dask cluster; record each batch's runs as it completes. Losing the scheduler (or its workers) part
+    way is a `UserError` naming --scheduler; the runs recorded so far stay (a run's own bug still propagates:
+    `execute` raises it as `RunFailed`, not as these)."""
     from distributed import as_completed
 
     futures = []
     batches = {}
     try:
-        for batch in _chunks(todo, chunk):
-            fut = client.submit(execute_many, [r.model_dump() for r in batch], *args, pure=False)
+        tasks = [(execute_batch, grid) for grid in grids] + [(execute_many, batch) for batch in _chunks(todo, chunk)]
+        for fn, batch in tasks:
+            fut = client.submit(fn, [r.model_dump() for r in batch], *args, pure=False)
             futures.append(fut)
             batches[fut.key] = batch
         for fut in as_completed(futures):
@@ -349,8 +381,7 @@ def _dask(todo: list[RunParams], args: tuple, client: Any, chunk: int, record: R
                 raise UserError(f"lost the Dask scheduler at {shown(scheduler)} part way: {_one_line(err)}; "
                                 "the runs that finished are recorded, run the sweep again to resume",
                                 where="--scheduler") from None
-            for run, rows in zip(batches[fut.key], results, strict=True):
-                record(run.key, rows)
+            record_many([(run.key, rows) for run, rows in zip(batches[fut.key], results, strict=True)])
     finally:
         with contextlib.suppress(Exception):  # a scheduler that is gone has nothing to cancel
             client.cancel(futures)
