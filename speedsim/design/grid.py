@@ -20,12 +20,17 @@ capacity alone. So `simulate_grid`:
    `CostModel.plan_us_many`, the elementwise form of `plan_parts`'s time), then the graph node rule;
    a program's device time is the graph's start plus the sum of its kernels' times;
 5. runs the single-stream recurrence of `speedsim.engine.recurrence` (graph launch, device free,
-   round trip, program ends) over all points at once, and each method's per-token time as
-   `speedsim.simulate.core.summarise` takes it (decode time over decoded tokens).
+   round trip, program ends, busy times) over all points at once, and takes each method's figures as
+   `speedsim.simulate.core.summarise` takes them: the timed ones at every point (`timed`: per-token
+   time, token-gap percentiles, prefill, decode and total time, utilisations, roofline, host time), the
+   rest once per group (`RunTotals`: traffic, FLOPs, kernels; the schedule's statistics; memory).
 
-Every point's per-token time is the one `speedsim simulate --set ...` prints, to float rounding: the
-sums are taken in another order (|relative difference| below 1e-12 on the shipped 4x3 trace;
-`tests/test_dse.py` and `experiments/bench_dse.py` check points against `simulate`).
+`GridResult.result(i)` is point i's `SimulationResult`: every figure a sweep row holds is the one
+`speedsim simulate --set ...` gives, to float rounding: the sums are taken in another order
+(|relative difference| below 1e-11 on the shipped 4x3 trace; `tests/test_dse.py` and
+`experiments/bench_dse.py` check points against `simulate` and sweep rows against `execute`). The
+JSON-only breakdowns (time by cause, kernel classes) are left empty. `speedsim sweep` runs a spec's
+hardware grids through here (`speedsim.sweep.execute.execute_batch`).
 
 Not vectorised: eager mode (and a synchronous host, whose graph mode is eager) runs each point
 through the plain engine (`simulate`), as does `bounds`. The group passes run in `workers` processes
