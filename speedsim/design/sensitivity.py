@@ -62,7 +62,7 @@ from speedsim.errors import UserError
 from speedsim.hardware.profile import HardwareProfile
 from speedsim.hardware.whatif import Override, apply_settings, overrides_dict, parameter_paths, with_overrides
 from speedsim.simulate.core import decode_per_token_us, effective_mode, simulate
-from speedsim.simulate.phases import Phase, build_phases, check_fits
+from speedsim.simulate.phases import Phase, build_phases
 from speedsim.simulate.scenario import Scenario
 from speedsim.workload import KernelRules
 
@@ -191,18 +191,36 @@ def _sides(value: float, step: float, integer: bool) -> tuple[float, float, str]
 
 
 class _Decodes:
-    """The scenario's per-token times on any variant of its profile: each method's programs built once
-    per kernel selection (`KernelRules` and dtype), then one engine run per method."""
+    """The scenario's per-token times on any variant of its profile, checked as `simulate` checks a profile.
+    In graph mode many variants are timed at once by the design-space grid (`speedsim.design.grid`: each
+    kernel selection's and on-chip configuration's programs built and served once, every variant's times
+    at once); otherwise each method's programs are built once per kernel selection (`KernelRules` and
+    dtype), then one engine run per method and variant."""
 
     def __init__(self, scenario: Scenario, mode: Mode):
-        self.s, self.mode = scenario, mode
-        self.methods = ("speed", *scenario.run.baselines)
+        from speedsim.design.grid import Workload
+
+        s = scenario
+        self.s, self.mode = s, mode
+        self.methods = ("speed", *s.run.baselines)
+        self.work = Workload(s.spec, s.sharing, s.traces, s.run.mode, s.run.baselines, s.policy, s.src_len,
+                             s.run.device_control)
         self._phases: dict[tuple[KernelRules, str], dict[str, Phase]] = {}
+        self._memory: dict[str, Any] = {}
+
+    def check(self, profile: HardwareProfile) -> dict[str, dict[str, float]]:
+        """`profile` checked as `simulate` checks it (a what-if of the memory may no longer hold the model,
+        of the node no longer hold the deployment): a `UserError`; each method's memory."""
+        from speedsim.design.grid import check_point
+
+        return check_point(profile, self.work, self._memory)
 
     def per_token(self, profile: HardwareProfile) -> dict[str, float]:
+        self.check(profile)
+        return self._engine(profile)
+
+    def _engine(self, profile: HardwareProfile) -> dict[str, float]:
         s = self.s
-        for m in self.methods:  # as simulate checks it (a what-if of the memory may no longer hold the model)
-            check_fits(s.spec, s.sharing, s.traces, profile, (m,) if m == "unshared" else (), s.src_len)
         key = (KernelRules.from_profile(profile), profile.default_dtype)
         phases = self._phases.get(key)
         if phases is None:
@@ -210,6 +228,16 @@ class _Decodes:
                                                       s.policy, s.src_len)[0]
         rt = not s.run.device_control
         return {m: decode_per_token_us(phases[m], profile, self.mode, round_trip=rt) for m in self.methods}
+
+    def many(self, profiles: Sequence[HardwareProfile],
+             memory: Sequence[Mapping[str, Mapping[str, float]]]) -> list[dict[str, float]]:
+        """The per-token times of `profiles`, each passing `check` (which gave its `memory`)."""
+        if self.mode != "graph" or not profiles:
+            return [self._engine(p) for p in profiles]
+        from speedsim.design.grid import grid_of
+
+        grid = grid_of(profiles, [()] * len(profiles), memory, self.work)
+        return [{m: float(grid.per_token_us[m][i]) for m in self.methods} for i in range(len(profiles))]
 
 
 def sensitivity(scenario: Scenario, params: Sequence[str] | None = None, step: float = STEP,
@@ -226,17 +254,19 @@ def sensitivity(scenario: Scenario, params: Sequence[str] | None = None, step: f
                     device_control=run.device_control)
     methods = tuple(m.method for m in base.methods())
     decodes = _Decodes(s, effective_mode(profile, run.mode)[0])  # the mode simulated (a CPU host runs eager)
-    at = decodes.per_token(profile)
     known = parameter_paths(profile)
-    rows: list[Difference] = []
     skipped: dict[str, str] = {}
+    # every side of every parameter that the profile takes, checked as `simulate` checks a profile ...
+    sides: list[tuple[str, float, float, str, dict[float, str]]] = []  # path, low, high, note, refused
+    variants: dict[tuple[str, float], int] = {}  # (path, value) -> index in `profiles`
+    profiles: list[HardwareProfile] = [profile]
+    memory = [decodes.check(profile)]
     for path in paths:
         value = known[path]
         if value == 0.0:
             skipped[path] = "its value is 0: no relative step"
             continue
         low, high, note = _sides(value, step, _is_integer(profile, path))
-        times: dict[float, dict[str, float]] = {}
         refused: dict[float, str] = {}
         for x in (low, high):
             if x <= 0.0:  # (an integer of 1 stepped down) no logarithm
@@ -245,9 +275,21 @@ def sensitivity(scenario: Scenario, params: Sequence[str] | None = None, step: f
             try:
                 variant = with_overrides(profile, [Override(path, x)], where="")
                 CostModel.from_profile(variant, where=f"{path}={x:g}")
-                times[x] = decodes.per_token(variant)
+                need = decodes.check(variant)
             except UserError as err:
                 refused[x] = str(err)
+                continue
+            variants[(path, x)] = len(profiles)
+            profiles.append(variant)
+            memory.append(need)
+        sides.append((path, low, high, note, refused))
+    # ... all timed at once
+    timed = decodes.many(profiles, memory)
+    at = timed[0]
+    rows: list[Difference] = []
+    for path, low, high, note, refused in sides:
+        value = known[path]
+        times = {x: timed[variants[(path, x)]] for x in (low, high) if (path, x) in variants}
         if not times:
             skipped[path] = f"neither {low:g} nor {high:g} is a value the profile takes ({refused[high]})"
             continue
