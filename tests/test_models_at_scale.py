@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -510,3 +511,43 @@ def test_a_weight_group_sets_the_scales_of_integer_weights():
     assert _bytes(b, WEIGHTS) / _bytes(a, WEIGHTS) == pytest.approx((0.5 + 2 / 32) / (0.5 + 2 / 128), rel=1e-3)
     with pytest.raises(UserError, match="--weight-group"):
         with_precision(base, weight_group=32)  # bf16 weights have no scales: it would be ignored
+
+
+# ------------------------------------------------------------------------- published GEMV kernels
+
+KERNELS = Path(__file__).resolve().parents[1] / "experiments" / "measured" / "published" / "kernels"
+
+
+def test_published_gemvs_simulate_as_their_shape():
+    """Each published GEMV row is one `linear` of its outN_inK shape at one row, timed as validate times a
+    kernel row; both files validate whole (nothing skipped)."""
+    from speedsim.engine import open_profile
+    from speedsim.engine.drivers import time_call
+    from speedsim.validation import read_measured, validate
+    from speedsim.workload.kernels import Program
+    from speedsim.workload.primitives import linear
+
+    for csv in sorted(KERNELS.glob("*.csv")):
+        profile = open_profile(csv.stem)
+        rows = read_measured(csv)
+        report = validate(profile, rows, BUILTIN_MODELS, "graph")
+        assert len(report.results) == len(rows) > 0
+        r = next(r for r in report.results if len(set(r.row.pattern[3:].split("_in"))) == 2)  # (not square)
+        out_f, in_f = (int(x) for x in r.row.pattern[3:].split("_in"))
+        want = time_call(profile, Program(linear("w", "w", 1, in_f, out_f, profile.default_dtype,
+                                                 KernelRules.from_profile(profile))), "graph")
+        assert r.simulated_us == pytest.approx(want, rel=1e-9)
+
+
+@pytest.mark.parametrize("pattern, message", [("out0_in4096", "features are 1 to"),
+                                              ("out4096_in2000000", "features are 1 to"),
+                                              ("out4096_in", "unknown pattern"), ("in4096_out4096", "unknown pattern")])
+def test_bad_gemv_shapes_are_refused(tmp_path, pattern, message):
+    from speedsim.engine import open_profile
+    from speedsim.validation import read_measured, validate
+
+    csv = tmp_path / "k.csv"
+    csv.write_text("section,model,mode,pattern,n,ctx,L,R,us_median,us_min,us_max,extra\n"
+                   f"gemv,,,{pattern},1,0,0,0,100,,,\n")
+    with pytest.raises(UserError, match=message):
+        validate(open_profile("h200"), read_measured(csv), BUILTIN_MODELS, "graph")

@@ -55,6 +55,7 @@ DESIGN_SPEC = EXPERIMENTS / "design_space.yaml"
 RIVALS_SPEC = EXPERIMENTS / "rivals.yaml"
 SCALE_SPEC = EXPERIMENTS / "scale.yaml"
 PUBLISHED_DIR = MEASURED_DIR / "published"  # published batch-1 decodes: <profile>.csv
+PUBLISHED_KERNELS_DIR = PUBLISHED_DIR / "kernels"  # ... and single kernels: <profile>.csv
 PAPER_SPEC = EXPERIMENTS / "speed_paper.yaml"
 H200_RERUN = H200_MEASURED.with_name("measured_rerun.csv")
 ROOFLINE_CONFIG = ("t5base", "4x3", "mispredict=0.1,len=24,seqs=1,src=128")
@@ -144,6 +145,21 @@ def run_published_validation(folder: Path = PUBLISHED_DIR) -> tuple[pd.DataFrame
     order = ["all", *sorted(k for k in apes if k.startswith("profile")),
              *sorted((k for k in apes if k.startswith("tp")), key=lambda k: int(k[2:]))]
     return pd.DataFrame(frames), {k: float(sum(apes[k]) / len(apes[k])) for k in order}
+
+
+def run_published_kernels(folder: Path = PUBLISHED_KERNELS_DIR) -> pd.DataFrame | None:
+    """Every published kernel time (`<profile>.csv` in `folder`: batch-1 GEMVs) simulated on its profile, as
+    `speedsim validate --measured FILE --profile NAME` does: one row per measurement."""
+    frames: list[dict] = []
+    for csv in sorted(folder.glob("*.csv")) if folder.is_dir() else []:
+        profile = open_profile(csv.stem)
+        for r in validate(profile, read_measured(csv), BUILTIN_MODELS, "graph").results:
+            row = r.row
+            frames.append({"profile": profile.name, "line": row.line, "section": row.section, "pattern": row.pattern,
+                           "dtype": row.extra_field("dtype") or "", "library": row.extra_field("library") or "",
+                           "timing": row.extra_field("timing") or "", "measured_us": row.us_median,
+                           "simulated_us": r.simulated_us, "ape": r.ape, "source": row.extra_field("source") or ""})
+    return pd.DataFrame(frames) if frames else None
 
 
 def noise_floor() -> dict[str, float]:
@@ -256,7 +272,7 @@ def write_data(data: ReportData, out: Path) -> None:
               "serving.csv": data.serving, "design_space.csv": data.design,
               "design_space_causes.csv": data.design_causes, "sensitivity.csv": data.design_sensitivity,
               "rivals.csv": data.rivals, "rivals_load.csv": data.rivals_load, "scale.csv": data.scale,
-              "published.csv": data.published}
+              "published.csv": data.published, "published_kernels.csv": data.published_kernels}
     for name, table in tables.items():
         if table is not None:
             with atomic_write(d / name, "w", where="--out", newline="") as fh:
@@ -359,6 +375,7 @@ def build_report(out: Path | str, *, full: bool = False, specs: tuple[Path, ...]
     data.rivals, data.rivals_load = rivals, rivals_load
     data.scale = scale
     data.published, data.published_mape = run_published_validation()
+    data.published_kernels = run_published_kernels()
     data.figures = draw(data, out)
     write_data(data, out)
     readme = write_readme(data, out)

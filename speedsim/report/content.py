@@ -37,6 +37,7 @@ class ReportData:
     scale: pd.DataFrame | None = None                        # Llama-sized shared models on 1-8 GPUs
     published: pd.DataFrame | None = None                    # published batch-1 decodes, simulated as deployed
     published_mape: dict[str, float] = field(default_factory=dict)  # ... MAPE in all, per GPU, per TP degree
+    published_kernels: pd.DataFrame | None = None            # published batch-1 GEMV kernel times, simulated
     figures: dict[str, str] = field(default_factory=dict)
 
 

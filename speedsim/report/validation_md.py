@@ -209,6 +209,27 @@ def published_section(data: ReportData) -> list[str]:
     return lines
 
 
+def published_kernels_section(data: ReportData) -> list[str]:
+    """Published batch-1 GEMV kernel times on GPUs with shipped profiles, simulated kernel by kernel."""
+    table = data.published_kernels
+    if table is None or table.empty:
+        return []
+    lines = ["### Published batch-1 GEMV kernels (out of sample)", "",
+             "One dense matrix-vector product (one row of activations, fp16/bf16 weights of 110 MB to 1.6 GB) timed "
+             "by others (`experiments/measured/published/kernels/`, one CSV per profile; sources and the kernel "
+             "library in each row and in `experiments/measured/published/README.md`), simulated as `speedsim "
+             "validate --measured experiments/measured/published/kernels/a100-80gb.csv --profile a100-80gb` does. "
+             "Nothing is fitted to them.", ""]
+    summary = []
+    for profile, group in table.groupby("profile", sort=True):
+        ratio = group["measured_us"] / group["simulated_us"]
+        summary.append({"GPU": profile, "rows": str(len(group)), "MAPE": pct(float(group["ape"].mean())),
+                        "error range": f"{float((1 / ratio).min() - 1):+.1%} .. {float((1 / ratio).max() - 1):+.1%}",
+                        "library": ", ".join(sorted(set(group["library"])))})
+    lines += [md_table(summary, ["GPU", "rows", "MAPE", "error range", "library"]), ""]
+    return lines
+
+
 def write_validation(data: ReportData, out: Path, worst: int = 8) -> Path:
     """reports/validation.md: the simulator's error on the measured H200 data, graph and eager mode."""
     lines = ["# Simulator validation", "",
@@ -218,6 +239,7 @@ def write_validation(data: ReportData, out: Path, worst: int = 8) -> Path:
     lines += whole_decode_section(data)
     lines += cpu_section(data)
     lines += published_section(data)
+    lines += published_kernels_section(data)
     for mode, table in data.validation.items():
         ranked = table.assign(ape=(table["simulated_us"] - table["measured_us"]).abs() / table["measured_us"])
         ranked = ranked.sort_values(["ape", "line"], ascending=[False, True]).head(worst)

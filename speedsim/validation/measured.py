@@ -28,7 +28,7 @@ from speedsim.limits import (
 from speedsim.sharing import Sharing
 from speedsim.userpath import probe, shown
 from speedsim.validation.schema import COLUMNS, MEASURED_ONLY, MODES
-from speedsim.workload.patterns import CEILING_PATTERNS, SECTIONS
+from speedsim.workload.patterns import CEILING_PATTERNS, GEMV_PATTERNS, SECTIONS
 
 KNOWN_SECTIONS = (*SECTIONS, *(s for s in MEASURED_ONLY if s not in SECTIONS))  # simulated, then measured only
 
@@ -284,6 +284,10 @@ def _check_extra(row: MeasuredRow, where: str) -> None:
                                 where=where)
         elif m is not None and m.group(4) and not 1 <= int(m.group(4)) <= MAX_GEMM_N:
             raise UserError(f"pattern {row.pattern}: GEMMs are of size 1 to {MAX_GEMM_N}", where=where)
+    if row.section == "gemv":
+        m = GEMV_PATTERNS.fullmatch(row.pattern)
+        if m is not None and m.group(1) and not all(1 <= int(x) <= MAX_OP_WIDTH for x in m.groups()):
+            raise UserError(f"pattern {row.pattern}: a GEMV's features are 1 to {MAX_OP_WIDTH} each", where=where)
     if row.section == "op":
         _check_op(row, where)
     if row.section != "batch":

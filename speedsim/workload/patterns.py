@@ -22,9 +22,11 @@ from speedsim.workload.rules import KernelRules
 from speedsim.workload.steps import Seq, StepContext, pipelined_batch, unshared_batch, with_source
 
 CEILING_PATTERNS = re.compile(r"copy_(\d+)(MiB|GiB)|gemm_(bf16|tf32|fp32|fp16)_(\d+)|launch_add_x100")
+# a GEMV of `measure`'s two shapes, or of any shape: outN_inK (N output features, K input features)
+GEMV_PATTERNS = re.compile(r"W256MiB|W16MiB|out(\d+)_in(\d+)")
 SECTIONS: dict[str, re.Pattern[str] | set[str]] = {
     "ceiling": CEILING_PATTERNS,
-    "gemv": {"W256MiB", "W16MiB"},
+    "gemv": GEMV_PATTERNS,
     "layer": {"multitoken"},
     "group": {"distinct", "sequential", "pipelined"},
     "lmhead": {"lmhead"},
@@ -66,8 +68,18 @@ def tiny_adds(count: int, dtype: str = "fp32") -> Program:
     return Program([add] * count)
 
 
+def gemv_shape(tag: str) -> tuple[int, int]:
+    """(out, in) features of a GEMV row's pattern (`GEMV_PATTERNS`: W256MiB, W16MiB or outN_inK)."""
+    if tag in GEMV_SHAPES:
+        return GEMV_SHAPES[tag]
+    m = GEMV_PATTERNS.fullmatch(tag)
+    assert m is not None and m.group(1), tag
+    return int(m.group(1)), int(m.group(2))
+
+
 def gemv(tag: str, rows: int, rules: KernelRules, dtype: str = "bf16") -> Program:
-    out_f, in_f = GEMV_SHAPES[tag]
+    """A `rows` x in by in x out product (one GEMV row at batch 1) of the shape `tag` names (`gemv_shape`)."""
+    out_f, in_f = gemv_shape(tag)
     return Program(linear(f"gemv.{tag}", f"gemv.{tag}", rows, in_f, out_f, dtype, rules))
 
 
