@@ -18,7 +18,7 @@ from speedsim.simulate.phases import build_phases
 from speedsim.simulate.scenario import COMMAND_LINE, build_scenario
 from speedsim.sweep import RunParams, read_results, run_sweep
 from speedsim.sweep.execute import execute, execute_batch
-from speedsim.sweep.runner import batches_of
+from speedsim.sweep.runner import PART_POINTS, batches_of
 
 BASELINES = ("unshared", "sequential")
 
@@ -181,6 +181,11 @@ def test_sweeps_batch_hardware_grids_only():
              RunParams.model_validate(_runs([{"kernel.latency_us": "x2"}], bounds=True)[0])]
     batches, single = batches_of([grid[0], plain[0], other[0], grid[1], plain[1], grid[2]])
     assert batches == [grid, other] and single == plain
+    # a large grid is cut between the workers (parts of at least PART_POINTS runs), a small one is not
+    many = [RunParams.model_validate(p) for p in _runs([{"kernel.latency_us": f"x{1 + i / 1000}"}
+                                                        for i in range(PART_POINTS + 10)])]
+    assert [len(b) for b in batches_of(many, parts=2)[0]] == [(PART_POINTS + 10) // 2] * 2
+    assert [len(b) for b in batches_of(many[:PART_POINTS], parts=2)[0]] == [PART_POINTS]
 
 
 def test_a_sweep_of_a_hardware_grid_resumes(tmp_path):

@@ -75,19 +75,20 @@ def _cost_estimate(run: RunParams) -> float:
     return depth * tokens * (1 + len(run.baselines))
 
 
-def execute_many(batch: list[dict[str, Any]], model_specs: tuple[str, ...], base_dir: str) -> list[Rows]:
-    """Several runs in one task (cuts the per-task overhead of a Dask cluster for small runs)."""
-    return [execute(p, model_specs, base_dir) for p in batch]
-
-
 Record = Callable[[str, Rows], None]
 RecordMany = Callable[[list[tuple[str, Rows]]], None]
 
 
-def batches_of(todo: list[RunParams]) -> tuple[list[list[RunParams]], list[RunParams]]:
-    """`todo` split into batches of a hardware grid (`batchable` runs that differ only in their what-ifs, at
-    most `BATCH_MAX` each, in `todo`'s order) and the runs that go one by one. Every batchable run goes into a
-    batch, even alone, so its rows come from one path whatever else a sweep (or its resumption) runs."""
+PART_POINTS = 256  # a batch is split between workers only past this many runs per part: each part serves its
+# programs through the residency once (seconds), which only pays where its points are many
+
+
+def batches_of(todo: list[RunParams], parts: int = 1) -> tuple[list[list[RunParams]], list[RunParams]]:
+    """`todo` split into batches of a hardware grid (`batchable` runs that differ only in their what-ifs, in
+    `todo`'s order) and the runs that go one by one. Every batchable run goes into a batch, even alone, so its
+    rows come from one path whatever else a sweep (or its resumption) runs. A batch holds at most `BATCH_MAX`
+    runs, and a large one is cut in up to `parts` (the workers) of at least `PART_POINTS` runs each, so one
+    grid keeps every worker busy; a batch's rows do not depend on which runs share it."""
     groups: dict[str, list[RunParams]] = {}
     single = []
     for run in todo:
@@ -95,44 +96,52 @@ def batches_of(todo: list[RunParams]) -> tuple[list[list[RunParams]], list[RunPa
             groups.setdefault(batch_key(run), []).append(run)
         else:
             single.append(run)
-    return [chunk for runs in groups.values() for chunk in _chunks(runs, BATCH_MAX)], single
+    out = []
+    for runs in groups.values():
+        k = max(1, min(parts, -(-len(runs) // PART_POINTS)))
+        size = min(BATCH_MAX, -(-len(runs) // k))
+        out += list(_chunks(runs, size))
+    return out, single
 
 
-def _local_batches(batches: list[list[RunParams]], args: tuple, workers: int, record_many: RecordMany) -> None:
-    """Run each batch of a hardware grid in this process (`execute_batch`; its passes in `workers` processes)
-    and record its runs when it ends: an interrupt loses the batch it is simulating, not one before it."""
-    model_specs, base_dir = args
-    for batch in batches:
-        rows = execute_batch([r.model_dump() for r in batch], model_specs, base_dir, workers=workers)
-        record_many([(r.key, out) for r, out in zip(batch, rows, strict=True)])
+def execute_runs(batch: list[dict[str, Any]], model_specs: tuple[str, ...], base_dir: str) -> list[Rows]:
+    """One task of a sweep: a batch of a hardware grid (`execute_batch`), or runs one by one (`execute`)."""
+    runs = [RunParams.model_validate(p) for p in batch]
+    if len(runs) > 0 and all(batchable(r) for r in runs) and len({batch_key(r) for r in runs}) == 1:
+        return execute_batch(batch, model_specs, base_dir)
+    return [execute(p, model_specs, base_dir) for p in batch]
 
 
-def _local(todo: list[RunParams], args: tuple, workers: int, record: Record) -> None:
-    """Run `todo` in this process (`workers` 1) or in worker processes, one run per task, so each run is
-    recorded as soon as it finishes. When the sweep stops early (an interrupt, a bug in a run), every run
-    that has finished is recorded, then the queued runs are cancelled and the workers ended at once:
-    the runs they were simulating are lost (and run on resume), but nothing that finished is. Workers ignore
-    Ctrl-C (it is the sweep's to answer: a worker that took it would report it as its run's result) and die
-    with the sweep however it ends (`speedsim.procs.init_worker`)."""
+def _local(tasks: list[list[RunParams]], args: tuple, workers: int, record_many: RecordMany) -> None:
+    """Run `tasks` (each a batch of a hardware grid or a single run: `execute_runs`) in this process (`workers`
+    1) or in worker processes, and record each task's runs as soon as it finishes. When the sweep stops early
+    (an interrupt, a bug in a run), every task that has finished is recorded, then the queued ones are
+    cancelled and the workers ended at once: the runs they were simulating are lost (and run on resume), but
+    nothing that finished is. Workers ignore Ctrl-C (it is the sweep's to answer: a worker that took it would
+    report it as its run's result) and die with the sweep however it ends (`speedsim.procs.init_worker`)."""
+
+    def items(task: list[RunParams], rows: list[Rows]) -> list[tuple[str, Rows]]:
+        return [(r.key, out) for r, out in zip(task, rows, strict=True)]
+
     if workers <= 1:
-        for run in todo:
-            record(run.key, execute(run.model_dump(), *args))
+        for task in tasks:
+            record_many(items(task, execute_runs([r.model_dump() for r in task], *args)))
         return
     pool = ProcessPool(workers)
-    pending: dict[Future, str] = {}
+    pending: dict[Future, list[RunParams]] = {}
     try:
-        for run in todo:
-            pending[pool.submit(execute, run.model_dump(), *args)] = run.key
+        for task in tasks:
+            pending[pool.submit(execute_runs, [r.model_dump() for r in task], *args)] = task
         for fut in as_completed(pending):
             rows = fut.result()
             # out of `pending` before it is recorded: an interrupt during the recording (which writes the
-            # journal line first) must not record it twice
-            record(pending.pop(fut), rows)
+            # journal lines first) must not record it twice
+            record_many(items(pending.pop(fut), rows))
     except BaseException:
         try:
-            for fut, key in list(pending.items()):
+            for fut, task in list(pending.items()):
                 if fut.done() and not fut.cancelled() and fut.exception() is None:
-                    record(key, fut.result())
+                    record_many(items(task, fut.result()))
         finally:
             pool.end_now()  # not after the runs the workers are simulating
         raise
@@ -196,17 +205,14 @@ def run_sweep(spec: SweepSpec | Path | str, out: Path | str, workers: int = 2, s
             if failed:
                 bar.set_postfix(failed=failed)
 
-        def record(key: str, rows: Rows) -> None:
-            record_many([(key, rows)])
-
-        batches, single = batches_of(todo)
         if client is not None:
+            batches, single = batches_of(todo, _dask_workers(client))
             if chunk is None:
                 chunk = max(1, min(8, len(single) // (4 * max(workers, 1)) or 1))
             _dask(single, batches, args, client, chunk, record_many, scheduler or "")
         else:
-            _local_batches(batches, args, workers, record_many)
-            _local(single, args, workers, record)
+            batches, single = batches_of(todo, workers)
+            _local([*batches, *([run] for run in single)], args, workers, record_many)
     return SweepSummary(spec.name, len(runs), skipped, ran, failed, out, time.monotonic() - t0,
                         tuple(store.bad_lines))
 
@@ -358,6 +364,14 @@ def _one_line(err: BaseException) -> str:
     return one_line(" ".join(str(err).split())) or type(err).__name__
 
 
+def _dask_workers(client: Any) -> int:
+    """How many workers the Dask cluster has now (1 if it cannot tell)."""
+    try:
+        return max(1, len(client.scheduler_info().get("workers", {})))
+    except Exception:  # noqa: BLE001 - only a hint for cutting batches
+        return 1
+
+
 def _dask(todo: list[RunParams], grids: list[list[RunParams]], args: tuple, client: Any, chunk: int,
           record_many: RecordMany, scheduler: str = "") -> None:
     """Submit batches of `chunk` runs of `todo`, and each batch of a hardware grid in `grids` (`execute_batch`),
@@ -369,9 +383,8 @@ def _dask(todo: list[RunParams], grids: list[list[RunParams]], args: tuple, clie
     futures = []
     batches = {}
     try:
-        tasks = [(execute_batch, grid) for grid in grids] + [(execute_many, batch) for batch in _chunks(todo, chunk)]
-        for fn, batch in tasks:
-            fut = client.submit(fn, [r.model_dump() for r in batch], *args, pure=False)
+        for batch in [*grids, *_chunks(todo, chunk)]:
+            fut = client.submit(execute_runs, [r.model_dump() for r in batch], *args, pure=False)
             futures.append(fut)
             batches[fut.key] = batch
         for fut in as_completed(futures):
