@@ -171,10 +171,12 @@ class GridResult:
 # ---------------------------------------------------------------------------------------------- points
 
 
-def point_overrides(profile: HardwareProfile, points: Sequence[Point], where: str = "--set") -> list[tuple[Override, ...]]:
+def point_overrides(profile: HardwareProfile, points: Sequence[Point], where: str = "--set",
+                    cache: dict[tuple[str, str], Override] | None = None) -> list[tuple[Override, ...]]:
     """Each point's `Override`s on `profile`, checked as `speedsim.hardware.whatif.overrides_of` checks them
-    (a path of the profile, a number or xF); each distinct (path, value) is resolved once."""
-    cache: dict[tuple[str, str], Override] = {}
+    (a path of the profile, a number or xF); each distinct (path, value) is resolved once (`cache`: the ones
+    resolved before, shared by calls on the same profile)."""
+    cache = {} if cache is None else cache
     out = []
     for point in points:
         made = []

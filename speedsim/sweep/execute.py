@@ -198,11 +198,12 @@ def execute_batch(batch: list[dict[str, Any]], model_specs: tuple[str, ...] = ()
                     r.device_control)
     data = base.profile.model_dump()
     cache: dict[str, Any] = {}
+    resolved: dict = {}  # each distinct (path, value) of the batch resolved once
     good: list[int] = []
     profiles, overrides, memory = [], [], []
     for i, run in enumerate(runs):
         try:
-            made = point_overrides(base.profile, [dict(run.overrides)], SET_FLAG)[0]
+            made = point_overrides(base.profile, [dict(run.overrides)], SET_FLAG, resolved)[0]
             profile = point_profile(base.profile, made, SET_FLAG, data)
             CostModel.from_profile(profile, where=SET_FLAG)
             need = check_point(profile, work, cache)
