@@ -74,6 +74,14 @@ def ceilings(rec: TimingLog, device: str, dtype: torch.dtype) -> None:
             xx = torch.randn(n_rows, in_f, device=device, dtype=dtype)
             med, lo, hi = time_fn(lambda: F.linear(xx, w), device, gemv_budget)  # noqa: B023
             rec.add(section="gemv", mode="eager", pattern=tag, n=n_rows, us_median=med, us_min=lo, us_max=hi)
+    if device == "cuda":  # a 7B decoder's GEMVs at one row (Llama-2-7B's 4096 x 11008 MLP): whether a GEMV whose
+        # blocks fill a second wave only partly streams at the DRAM bandwidth (issue 23's dec7b elasticity)
+        for out_f, in_f in ((4096, 4096), (11008, 4096), (4096, 11008)):
+            w = torch.randn(out_f, in_f, device=device, dtype=dtype)
+            xx = torch.randn(1, in_f, device=device, dtype=dtype)
+            med, lo, hi = time_fn(lambda: F.linear(xx, w), device, gemv_budget)  # noqa: B023
+            rec.add(section="gemv", mode="eager", pattern=f"out{out_f}_in{in_f}", n=1, us_median=med, us_min=lo,
+                    us_max=hi, extra=f"GBps={2 * out_f * in_f / med / 1e3:.1f}")
 
 
 def _copy_row(rec: TimingLog, device: str, mib: int) -> None:
