@@ -134,14 +134,14 @@ class GridResult:
             g, j = where[i]
             f = self._figures[m][g][1]
             t, tot = f.timed, f.totals
-            per = max(int(t["tokens"][j]), 1)
+            per = max(tot.tokens, 1)
             by = tot.decode_dram_by_class
             mem = dict(self.memory[i][m])
             total = mem.pop("total", math.nan)
             results[m] = MethodResult(
                 method=m, per_token_us=float(t["per_token_us"][j]), p50_token_us=float(t["p50_token_us"][j]),
                 p99_token_us=float(t["p99_token_us"][j]), prefill_us=float(t["prefill_us"][j]),
-                decode_us=float(t["decode_us"][j]), total_us=float(t["total_us"][j]), tokens=int(t["tokens"][j]),
+                decode_us=float(t["decode_us"][j]), total_us=float(t["total_us"][j]), tokens=tot.tokens,
                 e2e_per_token_us=float(t["e2e_per_token_us"][j]), kernels=tot.kernels,
                 dram_bytes_per_token=tot.decode_dram_bytes / per,
                 dram_weights_bytes_per_token=by["weights"] / per, dram_kv_bytes_per_token=by["kv"] / per,
@@ -290,6 +290,7 @@ class RunTotals:
     which bytes each kernel moves (`summarise` takes them from the engine's run)."""
 
     kernels: int                 # kernels launched
+    tokens: int                  # tokens the decode programs emit
     flops: float                 # every program's FLOPs (the compute utilisation's)
     dram_bytes: float            # every program's DRAM bytes (the DRAM busy time's: at the achievable rate)
     decode_flops: float
@@ -375,7 +376,8 @@ def method_runs(programs: Sequence[Any], prefill: Sequence[bool], emits: Sequenc
     decode_counts = np.zeros(len(runs))
     for r, n in decode_runs.items():
         decode_counts[r] = n
-    totals = RunTotals(kernels, flops, dram_all, decode_flops, decode_dram, decode_chip, decode_by_class,
+    tokens = sum(e for e, p in zip(emits, prefill, strict=True) if not p)
+    totals = RunTotals(kernels, tokens, flops, dram_all, decode_flops, decode_dram, decode_chip, decode_by_class,
                        prefill_flops, prefill_dram, decode_counts)
     return MethodRuns(plans, runs, np.array(rows, dtype=np.int64), np.array(cols, dtype=np.int64),
                       np.array(counts, dtype=np.float64), program_shape,
@@ -419,7 +421,6 @@ def timed(m: MethodRuns, times: np.ndarray, cost: CostModel, host: Mapping[str, 
     last_emit = np.zeros(points)
     gaps: list[np.ndarray] = []  # per emitting program: its gap per token
     repeats: list[int] = []      # ... and how many tokens it emits
-    tokens = 0
     empty = np.zeros(points)
     for i, shape in enumerate(m.program_shape):
         np.add(clock, launch, out=clock)  # one graph launch per program
@@ -439,7 +440,6 @@ def timed(m: MethodRuns, times: np.ndarray, cost: CostModel, host: Mapping[str, 
             if emits:
                 gaps.append((step - last_emit) / emits)
                 repeats.append(emits)
-                tokens += emits
                 last_emit[:] = step
         last, step = step, last  # the program's end
         free[:] = last
@@ -448,6 +448,7 @@ def timed(m: MethodRuns, times: np.ndarray, cost: CostModel, host: Mapping[str, 
             np.add(clock, rt, out=clock)
     total = last  # (the ends never decrease: the last is the largest)
     t = m.totals
+    tokens = t.tokens
     programs = len(m.program_shape)
     sequences = sum(m.prefill)
     per = max(tokens, 1)
@@ -473,8 +474,7 @@ def timed(m: MethodRuns, times: np.ndarray, cost: CostModel, host: Mapping[str, 
             "e2e_per_token_us": total / (tokens + sequences) if tokens + sequences else nan,
             "util_compute": util_compute, **busy_share, "roofline_us_per_token": roofline / per,
             "host_us_per_token": (host["host_round_trip_us"] * (programs - sequences) / tokens
-                                  if round_trip and tokens else np.zeros(points)),
-            "tokens": np.full(points, tokens)}
+                                  if round_trip and tokens else np.zeros(points))}
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,11 @@ by a central difference in log space,
     e = (ln T(x (1 + h)) - ln T(x (1 - h))) / (ln (1 + h) - ln (1 - h)),
 
 each perturbed profile made by `speedsim.hardware.whatif.with_overrides` (validated as a loaded
-profile, and its cost-model rates checked) and simulated exactly as `speedsim simulate` simulates
-it: the same programs (rebuilt where the parameter changes the kernels' selection: `compute.units`,
-the software rules), the same engine, the same per-token time. e = -1: the time is inversely
+profile, and its cost-model rates, devices and memory checked as `simulate` checks them) and
+simulated as `speedsim simulate` simulates it: the same programs (rebuilt where the parameter changes
+the kernels' selection: `compute.units`, the software rules), the same cost formulas, the same
+per-token time (in graph mode every variant at once through `speedsim.design.grid`, equal to the
+engine's to ~1e-13; otherwise one engine run per variant). e = -1: the time is inversely
 proportional to x (a rate that bounds all of it); +1: proportional (a latency that is all of it);
 0: x does not matter to this decode.
 
@@ -214,10 +216,6 @@ class _Decodes:
         from speedsim.design.grid import check_point
 
         return check_point(profile, self.work, self._memory)
-
-    def per_token(self, profile: HardwareProfile) -> dict[str, float]:
-        self.check(profile)
-        return self._engine(profile)
 
     def _engine(self, profile: HardwareProfile) -> dict[str, float]:
         s = self.s
