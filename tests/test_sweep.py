@@ -97,9 +97,11 @@ def test_sweep_writes_table_and_resume_skips_finished(tmp_path):
 def test_interrupted_sweep_loses_and_duplicates_nothing(tmp_path, workers):
     """Interrupt after 3 runs (and tear the journal's last line); resuming completes the table exactly once.
     With workers, the runs that finished while the interrupt was handled are recorded too, once each."""
-    # 12 runs: with workers, the 9 after the interrupt cannot all finish while it is handled (with 8, the
-    # 5 left sometimes did on a loaded machine, and the check that the interrupt stopped the sweep failed)
-    spec = {**SMALL, "axes": {**SMALL["axes"], "mispredict": [0.0, 0.15, 0.3]}}
+    # 12 runs of 32 tokens: with workers, the 9 after the interrupt cannot all finish while it is handled (with
+    # 8 runs, the 5 left sometimes did on a loaded machine; with 12 runs of 8 tokens, ~36 ms each, the 9 left
+    # once did in CI: ~110 ms each leaves them ~0.5 s, several times the handling)
+    spec = {**SMALL, "fixed": {**SMALL["fixed"], "out_len": 32},
+            "axes": {**SMALL["axes"], "mispredict": [0.0, 0.15, 0.3]}}
     n = 12
     path = write_spec(tmp_path, spec)
     seen = []
